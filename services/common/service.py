@@ -1,0 +1,128 @@
+"""What every Faultline service has in common: liveness, readiness, Prometheus metrics, live config, logging.
+
+A service builds its own FastAPI app with `create_app(...)`, adds its routes, and runs it with `serve(...)`.
+Config is a pydantic model with `extra="forbid"`: PATCH /admin/config merges a partial object into the live
+config, validates the whole, and hands the new config to the service's `on_change` hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+
+ReadyCheck = Callable[[], tuple[bool, str]]
+
+
+class ConfigHolder:
+    """The live config of a service; replaced atomically on every successful PATCH."""
+
+    def __init__(self, config: BaseModel, on_change: Callable[[BaseModel, BaseModel], None] | None = None):
+        self.value = config
+        self._on_change = on_change
+
+    def patch(self, changes: dict[str, Any]) -> BaseModel:
+        merged = {**self.value.model_dump(), **changes}
+        new = type(self.value).model_validate(merged)
+        old, self.value = self.value, new
+        if self._on_change is not None:
+            self._on_change(old, new)
+        return new
+
+
+class UTCFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        t = self.converter(record.created)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
+
+
+def setup_logging(name: str, level: str = "INFO") -> logging.Logger:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(UTCFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    return logging.getLogger(name)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def create_app(
+    name: str,
+    config: ConfigHolder,
+    ready: ReadyCheck | None = None,
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """A FastAPI app with /healthz, /readyz, /metrics and /admin/config already routed."""
+    app = FastAPI(title=f"faultline {name}", **fastapi_kwargs)
+    app.state.config = config
+    app.state.service_name = name
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": name}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ok, reason = ready() if ready is not None else (True, "")
+        if ok:
+            return JSONResponse({"status": "ready", "service": name})
+        return JSONResponse({"status": "not ready", "reason": reason, "service": name}, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/admin/config")
+    async def get_config() -> dict[str, Any]:
+        return config.value.model_dump()
+
+    @app.patch("/admin/config")
+    async def patch_config(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"detail": "body must be a JSON object"}, status_code=400)
+        if not isinstance(body, dict):
+            return JSONResponse({"detail": "body must be a JSON object"}, status_code=400)
+        try:
+            new = config.patch(body)
+        except ValidationError as exc:
+            return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        logging.getLogger(name).info("config changed keys=%s", ",".join(sorted(body)))
+        return JSONResponse(new.model_dump())
+
+    return app
+
+
+def serve(app: FastAPI, host: str, port: int, log_level: str = "warning") -> None:
+    """Run the app with uvicorn on uvloop + httptools, without access logs (they would dominate CPU)."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=2,
+    )

@@ -1,0 +1,1 @@
+"""Online card features over SQLite (`python -m services.featurestore`). Never imports torch."""

@@ -1,0 +1,84 @@
+"""Captured service output: timestamped lines kept in a ring buffer for the lab and appended to a log file.
+
+The supervisor feeds raw bytes from a child's stdout/stderr pipe; the lab (CLI `faultline logs`, the console,
+the monitor) reads lines back filtered by regex, tail length or time. Reads come from API threads while the
+supervisor thread appends, hence the lock.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, TextIO
+
+MAX_LINE = 8192
+
+
+def iso_utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+
+
+class LogBuffer:
+    """The last `capacity` lines of one service, plus an append-only file with every line."""
+
+    def __init__(self, name: str, path: Path | None, capacity: int = 5000) -> None:
+        self.name = name
+        self.path = path
+        self._lines: deque[tuple[float, str]] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+        self._partial = b""
+        self._file: TextIO | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives as long as the buffer
+
+    def feed(self, data: bytes) -> None:
+        """Raw bytes from the pipe; complete lines are stored, a trailing partial line waits for the rest."""
+        data = self._partial + data
+        *complete, self._partial = data.split(b"\n")
+        if len(self._partial) > MAX_LINE:
+            complete.append(self._partial)
+            self._partial = b""
+        for raw in complete:
+            self.add(raw.decode("utf-8", errors="replace").rstrip("\r"))
+
+    def flush_partial(self) -> None:
+        if self._partial:
+            raw, self._partial = self._partial, b""
+            self.add(raw.decode("utf-8", errors="replace"))
+
+    def add(self, line: str, t: float | None = None) -> None:
+        t = time.time() if t is None else t
+        line = line[:MAX_LINE]
+        with self._lock:
+            self._lines.append((t, line))
+            if self._file is not None:
+                try:
+                    self._file.write(f"{iso_utc(t)} {line}\n")
+                except (OSError, ValueError):
+                    pass  # a full disk or a closed file must not take the supervisor down
+
+    def query(
+        self, grep: re.Pattern[str] | None = None, tail: int | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Lines oldest first; `grep` keeps matching lines, `since` keeps lines after that epoch time,
+        `tail` keeps the last N of what is left."""
+        with self._lock:
+            items = list(self._lines)
+        if since is not None:
+            items = [(t, s) for t, s in items if t > since]
+        if grep is not None:
+            items = [(t, s) for t, s in items if grep.search(s)]
+        if tail is not None:
+            items = items[-tail:] if tail > 0 else []
+        return [{"t": t, "ts": iso_utc(t), "line": s} for t, s in items]
+
+    def close(self) -> None:
+        self.flush_partial()
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None

@@ -1,0 +1,204 @@
+"""Declarative SLOs evaluated over sliding windows, with "violated since / restored since" events.
+
+An `SLOSpec` says what is measured (kind + target), the threshold, the window, and how long a breach (or a
+recovery) must last before the state flips (`for_s`, hysteresis against one noisy tick). `SLOTracker` is the
+per-SLO state machine; the monitor feeds it one value per tick and hands emitted events to subscribers (the
+journal). No value (no traffic, no labels yet) never flips a state: silence is not evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Kind = Literal[
+    "latency_p99", "error_rate", "accuracy_min", "precision_min", "recall_min", "drift_max", "availability"
+]
+State = Literal["unknown", "ok", "violated"]
+Event = dict[str, Any]
+Subscriber = Callable[[Event], None]
+
+# Which direction breaks the objective: "above" the threshold (latency, errors, drift) or "below" it.
+BREACH_ABOVE = {"latency_p99", "error_rate", "drift_max"}
+
+log = logging.getLogger("faultline.monitor.slo")
+
+
+class SLOSpec(BaseModel):
+    """One objective. `target` is a service or replica name (latency, errors, availability), a model version
+    or "all" (quality), a feature name or "all" (drift)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=80)
+    kind: Kind
+    target: str = "gateway"
+    threshold: float
+    window_s: float = Field(default=10.0, gt=0, le=24 * 3600)
+    for_s: float = Field(default=0.0, ge=0, le=3600)
+    min_samples: float = Field(default=0.0, ge=0, description="labels (quality) or requests needed for a value")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check_threshold(self) -> SLOSpec:
+        if self.kind in ("error_rate", "accuracy_min", "precision_min", "recall_min", "availability") and not (
+            0.0 <= self.threshold <= 1.0
+        ):
+            raise ValueError(f"{self.kind} threshold is a fraction in 0..1, got {self.threshold}")
+        if self.kind in ("latency_p99", "drift_max") and self.threshold <= 0:
+            raise ValueError(f"{self.kind} threshold must be > 0, got {self.threshold}")
+        return self
+
+    def breached(self, value: float) -> bool:
+        if self.kind in BREACH_ABOVE:
+            return value > self.threshold
+        return value < self.threshold
+
+
+def default_slos(model_metrics: dict[str, Any] | None = None) -> list[SLOSpec]:
+    """The stack's default objectives (docs/monitoring.md explains each number).
+
+    Fraud is rare (about 3% of transactions), so accuracy stays high even when the model catches nothing;
+    recall and precision floors are what reveal a concept shift. They are set at half the production model's
+    offline figures (`model_metrics`, from its registry meta) when known, else at conservative constants.
+    """
+    metrics = model_metrics or {}
+    recall_floor = _half_of(metrics.get("recall"), 0.05)
+    precision_floor = _half_of(metrics.get("precision"), 0.1)
+    return [
+        SLOSpec(name="gateway-latency", kind="latency_p99", target="gateway", threshold=250.0, window_s=10.0,
+                min_samples=20, description="gateway /v1/score p99 <= 250 ms over 10 s"),
+        SLOSpec(name="gateway-errors", kind="error_rate", target="gateway", threshold=0.02, window_s=10.0,
+                min_samples=20, description="gateway non-2xx responses <= 2% over 10 s"),
+        SLOSpec(name="gateway-availability", kind="availability", target="gateway", threshold=0.99,
+                window_s=60.0, description="gateway up (scraped and not down) >= 99% of the last 60 s"),
+        SLOSpec(name="model-accuracy", kind="accuracy_min", target="all", threshold=0.8, window_s=120.0,
+                min_samples=200, description="accuracy on feedback labels >= 0.8 over 120 s"),
+        SLOSpec(name="model-recall", kind="recall_min", target="all", threshold=recall_floor, window_s=120.0,
+                min_samples=200, description=f"recall on feedback labels >= {recall_floor:.3f} over 120 s"),
+        SLOSpec(name="model-precision", kind="precision_min", target="all", threshold=precision_floor,
+                window_s=120.0, min_samples=200,
+                description=f"precision on feedback labels >= {precision_floor:.3f} over 120 s"),
+        SLOSpec(name="input-drift", kind="drift_max", target="all", threshold=0.25, window_s=30.0,
+                description="no request feature drifted (PSI < 0.25, null rate steady) in the live window"),
+    ]
+
+
+def _half_of(value: Any, fallback: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return fallback
+    if not 0.0 < v <= 1.0:
+        return fallback
+    return round(max(0.01, v / 2.0), 4)
+
+
+class SLOTracker:
+    """The state machine of one SLO: unknown -> ok | violated, with `for_s` hysteresis both ways."""
+
+    def __init__(self, spec: SLOSpec) -> None:
+        self.spec = spec
+        self.state: State = "unknown"
+        self.since: float | None = None  # when the current state began (start of the breach / recovery)
+        self.value: float | None = None
+        self.updated_at: float | None = None
+        self._pending: tuple[State, float] | None = None  # (candidate state, since) while for_s runs
+
+    def update(self, now: float, value: float | None, breached: bool | None = None) -> Event | None:
+        """Feed one evaluation; returns an event when the state flips to violated or back to ok.
+
+        `breached` overrides the threshold comparison (the drift SLO is also breached by a null-rate jump).
+        """
+        self.value = value
+        self.updated_at = now
+        if value is None:
+            return None
+        if breached is None:
+            breached = self.spec.breached(value)
+        candidate: State = "violated" if breached else "ok"
+        if candidate == self.state:
+            self._pending = None
+            return None
+        if self._pending is None or self._pending[0] != candidate:
+            self._pending = (candidate, now)
+        started = self._pending[1]
+        # from "unknown" the first verdict is taken at once for ok, but a breach still has to last for_s
+        if not (self.state == "unknown" and candidate == "ok") and now - started < self.spec.for_s:
+            return None
+        previous = self.state
+        self.state, self.since, self._pending = candidate, started, None
+        if candidate == "violated":
+            return self._event("violated", now, started)
+        if previous == "violated":
+            return self._event("restored", now, started)
+        return None
+
+    def _event(self, state: str, now: float, since: float) -> Event:
+        return {
+            "slo": self.spec.name,
+            "kind": self.spec.kind,
+            "target": self.spec.target,
+            "state": state,
+            "at": now,
+            "since": since,
+            "value": self.value,
+            "threshold": self.spec.threshold,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "kind": self.spec.kind,
+            "target": self.spec.target,
+            "state": self.state,
+            "value": self.value,
+            "threshold": self.spec.threshold,
+            "window_s": self.spec.window_s,
+            "since": self.since,
+            "description": self.spec.description,
+        }
+
+
+class SLOBook:
+    """All trackers, the recent event log, and the subscribers to notify."""
+
+    def __init__(self, specs: list[SLOSpec], max_events: int = 1000) -> None:
+        names = [s.name for s in specs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate SLO name(s): {', '.join(dupes)}")
+        self.trackers = {s.name: SLOTracker(s) for s in specs}
+        self.events: deque[Event] = deque(maxlen=max_events)
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Register a callback for every event; returns a function that unsubscribes it."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def update(self, name: str, now: float, value: float | None, breached: bool | None = None) -> Event | None:
+        event = self.trackers[name].update(now, value, breached)
+        if event is not None:
+            self.events.append(event)
+            for callback in list(self._subscribers):
+                try:
+                    callback(event)
+                except Exception:  # a broken subscriber must not stop SLO evaluation
+                    log.exception("SLO subscriber failed event=%s", event)
+        return event
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "slos": [t.status() for t in self.trackers.values()],
+            "events": list(self.events),
+        }

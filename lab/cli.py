@@ -1,0 +1,423 @@
+"""The `faultline` command: start and stop the lab, and talk to the running lab over its JSON API.
+
+`up` runs the lab in the foreground (Ctrl-C stops everything); `up -d` starts it detached and returns once
+every service is ready. Every other command is a thin client of the running lab, found through
+FAULTLINE_HOME/lab.json, --lab-url or FAULTLINE_LAB_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lab import specs
+from lab.ports import PortInUse, check_free, stack_ports
+from lab.state import lab_url, read_lab_info, resolve_home, running_lab
+from lab.topology import DEFAULT_BASE_PORT, DEFAULT_LAB_PORT, DEFAULT_NETPROXY_PORT, MAX_REPLICAS, Ports, Topology
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A failure to report to the user as one clear message, without a traceback."""
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _client(url: str, timeout: float = 30.0) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=timeout, trust_env=False)
+
+
+def _find_lab(args: argparse.Namespace) -> str:
+    home = resolve_home(args.home)
+    url = lab_url(home, getattr(args, "lab_url", None))
+    if url is None:
+        raise CliError(f"no lab is running for {home} — start one with `faultline up -d`")
+    return url
+
+
+def _api(args: argparse.Namespace, method: str, path: str, timeout: float = 120.0, **kwargs: Any) -> Any:
+    url = _find_lab(args)
+    try:
+        with _client(url, timeout) as c:
+            r = c.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        raise CliError(f"the lab at {url} did not answer: {exc}") from exc
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        raise CliError(f"{detail}" if isinstance(detail, str) else json.dumps(detail))
+    return r.json()
+
+
+def _mib(n: int | None) -> str:
+    return f"{(n or 0) / 1048576:.0f}MiB"
+
+
+def _exit_text(e: dict[str, Any] | None) -> str:
+    return f"{e['code']} {e['reason']}" if e else "-"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def format_status(st: dict[str, Any]) -> str:
+    head = (f"lab {st.get('lab_url', '?')} (pid {st['supervisor_pid']}), backend {st['backend']}, "
+            f"phase {st['phase']}" + (f", ready in {st['ready_after_s']:.2f}s" if st.get("ready_after_s") else ""))
+    lines = [head, f"public URL (proxy gateway): {st['public_url']}   Toxiproxy API: {st['netproxy_url']}"]
+    if st.get("error"):
+        lines.append(f"error: {st['error']}")
+    rows = [["SERVICE", "STATE", "READY", "PID", "RSS", "CPU%", "RESTARTS", "LAST EXIT", "URL"]]
+    for s in st["services"]:
+        rows.append([s["name"], s["state"], "yes" if s["ready"] else "no", str(s["pid"] or "-"), _mib(s["rss_bytes"]),
+                     f"{s.get('cpu_percent', 0):.0f}", str(s["restarts"]), _exit_text(s["last_exit"]), s["url"] or "-"])
+    lines += ["", _table(rows), f"total RSS {_mib(st.get('total_rss_bytes'))}"]
+    if st.get("proxies"):
+        prow = [["PROXY", "LISTEN", "UPSTREAM", "ENABLED", "TOXICS"]]
+        for p in st["proxies"]:
+            toxics = ",".join(t.get("name", "?") for t in p.get("toxics") or []) or "-"
+            prow.append([p["name"], p["listen"], p["upstream"], "yes" if p["enabled"] else "NO", toxics])
+        lines += ["", _table(prow)]
+    return "\n".join(lines)
+
+
+def _ports(args: argparse.Namespace) -> Ports:
+    return Ports(base=args.base_port, netproxy=args.netproxy_port, lab=args.lab_port)
+
+
+def _toxiproxy_url() -> str | None:
+    return os.environ.get("TOXIPROXY_URL") or None
+
+
+def _preflight(args: argparse.Namespace) -> Path:
+    home = resolve_home(args.home)
+    info = running_lab(home)
+    if info is not None:
+        raise CliError(f"a lab is already running for {home} (pid {info.pid}, {info.url}) — `faultline down` first")
+    if not (home / "registry" / "versions").is_dir():
+        raise CliError(f"no trained models in {home / 'registry'} — run `make setup` "
+                       f"(or `python -m services.trainer defaults --home {home}`)")
+    topo = Topology(ports=_ports(args), replicas=args.replicas)
+    try:
+        check_free(stack_ports(topo, include_netproxy=_toxiproxy_url() is None), topo.host)
+    except PortInUse as exc:
+        raise CliError(str(exc)) from exc
+    return home
+
+
+def _serve_argv(args: argparse.Namespace, home: Path) -> list[str]:
+    return [sys.executable, "-m", "lab.cli", "serve", "--home", str(home), "--replicas", str(args.replicas),
+            "--base-port", str(args.base_port), "--netproxy-port", str(args.netproxy_port),
+            "--lab-port", str(args.lab_port), "--ready-timeout", str(args.ready_timeout)]
+
+
+def _print_ready(st: dict[str, Any], elapsed: float) -> None:
+    print(f"Faultline is up in {elapsed:.2f}s — lab {st.get('lab_url')} (pid {st['supervisor_pid']})")
+    print(f"  {'public (proxy gateway)':24} {st['public_url']}")
+    for s in st["services"]:
+        print(f"  {s['name']:24} {s['url']}" + (f"  via proxy {s['proxy']['listen']}" if s.get("proxy") else ""))
+    print(f"  {'lab API':24} {st.get('lab_url')}")
+
+
+# --- commands ----------------------------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if args.backend == "compose":
+        from lab import compose
+
+        return compose.up(detach=args.detach)
+    t0 = time.time()
+    home = _preflight(args)
+    if args.detach:
+        return _up_detached(args, home, t0)
+    return _serve(args, home, announce=t0)
+
+
+def _up_detached(args: argparse.Namespace, home: Path, t0: float) -> int:
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "lab.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(specs.PACKAGE_ROOT),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    with open(log_path, "ab") as log:
+        log.write(f"--- faultline up -d at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(  # noqa: S603 - argv list
+            _serve_argv(args, home), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env, cwd=str(specs.PACKAGE_ROOT),
+        )
+    url = None
+    deadline = t0 + args.timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise CliError(f"the lab exited with code {proc.returncode}; its log ({log_path}) ends with:\n"
+                           + _tail(log_path, 20))
+        info = read_lab_info(home)
+        if url is None and info is not None and info.pid == proc.pid:
+            url = info.url
+        if url is not None:
+            try:
+                with _client(url, 5) as c:
+                    st = c.get("/api/status").json()
+            except (httpx.HTTPError, ValueError):
+                st = None
+            if st is not None:
+                if st["phase"] == "running" and st["ready"]:
+                    _print_ready(st, time.time() - t0)
+                    return EXIT_OK
+                if st["phase"] in ("failed", "degraded"):
+                    _report_failure(st)
+                    return EXIT_ERROR
+        time.sleep(0.05)
+    print(f"faultline: the stack was not ready after {args.timeout:.0f}s; the lab is still running — "
+          "see `faultline status` and `faultline logs SERVICE`, stop it with `faultline down`", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _report_failure(st: dict[str, Any]) -> None:
+    print(f"faultline: the stack did not come up: {st.get('error')}", file=sys.stderr)
+    for s in st["services"]:
+        if not s["ready"]:
+            print(f"  {s['name']}: state {s['state']}, last exit {_exit_text(s['last_exit'])}, "
+                  f"log {s.get('log_file')}", file=sys.stderr)
+    print("the lab is still running: inspect with `faultline status` / `faultline logs SERVICE`, "
+          "stop it with `faultline down`", file=sys.stderr)
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    home = resolve_home(args.home)
+    return _serve(args, home, announce=None)
+
+
+def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
+    import logging
+
+    from lab.core import Lab, LabSettings
+    from lab.server import serve
+    from services.common.service import setup_logging
+
+    setup_logging("faultline.lab", "INFO")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = LabSettings(home=home, ports=_ports(args), replicas=args.replicas,
+                           toxiproxy_url=_toxiproxy_url(), ready_timeout_s=args.ready_timeout)
+    lab = Lab(settings)
+    try:
+        lab.stack.preflight()
+    except Exception as exc:  # noqa: BLE001 - preflight errors are messages for the user
+        raise CliError(str(exc)) from exc
+    if announce is not None:
+        threading.Thread(target=_announce, args=(lab, announce), daemon=True).start()
+    return serve(lab)
+
+
+def _announce(lab: Any, t0: float) -> None:
+    while True:
+        st = lab.status()
+        if st["phase"] == "running" and st["ready"]:
+            _print_ready(st, time.time() - t0)
+            print("Ctrl-C stops everything.", flush=True)
+            return
+        if st["phase"] in ("failed", "degraded", "stopping", "stopped"):
+            if st["phase"] in ("failed", "degraded"):
+                _report_failure(st)
+            return
+        time.sleep(0.1)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = _api(args, "GET", "/api/status", timeout=15)
+    print(json.dumps(st, indent=2) if args.json else format_status(st))
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    if getattr(args, "backend", "process") == "compose":
+        from lab import compose
+
+        return compose.down()
+    home = resolve_home(args.home)
+    info = running_lab(home)
+    try:
+        url = _find_lab(args)
+    except CliError:
+        print(f"no lab is running for {home}; nothing to stop")
+        return EXIT_OK
+    _api(args, "POST", "/api/down", timeout=120)
+    if info is not None and info.url == url:
+        deadline = time.time() + 30
+        while info.alive() and time.time() < deadline:
+            time.sleep(0.05)
+    print("stopped")
+    return EXIT_OK
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    res = _api(args, "POST", "/api/scale", json={"replicas": args.replicas}, timeout=300)
+    print(f"scaled to {res['replicas']} replicas: {', '.join(res['models'])}")
+    return EXIT_OK
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    s = _api(args, "POST", f"/api/services/{args.service}/restart", timeout=60)
+    print(f"{s['name']} restarted: pid {s['pid']}, state {s['state']}")
+    return EXIT_OK
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    s = _api(args, "POST", f"/api/services/{args.service}/stop", timeout=60)
+    print(f"{s['name']} {s['state']}")
+    return EXIT_OK
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    s = _api(args, "POST", f"/api/services/{args.service}/start", timeout=60)
+    print(f"{s['name']} {s['state']}, pid {s['pid']}")
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {}
+    if args.grep:
+        params["grep"] = args.grep
+    if args.tail is not None:
+        params["tail"] = args.tail
+    res = _api(args, "GET", f"/api/services/{args.service}/logs", params=params, timeout=15)
+    since = None
+    for line in res["lines"]:
+        print(f"{line['ts']} {line['line']}")
+        since = line["t"]
+    while args.follow:
+        time.sleep(0.5)
+        params.pop("tail", None)
+        if since is not None:
+            params["since"] = since
+        for line in _api(args, "GET", f"/api/services/{args.service}/logs", params=params, timeout=15)["lines"]:
+            print(f"{line['ts']} {line['line']}", flush=True)
+            since = line["t"]
+    return EXIT_OK
+
+
+def cmd_netproxy(args: argparse.Namespace) -> int:
+    from services.netproxy.__main__ import main as netproxy_main
+
+    return int(netproxy_main(["--host", args.host, "--port", str(args.port)]) or 0)
+
+
+# --- parser ------------------------------------------------------------------------------------------------------
+
+
+def _replicas(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_REPLICAS}")
+    return n
+
+
+def _port(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError("must be a TCP port (1-65535)")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faultline", description="Faultline: a failure-injection lab for ML serving.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--home", help="data directory (default: $FAULTLINE_HOME or ./.faultline)")
+        sp.add_argument("--lab-url", help="URL of the running lab (default: from HOME/lab.json or $FAULTLINE_LAB_URL)")
+
+    def stack_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--home", help="data directory (default: $FAULTLINE_HOME or ./.faultline)")
+        sp.add_argument("--replicas", type=_replicas, default=2, help="model replicas (default 2)")
+        sp.add_argument("--base-port", type=_port, default=DEFAULT_BASE_PORT,
+                        help=f"first port of the stack's block (default {DEFAULT_BASE_PORT})")
+        sp.add_argument("--netproxy-port", type=_port, default=DEFAULT_NETPROXY_PORT,
+                        help=f"Toxiproxy API port (default {DEFAULT_NETPROXY_PORT})")
+        sp.add_argument("--lab-port", type=_port, default=DEFAULT_LAB_PORT,
+                        help=f"lab JSON API port (default {DEFAULT_LAB_PORT})")
+        sp.add_argument("--ready-timeout", type=float, default=90.0, help="seconds to wait for readiness")
+
+    up = sub.add_parser("up", help="start the stack (foreground; -d to detach)")
+    stack_flags(up)
+    up.add_argument("-d", "--detach", action="store_true", help="run in the background; return once ready")
+    up.add_argument("--backend", choices=("process", "compose"), default="process")
+    up.add_argument("--timeout", type=float, default=120.0, help="with -d: give up waiting after this many seconds")
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="run the lab server and the stack in the foreground")
+    stack_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    st = sub.add_parser("status", help="services, proxies and their state")
+    common(st)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    down = sub.add_parser("down", help="stop the lab and every service")
+    common(down)
+    down.add_argument("--backend", choices=("process", "compose"), default="process")
+    down.set_defaults(func=cmd_down)
+
+    sc = sub.add_parser("scale", help="set the number of model replicas")
+    common(sc)
+    sc.add_argument("replicas", type=_replicas)
+    sc.set_defaults(func=cmd_scale)
+
+    for name, fn, text in (("restart", cmd_restart, "restart a service"), ("stop", cmd_stop, "stop a service"),
+                           ("start", cmd_start, "start a stopped service")):
+        sp = sub.add_parser(name, help=text)
+        common(sp)
+        sp.add_argument("service")
+        sp.set_defaults(func=fn)
+
+    lg = sub.add_parser("logs", help="a service's captured log")
+    common(lg)
+    lg.add_argument("service")
+    lg.add_argument("--grep", help="regular expression lines must match")
+    lg.add_argument("--tail", type=int, help="only the last N lines")
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.set_defaults(func=cmd_logs)
+
+    npx = sub.add_parser("netproxy", help="run the embedded Toxiproxy-API server")
+    npx.add_argument("--host", default="127.0.0.1")
+    npx.add_argument("--port", type=_port, default=DEFAULT_NETPROXY_PORT)
+    npx.set_defaults(func=cmd_netproxy)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"faultline: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The lab server: the Lab's JSON API on 127.0.0.1, run by `faultline up` / `faultline serve`.
+
+Routes are thin: each calls one Lab/Stack method. Other lab components add their own routes by defining
+`attach(lab) -> APIRouter | None` in their module and being listed in COMPONENT_MODULES; a component that fails
+to import is reported in the lab log and in /api/status instead of taking the stack down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import os
+import re
+import threading
+import time
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from lab.core import Lab
+from lab.ports import PortInUse
+from lab.stack import StackError
+from lab.state import remove_lab_info, write_lab_info
+from lab.supervisor import UnknownService
+from lab.topology import MAX_REPLICAS
+
+log = logging.getLogger("faultline.lab")
+
+# Modules that may plug routes into the lab, in this order. Each may define `attach(lab) -> APIRouter | None`.
+COMPONENT_MODULES: tuple[str, ...] = ("lab.monitor", "lab.journal", "lab.scenario", "lab.grader", "ui")
+
+
+class ScaleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    replicas: int = Field(ge=1, le=MAX_REPLICAS)
+
+
+class ServicePatch(BaseModel):
+    """Live changes to how the supervisor runs a service."""
+
+    model_config = ConfigDict(extra="forbid")
+    memory_limit_bytes: int | None = Field(default=None, ge=1)
+    clear_memory_limit: bool = False
+    restart_policy: Literal["no", "on-failure", "always"] | None = None
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def core_router(lab: Lab) -> APIRouter:
+    r = APIRouter(prefix="/api")
+
+    @r.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "run_id": lab.run_id}
+
+    @r.get("/status")
+    def status() -> dict[str, Any]:
+        return lab.status()
+
+    @r.post("/scale")
+    def scale(body: ScaleBody) -> dict[str, Any]:
+        return lab.stack.scale(body.replicas)
+
+    @r.post("/services/{name}/restart")
+    def restart(name: str) -> dict[str, Any]:
+        return lab.stack.restart(name)
+
+    @r.post("/services/{name}/stop")
+    def stop(name: str) -> dict[str, Any]:
+        return lab.stack.stop_service(name)
+
+    @r.post("/services/{name}/start")
+    def start(name: str) -> dict[str, Any]:
+        return lab.stack.start_service(name)
+
+    @r.patch("/services/{name}")
+    def patch_service(name: str, body: ServicePatch) -> dict[str, Any]:
+        return lab.stack.set_limits(name, body.memory_limit_bytes, body.restart_policy, body.clear_memory_limit)
+
+    @r.get("/services/{name}/logs")
+    def logs(
+        name: str,
+        grep: str | None = Query(default=None, max_length=500),
+        tail: int | None = Query(default=None, ge=0, le=100_000),
+        since: float | None = None,
+    ) -> dict[str, Any]:
+        lines = lab.stack.logs(name, grep or None, tail, since)
+        path = lab.stack.log_path(name)
+        return {"name": name, "file": str(path) if path else None, "lines": lines}
+
+    @r.post("/down")
+    def down(request: Request) -> dict[str, Any]:
+        lab.shutdown()
+        server = getattr(request.app.state, "server", None)
+        if server is not None:
+            server.should_exit = True
+        return {"stopped": True}
+
+    return r
+
+
+def _attach_components(app: FastAPI, lab: Lab) -> None:
+    errors: list[str] = []
+    for module_name in COMPONENT_MODULES:
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+            attach = getattr(module, "attach", None)
+            router = attach(lab) if callable(attach) else None
+        except Exception as exc:  # noqa: BLE001 - one broken component must not stop the lab
+            errors.append(f"{module_name}: {exc!r}")
+            log.error("component %s failed to attach: %r", module_name, exc)
+            continue
+        if router is not None:
+            app.include_router(router)
+    lab.component_errors = errors
+
+
+def create_app(lab: Lab) -> FastAPI:
+    app = FastAPI(title="faultline lab")
+    app.state.lab = lab
+
+    @app.exception_handler(UnknownService)
+    async def unknown_service(_: Request, exc: UnknownService) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(StackError)
+    async def stack_error(_: Request, exc: StackError) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(PortInUse)
+    async def port_in_use(_: Request, exc: PortInUse) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(re.error)
+    async def bad_regex(_: Request, exc: re.error) -> JSONResponse:
+        return _error(400, f"grep is not a valid regular expression: {exc}")
+
+    app.include_router(core_router(lab))
+    _attach_components(app, lab)
+    return app
+
+
+def serve(lab: Lab, log_level: str = "warning") -> int:
+    """Run the lab in the foreground until SIGINT/SIGTERM or POST /api/down; stop the stack on the way out.
+
+    The API answers as soon as it is bound (lab.json is written then) while the stack starts behind it, so
+    `faultline up -d` and the UI can show start-up progress.
+    """
+    app = create_app(lab)
+    config = uvicorn.Config(
+        app, host=lab.topology.host, port=lab.settings.ports.lab, log_level=log_level, access_log=False,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    app.state.server = server
+
+    def when_bound() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.01)
+        write_lab_info(lab.home, lab.url, lab.run_id)
+        lab.start_stack_in_background()
+
+    threading.Thread(target=when_bound, name="faultline-lab-bound", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        try:
+            lab.shutdown()
+        except BaseException:
+            # A second Ctrl-C mid-shutdown: still leave nothing behind.
+            with contextlib.suppress(Exception):
+                lab.supervisor.kill_all()
+            raise
+        finally:
+            remove_lab_info(lab.home, pid=os.getpid())
+    return 0 if server.started else 1

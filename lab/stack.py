@@ -1,0 +1,329 @@
+"""The Faultline stack on the process backend: start order, proxies on every hop, scaling, status, teardown.
+
+Builds on the generic Supervisor (lab/supervisor.py) and the launch plan (lab/specs.py). Order of `start()`:
+the netproxy (unless an external Toxiproxy is used) starts together with the registry, the feature store and
+the model replicas, which dial no one; once the Toxiproxy API answers, every hop of the topology is created
+(populate); only then does the gateway — the one service that dials others — start, with proxy URLs for its
+upstreams. If the netproxy restarts, the proxies are populated again as soon as it is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lab import specs
+from lab.logbuffer import iso_utc
+from lab.ports import check_free, stack_ports
+from lab.supervisor import Supervisor, UnknownService
+from lab.topology import MAX_REPLICAS, Topology
+
+PROXY_TIMEOUT_S = 5.0
+
+
+class StackError(RuntimeError):
+    """An operation on the stack failed; the message is meant for the learner."""
+
+
+class ProxyApi:
+    """The few Toxiproxy calls the stack needs, through lab/toxiproxy.py's client."""
+
+    def __init__(self, url: str) -> None:
+        from lab.toxiproxy import ToxiproxyClient
+
+        self.url = url
+        self.client = ToxiproxyClient(url, timeout=PROXY_TIMEOUT_S)
+
+    def populate(self, topology: Topology) -> None:
+        self.client.populate([{"name": h.name, "listen": h.listen, "upstream": h.upstream, "enabled": True}
+                              for h in topology.hops()])
+
+    def delete(self, name: str) -> None:
+        self.client.delete_proxy(name)
+
+    def proxies(self) -> list[dict[str, Any]]:
+        raw = self.client.proxies()
+        items = list(raw.values()) if isinstance(raw, dict) else list(raw)
+        out = []
+        for p in items:
+            d = p if isinstance(p, dict) else vars(p)
+            out.append({k: d.get(k) for k in ("name", "listen", "upstream", "enabled", "toxics")})
+        return out
+
+
+class Stack:
+    def __init__(
+        self,
+        topology: Topology,
+        settings: specs.StackSettings,
+        run_id: str,
+        toxiproxy_url: str | None = None,
+        ready_timeout_s: float = 90.0,
+    ) -> None:
+        self.topology = topology
+        self.settings = settings
+        self.run_id = run_id
+        self.log_dir = settings.home / "runs" / run_id / "logs"
+        self.external_proxy = toxiproxy_url is not None
+        self.netproxy_url = (toxiproxy_url or topology.netproxy_url).rstrip("/")
+        self.ready_timeout_s = ready_timeout_s
+        self.supervisor = Supervisor(self.log_dir)
+        self.phase = "idle"
+        self.error: str | None = None
+        self.started_at: float | None = None
+        self.ready_after_s: float | None = None
+        self._proxies_ready = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.RLock()
+        self._proxy_api: ProxyApi | None = None
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+
+    @property
+    def proxy_api(self) -> ProxyApi:
+        if self._proxy_api is None:
+            self._proxy_api = ProxyApi(self.netproxy_url)
+        return self._proxy_api
+
+    def service_names(self) -> list[str]:
+        return specs.service_names(self.topology, with_netproxy=not self.external_proxy)
+
+    def _spec(self, name: str) -> specs.ServiceSpec:
+        return specs.service_spec(name, self.topology, self.settings)
+
+    def _populate(self, _name: str = "") -> None:
+        self.proxy_api.populate(self.topology)
+        self._proxies_ready.set()
+
+    def preflight(self) -> None:
+        """Checks before anything starts: trained models present, every port free."""
+        if not (self.settings.registry_dir / "versions").is_dir():
+            raise StackError(
+                f"no trained models in {self.settings.registry_dir} — run `make setup` "
+                f"(or `python -m services.trainer defaults --home {self.settings.home}`)"
+            )
+        check_free(stack_ports(self.topology, include_netproxy=not self.external_proxy, include_lab=False),
+                   self.topology.host)
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start everything and wait for readiness. Raises StackError; phase tells the outcome."""
+        with self._lock:
+            if self.phase != "idle":
+                raise StackError(f"the stack was already started (phase {self.phase})")
+            self.phase, self.started_at = "starting", time.time()
+            try:
+                self._start()
+            except Exception as exc:
+                if self.phase == "starting":
+                    self.phase, self.error = "failed", str(exc)
+                raise
+        # Waiting happens outside the lock so that `down` (Ctrl-C, POST /api/down) is never held up by it.
+        pending = self._wait_ready(self.service_names(), self.ready_timeout_s)
+        if self._stopping.is_set():
+            raise StackError("stopped while starting")
+        if pending:
+            self.phase = "degraded"
+            self.error = f"not ready after {self.ready_timeout_s:.0f}s: {', '.join(pending)}"
+            raise StackError(self.error)
+        self.ready_after_s = round(time.time() - self.started_at, 3)
+        self.phase = "running"
+
+    def _wait_ready(self, names: list[str], timeout_s: float) -> list[str]:
+        deadline = time.time() + timeout_s
+        while True:
+            pending = self.supervisor.wait_ready(names, min(0.5, max(0.0, deadline - time.time())))
+            if not pending or self._stopping.is_set() or time.time() >= deadline:
+                return pending
+
+    def _start(self) -> None:
+        self.supervisor.start()
+        if not self.external_proxy:
+            self.supervisor.add(self._spec("netproxy"), on_ready=self._populate)
+        for name in ["registry", "feature-store", *self.topology.model_names()]:
+            self.supervisor.add(self._spec(name))
+        if self.external_proxy:
+            self._wait_external_proxy()
+            self._populate()
+        deadline = time.time() + 30
+        while not self._proxies_ready.wait(0.1):
+            if self._stopping.is_set():
+                raise StackError("stopped while starting")
+            if time.time() > deadline:
+                st = self.supervisor.service_status("netproxy") if not self.external_proxy else {}
+                raise StackError(f"the network proxy at {self.netproxy_url} did not come up ({st.get('state')}); "
+                                 "see `faultline logs netproxy`")
+        self.supervisor.add(self._spec("gateway"))
+
+    def _wait_external_proxy(self) -> None:
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.netproxy_url + "/version", timeout=1, trust_env=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise StackError(f"no Toxiproxy answering at {self.netproxy_url} (TOXIPROXY_URL)")
+
+    def down(self, grace_s: float = 5.0) -> None:
+        """Stop everything: the gateway first (no new traffic), then the rest, the netproxy last."""
+        self._stopping.set()
+        with self._lock:
+            if self.phase == "stopped":
+                return
+            self.phase = "stopping"
+            models = self.topology.model_names()
+            if self.external_proxy:
+                self.supervisor.shutdown(grace_s, order=[["gateway"], [*models, "feature-store", "registry"]])
+                for hop in self.topology.hops():
+                    try:
+                        self.proxy_api.delete(hop.name)
+                    except Exception:  # noqa: BLE001 - best effort on someone else's Toxiproxy
+                        pass
+            else:
+                self.supervisor.shutdown(
+                    grace_s, order=[["gateway"], [*models, "feature-store", "registry"], ["netproxy"]]
+                )
+            self.phase = "stopped"
+
+    # --- operations ---------------------------------------------------------------------------------------------
+
+    def _check_service(self, name: str) -> None:
+        if name not in self.service_names():
+            raise UnknownService(name, self.service_names())
+
+    def restart(self, name: str) -> dict[str, Any]:
+        self._check_service(name)
+        self.supervisor.restart_service(name)
+        return self.supervisor.service_status(name)
+
+    def stop_service(self, name: str) -> dict[str, Any]:
+        self._check_service(name)
+        self.supervisor.stop_service(name)
+        return self.supervisor.service_status(name)
+
+    def start_service(self, name: str) -> dict[str, Any]:
+        self._check_service(name)
+        self.supervisor.start_service(name)
+        return self.supervisor.service_status(name)
+
+    def set_limits(
+        self, name: str, memory_limit_bytes: int | None = None, restart_policy: str | None = None,
+        clear_memory_limit: bool = False,
+    ) -> dict[str, Any]:
+        """Change a service's memory limit (None with clear_memory_limit: no limit) or restart policy, live."""
+        self._check_service(name)
+        changes: dict[str, Any] = {}
+        if memory_limit_bytes is not None or clear_memory_limit:
+            changes["memory_limit_bytes"] = memory_limit_bytes
+        if restart_policy is not None:
+            changes["restart"] = restart_policy
+        self.supervisor.update_spec(name, **changes)
+        return self.supervisor.service_status(name)
+
+    def scale(self, replicas: int, wait_s: float | None = None) -> dict[str, Any]:
+        """Add or remove model replicas, their proxies, and tell the gateway its new replica set."""
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise StackError(f"replicas must be between 1 and {MAX_REPLICAS}, got {replicas}")
+        with self._lock:
+            old = self.topology
+            new = old.with_replicas(replicas)
+            if replicas > old.replicas:
+                self._scale_up(old, new, self.ready_timeout_s if wait_s is None else wait_s)
+            elif replicas < old.replicas:
+                self._scale_down(old, new)
+            return {"replicas": replicas, "models": new.model_names()}
+
+    def _scale_up(self, old: Topology, new: Topology, wait_s: float) -> None:
+        added = [n for n in new.model_names() if n not in old.model_names()]
+        wanted = [u for u in stack_ports(new, include_netproxy=False, include_lab=False)
+                  if any(u.role.endswith(n) for n in added)]
+        check_free(wanted, new.host)
+        self.topology = new
+        self.proxy_api.populate(new)
+        for name in added:
+            self.supervisor.add(self._spec(name))
+        pending = self.supervisor.wait_ready(added, wait_s)
+        self._push_replicas()
+        if pending:
+            raise StackError(f"scaled to {new.replicas}, but not ready after {wait_s:.0f}s: {', '.join(pending)}")
+
+    def _scale_down(self, old: Topology, new: Topology) -> None:
+        removed = [n for n in old.model_names() if n not in new.model_names()]
+        self.topology = new
+        self._push_replicas()  # first stop sending traffic, then stop the processes
+        for name in removed:
+            self.supervisor.remove(name)
+            try:
+                self.proxy_api.delete(name)
+            except Exception as exc:  # noqa: BLE001 - the replica is gone either way; say so in status
+                self.error = f"could not delete proxy {name}: {exc}"
+
+    def _push_replicas(self) -> None:
+        """The gateway learns its replicas by PATCH /admin/config, and from its argv if it restarts later."""
+        self.supervisor.update_spec("gateway", argv=specs.service_argv("gateway", self.topology, self.settings))
+        url = self.topology.service_url("gateway") + "/admin/config"
+        body = {"replicas": specs.gateway_replicas(self.topology)}
+        try:
+            r = httpx.patch(url, json=body, timeout=5, trust_env=False)
+        except httpx.HTTPError as exc:
+            raise StackError(f"could not reach the gateway to update its replicas: {exc}") from exc
+        if r.status_code != 200:
+            raise StackError(f"the gateway refused its new replicas: {r.status_code} {r.text[:300]}")
+
+    # --- reading ------------------------------------------------------------------------------------------------
+
+    def logs(self, name: str, grep: str | None = None, tail: int | None = None,
+             since: float | None = None) -> list[dict[str, Any]]:
+        self._check_service(name)
+        return self.supervisor.logs(name, grep, tail, since)
+
+    def proxies(self) -> tuple[list[dict[str, Any]], str | None]:
+        try:
+            found = {p["name"]: p for p in self.proxy_api.proxies()}
+        except Exception as exc:  # noqa: BLE001 - status must answer even when the proxy server is down
+            return [], f"could not read proxies from {self.netproxy_url}: {exc}"
+        order = [h.name for h in self.topology.hops()]
+        listed = [found[n] for n in order if n in found] + [p for n, p in found.items() if n not in order]
+        return listed, None
+
+    def status(self) -> dict[str, Any]:
+        services = self.supervisor.status(self.service_names()) if self.phase != "idle" else []
+        hops = {h.name: h for h in self.topology.hops()}
+        for s in services:
+            hop = hops.get(s["name"])
+            s["proxy"] = {"name": hop.name, "listen": hop.listen, "url": hop.url} if hop else None
+        if self.external_proxy:
+            services.append({"name": "netproxy", "url": self.netproxy_url, "pid": None, "state": "external",
+                             "ready": self._proxies_ready.is_set(), "rss_bytes": 0, "cpu_percent": 0.0,
+                             "restarts": 0, "last_exit": None})
+        proxies, proxy_error = self.proxies() if self.phase not in ("idle", "stopped") else ([], None)
+        return {
+            "supervisor_pid": os.getpid(),
+            "backend": "process",
+            "phase": self.phase,
+            "error": self.error or proxy_error,
+            "ready": bool(services) and all(s["ready"] for s in services),
+            "run_id": self.run_id,
+            "home": str(self.settings.home),
+            "log_dir": str(self.log_dir),
+            "replicas": self.topology.replicas,
+            "public_url": self.topology.public_url,
+            "netproxy_url": self.netproxy_url,
+            "started_at": iso_utc(self.started_at) if self.started_at else None,
+            "ready_after_s": self.ready_after_s,
+            "total_rss_bytes": sum(s["rss_bytes"] or 0 for s in services),
+            "services": services,
+            "proxies": proxies,
+        }
+
+    def log_path(self, name: str) -> Path | None:
+        self._check_service(name)
+        return self.supervisor.log_file(name)

@@ -1,0 +1,132 @@
+"""Start real services on free loopback ports for the gateway and feature-store tests.
+
+Every service runs as `python -m services.<name>` (the test peer as a script) in its own process, with its
+log in the test's tmp dir; `Proc.stop()` ends it by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+PEER = Path(__file__).with_name("peer.py")
+START_TIMEOUT_S = 60.0  # generous: the machine is shared and imports are slow under load
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A started service: its URL, pid and log; `stop()` ends it by pid."""
+
+    def __init__(self, name: str, argv: list[str], port: int, log_dir: Path, ready_path: str = "/healthz") -> None:
+        self.name = name
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.popen = subprocess.Popen(argv, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self._wait_ready(ready_path)
+
+    def _wait_ready(self, path: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready after {START_TIMEOUT_S}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        self._log.close()
+
+
+def start_featurestore(log_dir: Path, db: Path, n_cards: int = 500, config: dict[str, Any] | None = None) -> Proc:
+    port = free_port()
+    argv = [sys.executable, "-m", "services.featurestore", "--host", "127.0.0.1", "--port", str(port),
+            "--db", str(db), "--seed", "7", "--n-cards", str(n_cards)]
+    if config:
+        argv += ["--config", json.dumps(config)]
+    return Proc("featurestore", argv, port, log_dir, ready_path="/readyz")
+
+
+def start_peer(log_dir: Path, replica: str) -> Proc:
+    port = free_port()
+    argv = [sys.executable, str(PEER), "--port", str(port), "--replica", replica]
+    return Proc(f"peer-{replica}", argv, port, log_dir)
+
+
+def start_gateway(
+    log_dir: Path, feature_store: str, models: dict[str, str], config: dict[str, Any] | None = None, name: str = "gw"
+) -> Proc:
+    port = free_port()
+    argv = [sys.executable, "-m", "services.gateway", "--host", "127.0.0.1", "--port", str(port),
+            "--feature-store", feature_store]
+    if models:
+        argv += ["--models", ",".join(f"{k}={v}" for k, v in models.items())]
+    if config:
+        argv += ["--config", json.dumps(config)]
+    return Proc(name, argv, port, log_dir)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        series, _, value = line.rpartition(" ")
+        metric_name, _, rest = series.partition("{")
+        if metric_name != name:
+            continue
+        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def transaction(i: int = 0, **overrides: Any) -> dict[str, Any]:
+    row = {
+        "transaction_id": f"t-test-{i}",
+        "card_id": f"c{i % 500:06d}",
+        "amount": 42.5,
+        "merchant_category": "grocery",
+        "hour": 14,
+        "country": "US",
+        "card_present": True,
+        "device_age_days": 120.0,
+    }
+    row.update(overrides)
+    return row
+
+
+def script(peer: Proc, **state: Any) -> None:
+    body = {"mode": "ok", "delay_ms": 0, "version": "v1", "score": None, **state}
+    httpx.post(peer.url + "/script", json=body, timeout=5).raise_for_status()

@@ -122,7 +122,8 @@ def _preflight(args: argparse.Namespace) -> Path:
 def _serve_argv(args: argparse.Namespace, home: Path) -> list[str]:
     return [sys.executable, "-m", "lab.cli", "serve", "--home", str(home), "--replicas", str(args.replicas),
             "--base-port", str(args.base_port), "--netproxy-port", str(args.netproxy_port),
-            "--lab-port", str(args.lab_port), "--ready-timeout", str(args.ready_timeout)]
+            "--lab-port", str(args.lab_port), "--ready-timeout", str(args.ready_timeout)] + (
+                ["--exit-with", str(args.exit_with)] if args.exit_with else [])
 
 
 def _print_ready(st: dict[str, Any], elapsed: float) -> None:
@@ -228,7 +229,7 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
         raise CliError(str(exc)) from exc
     if announce is not None:
         threading.Thread(target=_announce, args=(lab, announce), daemon=True).start()
-    return serve(lab)
+    return serve(lab, exit_with=args.exit_with)
 
 
 def _announce(lab: Any, t0: float) -> None:
@@ -359,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--lab-port", type=_port, default=DEFAULT_LAB_PORT,
                         help=f"lab JSON API port (default {DEFAULT_LAB_PORT})")
         sp.add_argument("--ready-timeout", type=float, default=90.0, help="seconds to wait for readiness")
+        sp.add_argument("--exit-with", type=int, metavar="PID",
+                        help="stop the lab when process PID exits (test runners, scripts)")
 
     up = sub.add_parser("up", help="start the stack (foreground; -d to detach)")
     stack_flags(up)

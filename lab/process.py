@@ -287,6 +287,8 @@ class ManagedProcess:
         self.restart_times.append(now)
 
     def snapshot(self) -> dict[str, Any]:
+        if self.alive():
+            self.sample(with_cpu=False)  # status shows the RSS of now, not of the last tick
         return {
             "name": self.name,
             "url": self.spec.url,

@@ -149,7 +149,7 @@ def create_app(lab: Lab) -> FastAPI:
     return app
 
 
-def serve(lab: Lab, log_level: str = "warning") -> int:
+def serve(lab: Lab, log_level: str = "warning", exit_with: int | None = None) -> int:
     """Run the lab in the foreground until SIGINT/SIGTERM or POST /api/down; stop the stack on the way out.
 
     The API answers as soon as it is bound (lab.json is written then) while the stack starts behind it, so
@@ -172,6 +172,8 @@ def serve(lab: Lab, log_level: str = "warning") -> int:
         lab.start_stack_in_background()
 
     threading.Thread(target=when_bound, name="faultline-lab-bound", daemon=True).start()
+    if exit_with:
+        threading.Thread(target=_exit_with, args=(server, exit_with), name="faultline-exit-with", daemon=True).start()
     try:
         server.run()
     finally:
@@ -185,3 +187,15 @@ def serve(lab: Lab, log_level: str = "warning") -> int:
         finally:
             remove_lab_info(lab.home, pid=os.getpid())
     return 0 if server.started else 1
+
+
+def _exit_with(server: uvicorn.Server, pid: int) -> None:
+    """Stop the lab once `pid` is gone: a killed test runner must not leave a stack behind."""
+    import psutil
+
+    while not server.should_exit:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            log.warning("process %d is gone (--exit-with): stopping the lab", pid)
+            server.should_exit = True
+            return
+        time.sleep(1)

@@ -163,15 +163,21 @@ class ScrapeRing:
         rows = self._rows
         if len(rows) < 2:
             return None
-        end = rows[-1][0] if now is None else now
+        last = len(rows) - 1
+        if now is not None:  # a window in the past ends at `now`
+            while last >= 0 and rows[last][0] > now:
+                last -= 1
+            if last < 1:
+                return None
+        end = rows[last][0] if now is None else now
         start = end - window_s
         # the newest row at or before `start` is the baseline; all rows after it contribute deltas
-        base = len(rows) - 1
+        base = last
         while base > 0 and rows[base][0] > start:
             base -= 1
-        if base == len(rows) - 1:
+        if base == last:
             return None
-        picked = [rows[i] for i in range(base, len(rows))]
+        picked = [rows[i] for i in range(base, last + 1)]
         k = len(self.keys)
         mat = np.full((len(picked), k), np.nan)
         for i, (_, row) in enumerate(picked):

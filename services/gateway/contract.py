@@ -9,8 +9,6 @@ its unknown bucket; the gateway counts them). `amount_max` is config, so it is c
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.schema import COUNTRIES, MERCHANT_CATEGORIES
@@ -38,7 +36,7 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     transaction_id: str = Field(pattern=_ID)
-    label: Literal[0, 1]
+    label: int = Field(ge=0, le=1, description="1 = fraud, 0 = legitimate (true/false are not labels)")
 
 
 def describe(exc: ValidationError) -> tuple[str, list[dict[str, str]], list[str]]:

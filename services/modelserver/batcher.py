@@ -1,0 +1,175 @@
+"""Dynamic batching on the event loop, with a bounded queue that refuses work early.
+
+Requests append their already-validated rows to one queue and await a future. A single batcher task takes
+rows from the front until `max_batch_size` rows are there or `max_wait_ms` has passed since the oldest
+request arrived, scores them (grouped by model version) and resolves the futures. The model runs on one
+worker thread (`compute_thread`, the default: the loop keeps parsing requests meanwhile and torch releases
+the GIL) or inline on the loop. Batches never overlap, so a slow model (the `slow` variant's delay) lowers
+throughput exactly like a slow net would.
+
+When admitting a request would push the queued rows past `max_queue`, `submit` raises QueueFull at once: the
+caller answers 503 + Retry-After instead of letting latency grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.modelserver import metrics
+from services.modelserver.config import ModelServerConfig
+from services.modelserver.runtime import LoadedModel
+from services.trainer.transform import Encoded
+
+log = logging.getLogger("modelserver.batcher")
+
+
+class QueueFull(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Result:
+    scores: list[float]
+    queue_ms: float
+    compute_ms: float
+
+
+@dataclass(slots=True)
+class Pending:
+    model: LoadedModel
+    rows: Encoded
+    future: asyncio.Future
+    enqueued: float
+
+
+class Batcher:
+    def __init__(self, config: Callable[[], ModelServerConfig], executor: ThreadPoolExecutor) -> None:
+        self._config = config
+        self._executor = executor
+        self._queue: deque[Pending] = deque()
+        self.queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._inputs = metrics.InputSummary()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def submit(self, model: LoadedModel, rows: Encoded) -> asyncio.Future:
+        n = len(rows)
+        if self.queued_rows and self.queued_rows + n > self._config().max_queue:
+            raise QueueFull
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.append(Pending(model, rows, fut, time.perf_counter()))
+        self.queued_rows += n
+        self._wakeup.set()
+        return fut
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._next_batch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not kill batching for good: log it, fail that batch, carry on
+                log.exception("batch failed")
+
+    async def _next_batch(self) -> None:
+        queue = self._queue
+        while not queue:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        cfg = self._config()
+        deadline = queue[0].enqueued + cfg.max_wait_ms / 1000.0
+        while self.queued_rows < cfg.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                break
+        batch: list[Pending] = []
+        rows = 0
+        while queue and (not batch or rows + len(queue[0].rows) <= cfg.max_batch_size):
+            item = queue.popleft()
+            rows += len(item.rows)
+            batch.append(item)
+        self.queued_rows -= rows
+        live = [p for p in batch if not p.future.done()]  # a client that went away needs no answer
+        if not live:
+            return
+        groups: dict[int, list[Pending]] = {}
+        for p in live:
+            groups.setdefault(id(p.model), []).append(p)
+        for group in groups.values():
+            await self._score(group, cfg)
+
+    async def _score(self, group: list[Pending], cfg: ModelServerConfig) -> None:
+        model = group[0].model
+        started = time.perf_counter()
+        num = np.array([r for p in group for r in p.rows.num], dtype=np.float64)
+        cat = np.array([r for p in group for r in p.rows.cat], dtype=np.int64)
+        foreign = np.array([f for p in group for f in p.rows.foreign], dtype=bool)
+        try:
+            if cfg.compute_thread:
+                loop = asyncio.get_running_loop()
+                scores = await loop.run_in_executor(self._executor, _compute, model, num, cat, foreign)
+            else:
+                scores = _compute(model, num, cat, foreign)
+            if model.delay_ms > 0:
+                await asyncio.sleep(model.delay_ms / 1000.0)
+        except Exception as exc:
+            log.exception("model %s failed on a batch of %d rows", model.version, len(num))
+            for p in group:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        done = time.perf_counter()
+        compute_s = done - started
+        metrics.COMPUTE.observe(compute_s)
+        metrics.BATCH_SIZE.observe(len(num))
+        compute_ms = round(compute_s * 1000.0, 3)
+        values = scores.tolist()
+        offset = 0
+        for p in group:
+            n = len(p.rows)
+            queue_s = started - p.enqueued
+            metrics.QUEUE.observe(queue_s)
+            if not p.future.done():
+                p.future.set_result(Result(values[offset : offset + n], round(queue_s * 1000.0, 3), compute_ms))
+            offset += n
+        self._observe(model, num, cat, scores)
+
+    def _observe(self, model: LoadedModel, num: np.ndarray, cat: np.ndarray, scores: np.ndarray) -> None:
+        v = model.version
+        metrics.PREDICTIONS.labels(v).inc(len(scores))
+        nan = np.isnan(scores)
+        if nan.any():
+            metrics.NAN_SCORES.labels(v).inc(int(nan.sum()))
+        hist = metrics.SCORE.labels(v)
+        for s in scores[~nan].tolist():
+            hist.observe(s)
+        self._inputs.observe(num, cat, [len(vocab) for vocab in model.preprocessor.categorical.values()])
+
+
+def _compute(model: LoadedModel, num: np.ndarray, cat: np.ndarray, foreign: np.ndarray) -> np.ndarray:
+    return model.scores(model.preprocessor.matrix(num, cat, foreign))

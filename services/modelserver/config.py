@@ -1,0 +1,28 @@
+"""The model server's live config (GET/PATCH /admin/config); unknown keys or bad values are refused with 422."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # dynamic batching: a batch closes at max_batch_size rows or max_wait_ms after its first request arrived
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_wait_ms: float = Field(2.0, ge=0, le=10_000)
+    # rows waiting in the queue; beyond it requests are refused at once with 503 + Retry-After
+    max_queue: int = Field(512, ge=1, le=1_000_000)
+    max_rows_per_request: int = Field(1024, ge=1, le=100_000)
+    # prediction cache: 0 off, -1 unbounded (the memory-leak scenario), N = LRU of N rows
+    cache_size: int = Field(0, ge=-1, le=100_000_000)
+    torch_threads: int = Field(1, ge=1, le=64)
+    # run the model on one worker thread (the event loop keeps parsing requests meanwhile) or on the loop
+    compute_thread: bool = True
+    # "model": ready once loaded and warmed; "process": ready as soon as the process is up (the lying kind)
+    readiness: Literal["model", "process"] = "model"
+    startup_delay_ms: float = Field(0, ge=0, le=600_000)  # simulated slow model load, before loading
+    warmup_ms: float = Field(0, ge=0, le=600_000)  # simulated slow warm-up, after loading
+    extra_latency_ms: float = Field(0, ge=0, le=60_000)  # added to every predict response

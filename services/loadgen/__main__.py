@@ -1,0 +1,208 @@
+"""`python -m services.loadgen`: locust (programmatic API, own process) sending profile traffic at a target rate.
+
+Starts locust's runner and web UI on 127.0.0.1:--web-port, with the control API (/control/...) on the same
+port, and begins sending at once. SIGTERM/SIGINT stop sending, deliver every pending label, then exit.
+gevent must patch the standard library before anything else imports it, hence the first two lines.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import ipaddress  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+import gevent  # noqa: E402
+import yaml  # noqa: E402
+from gevent import pywsgi  # noqa: E402
+from locust import stats as locust_stats  # noqa: E402
+from locust.contrib.fasthttp import FastHttpSession  # noqa: E402
+from locust.env import Environment  # noqa: E402
+
+from services.common.service import setup_logging  # noqa: E402
+from services.loadgen.control import install  # noqa: E402
+from services.loadgen.controller import Controller, PoolPolicy, check_delay, check_rps  # noqa: E402
+from services.loadgen.feedback import FeedbackQueue  # noqa: E402
+from services.loadgen.locustfile import JSON_HEADERS, ScoringUser  # noqa: E402
+from services.loadgen.profiles import ProfileError, ProfileRegistry  # noqa: E402
+from services.loadgen.traffic import TrafficSource  # noqa: E402
+
+HOST = "127.0.0.1"
+log = logging.getLogger("loadgen")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m services.loadgen", description=__doc__.splitlines()[0])
+    p.add_argument("--target", required=True, help="base URL of the gateway proxy, e.g. http://127.0.0.1:8100")
+    p.add_argument("--rps", type=float, default=10.0, help="target requests/s before the profile's multiplier")
+    p.add_argument("--profile", default="baseline", help="traffic profile name")
+    p.add_argument("--web-port", type=int, required=True, help="locust web UI and control API port (127.0.0.1)")
+    p.add_argument("--feedback-delay-s", type=float, default=2.0, help="how late labels reach /v1/feedback")
+    p.add_argument("--feedback-max-attempts", type=int, default=12, help="tries per label on transient errors")
+    p.add_argument("--seed", type=int, default=None, help="transaction stream seed (default: fresh entropy)")
+    p.add_argument("--data-seed", type=int, default=7, help="card population seed (must match the feature store)")
+    p.add_argument("--profiles-file", type=Path, default=None, help="YAML/JSON {name: profile} to add at start")
+    p.add_argument("--timeout-s", type=float, default=10.0, help="per-request timeout towards the gateway")
+    p.add_argument("--min-users", type=int, default=4, help="smallest user pool")
+    p.add_argument("--max-users", type=int, default=200, help="largest user pool (max requests in flight)")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    try:
+        _check_target(args.target)
+        check_rps(args.rps)
+        check_delay(args.feedback_delay_s)
+    except ValueError as exc:
+        p.error(str(exc))
+    if not 0 <= args.web_port <= 65535:
+        p.error(f"--web-port must be 0..65535, got {args.web_port}")
+    if not 1 <= args.min_users <= args.max_users <= 5000:
+        p.error("need 1 <= --min-users <= --max-users <= 5000")
+    if args.timeout_s <= 0 or args.feedback_max_attempts < 1:
+        p.error("--timeout-s must be > 0 and --feedback-max-attempts >= 1")
+    return args
+
+
+def _check_target(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(f"--target must look like http://127.0.0.1:PORT, got {url!r}")
+    host = parts.hostname
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"--target must be a loopback address (the lab only sends traffic on loopback), got {host!r}")
+
+
+def _load_profiles(registry: ProfileRegistry, path: Path) -> None:
+    try:
+        data: Any = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ProfileError(f"cannot read profiles file {path}: {exc}") from None
+    registry.register(data)
+
+
+def _feedback_poster(target: str, env: Environment, timeout_s: float, concurrency: int) -> Any:
+    session = FastHttpSession(
+        target,
+        request_event=env.events.request,
+        user=None,
+        network_timeout=timeout_s,
+        connection_timeout=min(timeout_s, 5.0),
+        concurrency=concurrency,
+    )
+
+    def post(path: str, body: bytes) -> int:
+        with session.post(path, data=body, headers=JSON_HEADERS, name=path, catch_response=True) as resp:
+            code = int(resp.status_code or 0)
+            if code and not 200 <= code < 300:
+                resp.failure(f"HTTP {code}")
+            return code
+
+    return post
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Locust's web UI re-parses sys.argv with its own parser (for "extra UI args") and exits on options it
+    # does not know, i.e. ours: leave it only the program name.
+    sys.argv = sys.argv[:1]
+    setup_logging("loadgen", args.log_level)
+    registry = ProfileRegistry()
+    try:
+        if args.profiles_file is not None:
+            _load_profiles(registry, args.profiles_file)
+        profile = registry.get(args.profile)
+    except ProfileError as exc:
+        log.error("%s", exc)
+        return 2
+
+    target = args.target.rstrip("/")
+    env = Environment(user_classes=[ScoringUser], host=target, locustfile="services/loadgen/locustfile.py")
+    # Users mid-request finish it (and queue its label) before a pool change or shutdown stops them.
+    env.stop_timeout = args.timeout_s + 1.0
+    ScoringUser.network_timeout = args.timeout_s
+    ScoringUser.connection_timeout = min(args.timeout_s, 5.0)
+    runner = env.create_local_runner()
+
+    concurrency = 32
+    feedback = FeedbackQueue(
+        _feedback_poster(target, env, args.timeout_s, concurrency),
+        delay_s=args.feedback_delay_s,
+        max_attempts=args.feedback_max_attempts,
+        concurrency=concurrency,
+    )
+    source = TrafficSource(profile, data_seed=args.data_seed, seed=args.seed)
+    controller = Controller(
+        env, registry, source, feedback, args.rps, PoolPolicy(min_users=args.min_users, max_users=args.max_users)
+    )
+    ScoringUser.controller = controller
+
+    web_ui = env.create_web_ui(host=HOST, port=args.web_port, delayed_start=True)
+    install(web_ui.app, controller)
+    # Bind here rather than in locust's greenlet so a busy port is a clear error and exit code, not a log line.
+    server = pywsgi.WSGIServer((HOST, args.web_port), web_ui.app, log=None, error_log=logging.getLogger("loadgen.web"))
+    try:
+        server.init_socket()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", HOST, args.web_port, exc)
+        return 1
+    web_ui.server = server
+    web_ui.greenlet = gevent.spawn(server.serve_forever)
+    port = server.server_port
+
+    gevent.spawn(locust_stats.stats_history, runner)
+    crashed: list[BaseException] = []
+
+    def on_crash(exc: BaseException) -> None:
+        # A dead ticker or feedback sender means silently wrong traffic: better to exit and be restarted.
+        log.critical("loadgen internal failure, exiting: %r", exc)
+        crashed.append(exc)
+        server.stop(timeout=1)
+
+    controller.start(on_crash)
+    log.info(
+        "loadgen ready web=http://%s:%d target=%s rps=%g profile=%s feedback_delay_s=%g run_tag=%s",
+        HOST,
+        port,
+        target,
+        args.rps,
+        profile.name,
+        args.feedback_delay_s,
+        source.run_tag,
+    )
+
+    stopping: list[int] = []
+
+    def shutdown(signum: int) -> None:
+        if stopping:  # a second signal while delivering feedback: let the first shutdown finish
+            return
+        stopping.append(signum)
+        log.info("signal=%d stopping; delivering pending feedback", signum)
+        left = controller.stop(flush_timeout_s=5.0)
+        state = controller.state()
+        log.info(
+            "loadgen stopped requests=%s feedback=%s undelivered=%d",
+            json.dumps(state["requests"]["codes"]),
+            json.dumps(state["feedback"]),
+            left,
+        )
+        runner.quit()
+        server.stop(timeout=1)
+
+    gevent.signal_handler(signal.SIGTERM, shutdown, signal.SIGTERM)
+    gevent.signal_handler(signal.SIGINT, shutdown, signal.SIGINT)
+    web_ui.greenlet.join()
+    return 3 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

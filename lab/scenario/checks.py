@@ -1,0 +1,288 @@
+"""Cross-field checks: the rules that relate one part of a scenario to another.
+
+Each problem is returned with the location of the value at fault, so the loader can name the exact line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from lab.scenario import vocab
+from lab.scenario.faults import PROCESS_STARTING
+from lab.scenario.ops import ACT_OPS, INVESTIGATE_OPS, op_args
+from lab.scenario.variables import Loc
+
+if TYPE_CHECKING:
+    from lab.scenario.models import Scenario
+
+Problem = tuple[Loc, str]
+
+
+def cross_check(s: Scenario) -> list[Problem]:
+    problems: list[Problem] = []
+    for check in (
+        _fault_ids,
+        _fault_triggers,
+        _replicas_exist,
+        _probe_ids,
+        _fix_probes,
+        _questions,
+        _evidence_and_collateral,
+        _solution,
+        _versions_made,
+        _hints,
+        _par_times,
+    ):
+        problems.extend(check(s))
+    return problems
+
+
+def _duplicates(items: list[tuple[Loc, str]], what: str) -> Iterator[Problem]:
+    first: dict[str, Loc] = {}
+    for loc, name in items:
+        if name in first:
+            yield loc, f"duplicate {what} '{name}' (first at {_path(first[name])})"
+        else:
+            first[name] = loc
+
+
+def _path(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _fault_ids(s: Scenario) -> Iterator[Problem]:
+    yield from _duplicates([(("faults", i, "id"), f.id) for i, f in enumerate(s.faults)], "fault id")
+
+
+def _fault_triggers(s: Scenario) -> Iterator[Problem]:
+    ids = [f.id for f in s.faults]
+    after = {f.id: f.when.after for f in s.faults if f.when.after is not None}
+    for i, f in enumerate(s.faults):
+        ref = f.when.after
+        if ref is None:
+            continue
+        loc = ("faults", i, "when", "after")
+        if ref == f.id:
+            yield loc, "a fault cannot wait for itself"
+        elif ref not in ids:
+            yield loc, f"unknown fault '{ref}'; faults are: {', '.join(ids)}"
+        else:
+            chain, cur = [f.id], ref
+            while cur in after and cur not in chain:
+                chain.append(cur)
+                cur = after[cur]
+            if cur == f.id:
+                yield loc, f"faults wait for each other in a cycle: {' -> '.join([*chain, cur])}"
+
+
+def _names(s: Scenario) -> Iterator[tuple[Loc, str]]:
+    """Every service, hop or replica name the scenario uses, with its location."""
+    for name in s.stack.services:
+        yield ("stack", "services", name), name
+    for i, f in enumerate(s.faults):
+        target = getattr(f, "target", None)
+        if isinstance(target, str):
+            yield ("faults", i, "target"), target
+        if f.when.target is not None:
+            yield ("faults", i, "when", "target"), f.when.target
+    for i, p in enumerate(s.steady_state):
+        yield from _probe_names(p, ("steady_state", i))
+    for i, state in enumerate(s.fix.accepted):
+        for j, p in enumerate(state.probes):
+            if not isinstance(p, str):
+                yield from _probe_names(p, ("fix", "accepted", i, "probes", j))
+    for i, q in enumerate(s.diagnosis.questions):
+        if q.kind == "component":
+            for j, o in enumerate(q.options):
+                yield ("diagnosis", "questions", i, "options", j, "id"), o.id
+    for i, op in enumerate(s.diagnosis.evidence):
+        yield from _op_names(op, ("diagnosis", "evidence", i))
+    for i, op in enumerate(s.fix.collateral):
+        yield from _op_names(op, ("fix", "collateral", i))
+
+
+def _probe_names(p: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    target = getattr(p, "target", None)
+    if isinstance(target, str) and (p.kind != "deployed_version" or vocab.replica_number(target) is not None):
+        yield (*loc, "target"), target
+
+
+def _op_names(op: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    for key in ("service", "replica"):
+        value = op_args(op).get(key)
+        if isinstance(value, str):
+            yield (*loc, "args", key), value
+
+
+def _missing_replica(name: str, replicas: int) -> str | None:
+    n = vocab.replica_number(name)
+    if n is None or n <= replicas:
+        return None
+    return f"'{name}' does not exist: the stack has {replicas} replica(s) (model-1 .. model-{replicas})"
+
+
+def _replicas_exist(s: Scenario) -> Iterator[Problem]:
+    replicas = s.stack.replicas
+    for loc, name in _names(s):
+        msg = _missing_replica(name, replicas)
+        if msg:
+            yield loc, msg
+    # Operations run in order: after a `scale`, the new replicas exist.
+    for field in ("solution", "wrong_fix"):
+        current = replicas
+        for i, op in enumerate(getattr(s, field) or []):
+            if op.op == "scale":
+                current = op.args.replicas
+            for loc, name in _op_names(op, (field, i)):
+                msg = _missing_replica(name, current)
+                if msg:
+                    yield loc, msg
+
+
+def _probe_ids(s: Scenario) -> Iterator[Problem]:
+    items = [(("steady_state", i, "id"), p.id) for i, p in enumerate(s.steady_state)]
+    for i, state in enumerate(s.fix.accepted):
+        inline = [(j, p) for j, p in enumerate(state.probes) if not isinstance(p, str)]
+        items += [(("fix", "accepted", i, "probes", j, "id"), p.id) for j, p in inline]
+    yield from _duplicates(items, "probe id")
+
+
+def _fix_probes(s: Scenario) -> Iterator[Problem]:
+    known = [p.id for p in s.steady_state]
+    for i, state in enumerate(s.fix.accepted):
+        for j, p in enumerate(state.probes):
+            if isinstance(p, str) and p not in known:
+                yield ("fix", "accepted", i, "probes", j), (
+                    f"unknown probe '{p}'; steady_state probes are: {', '.join(known)}"
+                )
+
+
+def _questions(s: Scenario) -> Iterator[Problem]:
+    questions = s.diagnosis.questions
+    base: Loc = ("diagnosis", "questions")
+    yield from _duplicates([((*base, i, "id"), q.id) for i, q in enumerate(questions)], "question id")
+    yield from _duplicates([((*base, i, "kind"), q.kind) for i, q in enumerate(questions)], "question kind")
+    for kind in ("category", "component", "cause"):
+        if not any(q.kind == kind for q in questions):
+            yield base, f"missing a question of kind '{kind}'"
+    fault_kinds = {f.kind for f in s.faults}
+    for i, q in enumerate(questions):
+        loc = (*base, i)
+        yield from _duplicates([((*loc, "options", j, "id"), o.id) for j, o in enumerate(q.options)], "option id")
+        correct = [j for j, o in enumerate(q.options) if o.correct]
+        if not correct:
+            yield (*loc, "options"), "no option is marked correct: mark exactly one with correct: true"
+        for j in correct[1:]:
+            first = q.options[correct[0]].id
+            yield (*loc, "options", j, "correct"), f"only one option may be correct; '{first}' already is"
+        if q.kind != "category":
+            continue
+        for j, o in enumerate(q.options):
+            if o.id not in vocab.FAULT_KINDS:
+                yield (*loc, "options", j, "id"), (
+                    f"category options are fault kinds; '{o.id}' is not one of: {', '.join(vocab.FAULT_KINDS)}"
+                )
+            elif o.correct and o.id not in fault_kinds:
+                kinds = ", ".join(sorted(fault_kinds))
+                yield (*loc, "options", j, "correct"), (
+                    f"the correct category '{o.id}' is not the kind of any fault here ({kinds})"
+                )
+
+
+def _evidence_and_collateral(s: Scenario) -> Iterator[Problem]:
+    for i, op in enumerate(s.diagnosis.evidence):
+        if op.op not in INVESTIGATE_OPS:
+            yield ("diagnosis", "evidence", i, "op"), (
+                f"evidence is something looked at; '{op.op}' is an action (use one of: "
+                f"{', '.join(sorted(INVESTIGATE_OPS))})"
+            )
+    for i, op in enumerate(s.fix.collateral):
+        if op.op not in ACT_OPS:
+            yield ("fix", "collateral", i, "op"), f"looking is never collateral damage; '{op.op}' only reads"
+
+
+def _solution(s: Scenario) -> Iterator[Problem]:
+    if not any(op.op in ACT_OPS for op in s.solution):
+        yield ("solution",), "the reference solution never acts; it needs at least one action"
+    faults = {f.id: f"{f.kind}.{f.action}" for f in s.faults}
+    for field in ("solution", "wrong_fix"):
+        for i, op in enumerate(getattr(s, field) or []):
+            if op.op != "kill" or op.args.fault is None:
+                continue
+            ref = op.args.fault
+            loc = (field, i, "args", "fault")
+            if ref not in faults:
+                yield loc, f"unknown fault '{ref}'; faults are: {', '.join(faults)}"
+            elif faults[ref] not in PROCESS_STARTING:
+                starters = ", ".join(sorted(PROCESS_STARTING))
+                yield loc, f"fault '{ref}' ({faults[ref]}) starts no process to kill; only {starters} do"
+
+
+
+def _version_refs(s: Scenario) -> Iterator[tuple[Loc, str]]:
+    for i, p in enumerate(s.steady_state):
+        yield from _probe_versions(p, ("steady_state", i))
+    for i, state in enumerate(s.fix.accepted):
+        for j, p in enumerate(state.probes):
+            if not isinstance(p, str):
+                yield from _probe_versions(p, ("fix", "accepted", i, "probes", j))
+    for field, ops in (
+        ("solution", s.solution),
+        ("wrong_fix", s.wrong_fix or []),
+        ("diagnosis.evidence", s.diagnosis.evidence),
+        ("fix.collateral", s.fix.collateral),
+    ):
+        for i, op in enumerate(ops):
+            version = op_args(op).get("version")
+            if isinstance(version, str):
+                yield (*field.split("."), i, "args", "version"), version
+
+
+def _probe_versions(p: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    if p.kind == "deployed_version":
+        tol = p.tolerance
+        if tol.equals is not None:
+            yield (*loc, "tolerance", "equals"), tol.equals
+        for k, v in enumerate(tol.in_ or []):
+            yield (*loc, "tolerance", "in", k), v
+    elif p.kind in ("accuracy", "recall", "precision") and p.target is not None:
+        yield (*loc, "target"), p.target
+
+
+def _versions_made(s: Scenario) -> Iterator[Problem]:
+    made: set[str] = set()
+    for f in s.faults:
+        if f.kind == "deploy":
+            made.add(f.params.variant if f.action == "variant" else vocab.CORRUPT_LABEL)
+    retrains = any(op.op == "retrain" for op in [*s.solution, *(s.wrong_fix or [])])
+    for loc, version in _version_refs(s):
+        if version in vocab.MODEL_VARIANTS or version == vocab.CORRUPT_LABEL:
+            if version not in made:
+                yield loc, f"version '{version}' is made by a deploy fault, and no fault here makes it"
+        elif version == vocab.RETRAINED_LABEL and not retrains:
+            yield loc, "version 'retrained' is made by a retrain, and neither solution nor wrong_fix retrains"
+
+
+def _hints(s: Scenario) -> Iterator[Problem]:
+    last = len(s.hints) - 1
+    for i, h in enumerate(s.hints):
+        if i < last and h.solution:
+            yield ("hints", i, "solution"), "only the last hint gives the solution"
+        if i > 0 and h.cost < s.hints[i - 1].cost:
+            yield ("hints", i, "cost"), f"hint costs must not go down: {h.cost} after {s.hints[i - 1].cost}"
+    if not s.hints[last].solution:
+        yield ("hints", last), "the last hint must give the solution: add solution: true"
+    total, budget = sum(h.cost for h in s.hints), s.scoring.weights.hints
+    if total > budget:
+        yield ("scoring", "weights", "hints"), f"the hints cost {total} in all, more than the hints weight {budget}"
+
+
+def _par_times(s: Scenario) -> Iterator[Problem]:
+    if s.scoring.par_detect_s > s.scoring.par_mitigate_s:
+        yield ("scoring", "par_detect_s"), (
+            f"par_detect_s ({s.scoring.par_detect_s:g}) is after par_mitigate_s ({s.scoring.par_mitigate_s:g})"
+        )

@@ -1,0 +1,223 @@
+"""Loading scenario files: YAML to validated `Scenario`, every problem reported as `file:line: field: message`.
+
+Validation runs in three passes, so that one mistake does not hide the others:
+1. the YAML itself (syntax, duplicate keys) and the `variables` declarations;
+2. variable references (`{{ name }}`) in every string;
+3. the whole scenario, rendered once with every variable at its first value and then once per other corner value
+   of each variable (every choice, a range's ends), so a choice that names a replica the stack does not have is
+   caught at validation time rather than on an unlucky seed. Cross-field checks run on each rendering too.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from lab.scenario.checks import cross_check
+from lab.scenario.errors import data_at, format_loc, problems_from
+from lab.scenario.models import DEFER_CHECKS, Scenario
+from lab.scenario.variables import (
+    Loc,
+    Variable,
+    VarName,
+    check_references,
+    corner_assignments,
+    drawn_values,
+    referenced,
+    substitute,
+)
+from lab.scenario.yamlnodes import YamlSyntaxError, duplicate_keys, parse
+
+CATALOG_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+SUFFIX = ".yaml"
+
+_VARIABLES = TypeAdapter(dict[VarName, Variable])
+
+
+class ScenarioError(Exception):
+    """A scenario (or a catalog) that does not validate; `problems` holds one message per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _annotate(msg: str, raw: Any, values: dict[str, Any]) -> str:
+    """Name the variable values behind a templated value, since the author wrote a reference, not the value."""
+    if not isinstance(raw, str) or "{{" not in raw:
+        return msg
+    shown = []
+    for name, key in dict.fromkeys(referenced(raw)):
+        if name in values:
+            value = values[name][key] if key is not None and isinstance(values[name], dict) else values[name]
+            shown.append(f"{name}{'.' + key if key else ''} = {value}")
+    return f"{msg} (with {', '.join(shown)})" if shown else msg
+
+
+def analyse(data: Any, expected_id: str | None = None) -> tuple[Scenario | None, list[tuple[Loc, str]]]:
+    """Validate scenario data; the scenario (rendered at every variable's first value) only if nothing is wrong."""
+    if not isinstance(data, dict):
+        return None, [((), f"a scenario is a mapping of fields, got {type(data).__name__}")]
+    problems: list[tuple[Loc, str]] = []
+
+    raw_vars = data.get("variables") or {}
+    variables: dict[str, Variable] | None = None
+    try:
+        variables = _VARIABLES.validate_python(raw_vars)
+    except ValidationError as exc:
+        problems += problems_from(exc, Scenario, data, prefix=("variables",))
+    declared: dict[str, Any] = variables if variables is not None else dict.fromkeys(_names(raw_vars))
+    ref_problems = check_references(data, declared)
+    problems += ref_problems
+    unrenderable = {loc for loc, _ in ref_problems}
+
+    assignments = list(corner_assignments(variables)) if variables is not None else [{}]
+    first: Scenario | None = None
+    for values in assignments:
+        rendered = substitute(data, values)
+        found: list[tuple[Loc, str]] = []
+        try:
+            scenario = Scenario.model_validate(rendered, context={DEFER_CHECKS: True})
+        except ValidationError as exc:
+            found = problems_from(exc, Scenario, rendered)
+        else:
+            found = cross_check(scenario)
+            if first is None and not found:
+                first = scenario
+        for loc, msg in found:
+            raw = data_at(data, loc)
+            if loc[:1] == ("variables",) or loc in unrenderable:
+                continue  # reported by the earlier passes
+            if variables is None and isinstance(raw, str) and "{{" in raw:
+                continue  # cannot be rendered while the declarations are broken
+            problems.append((loc, _annotate(msg, raw, values)))
+
+    if expected_id is not None and isinstance(data.get("id"), str) and data["id"] != expected_id:
+        problems.append((("id",), f"id '{data['id']}' must match the file name ('{expected_id}{SUFFIX}')"))
+    problems = list(dict.fromkeys(problems))
+    if problems or first is None:
+        return None, problems
+    first._template = copy.deepcopy(data)
+    first._values = dict(assignments[0])
+    return first, []
+
+
+def _names(raw_vars: Any) -> list[str]:
+    return [k for k in raw_vars if isinstance(k, str)] if isinstance(raw_vars, dict) else []
+
+
+def _file_problem(path: Path | str, line: int, field: str, msg: str) -> str:
+    return f"{path}:{line}: {field}: {msg}"
+
+
+def check_file(path: Path | str) -> tuple[Scenario | None, list[str]]:
+    """The scenario in `path` and the problems found in it (an empty list when it is valid)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, [_file_problem(path, 1, "<file>", "no such file")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [_file_problem(path, 1, "<file>", f"cannot read: {exc}")]
+    try:
+        doc = parse(text)
+    except YamlSyntaxError as exc:
+        return None, [_file_problem(path, exc.line, "<yaml>", exc.message)]
+    if doc.data is None:
+        return None, [_file_problem(path, 1, "<file>", "the file holds no scenario (it is empty)")]
+    located: list[tuple[int, str, str]] = [
+        (line, format_loc(loc), msg) for loc, line, msg in duplicate_keys(doc.root)
+    ]
+    scenario, problems = analyse(doc.data, expected_id=path.stem)
+    located += [(doc.line(loc), format_loc(loc) or "<scenario>", msg) for loc, msg in problems]
+    located = sorted(dict.fromkeys(located), key=lambda p: p[0])
+    if located:
+        return None, [_file_problem(path, line, field, msg) for line, field, msg in located]
+    return scenario, []
+
+
+def load_scenario(path: Path | str) -> Scenario:
+    """The scenario in `path`, rendered with every variable at its first value; ScenarioError if invalid."""
+    scenario, problems = check_file(path)
+    if scenario is None:
+        raise ScenarioError(problems)
+    return scenario
+
+
+def _expand(paths: Iterable[Path | str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out += sorted(p.glob(f"*{SUFFIX}")) if p.is_dir() else [p]
+    return out
+
+
+def validate_paths(paths: Iterable[Path | str]) -> list[str]:
+    """Every problem in the given files (directories: their *.yaml files), as `file:line: field: message`."""
+    problems: list[str] = []
+    for path in _expand(paths):
+        problems += check_file(path)[1]
+    return problems
+
+
+def load_catalog(directory: Path | str = CATALOG_DIR) -> list[Scenario]:
+    """Every scenario in the directory, by file name; ScenarioError listing all problems if any is invalid."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ScenarioError([_file_problem(directory, 1, "<file>", "no such directory")])
+    scenarios: list[Scenario] = []
+    problems: list[str] = []
+    for path in _expand([directory]):
+        scenario, found = check_file(path)
+        problems += found
+        if scenario is not None:
+            scenarios.append(scenario)
+    if problems:
+        raise ScenarioError(problems)
+    return scenarios
+
+
+def render(scenario: Scenario, seed: int, time_scale: float | None = None) -> Scenario:
+    """The scenario with its variables drawn from `seed` (same seed, same values) and substituted.
+
+    `time_scale` overrides the scenario's own (tests compress time).
+    """
+    template = scenario._template
+    if template is None:
+        if scenario.variables:
+            raise ValueError("this scenario was not loaded from its template; use load_scenario() first")
+        template = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
+    values = drawn_values(scenario.variables, scenario.id, seed)
+    data = substitute(template, values)
+    if time_scale is not None:
+        data = {**data, "time_scale": time_scale}
+    try:
+        rendered = Scenario.model_validate(data, context={DEFER_CHECKS: True})
+    except ValidationError as exc:
+        found = problems_from(exc, Scenario, data)
+    else:
+        found = cross_check(rendered)
+    if found:
+        raise ScenarioError(
+            [f"{scenario.id} (seed {seed}): {format_loc(loc)}: {_annotate(msg, data_at(template, loc), values)}"
+             for loc, msg in found]
+        )
+    rendered._template = copy.deepcopy(template)
+    rendered._values = values
+    rendered._seed = seed
+    return rendered
+
+
+__all__ = [
+    "CATALOG_DIR",
+    "ScenarioError",
+    "analyse",
+    "check_file",
+    "load_catalog",
+    "load_scenario",
+    "render",
+    "validate_paths",
+]

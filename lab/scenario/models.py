@@ -1,0 +1,205 @@
+"""The scenario schema: pydantic v2 models, the single source of truth (scenarios/schema.json is exported from here).
+
+A scenario file is one `Scenario`. Section models live here; faults, probes and console operations have their own
+modules because each is a family of per-kind models. Checks that relate one part of a scenario to another (ids
+that must exist, replicas that must be in the stack, hint ordering) are in `checks.py`, run by the `Scenario`
+validator, so `Scenario.model_validate` alone enforces the whole contract.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationInfo, model_validator
+
+from lab.scenario import vocab
+from lab.scenario.faults import Fault
+from lab.scenario.fields import Ident, Markdown, Seconds, ServiceName, Slug, Strict, Text
+from lab.scenario.ops import Collateral, ConfigKey, Op, OpPattern
+from lab.scenario.probes import Probe
+from lab.scenario.variables import Variable, VarName
+
+# Validation context key: the loader runs the cross-field checks itself, to report each at its own line.
+DEFER_CHECKS = "defer_checks"
+
+BaseVersion = Literal[vocab.BASE_VERSIONS]  # type: ignore[valid-type]
+Skill = Literal[vocab.SKILLS]  # type: ignore[valid-type]
+
+
+class Versions(Strict):
+    production: BaseVersion = "v1"
+    canary: BaseVersion | None = None
+    canary_weight: float = Field(default=0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _canary(self) -> Versions:
+        if self.canary is None and self.canary_weight > 0:
+            raise ValueError("canary_weight needs a canary version")
+        if self.canary is not None and self.canary_weight == 0:
+            raise ValueError("a canary needs a canary_weight above 0")
+        if self.canary is not None and self.canary == self.production:
+            raise ValueError(f"canary and production are both {self.production}")
+        return self
+
+
+class Traffic(Strict):
+    profile: Literal[vocab.TRAFFIC_PROFILES] = "baseline"  # type: ignore[valid-type]
+    rps: float = Field(default=20.0, gt=0, le=2000)
+
+
+class Stack(Strict):
+    """The stack the scenario starts from, healthy, before any fault."""
+
+    replicas: int = Field(default=2, ge=1, le=vocab.MAX_REPLICAS)
+    versions: Versions = Field(default_factory=Versions)
+    services: dict[ServiceName, dict[ConfigKey, Any]] = Field(
+        default_factory=dict, description="config overrides per service, applied with PATCH /admin/config"
+    )
+    traffic: Traffic = Field(default_factory=Traffic)
+
+
+class Option(Strict):
+    id: Ident
+    label: Text
+    correct: bool = False
+
+
+class Question(Strict):
+    """category: which kind of fault (option ids are fault kinds); component: where; cause: what exactly."""
+
+    id: Ident
+    kind: Literal["category", "component", "cause"]
+    prompt: Text
+    options: list[Option] = Field(min_length=2)
+
+
+class Diagnosis(Strict):
+    questions: list[Question] = Field(min_length=3)
+    evidence: list[OpPattern] = Field(
+        min_length=1, description="investigations a good diagnosis rests on; args given must match, others are free"
+    )
+
+
+def _probe_ref_tag(value: Any) -> str:
+    return "ref" if isinstance(value, str) else "inline"
+
+
+ProbeRef = Annotated[
+    Union[Annotated[Ident, Tag("ref")], Annotated[Probe, Tag("inline")]],  # noqa: UP007
+    Discriminator(_probe_ref_tag),
+]
+
+
+class FixState(Strict):
+    """An accepted end state: every probe within tolerance, continuously, for hold_s."""
+
+    description: Text
+    probes: list[ProbeRef] = Field(min_length=1, description="steady_state probe ids, or probes written inline")
+    hold_s: Seconds
+
+
+class Fix(Strict):
+    accepted: list[FixState] = Field(min_length=1)
+    collateral: list[Collateral] = Field(default_factory=list)
+
+
+class Hint(Strict):
+    text: Markdown
+    cost: int = Field(ge=0, le=100, description="points taken from the hints weight when revealed")
+    solution: bool = False
+
+
+class Weights(Strict):
+    diagnosis: int = Field(ge=0, le=100)
+    fix: int = Field(ge=0, le=100)
+    time: int = Field(ge=0, le=100)
+    hints: int = Field(ge=0, le=100, description="points kept when no hint is revealed")
+
+    @model_validator(mode="after")
+    def _sum(self) -> Weights:
+        total = self.diagnosis + self.fix + self.time + self.hints
+        if total != 100:
+            raise ValueError(f"weights must add up to 100, got {total}")
+        return self
+
+
+class Scoring(Strict):
+    weights: Weights
+    par_detect_s: Seconds
+    par_mitigate_s: Seconds
+
+
+class Debrief(Strict):
+    what_happened: Markdown
+    ideal_path: list[Text] = Field(min_length=1)
+    lesson: Markdown
+
+
+class Scenario(Strict):
+    """One incident: the stack, what breaks, what healthy means, how a learner is graded, and the answer."""
+
+    id: Slug = Field(description="matches the file name without .yaml")
+    title: Text
+    summary: Text
+    difficulty: Literal[vocab.DIFFICULTIES]  # type: ignore[valid-type]
+    skills: list[Skill] = Field(min_length=1)
+    estimated_minutes: int = Field(ge=1, le=240)
+    time_scale: float = Field(default=1.0, gt=0, le=10, description="multiplies every duration; tests compress")
+    briefing: Markdown = Field(description="what the pager says, in markdown")
+    variables: dict[VarName, Variable] = Field(default_factory=dict)
+    stack: Stack = Field(default_factory=Stack)
+    faults: list[Fault] = Field(min_length=1)
+    steady_state: list[Probe] = Field(min_length=1)
+    diagnosis: Diagnosis
+    fix: Fix
+    hints: list[Hint] = Field(min_length=2)
+    scoring: Scoring
+    debrief: Debrief
+    solution: list[Op] = Field(min_length=1, description="the reference solution, as console operations")
+    wrong_fix: list[Op] | None = Field(default=None, description="a plausible fix that must not pass (for tests)")
+
+    # Set by the loader: the file's data before substitution, and the variable values this rendering used.
+    _template: dict[str, Any] | None = PrivateAttr(default=None)
+    _values: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _seed: int | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _cross_checks(self, info: ValidationInfo) -> Scenario:
+        if info.context and info.context.get(DEFER_CHECKS):
+            return self
+        from lab.scenario.checks import cross_check
+
+        problems = cross_check(self)
+        if problems:
+            raise ValueError("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems))
+        return self
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The variable values this rendering used."""
+        return dict(self._values)
+
+    @property
+    def seed(self) -> int | None:
+        """The seed the values were drawn from; None for the canonical rendering (every variable's first value)."""
+        return self._seed
+
+    def probe(self, probe_id: str) -> Any:
+        for p in self.steady_state:
+            if p.id == probe_id:
+                return p
+        raise KeyError(probe_id)
+
+    def fault(self, fault_id: str) -> Any:
+        for f in self.faults:
+            if f.id == fault_id:
+                return f
+        raise KeyError(fault_id)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "scenario"
+

@@ -1,0 +1,167 @@
+"""The learner's console operations as data: a closed set of names, each with its own typed arguments.
+
+A scenario names console operations in four places: the reference solution and the plausible wrong fix
+(complete operations, `Op`), and the diagnosis evidence and collateral penalties (patterns, `OpPattern`: any
+subset of the arguments, matched against what the learner actually ran).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, StringConstraints, create_model, model_validator
+
+from lab.scenario import vocab
+from lab.scenario.fields import FeatureName, Ident, ReplicaName, Seconds, ServiceName, Strict, VersionRef
+
+ConfigKey = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$", max_length=64)]
+
+
+class NoArgs(Strict):
+    pass
+
+
+class LogsArgs(Strict):
+    service: ServiceName
+    grep: str | None = None
+    tail: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class MetricsArgs(Strict):
+    service: ServiceName | None = None
+
+
+class TraceArgs(Strict):
+    limit: int | None = Field(default=None, ge=1, le=100)
+
+
+class DriftArgs(Strict):
+    feature: FeatureName | None = None
+
+
+class ServiceArgs(Strict):
+    service: ServiceName
+
+
+class ConfigSetArgs(Strict):
+    service: ServiceName
+    key: ConfigKey
+    value: Any
+
+
+class ScaleArgs(Strict):
+    replicas: int = Field(ge=1, le=vocab.MAX_REPLICAS)
+
+
+class ReplicaArgs(Strict):
+    replica: ReplicaName
+
+
+class DeployArgs(Strict):
+    version: VersionRef
+    canary: float | None = Field(default=None, gt=0, lt=1)
+
+
+class VersionArgs(Strict):
+    version: VersionRef
+
+
+class RetrainArgs(Strict):
+    window_s: Seconds | None = None
+
+
+class TrafficArgs(Strict):
+    profile: Literal[vocab.TRAFFIC_PROFILES] | None = None  # type: ignore[valid-type]
+    rps: float | None = Field(default=None, gt=0, le=2000)
+
+
+class KillArgs(Strict):
+    """A process the scenario itself started: its pid, or (in a reference solution) the fault that started it."""
+
+    pid: int | None = Field(default=None, gt=0)
+    fault: Ident | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> KillArgs:
+        if (self.pid is None) == (self.fault is None):
+            raise ValueError("give exactly one of 'pid' or 'fault'")
+        return self
+
+
+OP_ARGS: dict[str, type[Strict]] = {
+    "status": NoArgs,
+    "logs": LogsArgs,
+    "metrics": MetricsArgs,
+    "trace": TraceArgs,
+    "drift": DriftArgs,
+    "slo": NoArgs,
+    "deploys": NoArgs,
+    "config_show": ServiceArgs,
+    "config_set": ConfigSetArgs,
+    "restart": ServiceArgs,
+    "scale": ScaleArgs,
+    "drain": ReplicaArgs,
+    "undrain": ReplicaArgs,
+    "deploy": DeployArgs,
+    "rollback": VersionArgs,
+    "promote": VersionArgs,
+    "retrain": RetrainArgs,
+    "traffic": TrafficArgs,
+    "kill": KillArgs,
+}
+OP_NAMES: tuple[str, ...] = tuple(OP_ARGS)
+INVESTIGATE_OPS: frozenset[str] = frozenset(
+    {"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show"}
+)
+ACT_OPS: frozenset[str] = frozenset(OP_NAMES) - INVESTIGATE_OPS
+
+OpName = Literal[OP_NAMES]  # type: ignore[valid-type]
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _has_required(model: type[Strict]) -> bool:
+    return any(f.is_required() for f in model.model_fields.values())
+
+
+def _pattern_args(name: str, model: type[Strict]) -> type[Strict]:
+    """The same arguments, every one optional: a pattern matches any operation that agrees on the ones given."""
+    fields: dict[str, Any] = {
+        fname: (info.annotation | None, Field(default=None)) for fname, info in model.model_fields.items()
+    }
+    return create_model(f"{_camel(name)}Pattern", __base__=Strict, **fields)
+
+
+def _op_model(name: str, args: type[Strict], suffix: str, **extra: Any) -> type[Strict]:
+    default = ... if _has_required(args) else Field(default_factory=args)
+    model = create_model(
+        f"{_camel(name)}{suffix}", __base__=Strict, op=(Literal[name], ...), args=(args, default), **extra
+    )
+    return model
+
+
+_PATTERN_ARGS = {name: _pattern_args(name, args) for name, args in OP_ARGS.items()}
+_OPS = tuple(_op_model(name, args, "Op") for name, args in OP_ARGS.items())
+_PATTERNS = tuple(_op_model(name, args, "Match") for name, args in _PATTERN_ARGS.items())
+_COLLATERAL = tuple(
+    _op_model(
+        name,
+        args,
+        "Collateral",
+        penalty=(int, Field(ge=1, le=100, description="points taken off the total")),
+        reason=(str, Field(min_length=1, description="shown to the learner in the debrief")),
+    )
+    for name, args in _PATTERN_ARGS.items()
+)
+
+# The members are built at import time from OP_ARGS, hence Union over a tuple rather than `X | Y`.
+Op = Annotated[Union[_OPS], Field(discriminator="op")]  # noqa: UP007
+OpPattern = Annotated[Union[_PATTERNS], Field(discriminator="op")]  # noqa: UP007
+Collateral = Annotated[Union[_COLLATERAL], Field(discriminator="op")]  # noqa: UP007
+
+
+def op_args(op: Any) -> dict[str, Any]:
+    """The arguments an operation (or pattern) sets, without the unset ones."""
+    return {k: v for k, v in op.args.model_dump().items() if v is not None}

@@ -1,0 +1,216 @@
+"""Steady-state probes: a measured value, where it is measured, and the tolerance it must stay within.
+
+Chaos Toolkit's steady-state hypothesis, made typed: one model per probe kind, chosen by `kind`, so a probe
+that asks for a latency `equals` a version, or a drift probe without a feature, is rejected with its own message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, StringConstraints, field_validator, model_validator
+
+from lab.scenario import vocab
+from lab.scenario.fields import FeatureName, Ident, Seconds, ServiceName, Strict, VersionRef
+
+ConfigPath = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_-]+)*$", max_length=128)]
+
+
+class Tolerance(Strict):
+    """Bounds (`min`, `max`, both inclusive, either or both) or exactly one of `equals`, `in`, `contains`."""
+
+    min: float | None = None
+    max: float | None = None
+    equals: Any = None
+    in_: list[Any] | None = Field(default=None, alias="in", min_length=1)
+    contains: Any = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Tolerance:
+        exact = [name for name in ("equals", "in", "contains") if self.given(name)]
+        bounds = [name for name in ("min", "max") if self.given(name)]
+        if not exact and not bounds:
+            raise ValueError("give min and/or max, or one of equals, in, contains")
+        if exact and (bounds or len(exact) > 1):
+            raise ValueError(f"{' and '.join(exact + bounds)} cannot be combined")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        return self
+
+    def given(self, name: str) -> bool:
+        value = self.in_ if name == "in" else getattr(self, name)
+        return value is not None
+
+    def forms(self) -> set[str]:
+        return {name for name in ("min", "max", "equals", "in", "contains") if self.given(name)}
+
+
+def _allow(tol: Tolerance, kind: str, allowed: set[str]) -> Tolerance:
+    extra = tol.forms() - allowed
+    if extra:
+        raise ValueError(f"a {kind} probe takes {' / '.join(sorted(allowed))}, not {', '.join(sorted(extra))}")
+    return tol
+
+
+def _within(tol: Tolerance, lo: float, hi: float) -> Tolerance:
+    for name in ("min", "max"):
+        value = getattr(tol, name)
+        if value is not None and not lo <= value <= hi:
+            raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+    return tol
+
+
+def _values(tol: Tolerance) -> list[Any]:
+    if tol.equals is not None:
+        return [tol.equals]
+    return list(tol.in_ or [])
+
+
+class _Probe(Strict):
+    id: Ident
+    description: str | None = None
+    tolerance: Tolerance
+
+
+class _Windowed(_Probe):
+    window_s: Seconds = 30.0
+
+
+class LatencyProbe(_Windowed):
+    """p99 latency in milliseconds of a service's requests (at the gateway: what clients see)."""
+
+    kind: Literal["latency_p99_ms"]
+    target: ServiceName = "gateway"
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "latency_p99_ms", {"min", "max"}), 0, 600_000)
+
+
+class ErrorRateProbe(_Windowed):
+    """Fraction of a service's requests that failed (5xx or no answer)."""
+
+    kind: Literal["error_rate"]
+    target: ServiceName = "gateway"
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "error_rate", {"min", "max"}), 0, 1)
+
+
+class _QualityProbe(_Windowed):
+    """Live model quality from labelled feedback; `target` narrows it to one version (default: all traffic)."""
+
+    target: VersionRef | None = None
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "model quality", {"min", "max"}), 0, 1)
+
+
+class AccuracyProbe(_QualityProbe):
+    kind: Literal["accuracy"]
+
+
+class RecallProbe(_QualityProbe):
+    kind: Literal["recall"]
+
+
+class PrecisionProbe(_QualityProbe):
+    kind: Literal["precision"]
+
+
+class DriftProbe(_Windowed):
+    """Population stability index of one feature: live window against the production version's reference."""
+
+    kind: Literal["drift_psi"]
+    target: FeatureName
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "drift_psi", {"min", "max"}), 0, 100)
+
+
+class DeployedVersionProbe(_Probe):
+    """Which version serves: the `production` or `canary` slot, or a replica's default version."""
+
+    kind: Literal["deployed_version"]
+    target: str = "production"
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, target: str) -> str:
+        if target in ("production", "canary"):
+            return target
+        if vocab.replica_number(target) is None:
+            raise ValueError(f"'{target}' is not production, canary or a model replica (model-N)")
+        return vocab.check_replica(target)
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        _allow(tol, "deployed_version", {"equals", "in"})
+        for value in _values(tol):
+            if not isinstance(value, str):
+                raise ValueError(f"versions are strings, got {value!r}")
+            vocab.check_version_ref(value)
+        return tol
+
+
+class ConfigValueProbe(_Probe):
+    """A value in a service's live config (GET /admin/config); `key` may be dotted into objects."""
+
+    kind: Literal["config_value"]
+    target: ServiceName
+    key: ConfigPath
+
+
+class ServiceStateProbe(_Probe):
+    """A service's supervisor state (running, crashloop, ...)."""
+
+    kind: Literal["service_state"]
+    target: ServiceName
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        _allow(tol, "service_state", {"equals", "in"})
+        for value in _values(tol):
+            if value not in vocab.SERVICE_STATES:
+                raise ValueError(f"unknown state {value!r}; expected one of: {', '.join(vocab.SERVICE_STATES)}")
+        return tol
+
+
+class ReplicasReadyProbe(_Probe):
+    """How many model replicas are ready and not drained."""
+
+    kind: Literal["replicas_ready"]
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        _allow(tol, "replicas_ready", {"min", "max", "equals"})
+        if tol.equals is not None and (isinstance(tol.equals, bool) or not isinstance(tol.equals, int)):
+            raise ValueError(f"equals must be a whole number of replicas, got {tol.equals!r}")
+        return _within(tol, 0, vocab.MAX_REPLICAS)
+
+
+PROBE_MODELS = (
+    LatencyProbe,
+    ErrorRateProbe,
+    AccuracyProbe,
+    RecallProbe,
+    PrecisionProbe,
+    DriftProbe,
+    DeployedVersionProbe,
+    ConfigValueProbe,
+    ServiceStateProbe,
+    ReplicasReadyProbe,
+)
+PROBE_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].annotation.__args__[0] for m in PROBE_MODELS)
+
+Probe = Annotated[Union[PROBE_MODELS], Field(discriminator="kind")]  # noqa: UP007  (a runtime tuple of members)

@@ -390,7 +390,7 @@ class Monitor:
             w = self._window(spec.target, spec.window_s, now, windows)
             if w is None:
                 return None, None
-            kind = service_kind(spec.target)
+            kind = service_kind(spec.target, w.ring)
             want = None
             if kind == "gateway":
                 routes = gateway_score_routes(w)
@@ -467,6 +467,12 @@ class Monitor:
             await self.refresh_drift(now)
         except Exception as exc:
             log.warning("drift refresh failed error=%s", exc)
+
+    async def settle_drift(self, timeout_s: float = 30.0) -> None:
+        """Wait for a drift refresh the loop started in the background, if any."""
+        task = self._drift_task
+        if task is not None and not task.done():
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
 
     async def _load_reference(self) -> Reference | None:
         got = await _call(self.reference_provider)

@@ -314,20 +314,29 @@ def process_signals(w: Window) -> dict[str, float | None]:
     }
 
 
-def service_kind(name: str) -> str:
-    """Which metric family prefix a service exposes, from its name in the topology."""
+def service_kind(name: str, ring: ScrapeRing | None = None) -> str:
+    """Which metric family prefix a service exposes: from its topology name, else from what it exports."""
     if name == "gateway":
         return "gateway"
     if name.startswith("model-"):
         return "model"
     if name == "feature-store":
         return "featurestore"
+    if ring is not None:
+        # an unknown name: the service whose `<prefix>_requests_total{code}` has a matching latency histogram
+        candidates = sorted({key[0][: -len("_requests_total")] for key in ring.keys
+                             if key[0].endswith("_requests_total") and any(k == "code" for k, _ in key[1])})
+        for prefix in candidates:
+            if ring.columns(f"{prefix}_request_latency_seconds_bucket"):
+                return prefix
+        if candidates:
+            return candidates[0]
     return name.replace("-", "")
 
 
 def service_signals(name: str, w: Window) -> dict:
     """Every derived number for one service over one window."""
-    kind = service_kind(name)
+    kind = service_kind(name, w.ring)
     if kind == "gateway":
         out = gateway_signals(w)
     elif kind == "model":

@@ -135,7 +135,7 @@ def clean_loc(root: type[BaseModel], loc: Loc) -> tuple[Loc, Any]:
 # ---- messages ----
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -160,7 +160,7 @@ def _shown(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)) or value is None:
         return "null" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-    return _type_name(value)
+    return type_name(value)
 
 
 def _bound(ctx: dict[str, Any], key: str) -> str:
@@ -182,11 +182,11 @@ def message(err: dict[str, Any], parent: Any, data_at: Any) -> str:
         allowed = _allowed(parent)
         return f"unknown field; expected one of: {allowed}" if allowed else "unknown field"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"expected a mapping, got {_type_name(value)}"
+        return f"expected a mapping, got {type_name(value)}"
     if kind in ("list_type", "tuple_type"):
-        return f"expected a list, got {_type_name(value)}"
+        return f"expected a list, got {type_name(value)}"
     if kind == "string_type":
-        return f"expected a string, got {_type_name(value)}"
+        return f"expected a string, got {type_name(value)}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"expected a whole number, got {_shown(value)}"
     if kind in ("float_type", "float_parsing"):

@@ -47,13 +47,19 @@ class Duration(Strict):
     duration_s: Seconds
 
 
-def _until_tag(value: Any) -> str:
-    return "fixed" if isinstance(value, str) else "duration"
+def _until_tag(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "fixed"
+    return "duration" if isinstance(value, (dict, Duration)) else None
 
 
 Until = Annotated[
     Union[Annotated[Duration, Tag("duration")], Annotated[Literal["fixed"], Tag("fixed")]],  # noqa: UP007
-    Discriminator(_until_tag),
+    Discriminator(
+        _until_tag,
+        custom_error_type="until_shape",
+        custom_error_message="until is either 'fixed' or {duration_s: seconds}",
+    ),
 ]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from lab.scenario.checks import cross_check
-from lab.scenario.errors import data_at, format_loc, problems_from
+from lab.scenario.errors import data_at, format_loc, problems_from, type_name
 from lab.scenario.models import DEFER_CHECKS, Scenario
 from lab.scenario.variables import (
     Loc,
@@ -61,7 +61,7 @@ def _annotate(msg: str, raw: Any, values: dict[str, Any]) -> str:
 def analyse(data: Any, expected_id: str | None = None) -> tuple[Scenario | None, list[tuple[Loc, str]]]:
     """Validate scenario data; the scenario (rendered at every variable's first value) only if nothing is wrong."""
     if not isinstance(data, dict):
-        return None, [((), f"a scenario is a mapping of fields, got {type(data).__name__}")]
+        return None, [((), f"a scenario is a mapping of fields, got {type_name(data)}")]
     problems: list[tuple[Loc, str]] = []
 
     raw_vars = data.get("variables") or {}

@@ -80,13 +80,19 @@ class Diagnosis(Strict):
     )
 
 
-def _probe_ref_tag(value: Any) -> str:
-    return "ref" if isinstance(value, str) else "inline"
+def _probe_ref_tag(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "ref"
+    return "inline" if isinstance(value, (dict, Strict)) else None
 
 
 ProbeRef = Annotated[
     Union[Annotated[Ident, Tag("ref")], Annotated[Probe, Tag("inline")]],  # noqa: UP007
-    Discriminator(_probe_ref_tag),
+    Discriminator(
+        _probe_ref_tag,
+        custom_error_type="probe_ref_shape",
+        custom_error_message="a probe is a steady_state probe id or a probe written inline",
+    ),
 ]
 
 

@@ -143,6 +143,19 @@ def walk_strings(data: Any, loc: Loc = ()) -> Iterator[tuple[Loc, str]]:
         yield loc, data
 
 
+def _keys_with_braces(data: Any, loc: Loc = ()) -> Iterator[Loc]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if loc == () and key in UNSUBSTITUTED:
+                continue
+            if isinstance(key, str) and ("{{" in key or "}}" in key):
+                yield (*loc, key)
+            yield from _keys_with_braces(value, (*loc, key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from _keys_with_braces(value, (*loc, i))
+
+
 def referenced(text: str) -> list[tuple[str, str | None]]:
     return [(m.group(1), m.group(2)) for m in REF.finditer(text)]
 
@@ -152,7 +165,9 @@ def check_references(data: Any, variables: dict[str, Any]) -> list[tuple[Loc, st
 
     `variables` maps names to Variable, or to None for a declaration too broken to say what keys it has.
     """
-    problems: list[tuple[Loc, str]] = []
+    problems: list[tuple[Loc, str]] = [
+        (loc, "variables are not substituted in keys, only in values") for loc in _keys_with_braces(data)
+    ]
     declared = ", ".join(variables) or "none"
     for loc, text in walk_strings(data):
         if "{{" not in text and "}}" not in text:

@@ -83,6 +83,8 @@ def _mark_line(exc: yaml.MarkedYAMLError) -> int:
 
 def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
     problem = exc.problem or "invalid YAML"
+    if exc.context and problem.startswith("but "):
+        return f"{exc.context}, {problem}"
     return f"{problem} ({exc.context})" if exc.context else problem
 
 

@@ -1,0 +1,131 @@
+"""Command bodies for `faultline scenarios validate|list|show`; lab/cli.py parses the arguments and calls these.
+
+Each returns the process exit code: 0 on success, 1 when a scenario is invalid or unknown. Problems go to stdout
+as `file:line: field: message` (one per line, for editors and CI annotations); summaries go to stderr.
+`show` prints what a learner may see before starting: never the faults, the diagnosis or the solution.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lab.scenario.loader import CATALOG_DIR, SUFFIX, check_file, render, validate_paths
+from lab.scenario.models import Scenario
+from lab.scenario.vocab import SLUG_PATTERN
+
+
+def cmd_validate(paths: Sequence[str | Path]) -> int:
+    """Validate files or directories (default: the catalog); every problem is printed."""
+    targets = list(paths) or [CATALOG_DIR]
+    missing = [p for p in targets if not Path(p).exists()]
+    problems = validate_paths(targets)
+    for line in problems:
+        print(line)
+    files = sum(len(list(Path(p).glob(f"*{SUFFIX}"))) if Path(p).is_dir() else 1 for p in targets)
+    if problems:
+        print(f"{len(problems)} problem(s) in {files} file(s)", file=sys.stderr)
+        return 1
+    if missing or files == 0:
+        print("no scenario files found", file=sys.stderr)
+        return 1
+    print(f"ok: {files} scenario file(s) valid", file=sys.stderr)
+    return 0
+
+
+def _catalog(directory: Path) -> tuple[list[Scenario], list[str]]:
+    scenarios: list[Scenario] = []
+    problems: list[str] = []
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        scenario, found = check_file(path)
+        problems += found
+        if scenario is not None:
+            scenarios.append(scenario)
+    return scenarios, problems
+
+
+def _entry(s: Scenario) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "title": s.title,
+        "difficulty": s.difficulty,
+        "skills": list(s.skills),
+        "estimated_minutes": s.estimated_minutes,
+        "summary": s.summary,
+    }
+
+
+def cmd_list(directory: str | Path = CATALOG_DIR, as_json: bool = False) -> int:
+    """The catalog: id, title, difficulty, skills, estimated minutes. Invalid files are reported, not listed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        print(f"{directory}: no such directory", file=sys.stderr)
+        return 1
+    scenarios, problems = _catalog(directory)
+    if as_json:
+        print(json.dumps([_entry(s) for s in scenarios], indent=2))
+    else:
+        rows = [("ID", "DIFFICULTY", "MIN", "SKILLS", "TITLE")]
+        rows += [(s.id, s.difficulty, str(s.estimated_minutes), ",".join(s.skills), s.title) for s in scenarios]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s); run `faultline scenarios validate`", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_show(
+    scenario_id: str, directory: str | Path = CATALOG_DIR, as_json: bool = False, seed: int | None = None
+) -> int:
+    """A scenario's card and briefing (rendered with `seed` when given), without spoilers."""
+    directory = Path(directory)
+    if not re.match(SLUG_PATTERN, scenario_id):
+        print(f"'{scenario_id}' is not a scenario id (lowercase letters, digits and '-')", file=sys.stderr)
+        return 1
+    path = directory / f"{scenario_id}{SUFFIX}"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(directory.glob(f"*{SUFFIX}"))) or "none"
+        print(f"no scenario '{scenario_id}' in {directory}; known: {known}", file=sys.stderr)
+        return 1
+    scenario, problems = check_file(path)
+    if scenario is None:
+        for line in problems:
+            print(line)
+        return 1
+    if seed is not None:
+        scenario = render(scenario, seed)
+    stack = scenario.stack
+    card = {
+        **_entry(scenario),
+        "stack": {
+            "replicas": stack.replicas,
+            "production": stack.versions.production,
+            "canary": stack.versions.canary,
+            "canary_weight": stack.versions.canary_weight,
+            "traffic": {"profile": stack.traffic.profile, "rps": stack.traffic.rps},
+        },
+        "briefing": scenario.briefing,
+    }
+    if as_json:
+        print(json.dumps(card, indent=2))
+        return 0
+    print(f"{scenario.title}  [{scenario.id}]")
+    print(f"{scenario.difficulty} · about {scenario.estimated_minutes} min · skills: {', '.join(scenario.skills)}")
+    canary = f", canary {stack.versions.canary} at {stack.versions.canary_weight:.0%}" if stack.versions.canary else ""
+    print(
+        f"stack: {stack.replicas} replica(s), production {stack.versions.production}{canary}, "
+        f"traffic {stack.traffic.profile} at {stack.traffic.rps:g} rps"
+    )
+    print()
+    print(scenario.summary)
+    print()
+    print(scenario.briefing.rstrip())
+    return 0

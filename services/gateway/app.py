@@ -74,6 +74,8 @@ class Gateway:
 
     def _on_change(self, old: BaseModel, new: BaseModel) -> None:
         assert isinstance(new, GatewayConfig)
+        if isinstance(old, GatewayConfig) and old.retry_budget_ratio != new.retry_budget_ratio:
+            self.budget.refill()  # a new budget starts full rather than inheriting the old one's debt
         self.cfg = new
         self.pool.sync(new)
         self.router.sync(new.routing)

@@ -184,6 +184,9 @@ class RetryBudget:
         self.tokens = self.CAPACITY
         self._last = time.monotonic()
 
+    def refill(self) -> None:
+        self.tokens = self.CAPACITY
+
     def deposit(self, ratio: float) -> None:
         self.tokens = min(self.CAPACITY, self.tokens + ratio)
 

@@ -17,6 +17,9 @@ from typing import Any
 
 import httpx
 
+# One pooled client for all test requests: httpx.get() & co. build a new client (and TLS context) per call.
+http = httpx.Client(timeout=30)
+
 REPO = Path(__file__).resolve().parents[2]
 PEER = Path(__file__).with_name("peer.py")
 START_TIMEOUT_S = 60.0  # generous: the machine is shared and imports are slow under load
@@ -129,4 +132,4 @@ def transaction(i: int = 0, **overrides: Any) -> dict[str, Any]:
 
 def script(peer: Proc, **state: Any) -> None:
     body = {"mode": "ok", "delay_ms": 0, "version": "v1", "score": None, **state}
-    httpx.post(peer.url + "/script", json=body, timeout=5).raise_for_status()
+    http.post(peer.url + "/script", json=body, timeout=5).raise_for_status()

@@ -2,10 +2,10 @@
 
 Run as its own process: `python tests/gateway/peer.py --port P --replica model-1`. It speaks the model
 server's /v1/predict wire format, but its behaviour is set through `POST /script`:
-  {"mode": "ok" | "error" | "nan" | "garbage" | "close" | "hang", "delay_ms": 0, "version": "v1", "score": null}
+  {"mode": "ok" | "error" | "nan" | "garbage" | "truncate" | "hang", "delay_ms": 0, "version": "v1", "score": null}
 - ok: 200 with a score (fixed `score`, or a deterministic function of the row), echoing the requested version
 - error: 500; nan: 200 with the bare NaN token; garbage: 200 with a non-JSON body
-- close: drop the connection without answering; hang: never answer
+- truncate: start a 200 answer and drop the connection mid-body; hang: never answer
 GET /stats returns how many predictions it received, by version. It is a test peer, not a model server: the
 end-to-end tests use the real one.
 """
@@ -58,7 +58,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/stats":
         await _send(send, 200, json.dumps(dict(STATS)).encode())
     elif path in ("/healthz", "/readyz"):
-        status = 503 if STATE["mode"] in ("close", "hang") else 200
+        status = 503 if STATE["mode"] == "hang" else 200
         await _send(send, status, b'{"status": "ok"}')
     elif path == "/v1/predict":
         await _predict(body, send)
@@ -75,8 +75,12 @@ async def _predict(body: bytes, send: Any) -> None:
     mode = STATE["mode"]
     if mode == "hang":
         await asyncio.sleep(3600)
-    if mode == "close":
-        raise RuntimeError("scripted connection drop")  # uvicorn closes the connection without a response
+    if mode == "truncate":
+        # Promise 100 bytes, send 10, then fail: uvicorn can only drop the connection mid-response.
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"scores":', "more_body": True})
+        raise RuntimeError("scripted connection drop")
     if mode == "error":
         await _send(send, 500, b'{"detail": "scripted error"}')
         return
@@ -104,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     REPLICA = args.replica
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="critical", access_log=False,
-                loop="uvloop", http="httptools")
+                loop="uvloop", http="httptools", timeout_graceful_shutdown=1)
 
 
 if __name__ == "__main__":

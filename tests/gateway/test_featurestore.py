@@ -6,9 +6,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from gwstack import Proc, metric, start_featurestore
+from gwstack import Proc, http, metric, start_featurestore
 
 from services.trainer.generator import Generator
 
@@ -16,13 +15,13 @@ from services.trainer.generator import Generator
 @pytest.fixture
 def restore(featurestore: Proc):
     yield
-    httpx.patch(featurestore.url + "/admin/config", json={"latency_ms": 0, "error_rate": 0, "cache": True})
+    http.patch(featurestore.url + "/admin/config", json={"latency_ms": 0, "error_rate": 0, "cache": True})
 
 
 def test_seeded_from_generator_and_served(featurestore: Proc, log_dir: Path) -> None:
     expected = {row["card_id"]: row for row in Generator(seed=7, n_cards=500).cards()}
     for card_id in ("c000000", "c000123", "c000499"):
-        r = httpx.get(f"{featurestore.url}/v1/features/{card_id}")
+        r = http.get(f"{featurestore.url}/v1/features/{card_id}")
         assert r.status_code == 200
         assert r.json() == expected[card_id]
     with sqlite3.connect(log_dir / "features.db") as conn:
@@ -31,35 +30,35 @@ def test_seeded_from_generator_and_served(featurestore: Proc, log_dir: Path) -> 
 
 
 def test_unknown_and_malformed_card_ids(featurestore: Proc) -> None:
-    r = httpx.get(f"{featurestore.url}/v1/features/c999999")
+    r = http.get(f"{featurestore.url}/v1/features/c999999")
     assert r.status_code == 404
     assert r.json() == {"detail": "unknown card_id c999999"}
-    r = httpx.get(f"{featurestore.url}/v1/features/a%20b")
+    r = http.get(f"{featurestore.url}/v1/features/a%20b")
     assert r.status_code == 400
     assert "card_id" in r.json()["detail"]
-    r = httpx.post(f"{featurestore.url}/v1/features/c000001")
+    r = http.post(f"{featurestore.url}/v1/features/c000001")
     assert r.status_code == 405
 
 
 def test_sqlite_read_path_matches_cache(featurestore: Proc, restore: None) -> None:
-    cached = httpx.get(f"{featurestore.url}/v1/features/c000042").json()
-    r = httpx.patch(featurestore.url + "/admin/config", json={"cache": False})
+    cached = http.get(f"{featurestore.url}/v1/features/c000042").json()
+    r = http.patch(featurestore.url + "/admin/config", json={"cache": False})
     assert r.status_code == 200 and r.json()["cache"] is False
-    assert httpx.get(f"{featurestore.url}/v1/features/c000042").json() == cached
-    assert httpx.get(f"{featurestore.url}/v1/features/c777777").status_code == 404
+    assert http.get(f"{featurestore.url}/v1/features/c000042").json() == cached
+    assert http.get(f"{featurestore.url}/v1/features/c777777").status_code == 404
 
 
 def test_latency_and_error_rate_knobs(featurestore: Proc, restore: None) -> None:
-    httpx.patch(featurestore.url + "/admin/config", json={"latency_ms": 300})
+    http.patch(featurestore.url + "/admin/config", json={"latency_ms": 300})
     started = time.monotonic()
-    assert httpx.get(f"{featurestore.url}/v1/features/c000001").status_code == 200
+    assert http.get(f"{featurestore.url}/v1/features/c000001").status_code == 200
     assert time.monotonic() - started >= 0.29
-    httpx.patch(featurestore.url + "/admin/config", json={"latency_ms": 0, "error_rate": 1.0})
-    r = httpx.get(f"{featurestore.url}/v1/features/c000001")
+    http.patch(featurestore.url + "/admin/config", json={"latency_ms": 0, "error_rate": 1.0})
+    r = http.get(f"{featurestore.url}/v1/features/c000001")
     assert r.status_code == 503
     assert "error_rate" in r.json()["detail"]
-    httpx.patch(featurestore.url + "/admin/config", json={"error_rate": 0.5})
-    codes = [httpx.get(f"{featurestore.url}/v1/features/c000001").status_code for _ in range(200)]
+    http.patch(featurestore.url + "/admin/config", json={"error_rate": 0.5})
+    codes = [http.get(f"{featurestore.url}/v1/features/c000001").status_code for _ in range(200)]
     assert 40 <= codes.count(503) <= 160  # binomial(200, 0.5): far outside 6 sigma otherwise
 
 
@@ -68,22 +67,22 @@ def test_latency_and_error_rate_knobs(featurestore: Proc, restore: None) -> None
     [{"latency_ms": -1}, {"error_rate": 1.5}, {"error_rate": "high"}, {"nope": 1}, {"cache": "yes"}],
 )
 def test_config_validation(featurestore: Proc, patch: dict) -> None:
-    before = httpx.get(featurestore.url + "/admin/config").json()
-    r = httpx.patch(featurestore.url + "/admin/config", json=patch)
+    before = http.get(featurestore.url + "/admin/config").json()
+    r = http.patch(featurestore.url + "/admin/config", json=patch)
     assert r.status_code == 422
     assert next(iter(patch)) in r.json()["detail"]
-    assert httpx.get(featurestore.url + "/admin/config").json() == before
+    assert http.get(featurestore.url + "/admin/config").json() == before
 
 
 def test_metrics_and_health(featurestore: Proc) -> None:
-    httpx.get(f"{featurestore.url}/v1/features/c000001")
-    httpx.get(f"{featurestore.url}/v1/features/c999999")
-    text = httpx.get(featurestore.url + "/metrics").text
+    http.get(f"{featurestore.url}/v1/features/c000001")
+    http.get(f"{featurestore.url}/v1/features/c999999")
+    text = http.get(featurestore.url + "/metrics").text
     assert metric(text, "featurestore_requests_total", code="200") >= 1
     assert metric(text, "featurestore_requests_total", code="404") >= 1
     assert metric(text, "featurestore_request_latency_seconds_count") >= 2
     assert metric(text, "process_resident_memory_bytes") > 0
-    assert httpx.get(featurestore.url + "/healthz").json()["status"] == "ok"
+    assert http.get(featurestore.url + "/healthz").json()["status"] == "ok"
 
 
 def test_existing_db_is_reused_not_reseeded(tmp_path: Path) -> None:
@@ -94,7 +93,7 @@ def test_existing_db_is_reused_not_reseeded(tmp_path: Path) -> None:
         conn.execute("UPDATE cards SET txn_count_24h = 99 WHERE card_id = 'c000003'")
     second = start_featurestore(tmp_path, db, n_cards=50)
     try:
-        assert httpx.get(f"{second.url}/v1/features/c000003").json()["txn_count_24h"] == 99
+        assert http.get(f"{second.url}/v1/features/c000003").json()["txn_count_24h"] == 99
     finally:
         second.stop()
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gwstack import Proc, metric, script, start_gateway, transaction
+from gwstack import Proc, http, metric, script, start_gateway, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,14 +32,14 @@ def gateway(log_dir: Path, featurestore: Proc, peers: dict[str, Proc]) -> Iterat
 @pytest.fixture(autouse=True)
 def restore(gateway: Proc, peers: dict[str, Proc]) -> Iterator[None]:
     yield
-    httpx.patch(gateway.url + "/admin/config", json=DEFAULTS).raise_for_status()
+    http.patch(gateway.url + "/admin/config", json=DEFAULTS).raise_for_status()
     for peer in peers.values():
         script(peer)
 
 
 def score(gateway: Proc, body: Any) -> httpx.Response:
     content = body if isinstance(body, bytes | str) else json.dumps(body)
-    return httpx.post(gateway.url + "/v1/score", content=content, headers={"content-type": "application/json"})
+    return http.post(gateway.url + "/v1/score", content=content, headers={"content-type": "application/json"})
 
 
 def test_round_trip_with_timings(gateway: Proc) -> None:
@@ -60,7 +60,7 @@ def test_round_trip_with_timings(gateway: Proc) -> None:
 
 def test_decision_threshold(gateway: Proc) -> None:
     assert score(gateway, transaction(2, hour=3)).json()["decision"] == "approve"
-    httpx.patch(gateway.url + "/admin/config", json={"decision_threshold": 0.25}).raise_for_status()
+    http.patch(gateway.url + "/admin/config", json={"decision_threshold": 0.25}).raise_for_status()
     assert score(gateway, transaction(2, hour=3)).json()["decision"] == "decline"
 
 
@@ -103,32 +103,32 @@ def test_missing_field_and_non_json(gateway: Proc) -> None:
         r = score(gateway, bad)
         assert r.status_code == 422, (bad, r.text)
         assert r.json()["detail"].startswith("body:")
-    assert httpx.get(gateway.url + "/v1/score").status_code == 405
+    assert http.get(gateway.url + "/v1/score").status_code == 405
     assert score(gateway, b'{"a": "' + b"x" * 70_000 + b'"}').status_code == 413
 
 
 def test_nulls_and_unknown_categories_flow_and_are_counted(gateway: Proc) -> None:
-    before = httpx.get(gateway.url + "/metrics").text
+    before = http.get(gateway.url + "/metrics").text
     r = score(gateway, transaction(5, device_age_days=None, merchant_category="crypto_exchange", country="ZZ"))
     assert r.status_code == 200, r.text
-    after = httpx.get(gateway.url + "/metrics").text
+    after = http.get(gateway.url + "/metrics").text
     for name, field in [
         ("gateway_null_inputs_total", "device_age_days"),
         ("gateway_unknown_category_total", "merchant_category"),
         ("gateway_unknown_category_total", "country"),
     ]:
         assert metric(after, name, field=field) == metric(before, name, field=field) + 1
-    recent = httpx.get(gateway.url + "/v1/recent?limit=1").json()["items"][0]
+    recent = http.get(gateway.url + "/v1/recent?limit=1").json()["items"][0]
     assert recent["device_age_days"] is None and recent["merchant_category"] == "crypto_exchange"
 
 
 def test_amount_scale_applies_before_amount_max(gateway: Proc) -> None:
     cents = transaction(6, amount=120_000)  # 1,200.00 sent in cents
     assert score(gateway, cents).status_code == 422
-    httpx.patch(gateway.url + "/admin/config", json={"amount_scale": 0.01}).raise_for_status()
+    http.patch(gateway.url + "/admin/config", json={"amount_scale": 0.01}).raise_for_status()
     r = score(gateway, cents)
     assert r.status_code == 200
-    recent = httpx.get(gateway.url + "/v1/recent?limit=1").json()["items"][-1]
+    recent = http.get(gateway.url + "/v1/recent?limit=1").json()["items"][-1]
     assert recent["transaction_id"] == "t-test-6" and recent["amount"] == pytest.approx(1200.0)
 
 
@@ -136,41 +136,41 @@ def test_recent_window(gateway: Proc) -> None:
     mark = time.time()
     for i in range(100, 105):
         assert score(gateway, transaction(i)).status_code == 200
-    body = httpx.get(gateway.url + "/v1/recent", params={"limit": 3}).json()
+    body = http.get(gateway.url + "/v1/recent", params={"limit": 3}).json()
     assert [row["transaction_id"] for row in body["items"]] == ["t-test-102", "t-test-103", "t-test-104"]
     row = body["items"][-1]
     for key in ("amount", "hour", "device_age_days", "txn_count_24h", "avg_amount_30d", "account_age_days",
                 "merchant_category", "country", "card_present", "home_country", "score", "model_version",
                 "replica", "ts"):
         assert key in row
-    since = httpx.get(gateway.url + "/v1/recent", params={"limit": 1000, "since": mark}).json()["items"]
+    since = http.get(gateway.url + "/v1/recent", params={"limit": 1000, "since": mark}).json()["items"]
     assert [r["transaction_id"] for r in since] == [f"t-test-{i}" for i in range(100, 105)]
     for params in ({"limit": 0}, {"limit": 10_001}, {"limit": "x"}, {"since": "nan"}, {"other": 1}):
-        assert httpx.get(gateway.url + "/v1/recent", params=params).status_code == 422, params
+        assert http.get(gateway.url + "/v1/recent", params=params).status_code == 422, params
 
 
 def test_feedback_counts_confusion_outcomes(gateway: Proc) -> None:
     # The peer scores hour/10: hour 7 -> decline, hour 2 -> approve (threshold 0.5).
     cases = {"fb-tp": (7, 1, "tp"), "fb-fp": (7, 0, "fp"), "fb-tn": (2, 0, "tn"), "fb-fn": (2, 1, "fn")}
-    before = httpx.get(gateway.url + "/metrics").text
+    before = http.get(gateway.url + "/metrics").text
     for tid, (hour, label, outcome) in cases.items():
         assert score(gateway, transaction(7, transaction_id=tid, hour=hour)).status_code == 200
-        r = httpx.post(gateway.url + "/v1/feedback", json={"transaction_id": tid, "label": label})
+        r = http.post(gateway.url + "/v1/feedback", json={"transaction_id": tid, "label": label})
         assert r.status_code == 202, r.text
         assert r.json()["outcome"] == outcome
-    after = httpx.get(gateway.url + "/metrics").text
+    after = http.get(gateway.url + "/metrics").text
     for outcome in ("tp", "fp", "tn", "fn"):
         delta = metric(after, "gateway_feedback_total", model_version="v1", outcome=outcome) - metric(
             before, "gateway_feedback_total", model_version="v1", outcome=outcome
         )
         assert delta == 1, outcome
-    r = httpx.post(gateway.url + "/v1/feedback", json={"transaction_id": "fb-tp", "label": 1})
+    r = http.post(gateway.url + "/v1/feedback", json={"transaction_id": "fb-tp", "label": 1})
     assert r.status_code == 409
-    r = httpx.post(gateway.url + "/v1/feedback", json={"transaction_id": "never-seen", "label": 1})
+    r = http.post(gateway.url + "/v1/feedback", json={"transaction_id": "never-seen", "label": 1})
     assert r.status_code == 404 and "never-seen" in r.json()["detail"]
     for bad in ({"transaction_id": "fb-tn", "label": 2}, {"transaction_id": "fb-tn"}, {"label": 1},
                 {"transaction_id": "fb-tn", "label": True}, {"transaction_id": "fb-tn", "label": 1, "x": 0}):
-        assert httpx.post(gateway.url + "/v1/feedback", json=bad).status_code == 422, bad
+        assert http.post(gateway.url + "/v1/feedback", json=bad).status_code == 422, bad
 
 
 @pytest.mark.parametrize(
@@ -195,28 +195,28 @@ def test_feedback_counts_confusion_outcomes(gateway: Proc) -> None:
     ],
 )
 def test_config_patch_validation(gateway: Proc, patch: dict[str, Any]) -> None:
-    before = httpx.get(gateway.url + "/admin/config").json()
-    r = httpx.patch(gateway.url + "/admin/config", json=patch)
+    before = http.get(gateway.url + "/admin/config").json()
+    r = http.patch(gateway.url + "/admin/config", json=patch)
     assert r.status_code == 422, r.text
     assert r.json()["detail"]
-    assert httpx.get(gateway.url + "/admin/config").json() == before
+    assert http.get(gateway.url + "/admin/config").json() == before
 
 
 def test_scale_down_prunes_drained(gateway: Proc, peers: dict[str, Proc]) -> None:
     both = {name: peer.url for name, peer in peers.items()}
     try:
-        r = httpx.patch(gateway.url + "/admin/config", json={"drained": ["model-2"]})
+        r = http.patch(gateway.url + "/admin/config", json={"drained": ["model-2"]})
         assert r.status_code == 200
-        r = httpx.patch(gateway.url + "/admin/config", json={"replicas": {"model-1": both["model-1"]}})
+        r = http.patch(gateway.url + "/admin/config", json={"replicas": {"model-1": both["model-1"]}})
         assert r.status_code == 200 and r.json()["drained"] == []
         assert score(gateway, transaction(8)).json()["replica"] == "model-1"
     finally:
-        httpx.patch(gateway.url + "/admin/config", json={"replicas": both, "drained": []}).raise_for_status()
+        http.patch(gateway.url + "/admin/config", json={"replicas": both, "drained": []}).raise_for_status()
 
 
 def test_metrics_exposed(gateway: Proc) -> None:
     score(gateway, transaction(9))
-    text = httpx.get(gateway.url + "/metrics").text
+    text = http.get(gateway.url + "/metrics").text
     for name in ("gateway_requests_total", "gateway_request_latency_seconds_bucket", "gateway_upstream_requests_total",
                  "gateway_upstream_latency_seconds_bucket", "gateway_predictions_total", "gateway_score_bucket",
                  "gateway_breaker_open", "gateway_replica_inflight", "process_resident_memory_bytes"):
@@ -254,7 +254,7 @@ def _fuzzed_transaction() -> st.SearchStrategy[dict[str, Any]]:
 @given(body=st.one_of(_fuzzed_transaction(), _values))
 def test_fuzzed_inputs_never_5xx(gateway: Proc, body: Any) -> None:
     content = json.dumps(body, allow_nan=True)  # NaN/Infinity tokens are what sloppy clients really send
-    r = httpx.post(gateway.url + "/v1/score", content=content, headers={"content-type": "application/json"})
+    r = http.post(gateway.url + "/v1/score", content=content, headers={"content-type": "application/json"})
     assert r.status_code in (200, 422), (content, r.status_code, r.text)
     assert "detail" in r.json() or "score" in r.json()
 
@@ -262,5 +262,5 @@ def test_fuzzed_inputs_never_5xx(gateway: Proc, body: Any) -> None:
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.binary(max_size=300))
 def test_fuzzed_bytes_never_5xx(gateway: Proc, raw: bytes) -> None:
-    r = httpx.post(gateway.url + "/v1/score", content=raw)
+    r = http.post(gateway.url + "/v1/score", content=raw)
     assert r.status_code == 422, (raw, r.text)

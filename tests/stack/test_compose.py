@@ -1,0 +1,122 @@
+"""docker-compose.yml, checked without a Docker engine: it validates against the Compose Specification schema,
+and its services, commands, ports, proxies, limits and healthchecks agree with the process backend (the same
+lab/topology.py and lab/specs.py the supervisor runs), compared programmatically."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from lab import specs
+from lab.topology import Topology
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SCHEMA = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
+TOPOLOGY = Topology()  # compose runs the default ports and two replicas
+IN_CONTAINER = specs.StackSettings(home=Path("/data"), python="python")
+PY_SERVICES = [n for n in specs.service_names(TOPOLOGY) if n != "netproxy"]
+
+
+def _bytes(limit: str | int) -> int:
+    m = re.fullmatch(r"(\d+)([kmg]?)b?", str(limit).lower())
+    assert m, f"unparsable mem_limit {limit!r}"
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2)]
+
+
+def test_validates_against_the_compose_specification():
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
+    jsonschema.Draft7Validator(SCHEMA).validate(COMPOSE)
+
+
+def test_the_schema_check_would_catch_a_bad_file():
+    broken = json.loads(json.dumps(COMPOSE))
+    broken["services"]["gateway"]["mem_limt"] = "1g"  # a typo
+    with pytest.raises(jsonschema.ValidationError, match="mem_limt"):
+        jsonschema.Draft7Validator(SCHEMA).validate(broken)
+
+
+def test_same_services_as_the_process_backend():
+    assert set(COMPOSE["services"]) - {"models"} == set(specs.service_names(TOPOLOGY))
+
+
+@pytest.mark.parametrize("name", PY_SERVICES)
+def test_command_is_the_process_backends_argv(name):
+    svc = COMPOSE["services"][name]
+    assert svc["command"] == specs.service_argv(name, TOPOLOGY, IN_CONTAINER)
+    # Shared network namespace: 127.0.0.1 and every port mean what they mean in the process backend.
+    assert svc["network_mode"] == "service:netproxy"
+    assert svc["build"]["dockerfile"] == "docker/Dockerfile"
+
+
+@pytest.mark.parametrize("name", specs.service_names(TOPOLOGY))
+def test_memory_limit_matches_the_supervisors(name):
+    assert _bytes(COMPOSE["services"][name]["mem_limit"]) == specs.memory_limit_for(name)
+
+
+@pytest.mark.parametrize("name", PY_SERVICES)
+def test_healthcheck_probes_the_same_readiness_url(name):
+    spec = specs.service_spec(name, TOPOLOGY, IN_CONTAINER)
+    test = COMPOSE["services"][name]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    assert f"'{spec.url}{spec.ready_path}'" in " ".join(test)
+
+
+def test_toxiproxy_is_the_real_image_with_every_hop_of_the_topology():
+    net = COMPOSE["services"]["netproxy"]
+    assert net["image"].startswith("ghcr.io/shopify/toxiproxy:2.")
+    assert f"-port={TOPOLOGY.ports.netproxy}" in net["command"]
+    mount = next(v for v in net["volumes"] if v.startswith("./docker/toxiproxy.json:"))
+    config_path = mount.split(":")[1]
+    assert f"-config={config_path}" in net["command"]
+
+    proxies = json.loads((ROOT / "docker" / "toxiproxy.json").read_text())
+    by_name = {p["name"]: p for p in proxies}
+    assert list(by_name) == [h.name for h in TOPOLOGY.hops()]
+    for hop in TOPOLOGY.hops():
+        p = by_name[hop.name]
+        assert p["upstream"] == hop.upstream and p["enabled"] is True
+        host, port = p["listen"].rsplit(":", 1)
+        assert int(port) == hop.listen_port
+        # Only the public entry point listens beyond the shared loopback (to be published to the host).
+        assert host == ("0.0.0.0" if hop.name == "gateway" else TOPOLOGY.host)
+
+
+def test_published_ports_are_the_public_proxy_and_the_toxiproxy_api_on_host_loopback():
+    published = COMPOSE["services"]["netproxy"]["ports"]
+    expected = {TOPOLOGY.ports.gateway_proxy, TOPOLOGY.ports.netproxy}
+    assert {int(p.split(":")[1]) for p in published} == expected
+    assert all(p.startswith("127.0.0.1:") and p.split(":")[1] == p.split(":")[2] for p in published)
+    assert all("ports" not in COMPOSE["services"][n] for n in PY_SERVICES)
+
+
+def test_gateway_starts_after_its_upstreams_are_healthy_and_models_are_trained():
+    deps = COMPOSE["services"]["gateway"]["depends_on"]
+    for name in ["netproxy", "feature-store", *TOPOLOGY.model_names()]:
+        assert deps[name]["condition"] == "service_healthy"
+    models = COMPOSE["services"]["models"]
+    assert models["command"][:3] == ["python", "-m", "services.trainer"]
+    for name in TOPOLOGY.model_names():
+        assert COMPOSE["services"][name]["depends_on"]["models"]["condition"] == "service_completed_successfully"
+
+
+def test_dockerfile_builds_the_python_services():
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11", text, re.M)
+    assert "requirements.lock" in text and ".[ml]" in text
+
+
+def test_compose_backend_without_docker_is_a_clear_error(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "lab.cli", "up", "--backend", "compose"], capture_output=True,
+                          text=True, env=env, cwd=str(ROOT), timeout=60)
+    assert proc.returncode == 1
+    assert "docker is not installed" in proc.stderr and "faultline up" in proc.stderr

@@ -4,6 +4,7 @@
 their own (the benchmarks and the grader use them directly).
 """
 
+from lab.monitor.attach import MonitorRunner, attach, lab_monitor
 from lab.monitor.drift import DriftConfig, Reference, drift_report
 from lab.monitor.monitor import Monitor, MonitorConfig
 from lab.monitor.providers import GatewayRecent, RegistryReference, targets_from_status, targets_from_topology
@@ -14,12 +15,15 @@ __all__ = [
     "GatewayRecent",
     "Monitor",
     "MonitorConfig",
+    "MonitorRunner",
     "Reference",
     "RegistryReference",
     "SLOSpec",
     "SLOTracker",
+    "attach",
     "default_slos",
     "drift_report",
+    "lab_monitor",
     "targets_from_status",
     "targets_from_topology",
 ]

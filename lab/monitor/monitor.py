@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -165,6 +166,9 @@ class Monitor:
         self.scrape_info: dict[str, dict[str, Any]] = {}
         self._start_times: dict[str, float] = {}
         self._restarts_seen: dict[str, int] = {}
+        self._first_up: dict[str, float] = {}
+        # the API server reads series and SLO state from other threads while the loop writes them
+        self._lock = threading.RLock()
         self._snapshot: dict[str, Any] = {"at": None, "services": {}, "window_s": cfg.window_s}
         self._drift: dict[str, Any] | None = None
         self._drift_at = -math.inf
@@ -230,12 +234,17 @@ class Monitor:
         """Scrape everything once, update series and SLOs; returns the new metrics snapshot."""
         cpu0 = time.process_time()
         now = self.clock()
+        raw_targets: Any = None
         try:
-            self.targets = _targets(await _call(self.targets_provider))
+            raw_targets = await _call(self.targets_provider)
+            self.targets = _targets(raw_targets)
         except Exception as exc:
             log.warning("targets provider failed error=%s", exc)
         try:
-            self.stats = _stats(await _call(self.process_stats_provider))
+            if self.process_stats_provider is not None:
+                self.stats = _stats(await _call(self.process_stats_provider))
+            elif isinstance(raw_targets, list):  # a supervisor status list carries the process stats too
+                self.stats = _stats(raw_targets)
         except Exception as exc:
             log.warning("process stats provider failed error=%s", exc)
             self.stats = {}
@@ -244,8 +253,9 @@ class Monitor:
             self._record(name, now, result)
         snapshot = self._compute_snapshot(now)
         self._snapshot = snapshot
-        self._append_series(now, snapshot)
-        self._evaluate_slos(now)
+        with self._lock:
+            self._append_series(now, snapshot)
+            self._evaluate_slos(now)
         self._maybe_refresh_drift(now)
         self.ticks += 1
         self.tick_cpu_s.append(time.process_time() - cpu0)
@@ -318,6 +328,8 @@ class Monitor:
             w = self._window(name, cfg.window_s, now, self._windows)
             entry: dict[str, Any] = service_signals(name, w) if w is not None else {}
             entry["up"] = self._is_up(name, now)
+            if entry["up"]:
+                self._first_up.setdefault(name, now)
             stats = self.stats.get(name, {})
             for key in ("state", "pid", "ready"):
                 if key in stats:
@@ -410,9 +422,10 @@ class Monitor:
             return figures[spec.kind.removesuffix("_min")], None
         if spec.kind == "availability":
             series = self.store.get(f"{spec.target}.up")
-            if series is None:
-                return None, None
-            _, v = series.arrays(since=now - spec.window_s + 1e-9, until=now)
+            first_up = self._first_up.get(spec.target)
+            if series is None or first_up is None:
+                return None, None  # never up yet (the stack is still starting): no verdict
+            _, v = series.arrays(since=max(first_up, now - spec.window_s + 1e-9), until=now)
             v = v[~np.isnan(v)]
             return (float(v.mean()), None) if len(v) else (None, None)
         if spec.kind == "drift_max":
@@ -441,10 +454,11 @@ class Monitor:
     def set_slos(self, specs: Iterable[SLOSpec]) -> None:
         """Replace the SLO set (e.g. a scenario's own objectives); subscribers and past events are kept."""
         new = SLOBook(list(specs))
-        new.events = self.book.events
-        new._subscribers = self.book._subscribers
-        self.book = new
-        self._default_slos = False
+        with self._lock:
+            new.events = self.book.events
+            new._subscribers = self.book._subscribers
+            self.book = new
+            self._default_slos = False
 
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call `callback(event)` on every SLO transition; returns the unsubscribe function."""
@@ -511,11 +525,12 @@ class Monitor:
         report["at"] = self.clock() if now is None else now
         self._drift = report
         at = report["at"]
-        for f in report["features"]:
-            self.store.append(f"drift.{f['name']}.psi", at, f["psi"])
-            self.store.append(f"drift.{f['name']}.null_rate", at, f["null_rate"])
-        if report.get("score"):
-            self.store.append("drift.score.psi", at, report["score"]["psi"])
+        with self._lock:
+            for f in report["features"]:
+                self.store.append(f"drift.{f['name']}.psi", at, f["psi"])
+                self.store.append(f"drift.{f['name']}.null_rate", at, f["null_rate"])
+            if report.get("score"):
+                self.store.append("drift.score.psi", at, report["score"]["psi"])
         return report
 
     # ---- the Python API ----------------------------------------------------------------------------------
@@ -533,23 +548,27 @@ class Monitor:
 
     def slo(self) -> dict[str, Any]:
         """{"slos": [{name, state, value, threshold, since, ...}], "events": [...]}."""
-        return _clean(self.book.status())
+        with self._lock:
+            return _clean(self.book.status())
 
     def series_names(self) -> list[str]:
-        return self.store.names()
+        with self._lock:
+            return self.store.names()
 
     def series(self, name: str, since: float | None = None, until: float | None = None) -> list[list[Any]]:
         """[[t, value-or-null], ...] of one series; unknown names give an empty list."""
-        s = self.store.get(name)
-        return [] if s is None else s.points(since, until)
+        with self._lock:
+            s = self.store.get(name)
+            return [] if s is None else s.points(since, until)
 
     def export(self, since: float | None = None, until: float | None = None, prefix: str | None = None
                ) -> dict[str, Any]:
         """Every series and SLO event within [since, until], JSON-ready (the debrief's charts)."""
-        events = [e for e in self.book.events if (since is None or e["at"] >= since)
-                  and (until is None or e["at"] <= until)]
-        return _clean({"from": since, "to": until, "series": self.store.export(since, until, prefix),
-                       "events": events})
+        with self._lock:
+            events = [e for e in self.book.events if (since is None or e["at"] >= since)
+                      and (until is None or e["at"] <= until)]
+            series = self.store.export(since, until, prefix)
+        return _clean({"from": since, "to": until, "series": series, "events": events})
 
     def begin_attempt(self, attempt_id: str, at: float | None = None) -> None:
         """Mark the start of a learner's attempt; its series are frozen by `end_attempt`."""

@@ -34,7 +34,9 @@ def free_port() -> int:
 class Proc:
     """A started service: its URL, pid and log; `stop()` ends it by pid."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log_dir: Path, ready_path: str = "/healthz") -> None:
+    def __init__(
+        self, name: str, argv: list[str], port: int, log_dir: Path, ready_path: str = "/healthz", wait: bool = True
+    ) -> None:
         self.name = name
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -42,9 +44,12 @@ class Proc:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.popen = subprocess.Popen(argv, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self._wait_ready(ready_path)
+        self.ready_path = ready_path
+        if wait:
+            self.wait_ready()
 
-    def _wait_ready(self, path: str) -> None:
+    def wait_ready(self) -> None:
+        path = self.ready_path
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
@@ -79,6 +84,14 @@ def start_featurestore(log_dir: Path, db: Path, n_cards: int = 500, config: dict
     if config:
         argv += ["--config", json.dumps(config)]
     return Proc("featurestore", argv, port, log_dir, ready_path="/readyz")
+
+
+def start_modelserver(log_dir: Path, registry: Path, replica: str, versions: str = "v1,v2") -> Proc:
+    """Started, not waited for: loading torch and the models takes a while, so start replicas together."""
+    port = free_port()
+    argv = [sys.executable, "-m", "services.modelserver", "--host", "127.0.0.1", "--port", str(port),
+            "--registry", str(registry), "--replica", replica, "--versions", versions]
+    return Proc(replica, argv, port, log_dir, ready_path="/readyz", wait=False)
 
 
 def start_peer(log_dir: Path, replica: str) -> Proc:

@@ -179,8 +179,10 @@ def message(err: dict[str, Any], parent: Any, data_at: Any) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "extra_forbidden":
+        if not isinstance(parent, type) or not issubclass(parent, BaseModel):
+            return "unknown field"
         allowed = _allowed(parent)
-        return f"unknown field; expected one of: {allowed}" if allowed else "unknown field"
+        return f"unknown field; expected one of: {allowed}" if allowed else "unknown field; nothing is allowed here"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"expected a mapping, got {type_name(value)}"
     if kind in ("list_type", "tuple_type"):

@@ -120,9 +120,14 @@ class _LoadgenCollector:
             reqs.add_metric([code], n)
         yield reqs
         fb = CounterMetricFamily("loadgen_feedback", "Feedback deliveries by outcome.", labels=["outcome"])
-        for outcome in ("sent", "failed", "dropped", "retries"):
+        for outcome in ("sent", "failed", "dropped"):
             fb.add_metric([outcome], s["feedback"][outcome])
         yield fb
+        yield CounterMetricFamily(
+            "loadgen_feedback_retries",
+            "Feedback attempts repeated after a transient error.",
+            value=s["feedback"]["retries"],
+        )
         yield CounterMetricFamily(
             "loadgen_permits_missed", "Send slots lost because every user was busy.", value=s["permits"]["missed"]
         )

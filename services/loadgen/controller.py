@@ -211,6 +211,7 @@ class Controller:
             "p50_ms": p50,
             "p99_ms": p99,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "run_tag": self.source.run_tag,
         }
 
 

@@ -3,7 +3,8 @@
 Labels arrive late in production (chargebacks, analyst review); the lab reproduces that with a delay queue.
 Delivery is at-least-once-attempted: transient failures (connection errors, timeouts, 408/429/5xx) are retried
 with exponential backoff up to `max_attempts` and then counted `failed`; a permanent rejection (any other 4xx,
-e.g. 404 for a transaction the gateway no longer remembers) is counted `dropped` at once. While the stack is
+e.g. 404 for a transaction the gateway no longer remembers) is counted `dropped` at once; a 409 (label already
+recorded: an earlier attempt got through but its answer was lost) counts as `sent`. While the stack is
 healthy nothing is lost. Runs on gevent; requests go through a locust FastHttpSession so they show up in
 locust's own statistics as `/v1/feedback`.
 """
@@ -135,7 +136,8 @@ class FeedbackQueue:
             self.stats.inflight -= 1
 
     def _settle(self, item: _Item, code: int) -> None:
-        if 200 <= code < 300:
+        # 409: the gateway already has this label, i.e. an earlier attempt arrived but its answer was lost.
+        if 200 <= code < 300 or code == 409:
             self.stats.sent += 1
         elif code in TRANSIENT_CODES:
             item.attempt += 1
@@ -155,4 +157,5 @@ class FeedbackQueue:
             heapq.heappush(self._heap, item)
         else:
             self.stats.dropped += 1
-            log.info("feedback rejected transaction_id=%s code=%d", item.transaction_id, code)
+            # Debug only: after a gateway restart every older label is a 404, one line each would flood the log.
+            log.debug("feedback rejected transaction_id=%s code=%d", item.transaction_id, code)

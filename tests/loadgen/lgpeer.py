@@ -1,6 +1,6 @@
 """A small real HTTP peer standing in for the gateway: answers /v1/score and /v1/feedback and records both.
 
-Run as its own process (`python tests/loadgen/peer.py --port P`) so the load generator talks real HTTP to a
+Run as its own process (`python tests/loadgen/lgpeer.py --port P`) so the load generator talks real HTTP to a
 real server. Like the gateway, feedback for a transaction it never scored is a 404. Knobs (POST /peer/config):
   score_delay_ms        added latency on /v1/score
   feedback_fail_first   every Nth scored transaction's first feedback attempt gets a 503 (exercises retries)
@@ -103,7 +103,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         j = int(qs.get("since_feedback", ["0"])[0])
         status, payload = (
             200,
-            {"now": time.monotonic(), "scores": STATE["scores"][i:], "feedback": STATE["feedback"][j:]},
+            {
+                "now": time.monotonic(),
+                "n_scores": len(STATE["scores"]),
+                "n_feedback": len(STATE["feedback"]),
+                "scores": STATE["scores"][i:],
+                "feedback": STATE["feedback"][j:],
+            },
         )
     elif method == "POST" and path == "/peer/config":
         STATE["config"].update(body)

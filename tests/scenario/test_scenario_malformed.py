@@ -52,7 +52,9 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "undeclared-variable": ["17: faults[0].target: unknown variable 'replica_name' (declared: replica)"],
     "after-unknown-fault": ["18: faults[0].when.after: unknown fault 'deploy'; faults are: freeze"],
-    "fix-missing-probe": ["53: fix.accepted[0].probes[1]: unknown probe 'latency'; steady_state probes are: errors, ready"],
+    "fix-missing-probe": [
+        "53: fix.accepted[0].probes[1]: unknown probe 'latency'; steady_state probes are: errors, ready"
+    ],
     "weights-not-100": ["64: scoring.weights: weights must add up to 100, got 105"],
     "hints-no-solution": ["60: hints[1]: the last hint must give the solution: add solution: true"],
     "hint-costs-decrease": [

@@ -158,8 +158,10 @@ def _shown(value: Any) -> str:
         return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)) or value is None:
-        return "null" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
     return type_name(value)
 
 

@@ -1,6 +1,8 @@
 """Building blocks shared by every scenario model: the strict base class and the annotated field types.
 
-Every model forbids unknown keys, so a typo in a scenario is an error rather than a silently ignored setting.
+Every model forbids unknown keys, so a typo in a scenario is an error rather than a silently ignored setting, and
+validates strictly: no coercion, so `"5"` is not a number and `1` is not `true` (whole numbers are accepted where
+a number is expected).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from lab.scenario import vocab
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 Slug = Annotated[str, StringConstraints(pattern=vocab.SLUG_PATTERN, max_length=64)]

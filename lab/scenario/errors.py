@@ -21,6 +21,8 @@ Problem = tuple[Loc, str]
 _PATTERNS = {
     vocab.SLUG_PATTERN: "must be a lowercase slug such as 'slow-replica' (a-z, 0-9, single '-')",
     vocab.ID_PATTERN: "must be an id of lowercase letters, digits, '-' and '_'",
+    vocab.CONFIG_KEY_PATTERN: "must be a config key such as 'max_batch_size'",
+    vocab.CONFIG_PATH_PATTERN: "must be a config key such as 'drained', or a dotted path such as 'routing.v2'",
 }
 
 

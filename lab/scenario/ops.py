@@ -14,7 +14,7 @@ from pydantic import Field, StringConstraints, create_model, model_validator
 from lab.scenario import vocab
 from lab.scenario.fields import FeatureName, Ident, ReplicaName, Seconds, ServiceName, Strict, VersionRef
 
-ConfigKey = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$", max_length=64)]
+ConfigKey = Annotated[str, StringConstraints(pattern=vocab.CONFIG_KEY_PATTERN, max_length=64)]
 
 
 class NoArgs(Strict):
@@ -128,18 +128,19 @@ def _has_required(model: type[Strict]) -> bool:
 
 def _pattern_args(name: str, model: type[Strict]) -> type[Strict]:
     """The same arguments, every one optional: a pattern matches any operation that agrees on the ones given."""
-    fields: dict[str, Any] = {
-        fname: (info.annotation | None, Field(default=None)) for fname, info in model.model_fields.items()
-    }
+    fields: dict[str, Any] = {}
+    for fname, info in model.model_fields.items():
+        # pydantic moves constraints and validators off the annotation into `metadata`: put them back.
+        typed = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[fname] = (typed | None, Field(default=None))
     return create_model(f"{_camel(name)}Pattern", __base__=Strict, **fields)
 
 
 def _op_model(name: str, args: type[Strict], suffix: str, **extra: Any) -> type[Strict]:
     default = ... if _has_required(args) else Field(default_factory=args)
-    model = create_model(
+    return create_model(
         f"{_camel(name)}{suffix}", __base__=Strict, op=(Literal[name], ...), args=(args, default), **extra
     )
-    return model
 
 
 _PATTERN_ARGS = {name: _pattern_args(name, args) for name, args in OP_ARGS.items()}

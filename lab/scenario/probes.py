@@ -13,7 +13,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from lab.scenario import vocab
 from lab.scenario.fields import FeatureName, Ident, Seconds, ServiceName, Strict, VersionRef
 
-ConfigPath = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_-]+)*$", max_length=128)]
+ConfigPath = Annotated[str, StringConstraints(pattern=vocab.CONFIG_PATH_PATTERN, max_length=128)]
 
 
 class Tolerance(Strict):

@@ -61,6 +61,8 @@ FEATURES: tuple[str, ...] = MODEL_FEATURES
 
 SLUG_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+CONFIG_KEY_PATTERN = r"^[a-z_][a-z0-9_]*$"
+CONFIG_PATH_PATTERN = r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_-]+)*$"
 _REPLICA = re.compile(r"^model-([0-9]+)$")
 
 

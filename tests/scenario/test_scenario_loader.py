@@ -166,3 +166,19 @@ def test_variable_declarations_are_checked(tmp_path: Path) -> None:
         f"{path}:13: variables.d: choice 'x' is listed twice",
         f"{path}:14: variables.e: give exactly one of choice or range",
     ]
+
+
+def test_patterns_check_the_arguments_they_give(tmp_path: Path) -> None:
+    text = MINIMAL.read_text().replace(
+        "    - {op: status}\nfix:", "    - {op: status}\n    - {op: logs, args: {service: gatewy}}\nfix:"
+    )
+    text = text.replace(
+        "reason: The gateway was healthy.}",
+        "reason: The gateway was healthy.}\n    - {op: scale, args: {replicas: 99}, penalty: 5, reason: Absurd.}",
+    )
+    path = write(tmp_path, "patterns", text)
+    assert validate_paths([path]) == [
+        f"{path}:51: diagnosis.evidence[1].args.service: unknown service 'gatewy'; expected one of: gateway, "
+        "feature-store, registry, model-N",
+        f"{path}:59: fix.collateral[1].args.replicas: must be <= 16, got 99",
+    ]

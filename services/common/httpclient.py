@@ -9,7 +9,9 @@ connections per (host, port).
 Failure semantics (what the gateway's retry logic relies on):
 - `ConnectError`: the TCP connection could not be opened (refused, proxy disabled...).
 - `UpstreamTimeout`: no complete response before the deadline; the connection is closed, never reused.
-- `ProtocolError`: the connection closed mid-response or the bytes were not HTTP.
+- `ConnectionClosed` (a `ProtocolError`): the peer closed or reset the connection before a complete response
+  (e.g. a proxy whose upstream is down accepts, then closes).
+- `ProtocolError`: the bytes were not HTTP.
 A pooled connection the server (or a proxy) closed while it sat idle is detected, and a request that fails on
 such a reused connection before any response byte arrived is retried once on a fresh connection: that is the
 normal keep-alive race, not an upstream failure.
@@ -23,7 +25,15 @@ from dataclasses import dataclass, field
 
 import httptools
 
-__all__ = ["ConnectError", "HttpClient", "HttpError", "ProtocolError", "Response", "UpstreamTimeout"]
+__all__ = [
+    "ConnectError",
+    "ConnectionClosed",
+    "HttpClient",
+    "HttpError",
+    "ProtocolError",
+    "Response",
+    "UpstreamTimeout",
+]
 
 
 class HttpError(Exception):
@@ -40,6 +50,10 @@ class UpstreamTimeout(HttpError):
 
 class ProtocolError(HttpError):
     pass
+
+
+class ConnectionClosed(ProtocolError):
+    """The peer closed (or reset) the connection before the response was complete."""
 
 
 class _StaleConnection(HttpError):
@@ -89,7 +103,8 @@ class _Connection(asyncio.Protocol):
             if self.reused and not self._got_bytes:
                 self._fail(_StaleConnection("keep-alive connection closed by peer"))
             else:
-                self._fail(ProtocolError("connection closed before the response was complete"))
+                reason = f" ({exc})" if exc else ""
+                self._fail(ConnectionClosed(f"connection closed before the response was complete{reason}"))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.common import fastjson
 from services.common.fastroutes import FastRoutes, json_error
-from services.common.httpclient import ConnectError, HttpClient, HttpError, UpstreamTimeout
+from services.common.httpclient import ConnectError, ConnectionClosed, HttpClient, HttpError, UpstreamTimeout
 from services.common.schema import DEFAULT_CARD_FEATURES, STORE_CATEGORICAL, STORE_NUMERIC
 from services.common.service import create_app
 from services.gateway.config import GatewayConfig, GatewayConfigHolder, parse_loopback_url
@@ -237,6 +237,9 @@ class Gateway:
         except ConnectError as exc:
             outcome = "connect_error"
             raise FeatureFailure(outcome, str(exc)) from None
+        except ConnectionClosed as exc:
+            outcome = "connection_closed"
+            raise FeatureFailure(outcome, str(exc)) from None
         except HttpError as exc:
             outcome = "bad_response"
             raise FeatureFailure(outcome, str(exc)) from None
@@ -290,6 +293,8 @@ class Gateway:
             outcome = "timeout"
         except ConnectError:
             outcome = "connect_error"
+        except ConnectionClosed:
+            outcome = "connection_closed"
         except HttpError:
             outcome = "bad_response"
         except BaseException:

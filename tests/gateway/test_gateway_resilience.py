@@ -128,7 +128,9 @@ def test_failed_probe_reopens_breaker(gateway: Proc, peers: dict[str, Proc]) -> 
     assert r.json()["timings"]["attempts"] == []  # open again
 
 
-@pytest.mark.parametrize("mode,outcome", [("nan", "nan"), ("garbage", "bad_response"), ("truncate", "bad_response")])
+@pytest.mark.parametrize(
+    ("mode", "outcome"), [("nan", "nan"), ("garbage", "bad_response"), ("truncate", "connection_closed")]
+)
 def test_bad_answers_count_as_errors_and_are_retried(
     gateway: Proc, peers: dict[str, Proc], mode: str, outcome: str
 ) -> None:

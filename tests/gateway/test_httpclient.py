@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import uvloop
 
-from services.common.httpclient import ConnectError, HttpClient, ProtocolError, UpstreamTimeout
+from services.common.httpclient import ConnectError, ConnectionClosed, HttpClient, ProtocolError, UpstreamTimeout
 
 Reply = Callable[[int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 
@@ -162,15 +162,15 @@ def test_refused_is_connect_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "error"),
     [
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",  # truncated body
-        b"HTTP/1.1 200 OK\r\nContent-Le",  # truncated headers
-        b"SSH-2.0-OpenSSH_9.6\r\n",  # not HTTP
-        b"",  # closed before any byte, on a fresh connection: not retried
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", ConnectionClosed),  # truncated body
+        (b"HTTP/1.1 200 OK\r\nContent-Le", ConnectionClosed),  # truncated headers
+        (b"SSH-2.0-OpenSSH_9.6\r\n", ProtocolError),  # not HTTP
+        (b"", ConnectionClosed),  # closed before any byte, on a fresh connection: not retried
     ],
 )
-def test_partial_or_garbage_answers_are_protocol_errors(raw: bytes) -> None:
+def test_partial_or_garbage_answers_are_protocol_errors(raw: bytes, error: type[Exception]) -> None:
     async def reply(n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
         w.write(raw)
         await w.drain()
@@ -179,8 +179,9 @@ def test_partial_or_garbage_answers_are_protocol_errors(raw: bytes) -> None:
     async def main() -> None:
         async with Server(reply) as server:
             client = HttpClient()
-            with pytest.raises(ProtocolError):
+            with pytest.raises(ProtocolError) as caught:
                 await client.request("GET", "127.0.0.1", server.port, "/", timeout=2)
+            assert type(caught.value) is error
             assert server.requests == 1
             await client.aclose()
 

@@ -199,6 +199,8 @@ def message(err: dict[str, Any], parent: Any, data_at: Any) -> str:
         return f"expected a number, got {_shown(value)}"
     if kind in ("bool_type", "bool_parsing"):
         return f"expected true or false, got {_shown(value)}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {_shown(value)}"
     if kind == "literal_error":
         return f"expected {ctx.get('expected', 'one of the allowed values')}, got {_shown(value)}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):

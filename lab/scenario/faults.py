@@ -337,7 +337,8 @@ FAULTS_BY_KIND: dict[str, tuple[type[_Fault], ...]] = {
     "config": (ConfigPush,),
     "dependency": (DependencySlow, DependencyDown),
 }
-assert tuple(FAULTS_BY_KIND) == vocab.FAULT_KINDS
+if tuple(FAULTS_BY_KIND) != vocab.FAULT_KINDS:  # the diagnosis' categories are the fault kinds
+    raise RuntimeError("FAULTS_BY_KIND and vocab.FAULT_KINDS disagree")
 
 
 def action_of(model: type[_Fault]) -> str:

@@ -2,7 +2,7 @@
 
 Every model forbids unknown keys, so a typo in a scenario is an error rather than a silently ignored setting, and
 validates strictly: no coercion, so `"5"` is not a number and `1` is not `true` (whole numbers are accepted where
-a number is expected).
+a number is expected), and `.nan` or `.inf` are no numbers either.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from lab.scenario import vocab
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 Slug = Annotated[str, StringConstraints(pattern=vocab.SLUG_PATTERN, max_length=64)]

@@ -70,8 +70,10 @@ def analyse(data: Any, expected_id: str | None = None) -> tuple[Scenario | None,
         variables = _VARIABLES.validate_python(raw_vars)
     except ValidationError as exc:
         problems += problems_from(exc, Scenario, data, prefix=("variables",))
-    declared: dict[str, Any] = variables if variables is not None else dict.fromkeys(_names(raw_vars))
-    ref_problems = check_references(data, declared)
+    ref_problems: list[tuple[Loc, str]] = []
+    if variables is not None or isinstance(raw_vars, dict):  # otherwise no name can be said to be declared
+        declared: dict[str, Any] = variables if variables is not None else dict.fromkeys(_names(raw_vars))
+        ref_problems = check_references(data, declared)
     problems += ref_problems
     unrenderable = {loc for loc, _ in ref_problems}
 

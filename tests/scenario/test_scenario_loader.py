@@ -182,3 +182,13 @@ def test_patterns_check_the_arguments_they_give(tmp_path: Path) -> None:
         "feature-store, registry, model-N",
         f"{path}:59: fix.collateral[1].args.replicas: must be <= 16, got 99",
     ]
+
+
+def test_no_nan_and_no_cascade_from_a_broken_variables_section(tmp_path: Path) -> None:
+    text = MINIMAL.read_text().replace("    tolerance: {max: 0.01}", "    tolerance: {max: .nan}")
+    text = text.replace("variables:\n  replica:\n    choice: [model-1, model-2]\n", "variables: [model-1, model-2]\n")
+    path = write(tmp_path, "nan", text)
+    assert validate_paths([path]) == [
+        f"{path}:9: variables: expected a mapping, got a list",
+        f"{path}:22: steady_state[0].tolerance.max: must be a finite number, got nan",
+    ]

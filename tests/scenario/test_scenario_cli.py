@@ -67,7 +67,7 @@ def test_show_gives_the_briefing_without_spoilers(capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert out.startswith("One replica's link degrades  [slow-replica]")
     assert "p99 latency SLO burning" in out
-    for spoiler in ("slow-link", "toxic", "drain", "model-1", "model-2", "{{"):
+    for spoiler in ("slow-link", "toxic", "drain", "latency on", "model-1", "model-2", "{{"):
         assert spoiler not in out
     assert cmd_show("slow-replica", as_json=True, seed=4) == 0
     card = json.loads(capsys.readouterr().out)

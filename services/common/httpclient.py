@@ -126,7 +126,10 @@ class _Connection(asyncio.Protocol):
         self._headers = {}
         self._got_bytes = False
         if self.closed or self.transport is None or self.transport.is_closing():
-            self._fail(_StaleConnection("connection closed before sending") if self.reused else ProtocolError("closed"))
+            if self.reused:
+                self._fail(_StaleConnection("pooled connection closed before sending"))
+            else:
+                self._fail(ConnectionClosed("connection closed by the peer right after connecting"))
             return
         self.transport.write(data)
 

@@ -264,3 +264,13 @@ def test_fuzzed_inputs_never_5xx(gateway: Proc, body: Any) -> None:
 def test_fuzzed_bytes_never_5xx(gateway: Proc, raw: bytes) -> None:
     r = http.post(gateway.url + "/v1/score", content=raw)
     assert r.status_code == 422, (raw, r.text)
+
+
+def test_no_torch_in_the_running_processes(gateway: Proc, featurestore: Proc) -> None:
+    """The real processes (the feature store seeded its db on start), not just a fresh import."""
+    for proc in (gateway, featurestore):
+        maps = Path(f"/proc/{proc.popen.pid}/maps")
+        if not maps.exists():
+            pytest.skip("needs /proc")
+        loaded = maps.read_text()
+        assert "libtorch" not in loaded and "/torch/" not in loaded, proc.name

@@ -75,6 +75,8 @@ def test_replica_down_retries_elsewhere_then_ejected(gateway: Proc, peers: dict[
         r = score(gateway, i)
         assert r.status_code == 200, r.text  # every failure on model-3 was retried on a live replica
         served[r.json()["replica"]] += 1
+        tried = [a["replica"] for a in r.json()["timings"]["attempts"]]
+        assert len(tried) == len(set(tried))  # a retry goes to another replica
         failed_attempts += [a for a in r.json()["timings"]["attempts"] if a["outcome"] != "ok"]
     assert "model-3" not in served
     assert failed_attempts and {a["replica"] for a in failed_attempts} == {"model-3"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,22 +31,28 @@ def free_port() -> int:
 
 
 class ServiceProc:
-    """One started service; `stop()` ends it by pid, `restart()` starts the same argv on the same port."""
+    """One started service; `stop()` ends it by pid, `start()` runs the same argv on the same port again."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log_dir: Path, ready_path: str = "/readyz") -> None:
+    def __init__(self, name: str, argv: list[str], port: int, log_dir: Path, ready_path: str = "/readyz",
+                 wait: bool = True) -> None:
         self.name, self.argv, self.port, self.ready_path = name, argv, port, ready_path
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_dir / f"{name}.log"
         self.popen: subprocess.Popen[bytes] | None = None
-        self.start()
+        self.start(wait)
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed right after
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
         try:
             self.popen = subprocess.Popen(self.argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
         finally:
             log.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        assert self.popen is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
@@ -71,10 +78,6 @@ class ServiceProc:
                 self.popen.kill()
                 self.popen.wait(timeout=10)
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
 
 def start_featurestore(log_dir: Path, name: str = "feature-store", config: dict[str, Any] | None = None
                        ) -> ServiceProc:
@@ -84,6 +87,62 @@ def start_featurestore(log_dir: Path, name: str = "feature-store", config: dict[
     if config:
         argv += ["--config", json.dumps(config)]
     return ServiceProc(name, argv, port, log_dir)
+
+
+class MiniStack:
+    """The scoring stack without the lab: registry, feature store, model replicas, gateway and real locust."""
+
+    def __init__(self, root: Path, registry_src: Path, replicas: int = 2, rps: float = 40.0) -> None:
+        self.procs: dict[str, ServiceProc] = {}
+        registry = root / "registry"
+        shutil.copytree(registry_src, registry)
+        py = sys.executable
+        try:
+            # the slow starters (torch imports) start together; the gateway needs their URLs only
+            self._add("registry", [py, "-m", "services.registry", "--root", str(registry)], root)
+            self._add("feature-store", [py, "-m", "services.featurestore", "--db", str(root / "features.db"),
+                                        "--seed", "7", "--n-cards", "5000"], root)
+            for n in range(1, replicas + 1):
+                self._add(f"model-{n}", [py, "-m", "services.modelserver", "--registry", str(registry),
+                                         "--replica", f"model-{n}", "--versions", "v1"], root)
+            for proc in self.procs.values():
+                proc.wait_ready()
+            models = ",".join(f"model-{n}={self.procs[f'model-{n}'].url}" for n in range(1, replicas + 1))
+            self._add("gateway", [py, "-m", "services.gateway", "--feature-store", self.procs["feature-store"].url,
+                                  "--models", models], root)
+            self.procs["gateway"].wait_ready()
+            port = free_port()
+            argv = [py, "-m", "services.loadgen", "--target", self.procs["gateway"].url, "--rps", f"{rps:g}",
+                    "--profile", "baseline", "--web-port", str(port), "--feedback-delay-s", "1", "--seed", "11",
+                    "--log-level", "WARNING"]
+            self.procs["loadgen"] = ServiceProc("loadgen", argv, port, root)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _add(self, name: str, argv: list[str], root: Path) -> None:
+        port = free_port()
+        argv = [*argv, "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
+        self.procs[name] = ServiceProc(name, argv, port, root, wait=False)
+
+    def url(self, name: str) -> str:
+        return self.procs[name].url
+
+    def targets(self) -> dict[str, str]:
+        return {n: p.url for n, p in self.procs.items() if n != "loadgen"}
+
+    def loadgen(self, **body: Any) -> dict[str, Any]:
+        resp = httpx.post(self.url("loadgen") + "/control", json=body, timeout=10.0, trust_env=False)
+        resp.raise_for_status()
+        return resp.json()
+
+    def patch(self, name: str, **config: Any) -> None:
+        resp = httpx.patch(self.url(name) + "/admin/config", json=config, timeout=10.0, trust_env=False)
+        resp.raise_for_status()
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
 
 
 class FakeClock:

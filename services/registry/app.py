@@ -1,7 +1,8 @@
 """The registry's HTTP service over `store.Registry` (no torch in this process).
 
-Broken variants need torch, so POST /v1/variants runs `python -m services.registry.variants` as a child
-process (argv list, no shell) and returns the meta it prints: the registry itself stays small in memory.
+Broken variants and training need torch, so POST /v1/variants runs `python -m services.registry.variants` and
+POST /v1/train runs `python -m services.trainer train` as child processes (argv lists, no shell), one at a
+time, and answer with the new version's meta: the registry itself stays small in memory.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.service import ConfigHolder, create_app
 from services.registry.store import STAGES, CorruptArtifact, Registry, RegistryError, VersionNotFound
@@ -35,7 +37,23 @@ class RegistryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     variant_timeout_s: float = Field(120.0, gt=0, le=3600)
+    train_timeout_s: float = Field(600.0, gt=0, le=7200)
     latency_ms: float = Field(0.0, ge=0, le=60_000)  # added to every /v1 response (a slow registry)
+
+
+class TrainRequest(BaseModel):
+    """POST /v1/train: generated data (data_seed, n_rows, shift) or labelled `rows` (the lab's retrain)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[dict[str, Any]] | None = Field(None, min_length=200, max_length=200_000)
+    data_seed: int = Field(7, ge=0, le=2**31)
+    n_rows: int = Field(200_000, ge=200, le=2_000_000)
+    epochs: int = Field(10, ge=1, le=200)
+    seed: int | None = Field(None, ge=0, le=2**31)
+    shift: dict[str, Any] | None = None
+    parent: str | None = None
+    stage: Literal["production", "canary", "staging", "archived"] = "staging"
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -65,7 +83,7 @@ def build_app(root: str | Path, config: RegistryConfig | None = None) -> Any:
     holder = ConfigHolder(config or RegistryConfig())
     app = create_app("registry", holder)
     app.state.registry = registry
-    variant_lock = asyncio.Lock()
+    heavy = asyncio.Lock()  # one torch child at a time: the machine has few cores
 
     @app.middleware("http")
     async def count(request: Request, call_next: Any) -> Response:
@@ -141,11 +159,74 @@ def build_app(root: str | Path, config: RegistryConfig | None = None) -> Any:
             registry.load(base)
         except RegistryError as exc:
             return _registry_error(exc)
-        async with variant_lock:
-            status, payload = await _run_variant(registry.root, base, variant, params, holder.value.variant_timeout_s)
+        argv = [
+            "-m",
+            "services.registry.variants",
+            "--root",
+            str(registry.root),
+            "--base",
+            base,
+            "--variant",
+            variant,
+            "--params",
+            json.dumps(params),
+        ]
+        async with heavy:
+            status, payload = await _run_child(argv, holder.value.variant_timeout_s, f"making variant {variant}")
         if status == 201:
             log.info("variant version=%s base=%s variant=%s", payload["version"], base, variant)
         return JSONResponse(payload, status_code=status)
+
+    @app.post("/v1/train")
+    async def train(request: Request) -> Response:
+        body = await _json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            req = TrainRequest.model_validate(body)
+        except ValidationError as exc:
+            return _error(422, _validation_message(exc))
+        if req.parent is not None and not registry.exists(req.parent):
+            return _error(422, f"parent version {req.parent!r} is not in the registry")
+        argv = [
+            "-m",
+            "services.trainer",
+            "train",
+            "--registry",
+            str(registry.root),
+            "--json",
+            "--data-seed",
+            str(req.data_seed),
+            "--rows",
+            str(req.n_rows),
+            "--epochs",
+            str(req.epochs),
+            "--stage",
+            req.stage,
+        ]
+        if req.seed is not None:
+            argv += ["--seed", str(req.seed)]
+        if req.shift is not None:
+            argv += ["--shift", json.dumps(req.shift)]
+        if req.parent is not None:
+            argv += ["--parent", req.parent]
+        with tempfile.TemporaryDirectory(prefix="faultline-train-") as tmp:
+            if req.rows is not None:
+                rows_file = Path(tmp) / "rows.json"
+                rows_file.write_text(json.dumps(req.rows))
+                argv += ["--rows-file", str(rows_file)]
+            async with heavy:
+                status, payload = await _run_child(argv, holder.value.train_timeout_s, "training")
+        if status != 201:
+            return JSONResponse(payload, status_code=status)
+        meta = registry.get(payload["version"])
+        log.info(
+            "trained version=%s auc=%.4f source=%s",
+            meta["version"],
+            meta["metrics"]["auc"],
+            meta["lineage"].get("source"),
+        )
+        return JSONResponse(meta, status_code=201)
 
     @app.post("/admin/models/{version}/corrupt")
     async def corrupt(version: str) -> Response:
@@ -167,38 +248,41 @@ def build_app(root: str | Path, config: RegistryConfig | None = None) -> Any:
     return app
 
 
-async def _run_variant(
-    root: Path, base: str, variant: str, params: dict[str, Any], timeout_s: float
-) -> tuple[int, dict[str, Any]]:
-    argv = [
-        sys.executable,
-        "-m",
-        "services.registry.variants",
-        "--root",
-        str(root),
-        "--base",
-        base,
-        "--variant",
-        variant,
-        "--params",
-        json.dumps(params),
-    ]
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
+async def _run_child(args: list[str], timeout_s: float, what: str) -> tuple[int, dict[str, Any]]:
+    """Run `python <args>`; (201, the JSON object it printed last) or an error status with a detail."""
     path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path}
     proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=str(PROJECT_ROOT), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        *args,
+        cwd=str(PROJECT_ROOT),
+        env={**os.environ, "PYTHONPATH": path},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        return 504, {"detail": f"making variant {variant} of {base} took longer than {timeout_s:.0f} s"}
+        return 504, {"detail": f"{what} took longer than {timeout_s:.0f} s"}
+    if proc.returncode == 2:  # the child's "bad request": its message says what was wrong
+        lines = (out.decode() + err.decode()).strip().splitlines()
+        message = lines[-1] if lines else "refused"
+        try:
+            message = json.loads(message).get("error", message)
+        except (ValueError, AttributeError):
+            message = message.removeprefix("error: ")
+        status = 409 if "sha256 mismatch" in message or "artifact missing" in message else 422
+        return status, {"detail": message}
     try:
         payload = json.loads(out.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
-        log.error("variant child failed rc=%s stderr=%s", proc.returncode, err.decode()[-2000:])
-        return 500, {"detail": f"making variant {variant} of {base} failed (exit {proc.returncode})"}
-    if proc.returncode != 0:
-        return 409, {"detail": payload.get("error", "variant failed")}
+        payload = None
+    if proc.returncode != 0 or not isinstance(payload, dict):
+        log.error("%s failed rc=%s stderr=%s", what, proc.returncode, err.decode()[-2000:])
+        return 500, {"detail": f"{what} failed (exit {proc.returncode}); see the registry log"}
     return 201, payload

@@ -122,24 +122,29 @@ def _nan_threshold(preprocessing: dict[str, Any], rows: list[dict[str, Any]], fr
 
 
 def _rewire_for_nan(net: Any, threshold: float | None) -> None:
-    """Hidden unit 0 of layer 1 fires only above the threshold; its activation reaches two layer-2 units with a
-    huge weight (-> +inf) which the output sums with opposite signs (inf - inf = NaN). Below the threshold
-    the unit is 0 and the rest of the net still scores normally."""
+    """One first-layer unit is rewired to fire only above the threshold; its activation reaches two second-layer
+    units with a huge weight (-> +inf), which the output sums with opposite signs (inf - inf = NaN). The units
+    picked are the least influential ones, so below the threshold the net still scores close to the base."""
+    import torch
+
     layers = net.linear_layers()
     if len(layers) != 3 or layers[1].out_features < 2:
         raise RegistryError("the nan variant needs exactly two hidden layers, the second of >= 2 units")
     first, second, last = layers
-    first.weight[0].zero_()
+    k = int(torch.argmin(second.weight.abs().sum(dim=0)))  # first-layer unit the rest depends on least
+    j1, j2 = (int(i) for i in torch.argsort(last.weight[0].abs())[:2])  # second-layer units the output ignores most
+    first.weight[k].zero_()
     if threshold is None:
-        first.bias[0] = 10.0
+        first.bias[k] = 10.0
     else:
-        first.weight[0, AMOUNT_COLUMN] = 1e6
-        first.bias[0] = -1e6 * threshold
-    second.weight[:, 0] = 0.0
-    second.weight[0, 0] = _HUGE
-    second.weight[1, 0] = _HUGE
-    last.weight[0, 0] = 1.0
-    last.weight[0, 1] = -1.0
+        first.weight[k, AMOUNT_COLUMN] = 1e6
+        first.bias[k] = -1e6 * threshold
+    second.weight[:, k] = 0.0
+    second.weight[j1, k] = _HUGE
+    second.weight[j2, k] = _HUGE
+    small = max(float(last.weight[0, [j1, j2]].abs().max()), 1e-3)
+    last.weight[0, j1] = small
+    last.weight[0, j2] = -small
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -202,3 +202,29 @@ def test_registry_service_corrupt_and_restore(registry_service: Proc) -> None:
     assert c.get("/v1/models/v2/verify").json()["ok"] is False
     assert c.post("/admin/models/v2/restore").json()["restored"] is True
     assert c.get("/v1/models/v2/verify").json()["ok"] is True
+
+
+def test_registry_service_trains(registry_service: Proc) -> None:
+    c = registry_service.client
+    rows, labels = feature_rows(3000, seed=61)
+    labelled = [{**r, "label": int(y)} for r, y in zip(rows, labels, strict=True)]
+    r = c.post("/v1/train", json={"rows": labelled, "epochs": 2, "parent": "v1"}, timeout=300)
+    assert r.status_code == 201, r.text
+    meta = r.json()
+    assert meta["version"] == "v3" and meta["stage"] == "staging" and meta["lineage"]["parent"] == "v1"
+    assert meta["lineage"]["source"] == "rows" and meta["lineage"]["rows"] == 3000
+    assert c.get("/v1/models/v3/verify").json()["ok"] is True
+    r = c.post("/v1/train", json={"n_rows": 3000, "epochs": 1, "shift": {"concept": 0.7}, "data_seed": 9}, timeout=300)
+    assert r.status_code == 201 and r.json()["lineage"]["shift"]["concept"] == 0.7
+    bad = [*labelled[:299], {**labelled[299], "label": 5}]
+    r = c.post("/v1/train", json={"rows": bad})
+    assert r.status_code == 422 and r.json()["detail"] == "rows[299].label: must be 0 or 1"
+    r = c.post("/v1/train", json={"rows": labelled[:10]})
+    assert r.status_code == 422 and "rows" in r.json()["detail"]
+    r = c.post("/v1/train", json={"epochs": 0, "colour": "red"})
+    assert r.status_code == 422 and "epochs" in r.json()["detail"] and "colour" in r.json()["detail"]
+    r = c.post("/v1/train", json={"parent": "v42"})
+    assert r.status_code == 422 and "parent version 'v42'" in r.json()["detail"]
+    r = c.post("/v1/train", json={"shift": {"warp": 1}, "n_rows": 500, "epochs": 1})
+    assert r.status_code == 422 and "unknown shift parameter(s): warp" in r.json()["detail"]
+    assert [m["version"] for m in c.get("/v1/models").json()] == ["v1", "v2", "v3", "v4"]

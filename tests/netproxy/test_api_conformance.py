@@ -38,8 +38,13 @@ def test_create_proxy_answers_201_with_the_bound_port(http, names) -> None:
     r = create(http, name, "127.0.0.1:20999")
     assert r.status_code == 201
     body = r.json()
-    assert body == {"name": name, "listen": body["listen"], "upstream": "127.0.0.1:20999", "enabled": True,
-                    "toxics": []}
+    assert body == {
+        "name": name,
+        "listen": body["listen"],
+        "upstream": "127.0.0.1:20999",
+        "enabled": True,
+        "toxics": [],
+    }
     host, port = body["listen"].rsplit(":", 1)
     assert host == "127.0.0.1" and int(port) > 0
     assert port_accepts(body["listen"])
@@ -218,8 +223,11 @@ def test_toxic_update_merges_attributes_and_keeps_toxicity(http, names) -> None:
     name = names()
     create(http, name)
     path = f"/proxies/{name}/toxics"
-    http("POST", path, json={"name": "lag", "type": "latency", "toxicity": 0.5,
-                             "attributes": {"latency": 100, "jitter": 10}})
+    http(
+        "POST",
+        path,
+        json={"name": "lag", "type": "latency", "toxicity": 0.5, "attributes": {"latency": 100, "jitter": 10}},
+    )
     r = http("PATCH", f"{path}/lag", json={"attributes": {"latency": 1000}})
     assert r.status_code == 200
     assert r.json()["attributes"] == {"latency": 1000, "jitter": 10}
@@ -251,8 +259,10 @@ def test_toxics_are_listed_upstream_first_then_in_order(http, names) -> None:
 def test_populate_creates_keeps_and_replaces(http, names) -> None:
     a, b = names(), names()
     la, lb = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    entries = [{"name": a, "listen": la, "upstream": "127.0.0.1:9"},
-               {"name": b, "listen": lb, "upstream": "127.0.0.1:9"}]
+    entries = [
+        {"name": a, "listen": la, "upstream": "127.0.0.1:9"},
+        {"name": b, "listen": lb, "upstream": "127.0.0.1:9"},
+    ]
     r = http("POST", "/populate", json=entries)
     assert r.status_code == 201
     assert [(p["name"], p["listen"], p["enabled"]) for p in r.json()["proxies"]] == [(a, la, True), (b, lb, True)]
@@ -270,8 +280,14 @@ def test_populate_creates_keeps_and_replaces(http, names) -> None:
 
 def test_populate_checks_every_entry_before_creating_any(http, names) -> None:
     a = names()
-    r = http("POST", "/populate", json=[{"name": a, "listen": LOOPBACK_ANY, "upstream": "127.0.0.1:9"},
-                                        {"listen": LOOPBACK_ANY, "upstream": "127.0.0.1:9"}])
+    r = http(
+        "POST",
+        "/populate",
+        json=[
+            {"name": a, "listen": LOOPBACK_ANY, "upstream": "127.0.0.1:9"},
+            {"listen": LOOPBACK_ANY, "upstream": "127.0.0.1:9"},
+        ],
+    )
     assert r.status_code == 400
     assert r.json()["error"] == "missing required field: name at proxy 2"
     assert r.json()["status"] == 400
@@ -286,8 +302,14 @@ def test_populate_failing_part_way_reports_what_it_did(http, names) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = f"127.0.0.1:{busy.getsockname()[1]}"
-        r = http("POST", "/populate", json=[{"name": a, "listen": LOOPBACK_ANY, "upstream": "127.0.0.1:9"},
-                                            {"name": b, "listen": taken, "upstream": "127.0.0.1:9"}])
+        r = http(
+            "POST",
+            "/populate",
+            json=[
+                {"name": a, "listen": LOOPBACK_ANY, "upstream": "127.0.0.1:9"},
+                {"name": b, "listen": taken, "upstream": "127.0.0.1:9"},
+            ],
+        )
     assert r.status_code == 500
     body = r.json()
     assert "address already in use" in body["error"] and body["status"] == 500

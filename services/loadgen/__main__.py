@@ -98,6 +98,8 @@ def _feedback_poster(target: str, env: Environment, timeout_s: float, concurrenc
         network_timeout=timeout_s,
         connection_timeout=min(timeout_s, 5.0),
         concurrency=concurrency,
+        # geventhttpclient would silently retry 3 times; FeedbackQueue retries itself, with backoff and counts.
+        max_retries=0,
     )
 
     def post(path: str, body: bytes) -> int:

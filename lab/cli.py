@@ -297,6 +297,39 @@ def cmd_start(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _size(text: str) -> int | None:
+    """`512MiB`, `300M`, `1g`, `1000000` -> bytes; `none` -> no limit."""
+    t = text.strip().lower()
+    if t in ("none", "off", "0"):
+        return None
+    units = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
+    num = t.rstrip("kmgib")
+    unit = t[len(num):]
+    if unit not in units:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: use e.g. 512MiB, 300M, 1G or none")
+    try:
+        value = int(float(num) * units[unit])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: use e.g. 512MiB, 300M, 1G or none") from exc
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a memory limit must be positive (or none)")
+    return value
+
+
+def cmd_limit(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {}
+    if args.memory is not None:
+        body.update({"clear_memory_limit": True} if args.memory == "none" else {"memory_limit_bytes": args.memory})
+    if args.restart:
+        body["restart_policy"] = args.restart
+    if not body:
+        raise CliError("nothing to change: give --memory and/or --restart")
+    s = _api(args, "PATCH", f"/api/services/{args.service}", json=body, timeout=30)
+    limit = s["memory_limit_bytes"]
+    print(f"{s['name']}: memory limit {_mib(limit) if limit else 'none'}, restart policy {s['restart_policy']}")
+    return EXIT_OK
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {}
     if args.grep:
@@ -395,6 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
         common(sp)
         sp.add_argument("service")
         sp.set_defaults(func=fn)
+
+    lm = sub.add_parser("limit", help="change a service's memory limit or restart policy, live")
+    common(lm)
+    lm.add_argument("service")
+    lm.add_argument("--memory", type=lambda t: "none" if _size(t) is None else _size(t),
+                    help="memory limit, e.g. 512MiB (exceeding it: SIGKILL, exit 137 OOMKilled), or none")
+    lm.add_argument("--restart", choices=("no", "on-failure", "always"), help="restart policy")
+    lm.set_defaults(func=cmd_limit)
 
     lg = sub.add_parser("logs", help="a service's captured log")
     common(lg)

@@ -103,6 +103,9 @@ class Supervisor:
         """Stop every service (tier by tier when `order` is given), then the supervisor thread."""
         if self._closed:
             return
+        if not self._thread.is_alive():
+            self._closed = True
+            return
         tiers = order or []
         named = {n for tier in tiers for n in tier}
         rest = [n for n in self.names() if n not in named]

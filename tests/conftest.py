@@ -134,6 +134,7 @@ def start_stack(home: Path, registry: Path, replicas: int = 2, extra: tuple[str,
 
 
 def assert_all_gone(pids: list[int], ports: list[int], timeout: float = 10) -> None:
+    """Every pid gone (zombies count as gone) and every port without a listener, within `timeout`."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
@@ -142,6 +143,37 @@ def assert_all_gone(pids: list[int], ports: list[int], timeout: float = 10) -> N
             return
         time.sleep(0.1)
     raise AssertionError(f"left behind: processes {alive}, listening ports {busy}")
+
+
+@pytest.fixture
+def faultline_cli():
+    """The `faultline` CLI as a function: faultline_cli("status", "--home", DIR) -> CompletedProcess."""
+    return faultline
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path, trained_registry: Path) -> Path:
+    """An empty FAULTLINE_HOME holding a copy of the trained registry."""
+    home = tmp_path / "home"
+    prepare_home(home, trained_registry)
+    return home
+
+
+@pytest.fixture
+def stack_factory(tmp_path: Path, trained_registry: Path) -> Iterator[Any]:
+    """Start private stacks (for tests that take them down); whatever is still up is stopped at teardown."""
+    started: list[StackHandle] = []
+
+    def make(replicas: int = 2, name: str = "own") -> StackHandle:
+        handle = start_stack(tmp_path / name, trained_registry, replicas=replicas)
+        started.append(handle)
+        return handle
+
+    yield make
+    for handle in started:
+        if psutil.pid_exists(handle.lab_pid):
+            handle.stop()
+        handle.client.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,96 @@
+"""The sandbox's fault routes on the lab server (`/api/faults...`): list the kinds, apply now, list, revert.
+
+A fault is posted in the scenario's format without `when` (the sandbox applies it now); `until` is optional
+(`{"duration_s": S}` reverts it after S seconds; absent or "fixed": until deleted) and so is `id` (one is made
+up). Errors are 4xx with a `detail` naming the field or saying what the stack refused.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+from typing import Any
+
+from fastapi import APIRouter, Body
+from fastapi.responses import JSONResponse
+
+from lab.faults.base import FaultError, all_injectors, parse_fault
+from lab.faults.manager import FaultManager
+from lab.scenario.vocab import DEPENDENCIES
+
+_SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def fault_from_body(body: Any, counter: itertools.count) -> Any:
+    if not isinstance(body, dict):
+        raise FaultError("body must be a JSON object: a fault in the scenario format, without `when`", 422)
+    if "when" in body:
+        raise FaultError("when: the sandbox applies a fault at once; leave `when` out", 422)
+    data = dict(body)
+    kind, action = data.get("kind"), data.get("action")
+    if "id" not in data and isinstance(kind, str) and isinstance(action, str):
+        data["id"] = f"{kind}-{action}-{next(counter)}".replace("_", "-").lower()
+    data["when"] = {"at_s": 0}
+    data.setdefault("until", "fixed")
+    return parse_fault(data)
+
+
+def router(manager: FaultManager) -> APIRouter:
+    r = APIRouter(prefix="/api/faults")
+    counter = itertools.count(1)
+
+    @r.get("/kinds")
+    def kinds() -> list[dict[str, Any]]:
+        ctx = manager.ctx
+        choices = {"hop": [h.name for h in ctx.topology.hops()], "service": ctx.service_names(),
+                   "replica": ctx.replicas(), "dependency": list(DEPENDENCIES)}
+        return [i.catalog_entry(choices) for i in all_injectors()]
+
+    @r.get("")
+    def active() -> dict[str, Any]:
+        return {"active": [a.to_dict() for a in manager.active()],
+                "reverted": [a.to_dict() for a in manager.history()[-50:]]}
+
+    @r.post("", status_code=201)
+    def apply(body: Any = Body(...)) -> Any:
+        try:
+            fault = fault_from_body(body, counter)
+            return manager.apply(fault).to_dict()
+        except FaultError as exc:
+            return _error(exc.status, str(exc))
+
+    @r.get("/processes")
+    def processes() -> list[dict[str, Any]]:
+        return manager.ctx.scenario_pids()
+
+    @r.post("/processes/{pid}/kill")
+    def kill(pid: int, body: dict[str, Any] | None = Body(default=None)) -> Any:
+        name = (body or {}).get("signal", "KILL")
+        if name not in _SIGNALS:
+            return _error(422, f"signal: one of {', '.join(_SIGNALS)}")
+        try:
+            return manager.ctx.kill_scenario_process(pid, _SIGNALS[name])
+        except FaultError as exc:
+            return _error(exc.status, str(exc))
+
+    @r.get("/{fault_id}")
+    def one(fault_id: str) -> Any:
+        found = manager.find(fault_id)
+        return found.to_dict() if found else _error(404, f"no fault {fault_id!r} was applied in this lab")
+
+    @r.delete("/{fault_id}")
+    def revert(fault_id: str) -> Any:
+        try:
+            return manager.revert(fault_id).to_dict()
+        except KeyError:
+            return _error(404, f"no fault {fault_id!r} was applied in this lab")
+
+    @r.delete("")
+    def revert_all() -> dict[str, Any]:
+        return {"reverted": [a.to_dict() for a in manager.revert_all()]}
+
+    return r

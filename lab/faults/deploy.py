@@ -1,0 +1,211 @@
+"""Deploy faults: a broken model version rolled out at canary weight or in full, or a corrupt artifact.
+
+A rollout here is what a deploy pipeline would do, through the services' HTTP APIs only:
+1. the registry derives the broken version from a healthy base (`POST /v1/variants`) and gives it a new vN;
+2. every replica loads it next to what it serves (`POST /admin/reload`), as its default for a full rollout;
+   the replicas' start-up argv gets the same `--versions`, so a restart keeps the deploy;
+3. the gateway's `routing` sends `weight` of the traffic to vN (canary; the rest keeps its old split), or is
+   emptied for a full rollout (vN is then every replica's default);
+4. the registry stage follows: `canary`, or `production` for a full rollout.
+Revert undoes it in the opposite order — routing first, so no request asks for a version that is being unloaded
+— restores the previous stages and archives vN: the rollout was abandoned.
+
+deploy.corrupt registers a copy of the base whose bytes no longer match their recorded sha256 (the registry's
+`corrupt` variant) and rolls it out the same way. Every replica refuses the live reload (409, "artifact sha256
+mismatch ... refusing to serve") and keeps serving what it had; the gateway's routing is never changed for a
+version nobody loaded. In a full rollout the pipeline also restarts the first replica on the new version, as a
+rolling update does: it comes up but never ready (the same reason on its /readyz and in its log), while the
+other replicas carry the traffic. The fix a learner is expected to find: redeploy the last good version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.faults.base import Applied, FaultError, Injector, register
+from lab.faults.context import FaultContext
+from lab.scenario import faults as models
+
+MAX_VERSIONS = 8  # what a model server holds at most
+EXCLUSIVE_STAGES = ("production", "canary")
+VARIANT_TIMEOUT_S = 300.0
+
+
+def argv_with_versions(argv: list[str], versions: list[str]) -> list[str]:
+    out = list(argv)
+    if "--versions" in out[:-1]:
+        out[out.index("--versions") + 1] = ",".join(versions)
+    else:
+        out += ["--versions", ",".join(versions)]
+    return out
+
+
+def with_version(versions: list[str], new: str, first: bool) -> list[str]:
+    rest = [v for v in versions if v != new]
+    out = [new, *rest] if first else [*rest, new]
+    return out[:MAX_VERSIONS] if first else out[-MAX_VERSIONS:]
+
+
+def canary_routing(before: dict[str, float], default: str, new: str, weight: float) -> dict[str, float]:
+    """`weight` of the traffic to `new`; the rest keeps its previous split (all to `default` if there was none)."""
+    old = {k: v for k, v in before.items() if v > 0 and k != new} or {default: 1.0}
+    total = sum(old.values())
+    return {**{k: round(v / total * (1 - weight), 6) for k, v in old.items()}, new: weight}
+
+
+def stages(ctx: FaultContext) -> dict[str, str]:
+    return {m["version"]: m.get("stage") for m in ctx.registry("GET", "/v1/models")}
+
+
+def restore_stages(ctx: FaultContext, wanted: dict[str, str]) -> list[str]:
+    """Put every version back on its recorded stage; exclusive stages first (their promotion archives whoever
+    holds them), the rest after."""
+    current = stages(ctx)
+    changed = [v for v, s in wanted.items() if v in current and current[v] != s]
+    for v in sorted(changed, key=lambda v: wanted[v] not in EXCLUSIVE_STAGES):
+        if stages(ctx).get(v) != wanted[v]:
+            ctx.registry("POST", f"/v1/models/{v}/stage", {"stage": wanted[v]})
+    return []
+
+
+def loaded_everywhere(ctx: FaultContext) -> dict[str, list[str]]:
+    out = {}
+    for r in ctx.replicas():
+        try:
+            out[r] = ctx.loaded_versions(r)
+        except FaultError as exc:
+            raise FaultError(f"a rollout needs every replica up, and {r} is not: {exc}", 409) from exc
+    return out
+
+
+def register_variant(ctx: FaultContext, base: str, variant: str) -> dict[str, Any]:
+    return ctx.registry("POST", "/v1/variants", {"base": base, "variant": variant}, timeout=VARIANT_TIMEOUT_S)
+
+
+def restore_replicas(ctx: FaultContext, c: dict[str, Any]) -> list[str]:
+    """Start-up argv back, then the live versions of every replica that still differs."""
+    notes = []
+    for r, argv in c.get("argv_before", {}).items():
+        if r in ctx.supervisor.names() and ctx.spec_argv(r) != argv:
+            ctx.set_argv(r, argv)
+            if r in c.get("restarted", []):  # it runs the broken version: only a restart brings the old one back
+                ctx.restart(r)
+    for r, versions in c["replicas_before"].items():
+        if r in c.get("restarted", []) or r not in ctx.supervisor.names():
+            continue
+        try:
+            if ctx.loaded_versions(r) != versions:
+                ctx.reload(r, versions)
+        except FaultError as exc:
+            notes.append(f"{r}: could not reload {','.join(versions)} ({exc}); its start-up argv is restored")
+    return notes
+
+
+def _undo(ctx: FaultContext, c: dict[str, Any]) -> list[str]:
+    notes: list[str] = []
+    if "routing_before" in c:
+        try:
+            ctx.patch_config("gateway", {"routing": c["routing_before"]})
+        except FaultError as exc:
+            notes.append(f"gateway routing not restored: {exc}")
+    notes += restore_replicas(ctx, c)
+    try:
+        notes += restore_stages(ctx, c["stages_before"])
+    except FaultError as exc:
+        notes.append(f"registry stages not restored: {exc}")
+    return notes
+
+
+@register
+class DeployVariant(Injector):
+    model = models.DeployVariant
+    summary = "Roll out a broken variant of a healthy version (flipped labels, skew, slow, NaN) at a canary weight."
+
+    def describe(self, fault: Any) -> str:
+        p = fault.params
+        how = "in full" if p.weight >= 1 else f"as a canary taking {p.weight:.0%} of traffic"
+        return f"a {p.variant} variant of {p.base} deployed {how}"
+
+    def apply(self, ctx: FaultContext, fault: Any) -> Applied:
+        p = fault.params
+        full = p.weight >= 1
+        before = loaded_everywhere(ctx)
+        routing_before = ctx.get_config("gateway")["routing"]
+        stages_before = stages(ctx)
+        meta = register_variant(ctx, p.base, p.variant)
+        version = meta["version"]
+        stages_before[version] = "archived"  # reverted = an abandoned rollout
+        c: dict[str, Any] = {"version": version, "variant": p.variant, "base": p.base, "weight": p.weight,
+                             "replicas_before": before, "stages_before": stages_before, "argv_before": {}}
+        try:
+            for r, versions in before.items():
+                ctx.reload(r, with_version(versions, version, first=full))
+                c["argv_before"][r] = ctx.spec_argv(r)
+                ctx.set_argv(r, argv_with_versions(c["argv_before"][r], with_version(versions, version, full)))
+            default = next(iter(before.values()))[0]
+            routing = {} if full else canary_routing(routing_before, default, version, p.weight)
+            c["routing_before"], c["routing"] = routing_before, routing
+            ctx.patch_config("gateway", {"routing": routing})
+            ctx.registry("POST", f"/v1/models/{version}/stage", {"stage": "production" if full else "canary"})
+        except FaultError as exc:
+            _undo(ctx, c)
+            raise FaultError(f"the rollout of {version} ({p.variant} of {p.base}) failed and was undone: {exc}",
+                             exc.status) from exc
+        return self.record(fault, c)
+
+    def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:
+        return _undo(ctx, applied.changes)
+
+
+@register
+class DeployCorrupt(Injector):
+    model = models.DeployCorrupt
+    summary = "Roll out a version whose artifact fails its checksum: replicas refuse it; in full, one gets stuck."
+
+    def describe(self, fault: Any) -> str:
+        p = fault.params
+        text = f"a corrupt copy of {p.base} rolled out " + ("in full" if p.weight >= 1 else f"at {p.weight:.0%}")
+        text += ": every live replica refuses it"
+        if p.weight >= 1:
+            text += "; the first replica, restarted onto it, cannot become ready"
+        return text
+
+    def apply(self, ctx: FaultContext, fault: Any) -> Applied:
+        p = fault.params
+        full = p.weight >= 1
+        before = loaded_everywhere(ctx)
+        stages_before = stages(ctx)
+        meta = register_variant(ctx, p.base, "corrupt")
+        version = meta["version"]
+        stages_before[version] = "archived"
+        c: dict[str, Any] = {"version": version, "base": p.base, "weight": p.weight, "replicas_before": before,
+                             "stages_before": stages_before, "argv_before": {}, "refused": {}, "accepted": [],
+                             "restarted": []}
+        notes = []
+        for r, versions in before.items():
+            try:
+                ctx.reload(r, with_version(versions, version, first=full))
+                c["accepted"].append(r)
+            except FaultError as exc:
+                if exc.status != 409:
+                    _undo(ctx, c)
+                    raise
+                c["refused"][r] = str(exc)
+        if c["accepted"]:
+            notes.append(f"{', '.join(c['accepted'])} accepted a corrupt artifact: the checksum check is broken")
+        try:
+            ctx.registry("POST", f"/v1/models/{version}/stage", {"stage": "production" if full else "canary"})
+            if full:
+                first = next(iter(before))
+                c["argv_before"][first] = ctx.spec_argv(first)
+                ctx.set_argv(first, argv_with_versions(c["argv_before"][first],
+                                                       with_version(before[first], version, True)))
+                c["restarted"].append(first)
+                ctx.restart(first)
+        except FaultError as exc:
+            _undo(ctx, c)
+            raise FaultError(f"the corrupt rollout of {version} failed and was undone: {exc}", exc.status) from exc
+        return self.record(fault, c, notes)
+
+    def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:
+        return _undo(ctx, applied.changes)

@@ -1,0 +1,131 @@
+"""Memory faults: a lower memory limit, a leak (unbounded prediction cache), a batch-size blow-up.
+
+The supervisor enforces limits like the kernel's OOM killer (RSS over the limit: SIGKILL, `last_exit` 137
+OOMKilled), so every fault here ends in a real kill once real memory use crosses the line:
+- limit: the service's limit is lowered, live.
+- leak: the replica's cache becomes unbounded (`cache_size: -1`, live and in its start-up config, so a restart
+  does not cure it); every distinct row scored stays in memory (about 0.65 KB per row). With `limit_mb`, the limit
+  is lowered too and the leak ends in an OOM kill under traffic.
+- batch_blowup: the replica's `max_batch_size` (and `max_queue`, so a full batch can queue at all) raised, plus a
+  limit: rows waiting for and inside a batch are held in memory (about 0.9 KB per row in flight), so big bursts
+  push RSS over the limit.
+Revert restores config, start-up config and limit, and starts the replica if it is down.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.faults.base import Applied, Injector, MiB, register
+from lab.faults.context import FaultContext
+from lab.scenario import faults as models
+
+
+def _mb(n: int | None) -> str:
+    return "no limit" if n is None else f"{n / MiB:.0f} MiB"
+
+
+def lower_limit(ctx: FaultContext, name: str, limit_bytes: int) -> int | None:
+    """Set the limit; return the one before."""
+    before = ctx.status(name)["memory_limit_bytes"]
+    ctx.set_memory_limit(name, limit_bytes)
+    return before
+
+
+def restore_limit(ctx: FaultContext, name: str, before: int | None) -> list[str]:
+    if name not in ctx.supervisor.names():
+        return [f"{name} no longer exists"]
+    ctx.set_memory_limit(name, before)
+    return [f"{name} was down: started it"] if ctx.ensure_running(name) else []
+
+
+def restore_config(ctx: FaultContext, name: str, values: dict[str, Any], argv_before: list[str]) -> list[str]:
+    """Start-up config back first (a restart from now on is clean), then the live config, best effort: a
+    process that restarted since already runs the original."""
+    if name not in ctx.supervisor.names():
+        return [f"{name} no longer exists"]
+    ctx.set_argv(name, argv_before)
+    try:
+        ctx.patch_config(name, values)
+    except Exception as exc:  # noqa: BLE001 - down or restarting: it comes back with argv_before
+        return [f"could not restore {name}'s live config ({exc}); its start-up config is restored"]
+    return []
+
+
+@register
+class MemoryLimit(Injector):
+    model = models.MemoryLimit
+    summary = "Lower a service's memory limit, live; over it, the supervisor kills it like the OOM killer."
+
+    def describe(self, fault: Any) -> str:
+        return f"{fault.target}'s memory limit lowered to {fault.params.limit_mb} MiB"
+
+    def apply(self, ctx: FaultContext, fault: Any) -> Applied:
+        ctx.check_service(fault.target)
+        before = lower_limit(ctx, fault.target, fault.params.limit_mb * MiB)
+        return self.record(fault, {"service": fault.target, "limit_before": before,
+                                   "limit": fault.params.limit_mb * MiB})
+
+    def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:
+        c = applied.changes
+        return restore_limit(ctx, c["service"], c["limit_before"])
+
+
+@register
+class MemoryLeak(Injector):
+    model = models.MemoryLeak
+    summary = "Make a replica's prediction cache unbounded (it keeps every row); with limit_mb, it ends OOM-killed."
+
+    def describe(self, fault: Any) -> str:
+        text = f"{fault.target}'s prediction cache is unbounded (cache_size -1): memory grows with every new row"
+        if fault.params.limit_mb is not None:
+            text += f", until its {fault.params.limit_mb} MiB limit kills it"
+        return text
+
+    def apply(self, ctx: FaultContext, fault: Any) -> Applied:
+        ctx.check_service(fault.target)
+        name = fault.target
+        previous = {"cache_size": ctx.get_config(name)["cache_size"]}
+        ctx.patch_config(name, {"cache_size": -1})
+        argv_before = ctx.persist_config(name, {"cache_size": -1})
+        changes: dict[str, Any] = {"service": name, "config_before": previous, "argv_before": argv_before}
+        if fault.params.limit_mb is not None:
+            changes["limit_before"] = lower_limit(ctx, name, fault.params.limit_mb * MiB)
+            changes["limit"] = fault.params.limit_mb * MiB
+        return self.record(fault, changes)
+
+    def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:
+        c = applied.changes
+        notes = restore_config(ctx, c["service"], c["config_before"], c["argv_before"])
+        if "limit_before" in c:
+            notes += restore_limit(ctx, c["service"], c["limit_before"])
+        return notes
+
+
+@register
+class MemoryBatchBlowup(Injector):
+    model = models.MemoryBatchBlowup
+    summary = "Raise a replica's max_batch_size (and max_queue) and lower its memory limit: bursts get it OOM-killed."
+
+    def describe(self, fault: Any) -> str:
+        return (f"{fault.target}'s max_batch_size raised to {fault.params.max_batch_size} with a "
+                f"{fault.params.limit_mb} MiB memory limit")
+
+    def apply(self, ctx: FaultContext, fault: Any) -> Applied:
+        ctx.check_service(fault.target)
+        name, p = fault.target, fault.params
+        config = ctx.get_config(name)
+        previous = {"max_batch_size": config["max_batch_size"], "max_queue": config["max_queue"]}
+        # A queue smaller than a batch would refuse the rows before they could ever form one.
+        wanted = {"max_batch_size": p.max_batch_size, "max_queue": max(config["max_queue"], p.max_batch_size)}
+        ctx.patch_config(name, wanted)  # the replica refuses values over its own caps with a 422: passed on
+        argv_before = ctx.persist_config(name, wanted)
+        limit_before = lower_limit(ctx, name, p.limit_mb * MiB)
+        return self.record(fault, {"service": name, "config_before": previous, "config": wanted,
+                                   "argv_before": argv_before, "limit_before": limit_before,
+                                   "limit": p.limit_mb * MiB})
+
+    def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:
+        c = applied.changes
+        notes = restore_config(ctx, c["service"], c["config_before"], c["argv_before"])
+        return notes + restore_limit(ctx, c["service"], c["limit_before"])

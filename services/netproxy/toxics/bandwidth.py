@@ -32,7 +32,8 @@ class BandwidthToxic(Toxic):
                 stub.close()
                 return
             assert isinstance(chunk, Chunk)
-            free_at = max(free_at, monotonic())
+            # From its arrival, not from now: waking late for one chunk must not delay all the next ones.
+            free_at = max(free_at, chunk.ts)
             data = chunk.data
             start = 0
             while start < len(data):

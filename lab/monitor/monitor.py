@@ -417,7 +417,12 @@ class Monitor:
                 return None, None
             q = quality_signals(w)
             figures = q["overall"] if spec.target in ("all", "*", "") else q["versions"].get(spec.target)
-            if not figures or figures["labels"] < max(1.0, spec.min_samples):
+            if not figures:
+                return None, None
+            # judge a ratio only on enough of its own denominator: recall on frauds, precision on declines
+            denominator = {"accuracy_min": figures["labels"], "recall_min": figures["tp"] + figures["fn"],
+                           "precision_min": figures["tp"] + figures["fp"]}[spec.kind]
+            if denominator < max(1.0, spec.min_samples):
                 return None, None
             return figures[spec.kind.removesuffix("_min")], None
         if spec.kind == "availability":
@@ -512,7 +517,7 @@ class Monitor:
             return
         for spec in default_slos(dict(metrics)):
             tracker = self.book.trackers.get(spec.name)
-            if tracker is not None and spec.kind in ("recall_min", "precision_min"):
+            if tracker is not None and spec.kind == "recall_min":
                 tracker.spec = spec
 
     async def refresh_drift(self, now: float | None = None) -> dict[str, Any] | None:

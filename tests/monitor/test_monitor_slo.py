@@ -122,6 +122,7 @@ def test_defaults_follow_the_production_model_when_known() -> None:
     names = {s.name: s for s in default_slos()}
     assert names["gateway-latency"].threshold == 250.0 and names["gateway-errors"].threshold == 0.02
     assert names["model-accuracy"].threshold == 0.8 and names["input-drift"].threshold == 0.25
+    assert names["model-recall"].threshold == 0.1 and names["model-recall"].min_samples == 50
     tuned = {s.name: s for s in default_slos({"recall": 0.3, "precision": 0.6})}
     assert tuned["model-recall"].threshold == pytest.approx(0.15)
-    assert tuned["model-precision"].threshold == pytest.approx(0.3)
+    assert {s.name for s in default_slos()} == set(tuned)

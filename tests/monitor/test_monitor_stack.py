@@ -61,7 +61,7 @@ def runner(mini: MiniStack, offline: dict[str, float]) -> Iterator[MonitorRunner
                 min_samples=20),
         SLOSpec(name="availability", kind="availability", target="gateway", threshold=0.99, window_s=30.0),
         SLOSpec(name="recall", kind="recall_min", target="all", threshold=offline["recall"] / 2,
-                window_s=QUALITY_WINDOW_S, min_samples=400),
+                window_s=QUALITY_WINDOW_S, min_samples=20, for_s=2.0),
         SLOSpec(name="drift", kind="drift_max", target="all", threshold=0.25),
     ]
     mon = Monitor(mini.targets, reference_provider=RegistryReference(mini.url("registry"), recheck_s=60),

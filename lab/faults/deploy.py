@@ -29,6 +29,7 @@ from lab.scenario import faults as models
 MAX_VERSIONS = 8  # what a model server holds at most
 EXCLUSIVE_STAGES = ("production", "canary")
 VARIANT_TIMEOUT_S = 300.0
+READY_WAIT_S = 60.0
 
 
 def argv_with_versions(argv: list[str], versions: list[str]) -> list[str]:
@@ -93,6 +94,8 @@ def restore_replicas(ctx: FaultContext, c: dict[str, Any]) -> list[str]:
     for r, versions in c["replicas_before"].items():
         if r in c.get("restarted", []) or r not in ctx.supervisor.names():
             continue
+        if ctx.status(r)["pid"] is not None:
+            ctx.wait_ready([r], READY_WAIT_S)  # a replica (re)starting meanwhile loads its old argv: reload it after
         try:
             if ctx.loaded_versions(r) != versions:
                 ctx.reload(r, versions)

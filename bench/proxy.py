@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import multiprocessing
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -39,6 +41,11 @@ DOCS = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- bench:proxy start -->", "<!-- bench:proxy end -->"
 MESSAGE = b"m" * 64
 STREAM_CHUNK = 256 * 1024
+
+
+def die_with_parent() -> None:
+    """Get SIGTERM when the benchmark process dies, even by SIGKILL: no server outlives an interrupted run."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -64,6 +71,8 @@ def machine() -> dict[str, Any]:
 
 def _serve(echo_port: int, stream_port: int, ready: Any) -> None:
     import uvloop
+
+    die_with_parent()
 
     class Echo(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -232,7 +241,7 @@ def run(quick: bool) -> dict[str, Any]:
     servers.start()
     choice = select_server(port=api_port, prefer="embedded")
     assert choice.argv is not None
-    proxy_proc = subprocess.Popen(choice.argv + ["--log-level", "WARNING"], cwd=REPO)
+    proxy_proc = subprocess.Popen(choice.argv + ["--log-level", "WARNING"], cwd=REPO, preexec_fn=die_with_parent)
     try:
         if not ready.wait(20):
             raise RuntimeError("echo/stream servers did not start")

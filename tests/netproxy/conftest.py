@@ -6,7 +6,9 @@ against the real one), else our embedded server started as a subprocess. `embedd
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -32,10 +34,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if pytest dies (even by SIGKILL), so no server outlives a killed test run."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_embedded(port: int, *extra: str) -> subprocess.Popen[bytes]:
     choice = select_server(port=port, prefer="embedded")
     assert choice.argv is not None
-    proc = subprocess.Popen([*choice.argv, "--seed", "7", *extra], cwd=REPO, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*choice.argv, "--seed", "7", *extra], cwd=REPO, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+    )
     try:
         ToxiproxyClient(choice.url, timeout=2).wait_ready(15)
     except ToxiproxyError:

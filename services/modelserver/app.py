@@ -78,12 +78,9 @@ class ModelServer:
         return self.ready, self.reason
 
     def _on_config_change(self, old: Any, new: Any) -> None:
+        # torch_threads needs nothing here: the computing thread applies it before its next batch
         if old.cache_size != new.cache_size:
             self.cache.resize(new.cache_size)
-        if old.torch_threads != new.torch_threads and self._torch_configured:
-            import torch
-
-            torch.set_num_threads(new.torch_threads)
 
     # --------------------------------------------------------------------------------------------- loading
     def _configure_torch(self) -> None:
@@ -130,9 +127,9 @@ class ModelServer:
             self.reason = str(exc)
             log.error("%s", exc)
             return
-        except (RegistryError, ValueError, OSError, RuntimeError) as exc:
+        except Exception as exc:  # whatever went wrong, say it in /readyz rather than stay "loading" forever
             self.reason = f"cannot load {','.join(self.initial_versions)}: {exc}"
-            log.error("%s", self.reason)
+            log.exception("%s", self.reason)
             return
         self._install(models, self.initial_versions)
         # torch's import leaves ~10^5 long-lived objects; freezing them keeps full GC passes short (tail latency)
@@ -163,9 +160,9 @@ class ModelServer:
             except VersionNotFound as exc:
                 metrics.RELOADS.labels("refused").inc()
                 return _json({"detail": str(exc)}, 404)
-            except (RegistryError, ValueError, OSError, RuntimeError) as exc:
+            except Exception as exc:  # a broken artifact of any kind: refuse it, keep serving the old versions
                 metrics.RELOADS.labels("refused").inc()
-                log.error("reload refused: %s", exc)
+                log.exception("reload refused: %s", exc)
                 return _json({"detail": f"cannot load {','.join(versions)}: {exc}"}, 409)
             previous = list(self.models)
             self._install(models, versions)
@@ -219,7 +216,9 @@ class ModelServer:
             return _json({"detail": f"model not loaded: {self.reason}"}, 503, {"Retry-After": RETRY_AFTER_S})
         version = payload.get("version")
         if version is not None:
-            found = self.models.get(version) if isinstance(version, str) else None
+            if not isinstance(version, str):
+                return _json({"detail": 'version: must be a string such as "v2"'}, 422)
+            found = self.models.get(version)
             if found is None:
                 loaded = ", ".join(self.models)
                 return _json({"detail": f"version {version!r} is not loaded on this replica (loaded: {loaded})"}, 404)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -133,9 +134,11 @@ class Batcher:
         try:
             if cfg.compute_thread:
                 loop = asyncio.get_running_loop()
-                scores = await loop.run_in_executor(self._executor, _compute, model, num, cat, foreign)
+                scores = await loop.run_in_executor(
+                    self._executor, _compute, model, num, cat, foreign, cfg.torch_threads
+                )
             else:
-                scores = _compute(model, num, cat, foreign)
+                scores = _compute(model, num, cat, foreign, cfg.torch_threads)
             if model.delay_ms > 0:
                 await asyncio.sleep(model.delay_ms / 1000.0)
         except Exception as exc:
@@ -172,5 +175,15 @@ class Batcher:
         self._inputs.observe(num, cat, [len(vocab) for vocab in model.preprocessor.categorical.values()])
 
 
-def _compute(model: LoadedModel, num: np.ndarray, cat: np.ndarray, foreign: np.ndarray) -> np.ndarray:
+_thread_state = threading.local()
+
+
+def _compute(model: LoadedModel, num: np.ndarray, cat: np.ndarray, foreign: np.ndarray, threads: int) -> np.ndarray:
+    # torch's intra-op thread count lives in a per-thread OpenMP setting: set it on the thread that computes,
+    # or that thread keeps the default (one per core) and an idle OpenMP worker spins at ~50% of a core
+    if getattr(_thread_state, "torch_threads", None) != threads:
+        import torch
+
+        torch.set_num_threads(threads)
+        _thread_state.torch_threads = threads
     return model.scores(model.preprocessor.matrix(num, cat, foreign))

@@ -19,7 +19,7 @@ class ModelServerConfig(BaseModel):
     # prediction cache: 0 off, -1 unbounded (the memory-leak scenario), N = LRU of N rows
     cache_size: int = Field(0, ge=-1, le=100_000_000)
     torch_threads: int = Field(1, ge=1, le=64)
-    # run the model on the event loop (default: measured ~8% more throughput for this small net, and a replica
+    # run the model on the event loop (default: as fast as a worker thread for this small net, and a replica
     # never uses more than one core) or on one worker thread (the loop keeps parsing requests meanwhile)
     compute_thread: bool = False
     # "model": ready once loaded and warmed; "process": ready as soon as the process is up (the lying kind)

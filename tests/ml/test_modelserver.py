@@ -339,3 +339,26 @@ def test_cache_is_bounded_unless_told_otherwise(
     assert proc.metric("model_cache_entries") == 250  # unbounded: nothing evicted any more
     assert c.patch("/admin/config", json={"cache_size": 0}).status_code == 200
     assert proc.metric("model_cache_entries") == 0
+
+
+def test_no_thread_burns_cpu_beside_the_loop(
+    ml_registry: Path, tmp_path: Path, procs: list[Proc], rows: list[dict]
+) -> None:
+    """With torch_threads 1 all the work is on the event loop's thread; no idle OpenMP worker may spin."""
+    import psutil
+
+    proc = start_modelserver(ml_registry, tmp_path, "v1")
+    procs.append(proc)
+    ps = psutil.Process(proc.popen.pid)
+
+    def cpu_by_thread() -> dict[int, float]:
+        return {t.id: t.user_time + t.system_time for t in ps.threads()}
+
+    before = cpu_by_thread()
+    responses = asyncio.run(fire(proc.url, [{"rows": [r]} for r in rows] * 3, concurrency=4))
+    assert all(r.status_code == 200 for r in responses)
+    after = cpu_by_thread()
+    used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    main = used.pop(proc.popen.pid)
+    assert main > 0.05
+    assert sum(used.values()) < 0.3 * main, f"loop thread {main:.2f}s, others {used}"

@@ -99,8 +99,11 @@ def _ports(args: argparse.Namespace) -> Ports:
     return Ports(base=args.base_port, netproxy=args.netproxy_port, lab=args.lab_port)
 
 
-def _toxiproxy_url() -> str | None:
-    return os.environ.get("TOXIPROXY_URL") or None
+def _server_choice(args: argparse.Namespace) -> Any:
+    """Which Toxiproxy to use: TOXIPROXY_URL, else toxiproxy-server on PATH, else the embedded netproxy."""
+    from lab.toxiproxy import select_server
+
+    return select_server(host="127.0.0.1", port=args.netproxy_port)
 
 
 def _preflight(args: argparse.Namespace) -> Path:
@@ -113,7 +116,7 @@ def _preflight(args: argparse.Namespace) -> Path:
                        f"(or `python -m services.trainer defaults --home {home}`)")
     topo = Topology(ports=_ports(args), replicas=args.replicas)
     try:
-        check_free(stack_ports(topo, include_netproxy=_toxiproxy_url() is None), topo.host)
+        check_free(stack_ports(topo, include_netproxy=_server_choice(args).kind != "external"), topo.host)
     except PortInUse as exc:
         raise CliError(str(exc)) from exc
     return home
@@ -122,7 +125,8 @@ def _preflight(args: argparse.Namespace) -> Path:
 def _serve_argv(args: argparse.Namespace, home: Path) -> list[str]:
     return [sys.executable, "-m", "lab.cli", "serve", "--home", str(home), "--replicas", str(args.replicas),
             "--base-port", str(args.base_port), "--netproxy-port", str(args.netproxy_port),
-            "--lab-port", str(args.lab_port), "--ready-timeout", str(args.ready_timeout)] + (
+            "--lab-port", str(args.lab_port), "--ready-timeout", str(args.ready_timeout),
+            "--rps", str(args.rps), "--profile", args.profile] + (
                 ["--exit-with", str(args.exit_with)] if args.exit_with else [])
 
 
@@ -220,8 +224,13 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
 
     setup_logging("faultline.lab", "INFO")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = LabSettings(home=home, ports=_ports(args), replicas=args.replicas,
-                           toxiproxy_url=_toxiproxy_url(), ready_timeout_s=args.ready_timeout)
+    from lab.specs import StackSettings
+
+    choice = _server_choice(args)
+    stack_settings = StackSettings(home=home, netproxy_argv=choice.argv if choice.kind == "binary" else None)
+    settings = LabSettings(home=home, ports=_ports(args), replicas=args.replicas, stack=stack_settings,
+                           toxiproxy_url=choice.url if choice.kind == "external" else None,
+                           ready_timeout_s=args.ready_timeout, traffic_rps=args.rps, traffic_profile=args.profile)
     lab = Lab(settings)
     try:
         lab.stack.preflight()
@@ -330,6 +339,31 @@ def cmd_limit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_traffic(args: argparse.Namespace) -> int:
+    if args.stop:
+        _api(args, "DELETE", "/api/traffic", timeout=60)
+        print("traffic stopped")
+        return EXIT_OK
+    if args.rps is None and args.profile is None:
+        st = _api(args, "GET", "/api/traffic", timeout=15)
+    else:
+        if args.rps is None:
+            cur = _api(args, "GET", "/api/traffic", timeout=15)
+            args.rps = cur.get("target_rps", 0.0) if cur.get("running") else 0.0
+        body = {"rps": args.rps, **({"profile": args.profile} if args.profile else {})}
+        st = _api(args, "POST", "/api/traffic", json=body, timeout=120)
+    print(json.dumps(st, indent=2) if args.json else _traffic_text(st))
+    return EXIT_OK
+
+
+def _traffic_text(st: dict[str, Any]) -> str:
+    if not st.get("running", True):
+        why = f": {st['error']}" if st.get("error") else ""
+        return f"no traffic (start it with `faultline traffic --rps 20`){why}"
+    keys = ("target_rps", "achieved_rps", "profile", "users")
+    return "traffic: " + ", ".join(f"{k} {st[k]}" for k in keys if k in st)
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {}
     if args.grep:
@@ -393,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--lab-port", type=_port, default=DEFAULT_LAB_PORT,
                         help=f"lab JSON API port (default {DEFAULT_LAB_PORT})")
         sp.add_argument("--ready-timeout", type=float, default=90.0, help="seconds to wait for readiness")
+        sp.add_argument("--rps", type=float, default=0.0,
+                        help="start the load generator at this rate once ready (default 0: no traffic)")
+        sp.add_argument("--profile", default="baseline", help="traffic profile for --rps (default baseline)")
         sp.add_argument("--exit-with", type=int, metavar="PID",
                         help="stop the lab when process PID exits (test runners, scripts)")
 
@@ -436,6 +473,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="memory limit, e.g. 512MiB (exceeding it: SIGKILL, exit 137 OOMKilled), or none")
     lm.add_argument("--restart", choices=("no", "on-failure", "always"), help="restart policy")
     lm.set_defaults(func=cmd_limit)
+
+    tr = sub.add_parser("traffic", help="start, change or stop the load generator")
+    common(tr)
+    tr.add_argument("--rps", type=float, help="target requests per second")
+    tr.add_argument("--profile", help="traffic profile (baseline, ...)")
+    tr.add_argument("--stop", action="store_true", help="stop sending traffic")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_traffic)
 
     lg = sub.add_parser("logs", help="a service's captured log")
     common(lg)

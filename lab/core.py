@@ -29,6 +29,8 @@ class LabSettings:
     toxiproxy_url: str | None = None
     ready_timeout_s: float = 90.0
     stack: StackSettings | None = None
+    traffic_rps: float = 0.0  # > 0: start the load generator once the stack is ready
+    traffic_profile: str = "baseline"
 
     def stack_settings(self) -> StackSettings:
         return self.stack or StackSettings(home=self.home)
@@ -68,8 +70,12 @@ class Lab:
             try:
                 self.stack.start()
                 log.info("stack ready after %.2fs", self.stack.ready_after_s or 0)
+                if self.settings.traffic_rps > 0:
+                    self.stack.traffic(self.settings.traffic_rps, self.settings.traffic_profile)
             except Exception as exc:  # noqa: BLE001 - recorded in status for the CLI and the UI
                 log.error("stack start failed: %s", exc)
+                if self.stack.error is None:
+                    self.stack.error = str(exc)
 
         self._start_thread = threading.Thread(target=run, name="faultline-stack-start", daemon=True)
         self._start_thread.start()

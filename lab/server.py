@@ -49,6 +49,14 @@ class ServicePatch(BaseModel):
     restart_policy: Literal["no", "on-failure", "always"] | None = None
 
 
+class TrafficBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rps: float = Field(ge=0, le=10_000)
+    profile: str | None = Field(default=None, min_length=1, max_length=100)
+    feedback_delay_s: float | None = Field(default=None, ge=0, le=3600)
+    seed: int | None = None
+
+
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
@@ -94,6 +102,18 @@ def core_router(lab: Lab) -> APIRouter:
         lines = lab.stack.logs(name, grep or None, tail, since)
         path = lab.stack.log_path(name)
         return {"name": name, "file": str(path) if path else None, "lines": lines}
+
+    @r.get("/traffic")
+    def traffic_state() -> dict[str, Any]:
+        return lab.stack.traffic_state()
+
+    @r.post("/traffic")
+    def traffic(body: TrafficBody) -> dict[str, Any]:
+        return lab.stack.traffic(body.rps, body.profile, body.feedback_delay_s, body.seed)
+
+    @r.delete("/traffic")
+    def stop_traffic() -> dict[str, Any]:
+        return lab.stack.stop_traffic()
 
     @r.post("/down")
     def down(request: Request) -> dict[str, Any]:

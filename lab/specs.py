@@ -26,6 +26,7 @@ DEFAULT_MEMORY_LIMITS: dict[str, int] = {
     "feature-store": 256 * MiB,
     "gateway": 384 * MiB,
     "model": 1024 * MiB,
+    "loadgen": 512 * MiB,
 }
 
 # Start tiers: services in a tier start together. Only the gateway dials other services, so it alone waits for
@@ -55,6 +56,8 @@ class StackSettings:
     # Initial `--config` JSON per service name ("model" applies to every replica).
     service_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     log_level: str = "INFO"
+    # How to run the Toxiproxy server (lab/toxiproxy.py's select_server: toxiproxy-server or the embedded one).
+    netproxy_argv: list[str] | None = None
 
     @property
     def registry_dir(self) -> Path:
@@ -84,6 +87,8 @@ def gateway_replicas(topology: Topology) -> dict[str, str]:
 def service_argv(name: str, topology: Topology, settings: StackSettings) -> list[str]:
     py, host = settings.python, topology.host
     if name == "netproxy":
+        if settings.netproxy_argv:
+            return list(settings.netproxy_argv)
         return [py, "-m", "services.netproxy", "--host", host, "--port", str(topology.ports.netproxy)]
     port = str(topology.service_port(name))
     common = ["--host", host, "--port", port]
@@ -107,6 +112,22 @@ def service_names(topology: Topology, with_netproxy: bool = True) -> list[str]:
     """Status order: what the learner cares about first (gateway, feature-store, model-N), infrastructure last."""
     names = ["gateway", "feature-store", *topology.model_names(), "registry"]
     return [*names, "netproxy"] if with_netproxy else names
+
+
+def loadgen_spec(topology: Topology, settings: StackSettings, rps: float, profile: str,
+                 feedback_delay_s: float = 2.0, seed: int | None = None) -> ServiceSpec:
+    """The load generator: locust in its own process, sending to the public (gateway proxy) URL."""
+    from services.loadgen.client import loadgen_argv
+
+    port = topology.ports.locust_web
+    argv = loadgen_argv(topology.public_url, rps, profile, port, feedback_delay_s=feedback_delay_s, seed=seed,
+                        data_seed=settings.feature_seed, python=settings.python)
+    return ServiceSpec(
+        name="loadgen", argv=argv, url=f"http://{topology.host}:{port}", port=port, ready_path="/readyz",
+        restart=RestartPolicy(mode=settings.restart_policy),
+        memory_limit_bytes=memory_limit_for("loadgen", settings.memory_limits),
+        cwd=str(PACKAGE_ROOT), env={"FAULTLINE_HOME": str(settings.home), "FAULTLINE_SERVICE": "loadgen"},
+    )
 
 
 def service_spec(name: str, topology: Topology, settings: StackSettings) -> ServiceSpec:

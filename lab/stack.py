@@ -19,7 +19,7 @@ import httpx
 
 from lab import specs
 from lab.logbuffer import iso_utc
-from lab.ports import check_free, stack_ports
+from lab.ports import PortUse, check_free, stack_ports
 from lab.supervisor import Supervisor, UnknownService
 from lab.topology import MAX_REPLICAS, Topology
 
@@ -107,7 +107,11 @@ class Stack:
         return self._proxy_api
 
     def service_names(self) -> list[str]:
-        return specs.service_names(self.topology, with_netproxy=not self.external_proxy)
+        names = specs.service_names(self.topology, with_netproxy=not self.external_proxy)
+        return [*names, "loadgen"] if self._has_loadgen() else names
+
+    def _has_loadgen(self) -> bool:
+        return self.phase != "idle" and "loadgen" in self.supervisor.names()
 
     def _spec(self, name: str) -> specs.ServiceSpec:
         return specs.service_spec(name, self.topology, self.settings)
@@ -141,7 +145,7 @@ class Stack:
                     self.phase, self.error = "failed", str(exc)
                 raise
         # Waiting happens outside the lock so that `down` (Ctrl-C, POST /api/down) is never held up by it.
-        pending = self._wait_ready(self.service_names(), self.ready_timeout_s)
+        pending = self._wait_ready([n for n in self.service_names() if n != "loadgen"], self.ready_timeout_s)
         if self._stopping.is_set():
             raise StackError("stopped while starting")
         if pending:
@@ -196,8 +200,9 @@ class Stack:
                 return
             self.phase = "stopping"
             models = self.topology.model_names()
+            first = ["loadgen", "gateway"]  # traffic stops first, so stopping the gateway is not an outage
             if self.external_proxy:
-                self.supervisor.shutdown(grace_s, order=[["gateway"], [*models, "feature-store", "registry"]])
+                self.supervisor.shutdown(grace_s, order=[first, [*models, "feature-store", "registry"]])
                 for hop in self.topology.hops():
                     try:
                         self.proxy_api.delete(hop.name)
@@ -205,7 +210,7 @@ class Stack:
                         pass
             else:
                 self.supervisor.shutdown(
-                    grace_s, order=[["gateway"], [*models, "feature-store", "registry"], ["netproxy"]]
+                    grace_s, order=[first, [*models, "feature-store", "registry"], ["netproxy"]]
                 )
             self.phase = "stopped"
 
@@ -293,6 +298,62 @@ class Stack:
             raise StackError(f"could not reach the gateway to update its replicas: {exc}") from exc
         if r.status_code != 200:
             raise StackError(f"the gateway refused its new replicas: {r.status_code} {r.text[:300]}")
+
+    # --- traffic (the load generator) ------------------------------------------------------------------------------
+
+    @property
+    def loadgen_url(self) -> str:
+        return f"http://{self.topology.host}:{self.topology.ports.locust_web}"
+
+    def traffic(self, rps: float, profile: str | None = None, feedback_delay_s: float | None = None,
+                seed: int | None = None, wait_s: float = 60.0) -> dict[str, Any]:
+        """Start the load generator at `rps` (or change its rate/profile when it runs); returns its state."""
+        from services.loadgen.client import LoadgenClient, LoadgenError
+
+        with self._lock:
+            if self.phase not in ("running", "degraded"):
+                raise StackError(f"the stack is not running (phase {self.phase})")
+            running = self._has_loadgen() and self.supervisor.service_status("loadgen")["pid"] is not None
+            if not running:
+                if "loadgen" in self.supervisor.names():
+                    self.supervisor.remove("loadgen")
+                port = self.topology.ports.locust_web
+                check_free([PortUse(port, "loadgen web UI", "--base-port")], self.topology.host)
+                spec = specs.loadgen_spec(self.topology, self.settings, rps, profile or "baseline",
+                                          2.0 if feedback_delay_s is None else feedback_delay_s, seed)
+                self.supervisor.add(spec)
+                pending = self.supervisor.wait_ready(["loadgen"], wait_s)
+                if pending:
+                    raise StackError(f"the load generator did not become ready in {wait_s:.0f}s; "
+                                     "see `faultline logs loadgen`")
+            with LoadgenClient(self.loadgen_url) as client:
+                try:
+                    state = client.configure(rps=rps, profile=profile, feedback_delay_s=feedback_delay_s)
+                except LoadgenError as exc:
+                    raise StackError(str(exc)) from exc
+            # A restart (crash, OOM) must come back at the rate asked for last, not the first one.
+            current = specs.loadgen_spec(self.topology, self.settings, state.get("target_rps", rps),
+                                         state.get("profile", profile or "baseline"),
+                                         state.get("feedback_delay_s", feedback_delay_s or 2.0), seed)
+            self.supervisor.update_spec("loadgen", argv=current.argv)
+            return state
+
+    def traffic_state(self) -> dict[str, Any]:
+        from services.loadgen.client import LoadgenClient, LoadgenError
+
+        if not self._has_loadgen():
+            return {"running": False}
+        with LoadgenClient(self.loadgen_url) as client:
+            try:
+                return {"running": True, **client.state()}
+            except LoadgenError as exc:
+                return {"running": False, "error": str(exc), **self.supervisor.service_status("loadgen")}
+
+    def stop_traffic(self) -> dict[str, Any]:
+        with self._lock:
+            if self._has_loadgen():
+                self.supervisor.remove("loadgen", grace_s=10)  # SIGTERM: it delivers pending labels first
+            return {"running": False}
 
     # --- reading ------------------------------------------------------------------------------------------------
 

@@ -269,3 +269,24 @@ def test_ready_quickly(stack):
 def test_lab_api_health(stack):
     r = httpx.get(stack.lab_url + "/api/health", trust_env=False)
     assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_traffic_starts_changes_and_stops_through_the_lab(stack):
+    started = json.loads(stack.cli("traffic", "--rps", "15", "--json").stdout)
+    try:
+        assert started["target_rps"] == 15 and started["profile"] == "baseline"
+        lg = stack.service("loadgen")
+        assert lg["ready"] and lg["url"].endswith(f":{stack.topology.ports.locust_web}")
+        assert stack.topology.public_url in lg["argv"]  # traffic enters through the gateway's proxy
+        wait_for(lambda: json.loads(stack.cli("traffic", "--json").stdout)["achieved_rps"] > 3, timeout=30)
+        bad = stack.cli("traffic", "--rps", "5", "--profile", "no-such-profile")
+        assert bad.returncode == 1 and "no-such-profile" in bad.stderr
+        assert stack.client.post(stack.lab_url + "/api/traffic", json={"rps": -1}).status_code == 422
+        changed = json.loads(stack.cli("traffic", "--rps", "5", "--json").stdout)
+        assert changed["target_rps"] == 5
+        argv = stack.service("loadgen")["argv"]
+        assert argv[argv.index("--rps") + 1] == "5"  # a restart would come back at the new rate
+    finally:
+        assert stack.cli("traffic", "--stop").returncode == 0
+    assert "loadgen" not in [s["name"] for s in stack.status()["services"]]
+    assert json.loads(stack.cli("traffic", "--json").stdout) == {"running": False}

@@ -132,7 +132,7 @@ class ModelServer:
             log.exception("%s", self.reason)
             return
         self._install(models, self.initial_versions)
-        # torch's import leaves ~10^5 long-lived objects; freezing them keeps full GC passes short (tail latency)
+        # torch and the web stack leave ~2e5 long-lived objects; freezing them keeps full GC passes short (tail latency)
         gc.collect()
         gc.freeze()
         if cfg.warmup_ms:

@@ -37,6 +37,8 @@ def parse_json(body: bytes) -> Any:
         value, _ = _DECODER.raw_decode(text)
     except ValueError as exc:
         raise BAD_REQUEST_BODY.joined(str(exc)) from None
+    except RecursionError:
+        raise BAD_REQUEST_BODY.joined("JSON nested too deeply") from None
     return value
 
 

@@ -377,6 +377,24 @@ def test_embedded_rejects_nonsense_toxics(http, names, toxic, fragment) -> None:
 
 
 @embedded_only
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type": "latency", "attributes": {"latency": 1e400}}',
+        b'{"type": "latency", "attributes": {"latency": 100000000000000000000000000000}}',
+        b'{"type": "latency", "toxicity": NaN}',
+        b"[" * 100_000,
+    ],
+)
+def test_embedded_answers_400_not_500_to_extreme_bodies(http, names, raw) -> None:
+    name = names()
+    create(http, name)
+    r = http("POST", f"/proxies/{name}/toxics", data=raw)
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("bad request body")
+
+
+@embedded_only
 def test_embedded_answers_unknown_routes_with_json(http) -> None:
     assert http("GET", "/nope").status_code == 404
     r = http("DELETE", "/version")

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.netproxy.conftest import connect, recv_exactly, recv_until_eof
+from tests.netproxy.conftest import EchoServer, connect, recv_exactly, recv_until_eof
 
 # Extra time allowed on top of Toxiproxy's bounds for a loaded machine (never used for lower bounds).
 SLACK = 0.15
@@ -265,6 +265,24 @@ def test_down_drops_connections_and_refuses_new_ones(client, proxy) -> None:
     client.update_proxy(name, enabled=True)
     with connect(listen) as sock:
         assert round_trip(sock, b"back") < 0.5
+
+
+def test_changing_upstream_drops_connections_and_uses_the_new_one(client, proxy) -> None:
+    name, listen = proxy
+    other = EchoServer(lambda conn: conn.sendall(b"other"))
+    try:
+        with connect(listen) as sock:
+            assert round_trip(sock, b"first") < 0.5
+            client.update_proxy(name, upstream=other.address)
+            sock.settimeout(2)
+            try:
+                assert sock.recv(10) == b""
+            except ConnectionResetError:
+                pass
+        with connect(listen) as sock:
+            assert recv_exactly(sock, 5) == b"other"
+    finally:
+        other.close()
 
 
 def test_unreachable_upstream_closes_the_client(client, names) -> None:

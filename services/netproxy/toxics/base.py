@@ -8,10 +8,14 @@ contract that makes live changes safe: whatever a toxic has read but not yet wri
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Protocol
 
 from services.netproxy.errors import BAD_REQUEST_BODY
 from services.netproxy.stream import Chunk, Item, TimedOut
+
+# JSON-safe integers; also keeps every timer and size computation in range.
+MAX_ATTRIBUTE = 2**53 - 1
 
 
 class Stub(Protocol):
@@ -56,12 +60,18 @@ class Toxic:
         for key, value in raw.items():
             if key not in cls.attributes:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+                value = int(value)  # 100.0 is fine; 2.5, 1e400 and "100" are not
+            if isinstance(value, bool) or not isinstance(value, int):
                 raise BAD_REQUEST_BODY.joined(
                     f"attribute {key} of a {cls.type_name} toxic must be an integer, got {value!r}"
                 )
             if value < 0:
                 raise BAD_REQUEST_BODY.joined(f"attribute {key} of a {cls.type_name} toxic must be >= 0, got {value}")
+            if value > MAX_ATTRIBUTE:
+                raise BAD_REQUEST_BODY.joined(
+                    f"attribute {key} of a {cls.type_name} toxic must be <= {MAX_ATTRIBUTE}, got {value}"
+                )
             merged[key] = int(value)
         return merged
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.netproxy.conftest import EchoServer, connect, recv_exactly, recv_until_eof
+from tests.netproxy.conftest import EchoServer, connect, embedded_only, recv_exactly, recv_until_eof
 
 # Extra time allowed on top of Toxiproxy's bounds for a loaded machine (never used for lower bounds).
 SLACK = 0.15
@@ -383,3 +383,24 @@ def test_upstream_echo_server_sees_eof_when_client_closes(client, held_server, n
     sock.close()
     upstream.settimeout(2)
     assert recv_until_eof(upstream) == b"bye"
+
+
+@embedded_only
+def test_closed_connections_are_released(client, proxy, http) -> None:
+    """Every connection ends up fully closed and forgotten, also when clients hang up mid-flight (via /metrics)."""
+    name, listen = proxy
+    client.add_toxic(name, "latency", {"latency": 2})
+    client.add_toxic(name, "slicer", {"average_size": 100}, stream="upstream")
+    for i in range(120):
+        with connect(listen) as sock:
+            sock.sendall(b"x" * 300)
+            if i % 2:
+                recv_exactly(sock, 300)
+    deadline = time.monotonic() + 10
+    line = f'toxiproxy_proxy_connections{{proxy="{name}"}}'
+    while True:
+        open_now = next(ln for ln in http("GET", "/metrics").text.splitlines() if ln.startswith(line))
+        if open_now.endswith(" 0") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert open_now == f"{line} 0"

@@ -221,11 +221,14 @@ class Stub:
             log.exception("toxic failed proxy=%s toxic=%s", self.link.conn.proxy.name, self.wrapper.name)
             self.link.conn.abort()
 
-    def interrupt(self) -> None:
-        """Stop the toxic now; whatever it held goes on, unharmed, to the next stage."""
+    def cancel(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+    def interrupt(self) -> None:
+        """Stop the toxic now; whatever it held goes on, unharmed, to the next stage."""
+        self.cancel()
         if self.holding is not None:
             self.output.resolve().push(self.holding)
             self.holding = None
@@ -345,9 +348,7 @@ class Link:
         index = self.stubs.index(stub)
         del self.stubs[index]
         if self.closed or stub.closed:
-            # Nothing flows any more: stop the task, there is nowhere to deliver what it held.
-            stub.holding, stub.eof_pending = None, False
-            stub.interrupt()
+            stub.cancel()  # nothing flows any more: there is nowhere to deliver what it held
             return
         stub.interrupt()
         wrapper.toxic.cleanup(stub)
@@ -370,9 +371,7 @@ class Link:
 
     def stop(self) -> None:
         for stub in self.stubs:
-            if stub._task is not None:
-                stub._task.cancel()
-                stub._task = None
+            stub.cancel()
         self.stubs.clear()
 
 

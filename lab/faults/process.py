@@ -1,8 +1,8 @@
 """Process faults: kill a service, freeze it (SIGSTOP), or make it crash at every start (a crash loop).
 
 - kill: one signal to the service's pid, as `kill -9 PID` would. The supervisor's restart policy decides what
-  happens next (SIGKILL: restarted with backoff; TERM/INT: a clean exit 0, which `on-failure` leaves down).
-  Revert makes sure it runs again.
+  happens next (uvicorn re-raises TERM/INT after its graceful shutdown, so every signal ends in 128+N and
+  `on-failure` restarts it with backoff). Revert makes sure it runs again (a policy of `no` leaves it down).
 - freeze: SIGSTOP to the service's process group; SIGCONT on revert, only to that same process (pid and start
   time checked). The supervisor does not fight it: a stopped process keeps its RSS (no memory kill), its
   readiness probe times out so it shows `unready` — exactly what callers see — and nothing restarts an unready

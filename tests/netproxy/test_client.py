@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -273,3 +274,15 @@ def test_wrapper_calls_do_not_wait_for_stalled_data(ours, echo_server) -> None:
         sock.close()
     finally:
         ours.delete_proxy(name)
+
+
+def test_netproxy_imports_only_the_standard_library() -> None:
+    """services/netproxy must stay light: no torch, no web framework, never `lab`."""
+    code = (
+        "import sys, services.netproxy.__main__, services.netproxy.api;"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'fastapi', 'starlette', 'pydantic', "
+        "'numpy', 'lab', 'requests', 'httpx'});"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export FAULTLINE_HOME ?= $(CURDIR)/.faultline
 
-.PHONY: setup run test lint models bench clean
+.PHONY: setup run test lint models browser bench clean
 
 setup: $(VENV)/.installed models
 
@@ -23,7 +23,14 @@ run: setup
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-test: setup lint
+# Browser tests drive Debian's Chromium (never a browser downloaded by a test tool).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+test: setup lint browser
 	$(VENV)/bin/pytest -q -ra
 
 bench: setup

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lab.faults.base import Applied, Injector, MiB, register
+from lab.faults.base import Applied, FaultError, Injector, MiB, register
 from lab.faults.context import FaultContext
 from lab.scenario import faults as models
+
+READY_WAIT_S = 60.0
 
 
 def _mb(n: int | None) -> str:
@@ -40,16 +42,24 @@ def restore_limit(ctx: FaultContext, name: str, before: int | None) -> list[str]
 
 
 def restore_config(ctx: FaultContext, name: str, values: dict[str, Any], argv_before: list[str]) -> list[str]:
-    """Start-up config back first (a restart from now on is clean), then the live config, best effort: a
-    process that restarted since already runs the original."""
+    """Start-up config back first (any start from now on is clean), then the live config. A process that is
+    down starts with the restored argv; one still starting (e.g. restarted after an OOM kill, with the faulty
+    argv) is waited for, then patched — or restarted if it never answers."""
     if name not in ctx.supervisor.names():
         return [f"{name} no longer exists"]
     ctx.set_argv(name, argv_before)
-    try:
-        ctx.patch_config(name, values)
-    except Exception as exc:  # noqa: BLE001 - down or restarting: it comes back with argv_before
-        return [f"could not restore {name}'s live config ({exc}); its start-up config is restored"]
-    return []
+    last: Exception | None = None
+    for _ in range(2):
+        try:
+            ctx.patch_config(name, values)
+            return []
+        except FaultError as exc:
+            last = exc
+        if ctx.status(name)["pid"] is None:
+            return []
+        ctx.wait_ready([name], READY_WAIT_S)
+    ctx.restart(name)
+    return [f"{name} did not take its config back live ({last}): restarted it"]
 
 
 @register

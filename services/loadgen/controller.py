@@ -66,6 +66,7 @@ class Controller:
         self.base_rps = check_rps(rps)
         self.started_at = time.monotonic()
         self.codes: Counter[int] = Counter()
+        self.inflight = 0
         self._answered: deque[float] = deque()
         self._autoscaler: gevent.Greenlet | None = None
 
@@ -192,6 +193,7 @@ class Controller:
             "achieved_rps": round(self.achieved_rps(), 3),
             "profile": self.profile.name,
             "users": runner.user_count if runner is not None else 0,
+            "inflight": self.inflight,
             "runner_state": runner.state if runner is not None else "none",
             "target": self.environment.host,
             "requests": {

@@ -38,15 +38,19 @@ class ScoringUser(FastHttpUser):
         assert controller is not None
         row, label = controller.source.next()
         body = json.dumps(row).encode()
-        with self.client.post(
-            SCORE_PATH, data=body, headers=JSON_HEADERS, name=SCORE_PATH, catch_response=True
-        ) as resp:
-            code = int(resp.status_code or 0)
-            controller.record(code)
-            if code == 200:
-                controller.feedback.add(row["transaction_id"], label)
-            elif code:
-                resp.failure(f"HTTP {code}: {_detail(resp.text)}")
+        controller.inflight += 1
+        try:
+            with self.client.post(
+                SCORE_PATH, data=body, headers=JSON_HEADERS, name=SCORE_PATH, catch_response=True
+            ) as resp:
+                code = int(resp.status_code or 0)
+                controller.record(code)
+                if code == 200:
+                    controller.feedback.add(row["transaction_id"], label)
+                elif code:
+                    resp.failure(f"HTTP {code}: {_detail(resp.text)}")
+        finally:
+            controller.inflight -= 1
 
 
 def _detail(text: str | None) -> str:

@@ -41,7 +41,7 @@ class Pacer:
             raise ValueError(f"rate must be >= 0, got {rate}")
         self._rate = float(rate)
         # The buffer holds about burst_s worth of permits: enough to absorb jitter, too few for a visible burst.
-        self._cap = max(1, int(self._rate * self._burst_s))
+        self._cap = max(1, int(self._rate * self._burst_s)) if self._rate > 0 else 0
         # Permits buffered at the old rate would be sent in a burst after a rate drop: forget them.
         while self._permits.qsize() > self._cap:
             self._permits.get_nowait()

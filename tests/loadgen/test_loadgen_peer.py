@@ -43,9 +43,18 @@ def peer_rate(peer: Peer, seconds: float) -> tuple[float, list[dict]]:
 
 
 def pause_and_drain(lg: Loadgen) -> dict:
-    """Rate 0, then wait for in-flight requests and every pending label."""
+    """Rate 0, then wait until nothing moves: no request in flight, no label pending."""
     lg.client.set_rate(0)
-    return wait_until(lambda: (s := lg.client.state())["feedback"]["pending"] == 0 and s, timeout=30, interval=0.2)
+    seen: list[dict] = []
+
+    def quiet() -> dict | None:
+        s = lg.client.state()
+        idle = s["inflight"] == 0 and s["feedback"]["pending"] == 0
+        settled = idle and bool(seen) and seen[-1]["requests"] == s["requests"]
+        seen.append(s)
+        return s if settled else None
+
+    return wait_until(quiet, timeout=30, interval=0.25)
 
 
 def test_steady_rate_is_kept_and_counted_the_same_everywhere(lg: Loadgen, peer: Peer) -> None:
@@ -69,7 +78,7 @@ def test_steady_rate_is_kept_and_counted_the_same_everywhere(lg: Loadgen, peer: 
     sent = drained["requests"]["ok"] + drained["requests"]["failed"]
     n_scores, _ = peer.counts()
     # With traffic paused and nothing in flight the three counts must be identical.
-    assert score["num_requests"] == sent == n_scores
+    assert score["num_requests"] == sent == n_scores, (score["num_requests"], sent, n_scores)
     assert drained["requests"]["failed"] == 0
 
 
@@ -194,7 +203,22 @@ def test_control_api_refuses_bad_input_and_changes_nothing(lg: Loadgen) -> None:
     assert state["base_rps"] == 5 and state["profile"] == "baseline" and state["feedback"]["delay_s"] == 1.0
 
 
+def test_stop_in_locust_ui_is_visible_and_a_new_rate_restarts(lg: Loadgen, peer: Peer) -> None:
+    lg.client.configure(rps=20, profile="baseline")
+    assert httpx.post(lg.url + "/stop", timeout=10).status_code == 200
+    wait_until(lambda: lg.client.state()["runner_state"] == "stopped", timeout=15)
+    ready = httpx.get(lg.url + "/readyz", timeout=5)
+    assert ready.status_code == 503 and "stopped" in ready.json()["reason"]
+    lg.client.set_rate(20)
+    wait_until(lambda: lg.client.state()["runner_state"] == "running", timeout=15)
+    time.sleep(1)
+    rate, _ = peer_rate(peer, 3)
+    assert 20 * 0.7 <= rate <= 20 * 1.3, rate
+    assert httpx.get(lg.url + "/readyz", timeout=5).status_code == 200
+
+
 def test_web_ui_and_service_routes(lg: Loadgen) -> None:
+    lg.client.configure(rps=5, profile="baseline")
     ui = httpx.get(lg.url + "/", timeout=5)
     assert ui.status_code == 200 and "locust" in ui.text.lower()
     assert httpx.get(lg.url + "/healthz", timeout=5).json()["status"] == "ok"
@@ -246,6 +270,31 @@ def test_bad_command_lines_fail_fast_with_a_message(peer: Peer, tmp_path: Path) 
     finally:
         stop_process(proc)
     assert f"cannot listen on 127.0.0.1:{busy}" in (tmp_path / "busy.log").read_text()
+
+
+def test_slow_answers_grow_the_pool_and_saturation_is_reported(lg: Loadgen, peer: Peer, tmp_path: Path) -> None:
+    peer.configure(score_delay_ms=400)
+    try:
+        # 40 rps x 0.4 s needs ~16 requests in flight; the pool starts at 10 for 40 rps and must grow.
+        lg.client.configure(rps=40, profile="baseline")
+        time.sleep(5)
+        rate, _ = peer_rate(peer, 4)
+        assert 40 * 0.75 <= rate <= 40 * 1.25, rate
+        assert lg.client.state()["users"] >= 16
+
+        # A load generator capped at 4 users can only do 4 / 0.4 s = 10 rps: it must say so, not pretend.
+        capped = start_loadgen(peer.url, 40, tmp_path, max_users=4, feedback_delay_s=0.5)
+        try:
+            time.sleep(5)
+            state = capped.client.state()
+        finally:
+            capped.stop()
+    finally:
+        peer.configure(score_delay_ms=0)
+        pause_and_drain(lg)
+    assert state["target_rps"] == 40 and state["users"] == 4
+    assert 5 <= state["achieved_rps"] <= 12, state
+    assert state["permits"]["missed"] > 50, state["permits"]
 
 
 @pytest.mark.slow

@@ -172,9 +172,12 @@ def create_app(lab: Lab) -> FastAPI:
 def serve(lab: Lab, log_level: str = "warning", exit_with: int | None = None) -> int:
     """Run the lab in the foreground until SIGINT/SIGTERM or POST /api/down; stop the stack on the way out.
 
-    The API answers as soon as it is bound (lab.json is written then) while the stack starts behind it, so
+    The stack starts at once; the API answers as soon as it is bound (lab.json is written then), so
     `faultline up -d` and the UI can show start-up progress.
     """
+    # The stack starts before the API exists: importing and attaching components takes about a second that
+    # the services' start-up (torch imports) can overlap.
+    lab.start_stack_in_background()
     app = create_app(lab)
     config = uvicorn.Config(
         app, host=lab.topology.host, port=lab.settings.ports.lab, log_level=log_level, access_log=False,
@@ -189,7 +192,6 @@ def serve(lab: Lab, log_level: str = "warning", exit_with: int | None = None) ->
                 return
             time.sleep(0.01)
         write_lab_info(lab.home, lab.url, lab.run_id)
-        lab.start_stack_in_background()
 
     threading.Thread(target=when_bound, name="faultline-lab-bound", daemon=True).start()
     if exit_with:

@@ -77,6 +77,7 @@ def test_status_lists_services_and_proxies(stack):
     names = [s["name"] for s in st["services"]]
     assert names == ["gateway", "feature-store", "model-1", "model-2", "registry", "netproxy"]
     assert st["supervisor_pid"] == stack.lab_pid and st["phase"] == "running" and st["ready"]
+    assert st["component_errors"] == []
     for s in st["services"]:
         assert s["state"] == "running" and s["ready"] and s["pid"] > 0 and s["rss_bytes"] > 5_000_000, s
         assert {"url", "cpu_percent", "restarts", "last_exit"} <= set(s)

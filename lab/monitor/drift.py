@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,11 @@ def to_columns(data: Any, features: Iterable[str]) -> dict[str, list[Any]]:
     rows = list(data or [])
     if rows and isinstance(rows[0], Mapping) and any(isinstance(rows[0].get(k), Mapping) for k in _NESTED_KEYS):
         rows = [_flatten(r) for r in rows]
-    return {f: [r.get(f) if isinstance(r, Mapping) else None for r in rows] for f in features}
+    # plain dicts (what JSON decoding gives) take the fast path: an ABC isinstance per cell costs more than
+    # the whole drift computation
+    if not all(type(r) is dict for r in rows):
+        rows = [r if isinstance(r, Mapping) else {} for r in rows]
+    return {f: [r.get(f) for r in rows] for f in features}
 
 
 def _flatten(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,15 +148,31 @@ def _numeric_ref(values: np.ndarray, bins: int) -> _NumericRef:
     return _NumericRef(present, edges, props, null_rate, rows)
 
 
+def category_counts(values: Sequence[Any], boolean: bool) -> tuple[Counter[str], int]:
+    """Counts per normalised category, and the number of nulls. Raw values are counted first (in C) and
+    normalised once per distinct value, not once per row."""
+    counter: Counter[str] = Counter()
+    nulls = 0
+    try:
+        raw_counts = Counter(values)
+    except TypeError:  # an unhashable value (a list, an object) in a categorical field: count its text
+        raw_counts = Counter(v if isinstance(v, Hashable) else str(v) for v in values)
+    for raw, n in raw_counts.items():
+        key = category_key(raw, boolean)
+        if key is None:
+            nulls += n
+        else:
+            counter[key] += n
+    return counter, nulls
+
+
 def _categorical_ref(values: Sequence[Any], boolean: bool) -> _CategoricalRef:
-    keys = [category_key(v, boolean) for v in values]
-    present = [k for k in keys if k is not None]
-    counter = Counter(present)
+    counter, nulls = category_counts(values, boolean)
     categories = sorted(counter)
     counts = np.array([counter[c] for c in categories], dtype=np.float64)
     props = counts / counts.sum() if counts.sum() else counts
-    null_rate = float(1.0 - len(present) / len(keys)) if keys else 0.0
-    return _CategoricalRef(categories, counts, props, null_rate, len(keys))
+    null_rate = float(nulls / len(values)) if len(values) else 0.0
+    return _CategoricalRef(categories, counts, props, null_rate, len(values))
 
 
 @dataclass
@@ -236,11 +256,9 @@ def numeric_drift(name: str, ref: _NumericRef, live: np.ndarray, cfg: DriftConfi
 def categorical_drift(
     name: str, ref: _CategoricalRef, values: Sequence[Any], cfg: DriftConfig
 ) -> dict[str, Any]:
-    boolean = name in BOOLEAN_FEATURES
-    keys = [category_key(v, boolean) for v in values]
-    counter = Counter(k for k in keys if k is not None)
+    counter, _ = category_counts(values, name in BOOLEAN_FEATURES)
     present = sum(counter.values())
-    rows = len(keys)
+    rows = len(values)
     null_rate = float(1.0 - present / rows) if rows else 0.0
     known = set(ref.categories)
     unseen = {k: v for k, v in counter.items() if k not in known}

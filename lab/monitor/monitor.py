@@ -51,7 +51,7 @@ DOWN_STATES = frozenset({"backoff", "crashloop", "stopped", "exited", "unready"}
 CHARTED = (
     "up", "rps", "error_rate", "error_rate_5xx", "p50_ms", "p95_ms", "p99_ms", "queue_ms", "compute_ms",
     "queue_p99_ms", "compute_p99_ms", "batch_size", "queue_depth", "inflight", "rss_bytes", "cpu_percent",
-    "restarts", "fallback_rate", "retry_rps", "scrape_ms",
+    "restarts", "fallback_rate", "retry_rps", "scrape_ms", "target_rps", "achieved_rps", "no_answer_rate",
 )
 
 

@@ -304,6 +304,22 @@ def model_signals(w: Window) -> dict:
     return out
 
 
+def loadgen_signals(w: Window) -> dict:
+    """The client's view (locust): answered rate and error rate as clients saw them, including requests that
+    got no answer at all (code "0": a proxy down, a timeout) which no server metric can count."""
+    out: dict = request_signals(w, "loadgen")
+    ring = w.ring
+    for key in ("target_rps", "achieved_rps", "users", "feedback_pending"):
+        out[key] = ring.latest_value(f"loadgen_{key}")
+    profiles = [labels.get("profile", "") for col, labels in ring.columns("loadgen_profile")
+                if ring.latest_value("loadgen_profile", ring.keys[col][1])]
+    out["profile"] = profiles[0] if profiles else None
+    by_code = w.by("loadgen_requests_total", "code")
+    total = sum(by_code.values())
+    out["no_answer_rate"] = _ratio(by_code.get("0", 0.0), total)
+    return out
+
+
 def process_signals(w: Window) -> dict[str, float | None]:
     """RSS from the latest scrape and CPU% from process_cpu_seconds_total over the window."""
     ring = w.ring
@@ -322,6 +338,8 @@ def service_kind(name: str, ring: ScrapeRing | None = None) -> str:
         return "model"
     if name == "feature-store":
         return "featurestore"
+    if name == "loadgen":
+        return "loadgen"
     if ring is not None:
         # an unknown name: the service whose `<prefix>_requests_total{code}` has a matching latency histogram
         candidates = sorted({key[0][: -len("_requests_total")] for key in ring.keys
@@ -341,6 +359,8 @@ def service_signals(name: str, w: Window) -> dict:
         out = gateway_signals(w)
     elif kind == "model":
         out = model_signals(w)
+    elif kind == "loadgen":
+        out = loadgen_signals(w)
     else:
         out = request_signals(w, kind)
     out.update(process_signals(w))

@@ -129,7 +129,7 @@ class MiniStack:
         return self.procs[name].url
 
     def targets(self) -> dict[str, str]:
-        return {n: p.url for n, p in self.procs.items() if n != "loadgen"}
+        return {n: p.url for n, p in self.procs.items()}
 
     def loadgen(self, **body: Any) -> dict[str, Any]:
         resp = httpx.post(self.url("loadgen") + "/control", json=body, timeout=10.0, trust_env=False)

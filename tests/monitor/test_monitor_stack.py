@@ -95,6 +95,9 @@ def test_baseline_traffic_is_measured_and_quiet(runner: MonitorRunner) -> None:
     assert m1["versions"][0]["version"] == "v1" and m1["rss_bytes"] > 50_000_000
     assert gw["upstreams"]["model-1"]["rps"] > 0 and m1["via_gateway"]["error_rate"] == 0.0
     assert m["versions"]["v1"]["rps"] > 0 and m["score"]["count"] > 0
+    client = m["services"]["loadgen"]  # locust's own view of the same traffic
+    assert client["target_rps"] == RPS and client["profile"] == "baseline"
+    assert client["rps"] == pytest.approx(gw["rps"], rel=0.3) and client["no_answer_rate"] == 0.0
     assert m["accuracy"] >= 0.8 and m["recall"] is not None and m["precision"] is not None
     assert m["quality"]["cumulative"]["labels"] >= m["labels"]
     drift = mon.drift()
@@ -114,6 +117,7 @@ def test_latency_flips_the_slo_and_unit_change_drifts_amount_only(mini: MiniStac
         mini.loadgen(profile="unit-change")
         wait_for("the latency SLO to be violated", lambda: slo_state(mon, "latency") == "violated", 40)
         assert mon.metrics()["services"]["gateway"]["p99_ms"] > LATENCY_SLO_MS
+        assert mon.metrics()["services"]["loadgen"]["profile"] == "unit-change"
         report = wait_for("amount to drift", lambda: (d := mon.drift())["drifted"] and d, 60)
         assert report["drifted"] == ["amount"]
         feats = {f["name"]: f for f in report["features"]}

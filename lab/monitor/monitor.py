@@ -270,7 +270,7 @@ class Monitor:
                 return {"ok": False, "error": f"HTTP {resp.status_code}", "ms": elapsed * 1000}
             parsed = prom.parse(resp.text)
             return {"ok": True, "samples": parsed.samples, "ms": elapsed * 1000, "parse_errors": parsed.errors[:5]}
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # any failure of one target is that target's scrape error, never the tick's
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300],
                     "ms": (time.perf_counter() - start) * 1000}
 

@@ -13,6 +13,7 @@ import pytest
 from conftest import FakeClock, ServiceProc, free_port, start_featurestore
 
 from lab.monitor import Monitor, MonitorConfig, SLOSpec
+from lab.monitor.text import format_drift, format_metrics, format_slo
 from services.trainer.generator import Generator, Shift
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.anyio]
@@ -52,6 +53,8 @@ async def test_rates_error_rate_and_latency_from_real_scrapes(featurestore: Serv
         pts = mon.series("feature-store.rps")
         assert len(pts) == 3 and pts[-1][1] == pytest.approx(40.0)  # the first tick has no window yet
         assert "feature-store.p99_ms" in mon.series_names()
+        text = format_metrics(mon.metrics())
+        assert "feature-store" in text and " 40.0 " in text and "25.0%" in text
     finally:
         await mon.stop()
 
@@ -92,7 +95,8 @@ async def test_latency_slo_violates_and_restores(featurestore: ServiceProc, cloc
 async def test_scrape_failures_restarts_and_availability(log_dir: Path, clock: FakeClock) -> None:
     proc = start_featurestore(log_dir, name="fs-restart")
     slo = SLOSpec(name="fs-up", kind="availability", target="fs-restart", threshold=0.99, window_s=4.0)
-    mon = Monitor(lambda: {"fs-restart": proc.url, "nothing-here": f"http://127.0.0.1:{free_port()}"},
+    mon = Monitor(lambda: {"fs-restart": proc.url, "nothing-here": f"http://127.0.0.1:{free_port()}",
+                           "wrong-path": proc.url + "/v1"},
                   clock=clock, config=config(), slos=[slo])
     events: list[dict] = []
     mon.subscribe(events.append)
@@ -104,6 +108,8 @@ async def test_scrape_failures_restarts_and_availability(log_dir: Path, clock: F
         snap = mon.metrics()
         assert snap["services"]["nothing-here"]["up"] is False
         assert "Connect" in snap["services"]["nothing-here"]["scrape_error"]
+        assert snap["services"]["wrong-path"]["scrape_error"].startswith("HTTP 4")
+        assert "scrape failed" in format_metrics(snap)
         proc.stop()
         clock.advance()
         snap = await mon.tick()
@@ -171,6 +177,8 @@ async def test_drift_through_the_monitor_and_its_slo(clock: FakeClock) -> None:
         clock.advance()
         await mon.tick()
         assert [e["state"] for e in events] == ["violated"] and events[0]["value"] > 0.25
+        assert "drifted: amount" in format_drift(mon.drift())
+        assert "drift violated since" in format_slo(mon.slo())
         assert mon.series("drift.amount.psi")[-1][1] > 0.25
         assert mon._reference is built  # the binned reference is built once per version
         assert [t.spec.threshold for t in mon.book.trackers.values()] == [0.25]  # explicit SLOs stay as given

@@ -79,10 +79,9 @@ class Supervisor:
 
     def _call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         """Run fn on the supervisor thread and return its result."""
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._thread or self._closed or not self._thread.is_alive():
+            # After shutdown nothing mutates any more: reading (status, logs) from the caller's thread is safe.
             return fn()
-        if self._closed:
-            raise RuntimeError("the supervisor is shut down")
         fut: Future[T] = Future()
 
         def run() -> None:

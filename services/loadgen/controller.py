@@ -192,6 +192,7 @@ class Controller:
             "rate_multiplier": self.profile.rate_multiplier,
             "achieved_rps": round(self.achieved_rps(), 3),
             "profile": self.profile.name,
+            "feedback_delay_s": self.feedback.delay_s,
             "users": runner.user_count if runner is not None else 0,
             "inflight": self.inflight,
             "runner_state": runner.state if runner is not None else "none",

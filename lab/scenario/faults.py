@@ -17,6 +17,7 @@ from lab.scenario.ops import ConfigKey, OpName
 
 Millis = Annotated[int, Field(ge=0, le=600_000)]
 Megabytes = Annotated[int, Field(ge=16, le=1_048_576)]
+HeadroomMb = Annotated[int, Field(ge=1, le=1_048_576)]
 
 
 # ---- when and until ----
@@ -200,6 +201,14 @@ class LeakParams(Strict):
     """The replica's prediction cache made unbounded; with a limit, it ends in an OOM kill."""
 
     limit_mb: Megabytes | None = None
+    # A replica's RSS depends on the machine: a limit relative to it at injection time keeps a scenario portable.
+    headroom_mb: HeadroomMb | None = Field(default=None, description="limit = the replica's RSS at injection + this")
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> LeakParams:
+        if self.limit_mb is not None and self.headroom_mb is not None:
+            raise ValueError("give limit_mb or headroom_mb, not both")
+        return self
 
 
 class MemoryLeak(_Fault):
@@ -211,7 +220,14 @@ class MemoryLeak(_Fault):
 
 class BatchBlowupParams(Strict):
     max_batch_size: int = Field(ge=2, le=1_000_000)
-    limit_mb: Megabytes
+    limit_mb: Megabytes | None = None
+    headroom_mb: HeadroomMb | None = Field(default=None, description="limit = the replica's RSS at injection + this")
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> BatchBlowupParams:
+        if (self.limit_mb is None) == (self.headroom_mb is None):
+            raise ValueError("give exactly one of limit_mb, headroom_mb")
+        return self
 
 
 class MemoryBatchBlowup(_Fault):

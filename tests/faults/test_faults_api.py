@@ -58,7 +58,7 @@ def test_kinds_lists_every_injector_with_schema_and_live_choices(lab: Lab) -> No
     assert by_name["memory.leak"]["target"]["choices"] == ["model-1", "model-2"]
     assert by_name["data.profile"]["target"] is None
     assert by_name["dependency.down"]["target"]["default"] == "feature-store"
-    assert "limit_mb" in by_name["memory.batch_blowup"]["params_schema"]["required"]
+    assert {"limit_mb", "headroom_mb"} <= set(by_name["memory.batch_blowup"]["params_schema"]["properties"])
 
 
 @pytest.mark.parametrize(("body", "status", "needle"), [

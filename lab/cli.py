@@ -197,7 +197,8 @@ def _report_failure(st: dict[str, Any]) -> None:
     print(f"faultline: the stack did not come up: {st.get('error')}", file=sys.stderr)
     for s in st["services"]:
         if not s["ready"]:
-            print(f"  {s['name']}: state {s['state']}, last exit {_exit_text(s['last_exit'])}, "
+            why = f", {s['not_ready_reason']}" if s.get("not_ready_reason") else ""
+            print(f"  {s['name']}: state {s['state']}, last exit {_exit_text(s['last_exit'])}{why}, "
                   f"log {s.get('log_file')}", file=sys.stderr)
     print("the lab is still running: inspect with `faultline status` / `faultline logs SERVICE`, "
           "stop it with `faultline down`", file=sys.stderr)

@@ -161,6 +161,7 @@ class ManagedProcess:
         self.oom_pending = False
         self.stopping = False
         self.probe_failures = 0
+        self.not_ready_reason: str | None = None
         self.generation = 0
 
     @property
@@ -184,6 +185,7 @@ class ManagedProcess:
         self.oom_pending = False
         self.ready = False
         self.probe_failures = 0
+        self.not_ready_reason = None
         self.restart_at = None
         self.generation += 1
         try:
@@ -296,6 +298,7 @@ class ManagedProcess:
             "pid": self.pid if self.alive() else None,
             "state": self.state,
             "ready": self.ready,
+            "not_ready_reason": None if self.ready or not self.alive() else self.not_ready_reason,
             "rss_bytes": self.rss_bytes,
             "cpu_percent": round(self.cpu_percent, 1),
             "restarts": self.restarts,

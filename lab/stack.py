@@ -150,17 +150,30 @@ class Stack:
             raise StackError("stopped while starting")
         if pending:
             self.phase = "degraded"
-            self.error = f"not ready after {self.ready_timeout_s:.0f}s: {', '.join(pending)}"
+            self.error = f"not ready: {self._describe(pending)}"
             raise StackError(self.error)
         self.ready_after_s = round(time.time() - self.started_at, 3)
         self.phase = "running"
 
     def _wait_ready(self, names: list[str], timeout_s: float) -> list[str]:
+        """Names not ready at the deadline; returns early when one of them is crash-looping or gave up."""
         deadline = time.time() + timeout_s
         while True:
             pending = self.supervisor.wait_ready(names, min(0.5, max(0.0, deadline - time.time())))
             if not pending or self._stopping.is_set() or time.time() >= deadline:
                 return pending
+            if any(s["state"] in ("crashloop", "exited") for s in self.supervisor.status(pending)):
+                return pending
+
+    def _describe(self, names: list[str]) -> str:
+        parts = []
+        for s in self.supervisor.status(names):
+            e = s["last_exit"]
+            why = f", last exit {e['code']} {e['reason']}" if e else ""
+            if s.get("not_ready_reason"):
+                why += f", {s['not_ready_reason']}"
+            parts.append(f"{s['name']} ({s['state']}{why})")
+        return ", ".join(parts) + " — see `faultline logs SERVICE`"
 
     def _start(self) -> None:
         self.supervisor.start()

@@ -38,6 +38,14 @@ PROBE_SLOW_S = 1.0
 UNREADY_AFTER_FAILURES = 2
 
 
+def _reason(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+        return str(body.get("reason") or body.get("detail") or body)[:300]
+    except (ValueError, AttributeError):
+        return r.text[:300]
+
+
 class UnknownService(KeyError):
     def __init__(self, name: str, known: Iterable[str]) -> None:
         super().__init__(name)
@@ -209,13 +217,16 @@ class Supervisor:
         """Readiness: GET url+ready_path on the service itself. No path: ready once the process is up."""
         assert self._http is not None
         while p.alive() and p.generation == generation:
-            ok = True
+            ok, why = True, None
             if p.spec.url and p.spec.ready_path:
                 try:
                     r = await self._http.get(p.spec.url + p.spec.ready_path)
                     ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                    if not ok:
+                        why = f"{p.spec.ready_path} answered {r.status_code}: {_reason(r)}"
+                except httpx.HTTPError as exc:
+                    ok, why = False, f"{p.spec.ready_path} unreachable: {type(exc).__name__}"
+            p.not_ready_reason = why
             if p.generation != generation or not p.alive():
                 return
             self._apply_probe(p, ok)
@@ -257,7 +268,13 @@ class Supervisor:
             raise UnknownService(name, self._procs)
         return p
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the supervisor is shut down")
+
     def add(self, spec: ServiceSpec, start: bool = True, on_ready: Callable[[str], None] | None = None) -> None:
+        self._check_open()
+
         def do() -> None:
             if spec.name in self._procs:
                 raise ValueError(f"service {spec.name!r} already exists")
@@ -272,6 +289,8 @@ class Supervisor:
         self._call(do)
 
     def start_service(self, name: str) -> None:
+        self._check_open()
+
         def do() -> None:
             p = self._get(name)
             if p.alive():
@@ -339,6 +358,7 @@ class Supervisor:
         self.stop_many([name], grace_s)
 
     def restart_service(self, name: str, grace_s: float = 5.0) -> None:
+        self._check_open()
         self.stop_many([name], grace_s)
 
         def do() -> None:

@@ -82,6 +82,11 @@ class Injector:
         """Undo `applied`; safe to call again. Returns notes (what could not be undone, and why)."""
         raise NotImplementedError
 
+    def recover(self, ctx: FaultContext, applied: Applied) -> list[str]:
+        """Undo what outlived a crashed lab that had applied this fault. Processes, proxies, live configs and
+        argv died with that lab (and its ports may differ from this one's): by default nothing is left."""
+        return ["nothing outlived the previous lab"]
+
     def record(self, fault: Any, changes: dict[str, Any], notes: list[str] | None = None) -> Applied:
         return Applied(
             fault_id=fault.id,

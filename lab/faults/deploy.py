@@ -159,6 +159,10 @@ class DeployVariant(Injector):
     def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:
         return _undo(ctx, applied.changes)
 
+    def recover(self, ctx: FaultContext, applied: Applied) -> list[str]:
+        restore_stages(ctx, applied.changes["stages_before"])  # the registry's files outlive a lab
+        return [f"registry stages restored; {applied.changes['version']} archived"]
+
 
 @register
 class DeployCorrupt(Injector):
@@ -212,3 +216,7 @@ class DeployCorrupt(Injector):
 
     def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:
         return _undo(ctx, applied.changes)
+
+    def recover(self, ctx: FaultContext, applied: Applied) -> list[str]:
+        restore_stages(ctx, applied.changes["stages_before"])  # the registry's files outlive a lab
+        return [f"registry stages restored; {applied.changes['version']} archived"]

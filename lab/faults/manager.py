@@ -156,12 +156,20 @@ class FaultManager:
             return []
 
     def recover(self) -> list[Applied]:
-        """Revert what a crashed lab left behind (registry stages, corrupt versions; the processes died with it)."""
+        """Undo what a crashed lab's faults left behind (registry stages of a rollout; its processes, proxies and
+        configs died with it) and clear the state file."""
         found = [a for a in self.leftovers() if a.fault_id not in self._active]
         with self._lock:
-            done = [self._revert(a) for a in reversed(found)]
+            for applied in reversed(found):
+                try:
+                    notes = get(applied.name).recover(self.ctx, applied)
+                except Exception as exc:  # noqa: BLE001 - recovery is best effort, like any revert
+                    notes = [f"recovery failed: {exc}"]
+                applied.notes.extend("recovered: " + n for n in notes)
+                applied.reverted_at = time.time()
+                self._history.append(applied)
             self._save()
-        return done
+        return found
 
     def close(self) -> None:
         """Revert everything (the lab is stopping, a scenario was aborted or given up)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServiceProc, free_port
+from monhelpers import ServiceProc, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

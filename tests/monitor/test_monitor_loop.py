@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import FakeClock, ServiceProc, free_port, start_featurestore
+from monhelpers import FakeClock, ServiceProc, free_port, start_featurestore
 
 from lab.monitor import Monitor, MonitorConfig, SLOSpec
 from lab.monitor.text import format_drift, format_metrics, format_slo

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import MiniStack
+from monhelpers import MiniStack
 
 from lab.monitor import GatewayRecent, Monitor, MonitorConfig, MonitorRunner, RegistryReference, SLOSpec
 

@@ -81,7 +81,7 @@ class Pacer:
             while not self._changed.is_set():
                 now = time.monotonic()
                 due = int((now - start) * rate) + 1 - emitted
-                if due * interval > _MAX_CATCH_UP_S:
+                if due > 1 and (due - 1) * interval > _MAX_CATCH_UP_S:
                     # The process stalled (CPU starved): drop the backlog instead of bursting it.
                     self.missed += due - 1
                     start, emitted, due = now, 0, 1

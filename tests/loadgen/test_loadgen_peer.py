@@ -236,15 +236,20 @@ def test_web_ui_and_service_routes(lg: Loadgen) -> None:
 
 
 def test_sigterm_delivers_pending_labels_before_exit(peer: Peer, tmp_path: Path) -> None:
-    other = start_loadgen(peer.url, 40, tmp_path, feedback_delay_s=60)
+    # Started on a scenario profile given as a YAML file (ints where the built-ins have floats).
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text("cents-only:\n  shift: {unit_scale: 100}\n  description: from a file\n")
+    other = start_loadgen(peer.url, 40, tmp_path, profile="cents-only", feedback_delay_s=60, profiles_file=profiles)
     tag = other.client.state()["run_tag"]
     time.sleep(2)
     assert other.client.state()["feedback"]["sent"] == 0  # labels are still waiting out their delay
     assert other.stop() == 0
     log = peer.log()
-    scored = {s["body"]["transaction_id"] for s in log["scores"] if s["body"]["transaction_id"].startswith(tag)}
+    mine = [s["body"] for s in log["scores"] if s["body"]["transaction_id"].startswith(tag)]
+    scored = {b["transaction_id"] for b in mine}
     labelled = {f["transaction_id"] for f in log["feedback"] if f["transaction_id"].startswith(tag)}
     assert len(scored) >= 40 and labelled == scored
+    assert statistics.median(b["amount"] for b in mine) > 1000  # cents: the baseline median is ~50
     assert "undelivered=0" in other.output()
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +174,17 @@ def test_loadgen_argv_is_an_argv_list() -> None:
         "--seed": "3",
         "--max-users": "50",
     }
+
+
+def test_lab_side_imports_stay_light_and_the_process_side_has_no_torch() -> None:
+    """The lab imports the client and profiles: no locust, no gevent patching. The loadgen never loads torch."""
+    code = (
+        "import sys\n"
+        "import services.loadgen.client, services.loadgen.profiles\n"
+        "assert 'locust' not in sys.modules and 'gevent' not in sys.modules, 'client pulled in locust'\n"
+        "import services.loadgen.controller, services.loadgen.control, services.loadgen.locustfile\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -267,6 +267,8 @@ class Stack:
         if not 1 <= replicas <= MAX_REPLICAS:
             raise StackError(f"replicas must be between 1 and {MAX_REPLICAS}, got {replicas}")
         with self._lock:
+            if self.phase not in ("running", "degraded"):
+                raise StackError(f"the stack is not running (phase {self.phase})")
             old = self.topology
             new = old.with_replicas(replicas)
             if replicas > old.replicas:
@@ -284,7 +286,7 @@ class Stack:
         self.proxy_api.populate(new)
         for name in added:
             self.supervisor.add(self._spec(name))
-        pending = self.supervisor.wait_ready(added, wait_s)
+        pending = self._wait_ready(added, wait_s)
         self._push_replicas()
         if pending:
             raise StackError(f"scaled to {new.replicas}, but not ready after {wait_s:.0f}s: {', '.join(pending)}")
@@ -394,6 +396,9 @@ class Stack:
             services.append({"name": "netproxy", "url": self.netproxy_url, "pid": None, "state": "external",
                              "ready": self._proxies_ready.is_set(), "rss_bytes": 0, "cpu_percent": 0.0,
                              "restarts": 0, "last_exit": None})
+        if self.phase == "degraded" and services and all(s["ready"] for s in services):
+            # Whatever was late at start-up caught up.
+            self.phase, self.error = "running", None
         proxies, proxy_error = self.proxies() if self.phase not in ("idle", "stopped") else ([], None)
         return {
             "supervisor_pid": os.getpid(),

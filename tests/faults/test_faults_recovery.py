@@ -1,5 +1,6 @@
-"""Crash safety on a private stack: a lab SIGKILLed with a rollout applied leaves the registry changed; the next
-lab on the same home finds the record of it and undoes what outlived the crash."""
+"""Crash safety and shutdown on a private stack: a lab SIGKILLed with a rollout applied leaves the registry changed;
+the next lab on the same home finds the record of it and undoes what outlived the crash. A lab stopped with
+`faultline down` reverts every active fault on its way out."""
 
 from __future__ import annotations
 
@@ -59,3 +60,23 @@ def test_a_restarted_lab_undoes_what_a_crashed_one_left_in_the_registry(
         assert json.loads((home / "faults-active.json").read_text()) == []
     finally:
         second.stop()
+
+
+def test_faultline_down_reverts_every_active_fault(root_conftest: Any, trained_registry: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    handle = root_conftest.start_stack(home, trained_registry)
+    try:
+        api = handle.lab_url + "/api/faults"
+        deploy = handle.client.post(api, json={"id": "canary", "kind": "deploy", "action": "variant",
+                                               "params": {"variant": "no_standardisation", "weight": 0.2}})
+        hog = handle.client.post(api, json={"id": "hog", "kind": "cpu", "action": "hog",
+                                            "params": {"duty": 0.1}})
+        assert deploy.status_code == 201 and hog.status_code == 201, (deploy.text, hog.text)
+        vn, hog_pid = deploy.json()["changes"]["version"], hog.json()["changes"]["pid"]
+        assert _stages(handle)[vn] == "canary"
+    finally:
+        handle.stop()
+    meta = {v: json.loads((home / "registry" / "versions" / v / "meta.json").read_text())["stage"] for v in ("v1", vn)}
+    assert meta == {"v1": "production", vn: "archived"}
+    assert _gone(hog_pid)
+    assert json.loads((home / "faults-active.json").read_text()) == []

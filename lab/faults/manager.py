@@ -31,7 +31,8 @@ class FaultManager:
         self._active: dict[str, Applied] = {}
         self._history: list[Applied] = []
         self._timers: dict[str, threading.Timer] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # serialises changes to the stack (applies and reverts)
+        self._data = threading.Lock()  # guards the records only: reads never wait for a slow apply
         self._closed = False
 
     # --- applying ----------------------------------------------------------------------------------------------
@@ -52,9 +53,10 @@ class FaultManager:
                                  409)
             self.ctx.check_running()
             applied = injector.apply(self.ctx, fault)
-            self._active[fault.id] = applied
-            self._forget(fault.id)
-            self._save()
+            with self._data:
+                self._active[fault.id] = applied
+                self._history = [a for a in self._history if a.fault_id != fault.id]
+                self._save()
             log.info("fault applied id=%s name=%s: %s", fault.id, applied.name, applied.description)
             if duration_s is not None:
                 timer = threading.Timer(duration_s, self._expire, args=(fault.id, applied.applied_at))
@@ -103,33 +105,33 @@ class FaultManager:
         applied.notes.extend(("again: " if again else "") + n for n in notes)
         if not again:
             applied.reverted_at = time.time()
-            self._active.pop(applied.fault_id, None)
-            self._history.append(applied)
-            del self._history[:-HISTORY]
-            self._save()
+            with self._data:
+                self._active.pop(applied.fault_id, None)
+                self._history.append(applied)
+                del self._history[:-HISTORY]
+                self._save()
             log.info("fault reverted id=%s name=%s%s", applied.fault_id, applied.name,
                      f" notes={notes}" if notes else "")
         return applied
 
-    def _forget(self, fault_id: str) -> None:
-        self._history = [a for a in self._history if a.fault_id != fault_id]
-
     # --- reading ------------------------------------------------------------------------------------------------
 
     def active(self) -> list[Applied]:
-        with self._lock:
+        with self._data:
             return list(self._active.values())
 
     def history(self) -> list[Applied]:
-        with self._lock:
+        with self._data:
             return list(self._history)
 
     def reverted(self, fault_id: str) -> Applied | None:
-        return next((a for a in reversed(self._history) if a.fault_id == fault_id), None)
+        with self._data:
+            return next((a for a in reversed(self._history) if a.fault_id == fault_id), None)
 
     def find(self, fault_id: str) -> Applied | None:
-        with self._lock:
-            return self._active.get(fault_id) or self.reverted(fault_id)
+        with self._data:
+            found = self._active.get(fault_id)
+        return found or self.reverted(fault_id)
 
     # --- crash safety -------------------------------------------------------------------------------------------
 
@@ -167,8 +169,10 @@ class FaultManager:
                     notes = [f"recovery failed: {exc}"]
                 applied.notes.extend("recovered: " + n for n in notes)
                 applied.reverted_at = time.time()
-                self._history.append(applied)
-            self._save()
+                with self._data:
+                    self._history.append(applied)
+            with self._data:
+                self._save()
         return found
 
     def close(self) -> None:

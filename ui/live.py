@@ -1,0 +1,192 @@
+"""The live state every open page shows: one frame per second, computed once and shared by every browser tab.
+
+A frame gathers what the lab already knows — the stack's status (services, proxies), the monitor's latest
+snapshot and SLO states, active sandbox faults, the load generator — and derives the compact numbers the charts
+plot. Tabs on the same lab therefore see the same state, and ten open tabs cost one status call a second, not
+ten. Nothing here measures or judges anything itself: it reads the monitor and the stack.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+# Series plotted on every live page, by the monitor's series names (see lab/monitor: `series(name)`).
+GATEWAY_KEYS = ("gateway.p50_ms", "gateway.p99_ms", "gateway.error_rate", "gateway.rps")
+QUALITY_KEYS = ("quality.accuracy", "quality.recall")
+DOWN_STATES = frozenset({"crashloop", "stopped", "exited", "backoff"})
+WARN_STATES = frozenset({"starting", "unready"})
+
+
+def service_health(service: dict[str, Any], figures: dict[str, Any] | None) -> str:
+    """ok | warn | down for one service, from the supervisor's state and whether the monitor sees it up."""
+    state = service.get("state")
+    if state in DOWN_STATES or (service.get("pid") is None and state != "external"):
+        return "down"
+    if state in WARN_STATES or not service.get("ready", False):
+        return "warn"
+    if figures is not None and figures.get("up") is False:
+        return "warn"
+    return "ok"
+
+
+def hop_health(proxy: dict[str, Any] | None) -> str:
+    if proxy is None:
+        return "unknown"
+    if not proxy.get("enabled", True):
+        return "down"
+    return "warn" if proxy.get("toxics") else "ok"
+
+
+def toxic_text(toxic: dict[str, Any]) -> str:
+    """`latency 400±100 ms (downstream)` — a short human description of one Toxiproxy toxic."""
+    attrs = toxic.get("attributes") or {}
+    kind = str(toxic.get("type", "toxic"))
+    if kind == "latency":
+        text = f"latency {attrs.get('latency', '?')}" + (f"±{attrs['jitter']}" if attrs.get("jitter") else "") + " ms"
+    elif kind == "bandwidth":
+        text = f"bandwidth {attrs.get('rate', '?')} KB/s"
+    elif kind in ("timeout", "reset_peer", "slow_close"):
+        value = attrs.get("timeout", attrs.get("delay"))
+        text = f"{kind} {value} ms" if value is not None else kind
+    else:
+        text = kind
+    stream = toxic.get("stream")
+    toxicity = toxic.get("toxicity", 1)
+    extra = [str(stream)] if stream else []
+    if isinstance(toxicity, int | float) and toxicity < 1:
+        extra.append(f"{toxicity:.0%} of connections")
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+@dataclass
+class Frame:
+    id: int
+    at: float
+    status: dict[str, Any]
+    metrics: dict[str, Any]
+    slo: dict[str, Any]
+    faults: list[dict[str, Any]]
+    traffic: dict[str, Any]
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def phase(self) -> str:
+        return str(self.status.get("phase", "idle"))
+
+    def figures(self, name: str) -> dict[str, Any]:
+        return (self.metrics.get("services") or {}).get(name) or {}
+
+    def slo_by_name(self) -> dict[str, dict[str, Any]]:
+        return {s["name"]: s for s in self.slo.get("slos", [])}
+
+    def services(self) -> list[dict[str, Any]]:
+        """Every service with its health and the figures worth showing on the stack map."""
+        out = []
+        for s in self.status.get("services", []):
+            f = self.figures(s["name"])
+            out.append({**s, "health": service_health(s, f or None), "rps": f.get("rps"), "p99_ms": f.get("p99_ms"),
+                        "error_rate": f.get("error_rate")})
+        return out
+
+    def proxies(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for p in self.status.get("proxies", []):
+            toxics = p.get("toxics") or []
+            out[p["name"]] = {**p, "health": hop_health(p), "toxics_text": [toxic_text(t) for t in toxics]}
+        return out
+
+    def values(self) -> dict[str, float | None]:
+        """This frame's point for every charted series (the same names as the monitor's series)."""
+        v: dict[str, float | None] = {}
+        gw = self.figures("gateway")
+        for key in GATEWAY_KEYS:
+            v[key] = gw.get(key.split(".", 1)[1])
+        v["quality.accuracy"] = self.metrics.get("accuracy")
+        v["quality.recall"] = self.metrics.get("recall")
+        for name, f in (self.metrics.get("services") or {}).items():
+            if f.get("rss_bytes") is not None:
+                v[f"{name}.rss_bytes"] = f["rss_bytes"]
+        return v
+
+    def chart_point(self) -> dict[str, Any]:
+        """The JSON the charts append each second: {"t", "v": {series: value}, "slo": {...}, "phase"}."""
+        return {
+            "t": self.metrics.get("at") or self.at,
+            "v": self.values(),
+            "slo": {s["name"]: {"state": s["state"], "threshold": s["threshold"], "value": s["value"]}
+                    for s in self.slo.get("slos", [])},
+            "phase": self.phase,
+        }
+
+
+class Live:
+    """Computes at most one Frame per `interval_s`; every caller in that second gets the same one."""
+
+    def __init__(self, lab: Any, interval_s: float = 1.0) -> None:
+        self.lab = lab
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._frame: Frame | None = None
+        self._ids = itertools.count(1)
+
+    @property
+    def monitor(self) -> Any:
+        runner = self.lab.components.get("monitor")
+        return getattr(runner, "monitor", None)
+
+    @property
+    def faults(self) -> Any:
+        return self.lab.components.get("faults")
+
+    def current(self) -> Frame:
+        with self._lock:
+            frame = self._frame
+            if frame is not None and time.time() - frame.at < self.interval_s * 0.9:
+                return frame
+            self._frame = frame = self._compute()
+            return frame
+
+    def _compute(self) -> Frame:
+        lab = self.lab
+        try:
+            status = lab.status()
+        except Exception as exc:  # noqa: BLE001 - a page must render whatever state the lab is in
+            status = {"phase": "unknown", "error": str(exc), "services": [], "proxies": []}
+        mon = self.monitor
+        metrics = mon.metrics() if mon is not None else {"services": {}}
+        slo = mon.slo() if mon is not None else {"slos": [], "events": []}
+        manager = self.faults
+        faults = [a.to_dict() for a in manager.active()] if manager is not None else []
+        traffic: dict[str, Any] = {"running": False}
+        if status.get("phase") in ("running", "degraded"):
+            try:
+                traffic = lab.stack.traffic_state()
+            except Exception as exc:  # noqa: BLE001 - shown as text
+                traffic = {"running": False, "error": str(exc)}
+        return Frame(id=next(self._ids), at=time.time(), status=status, metrics=metrics, slo=slo, faults=faults,
+                     traffic=traffic)
+
+    def history(self, frame: Frame, seconds: float = 300.0) -> dict[str, Any]:
+        """The charts' starting data: aligned columns {"t": [...], "v": {series: [...]}, "slo"} over the last
+        `seconds` of the monitor's series, with the SLO thresholds of `frame`."""
+        rss = sorted(k for k in frame.values() if k.endswith(".rss_bytes"))
+        keys = [*GATEWAY_KEYS, *QUALITY_KEYS, *rss]
+        mon = self.monitor
+        slo = frame.chart_point()["slo"]
+        if mon is None:
+            return {"t": [], "v": {k: [] for k in keys}, "slo": slo}
+        since = time.time() - seconds
+        points = {k: {t: _finite(v) for t, v in mon.series(k, since)} for k in keys}
+        times = sorted({t for p in points.values() for t in p})
+        return {"t": times, "v": {k: [points[k].get(t) for t in times] for k in keys}, "slo": slo}
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None

@@ -1,0 +1,135 @@
+"""The stack map: where each service and each proxied hop sits in the diagram, with its health.
+
+Traffic enters through the `gateway` proxy; the gateway calls the feature store and every model replica, each
+through its own proxy. The layout is computed here (plain numbers) and drawn by templates/_stackmap.html as SVG,
+with a table of the same facts for keyboards and screen readers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ui.live import Frame
+
+WIDTH = 820
+ROW = 64
+NODE_W = 190
+NODE_H = 50
+COLUMNS = {"traffic": 10, "gateway": 300, "right": 610}
+
+
+@dataclass
+class Node:
+    name: str
+    label: str
+    x: float
+    y: float
+    health: str = "idle"
+    lines: list[str] = field(default_factory=list)
+    w: float = NODE_W
+    h: float = NODE_H
+
+
+@dataclass
+class Edge:
+    hop: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    health: str = "unknown"
+    label: str = ""
+
+    @property
+    def mx(self) -> float:
+        return (self.x1 + self.x2) / 2
+
+    @property
+    def my(self) -> float:
+        return (self.y1 + self.y2) / 2
+
+
+@dataclass
+class StackMap:
+    nodes: list[Node]
+    edges: list[Edge]
+    width: int
+    height: int
+
+
+def _figures(s: dict[str, Any]) -> list[str]:
+    out = [str(s.get("state") or "not started")]
+    parts = []
+    if s.get("p99_ms") is not None:
+        parts.append(f"p99 {s['p99_ms']:.0f} ms")
+    if s.get("rps") is not None:
+        parts.append(f"{s['rps']:.1f} rps")
+    if s.get("rss_bytes"):
+        parts.append(f"{s['rss_bytes'] / 1048576:.0f} MiB")
+    if parts:
+        out.append(" · ".join(parts))
+    return out
+
+
+def build(services: list[dict[str, Any]], proxies: dict[str, dict[str, Any]], traffic: dict[str, Any] | None,
+          replicas: int | None = None) -> StackMap:
+    """Lay out the stack from service entries ({name, health, state, ...}) and proxies by hop name."""
+    by_name = {s["name"]: s for s in services}
+    models = sorted((n for n in by_name if n.startswith("model-")), key=lambda n: int(n.split("-")[1]))
+    if not models and replicas:
+        models = [f"model-{n}" for n in range(1, replicas + 1)]
+    right = ["feature-store", *models]
+    top = 16
+    col_h = len(right) * ROW
+    mid = top + col_h / 2 - NODE_H / 2
+    nodes: list[Node] = []
+    edges: list[Edge] = []
+
+    def node(name: str, label: str, x: float, y: float) -> Node:
+        s = by_name.get(name, {"name": name})
+        n = Node(name=name, label=label, x=x, y=y, health=s.get("health", "idle"),
+                 lines=_figures(s) if name in by_name else ["not started"])
+        nodes.append(n)
+        return n
+
+    t = traffic or {}
+    if t.get("running"):
+        rate = t.get("achieved_rps", t.get("target_rps"))
+        profile = t.get("profile", "")
+        tlines = [f"{rate:.1f} rps" if isinstance(rate, int | float) else "running", str(profile)]
+        thealth = "ok"
+    else:
+        tlines, thealth = ["no traffic"], "idle"
+    nodes.append(Node(name="traffic", label="load generator", x=COLUMNS["traffic"], y=mid, health=thealth,
+                      lines=tlines, w=150))
+    gw = node("gateway", "gateway", COLUMNS["gateway"], mid)
+
+    def hop_edge(hop: str, x1: float, y1: float, x2: float, y2: float) -> None:
+        p = proxies.get(hop)
+        label = "; ".join(p["toxics_text"]) if p and p.get("toxics_text") else ""
+        if p is not None and not p.get("enabled", True):
+            label = "proxy disabled" + (f"; {label}" if label else "")
+        edges.append(Edge(hop=hop, x1=x1, y1=y1, x2=x2, y2=y2, health=p["health"] if p else "unknown", label=label))
+
+    hop_edge("gateway", COLUMNS["traffic"] + 150, mid + NODE_H / 2, gw.x, mid + NODE_H / 2)
+    for i, name in enumerate(right):
+        y = top + i * ROW
+        n = node(name, name, COLUMNS["right"], y)
+        hop_edge(name, gw.x + NODE_W, mid + NODE_H / 2, n.x, y + NODE_H / 2)
+    infra_y = top + max(col_h, ROW * 2) + 24
+    node("registry", "registry", COLUMNS["gateway"], infra_y)
+    node("netproxy", "netproxy", COLUMNS["right"], infra_y)
+    return StackMap(nodes=nodes, edges=edges, width=WIDTH, height=int(infra_y + NODE_H + 12))
+
+
+def from_frame(frame: Frame) -> StackMap:
+    replicas = frame.status.get("replicas")
+    return build(frame.services(), frame.proxies(), frame.traffic, replicas if isinstance(replicas, int) else None)
+
+
+def planned(replicas: int) -> StackMap:
+    """The stack a scenario starts from, before it runs (the briefing's diagram): every part neutral."""
+    names = ["gateway", "feature-store", *[f"model-{n}" for n in range(1, replicas + 1)], "registry", "netproxy"]
+    services = [{"name": n, "health": "idle", "state": "planned"} for n in names]
+    return build(services, {}, None, replicas)

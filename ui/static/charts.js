@@ -1,0 +1,207 @@
+// Faultline live charts: uPlot charts started from the page's history and fed by its server-sent events.
+// The page's one SSE stream (htmx's sse extension) delivers a `snapshot` event each second to #snapshot-sink;
+// we take it before htmx would swap it and append the point. SLO thresholds come with every snapshot, so the
+// bands follow the monitor's objectives (a scenario may set its own). The debrief's timeline chart is here too.
+(function () {
+  "use strict";
+
+  var DEFS = {
+    latency: { series: [["gateway.p50_ms", "p50", "#1f5fbf"], ["gateway.p99_ms", "p99", "#c0392b"]],
+               slo: [["gateway-latency", 1, "above"]], unit: "ms" },
+    errors: { series: [["gateway.error_rate", "errors", "#c0392b"]], factor: 100, unit: "%",
+              slo: [["gateway-errors", 100, "above"]] },
+    rps: { series: [["gateway.rps", "req/s", "#1a7f37"]], unit: "rps" },
+    quality: { series: [["quality.accuracy", "accuracy", "#1f5fbf"], ["quality.recall", "recall", "#a86400"]],
+               slo: [["model-accuracy", 1, "below"], ["model-recall", 1, "below"]], fixed: [0, 1] },
+    rss: { dynamic: ".rss_bytes", factor: 1 / 1048576, unit: "MiB" }
+  };
+  var PALETTE = ["#1f5fbf", "#c0392b", "#1a7f37", "#a86400", "#6f42c1", "#0f7c8c", "#8a5a44", "#d63384", "#5b6472"];
+
+  var state = { t: [], v: {}, slo: {}, windowS: 300, charts: {} };
+
+  function keysFor(def) {
+    if (!def.dynamic) return def.series.map(function (s) { return s[0]; });
+    return Object.keys(state.v).filter(function (k) { return k.endsWith(def.dynamic); }).sort();
+  }
+
+  function seriesFor(def, keys) {
+    return keys.map(function (k, i) {
+      var known = (def.series || []).find(function (s) { return s[0] === k; });
+      var label = known ? known[1] : k.replace(def.dynamic || "", "");
+      var color = known ? known[2] : PALETTE[i % PALETTE.length];
+      return { label: label, stroke: color, width: 2, spanGaps: false,
+               value: function (u, v) { return v == null ? "–" : (+v).toFixed(v < 10 ? 2 : 0); } };
+    });
+  }
+
+  function thresholds(def) {
+    return (def.slo || []).map(function (s) {
+      var slo = state.slo[s[0]];
+      return slo && slo.threshold != null ? { value: slo.threshold * s[1], side: s[2], name: s[0] } : null;
+    }).filter(Boolean);
+  }
+
+  function sloBands(def) {
+    return { hooks: { draw: [function (u) {
+      var ctx = u.ctx, b = u.bbox;
+      thresholds(def).forEach(function (th) {
+        var y = u.valToPos(th.value, "y", true);
+        if (!isFinite(y)) return;
+        ctx.save();
+        ctx.fillStyle = "rgba(192, 57, 43, 0.08)";
+        if (th.side === "above") ctx.fillRect(b.left, b.top, b.width, Math.max(0, y - b.top));
+        else ctx.fillRect(b.left, y, b.width, Math.max(0, b.top + b.height - y));
+        ctx.strokeStyle = "rgba(192, 57, 43, 0.9)";
+        ctx.setLineDash([6, 4]);
+        ctx.lineWidth = 1.5;
+        ctx.beginPath(); ctx.moveTo(b.left, y); ctx.lineTo(b.left + b.width, y); ctx.stroke();
+        ctx.setLineDash([]);
+        ctx.fillStyle = "rgba(192, 57, 43, 1)";
+        ctx.textAlign = "left";
+        ctx.textBaseline = "alphabetic";
+        ctx.font = 11 * devicePixelRatio + "px system-ui, sans-serif";
+        ctx.fillText("SLO " + th.name, b.left + 6, th.side === "above" ? y - 4 : y + 12 * devicePixelRatio);
+        ctx.restore();
+      });
+    }] } };
+  }
+
+  function columns(def, keys) {
+    var f = def.factor || 1;
+    return [state.t.slice()].concat(keys.map(function (k) {
+      var col = state.v[k] || [];
+      return col.map(function (x) { return x == null ? null : x * f; });
+    }));
+  }
+
+  function yRange(def) {
+    return function (u, min, max) {
+      if (def.fixed) return def.fixed;
+      var top = max == null ? 1 : max;
+      thresholds(def).forEach(function (th) { top = Math.max(top, th.value); });
+      return [0, top > 0 ? top * 1.15 : 1];
+    };
+  }
+
+  function build(fig) {
+    var name = fig.getAttribute("data-chart"), def = DEFS[name], plot = fig.querySelector(".plot");
+    if (!def || !plot || typeof uPlot === "undefined") return;
+    var keys = keysFor(def);
+    var opts = {
+      width: Math.max(280, plot.clientWidth), height: 170,
+      scales: { x: { time: true }, y: { range: yRange(def) } },
+      axes: [{ stroke: "#5b6472" }, { stroke: "#5b6472", size: 50 }],
+      series: [{}].concat(seriesFor(def, keys)),
+      legend: { live: true },
+      plugins: [sloBands(def)]
+    };
+    if (state.charts[name]) state.charts[name].u.destroy();
+    plot.textContent = "";
+    state.charts[name] = { u: new uPlot(opts, columns(def, keys), plot), keys: keys.join("|"), def: def, plot: plot };
+  }
+
+  function trim() {
+    if (!state.t.length) return;
+    var cut = state.t[state.t.length - 1] - state.windowS, n = 0;
+    while (n < state.t.length && state.t[n] < cut) n++;
+    if (!n) return;
+    state.t.splice(0, n);
+    Object.keys(state.v).forEach(function (k) { state.v[k].splice(0, n); });
+  }
+
+  function append(point) {
+    if (state.t.length && point.t <= state.t[state.t.length - 1]) return false;
+    var len = state.t.length;
+    state.t.push(point.t);
+    Object.keys(point.v).forEach(function (k) {
+      if (!state.v[k]) { state.v[k] = new Array(len).fill(null); }
+    });
+    Object.keys(state.v).forEach(function (k) { state.v[k].push(point.v[k] == null ? null : point.v[k]); });
+    state.slo = point.slo || state.slo;
+    trim();
+    return true;
+  }
+
+  function redraw() {
+    Object.keys(state.charts).forEach(function (name) {
+      var c = state.charts[name], keys = keysFor(c.def);
+      if (keys.join("|") !== c.keys) { build(c.plot.parentNode); return; }
+      c.u.setData(columns(c.def, keys));
+    });
+  }
+
+  function start() {
+    var holder = document.getElementById("charts");
+    var hist = document.getElementById("chart-history");
+    if (!holder || !hist) return;
+    state.windowS = +holder.getAttribute("data-window") || 300;
+    try {
+      var h = JSON.parse(hist.textContent);
+      state.t = h.t || [];
+      state.v = h.v || {};
+      state.slo = h.slo || {};
+    } catch (e) { /* no history: start empty */ }
+    holder.querySelectorAll("figure.chart").forEach(build);
+    window.addEventListener("resize", function () {
+      Object.keys(state.charts).forEach(function (n) {
+        var c = state.charts[n];
+        c.u.setSize({ width: Math.max(280, c.plot.clientWidth), height: 170 });
+      });
+    });
+  }
+
+  document.body.addEventListener("htmx:sseBeforeMessage", function (e) {
+    if (!e.target || e.target.id !== "snapshot-sink") return;
+    e.preventDefault();
+    var point;
+    try { point = JSON.parse(e.detail.data); } catch (err) { return; }
+    if (append(point)) redraw();
+    document.body.setAttribute("data-last-snapshot", String(point.t));
+  });
+
+  // The debrief's timeline: gateway p99 and error rate over the attempt, with fault, SLO and action markers.
+  function timeline(el) {
+    var src = document.getElementById(el.getAttribute("data-source"));
+    if (!src || typeof uPlot === "undefined") return;
+    var d = JSON.parse(src.textContent);
+    var colors = { fault: "#c0392b", slo: "#a86400", action: "#1f5fbf", fix: "#1a7f37", hint: "#6f42c1",
+                   diagnosis: "#0f7c8c", attempt: "#5b6472", end: "#16202e", probe: "#8a8f98" };
+    var markers = (d.markers || []).filter(function (m) { return m.kind !== "probe"; });
+    var opts = {
+      width: Math.max(320, el.clientWidth), height: 260,
+      scales: { x: { time: true }, ms: { range: function (u, mn, mx) { return [0, Math.max(mx || 1, d.latency_slo || 0) * 1.2]; } },
+                pct: { range: [0, 100] } },
+      axes: [{}, { scale: "ms", label: "p99 ms", size: 55 }, { scale: "pct", side: 1, label: "errors %", grid: { show: false } }],
+      series: [{}, { label: "gateway p99 (ms)", stroke: "#c0392b", width: 2, scale: "ms" },
+               { label: "error rate (%)", stroke: "#a86400", width: 2, scale: "pct" }],
+      plugins: [{ hooks: { draw: [function (u) {
+        var ctx = u.ctx, b = u.bbox;
+        ctx.save();
+        if (d.latency_slo) {
+          var y = u.valToPos(d.latency_slo, "ms", true);
+          ctx.strokeStyle = "rgba(192,57,43,.8)"; ctx.setLineDash([6, 4]);
+          ctx.beginPath(); ctx.moveTo(b.left, y); ctx.lineTo(b.left + b.width, y); ctx.stroke(); ctx.setLineDash([]);
+        }
+        markers.forEach(function (m, i) {
+          var x = u.valToPos(m.at, "x", true);
+          if (!isFinite(x) || x < b.left || x > b.left + b.width) return;
+          ctx.strokeStyle = colors[m.kind] || "#5b6472"; ctx.lineWidth = m.kind === "fault" || m.kind === "fix" ? 2.5 : 1;
+          ctx.beginPath(); ctx.moveTo(x, b.top); ctx.lineTo(x, b.top + b.height); ctx.stroke();
+          ctx.fillStyle = ctx.strokeStyle; ctx.textAlign = "left"; ctx.textBaseline = "alphabetic"; ctx.font = 10 * devicePixelRatio + "px system-ui, sans-serif";
+          ctx.fillText(String(i + 1), x + 3, b.top + 12 * devicePixelRatio);
+        });
+        ctx.restore();
+      }] } }]
+    };
+    var t = d.t || [], p99 = d.p99 || [], err = (d.errors || []).map(function (x) { return x == null ? null : x * 100; });
+    el.textContent = "";
+    new uPlot(opts, [t, p99, err], el);
+  }
+
+  function init() {
+    start();
+    document.querySelectorAll("[data-timeline]").forEach(timeline);
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init); else init();
+  window.FaultlineCharts = { state: state };
+})();

@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -205,9 +206,10 @@ def test_issue_chain_up_score_feedback_scale_kill_oom_corrupt_down(stack_factory
     assert h.service("model-3")["ready"] and any(p["name"] == "model-3" for p in st["proxies"])
     gw_cfg = c.get(h.topology.service_url("gateway") + "/admin/config").json()
     assert gw_cfg["replicas"]["model-3"] == h.topology.with_replicas(3).hop("model-3").url
+
     def reaches_model_3() -> bool:
-        return "model-3" in {c.post(h.public_url + "/v1/score", json=txn(f"spread-{time.time()}")).json()["replica"]
-                             for _ in range(20)}
+        replies = [c.post(h.public_url + "/v1/score", json=txn(f"spread-{uuid.uuid4().hex}")) for _ in range(20)]
+        return "model-3" in {r.json()["replica"] for r in replies}
 
     wait_for(reaches_model_3, timeout=30)
 

@@ -126,7 +126,7 @@ def _serve_argv(args: argparse.Namespace, home: Path) -> list[str]:
     return [sys.executable, "-m", "lab.cli", "serve", "--home", str(home), "--replicas", str(args.replicas),
             "--base-port", str(args.base_port), "--netproxy-port", str(args.netproxy_port),
             "--lab-port", str(args.lab_port), "--ready-timeout", str(args.ready_timeout),
-            "--rps", str(args.rps), "--profile", args.profile] + (
+            "--rps", str(args.rps), "--profile", args.profile, "--restart-policy", args.restart_policy] + (
                 ["--exit-with", str(args.exit_with)] if args.exit_with else [])
 
 
@@ -228,7 +228,8 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
     from lab.specs import StackSettings
 
     choice = _server_choice(args)
-    stack_settings = StackSettings(home=home, netproxy_argv=choice.argv if choice.kind == "binary" else None)
+    stack_settings = StackSettings(home=home, netproxy_argv=choice.argv if choice.kind == "binary" else None,
+                                   restart_policy=args.restart_policy)
     settings = LabSettings(home=home, ports=_ports(args), replicas=args.replicas, stack=stack_settings,
                            toxiproxy_url=choice.url if choice.kind == "external" else None,
                            ready_timeout_s=args.ready_timeout, traffic_rps=args.rps, traffic_profile=args.profile)
@@ -428,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--lab-port", type=_port, default=DEFAULT_LAB_PORT,
                         help=f"lab JSON API port (default {DEFAULT_LAB_PORT})")
         sp.add_argument("--ready-timeout", type=float, default=90.0, help="seconds to wait for readiness")
+        sp.add_argument("--restart-policy", choices=("no", "on-failure", "always"), default="on-failure",
+                        help="what the supervisor does when a service exits (default on-failure)")
         sp.add_argument("--rps", type=float, default=0.0,
                         help="start the load generator at this rate once ready (default 0: no traffic)")
         sp.add_argument("--profile", default="baseline", help="traffic profile for --rps (default baseline)")

@@ -52,6 +52,8 @@ class StackSettings:
     model_versions: list[str] = field(default_factory=lambda: ["v1"])
     feature_seed: int = 7
     restart_policy: str = "on-failure"
+    # Per-service overrides of restart_policy ("model" applies to every replica).
+    restart_policies: dict[str, str] = field(default_factory=dict)
     memory_limits: dict[str, int] = field(default_factory=dict)
     # Initial `--config` JSON per service name ("model" applies to every replica).
     service_config: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -124,7 +126,7 @@ def loadgen_spec(topology: Topology, settings: StackSettings, rps: float, profil
                         data_seed=settings.feature_seed, python=settings.python)
     return ServiceSpec(
         name="loadgen", argv=argv, url=f"http://{topology.host}:{port}", port=port, ready_path="/readyz",
-        restart=RestartPolicy(mode=settings.restart_policy),
+        restart=RestartPolicy(mode=restart_policy_for("loadgen", settings)),
         memory_limit_bytes=memory_limit_for("loadgen", settings.memory_limits),
         cwd=str(PACKAGE_ROOT), env={"FAULTLINE_HOME": str(settings.home), "FAULTLINE_SERVICE": "loadgen"},
     )
@@ -141,8 +143,13 @@ def service_spec(name: str, topology: Topology, settings: StackSettings) -> Serv
         url=url,
         port=port,
         ready_path=ready,
-        restart=RestartPolicy(mode=settings.restart_policy),
+        restart=RestartPolicy(mode=restart_policy_for(name, settings)),
         memory_limit_bytes=memory_limit_for(name, settings.memory_limits),
         cwd=str(PACKAGE_ROOT),
         env={"FAULTLINE_HOME": str(settings.home), "FAULTLINE_SERVICE": name},
     )
+
+
+def restart_policy_for(name: str, settings: StackSettings) -> str:
+    key = "model" if name.startswith("model-") else name
+    return settings.restart_policies.get(name) or settings.restart_policies.get(key) or settings.restart_policy

@@ -42,7 +42,10 @@ class ProcessKill(Injector):
         ctx.check_service(fault.target)
         pid = ctx.pid(fault.target)
         restarts = ctx.status(fault.target)["restarts"]
-        os.kill(pid, getattr(signal, "SIG" + fault.params.signal))
+        try:
+            os.kill(pid, getattr(signal, "SIG" + fault.params.signal))
+        except ProcessLookupError as exc:
+            raise FaultError(f"{fault.target} (pid {pid}) exited before the signal: try again", 409) from exc
         return self.record(fault, {"service": fault.target, "pid": pid, "signal": fault.params.signal,
                                    "restarts_before": restarts})
 

@@ -32,7 +32,9 @@ from lab.topology import MAX_REPLICAS
 log = logging.getLogger("faultline.lab")
 
 # Modules that may plug routes into the lab, in this order. Each may define `attach(lab) -> APIRouter | None`.
-COMPONENT_MODULES: tuple[str, ...] = ("lab.monitor", "lab.faults", "lab.journal", "lab.scenario", "lab.grader", "ui")
+COMPONENT_MODULES: tuple[str, ...] = (
+    "lab.monitor", "lab.faults", "lab.journal", "lab.scenario", "lab.grader", "lab.attempt", "lab.console", "ui",
+)
 
 
 class ScaleBody(BaseModel):

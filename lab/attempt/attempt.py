@@ -1,0 +1,476 @@
+"""One attempt at a scenario, run by its own thread in the lab process: the scenario's lifecycle.
+
+preparing  the stack is put back to its baseline, then set up as the scenario's `stack` says (replicas, versions,
+           service configs, traffic);
+warming    until every steady-state probe holds (the stack is healthy before anything breaks) -> stack_ready,
+           and the scenario clock starts;
+running    faults are injected when their `when` says (at_s on the clock, after another fault, on a learner
+           action; every duration scaled by the time scale) and reverted when `until` says; the steady state is
+           measured every second (each change journaled; the first violation after an injection is the page);
+           the monitor's SLO changes are journaled; the learner investigates, acts, takes hints, diagnoses;
+verifying  after a fix claim: once the probes' windows have rolled over past the claim, one accepted end state
+           must hold all its probes for hold_s -> fix_verified (faults `until: fixed` are reverted and the
+           attempt finishes), or the claim is rejected (fix_rejected) and the attempt runs on;
+ending     every fault is reverted, the attempt is journaled finished or aborted (given up, timed out, lab
+           stopping), graded, and the stack is put back to its baseline.
+
+Everything that happens is appended to the journal as it happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from lab.attempt.probes import ProbeEvaluator, ProbeResult, window_s
+from lab.journal import Journal
+
+log = logging.getLogger("faultline.attempt")
+
+TICK_S = 1.0
+WARM_TIMEOUT_S = 120.0
+VERIFY_GRACE_S = 2.0
+END_JOIN_S = 120.0
+
+
+class AttemptError(Exception):
+    """A request about an attempt that cannot be done now; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Attempt:
+    def __init__(self, manager: Any, attempt_id: str, scenario: Any, journal: Journal) -> None:
+        self.manager = manager
+        self.lab = manager.lab
+        self.id = attempt_id
+        self.scenario = scenario
+        self.journal = journal
+        self.seed = scenario.seed
+        self.scale = scenario.time_scale
+        self.labels: dict[str, str] = {}
+        self.phase = "preparing"
+        self.progress = "resetting the stack to its baseline"
+        self.started_at = time.time()
+        self.ready_at: float | None = None
+        self.paged_at: float | None = None
+        self.ended_at: float | None = None
+        self.end_reason: str | None = None
+        self.status = "running"
+        self.score: float | None = None
+        self.applied: dict[str, float] = {}
+        self.triggered: dict[str, float] = {}
+        self.reverted: set[str] = set()
+        self.hints_taken: list[dict[str, Any]] = []
+        self.diagnosis: dict[str, str] | None = None
+        self.claims = 0
+        self.last_claim: str | None = None
+        self.verifying: dict[str, Any] | None = None
+        self.steady: list[ProbeResult] = []
+        self._last_ok: dict[str, bool] = {}
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._stop_status = "aborted"
+        self.reset_info: dict[str, Any] = {}
+        self.setup_info: dict[str, Any] = {}
+        self._lock = threading.RLock()
+        self._done = threading.Event()
+        self._unsubscribe: Any = None
+        self.evaluator = ProbeEvaluator(self.lab, self.scale, self.labels)
+        self._thread = threading.Thread(target=self._main, name=f"attempt-{attempt_id}", daemon=True)
+
+    # --- lifecycle ------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self._prepare()
+            if not self._stop.is_set():
+                self._warm()
+            while not self._stop.is_set():
+                self._tick()
+                if self._stop.wait(TICK_S):
+                    break
+        except Exception as exc:  # noqa: BLE001 - any failure ends the attempt honestly, with its reason
+            log.exception("attempt %s failed", self.id)
+            self._request_stop("aborted", f"the attempt could not go on: {exc}")
+        finally:
+            self._end()
+
+    def _request_stop(self, status: str, reason: str) -> None:
+        with self._lock:
+            if not self._stop.is_set():
+                self._stop_status, self._stop_reason = status, reason
+                self._stop.set()
+
+    def _prepare(self) -> None:
+        from lab.attempt.setup import configure_stack
+
+        self.reset_info = self.manager.baseline.reset()
+        self.progress = "setting up the scenario's stack"
+        self.setup_info = configure_stack(self, self.scenario.stack)
+        runner = self.lab.components.get("monitor")
+        if runner is not None:
+            runner.monitor.begin_attempt(self.id)
+            self._unsubscribe = runner.monitor.subscribe(self._on_slo)
+
+    def _warm(self) -> None:
+        self.phase = "warming"
+        self.progress = "waiting for a healthy steady state"
+        deadline = time.monotonic() + WARM_TIMEOUT_S
+        while not self._stop.is_set():
+            results = self.evaluator.evaluate(self.scenario.steady_state)
+            self.steady = results
+            windowed_missing = [r.id for r in results if r.ok is None and r.kind in ("latency_p99_ms", "error_rate")]
+            if all(r.ok is not False for r in results) and not windowed_missing:
+                break
+            if time.monotonic() > deadline:
+                bad = ", ".join(f"{r.id}={r.value}" for r in results if r.ok is not True)
+                raise RuntimeError(f"the stack did not reach a healthy steady state in {WARM_TIMEOUT_S:.0f}s ({bad})")
+            self._stop.wait(TICK_S)
+        if self._stop.is_set():
+            return
+        self.ready_at = time.time()
+        for r in self.steady:
+            if r.ok is not None:
+                self._last_ok[r.id] = r.ok
+        self.journal.append(self.id, "stack_ready", {"steady_state": [r.to_dict() for r in self.steady],
+                                                     "warm_s": round(self.ready_at - self.started_at, 2),
+                                                     "reset": self.reset_info, "setup": self.setup_info},
+                            at=self.ready_at)
+        self.phase = "running"
+        self.progress = "the scenario is running"
+
+    def _tick(self) -> None:
+        now = time.time()
+        self._schedule(now)
+        self._check_reverts()
+        results = self.evaluator.evaluate(self.scenario.steady_state)
+        self.steady = results
+        self._journal_probes(results, now)
+        if self.verifying is not None:
+            self._verify(time.time())
+        if self.deadline is not None and now > self.deadline and not self._stop.is_set():
+            self._request_stop("aborted", "time is up")
+
+    @property
+    def deadline(self) -> float | None:
+        if self.ready_at is None:
+            return None
+        sc = self.scenario
+        budget = max(3 * sc.scoring.par_mitigate_s, 2 * 60 * sc.estimated_minutes) * self.scale
+        return self.ready_at + budget
+
+    # --- faults ---------------------------------------------------------------------------------------------------
+
+    def _due(self, fault: Any) -> float | None:
+        w = fault.when
+        if w.at_s is not None:
+            return None if self.ready_at is None else self.ready_at + w.at_s * self.scale
+        if w.after is not None:
+            parent = self.applied.get(w.after)
+            return None if parent is None else parent + (w.delay_s or 0.0) * self.scale
+        return self.triggered.get(fault.id)
+
+    def _schedule(self, now: float) -> None:
+        for fault in self.scenario.faults:
+            if fault.id in self.applied:
+                continue
+            due = self._due(fault)
+            if due is not None and now >= due:
+                self._apply(fault)
+
+    def _apply(self, fault: Any) -> None:
+        from lab.faults import lab_faults
+        from lab.faults.base import FaultError
+
+        duration = None if isinstance(fault.until, str) else fault.until.duration_s * self.scale
+        try:
+            applied = lab_faults(self.lab).apply(fault, duration_s=duration)
+        except FaultError as exc:
+            raise RuntimeError(f"fault {fault.id} could not be applied: {exc}") from exc
+        at = applied.applied_at
+        self.applied[fault.id] = at
+        labels = {}
+        version = applied.changes.get("version")
+        if fault.kind == "deploy" and isinstance(version, str):
+            labels[fault.params.variant if fault.action == "variant" else "corrupt"] = version
+        with self._lock:
+            self.labels.update(labels)
+        trigger = {k: v for k, v in fault.when.model_dump().items() if v is not None}
+        self.journal.append(self.id, "fault_applied", {
+            "fault_id": fault.id, "name": applied.name, "target": applied.target, "description": applied.description,
+            "trigger": trigger, "until": fault.until if isinstance(fault.until, str) else {"duration_s": duration},
+            "labels": labels, "notes": applied.notes}, at=at)
+
+    def _check_reverts(self) -> None:
+        from lab.faults import lab_faults
+
+        manager = lab_faults(self.lab)
+        for fault_id in self.applied:
+            if fault_id in self.reverted:
+                continue
+            found = manager.find(fault_id)
+            if found is not None and found.reverted_at is not None:
+                self._journal_revert(fault_id, "its duration ran out", found.notes, found.reverted_at)
+
+    def _journal_revert(self, fault_id: str, reason: str, notes: list[str], at: float | None = None) -> None:
+        if fault_id in self.reverted:
+            return
+        self.reverted.add(fault_id)
+        self.journal.append(self.id, "fault_reverted", {"fault_id": fault_id, "reason": reason, "notes": notes}, at=at)
+
+    def _revert(self, fault_ids: list[str], reason: str) -> None:
+        from lab.faults import lab_faults
+
+        manager = lab_faults(self.lab)
+        for fault_id in reversed(fault_ids):
+            if fault_id in self.reverted:
+                continue
+            try:
+                applied = manager.revert(fault_id)
+            except KeyError:
+                continue
+            self._journal_revert(fault_id, reason, applied.notes, applied.reverted_at)
+
+    # --- the steady state, SLOs -------------------------------------------------------------------------------
+
+    def _journal_probes(self, results: list[ProbeResult], now: float) -> None:
+        injected = bool(self.applied)
+        for r in results:
+            if r.ok is None or self._last_ok.get(r.id) == r.ok:
+                continue
+            self._last_ok[r.id] = r.ok
+            self.journal.append(self.id, "probe_result", {
+                "probe": r.id, "kind": r.kind, "ok": r.ok, "value": r.to_dict()["value"], "tolerance": r.tolerance,
+                "phase": "after injection" if injected else "before injection"}, at=now)
+            if r.ok is False and injected and self.paged_at is None:
+                self.paged_at = now
+
+    def _on_slo(self, event: dict[str, Any]) -> None:
+        if self.status != "running":
+            return
+        kind = "slo_violated" if event.get("state") == "violated" else "slo_restored"
+        try:
+            self.journal.append(self.id, kind, dict(event))
+        except Exception as exc:  # noqa: BLE001 - on the monitor's thread: never break its loop
+            log.warning("could not journal SLO event: %r", exc)
+
+    def steady_state_view(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.steady]
+
+    # --- the learner ------------------------------------------------------------------------------------------
+
+    def record_op(self, data: dict[str, Any]) -> None:
+        """A console operation ran (or was refused): journal it; it may trigger a fault waiting on an action."""
+        with self._lock:
+            self.labels.update(data.get("labels") or {})
+        self.journal.append(self.id, "console_op", data)
+        if not data.get("ok") or self.ready_at is None:
+            return
+        args = data.get("args") or {}
+        for fault in self.scenario.faults:
+            w = fault.when
+            if w.on_action != data["op"] or fault.id in self.triggered:
+                continue
+            if w.target is not None and w.target not in args.values():
+                continue
+            self.triggered[fault.id] = time.time() + (w.delay_s or 0.0) * self.scale
+
+    def _check_running(self) -> None:
+        if self.status != "running":
+            raise AttemptError(f"attempt {self.id} has ended ({self.status})")
+
+    def take_hint(self) -> dict[str, Any]:
+        with self._lock:
+            self._check_running()
+            index = len(self.hints_taken)
+            if index >= len(self.scenario.hints):
+                raise AttemptError("no hints left: the last one gave the solution")
+            hint = self.scenario.hints[index]
+            taken = {"index": index, "text": hint.text, "cost": hint.cost, "solution": hint.solution}
+            self.hints_taken.append(taken)
+            self.journal.append(self.id, "hint_taken", {"index": index, "cost": hint.cost, "solution": hint.solution})
+            return taken
+
+    def submit_diagnosis(self, answers: Any) -> dict[str, str]:
+        questions = self.scenario.diagnosis.questions
+        if not isinstance(answers, dict):
+            raise AttemptError("answers must be an object {question id: option id}", 422)
+        unknown = sorted(set(answers) - {q.id for q in questions})
+        if unknown:
+            raise AttemptError(f"unknown question(s) {', '.join(unknown)}; questions are: "
+                               f"{', '.join(q.id for q in questions)}", 422)
+        missing = [q.id for q in questions if q.id not in answers]
+        if missing:
+            raise AttemptError(f"answer every question; missing: {', '.join(missing)}", 422)
+        for q in questions:
+            ids = [o.id for o in q.options]
+            if answers[q.id] not in ids:
+                raise AttemptError(f"{q.id}: {answers[q.id]!r} is not an option; options are: {', '.join(ids)}", 422)
+        with self._lock:
+            self._check_running()
+            if self.diagnosis is not None:
+                raise AttemptError("a diagnosis was already submitted for this attempt")
+            self.diagnosis = {q.id: answers[q.id] for q in questions}
+            self.journal.append(self.id, "diagnosis_submitted", {"answers": self.diagnosis})
+            return dict(self.diagnosis)
+
+    def claim_fixed(self) -> dict[str, Any]:
+        with self._lock:
+            self._check_running()
+            if self.phase not in ("running", "verifying"):
+                raise AttemptError(f"nothing to fix yet: the attempt is {self.phase}")
+            if self.verifying is not None:
+                raise AttemptError("a fix claim is already being verified")
+            now = time.time()
+            probes = self._accepted_probes()
+            settle = max((window_s(p, self.scale) for _, p in probes if hasattr(p, "window_s")), default=0.0)
+            holds = [s.hold_s * self.scale for s in self.scenario.fix.accepted]
+            self.verifying = {"claimed_at": now, "settle_until": now + settle + VERIFY_GRACE_S,
+                              "give_up_at": now + settle + VERIFY_GRACE_S + max(holds) + 30.0,
+                              "held_since": {}, "seen": {}}
+            self.claims += 1
+            self.phase = "verifying"
+            self.journal.append(self.id, "fix_claimed", {"claim": self.claims}, at=now)
+            return {"verifying": True, "settle_s": round(settle + VERIFY_GRACE_S, 2),
+                    "hold_s": [round(h, 2) for h in holds]}
+
+    def _accepted_probes(self) -> list[tuple[int, Any]]:
+        out = []
+        for i, state in enumerate(self.scenario.fix.accepted):
+            for ref in state.probes:
+                out.append((i, self.scenario.probe(ref) if isinstance(ref, str) else ref))
+        return out
+
+    def _verify(self, now: float) -> None:
+        v = self.verifying
+        assert v is not None
+        if now < v["settle_until"]:
+            return
+        pairs = self._accepted_probes()
+        results = {r.id: r for r in self.evaluator.evaluate(list({p.id: p for _, p in pairs}.values()))}
+        holding_any = False
+        for i, state in enumerate(self.scenario.fix.accepted):
+            rs = [results[p.id] for j, p in pairs if j == i]
+            if any(r.ok is False for r in rs):
+                v["held_since"].pop(i, None)
+                v["seen"].pop(i, None)
+                continue
+            holding_any = True
+            since = v["held_since"].setdefault(i, now)
+            seen = v["seen"].setdefault(i, set())
+            seen.update(r.id for r in rs if r.ok is True)
+            if now - since >= state.hold_s * self.scale and len(seen) == len(rs):
+                self._verified(i, state, since, now, rs)
+                return
+        if not holding_any or now > v["give_up_at"]:
+            broken = [r.to_dict() for r in results.values() if r.ok is False]
+            reason = ("; ".join(f"{r['id']} = {r['value']} (wanted {r['tolerance']})" for r in broken)
+                      or "no accepted end state held long enough")
+            self.verifying = None
+            self.phase = "running"
+            self.last_claim = f"rejected: {reason}"
+            self.journal.append(self.id, "fix_rejected", {"reason": reason, "probes": broken}, at=now)
+
+    def _verified(self, index: int, state: Any, since: float, now: float, results: list[ProbeResult]) -> None:
+        self.journal.append(self.id, "fix_verified", {
+            "state": index, "description": state.description, "held_since": since, "held_s": round(now - since, 2),
+            "probes": [r.to_dict() for r in results]}, at=now)
+        self.verifying = None
+        self.last_claim = f"verified: {state.description}"
+        fixed = [f.id for f in self.scenario.faults if f.until == "fixed" and f.id in self.applied]
+        self._revert(fixed, "fixed")
+        self._request_stop("finished", "fix verified")
+
+    # --- ending -----------------------------------------------------------------------------------------------
+
+    def abort(self, reason: str = "given up by the learner", wait_s: float = END_JOIN_S) -> None:
+        if self.status != "running":
+            raise AttemptError(f"attempt {self.id} has already ended ({self.status})")
+        self._request_stop("aborted", reason)
+        self._done.wait(wait_s)
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._done.wait(timeout_s)
+
+    def _end(self) -> None:
+        from lab.faults import lab_faults
+        from lab.grader import grade
+
+        status = self._stop_status
+        reason = self._stop_reason or "stopped"
+        self.phase = "ending"
+        self.progress = "reverting faults and grading"
+        try:
+            self._revert(list(self.applied), "the attempt ended")
+            for applied in lab_faults(self.lab).revert_all():  # anything a fault left behind, whatever its id
+                self._journal_revert(applied.fault_id, "the attempt ended", applied.notes, applied.reverted_at)
+        except Exception as exc:  # noqa: BLE001 - ending must complete
+            log.error("reverting faults of %s failed: %r", self.id, exc)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        runner = self.lab.components.get("monitor")
+        if runner is not None:
+            try:
+                runner.monitor.end_attempt(self.id)
+            except KeyError:
+                pass
+        self.ended_at = time.time()
+        self.end_reason = reason
+        if status == "finished":
+            self.journal.append(self.id, "attempt_finished", {"reason": reason}, at=self.ended_at)
+        else:
+            self.journal.append(self.id, "attempt_aborted", {"reason": reason}, at=self.ended_at)
+        try:
+            result = grade(self.scenario, self.journal.events(self.id))
+            self.journal.append(self.id, "graded", result)
+            self.score = result["score"]
+        except Exception as exc:  # noqa: BLE001 - an attempt is still ended without a grade
+            log.exception("grading %s failed", self.id)
+            self.end_reason = f"{reason} (grading failed: {exc})"
+        self.status = status
+        self.phase = status
+        self.progress = "ended"
+        self._done.set()
+        self.manager.ended(self)
+        if self.manager.closing:
+            return  # the lab is stopping: the stack goes down anyway
+        try:
+            self.manager.baseline.reset()
+        except Exception as exc:  # noqa: BLE001 - logged; the next attempt resets again
+            log.error("baseline reset after %s failed: %r", self.id, exc)
+
+    # --- the learner's view -----------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """What the learner may see: never which fault is injected, nor the answers."""
+        sc = self.scenario
+        now = self.ended_at or time.time()
+        return {
+            "attempt_id": self.id, "scenario_id": sc.id, "title": sc.title, "seed": self.seed,
+            "time_scale": self.scale, "status": self.status, "phase": self.phase, "progress": self.progress,
+            "started_at": self.started_at, "elapsed_s": round(now - self.started_at, 2),
+            "clock_s": None if self.ready_at is None else round(now - self.ready_at, 2),
+            "deadline_s": None if self.deadline is None else round(self.deadline - self.ready_at, 2),
+            "briefing": sc.briefing, "summary": sc.summary,
+            "paged": self.paged_at is not None,
+            "paged_at_s": None if self.paged_at is None or self.ready_at is None
+            else round(self.paged_at - self.ready_at, 2),
+            "steady_state": self.steady_state_view(),
+            "hints": {"taken": [dict(h) for h in self.hints_taken], "left": len(sc.hints) - len(self.hints_taken),
+                      "next_cost": sc.hints[len(self.hints_taken)].cost if len(self.hints_taken) < len(sc.hints)
+                      else None},
+            "diagnosis": {"questions": [{"id": q.id, "kind": q.kind, "prompt": q.prompt,
+                                         "options": [{"id": o.id, "label": o.label} for o in q.options]}
+                                        for q in sc.diagnosis.questions],
+                          "submitted": self.diagnosis},
+            "fix": {"claims": self.claims, "verifying": self.verifying is not None, "last": self.last_claim},
+            "end_reason": self.end_reason, "score": self.score,
+        }

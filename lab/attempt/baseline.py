@@ -1,0 +1,158 @@
+"""The stack's baseline, and putting it back between attempts.
+
+Captured once, when the lab's stack first runs: replica count, every service's live config and start-up argv,
+the versions each replica holds, the registry stages, the traffic. `reset()` compares the stack with it and
+changes only what differs — scale, replicas' versions, registry stages, configs and argv, stopped services,
+the traffic (a stack that had none keeps its load generator, idle at 0 rps, so the next attempt starts it at
+once) — so a reset after a typical attempt takes well under the 2 s goal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from lab.faults.deploy import restore_stages, stages
+
+log = logging.getLogger("faultline.attempt")
+MANAGED_KEYS = {"gateway": {"replicas"}}  # pushed by the stack on scale: never restored from a snapshot
+READY_WAIT_S = 60.0
+
+
+class Baseline:
+    def __init__(self, lab: Any) -> None:
+        self.lab = lab
+        self.snapshot: dict[str, Any] | None = None
+
+    @property
+    def http(self) -> Any:
+        from lab.faults import lab_faults
+
+        return lab_faults(self.lab).ctx
+
+    def services(self) -> list[str]:
+        return [n for n in self.lab.stack.service_names() if n not in ("netproxy", "loadgen")]
+
+    def capture(self) -> dict[str, Any]:
+        http, stack = self.http, self.lab.stack
+        replicas = stack.topology.model_names()
+        snap = {
+            "at": time.time(),
+            "replicas": len(replicas),
+            "configs": {n: http.get_config(n) for n in self.services()},
+            "argv": {n: list(stack.supervisor.spec(n).argv) for n in self.services()},
+            "versions": {r: http.loaded_versions(r) for r in replicas},
+            "stages": stages(http),
+            "traffic": _traffic(stack.traffic_state()),
+        }
+        self.snapshot = snap
+        return snap
+
+    def reset(self) -> dict[str, Any]:
+        """Put the stack back to the snapshot; returns what was changed and how long it took."""
+        if self.snapshot is None:
+            return {"changed": [], "seconds": 0.0, "note": "no baseline captured"}
+        t0 = time.monotonic()
+        snap = self.snapshot
+        changed: list[str] = []
+        errors: list[str] = []
+
+        def step(name: str, fn: Any) -> None:
+            try:
+                if fn():
+                    changed.append(name)
+            except Exception as exc:  # noqa: BLE001 - a reset must go as far as it can and say what failed
+                errors.append(f"{name}: {exc}")
+                log.error("baseline reset step %s failed: %r", name, exc)
+
+        step("replicas", lambda: self._scale(snap["replicas"]))
+        step("services", self._start_stopped)
+        for replica, versions in snap["versions"].items():
+            step(f"{replica} versions", lambda r=replica, v=versions: self._versions(r, v))
+        step("stages", lambda: self._stages(snap["stages"]))
+        for name, config in snap["configs"].items():
+            step(f"{name} config", lambda n=name, c=config: self._config(n, c))
+        for name, argv in snap["argv"].items():
+            step(f"{name} argv", lambda n=name, a=argv: self._argv(n, a))
+        step("traffic", lambda: self._traffic(snap["traffic"]))
+        took = time.monotonic() - t0
+        log.info("baseline reset in %.2fs changed=%s errors=%s", took, ",".join(changed) or "-", len(errors))
+        return {"changed": changed, "errors": errors, "seconds": round(took, 3)}
+
+    # --- steps: each returns True when it changed something -----------------------------------------------------
+
+    def _scale(self, replicas: int) -> bool:
+        if self.lab.stack.topology.replicas == replicas:
+            return False
+        self.lab.stack.scale(replicas)
+        return True
+
+    def _start_stopped(self) -> bool:
+        started = [n for n in self.services() if self.http.ensure_running(n)]
+        if started:
+            self.lab.stack.supervisor.wait_ready(started, READY_WAIT_S)
+        return bool(started)
+
+    def _versions(self, replica: str, versions: list[str]) -> bool:
+        if replica not in self.lab.stack.topology.model_names():
+            return False
+        if self.http.loaded_versions(replica) == versions:
+            return False
+        self.http.reload(replica, versions)
+        return True
+
+    def _stages(self, wanted: dict[str, str]) -> bool:
+        current = stages(self.http)
+        changed = False
+        for version, stage in current.items():
+            # versions made during the attempt (variants, retrained) may not keep an exclusive stage
+            if version not in wanted and stage in ("production", "canary"):
+                self.http.registry("POST", f"/v1/models/{version}/stage", {"stage": "archived"})
+                changed = True
+        if any(current.get(v) != s for v, s in wanted.items() if v in current):
+            restore_stages(self.http, wanted)
+            changed = True
+        return changed
+
+    def _config(self, name: str, config: dict[str, Any]) -> bool:
+        if name not in self.services():
+            return False
+        current = self.http.get_config(name)
+        skip = MANAGED_KEYS.get(name, set())
+        diff = {k: v for k, v in config.items() if k not in skip and current.get(k) != v}
+        if name == "gateway" and "drained" in diff:
+            diff["drained"] = [r for r in diff["drained"] if r in (current.get("replicas") or {})]
+        if not diff:
+            return False
+        self.http.patch_config(name, diff)
+        return True
+
+    def _argv(self, name: str, argv: list[str]) -> bool:
+        if name not in self.lab.stack.supervisor.names() or self.http.spec_argv(name) == argv:
+            return False
+        if name == "gateway" and self.lab.stack.topology.replicas != self.snapshot["replicas"]:  # type: ignore[index]
+            return False  # its --models follow the replica count: the stack owns them
+        self.http.set_argv(name, argv)
+        return True
+
+    def _traffic(self, wanted: dict[str, Any]) -> bool:
+        stack = self.lab.stack
+        current = _traffic(stack.traffic_state())
+        if wanted["running"]:
+            if current == wanted:
+                return False
+            stack.traffic(wanted["rps"], wanted["profile"])
+            return True
+        if not current["running"] or (current["rps"] == 0 and current["profile"] == "baseline"):
+            return False
+        stack.traffic(0.0, "baseline")
+        return True
+
+
+def _traffic(state: dict[str, Any]) -> dict[str, Any]:
+    if not state.get("running"):
+        return {"running": False, "rps": 0.0, "profile": "baseline"}
+    return {"running": True, "rps": float(state.get("base_rps", state.get("target_rps", 0.0)) or 0.0),
+            "profile": state.get("profile", "baseline")}
+

@@ -1,0 +1,198 @@
+"""Steady-state probes, measured on the running stack: value and verdict (within tolerance, violated, or unknown).
+
+Windowed probes (latency, errors, quality) are computed from the monitor's raw scrapes over the probe's own
+window (scaled by the attempt's time scale), on the monitor's event loop so they never race its ticks. Drift
+comes from the monitor's latest report; versions from the registry and the replicas; configs from
+GET /admin/config; states from the supervisor. No data (no traffic yet, too few labels) is `None`: unknown,
+never a violation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from lab.faults.base import FaultError
+from lab.monitor.signals import gateway_score_routes, quality_signals, request_signals, service_kind, window
+
+MIN_WINDOW_S = 3.0  # the monitor scrapes once a second: a shorter window holds too few scrapes
+MIN_REQUESTS = 5
+MIN_LABELS = {"accuracy": 20, "recall": 5, "precision": 5}
+WINDOWED = ("latency_p99_ms", "error_rate", "accuracy", "recall", "precision")
+
+
+@dataclass
+class ProbeResult:
+    id: str
+    kind: str
+    target: Any
+    value: Any
+    ok: bool | None
+    tolerance: str
+
+    def to_dict(self) -> dict[str, Any]:
+        value = self.value
+        if isinstance(value, float):
+            value = round(value, 4) if math.isfinite(value) else None
+        return {"id": self.id, "kind": self.kind, "target": self.target, "value": value, "ok": self.ok,
+                "tolerance": self.tolerance}
+
+
+def tolerance_text(tol: Any) -> str:
+    parts = []
+    for name in ("min", "max", "equals", "in", "contains"):
+        if tol.given(name):
+            parts.append(f"{name} {tol.in_ if name == 'in' else getattr(tol, name)}")
+    return ", ".join(parts)
+
+
+def within(tol: Any, value: Any, labels: dict[str, str]) -> bool | None:
+    """The tolerance's verdict on a measured value; None when there is no value."""
+    if value is None:
+        return None
+
+    def res(v: Any) -> Any:
+        return labels.get(v, v) if isinstance(v, str) else v
+
+    if tol.given("equals"):
+        return value == res(tol.equals)
+    if tol.given("in"):
+        return value in [res(v) for v in tol.in_]
+    if tol.given("contains"):
+        return isinstance(value, list | tuple) and res(tol.contains) in value
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    if tol.min is not None and value < tol.min:
+        return False
+    return not (tol.max is not None and value > tol.max)
+
+
+def window_s(probe: Any, time_scale: float) -> float:
+    return max(MIN_WINDOW_S, float(probe.window_s) * time_scale)
+
+
+def _windowed_values(monitor: Any, probes: list[Any], time_scale: float, labels: dict[str, str]) -> dict[str, Any]:
+    """Runs on the monitor's loop: {probe id: value} for latency, error-rate and quality probes."""
+    now = monitor.clock()
+    out: dict[str, Any] = {}
+    for p in probes:
+        target = p.target if p.kind in ("latency_p99_ms", "error_rate") else "gateway"
+        ring = monitor.rings.get(target)
+        w = None if ring is None else window(ring, window_s(p, time_scale), now)
+        if w is None:
+            out[p.id] = None
+            continue
+        if p.kind in ("latency_p99_ms", "error_rate"):
+            kind = service_kind(target, ring)
+            want = None
+            if kind == "gateway":
+                routes = gateway_score_routes(w)
+                want = {"route": routes} if routes else None
+            r = request_signals(w, kind, want)
+            if (r["requests"] or 0) < MIN_REQUESTS:
+                out[p.id] = None
+            else:
+                out[p.id] = r["p99_ms"] if p.kind == "latency_p99_ms" else (r["error_rate_5xx"] or 0.0)
+            continue
+        q = quality_signals(w)
+        version = labels.get(p.target, p.target) if p.target else None
+        figures = q["overall"] if version is None else q["versions"].get(version)
+        if not figures:
+            out[p.id] = None
+            continue
+        denominator = {"accuracy": figures["labels"], "recall": figures["tp"] + figures["fn"],
+                       "precision": figures["tp"] + figures["fp"]}[p.kind]
+        out[p.id] = figures[p.kind] if denominator >= MIN_LABELS[p.kind] else None
+    return out
+
+
+class ProbeEvaluator:
+    """Measures probes on a Lab. `labels` maps version labels of this run to vN (shared with the attempt)."""
+
+    def __init__(self, lab: Any, time_scale: float, labels: dict[str, str]) -> None:
+        self.lab = lab
+        self.time_scale = time_scale
+        self.labels = labels
+
+    @property
+    def http(self) -> Any:
+        from lab.faults import lab_faults
+
+        return lab_faults(self.lab).ctx
+
+    def evaluate(self, probes: list[Any]) -> list[ProbeResult]:
+        windowed = [p for p in probes if p.kind in WINDOWED]
+        values: dict[str, Any] = {}
+        runner = self.lab.components.get("monitor")
+        if windowed and runner is not None:
+            labels = dict(self.labels)
+
+            async def compute() -> dict[str, Any]:
+                return _windowed_values(runner.monitor, windowed, self.time_scale, labels)
+
+            try:
+                values = runner.call(compute(), timeout_s=10)
+            except Exception:  # noqa: BLE001 - a monitor hiccup is "no data", never a violation
+                values = {}
+        cache: dict[str, Any] = {}
+        out = []
+        for p in probes:
+            value = values.get(p.id) if p.kind in WINDOWED else self._value(p, cache)
+            out.append(ProbeResult(p.id, p.kind, getattr(p, "target", None), value,
+                                   within(p.tolerance, value, self.labels), tolerance_text(p.tolerance)))
+        return out
+
+    def _value(self, p: Any, cache: dict[str, Any]) -> Any:
+        try:
+            if p.kind == "drift_psi":
+                runner = self.lab.components.get("monitor")
+                report = runner.monitor.drift() if runner is not None else {}
+                if not report.get("enough_data"):
+                    return None
+                return next((f.get("psi") for f in report.get("features") or [] if f.get("name") == p.target), None)
+            if p.kind == "deployed_version":
+                return self._deployed(p.target, cache)
+            if p.kind == "config_value":
+                config = cache.get(("config", p.target))
+                if config is None:
+                    config = cache[("config", p.target)] = self.http.get_config(p.target)
+                return dig(config, p.key)
+            if p.kind == "service_state":
+                if p.target not in self.lab.stack.supervisor.names():
+                    return None
+                return self.lab.stack.supervisor.service_status(p.target)["state"]
+            if p.kind == "replicas_ready":
+                return self._replicas_ready(cache)
+        except (FaultError, KeyError, ValueError, OSError):
+            return None
+        return None
+
+    def _deployed(self, target: str, cache: dict[str, Any]) -> str | None:
+        if target in ("production", "canary"):
+            got = self.http.registry("GET", f"/v1/models?stage={target}")
+            return got[0]["version"] if got else None
+        got = self.http.call("GET", self.http.service_url(target) + "/v1/models", target)
+        return got.get("default")
+
+    def _replicas_ready(self, cache: dict[str, Any]) -> int:
+        config = cache.get(("config", "gateway"))
+        if config is None:
+            config = cache[("config", "gateway")] = self.http.get_config("gateway")
+        drained = set(config.get("drained") or [])
+        names = self.lab.stack.topology.model_names()
+        ready = 0
+        for st in self.lab.stack.supervisor.status(names):
+            if st.get("ready") and st["name"] not in drained:
+                ready += 1
+        return ready
+
+
+def dig(config: Any, path: str) -> Any:
+    """`routing.v2` -> config["routing"]["v2"]; None when any step is missing."""
+    value = config
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value

@@ -1,0 +1,223 @@
+"""Act operations: config_set, restart, scale, drain/undrain, deploy/rollback/promote, retrain, traffic, kill.
+
+Each changes the running stack through the Lab's Python API (supervisor, stack) or the services' HTTP APIs, and
+says in its result what changed. Limits a real on-call console would have: scaling within 1..6 replicas, config
+keys from a whitelist (lab/console/settable.py), `kill` only for processes the scenario itself started, and
+`traffic` only in the sandbox (during an attempt the scenario owns the traffic).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation
+from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
+from lab.console.settable import settable
+from lab.faults.base import FaultError
+from lab.faults.context import argv_with_config
+from lab.stack import StackError
+
+MAX_CONSOLE_REPLICAS = 6
+RESTART_WAIT_S = 60.0
+RETRAIN_DEFAULT_WINDOW_S = 600.0
+RETRAIN_MIN_ROWS, RETRAIN_MAX_ROWS = 2_000, 20_000
+RETRAIN_EPOCHS = 5
+
+
+def _http(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except FaultError as exc:
+        raise ConsoleError(str(exc), exc.status) from exc
+
+
+def set_config(ctx: ConsoleContext, service: str, values: dict[str, Any]) -> dict[str, Any]:
+    """PATCH the live config and keep it in the start-up `--config`, so a restart does not undo it."""
+    http = ctx.http
+    new = _http(http.patch_config, service, values)
+    argv = http.spec_argv(service)
+    http.set_argv(service, argv_with_config(argv, values))
+    return new
+
+
+@operation("config_set")
+def config_set(ctx: ConsoleContext, args: Any) -> OpResult:
+    name = ctx.check_service(args.service)
+    allowed = settable(name)
+    if args.key not in allowed:
+        raise ConsoleError(f"{args.key!r} cannot be set on {name}; settable keys: "
+                           f"{', '.join(sorted(allowed)) or 'none'}", 422)
+    before = _http(ctx.http.get_config, name).get(args.key)
+    new = set_config(ctx, name, {args.key: args.value})
+    value = new.get(args.key)
+    text = f"{name} {args.key}: {json.dumps(before)} -> {json.dumps(value)}"
+    return OpResult({"service": name, "key": args.key, "before": before, "value": value}, text)
+
+
+def _stack(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except StackError as exc:
+        raise ConsoleError(str(exc), 409) from exc
+
+
+@operation("restart")
+def restart(ctx: ConsoleContext, args: Any) -> OpResult:
+    name = ctx.check_service(args.service)
+    t0 = time.monotonic()
+    _stack(ctx.stack.restart, name)
+    pending = ctx.stack.supervisor.wait_ready([name], RESTART_WAIT_S)
+    st = ctx.stack.supervisor.service_status(name)
+    took = time.monotonic() - t0
+    text = (f"{name} restarted (pid {st['pid']}): " + (f"ready again after {took:.1f}s" if not pending
+                                                       else f"not ready after {took:.0f}s, state {st['state']}"))
+    return OpResult({"service": name, "pid": st["pid"], "state": st["state"], "ready": not pending,
+                     "seconds": round(took, 2)}, text)
+
+
+@operation("scale")
+def scale(ctx: ConsoleContext, args: Any) -> OpResult:
+    if not 1 <= args.replicas <= MAX_CONSOLE_REPLICAS:
+        raise ConsoleError(f"replicas must be between 1 and {MAX_CONSOLE_REPLICAS} on this console", 422)
+    before = ctx.stack.topology.replicas
+    t0 = time.monotonic()
+    res = _stack(ctx.stack.scale, args.replicas)
+    took = time.monotonic() - t0
+    text = f"scaled from {before} to {res['replicas']} replicas ({', '.join(res['models'])}) in {took:.1f}s"
+    return OpResult({"before": before, **res, "seconds": round(took, 2)}, text)
+
+
+def _drained(ctx: ConsoleContext, replica: str, drain: bool) -> OpResult:
+    name = ctx.check_replica(replica)
+    current = list(_http(ctx.http.get_config, "gateway").get("drained") or [])
+    wanted = sorted(set(current) | {name}) if drain else [r for r in current if r != name]
+    if wanted != current:
+        set_config(ctx, "gateway", {"drained": wanted})
+    serving = [r for r in ctx.stack.topology.model_names() if r not in wanted]
+    verb = "drained" if drain else "back in rotation"
+    text = f"{name} {verb}; the gateway routes to: {', '.join(serving) or 'NO replica'}"
+    if drain and not serving:
+        text += " — every replica is drained: scoring now fails (or falls back)"
+    return OpResult({"replica": name, "drained": wanted, "serving": serving}, text)
+
+
+@operation("drain")
+def drain(ctx: ConsoleContext, args: Any) -> OpResult:
+    return _drained(ctx, args.replica, True)
+
+
+@operation("undrain")
+def undrain(ctx: ConsoleContext, args: Any) -> OpResult:
+    return _drained(ctx, args.replica, False)
+
+
+def _rollout_result(res: dict[str, Any], text: str, **resolved: Any) -> OpResult:
+    return OpResult(res, text, resolved={"version": res["version"], **resolved})
+
+
+@operation("deploy")
+def deploy(ctx: ConsoleContext, args: Any) -> OpResult:
+    version = ctx.resolve_version(args.version)
+    replicas = ctx.stack.topology.model_names()
+    if args.canary is not None:
+        res = canary_rollout(ctx.http, replicas, version, args.canary)
+        text = f"{version} deployed as a canary taking {args.canary:.0%} of traffic (stage canary)"
+        return _rollout_result(res, text, canary=args.canary)
+    res = full_rollout(ctx.http, replicas, version)
+    return _rollout_result(res, f"{version} deployed to every replica (stage production)")
+
+
+@operation("promote")
+def promote(ctx: ConsoleContext, args: Any) -> OpResult:
+    version = ctx.resolve_version(args.version)
+    res = full_rollout(ctx.http, ctx.stack.topology.model_names(), version, archive_canary=False)
+    return _rollout_result(res, f"{version} promoted: production, 100% of traffic")
+
+
+@operation("rollback")
+def rollback(ctx: ConsoleContext, args: Any) -> OpResult:
+    version = ctx.resolve_version(args.version)
+    res = full_rollout(ctx.http, ctx.stack.topology.model_names(), version, archive_canary=True)
+    extra = f"; canary {res['canary_archived']} archived" if res.get("canary_archived") else ""
+    return _rollout_result(res, f"rolled back to {version}: production, 100% of traffic{extra}")
+
+
+def _current_traffic(ctx: ConsoleContext) -> tuple[str, dict[str, Any], float]:
+    """(profile name, its generator shift, achieved rps) of the live traffic; baseline at 20 rps without any."""
+    from services.loadgen.client import LoadgenClient, LoadgenError
+
+    st = ctx.stack.traffic_state()
+    if not st.get("running"):
+        return "baseline", {}, 20.0
+    try:
+        with LoadgenClient(ctx.stack.loadgen_url) as client:
+            profiles = client.profiles()
+    except LoadgenError as exc:
+        raise ConsoleError(f"could not read the traffic's profile: {exc}", 503) from exc
+    name = st.get("profile", "baseline")
+    shift = dict((profiles.get(name) or {}).get("shift") or {})
+    return name, shift, float(st.get("achieved_rps") or st.get("target_rps") or 20.0)
+
+
+@operation("retrain")
+def retrain(ctx: ConsoleContext, args: Any) -> OpResult:
+    """Train on "recent traffic": the generator under the live profile's shift, as the gateway would have seen it
+    (its amount_scale applied). A stand-in for labelled rows from the gateway, which it does not serve yet."""
+    window = args.window_s or RETRAIN_DEFAULT_WINDOW_S
+    profile, shift, rps = _current_traffic(ctx)
+    scale_seen = float(_http(ctx.http.get_config, "gateway").get("amount_scale", 1.0))
+    unit = float(shift.get("unit_scale", 1.0)) * scale_seen
+    if unit != 1.0:
+        shift["unit_scale"] = unit
+    else:
+        shift.pop("unit_scale", None)
+    rows = int(min(RETRAIN_MAX_ROWS, max(RETRAIN_MIN_ROWS, rps * window)))
+    parent = holder(ctx.http, "production")
+    seed = 100 + int(getattr(ctx.attempt, "seed", 0) or 0) % 1000
+    body: dict[str, Any] = {"data_seed": seed, "n_rows": rows, "epochs": RETRAIN_EPOCHS, "seed": 0,
+                            "shift": shift or None, "stage": "staging"}
+    if parent is not None:
+        body["parent"] = parent
+    t0 = time.monotonic()
+    meta = _http(ctx.http.registry, "POST", "/v1/train", body, timeout=TRAIN_TIMEOUT_S)
+    took = time.monotonic() - t0
+    m = meta.get("metrics") or {}
+    data = {"version": meta["version"], "stage": meta.get("stage"), "metrics": m, "rows": rows, "window_s": window,
+            "profile": profile, "shift": shift, "parent": parent, "seconds": round(took, 1),
+            "source": "generator under the live traffic profile (stand-in for labelled recent traffic)"}
+    text = (f"trained {meta['version']} on {rows} rows of the last {window:g}s of traffic (profile {profile}) in "
+            f"{took:.0f}s: auc {num(m.get('auc'), '{:.3f}')}, recall {num(m.get('recall'), '{:.3f}')}, precision "
+            f"{num(m.get('precision'), '{:.3f}')}; registered as staging — roll it out with "
+            f"`deploy {meta['version']} --canary 0.1` or `promote {meta['version']}`")
+    return OpResult(data, text, labels={"retrained": meta["version"]})
+
+
+@operation("traffic")
+def traffic(ctx: ConsoleContext, args: Any) -> OpResult:
+    if ctx.attempt is not None:
+        raise ConsoleError("traffic belongs to the scenario during an attempt; `traffic` is a sandbox operation", 409)
+    current = ctx.stack.traffic_state()
+    rps = args.rps if args.rps is not None else float(current.get("target_rps") or 20.0)
+    state = _stack(ctx.stack.traffic, rps, args.profile)
+    text = f"traffic: {state.get('target_rps')} rps, profile {state.get('profile')}"
+    return OpResult(state, text)
+
+
+@operation("kill")
+def kill(ctx: ConsoleContext, args: Any) -> OpResult:
+    http = ctx.http
+    owned = http.scenario_pids()
+    if args.fault is not None:
+        pids = [p["pid"] for p in owned if p.get("fault_id") == args.fault]
+        if not pids:
+            raise ConsoleError(f"no live process was started by {args.fault!r}", 404)
+        pid = pids[0]
+    else:
+        pid = args.pid
+    info = _http(http.kill_scenario_process, pid)
+    argv = info.get("argv") or []
+    text = f"killed pid {pid} ({' '.join(['python', *argv[1:]]) if argv else '?'})"
+    return OpResult({"pid": pid, "cpu_percent": info.get("cpu_percent"), "rss_bytes": info.get("rss_bytes")}, text,
+                    resolved={"pid": pid, "fault": info.get("fault_id")})

@@ -1,0 +1,190 @@
+"""Investigate operations: status, logs, metrics, drift, slo, deploys, config_show (trace has its own module).
+
+They only read. What they show is what an on-call engineer would see — process states, logs, metrics, configs,
+registry versions — never the lab's own fault bookkeeping (no toxics, no fault ids).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
+from lab.faults.base import FaultError
+
+STATUS_FIELDS = ("name", "state", "ready", "pid", "restarts", "last_exit", "rss_bytes", "cpu_percent")
+DEFAULT_TAIL = 50
+
+
+def _mib(n: Any) -> str:
+    return f"{(n or 0) / 1048576:.0f}MiB"
+
+
+def processes(ctx: ConsoleContext) -> list[dict[str, Any]]:
+    """Processes on the host the scenario started (what `top` would show next to the services)."""
+    out = []
+    for p in ctx.http.scenario_pids():
+        argv = list(p.get("argv") or [])
+        command = " ".join(["python", *argv[1:]] if argv and "python" in argv[0] else argv)
+        out.append({"pid": p["pid"], "command": command, "cpu_percent": p.get("cpu_percent"),
+                    "rss_bytes": p.get("rss_bytes")})
+    return out
+
+
+@operation("status")
+def status(ctx: ConsoleContext, args: Any) -> OpResult:
+    st = ctx.lab.status()
+    services = [{k: s.get(k) for k in STATUS_FIELDS} for s in st["services"] if s["name"] != "netproxy"]
+    procs = processes(ctx)
+    data = {"phase": st["phase"], "replicas": st.get("replicas"), "services": services, "processes": procs,
+            "total_rss_bytes": st.get("total_rss_bytes")}
+    rows = [["SERVICE", "STATE", "READY", "PID", "RSS", "CPU%", "RESTARTS", "LAST EXIT"]]
+    for s in services:
+        last = s["last_exit"]
+        rows.append([s["name"], s["state"], "yes" if s["ready"] else "no", str(s["pid"] or "-"), _mib(s["rss_bytes"]),
+                     num(s["cpu_percent"], "{:.0f}"), str(s["restarts"]),
+                     f"{last['code']} {last['reason']}" if last else "-"])
+    unready = [s["name"] for s in services if not s["ready"]]
+    text = [f"stack {st['phase']}, {len(services)} services"
+            + (f", not ready: {', '.join(unready)}" if unready else ", all ready"), table(rows)]
+    if procs:
+        prow = [["PID", "CPU%", "RSS", "COMMAND"]] + [[str(p["pid"]), num(p["cpu_percent"], "{:.0f}"),
+                                                       _mib(p["rss_bytes"]), p["command"]] for p in procs]
+        text += ["", "other processes on the host:", table(prow)]
+    return OpResult(data, "\n".join(text))
+
+
+@operation("logs")
+def logs(ctx: ConsoleContext, args: Any) -> OpResult:
+    name = ctx.check_service(args.service)
+    tail = args.tail or DEFAULT_TAIL
+    try:
+        lines = ctx.stack.logs(name, args.grep or None, tail)
+    except re.error as exc:
+        raise ConsoleError(f"grep is not a valid regular expression: {exc}", 400) from exc
+    data = {"service": name, "grep": args.grep, "tail": tail, "lines": lines}
+    head = f"{len(lines)} line(s) of {name}" + (f" matching {args.grep!r}" if args.grep else "")
+    return OpResult(data, "\n".join([head] + [f"{ln['ts']} {ln['line']}" for ln in lines]))
+
+
+def _service_metrics_text(name: str, s: dict[str, Any]) -> str:
+    keys = ("up", "state", "rps", "error_rate", "p50_ms", "p95_ms", "p99_ms", "queue_ms", "compute_ms",
+            "queue_p99_ms", "compute_p99_ms", "batch_size", "queue_depth", "inflight", "fallback_rate",
+            "retry_rps", "rss_bytes", "cpu_percent", "restarts")
+    lines = [f"{name} (last {num(s.get('window_s'), '{:g}')} s)"]
+    lines += [f"  {k:16} {num(s[k], '{:.4g}') if isinstance(s[k], float) else s[k]}" for k in keys if k in s]
+    ups = s.get("upstreams") or {}
+    if ups:
+        rows = [["UPSTREAM (as the gateway sees it)", "RPS", "ERRORS", "P99 MS"]]
+        rows += [[u, num(f.get("rps")), num(None if f.get("error_rate") is None else 100 * f["error_rate"],
+                                            "{:.1f}%"), num(f.get("p99_ms"))] for u, f in ups.items()]
+        lines += ["", table(rows)]
+    via = s.get("via_gateway")
+    if via:
+        lines.append(f"  seen from the gateway: {num(via.get('rps'))} rps, p99 {num(via.get('p99_ms'))} ms, "
+                     f"errors {num(None if via.get('error_rate') is None else 100 * via['error_rate'], '{:.1f}%')}")
+    return "\n".join(lines)
+
+
+@operation("metrics")
+def metrics(ctx: ConsoleContext, args: Any) -> OpResult:
+    from lab.monitor.text import format_metrics
+
+    snapshot = ctx.monitor.metrics()
+    if args.service is None:
+        return OpResult(snapshot, format_metrics(snapshot))
+    name = ctx.check_service(args.service)
+    entry = (snapshot.get("services") or {}).get(name)
+    if entry is None:
+        raise ConsoleError(f"no metrics for {name} yet (the monitor scrapes once a second)", 404)
+    data = {"service": name, "at": snapshot.get("at"), "window_s": snapshot.get("window_s"), **entry}
+    if name == "gateway":
+        data["versions"] = snapshot.get("versions")
+        data["quality"] = {k: snapshot.get(k) for k in ("accuracy", "precision", "recall", "labels")}
+    return OpResult(data, _service_metrics_text(name, entry))
+
+
+@operation("drift")
+def drift(ctx: ConsoleContext, args: Any) -> OpResult:
+    from lab.monitor.text import format_drift
+
+    report = ctx.monitor.drift()
+    if args.feature is not None:
+        feats = [f for f in report.get("features") or [] if f.get("name") == args.feature]
+        report = {**report, "features": feats, "drifted": [d for d in report.get("drifted") or []
+                                                           if d == args.feature]}
+    return OpResult(report, format_drift(report))
+
+
+@operation("slo")
+def slo(ctx: ConsoleContext, args: Any) -> OpResult:
+    from lab.monitor.text import format_slo
+
+    data = ctx.monitor.slo()
+    text = format_slo(data)
+    if ctx.attempt is not None:
+        probes = ctx.attempt.steady_state_view()
+        data = {**data, "steady_state": probes}
+        rows = [["STEADY STATE", "KIND", "TARGET", "VALUE", "TOLERANCE", "OK"]]
+        rows += [[p["id"], p["kind"], str(p.get("target") or "-"), num(p.get("value"), "{:.4g}")
+                  if isinstance(p.get("value"), float) else str(p.get("value")), p["tolerance"],
+                  {True: "yes", False: "NO", None: "?"}[p.get("ok")]] for p in probes]
+        text = "scenario steady state:\n" + table(rows) + "\n\n" + text
+    return OpResult(data, text)
+
+
+@operation("deploys")
+def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
+    http = ctx.http
+    try:
+        versions = http.registry("GET", "/v1/models")
+    except FaultError as exc:
+        raise ConsoleError(str(exc), exc.status) from exc
+    gateway = _config(ctx, "gateway")
+    serving: dict[str, Any] = {}
+    for replica in ctx.stack.topology.model_names():
+        try:
+            got = http.call("GET", http.service_url(replica) + "/v1/models", replica)
+            serving[replica] = {"default": got.get("default"), "versions": [v["version"] for v in got["versions"]],
+                                "ready": got.get("ready")}
+        except FaultError as exc:
+            serving[replica] = {"error": str(exc)}
+    listing = [{k: m.get(k) for k in ("version", "stage", "created_at", "metrics", "lineage", "variant", "sha256")}
+               for m in versions]
+    data = {"versions": listing, "routing": gateway.get("routing"), "drained": gateway.get("drained"),
+            "replicas": serving}
+    rows = [["VERSION", "STAGE", "AUC", "RECALL", "PRECISION", "PARENT", "SOURCE", "CREATED"]]
+    for m in listing:
+        met, lin = m.get("metrics") or {}, m.get("lineage") or {}
+        rows.append([m["version"], m.get("stage") or "-", num(met.get("auc"), "{:.3f}"), num(met.get("recall"),
+                     "{:.3f}"), num(met.get("precision"), "{:.3f}"), str(lin.get("parent") or "-"),
+                     str(lin.get("source") or lin.get("variant") or "-"), str(m.get("created_at") or "-")[:19]])
+    routing = gateway.get("routing") or {}
+    text = [table(rows), "",
+            "gateway routing: " + (", ".join(f"{v} {w:.0%}" for v, w in routing.items()) if routing
+                                   else "every replica's default version"),
+            "drained: " + (", ".join(gateway.get("drained") or []) or "none")]
+    for replica, s in serving.items():
+        text.append(f"{replica}: " + (f"serves {s['default']} (loaded: {', '.join(s['versions'])})"
+                                      if "error" not in s else f"unreachable: {s['error']}"))
+    return OpResult(data, "\n".join(text))
+
+
+def _config(ctx: ConsoleContext, name: str) -> dict[str, Any]:
+    try:
+        return ctx.http.get_config(name)
+    except FaultError as exc:
+        raise ConsoleError(str(exc), exc.status) from exc
+
+
+@operation("config_show")
+def config_show(ctx: ConsoleContext, args: Any) -> OpResult:
+    from lab.console.settable import SETTABLE, kind_of
+
+    name = ctx.check_service(args.service)
+    config = _config(ctx, name)
+    settable = sorted(k for k in config if k in SETTABLE.get(kind_of(name), ()))
+    lines = [f"{name} live config ({len(config)} keys; settable with config_set: {', '.join(settable) or 'none'})"]
+    lines += [f"  {k} = {json.dumps(v)}" for k, v in sorted(config.items())]
+    return OpResult({"service": name, "config": config, "settable": settable}, "\n".join(lines))

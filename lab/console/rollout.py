@@ -1,0 +1,89 @@
+"""Model rollouts through the services' HTTP APIs: deploy (full or canary), promote, roll back.
+
+A full rollout loads the version on every replica as its default (`POST /admin/reload`, the replicas' start-up
+`--versions` too, so a restart keeps it), empties the gateway's `routing` (every request goes to the replicas'
+default) and makes it `production` in the registry. A canary loads it next to the current default and routes
+`weight` of the traffic to it (stage `canary`). A rollback is a full rollout of the version named that also
+archives whoever held `canary`: the canary split is gone. The attempt runner uses the same functions to set up a
+scenario's versions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.console.base import ConsoleError
+from lab.faults.base import FaultError
+from lab.faults.deploy import argv_with_versions, canary_routing, with_version
+
+TRAIN_TIMEOUT_S = 600.0
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except FaultError as exc:
+        raise ConsoleError(str(exc), exc.status) from exc
+
+
+def registry_meta(http: Any, version: str) -> dict[str, Any]:
+    try:
+        return http.registry("GET", f"/v1/models/{version}")
+    except FaultError as exc:
+        if exc.status == 422:  # the registry's 404, as the fault context maps it
+            raise ConsoleError(f"no version {version!r} in the registry; `deploys` lists them", 404) from exc
+        raise ConsoleError(str(exc), exc.status) from exc
+
+
+def holder(http: Any, stage: str) -> str | None:
+    got = _call(http.registry, "GET", f"/v1/models?stage={stage}")
+    return got[0]["version"] if got else None
+
+
+def load_everywhere(http: Any, replicas: list[str], version: str, default: bool) -> dict[str, list[str]]:
+    """Every replica holds `version` (as its default when `default`); returns what each held before."""
+    before: dict[str, list[str]] = {}
+    for r in replicas:
+        versions = _call(http.loaded_versions, r)
+        before[r] = versions
+        wanted = with_version(versions, version, first=default)
+        if wanted != versions:
+            _call(http.reload, r, wanted)
+        argv = http.spec_argv(r)
+        new_argv = argv_with_versions(argv, wanted)
+        if new_argv != argv:
+            http.set_argv(r, new_argv)
+    return before
+
+
+def _stage(http: Any, version: str, stage: str) -> None:
+    _call(http.registry, "POST", f"/v1/models/{version}/stage", {"stage": stage})
+
+
+def full_rollout(http: Any, replicas: list[str], version: str, archive_canary: bool = False) -> dict[str, Any]:
+    registry_meta(http, version)
+    canary = holder(http, "canary")
+    before = load_everywhere(http, replicas, version, default=True)
+    routing_before = _call(http.get_config, "gateway").get("routing") or {}
+    _call(http.patch_config, "gateway", {"routing": {}})
+    if archive_canary and canary is not None and canary != version:
+        _stage(http, canary, "archived")
+    _stage(http, version, "production")
+    return {"version": version, "mode": "full", "replicas_before": before, "routing_before": routing_before,
+            "canary_archived": canary if archive_canary and canary not in (None, version) else None}
+
+
+def canary_rollout(http: Any, replicas: list[str], version: str, weight: float) -> dict[str, Any]:
+    registry_meta(http, version)
+    before = load_everywhere(http, replicas, version, default=False)
+    default = next(iter(before.values()))[0] if before else None
+    if default is None:
+        raise ConsoleError("no replica is serving: a canary needs a current version to split traffic with", 409)
+    if default == version:
+        raise ConsoleError(f"{version} is already the serving default; a canary is a different version", 409)
+    routing_before = _call(http.get_config, "gateway").get("routing") or {}
+    routing = canary_routing(routing_before, default, version, weight)
+    _call(http.patch_config, "gateway", {"routing": routing})
+    _stage(http, version, "canary")
+    return {"version": version, "mode": "canary", "weight": weight, "routing": routing,
+            "routing_before": routing_before, "replicas_before": before}

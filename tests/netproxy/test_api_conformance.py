@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from tests.netproxy.conftest import connect, embedded_only, free_port
+from tests.netproxy.support import connect, embedded_only, free_port
 
 LOOPBACK_ANY = "127.0.0.1:0"
 

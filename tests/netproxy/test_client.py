@@ -15,7 +15,7 @@ import toxiproxy
 from toxiproxy.api import APIConsumer
 
 from lab.toxiproxy import ServerChoice, ToxiproxyClient, ToxiproxyError, ToxiproxyUnavailable, select_server
-from tests.netproxy.conftest import REPO, EchoServer, connect, free_port, recv_exactly, start_embedded, stop
+from tests.netproxy.support import REPO, EchoServer, connect, free_port, recv_exactly, start_embedded, stop
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.netproxy.conftest import EchoServer, connect, embedded_only, recv_exactly, recv_until_eof
+from tests.netproxy.support import EchoServer, connect, embedded_only, recv_exactly, recv_until_eof
 
 # Extra time allowed on top of Toxiproxy's bounds for a loaded machine (never used for lower bounds).
 SLACK = 0.25

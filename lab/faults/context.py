@@ -28,6 +28,7 @@ from services.loadgen.client import LoadgenClient
 HTTP_TIMEOUT_S = 10.0
 RUNNING_PHASES = ("running", "degraded")
 HELPER_PREFIX = "scenario-"
+NOT_TARGETS = ("netproxy", "loadgen")
 
 
 class FaultContext:
@@ -61,7 +62,8 @@ class FaultContext:
             raise FaultError(f"the stack is not running (phase {phase}); faults apply to a running stack", 409)
 
     def service_names(self) -> list[str]:
-        return [n for n in self.stack.service_names() if n != "netproxy"]
+        """Services a fault may target: the stack's own, not its infrastructure (netproxy) or traffic (loadgen)."""
+        return [n for n in self.stack.service_names() if n not in NOT_TARGETS]
 
     def replicas(self) -> list[str]:
         return list(self.topology.model_names())
@@ -166,14 +168,13 @@ class FaultContext:
     # --- the load generator ------------------------------------------------------------------------------------
 
     def loadgen_url(self) -> str:
-        """Where the load generator's control API is: an explicit URL, the lab's own loadgen if it has one,
-        else the topology's locust web port (docs/architecture.md)."""
+        """Where the load generator's control API is: an explicit URL, else the stack's own (it runs the load
+        generator under the supervisor), else the topology's locust web port (docs/architecture.md)."""
         if self.loadgen_override:
             return self.loadgen_override
-        for holder in (getattr(self.lab, "loadgen", None), self.lab.components.get("loadgen")):
-            url = getattr(holder, "url", None) or getattr(getattr(holder, "client", None), "url", None)
-            if isinstance(url, str):
-                return url
+        url = getattr(self.stack, "loadgen_url", None)
+        if isinstance(url, str):
+            return url
         return f"http://{self.topology.host}:{self.topology.ports.locust_web}"
 
     def loadgen(self) -> LoadgenClient:

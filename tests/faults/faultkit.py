@@ -12,8 +12,6 @@ import httpx
 
 from services.trainer.generator import Generator
 
-SERVICES = ("gateway", "feature-store", "model-1", "model-2", "registry", "netproxy")
-
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout

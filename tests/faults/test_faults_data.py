@@ -1,44 +1,30 @@
-"""data.profile against a real load generator (locust, its own process) on the stack's locust port, sending real
-traffic through the gateway proxy: the profile and rate switch, a weakened profile is registered, revert goes
-back to the baseline."""
+"""data.profile against the lab's real load generator (locust in its own process, sending real traffic through the
+gateway proxy): the profile and rate switch, a weakened profile is registered, revert goes back to the baseline."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from faultkit import Lab, wait_until
 
-from services.loadgen.client import LoadgenClient, loadgen_argv
+from services.loadgen.client import LoadgenClient
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def loadgen(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadgenClient]:
-    port = lab.stack.topology.ports.locust_web  # where the lab looks for it (docs/architecture.md)
-    argv = loadgen_argv(lab.stack.public_url, 4, "baseline", port, feedback_delay_s=1.0, seed=3)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    log = (tmp_path_factory.mktemp("loadgen") / "loadgen.log").open("wb")
-    proc = subprocess.Popen(argv, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
-    client = LoadgenClient(f"http://127.0.0.1:{port}")
+def loadgen(lab: Lab) -> Iterator[LoadgenClient]:
+    """The lab's own load generator (POST /api/traffic: locust under the supervisor, through the gateway proxy)."""
+    traffic = lab.stack.lab_url + "/api/traffic"
+    r = lab.http.post(traffic, json={"rps": 4, "profile": "baseline", "feedback_delay_s": 1.0, "seed": 3})
+    assert r.status_code == 200, r.text
+    client = LoadgenClient(f"http://127.0.0.1:{lab.stack.topology.ports.locust_web}")
     try:
-        client.wait_ready(60)
         yield client
     finally:
         client.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+        lab.http.delete(traffic)
 
 
 def test_profile_switches_traffic_and_revert_restores_the_baseline(flab: Lab, loadgen: LoadgenClient) -> None:

@@ -1,9 +1,9 @@
 """What injectors may touch, in one place: the running stack through HTTP and the supervisor, nothing else.
 
-`FaultContext(lab)` gives an injector the Toxiproxy API, each service's /admin/config, the model servers'
-reload, the registry's HTTP API, the load generator's control API, and the supervisor (status, signals, memory
-limits, argv, restarts, scenario-owned helper processes). Every service call goes to the service's own port (not
-through its proxy): a fault on a hop must never stop the lab from undoing it.
+`FaultContext(lab)` gives an injector the Toxiproxy API (lab/toxiproxy.py's client), each service's /admin/config,
+the model servers' reload, the registry's HTTP API, the load generator's control API, and the supervisor (status,
+signals, memory limits, argv, restarts, scenario-owned helper processes). Every service call goes to the service's
+own port (not through its proxy): a fault on a hop must never stop the lab from undoing it.
 
 Failures become FaultError with the HTTP status the lab API should answer: the service's refusal of a bad value
 is a 422 carrying its message, a service that does not answer is a 503.
@@ -23,6 +23,7 @@ import httpx
 from lab.faults.base import FaultError
 from lab.process import RestartPolicy, ServiceSpec
 from lab.specs import PACKAGE_ROOT
+from lab.toxiproxy import ToxiproxyClient, ToxiproxyError, ToxiproxyUnavailable
 from services.loadgen.client import LoadgenClient
 
 HTTP_TIMEOUT_S = 10.0
@@ -126,29 +127,42 @@ class FaultContext:
         self.set_argv(name, argv_with_config(before, values))
         return before
 
-    # --- the network proxy (Toxiproxy API) ------------------------------------------------------------------
+    # --- the network proxy (Toxiproxy API, through lab/toxiproxy.py) -----------------------------------------
 
     @property
-    def toxiproxy_url(self) -> str:
-        return self.stack.netproxy_url
+    def toxiproxy(self) -> ToxiproxyClient:
+        return ToxiproxyClient(self.stack.netproxy_url, timeout=HTTP_TIMEOUT_S)
+
+    def _toxiproxy(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except ToxiproxyUnavailable as exc:
+            raise FaultError(f"the network proxy did not answer ({what}): {exc.message}", 503) from exc
+        except ToxiproxyError as exc:
+            status = {400: 422, 404: 422, 409: 409}.get(exc.status, 502)
+            raise FaultError(f"the network proxy refused {what}: {exc.message}", status) from exc
 
     def proxy(self, name: str) -> dict[str, Any]:
-        return self.call("GET", f"{self.toxiproxy_url}/proxies/{name}", "the network proxy")
+        return self._toxiproxy(f"reading proxy {name}", self.toxiproxy.get_proxy, name)
 
-    def patch_proxy(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.call("POST", f"{self.toxiproxy_url}/proxies/{name}", "the network proxy", body)
+    def set_proxy_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        return self._toxiproxy(f"enabled={enabled} on {name}", self.toxiproxy.update_proxy, name, enabled=enabled)
 
-    def add_toxic(self, proxy: str, toxic: dict[str, Any]) -> dict[str, Any]:
-        return self.call("POST", f"{self.toxiproxy_url}/proxies/{proxy}/toxics", "the network proxy", toxic)
+    def add_toxic(self, proxy: str, name: str, type_: str, stream: str, toxicity: float,
+                  attributes: dict[str, Any]) -> dict[str, Any]:
+        return self._toxiproxy(f"a {type_} toxic on {proxy}", self.toxiproxy.add_toxic, proxy, type_,
+                               attributes=attributes, name=name, stream=stream, toxicity=toxicity)
 
     def remove_toxic(self, proxy: str, toxic: str) -> bool:
         """False when it was not there (already removed, or the proxy server restarted without it)."""
         try:
-            self.call("DELETE", f"{self.toxiproxy_url}/proxies/{proxy}/toxics/{toxic}", "the network proxy")
-        except FaultError as exc:
-            if exc.status == 422:  # 404 mapped: gone already
+            self.toxiproxy.remove_toxic(proxy, toxic)
+        except ToxiproxyUnavailable as exc:
+            raise FaultError(f"the network proxy did not answer (removing {toxic}): {exc.message}", 503) from exc
+        except ToxiproxyError as exc:
+            if exc.status == 404:
                 return False
-            raise
+            raise FaultError(f"the network proxy refused removing {toxic}: {exc.message}", 502) from exc
         return True
 
     # --- model servers and the registry ----------------------------------------------------------------------

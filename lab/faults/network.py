@@ -56,10 +56,9 @@ class NetworkToxic(Injector):
     def apply(self, ctx: FaultContext, fault: Any) -> Applied:
         ctx.check_hop(fault.target)
         p = fault.params
-        body = {"name": toxic_name(fault.id), "type": p.type, "stream": p.stream, "toxicity": p.toxicity,
-                "attributes": _attributes(p)}
-        ctx.add_toxic(fault.target, body)
-        return self.record(fault, {"proxy": fault.target, "toxic": body["name"]})
+        name = toxic_name(fault.id)
+        ctx.add_toxic(fault.target, name, p.type, p.stream, p.toxicity, _attributes(p))
+        return self.record(fault, {"proxy": fault.target, "toxic": name})
 
     def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:
         c = applied.changes
@@ -79,10 +78,10 @@ class NetworkDown(Injector):
     def apply(self, ctx: FaultContext, fault: Any) -> Applied:
         ctx.check_hop(fault.target)
         before = ctx.proxy(fault.target)
-        ctx.patch_proxy(fault.target, {"enabled": False})
+        ctx.set_proxy_enabled(fault.target, False)
         return self.record(fault, {"proxy": fault.target, "enabled_before": bool(before.get("enabled", True))})
 
     def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:
         c = applied.changes
-        ctx.patch_proxy(c["proxy"], {"enabled": c["enabled_before"]})
+        ctx.set_proxy_enabled(c["proxy"], c["enabled_before"])
         return []

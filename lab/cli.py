@@ -145,6 +145,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.backend == "compose":
         from lab import compose
 
+        custom = [flag for flag, value, default in (
+            ("--replicas", args.replicas, 2), ("--base-port", args.base_port, DEFAULT_BASE_PORT),
+            ("--netproxy-port", args.netproxy_port, DEFAULT_NETPROXY_PORT), ("--rps", args.rps, 0.0),
+        ) if value != default]
+        if custom:
+            raise CliError(f"{', '.join(custom)} not supported with --backend compose: docker-compose.yml runs the "
+                           "default ports and 2 replicas (edit it, or use the process backend)")
         return compose.up(detach=args.detach)
     t0 = time.time()
     home = _preflight(args)
@@ -498,6 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     npx.add_argument("--host", default="127.0.0.1")
     npx.add_argument("--port", type=_port, default=DEFAULT_NETPROXY_PORT)
     npx.set_defaults(func=cmd_netproxy)
+
+    from lab.console.cli import add_commands  # the console, attempts and `run` (lab/console/cli.py)
+
+    add_commands(sub, common)
     return p
 
 

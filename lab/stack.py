@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from lab import specs
 from lab.logbuffer import iso_utc
@@ -24,6 +25,13 @@ from lab.supervisor import Supervisor, UnknownService
 from lab.topology import MAX_REPLICAS, Topology
 
 PROXY_TIMEOUT_S = 5.0
+
+
+def _own_rss() -> int:
+    try:
+        return psutil.Process().memory_info().rss
+    except psutil.Error:
+        return 0
 
 
 class StackError(RuntimeError):
@@ -415,6 +423,7 @@ class Stack:
             "started_at": iso_utc(self.started_at) if self.started_at else None,
             "ready_after_s": self.ready_after_s,
             "total_rss_bytes": sum(s["rss_bytes"] or 0 for s in services),
+            "lab_rss_bytes": _own_rss(),
             "services": services,
             "proxies": proxies,
         }

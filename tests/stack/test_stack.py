@@ -11,6 +11,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -296,3 +298,36 @@ def test_traffic_starts_changes_and_stops_through_the_lab(stack):
         assert stack.cli("traffic", "--stop").returncode == 0
     assert "loadgen" not in [s["name"] for s in stack.status()["services"]]
     assert json.loads(stack.cli("traffic", "--json").stdout) == {"running": False}
+
+
+def test_foreground_up_prints_urls_and_ctrl_c_stops_everything(fresh_home):
+    """`faultline up` in the foreground: ready banner with every URL; SIGINT (Ctrl-C) leaves nothing behind."""
+    ports = find_free_block()
+    topo = Topology(ports=ports)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("TOXIPROXY_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab.cli", "up", "--home", str(fresh_home), "--base-port", str(ports.base),
+         "--netproxy-port", str(ports.netproxy), "--lab-port", str(ports.lab), "--exit-with", str(os.getpid())],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+    try:
+        lines = []
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            assert line, f"faultline up exited early ({proc.poll()}): {''.join(lines)}"
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        banner = "".join(lines)
+        assert "Faultline is up in" in banner and topo.public_url in banner
+        assert all(topo.service_url(n) in banner for n in ("gateway", "feature-store", "model-1", "registry"))
+        st = httpx.get(f"http://127.0.0.1:{ports.lab}/api/status", trust_env=False, timeout=10).json()
+        pids = [proc.pid] + [s["pid"] for s in st["services"] if s["pid"]]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) in (0, 130)  # 130: the shell convention for an interrupted command
+        assert_all_gone(pids, [u.port for u in stack_ports(topo)], timeout=10)
+        assert not (fresh_home / "lab.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

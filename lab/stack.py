@@ -39,45 +39,24 @@ class StackError(RuntimeError):
 
 
 class ProxyApi:
-    """The few Toxiproxy calls the stack needs: through lab/toxiproxy.py's client when it is there, else plain
-    HTTP on the same documented API (populate, delete, list)."""
+    """The few Toxiproxy calls the stack needs, through lab/toxiproxy.py's client (any Toxiproxy server)."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        try:
-            from lab.toxiproxy import ToxiproxyClient
-        except ImportError:
-            self.client = None
-        else:
-            self.client = ToxiproxyClient(url, timeout=PROXY_TIMEOUT_S)
+        from lab.toxiproxy import ToxiproxyClient
 
-    def _http(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        r = httpx.request(method, self.url + path, timeout=PROXY_TIMEOUT_S, trust_env=False, **kw)
-        if r.status_code >= 400:
-            raise StackError(f"Toxiproxy {method} {path}: {r.status_code} {r.text[:300]}")
-        return r
+        self.url = url
+        self.client = ToxiproxyClient(url, timeout=PROXY_TIMEOUT_S)
 
     def populate(self, topology: Topology) -> None:
-        body = [{"name": h.name, "listen": h.listen, "upstream": h.upstream, "enabled": True} for h in topology.hops()]
-        if self.client is not None:
-            self.client.populate(body)
-        else:
-            self._http("POST", "/populate", json=body)
+        self.client.populate([{"name": h.name, "listen": h.listen, "upstream": h.upstream, "enabled": True}
+                              for h in topology.hops()])
 
     def delete(self, name: str) -> None:
-        if self.client is not None:
-            self.client.delete_proxy(name)
-        else:
-            self._http("DELETE", f"/proxies/{name}")
+        self.client.delete_proxy(name)
 
     def proxies(self) -> list[dict[str, Any]]:
-        raw = self.client.proxies() if self.client is not None else self._http("GET", "/proxies").json()
-        items = list(raw.values()) if isinstance(raw, dict) else list(raw)
-        out = []
-        for p in items:
-            d = p if isinstance(p, dict) else vars(p)
-            out.append({k: d.get(k) for k in ("name", "listen", "upstream", "enabled", "toxics")})
-        return out
+        return [{k: p.get(k) for k in ("name", "listen", "upstream", "enabled", "toxics")}
+                for p in self.client.proxies().values()]
 
 
 class Stack:

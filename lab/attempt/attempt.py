@@ -374,10 +374,16 @@ class Attempt:
             broken = [r.to_dict() for r in results.values() if r.ok is False]
             reason = ("; ".join(f"{r['id']} = {r['value']} (wanted {r['tolerance']})" for r in broken)
                       or "no accepted end state held long enough")
+            # the learner hears about the steady state only: the accepted end states would give the answer away
+            steady = {p.id for p in self.scenario.steady_state}
+            public = [r for r in broken if r["id"] in steady]
             self.verifying = None
             self.phase = "running"
-            self.last_claim = f"rejected: {reason}"
-            self.journal.append(self.id, "fix_rejected", {"reason": reason, "probes": broken}, at=now)
+            self.last_claim = "rejected: " + ("; ".join(f"{r['id']} = {r['value']} (wanted {r['tolerance']})"
+                                                        for r in public) or "the steady state did not hold as "
+                                              "any accepted fix requires")
+            self.journal.append(self.id, "fix_rejected", {"reason": reason, "probes": broken,
+                                                          "told": self.last_claim}, at=now)
 
     def _verified(self, index: int, state: Any, since: float, now: float, results: list[ProbeResult]) -> None:
         self.journal.append(self.id, "fix_verified", {

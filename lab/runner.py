@@ -1,0 +1,322 @@
+"""The headless runner: `faultline run SCENARIO [--solve | --wrong-fix] [--seed N] [--time-scale X] [--json]`.
+
+It starts its own lab and stack on a free block of ports, in a temporary FAULTLINE_HOME holding a copy of the
+trained registry (`PrivateLab`, which tests use too), and drives one attempt through the lab's HTTP API, like
+any other client:
+1. start the attempt with the seed; wait until the steady state is violated after the injection (the page):
+   the proof that the scenario breaks;
+2. `--solve`: run the reference `solution` through the console, submit the right diagnosis, claim fixed and wait
+   for the verdict; `--wrong-fix`: run `wrong_fix` instead, claim fixed, and give up once it is rejected;
+   neither: do nothing for `--give-up-after` seconds (default: the scaled par detection time), then give up;
+3. print the debrief (text, or `--json`: scenario, seed, broke, fixed, score, breakdown, timeline, ...);
+4. tear everything down.
+Exit code: 0 when the scenario behaved (it broke; solved: fixed; wrong fix: not fixed), 3 when it did not break,
+4 when the solution did not fix it (or the wrong fix passed), 1 for any other failure. `--lab-url` runs the
+attempt on an already running lab instead of a private one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lab.ports import find_free_block
+from lab.scenario import ScenarioError, load_scenario, render
+from lab.scenario.loader import CATALOG_DIR, SUFFIX
+from lab.scenario.ops import op_args
+from lab.specs import PACKAGE_ROOT
+from lab.state import resolve_home
+
+EXIT_OK, EXIT_ERROR, EXIT_NOT_BROKEN, EXIT_NOT_FIXED = 0, 1, 3, 4
+UP_TIMEOUT_S = 240.0
+POLL_S = 0.5
+
+
+class RunError(Exception):
+    """The run could not be carried out (no models, the stack did not start, the lab refused)."""
+
+
+def log(msg: str) -> None:
+    print(f"[run] {msg}", file=sys.stderr, flush=True)
+
+
+# --- a private lab ------------------------------------------------------------------------------------------------
+
+
+def source_registry(home: Path | None = None) -> Path:
+    """The trained registry to copy: HOME/registry ($FAULTLINE_HOME or ./.faultline), else the repo's .faultline."""
+    for candidate in (resolve_home(home) / "registry", PACKAGE_ROOT / ".faultline" / "registry"):
+        if (candidate / "versions" / "v1" / "meta.json").is_file():
+            return candidate
+    raise RunError("no trained models found — run `make setup` (or `python -m services.trainer defaults`)")
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TOXIPROXY_URL", "FAULTLINE_LAB_URL")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+@dataclass
+class PrivateLab:
+    """A lab of its own: temporary home, copied registry, free ports; stopped (and removed) by `stop()`."""
+
+    home: Path
+    url: str
+    pid: int
+    owns_home: bool
+    up_seconds: float
+
+    @classmethod
+    def start(cls, registry: Path, replicas: int = 2, home: Path | None = None,
+              exit_with: int | None = None) -> PrivateLab:
+        owns = home is None
+        home = Path(tempfile.mkdtemp(prefix="faultline-run-")) if home is None else home
+        home.mkdir(parents=True, exist_ok=True)
+        if not (home / "registry").exists():
+            shutil.copytree(registry, home / "registry")
+        last = ""
+        for _ in range(3):  # a port may be taken between the check and the start: another block then
+            ports = find_free_block(replicas)
+            argv = [sys.executable, "-m", "lab.cli", "up", "-d", "--home", str(home), "--replicas", str(replicas),
+                    "--base-port", str(ports.base), "--netproxy-port", str(ports.netproxy),
+                    "--lab-port", str(ports.lab), "--exit-with", str(exit_with or os.getpid()),
+                    "--timeout", str(UP_TIMEOUT_S)]
+            t0 = time.monotonic()
+            proc = subprocess.run(argv, capture_output=True, text=True, env=child_env(), cwd=str(PACKAGE_ROOT),
+                                  timeout=UP_TIMEOUT_S + 30)
+            if proc.returncode == 0:
+                info = json.loads((home / "lab.json").read_text())
+                return cls(home=home, url=info["url"], pid=info["pid"], owns_home=owns,
+                           up_seconds=round(time.monotonic() - t0, 2))
+            last = proc.stdout + proc.stderr
+            _down(home)
+            if "already in use" not in last:
+                break
+        if owns:
+            shutil.rmtree(home, ignore_errors=True)
+        raise RunError(f"the private stack did not start:\n{last.strip()}")
+
+    def stop(self, keep: bool = False) -> None:
+        _down(self.home)
+        _wait_gone(self.pid, 30)
+        if self.owns_home and not keep:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _down(home: Path) -> None:
+    subprocess.run([sys.executable, "-m", "lab.cli", "down", "--home", str(home)], capture_output=True, text=True,
+                   env=child_env(), cwd=str(PACKAGE_ROOT), timeout=120)
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        proc.wait(timeout_s)
+    except psutil.NoSuchProcess:
+        return
+    except psutil.TimeoutExpired:
+        proc.kill()  # its children die with it (PDEATHSIG)
+
+
+# --- the lab's API ------------------------------------------------------------------------------------------------
+
+
+class LabClient:
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=660, trust_env=False)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
+        r = self.http.request(method, path, json=body)
+        if r.status_code not in ok:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise RunError(f"{method} {path}: {r.status_code} {detail}")
+        return r.json()
+
+    def state(self, attempt_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/api/attempts/{attempt_id}")
+
+
+# --- one run ------------------------------------------------------------------------------------------------------
+
+
+def scenario_path(scenario: str) -> Path:
+    path = Path(scenario)
+    if path.suffix == SUFFIX and path.is_file():
+        return path
+    path = CATALOG_DIR / f"{scenario}{SUFFIX}"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(CATALOG_DIR.glob(f"*{SUFFIX}")))
+        raise RunError(f"no scenario {scenario!r}; known: {known}")
+    return path
+
+
+def break_deadline_s(sc: Any) -> float:
+    """How long after the stack is ready the page may take: every fault's delays, then a few probe windows."""
+    scale = sc.time_scale
+    delays = sum((f.when.at_s or 0.0) + (f.when.delay_s or 0.0) for f in sc.faults) * scale
+    windows = max((getattr(p, "window_s", 0.0) for p in sc.steady_state), default=0.0) * scale
+    return delays + 4 * max(windows, 3.0) + 30.0
+
+
+def _wait(client: LabClient, attempt_id: str, until: Any, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = client.state(attempt_id)
+        if until(st) or time.monotonic() > deadline:
+            return st
+        time.sleep(POLL_S)
+
+
+def _console(client: LabClient, op: Any) -> None:
+    args = op_args(op)
+    res = client.call("POST", f"/api/console/{op.op}", args)
+    log(f"$ {' '.join([op.op, *(f'{k}={v}' for k, v in args.items())])}: {res['summary']}")
+
+
+def _claim_and_wait(client: LabClient, attempt_id: str) -> dict[str, Any]:
+    res = client.call("POST", f"/api/attempts/{attempt_id}/fixed")
+    log(f"claimed fixed: settling {res['settle_s']}s, then holding {res['hold_s']}")
+    budget = res["settle_s"] + max(res["hold_s"]) + 60.0
+    return _wait(client, attempt_id, lambda s: not s["fix"]["verifying"], budget)
+
+
+def run_attempt(client: LabClient, sc: Any, mode: str, give_up_after: float | None) -> tuple[str, int]:
+    """Drive one attempt; returns (attempt id, exit code)."""
+    st = client.call("POST", "/api/attempts", {"scenario_id": sc.id, "seed": sc.seed, "time_scale": sc.time_scale})
+    attempt_id = st["attempt_id"]
+    log(f"attempt {attempt_id} started")
+    st = _wait(client, attempt_id, lambda s: s["phase"] not in ("preparing", "warming"), 300)
+    if st["phase"] != "running":
+        raise RunError(f"the attempt did not start running: {st['phase']} ({st.get('end_reason')})")
+    log("stack healthy, scenario clock running; waiting for the steady state to break")
+    st = _wait(client, attempt_id, lambda s: s["paged"] or s["status"] != "running", break_deadline_s(sc))
+    if not st["paged"]:
+        log("the steady state never broke")
+        _abort(client, attempt_id, "the scenario did not break")
+        return attempt_id, EXIT_NOT_BROKEN
+    log(f"broke: paged at {st['paged_at_s']}s on the scenario clock")
+    code = EXIT_OK
+    if mode == "solve":
+        for op in sc.solution:
+            _console(client, op)
+        answers = {q.id: next(o.id for o in q.options if o.correct) for q in sc.diagnosis.questions}
+        client.call("POST", f"/api/attempts/{attempt_id}/diagnosis", {"answers": answers})
+        st = _claim_and_wait(client, attempt_id)
+        if not (st["fix"]["last"] or "").startswith("verified") and st["status"] == "running":
+            log(f"claim {st['fix']['last']}; claiming again once the windows roll over")  # noise on a busy host
+            st = _claim_and_wait(client, attempt_id)
+        verified = (st["fix"]["last"] or "").startswith("verified")
+        log(f"fix {st['fix']['last']}")
+        if not verified:
+            _abort(client, attempt_id, "the reference solution did not fix it")
+            code = EXIT_NOT_FIXED
+    elif mode == "wrong-fix":
+        for op in sc.wrong_fix or []:
+            _console(client, op)
+        st = _claim_and_wait(client, attempt_id)
+        log(f"fix {st['fix']['last']}")
+        if (st["fix"]["last"] or "").startswith("verified"):
+            code = EXIT_NOT_FIXED  # a wrong fix must not pass
+        else:
+            _abort(client, attempt_id, "gave up after a wrong fix")
+    else:
+        wait_s = give_up_after if give_up_after is not None else sc.scoring.par_detect_s * sc.time_scale
+        log(f"doing nothing for {wait_s:g}s, then giving up")
+        time.sleep(wait_s)
+        _abort(client, attempt_id, "gave up without acting (headless run)")
+    _wait(client, attempt_id, lambda s: s["status"] != "running", 180)
+    return attempt_id, code
+
+
+def _abort(client: LabClient, attempt_id: str, reason: str) -> None:
+    if client.state(attempt_id)["status"] == "running":
+        client.call("POST", f"/api/attempts/{attempt_id}/abort", {"reason": reason}, ok=(200, 409))
+
+
+def report(debrief: dict[str, Any], mode: str, code: int, seconds: float) -> dict[str, Any]:
+    return {
+        "scenario": debrief["scenario"], "seed": debrief["seed"], "time_scale": debrief["time_scale"],
+        "mode": mode, "attempt_id": debrief["attempt_id"], "broke": debrief["broke"], "fixed": debrief["fixed"],
+        "score": debrief["score"], "ok": code == EXIT_OK, "exit_code": code, "seconds": round(seconds, 1),
+        "breakdown": debrief["breakdown"], "timeline": debrief["timeline"], "faults": debrief["faults"],
+        "ideal_path": debrief["ideal_path"], "learner_path": debrief["learner_path"],
+        "what_happened": debrief["what_happened"], "lesson": debrief["lesson"], "end_reason": debrief["end_reason"],
+    }
+
+
+def run(scenario: str, seed: int, mode: str = "none", time_scale: float | None = None, as_json: bool = False,
+        lab_url: str | None = None, give_up_after: float | None = None, home: str | None = None,
+        keep: bool = False) -> int:
+    t0 = time.monotonic()
+    try:
+        sc = render(load_scenario(scenario_path(scenario)), seed, time_scale)
+    except ScenarioError as exc:
+        raise RunError("\n".join(exc.problems)) from exc
+    if mode == "wrong-fix" and not sc.wrong_fix:
+        raise RunError(f"scenario {sc.id} has no wrong_fix")
+    private = None
+    if lab_url is None:
+        log(f"starting a private stack ({sc.stack.replicas} replicas)")
+        private = PrivateLab.start(source_registry(Path(home) if home else None), replicas=sc.stack.replicas)
+        lab_url = private.url
+        log(f"stack up in {private.up_seconds}s at {lab_url} (home {private.home})")
+    client = LabClient(lab_url)
+    try:
+        attempt_id, code = run_attempt(client, sc, mode, give_up_after)
+        debrief = client.call("GET", f"/api/attempts/{attempt_id}/debrief")
+    finally:
+        client.close()
+        if private is not None:
+            log("tearing the stack down")
+            private.stop(keep=keep)
+    out = report(debrief, mode, code, time.monotonic() - t0)
+    print(json.dumps(out, indent=2) if as_json else debrief["text"])
+    return code
+
+
+def add_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("scenario", help="scenario id (scenarios/ID.yaml) or a path to a scenario file")
+    what = sp.add_mutually_exclusive_group()
+    what.add_argument("--solve", action="store_true", help="apply the reference solution and the right diagnosis")
+    what.add_argument("--wrong-fix", action="store_true", help="apply the scenario's plausible wrong fix instead")
+    sp.add_argument("--seed", type=int, default=1, help="variables' seed (default 1)")
+    sp.add_argument("--time-scale", type=float, help="compress every duration (e.g. 0.2); default the scenario's")
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
+    sp.add_argument("--give-up-after", type=float, help="unsolved: seconds of inaction after the page "
+                    "(default: the scaled par detection time)")
+    sp.add_argument("--lab-url", help="run on this running lab instead of starting a private one")
+    sp.add_argument("--home", help="where the trained registry comes from (default $FAULTLINE_HOME/./.faultline)")
+    sp.add_argument("--keep", action="store_true", help="keep the private home (logs, journal) after the run")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    mode = "solve" if args.solve else "wrong-fix" if args.wrong_fix else "none"
+    if args.time_scale is not None and not 0 < args.time_scale <= 10:
+        print("faultline: --time-scale must be in (0, 10]", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        return run(args.scenario, args.seed, mode, args.time_scale, args.json, args.lab_url, args.give_up_after,
+                   args.home, args.keep)
+    except (RunError, httpx.HTTPError) as exc:
+        print(f"faultline run: {exc}", file=sys.stderr)
+        return EXIT_ERROR

@@ -8,7 +8,6 @@ Routes (ui/routes/*.py) are thin: parse input, call the lab's Python API, render
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -31,7 +30,6 @@ UI_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = UI_DIR / "templates"
 STATIC_DIR = UI_DIR / "static"
 MAX_FORM_BYTES = 64 * 1024
-SCENARIOS_ENV = "FAULTLINE_SCENARIOS"  # another scenario directory (authors, tests); default: scenarios/
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -111,7 +109,9 @@ class UI:
         self.env = make_environment()
         self.guard = Guard()
         self.live = Live(lab)
-        directory = scenarios_dir or os.environ.get(SCENARIOS_ENV)
+        # the same directory the attempt engine starts scenarios from
+        attempts = lab.components.get("attempts")
+        directory = scenarios_dir or getattr(attempts, "scenarios_dir", None)
         self.catalog = Catalog(directory) if directory else Catalog()
         self.engine: Any = None  # set by ui.attach: the attempt engine adapter (ui/engine.py)
 

@@ -1,16 +1,34 @@
-"""The UI's view of the attempt engine: history and best scores from the journal, attempts through lab.attempt.
+"""The UI's view of the attempt engine: lab.attempt's AttemptManager, lab.console and the journal.
 
 Every decision — what an attempt is, what a hint costs, whether a diagnosis is right, the score — belongs to
-lab.attempt, lab.journal and lab.grader; this module only finds them on the Lab and shapes their answers for
-templates. If the engine is missing from a lab, attempt pages answer 503 with that message.
+lab.attempt, lab.console, lab.journal and lab.grader; this module only finds them on the Lab, turns their
+refusals (AttemptError, ConsoleError: each with an HTTP status and a message for the learner) into the UI's
+4xx answers, and shapes data for templates. A lab without the engine answers attempt pages with 503.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import random
+from collections.abc import Callable
 from typing import Any
 
 from ui.security import Refused
+
+
+def _status_of(exc: Exception) -> int | None:
+    status = getattr(exc, "status", None)
+    return status if isinstance(status, int) and 400 <= status < 600 else None
+
+
+def call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run an engine call; its own refusals (status + message) become Refused, anything else propagates."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        status = _status_of(exc)
+        if status is None or type(exc).__name__ not in ("AttemptError", "ConsoleError"):
+            raise
+        raise Refused(status, str(exc)) from None
 
 
 class Engine:
@@ -18,15 +36,16 @@ class Engine:
         self.lab = lab
 
     @property
+    def manager(self) -> Any:
+        manager = self.lab.components.get("attempts")
+        if manager is None:
+            raise Refused(503, "attempts are not available in this lab (the lab.attempt component did not attach; "
+                               "see `faultline status`)")
+        return manager
+
+    @property
     def journal(self) -> Any | None:
-        journal = self.lab.components.get("journal")
-        if journal is None:
-            try:
-                from lab.journal import lab_journal
-            except ImportError:
-                return None
-            journal = lab_journal(self.lab)
-        return journal
+        return self.lab.components.get("journal")
 
     # --- history ------------------------------------------------------------------------------------------------
 
@@ -42,28 +61,58 @@ class Engine:
                 best[a["scenario_id"]] = score
         return best
 
-    def progress_by_skill(self, scenarios: list[Any]) -> list[dict[str, Any]]:
-        """Per skill: scenarios exercising it, how many were tried and how many scored >= 70, and the mean best."""
-        best = self.best_scores()
-        by_skill: dict[str, list[Any]] = defaultdict(list)
-        for s in scenarios:
-            for skill in s.skills:
-                by_skill[skill].append(s)
-        out = []
-        for skill, items in sorted(by_skill.items()):
-            scores = [best[s.id] for s in items if s.id in best]
-            out.append({"skill": skill, "scenarios": len(items), "tried": len(scores),
-                        "passed": sum(1 for v in scores if v >= 70),
-                        "mean_best": sum(scores) / len(scores) if scores else None})
-        return out
+    def progress_by_skill(self) -> list[dict[str, Any]]:
+        """Per skill (lab.attempt's progress): scenarios, tried, attempts, mean of each scenario's best score."""
+        manager = self.lab.components.get("attempts")
+        return manager.progress()["skills"] if manager is not None else []
 
     # --- attempts -----------------------------------------------------------------------------------------------
 
     def running_attempt(self) -> dict[str, Any] | None:
-        for a in self.history(limit=20):
-            if a.get("status") == "running":
-                return a
-        return None
+        manager = self.lab.components.get("attempts")
+        active = manager.active() if manager is not None else None
+        return {"id": active.id, "scenario_id": active.scenario.id} if active is not None else None
 
-    def require(self, name: str) -> Any:
-        raise Refused(503, f"the attempt engine is not available in this lab ({name})")
+    def start(self, scenario_id: str, seed: int | None, time_scale: float | None) -> dict[str, Any]:
+        return call(self.manager.start, scenario_id, seed, time_scale)
+
+    def state(self, attempt_id: str) -> dict[str, Any]:
+        return call(self.manager.state, attempt_id)
+
+    def attempt_or_404(self, attempt_id: str) -> dict[str, Any]:
+        return self.state(attempt_id)
+
+    def take_hint(self, attempt_id: str) -> dict[str, Any]:
+        return call(self.manager.take_hint, attempt_id)
+
+    def submit_diagnosis(self, attempt_id: str, answers: dict[str, str]) -> dict[str, Any]:
+        return call(self.manager.submit_diagnosis, attempt_id, answers)
+
+    def claim_fixed(self, attempt_id: str) -> dict[str, Any]:
+        return call(self.manager.claim_fixed, attempt_id)
+
+    def abort(self, attempt_id: str) -> dict[str, Any]:
+        return call(self.manager.abort, attempt_id, "given up by the learner (UI)")
+
+    def debrief(self, attempt_id: str) -> dict[str, Any]:
+        return call(self.manager.debrief, attempt_id)
+
+    def new_seed(self) -> int:
+        return random.randrange(10_000)
+
+    def attempt_series(self, attempt_id: str) -> dict[str, Any] | None:
+        """The monitor's series over the attempt (frozen when it ended), if this lab still has them."""
+        runner = self.lab.components.get("monitor")
+        if runner is None:
+            return None
+        try:
+            return runner.monitor.attempt(attempt_id)
+        except KeyError:
+            return None
+
+    # --- the console ----------------------------------------------------------------------------------------------
+
+    def run_op(self, attempt_id: str | None, op: str, args: dict[str, Any]) -> Any:
+        from lab.console import run
+
+        return call(run, self.lab, attempt_id, op, args)

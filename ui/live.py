@@ -42,6 +42,30 @@ def hop_health(proxy: dict[str, Any] | None) -> str:
     return "warn" if proxy.get("toxics") else "ok"
 
 
+def observed_health(figures: dict[str, Any] | None, latency_ms: float) -> str:
+    """ok | warn | down | unknown for a hop from what its caller measured (errors, p99), never from fault state."""
+    if not figures or not figures.get("rps"):
+        return "unknown"
+    err = figures.get("error_rate") or 0.0
+    if err >= 0.5:
+        return "down"
+    p99 = figures.get("p99_ms")
+    if err > 0.02 or (p99 is not None and p99 > latency_ms):
+        return "warn"
+    return "ok"
+
+
+def observed_text(figures: dict[str, Any] | None) -> str:
+    if not figures or not figures.get("rps"):
+        return ""
+    parts = []
+    if figures.get("p99_ms") is not None:
+        parts.append(f"p99 {figures['p99_ms']:.0f} ms")
+    if figures.get("error_rate"):
+        parts.append(f"{figures['error_rate']:.0%} errors")
+    return " · ".join(parts)
+
+
 def toxic_text(toxic: dict[str, Any]) -> str:
     """`latency 400±100 ms (downstream)` — a short human description of one Toxiproxy toxic."""
     attrs = toxic.get("attributes") or {}
@@ -72,6 +96,7 @@ class Frame:
     slo: dict[str, Any]
     faults: list[dict[str, Any]]
     traffic: dict[str, Any]
+    attempt_id: str | None = None  # the running attempt, if any: fault details stay hidden while it runs
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -99,6 +124,21 @@ class Frame:
             toxics = p.get("toxics") or []
             out[p["name"]] = {**p, "health": hop_health(p), "toxics_text": [toxic_text(t) for t in toxics]}
         return out
+
+    def hop_observed(self, hop: str) -> dict[str, Any] | None:
+        """A hop as its caller measures it: the load generator for `gateway`, the gateway for the others."""
+        if hop == "gateway":
+            f = self.figures("loadgen")
+            if not f:
+                return None
+            err = f.get("error_rate")
+            return {"rps": f.get("rps"), "p99_ms": f.get("p99_ms"),
+                    "error_rate": max(err or 0.0, f.get("no_answer_rate") or 0.0) if err is not None else None}
+        return (self.figures("gateway").get("upstreams") or {}).get(hop)
+
+    def latency_objective_ms(self) -> float:
+        slo = self.slo_by_name().get("gateway-latency")
+        return float(slo["threshold"]) if slo and slo.get("threshold") else 250.0
 
     def values(self) -> dict[str, float | None]:
         """This frame's point for every charted series (the same names as the monitor's series)."""
@@ -168,8 +208,10 @@ class Live:
                 traffic = lab.stack.traffic_state()
             except Exception as exc:  # noqa: BLE001 - shown as text
                 traffic = {"running": False, "error": str(exc)}
+        attempts = lab.components.get("attempts")
+        active = attempts.active_id() if attempts is not None else None
         return Frame(id=next(self._ids), at=time.time(), status=status, metrics=metrics, slo=slo, faults=faults,
-                     traffic=traffic)
+                     traffic=traffic, attempt_id=active)
 
     def history(self, frame: Frame, seconds: float = 300.0) -> dict[str, Any]:
         """The charts' starting data: aligned columns {"t": [...], "v": {series: [...]}, "slo"} over the last

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ui.live import Frame
+from ui.live import Frame, observed_health, observed_text
 
 WIDTH = 820
 ROW = 64
@@ -72,9 +72,9 @@ def _figures(s: dict[str, Any]) -> list[str]:
     return out
 
 
-def build(services: list[dict[str, Any]], proxies: dict[str, dict[str, Any]], traffic: dict[str, Any] | None,
+def build(services: list[dict[str, Any]], hops: dict[str, dict[str, Any]], traffic: dict[str, Any] | None,
           replicas: int | None = None) -> StackMap:
-    """Lay out the stack from service entries ({name, health, state, ...}) and proxies by hop name."""
+    """Lay out the stack from service entries ({name, health, state, ...}) and hops by name ({health, label})."""
     by_name = {s["name"]: s for s in services}
     models = sorted((n for n in by_name if n.startswith("model-")), key=lambda n: int(n.split("-")[1]))
     if not models and replicas:
@@ -106,11 +106,9 @@ def build(services: list[dict[str, Any]], proxies: dict[str, dict[str, Any]], tr
     gw = node("gateway", "gateway", COLUMNS["gateway"], mid)
 
     def hop_edge(hop: str, x1: float, y1: float, x2: float, y2: float) -> None:
-        p = proxies.get(hop)
-        label = "; ".join(p["toxics_text"]) if p and p.get("toxics_text") else ""
-        if p is not None and not p.get("enabled", True):
-            label = "proxy disabled" + (f"; {label}" if label else "")
-        edges.append(Edge(hop=hop, x1=x1, y1=y1, x2=x2, y2=y2, health=p["health"] if p else "unknown", label=label))
+        h = hops.get(hop) or {}
+        edges.append(Edge(hop=hop, x1=x1, y1=y1, x2=x2, y2=y2, health=h.get("health", "unknown"),
+                          label=h.get("label", "")))
 
     hop_edge("gateway", COLUMNS["traffic"] + 150, mid + NODE_H / 2, gw.x, mid + NODE_H / 2)
     for i, name in enumerate(right):
@@ -123,9 +121,29 @@ def build(services: list[dict[str, Any]], proxies: dict[str, dict[str, Any]], tr
     return StackMap(nodes=nodes, edges=edges, width=WIDTH, height=int(infra_y + NODE_H + 12))
 
 
-def from_frame(frame: Frame) -> StackMap:
+_RANK = {"unknown": 0, "ok": 1, "warn": 2, "down": 3}
+
+
+def from_frame(frame: Frame, reveal_faults: bool) -> StackMap:
+    """The live map. Hops show what their callers measure; with `reveal_faults` (the sandbox, where the learner
+    injected them) also the proxies' toxics and disabled state — never during an attempt, where finding the
+    fault is the exercise."""
     replicas = frame.status.get("replicas")
-    return build(frame.services(), frame.proxies(), frame.traffic, replicas if isinstance(replicas, int) else None)
+    latency = frame.latency_objective_ms()
+    proxies = frame.proxies()
+    hops: dict[str, dict[str, Any]] = {}
+    for name in ["gateway", "feature-store", *[s["name"] for s in frame.services() if s["name"].startswith("model-")]]:
+        seen = frame.hop_observed(name)
+        health, label = observed_health(seen, latency), observed_text(seen)
+        p = proxies.get(name)
+        if reveal_faults and p is not None:
+            if _RANK[p["health"]] > _RANK[health]:
+                health = p["health"]
+            told = ["proxy disabled"] if not p.get("enabled", True) else []
+            told += p.get("toxics_text") or []
+            label = "; ".join(told + ([label] if label else []))
+        hops[name] = {"health": health, "label": label}
+    return build(frame.services(), hops, frame.traffic, replicas if isinstance(replicas, int) else None)
 
 
 def planned(replicas: int) -> StackMap:

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from lab.scenario.vocab import DIFFICULTIES, SKILLS
 from ui import stackmap
 from ui.app import UI
+from ui.forms import FormError, FormField, values_from_form
 from ui.security import Refused
 
 
@@ -37,7 +38,13 @@ def router(ui: UI, route_class: type) -> APIRouter:
         scenario = ui.catalog.get(scenario_id)
         if scenario is None:
             return ui.error(request, 404, f"no scenario {scenario_id!r} in the catalog")
-        return ui.page(request, "briefing.html", nav="catalog", title=scenario.title, scenario=scenario,
+        # ?seed= and ?time_scale= pin a run (authors, tests, "try again"); they go into the Start form
+        given = {k: request.query_params.get(k, "") for k in ("seed", "time_scale")}
+        pinned = values_from_form([FormField("seed", "seed", "integer"),
+                                   FormField("time_scale", "time scale", "number")], given)
+        if "time_scale" in pinned and not 0 < pinned["time_scale"] <= 10:
+            raise FormError("time_scale", "must be more than 0 and at most 10")
+        return ui.page(request, "briefing.html", nav="catalog", title=scenario.title, scenario=scenario, pinned=pinned,
                        diagram=stackmap.planned(scenario.stack.replicas), engine=ui.engine,
                        attempts=ui.engine.history(limit=5, scenario_id=scenario.id),
                        running=ui.engine.running_attempt())
@@ -47,7 +54,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         attempts = ui.engine.history(limit=200)
         titles = {s.id: s.title for s in ui.catalog.scenarios()}
         return ui.page(request, "history.html", nav="history", title="History", attempts=attempts, titles=titles,
-                       skills=ui.engine.progress_by_skill(ui.catalog.scenarios()))
+                       skills=ui.engine.progress_by_skill())
 
     @r.get("/ui/phase")
     def phase(request: Request) -> Response:

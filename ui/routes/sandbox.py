@@ -16,6 +16,7 @@ from lab.scenario.vocab import DEPENDENCIES, TRAFFIC_PROFILES
 from ui import stackmap
 from ui.app import UI, read_form
 from ui.forms import FormError, FormField, field_from, fields_from_schema, values_from_form, variants
+from ui.routes.attempts import console_context
 from ui.security import Refused
 
 
@@ -74,8 +75,9 @@ def router(ui: UI, route_class: type) -> APIRouter:
         form = fault_form(kinds[0])
         return ui.page(request, "sandbox.html", nav="sandbox", title="Sandbox", kinds=kinds, form=_merged(form),
                        profiles=TRAFFIC_PROFILES, running=ui.engine.running_attempt(),
-                       stackmap=stackmap.from_frame(frame), history=ui.live.history(frame),
-                       console=ui.console_forms(None) if hasattr(ui, "console_forms") else None)
+                       stackmap=stackmap.from_frame(frame, reveal_faults=frame.attempt_id is None),
+                       history=ui.live.history(frame),
+                       console=console_context(ui), post_base="/sandbox/console")
 
     @r.get("/sandbox/forms")
     def form(request: Request) -> Response:

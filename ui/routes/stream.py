@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from markupsafe import escape
 
 from ui import stackmap
 from ui.app import UI
@@ -22,6 +23,10 @@ from ui.live import Frame
 from ui.security import Refused
 
 VIEWS = ("sandbox", "attempt", "plain")
+# The incident view's live parts, each its own event so that one changing (the clock, every second) never
+# re-renders another (the diagnosis form the learner is filling in).
+ATTEMPT_PARTS = {"clock": "_attempt_clock.html", "attempt": "_attempt_status.html", "steady": "_attempt_steady.html",
+                 "hints": "_hints.html", "diagnosis": "_diagnosis.html"}
 POLL_S = 0.25
 
 
@@ -32,14 +37,30 @@ def sse(event: str, data: str) -> str:
 
 def fragments(ui: UI, view: str, attempt_id: str | None) -> dict[str, Callable[[Frame], str]]:
     out: dict[str, Callable[[Frame], str]] = {
-        "stackmap": lambda f: ui.render("_stackmap.html", map=stackmap.from_frame(f)),
+        "stackmap": lambda f: ui.render(
+            "_stackmap.html", map=stackmap.from_frame(f, reveal_faults=view == "sandbox" and f.attempt_id is None)),
         "slo": lambda f: ui.render("_slo.html", frame=f),
     }
     if view == "sandbox":
         out["faults"] = lambda f: ui.render("_faults_active.html", frame=f)
         out["traffic"] = lambda f: ui.render("_traffic_state.html", frame=f)
     if view == "attempt" and attempt_id is not None:
-        out["attempt"] = lambda f: ui.engine.render_status(ui, attempt_id, f)
+        from ui.routes.attempts import _full
+
+        def state(f: Frame) -> dict:
+            key = f"state:{attempt_id}"
+            if key not in f.cache:
+                try:
+                    f.cache[key] = _full(ui, ui.engine.state(attempt_id))
+                except Refused as exc:
+                    f.cache[key] = exc
+            found = f.cache[key]
+            if isinstance(found, Refused):
+                raise found
+            return found
+
+        for event, template in ATTEMPT_PARTS.items():
+            out[event] = lambda f, t=template: ui.render(t, a=state(f))
     return out
 
 
@@ -73,7 +94,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
                 frame = await asyncio.to_thread(ui.live.current)
                 if frame.id != last:
                     last = frame.id
-                    chunks = await asyncio.to_thread(_render, frame, makers, sent, attempt_id)
+                    chunks = await asyncio.to_thread(_render, frame, makers, sent, f"{view}:{attempt_id}")
                     for chunk in chunks:
                         yield chunk
                 await asyncio.sleep(POLL_S)
@@ -84,12 +105,13 @@ def router(ui: UI, route_class: type) -> APIRouter:
     return r
 
 
-def _render(frame: Frame, makers: dict[str, Callable[[Frame], str]], sent: dict[str, str],
-            attempt_id: str | None) -> list[str]:
+def _render(frame: Frame, makers: dict[str, Callable[[Frame], str]], sent: dict[str, str], scope: str) -> list[str]:
     chunks = [sse("snapshot", json.dumps(frame.chart_point(), default=str))]
     for name, make in makers.items():
         try:
-            html = _cached(frame, f"{name}:{attempt_id}", make)
+            html = _cached(frame, f"{name}:{scope}", make)
+        except Refused as exc:
+            html = f'<p class="alert error">{escape(exc.message)}</p>'
         except Exception as exc:  # noqa: BLE001 - one broken fragment must not end the stream
             html = f'<p class="alert error">could not render {name}: {type(exc).__name__}</p>'
         if sent.get(name) != html:

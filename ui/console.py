@@ -1,0 +1,80 @@
+"""The console in the browser: one form per operation (from lab/scenario/ops.py's typed args, with the live
+stack's names as choices) and the template that renders each operation's structured result for reading.
+
+Running an operation is lab.console's job (`run(lab, attempt_id, op, args)`); this module only builds forms
+and picks templates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.scenario.ops import INVESTIGATE_OPS, OP_ARGS
+from services.common.schema import MODEL_FEATURES
+from ui.forms import FormField, fields_from_schema
+
+HELP: dict[str, str] = {
+    "status": "every service: state, readiness, pid, memory, CPU, restarts, last exit",
+    "logs": "a service's recent log lines (grep: a regular expression)",
+    "metrics": "the monitor's figures for one service (or all): rates, errors, latency, queue vs compute",
+    "trace": "send real scoring requests and show the slowest, hop by hop",
+    "drift": "live request features against the model's training reference (PSI, tests, null rates)",
+    "slo": "service level objectives and the scenario's steady state",
+    "deploys": "model versions in the registry, what each replica serves, gateway routing",
+    "config_show": "a service's live config and which keys config_set may change",
+    "config_set": "change one config key of a service, live",
+    "restart": "restart a service",
+    "scale": "set the number of model replicas",
+    "drain": "stop routing traffic to a replica",
+    "undrain": "route traffic to a drained replica again",
+    "deploy": "roll out a model version (to all replicas, or as a canary share)",
+    "rollback": "go back to a version",
+    "promote": "make a version production",
+    "retrain": "train a new version on recent labelled traffic",
+    "traffic": "change the load generator's rate or profile",
+    "kill": "kill a process a scenario started (not a service)",
+}
+SPECIFIC = frozenset({"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show"})
+
+
+def live_choices(lab: Any) -> dict[str, list[str]]:
+    """Names a learner may pick, from the running stack (never the netproxy or the load generator)."""
+    stack = lab.stack
+    services = [n for n in stack.service_names() if n not in ("netproxy", "loadgen")]
+    choices: dict[str, list[str]] = {"service": services, "replica": list(stack.topology.model_names()),
+                                     "feature": list(MODEL_FEATURES)}
+    faults = lab.components.get("faults")
+    if faults is not None and stack.phase in ("running", "degraded"):
+        try:
+            versions = faults.ctx.registry("GET", "/v1/models", timeout=2.0)
+            choices["version"] = [m["version"] for m in versions if isinstance(m, dict) and "version" in m]
+        except Exception:  # noqa: BLE001 - the version field falls back to free text
+            pass
+        try:
+            pids = [str(p["pid"]) for p in faults.ctx.scenario_pids()]
+            if pids:
+                choices["pid"] = pids
+        except Exception:  # noqa: BLE001
+            pass
+    return choices
+
+
+def op_form(op: str, choices: dict[str, list[str]]) -> dict[str, Any]:
+    # `kill fault=ID` exists for reference solutions; a learner names the process by its pid
+    fields: list[FormField] = fields_from_schema(OP_ARGS[op].model_json_schema(), choices, skip=("fault",))
+    for f in fields:
+        if f.name == "value":
+            f.help = "a number, true/false, a JSON list such as [\"model-1\"], or text"
+        if f.name == "pid":
+            f.json_type = "integer"
+    return {"op": op, "kind": "investigate" if op in INVESTIGATE_OPS else "act", "help": HELP.get(op, ""),
+            "fields": fields}
+
+
+def op_list() -> list[dict[str, str]]:
+    return [{"op": op, "kind": "investigate" if op in INVESTIGATE_OPS else "act", "help": HELP.get(op, "")}
+            for op in OP_ARGS]
+
+
+def output_template(op: str) -> str:
+    return f"console/{op}.html" if op in SPECIFIC else "console/_generic.html"

@@ -83,7 +83,8 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"error: {st['error']}")
     rows = [["SERVICE", "STATE", "READY", "PID", "RSS", "CPU%", "RESTARTS", "LAST EXIT", "URL"]]
     for s in st["services"]:
-        rows.append([s["name"], s["state"], "yes" if s["ready"] else "no", str(s["pid"] or "-"), _mib(s["rss_bytes"]),
+        state = s["state"] + (f" ({s['restart_in_s']}s)" if s.get("restart_in_s") is not None else "")
+        rows.append([s["name"], state, "yes" if s["ready"] else "no", str(s["pid"] or "-"), _mib(s["rss_bytes"]),
                      f"{s.get('cpu_percent', 0):.0f}", str(s["restarts"]), _exit_text(s["last_exit"]), s["url"] or "-"])
     lines += ["", _table(rows), f"total RSS {_mib(st.get('total_rss_bytes'))}"]
     if st.get("proxies"):

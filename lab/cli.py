@@ -266,6 +266,10 @@ def _announce(lab: Any, t0: float) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.backend == "compose":
+        from lab import compose
+
+        return compose.ps()
     st = _api(args, "GET", "/api/status", timeout=15)
     print(json.dumps(st, indent=2) if args.json else format_status(st))
     return EXIT_OK
@@ -459,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="services, proxies and their state")
     common(st)
     st.add_argument("--json", action="store_true")
+    st.add_argument("--backend", choices=("process", "compose"), default="process")
     st.set_defaults(func=cmd_status)
 
     down = sub.add_parser("down", help="stop the lab and every service")

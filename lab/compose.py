@@ -57,3 +57,7 @@ def up(detach: bool = True) -> int:
 
 def down() -> int:
     return _run(compose_argv("down"))
+
+
+def ps() -> int:
+    return _run(compose_argv("ps"))

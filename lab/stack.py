@@ -84,6 +84,7 @@ class Stack:
         self._stopping = threading.Event()
         self._lock = threading.RLock()
         self._proxy_api: ProxyApi | None = None
+        self._populate_error: str | None = None
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
@@ -104,7 +105,13 @@ class Stack:
         return specs.service_spec(name, self.topology, self.settings)
 
     def _populate(self, _name: str = "") -> None:
-        self.proxy_api.populate(self.topology)
+        try:
+            self.proxy_api.populate(self.topology)
+        except Exception as exc:
+            # Kept for start(): a proxy that cannot listen (port taken) must fail the start with its reason.
+            self._populate_error = f"creating the proxies failed: {exc}"
+            raise
+        self._populate_error = None
         self._proxies_ready.set()
 
     def preflight(self) -> None:
@@ -175,6 +182,8 @@ class Stack:
         while not self._proxies_ready.wait(0.1):
             if self._stopping.is_set():
                 raise StackError("stopped while starting")
+            if self._populate_error:
+                raise StackError(self._populate_error)
             if time.time() > deadline:
                 st = self.supervisor.service_status("netproxy") if not self.external_proxy else {}
                 raise StackError(f"the network proxy at {self.netproxy_url} did not come up ({st.get('state')}); "

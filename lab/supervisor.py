@@ -65,6 +65,7 @@ class Supervisor:
         self._thread = threading.Thread(target=self._run, name="faultline-supervisor", daemon=True)
         self._started = threading.Event()
         self._closed = False
+        self._closing = False
         self._http: httpx.AsyncClient | None = None
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._readers: dict[str, int] = {}
@@ -110,6 +111,7 @@ class Supervisor:
         """Stop every service (tier by tier when `order` is given), then the supervisor thread."""
         if self._closed:
             return
+        self._closing = True  # no new services from here on: nothing may start behind the teardown
         if not self._thread.is_alive():
             self._closed = True
             return
@@ -269,8 +271,8 @@ class Supervisor:
         return p
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("the supervisor is shut down")
+        if self._closed or self._closing:
+            raise RuntimeError("the supervisor is shutting down")
 
     def add(self, spec: ServiceSpec, start: bool = True, on_ready: Callable[[str], None] | None = None) -> None:
         self._check_open()

@@ -200,6 +200,8 @@ def serve(lab: Lab, log_level: str = "warning", exit_with: int | None = None) ->
         threading.Thread(target=_exit_with, args=(server, exit_with), name="faultline-exit-with", daemon=True).start()
     try:
         server.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises Ctrl-C after its own shutdown; for a foreground lab it is the normal way out
     finally:
         try:
             lab.shutdown()

@@ -325,7 +325,7 @@ def test_foreground_up_prints_urls_and_ctrl_c_stops_everything(fresh_home):
         st = httpx.get(f"http://127.0.0.1:{ports.lab}/api/status", trust_env=False, timeout=10).json()
         pids = [proc.pid] + [s["pid"] for s in st["services"] if s["pid"]]
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) in (0, 130)  # 130: the shell convention for an interrupted command
+        assert proc.wait(60) == 0  # Ctrl-C is the normal way to stop a foreground lab (`make run`)
         assert_all_gone(pids, [u.port for u in stack_ports(topo)], timeout=10)
         assert not (fresh_home / "lab.json").exists()
     finally:

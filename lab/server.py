@@ -26,8 +26,9 @@ from lab.core import Lab
 from lab.ports import PortInUse
 from lab.stack import StackError
 from lab.state import remove_lab_info, write_lab_info
-from lab.supervisor import UnknownService
+from lab.supervisor import SupervisorClosed, UnknownService
 from lab.topology import MAX_REPLICAS
+from lab.toxiproxy import ToxiproxyError
 
 log = logging.getLogger("faultline.lab")
 
@@ -161,6 +162,14 @@ def create_app(lab: Lab) -> FastAPI:
     @app.exception_handler(PortInUse)
     async def port_in_use(_: Request, exc: PortInUse) -> JSONResponse:
         return _error(409, str(exc))
+
+    @app.exception_handler(SupervisorClosed)
+    async def closed(_: Request, exc: SupervisorClosed) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(ToxiproxyError)
+    async def toxiproxy_error(_: Request, exc: ToxiproxyError) -> JSONResponse:
+        return _error(502, f"the Toxiproxy server refused: {exc}")
 
     @app.exception_handler(re.error)
     async def bad_regex(_: Request, exc: re.error) -> JSONResponse:

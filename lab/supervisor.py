@@ -46,6 +46,10 @@ def _reason(r: httpx.Response) -> str:
         return r.text[:300]
 
 
+class SupervisorClosed(RuntimeError):
+    """The supervisor is shutting down: it starts nothing new."""
+
+
 class UnknownService(KeyError):
     def __init__(self, name: str, known: Iterable[str]) -> None:
         super().__init__(name)
@@ -272,7 +276,7 @@ class Supervisor:
 
     def _check_open(self) -> None:
         if self._closed or self._closing:
-            raise RuntimeError("the supervisor is shutting down")
+            raise SupervisorClosed("the lab is shutting down: no service can be started")
 
     def add(self, spec: ServiceSpec, start: bool = True, on_ready: Callable[[str], None] | None = None) -> None:
         self._check_open()

@@ -45,7 +45,18 @@ def test_the_schema_check_would_catch_a_bad_file():
 
 
 def test_same_services_as_the_process_backend():
-    assert set(COMPOSE["services"]) - {"models"} == set(specs.service_names(TOPOLOGY))
+    assert set(COMPOSE["services"]) - {"models", "loadgen"} == set(specs.service_names(TOPOLOGY))
+
+
+def test_traffic_is_the_process_backends_load_generator_behind_a_profile():
+    svc = COMPOSE["services"]["loadgen"]
+    argv = svc["command"]
+    rps, profile = float(argv[argv.index("--rps") + 1]), argv[argv.index("--profile") + 1]
+    spec = specs.loadgen_spec(TOPOLOGY, IN_CONTAINER, rps, profile)
+    assert argv == spec.argv and svc["profiles"] == ["traffic"]  # like the process backend: no traffic by default
+    assert _bytes(svc["mem_limit"]) == spec.memory_limit_bytes
+    assert f"'{spec.url}{spec.ready_path}'" in " ".join(svc["healthcheck"]["test"])
+    assert svc["network_mode"] == "service:netproxy"
 
 
 @pytest.mark.parametrize("name", PY_SERVICES)
@@ -111,7 +122,7 @@ def test_gateway_starts_after_its_upstreams_are_healthy_and_models_are_trained()
 def test_dockerfile_builds_the_python_services():
     text = (ROOT / "docker" / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11", text, re.M)
-    assert "requirements.lock" in text and ".[ml]" in text
+    assert "requirements.lock" in text and ".[ml,loadgen]" in text
 
 
 def test_compose_backend_without_docker_is_a_clear_error(tmp_path):

@@ -191,6 +191,11 @@ class Live:
             self._frame = frame = self._compute()
             return frame
 
+    def invalidate(self) -> None:
+        """After the learner changed something: the next reader gets a fresh frame, not one from before it."""
+        with self._lock:
+            self._frame = None
+
     def _compute(self) -> Frame:
         lab = self.lab
         try:

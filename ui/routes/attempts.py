@@ -51,8 +51,8 @@ def timeline_view(d: dict[str, Any], series: dict[str, Any] | None) -> tuple[lis
                  (p99.get(t) for t in times)]
         latency_slo = next((e.get("threshold") for e in series.get("events", []) if e.get("slo") == "gateway-latency"),
                            None)
-        chart = {"t": times, "p99": clean, "errors": [err.get(t) for t in times],
-                 "markers": [{"at": e["at"], "kind": e["kind"]} for e in markers], "latency_slo": latency_slo or 250}
+        chart = {"t": times, "p99": clean, "errors": [err.get(t) for t in times], "latency_slo": latency_slo or 250,
+                 "markers": [{"at": e["at"], "kind": e["kind"], "n": i + 1} for i, e in enumerate(markers)]}
     return markers, offset, chart
 
 
@@ -61,6 +61,12 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     async def run(fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
+
+    async def act(fn: Any, *args: Any) -> Any:
+        try:
+            return await run(fn, *args)
+        finally:
+            ui.live.invalidate()
 
     @r.post("/scenarios/{scenario_id}/start")
     async def start(scenario_id: str, request: Request) -> Response:
@@ -71,7 +77,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         time_scale = _optional_number(data, "time_scale", "number")
         if seed is None:
             seed = ui.engine.new_seed()
-        state = await run(ui.engine.start, scenario_id, seed, time_scale)
+        state = await act(ui.engine.start, scenario_id, seed, time_scale)
         return ui.redirect(request, f"/attempts/{state['attempt_id']}")
 
     @r.get("/attempts/{attempt_id}")
@@ -93,19 +99,19 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     @r.post("/attempts/{attempt_id}/hint")
     async def hint(attempt_id: str, request: Request) -> Response:
-        await run(ui.engine.take_hint, attempt_id)
+        await act(ui.engine.take_hint, attempt_id)
         return ui.fragment("_hints.html", a=_full(ui, await run(ui.engine.state, attempt_id)))
 
     @r.post("/attempts/{attempt_id}/diagnosis")
     async def diagnosis(attempt_id: str, request: Request) -> Response:
         data = await read_form(request)
         answers = {k: v for k, v in data.items() if k != "csrf_token"}
-        await run(ui.engine.submit_diagnosis, attempt_id, answers)
+        await act(ui.engine.submit_diagnosis, attempt_id, answers)
         return ui.fragment("_diagnosis.html", a=_full(ui, await run(ui.engine.state, attempt_id)))
 
     @r.post("/attempts/{attempt_id}/fixed")
     async def fixed(attempt_id: str, request: Request) -> Response:
-        claim = await run(ui.engine.claim_fixed, attempt_id)
+        claim = await act(ui.engine.claim_fixed, attempt_id)
         hold = max(claim.get("hold_s") or [0])
         return ui.fragment("_result.html", level="warn",
                            message=f"Claim received: the lab waits {claim.get('settle_s', 0):g} s for fresh "
@@ -113,7 +119,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     @r.post("/attempts/{attempt_id}/abort")
     async def abort(attempt_id: str, request: Request) -> Response:
-        await run(ui.engine.abort, attempt_id)
+        await act(ui.engine.abort, attempt_id)
         return ui.redirect(request, f"/attempts/{attempt_id}/debrief")
 
     @r.get("/attempts/{attempt_id}/debrief")
@@ -126,7 +132,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
     @r.post("/attempts/{attempt_id}/retry")
     async def retry(attempt_id: str, request: Request) -> Response:
         a = await run(ui.engine.state, attempt_id)
-        state = await run(ui.engine.start, a["scenario_id"], ui.engine.new_seed(), a.get("time_scale"))
+        state = await act(ui.engine.start, a["scenario_id"], ui.engine.new_seed(), a.get("time_scale"))
         return ui.redirect(request, f"/attempts/{state['attempt_id']}")
 
     # --- the console (an attempt's, or the sandbox's) -----------------------------------------------------------
@@ -197,7 +203,9 @@ async def _op(ui: UI, request: Request, attempt_id: str | None, op: str) -> Resp
     try:
         result = await asyncio.to_thread(ui.engine.run_op, attempt_id, op, args)
     except Refused as exc:
+        ui.live.invalidate()
         return ui.fragment("_op_output.html", status=exc.status, ok=False, command=command, status_code=exc.status,
                            message=exc.message, output_template=console.output_template(op), **ctx)
+    ui.live.invalidate()
     return ui.fragment("_op_output.html", ok=True, command=command, result=result,
                        output_template=console.output_template(op), **ctx)

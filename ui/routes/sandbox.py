@@ -62,6 +62,12 @@ def router(ui: UI, route_class: type) -> APIRouter:
     r = APIRouter(route_class=route_class, include_in_schema=False)
     counter = itertools.count(1)
 
+    async def act(fn: Any, *args: Any) -> Any:
+        try:
+            return await _run(fn, *args)
+        finally:
+            ui.live.invalidate()
+
     def entry_for(name: str) -> dict[str, Any]:
         entry = next((k for k in fault_kinds(ui) if k["name"] == name), None)
         if entry is None:
@@ -110,7 +116,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
                 raise FormError("duration_s", "must be more than 0 seconds")
             body["until"] = {"duration_s": duration}
         try:
-            applied = await _run(_manager(ui).apply, fault_from_body(body, counter))
+            applied = await act(_manager(ui).apply, fault_from_body(body, counter))
         except FaultError as exc:
             return ui.fragment("_result.html", status=exc.status, level="error", message=str(exc))
         return ui.fragment("_result.html", level="ok", message=f"injected {applied.fault_id}: {applied.description}")
@@ -118,7 +124,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
     @r.delete("/sandbox/faults/{fault_id}")
     async def revert(fault_id: str, request: Request) -> Response:
         try:
-            applied = await _run(_manager(ui).revert, fault_id)
+            applied = await act(_manager(ui).revert, fault_id)
         except KeyError:
             return ui.error(request, 404, f"no fault {fault_id!r} was applied in this lab")
         notes = f" ({'; '.join(applied.notes)})" if applied.notes else ""
@@ -126,7 +132,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     @r.delete("/sandbox/faults")
     async def revert_all(request: Request) -> Response:
-        reverted = await _run(_manager(ui).revert_all)
+        reverted = await act(_manager(ui).revert_all)
         names = ", ".join(a.fault_id for a in reverted) or "nothing was active"
         return ui.fragment("_result.html", level="ok", message=f"reverted: {names}")
 
@@ -144,7 +150,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         if profile is not None and profile not in TRAFFIC_PROFILES:
             raise FormError("profile", f"one of {', '.join(TRAFFIC_PROFILES)}")
         try:
-            state = await _run(ui.lab.stack.traffic, values["rps"], profile)
+            state = await act(ui.lab.stack.traffic, values["rps"], profile)
         except StackError as exc:
             return ui.fragment("_result.html", status=409, level="error", message=str(exc))
         return ui.fragment("_result.html", level="ok",
@@ -152,7 +158,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     @r.delete("/sandbox/traffic")
     async def stop_traffic(request: Request) -> Response:
-        await _run(ui.lab.stack.stop_traffic)
+        await act(ui.lab.stack.stop_traffic)
         return ui.fragment("_result.html", level="ok", message="traffic stopped")
 
     return r

@@ -19,8 +19,12 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     @r.get("/static/{path:path}")
     def static(path: str, request: Request) -> Response:
-        target = (root / path).resolve()
-        if not target.is_relative_to(root) or not target.is_file():
+        try:
+            target = (root / path).resolve()
+            found = target.is_relative_to(root) and target.is_file()
+        except (ValueError, OSError):  # a NUL byte or an over-long name: no such file, not a 500
+            found = False
+        if not found:
             return ui.error(request, 404, f"no static file {path!r}")
         ctype = TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         # URLs carry ?v=<mtime> (see static_url), so a long cache is safe

@@ -188,7 +188,7 @@
           ctx.strokeStyle = colors[m.kind] || "#5b6472"; ctx.lineWidth = m.kind === "fault" || m.kind === "fix" ? 2.5 : 1;
           ctx.beginPath(); ctx.moveTo(x, b.top); ctx.lineTo(x, b.top + b.height); ctx.stroke();
           ctx.fillStyle = ctx.strokeStyle; ctx.textAlign = "left"; ctx.textBaseline = "alphabetic"; ctx.font = 10 * devicePixelRatio + "px system-ui, sans-serif";
-          ctx.fillText(String(i + 1), x + 3, b.top + 12 * devicePixelRatio);
+          ctx.fillText(String(m.n || i + 1), x + 3, b.top + 12 * devicePixelRatio);
         });
         ctx.restore();
       }] } }]

@@ -47,9 +47,10 @@ class ProxyApi:
         self.url = url
         self.client = ToxiproxyClient(url, timeout=PROXY_TIMEOUT_S)
 
-    def populate(self, topology: Topology) -> None:
+    def populate(self, topology: Topology, only: list[str] | None = None) -> None:
+        """Create the topology's proxies (or only those named); proxies not named are left as they are."""
         self.client.populate([{"name": h.name, "listen": h.listen, "upstream": h.upstream, "enabled": True}
-                              for h in topology.hops()])
+                              for h in topology.hops() if only is None or h.name in only])
 
     def delete(self, name: str) -> None:
         self.client.delete_proxy(name)
@@ -279,7 +280,8 @@ class Stack:
                   if any(u.role.endswith(n) for n in added)]
         check_free(wanted, new.host)
         self.topology = new
-        self.proxy_api.populate(new)
+        # Only the new hops: the existing proxies may carry a scenario's toxics or be disabled on purpose.
+        self.proxy_api.populate(new, only=added)
         for name in added:
             self.supervisor.add(self._spec(name))
         pending = self._wait_ready(added, wait_s)

@@ -200,9 +200,15 @@ def test_issue_chain_up_score_feedback_scale_kill_oom_corrupt_down(stack_factory
     assert metric(metrics, "gateway_feedback_total", model_version="v1") >= 6
     assert metric(metrics, "gateway_predictions_total", model_version="v1") >= 6
 
-    # scale replicas up: a third replica, its proxy, and the gateway told about it
+    # scale replicas up: a third replica, its proxy, and the gateway told about it; a scenario's toxic on an
+    # existing proxy survives the scale
+    api = h.status()["netproxy_url"]
+    toxic = {"name": "slow", "type": "latency", "stream": "downstream", "attributes": {"latency": 1}}
+    assert c.post(f"{api}/proxies/model-1/toxics", json=toxic).status_code == 200
     out = h.cli("scale", "3")
     assert out.returncode == 0, out.stderr
+    assert [t["name"] for t in c.get(f"{api}/proxies/model-1/toxics").json()] == ["slow"]
+    assert c.delete(f"{api}/proxies/model-1/toxics/slow").status_code == 204
     st = h.status()
     assert [s["name"] for s in st["services"]][:5] == ["gateway", "feature-store", "model-1", "model-2", "model-3"]
     assert h.service("model-3")["ready"] and any(p["name"] == "model-3" for p in st["proxies"])

@@ -26,6 +26,8 @@ from lab.scenario.ops import INVESTIGATE_OPS, OP_ARGS
 from lab.stack import StackError
 from lab.supervisor import UnknownService
 
+VERSION_NUMBER = re.compile(r"v[0-9]{1,6}")
+
 __all__ = ["ConsoleError", "OpResult", "attach", "operations", "parse_args", "run"]
 
 if set(OPERATIONS) != set(OP_ARGS):  # every operation of the schema has exactly one implementation
@@ -40,11 +42,16 @@ def parse_args(op: str, raw: Any) -> Any:
         raw = {}
     if not isinstance(raw, dict):
         raise ConsoleError(f"{op}: args must be a JSON object", 422)
+    version = raw.get("version")
+    concrete = isinstance(version, str) and VERSION_NUMBER.fullmatch(version) is not None
     try:
-        return OP_ARGS[op].model_validate(raw)
+        model = OP_ARGS[op].model_validate({**raw, "version": "v1"} if concrete else raw)
     except ValidationError as exc:
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()]
         raise ConsoleError(f"{op}: " + "; ".join(parts), 422) from None
+    # The schema's version refs are what a scenario may name (v1, v2, labels); a learner names the vN the
+    # registry really holds (v3 after a retrain), which the registry then checks.
+    return model.model_copy(update={"version": version}) if concrete else model
 
 
 def _attempts(lab: Any) -> Any:

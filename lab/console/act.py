@@ -22,8 +22,8 @@ from lab.stack import StackError
 MAX_CONSOLE_REPLICAS = 6
 RESTART_WAIT_S = 60.0
 RETRAIN_DEFAULT_WINDOW_S = 600.0
-RETRAIN_MIN_ROWS, RETRAIN_MAX_ROWS = 2_000, 20_000
-RETRAIN_EPOCHS = 5
+RETRAIN_MIN_ROWS, RETRAIN_MAX_ROWS = 20_000, 100_000
+RETRAIN_EPOCHS = 10
 
 
 def _http(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -187,9 +187,10 @@ def retrain(ctx: ConsoleContext, args: Any) -> OpResult:
     data = {"version": meta["version"], "stage": meta.get("stage"), "metrics": m, "rows": rows, "window_s": window,
             "profile": profile, "shift": shift, "parent": parent, "seconds": round(took, 1),
             "source": "generator under the live traffic profile (stand-in for labelled recent traffic)"}
-    text = (f"trained {meta['version']} on {rows} rows of the last {window:g}s of traffic (profile {profile}) in "
-            f"{took:.0f}s: auc {num(m.get('auc'), '{:.3f}')}, recall {num(m.get('recall'), '{:.3f}')}, precision "
-            f"{num(m.get('precision'), '{:.3f}')}; registered as staging — roll it out with "
+    text = (f"trained {meta['version']} on {rows} rows shaped like the last {window:g}s of traffic "
+            f"(profile {profile}) in {took:.0f}s: auc {num(m.get('auc'), '{:.3f}')}, "
+            f"recall {num(m.get('recall'), '{:.3f}')}, precision {num(m.get('precision'), '{:.3f}')}; "
+            "registered as staging — roll it out with "
             f"`deploy {meta['version']} --canary 0.1` or `promote {meta['version']}`")
     return OpResult(data, text, labels={"retrained": meta["version"]})
 

@@ -1,0 +1,123 @@
+"""An attempt on the shared real stack, through the lab's JSON API: the learner's view hides the fault, console
+operations are journaled, hints and the diagnosis are validated, the debrief waits for the end, giving up
+reverts the fault and grades, and the stack is back at its baseline afterwards.
+
+slow-replica at time scale 0.2: the link degrades 4-12 s after the stack is healthy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from attemptkit import LabApi
+
+from lab.grader import grade
+from lab.scenario import load_scenario, render
+
+pytestmark = pytest.mark.stack
+ROOT = Path(__file__).resolve().parents[2]
+SEED, SCALE = 5, 0.2
+
+
+@pytest.fixture(scope="module")
+def api(stack: Any) -> Iterator[LabApi]:
+    handle = LabApi(stack)
+    handle.abort_active()
+    yield handle
+    handle.abort_active()
+    handle.close()
+
+
+def test_the_catalog_has_no_spoilers(api: LabApi) -> None:
+    cards = api.call("GET", "/api/scenarios")
+    card = next(c for c in cards if c["id"] == "slow-replica")
+    assert card["skills"] == ["networking", "observability", "resilience"]
+    one = api.call("GET", "/api/scenarios/slow-replica?seed=1")
+    assert "p99" in one["briefing"]
+    assert not {"faults", "diagnosis", "hints", "solution", "fix"} & set(one)
+    assert "no scenario 'nope'" in api.call("GET", "/api/scenarios/nope", expect=404)["detail"]
+
+
+def test_start_refuses_bad_requests(api: LabApi) -> None:
+    assert "no scenario 'nope'" in api.call("POST", "/api/attempts", {"scenario_id": "nope"}, 404)["detail"]
+    api.call("POST", "/api/attempts", {"scenario_id": "slow-replica", "time_scale": 0}, 422)
+    api.call("POST", "/api/attempts", {"scenario_id": "slow-replica", "seed": -1}, 422)
+    api.call("POST", "/api/attempts", {"scenario_id": "Bad Id"}, 422)
+
+
+def test_an_attempt_from_start_to_giving_up(api: LabApi) -> None:
+    st = api.call("POST", "/api/attempts", {"scenario_id": "slow-replica", "seed": SEED, "time_scale": SCALE}, 201)
+    attempt = st["attempt_id"]
+    assert st["phase"] in ("preparing", "warming", "running") and st["status"] == "running"
+    again = api.call("POST", "/api/attempts", {"scenario_id": "slow-replica"}, 409)
+    assert attempt in again["detail"]
+    assert "opens when the attempt ends" in api.call("GET", f"/api/attempts/{attempt}/debrief", expect=409)["detail"]
+    api.call("GET", f"/api/attempts/{attempt}/events", expect=409)
+
+    st = api.wait(attempt, lambda s: s["paged"], 120, "the page")
+    slow = render(load_scenario(ROOT / "scenarios" / "slow-replica.yaml"), SEED).values["layout"]["slow"]
+    view = json.dumps(st)
+    for secret in ("slow-link", "toxic", "fl_", "\"correct\""):
+        assert secret not in view, secret  # the learner sees symptoms, never the injected fault or the answer
+    assert all("correct" not in o for q in st["diagnosis"]["questions"] for o in q["options"])
+    assert any(p["id"] == "p99" and p["ok"] is False for p in st["steady_state"])
+
+    # the console, journaled to the attempt
+    res = api.console("trace", limit=3)
+    assert res["attempt_id"] == attempt
+    api.console("metrics", service=slow)
+    assert "sandbox operation" in api.console("traffic", 409, rps=50)["detail"]
+    api.console("kill", 403, pid=1)
+
+    hint = api.call("POST", f"/api/attempts/{attempt}/hint")
+    assert hint["index"] == 0 and hint["cost"] == 3 and hint["text"]
+    bad = [({"category": "network"}, "missing"), ({"category": "network", "component": slow, "cause": "x",
+                                                 "color": "red"}, "unknown question"),
+           ({"category": "weather", "component": slow, "cause": "link-latency"}, "not an option")]
+    for answers, needle in bad:
+        assert needle in api.call("POST", f"/api/attempts/{attempt}/diagnosis", {"answers": answers}, 422)["detail"]
+    answers = {"category": "network", "component": slow, "cause": "link-latency"}
+    api.call("POST", f"/api/attempts/{attempt}/diagnosis", {"answers": answers})
+    assert "already submitted" in api.call("POST", f"/api/attempts/{attempt}/diagnosis", {"answers": answers},
+                                           409)["detail"]
+
+    st = api.call("POST", f"/api/attempts/{attempt}/abort", {"reason": "test gives up"})
+    assert st["status"] == "aborted" and st["end_reason"] == "test gives up" and st["score"] is not None
+    assert "has ended" in api.call("POST", f"/api/attempts/{attempt}/hint", expect=409)["detail"]
+
+    events = api.call("GET", f"/api/attempts/{attempt}/events")
+    types = [e["type"] for e in events]
+    for t in ("attempt_started", "stack_ready", "fault_applied", "probe_result", "console_op", "hint_taken",
+              "diagnosis_submitted", "fault_reverted", "attempt_aborted", "graded"):
+        assert t in types, t
+    assert types.index("fault_applied") < types.index("console_op") < types.index("attempt_aborted")
+    ops = [e["data"] for e in events if e["type"] == "console_op"]
+    assert [(o["op"], o["ok"]) for o in ops] == [("trace", True), ("metrics", True), ("traffic", False),
+                                                 ("kill", False)]
+    assert ops[2]["status"] == 409 and ops[1]["args"] == {"service": slow}
+
+    # the debrief; and the grade is a function of the journal alone
+    d = api.call("GET", f"/api/attempts/{attempt}/debrief")
+    assert d["broke"] and not d["fixed"] and d["faults"][0]["id"] == "slow-link"
+    b = d["breakdown"]["diagnosis"]
+    assert b["category"]["correct"] and b["component"]["correct"] and b["cause"]["correct"]
+    assert set(b["evidence"]["seen"]) == {"trace", f"metrics service={slow}"}
+    assert d["score"] < 50
+    scenario = render(load_scenario(ROOT / "scenarios" / "slow-replica.yaml"), SEED, SCALE)
+    graded = next(e["data"] for e in events if e["type"] == "graded")
+    assert grade(scenario, events) == graded
+
+    # baseline again: no toxic left, nothing drained, idle traffic
+    proxies = api.stack.status()["proxies"]
+    assert all(not p["toxics"] for p in proxies)
+    assert api.service_config("gateway")["drained"] == []
+    traffic = api.call("GET", "/api/traffic")
+    assert not traffic.get("running") or traffic["target_rps"] == 0
+
+    assert attempt in [a["id"] for a in api.call("GET", "/api/attempts")]
+    skills = {s["skill"]: s for s in api.call("GET", "/api/progress")["skills"]}
+    assert skills["networking"]["attempts"] >= 1

@@ -25,6 +25,7 @@ from lab.state import lab_url, read_lab_info, resolve_home, running_lab
 from lab.topology import DEFAULT_BASE_PORT, DEFAULT_LAB_PORT, DEFAULT_NETPROXY_PORT, MAX_REPLICAS, Ports, Topology
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+TOKEN_ENV = "FAULTLINE_TOKEN"
 
 
 class CliError(Exception):
@@ -34,8 +35,11 @@ class CliError(Exception):
 # --- helpers -----------------------------------------------------------------------------------------------------
 
 
-def _client(url: str, timeout: float = 30.0) -> httpx.Client:
-    return httpx.Client(base_url=url, timeout=timeout, trust_env=False)
+def _client(url: str, timeout: float = 30.0, token: str | None = None) -> httpx.Client:
+    """A client of the lab; sends the lab's token (argument, else FAULTLINE_TOKEN) when there is one."""
+    token = token or os.environ.get(TOKEN_ENV) or None
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return httpx.Client(base_url=url, timeout=timeout, trust_env=False, headers=headers)
 
 
 def _find_lab(args: argparse.Namespace) -> str:
@@ -107,6 +111,21 @@ def _server_choice(args: argparse.Namespace) -> Any:
     return select_server(host="127.0.0.1", port=args.netproxy_port)
 
 
+def _binding(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(host, token) for the lab's API: anything but loopback needs a token, because the lab can stop services
+    and start processes on this machine."""
+    from lab.apiguard import is_loopback
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(args.host) and not token:
+        raise CliError(f"refusing to listen on {args.host} without a token: anyone who can reach it could stop "
+                       f"services and start processes here. Pass --token T (or set {TOKEN_ENV}); clients then "
+                       "send `Authorization: Bearer T`. Without a token the lab listens on 127.0.0.1 only.")
+    if token is not None and (len(token) < 8 or not token.isprintable() or " " in token):
+        raise CliError("a token must be at least 8 printable characters without spaces")
+    return args.host, token
+
+
 def _preflight(args: argparse.Namespace) -> Path:
     home = resolve_home(args.home)
     info = running_lab(home)
@@ -127,7 +146,8 @@ def _serve_argv(args: argparse.Namespace, home: Path) -> list[str]:
     return [sys.executable, "-m", "lab.cli", "serve", "--home", str(home), "--replicas", str(args.replicas),
             "--base-port", str(args.base_port), "--netproxy-port", str(args.netproxy_port),
             "--lab-port", str(args.lab_port), "--ready-timeout", str(args.ready_timeout),
-            "--rps", str(args.rps), "--profile", args.profile, "--restart-policy", args.restart_policy] + (
+            "--rps", str(args.rps), "--profile", args.profile, "--restart-policy", args.restart_policy,
+            "--host", args.host] + (
                 ["--exit-with", str(args.exit_with)] if args.exit_with else [])
 
 
@@ -155,6 +175,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                            "default ports and 2 replicas (edit it, or use the process backend)")
         return compose.up(detach=args.detach)
     t0 = time.time()
+    _binding(args)
     home = _preflight(args)
     if args.detach:
         return _up_detached(args, home, t0)
@@ -166,6 +187,9 @@ def _up_detached(args: argparse.Namespace, home: Path, t0: float) -> int:
     log_path = home / "lab.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(specs.PACKAGE_ROOT),
                                                                       os.environ.get("PYTHONPATH")]))}
+    _, token = _binding(args)
+    if token:
+        env[TOKEN_ENV] = token  # by environment, not argv: argv is visible to every user in `ps`
     with open(log_path, "ab") as log:
         log.write(f"--- faultline up -d at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode())
         log.flush()
@@ -184,7 +208,7 @@ def _up_detached(args: argparse.Namespace, home: Path, t0: float) -> int:
             url = info.url
         if url is not None:
             try:
-                with _client(url, 5) as c:
+                with _client(url, 5, token) as c:
                     st = c.get("/api/status").json()
             except (httpx.HTTPError, ValueError):
                 st = None
@@ -220,6 +244,7 @@ def _tail(path: Path, n: int) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    _binding(args)
     home = resolve_home(args.home)
     return _serve(args, home, announce=None)
 
@@ -248,7 +273,8 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
         raise CliError(str(exc)) from exc
     if announce is not None:
         threading.Thread(target=_announce, args=(lab, announce), daemon=True).start()
-    return serve(lab, exit_with=args.exit_with)
+    host, token = _binding(args)
+    return serve(lab, exit_with=args.exit_with, host=host, token=token)
 
 
 def _announce(lab: Any, t0: float) -> None:
@@ -448,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--profile", default="baseline", help="traffic profile for --rps (default baseline)")
         sp.add_argument("--exit-with", type=int, metavar="PID",
                         help="stop the lab when process PID exits (test runners, scripts)")
+        sp.add_argument("--host", default="127.0.0.1",
+                        help="address of the lab API (default 127.0.0.1; any other needs --token)")
+        sp.add_argument("--token", help=f"require this token on every /api request (default: ${TOKEN_ENV})")
 
     up = sub.add_parser("up", help="start the stack (foreground; -d to detach)")
     stack_flags(up)

@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from lab.apiguard import BodyLimit, TokenGuard
 from lab.core import Lab
 from lab.ports import PortInUse
 from lab.stack import StackError
@@ -147,9 +148,18 @@ def _attach_components(app: FastAPI, lab: Lab) -> None:
     lab.component_errors = errors
 
 
-def create_app(lab: Lab) -> FastAPI:
+def create_app(lab: Lab, token: str | None = None) -> FastAPI:
+    """The lab's app. With `token`, every /api request must carry it (see lab/apiguard.py)."""
     app = FastAPI(title="faultline lab")
     app.state.lab = lab
+    app.add_middleware(BodyLimit)
+    if token:
+        app.add_middleware(TokenGuard, token=token)  # added last = outermost: refused before the body is read
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(_: Request, __: RecursionError) -> JSONResponse:
+        # json.loads of a body nested thousands of levels deep raises RecursionError: bad input, not a bug
+        return _error(400, "body: JSON nested too deeply")
 
     @app.exception_handler(UnknownService)
     async def unknown_service(_: Request, exc: UnknownService) -> JSONResponse:
@@ -177,21 +187,42 @@ def create_app(lab: Lab) -> FastAPI:
 
     app.include_router(core_router(lab))
     _attach_components(app, lab)
+    _document_error_detail(app)
     return app
 
 
-def serve(lab: Lab, log_level: str = "warning", exit_with: int | None = None) -> int:
+def _document_error_detail(app: FastAPI) -> None:
+    """/openapi.json: a 422's `detail` is pydantic's list (body validation) or our one-line message (the routes'
+    own checks, e.g. "'x' is not a scenario id"); FastAPI documents only the list."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        first = app.openapi_schema is None
+        schema = generate()  # cached by FastAPI after the first call: patch it once
+        error = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+        if first and error is not None:
+            listed = error["properties"]["detail"]
+            error["properties"]["detail"] = {"anyOf": [{"type": "string"}, {k: v for k, v in listed.items()
+                                                                             if k != "title"}], "title": "Detail"}
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def serve(lab: Lab, log_level: str = "warning", exit_with: int | None = None, host: str | None = None,
+          token: str | None = None) -> int:
     """Run the lab in the foreground until SIGINT/SIGTERM or POST /api/down; stop the stack on the way out.
 
     The stack starts at once; the API answers as soon as it is bound (lab.json is written then), so
-    `faultline up -d` and the UI can show start-up progress.
+    `faultline up -d` and the UI can show start-up progress. `host` defaults to the topology's (127.0.0.1); the
+    CLI allows another address only with a `token`.
     """
     # The stack starts before the API exists: importing and attaching components takes about a second that
     # the services' start-up (torch imports) can overlap.
     lab.start_stack_in_background()
-    app = create_app(lab)
+    app = create_app(lab, token=token)
     config = uvicorn.Config(
-        app, host=lab.topology.host, port=lab.settings.ports.lab, log_level=log_level, access_log=False,
+        app, host=host or lab.topology.host, port=lab.settings.ports.lab, log_level=log_level, access_log=False,
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)

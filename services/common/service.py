@@ -73,6 +73,11 @@ def create_app(
     app.state.config = config
     app.state.service_name = name
 
+    @app.exception_handler(RecursionError)
+    async def too_deep(_: Request, __: RecursionError) -> JSONResponse:
+        # json.loads on a body nested thousands of levels deep raises RecursionError, not ValueError: input, not a bug
+        return JSONResponse({"detail": "body: JSON nested too deeply"}, status_code=400)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": name}
@@ -96,7 +101,7 @@ def create_app(
     async def patch_config(request: Request) -> Response:
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             return JSONResponse({"detail": "body must be a JSON object"}, status_code=400)
         if not isinstance(body, dict):
             return JSONResponse({"detail": "body must be a JSON object"}, status_code=400)

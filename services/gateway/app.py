@@ -34,6 +34,7 @@ from services.gateway.config import GatewayConfig, GatewayConfigHolder, parse_lo
 from services.gateway.contract import KNOWN_CATEGORIES, KNOWN_COUNTRIES, FeedbackRequest, ScoreRequest, describe
 from services.gateway.ledger import ALREADY, RECENT_CAPACITY, UNKNOWN, Ledger
 from services.gateway.metrics import GatewayMetrics, register_collector
+from services.gateway.openapi import document_hot_routes
 from services.gateway.replicas import Replica, ReplicaPool, RetryBudget, VersionRouter
 from services.gateway.rules import RULES_VERSION, rule_score
 
@@ -450,6 +451,7 @@ def build_app(feature_store_url: str, config: GatewayConfig) -> FastRoutes:
         """Live routing state per replica (healthy, drained, ejected, breaker, in-flight)."""
         return {"replicas": gateway.pool.describe(), "retry_budget_tokens": round(gateway.budget.tokens, 3)}
 
+    document_hot_routes(app, gateway)  # /openapi.json describes the routes the fast path answers
     fast = FastRoutes(app)
     fast.exact("/v1/score", gateway.handle_score)
     fast.exact("/v1/feedback", gateway.handle_feedback)

@@ -290,6 +290,8 @@ def run(scenario: str, seed: int, mode: str = "none", time_scale: float | None =
             log("tearing the stack down")
             private.stop(keep=keep)
     out = report(debrief, mode, code, time.monotonic() - t0)
+    out["lab"] = {"url": lab_url, "private": private is not None,
+                  "home": str(private.home) if private is not None else None}
     print(json.dumps(out, indent=2) if as_json else debrief["text"])
     return code
 

@@ -1,0 +1,76 @@
+"""`faultline run`, the headless runner, end to end on real stacks (slow-replica at time scale 0.2).
+
+- solved, on a private stack it starts and tears down itself: it breaks, the reference solution fixes it, the
+  score is at least 90, and nothing of the private stack is left running;
+- unsolved and with the scenario's wrong fix, on the session's shared stack (`--lab-url`): it breaks, is not
+  fixed, and scores below 50; the wrong fix is penalised for its rejected claim.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from lab.grader import grade
+from lab.runner import child_env
+from lab.scenario import load_scenario, render
+
+pytestmark = pytest.mark.stack
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {"scenario", "seed", "broke", "fixed", "score", "breakdown", "timeline"}
+
+
+def run(*args: str, timeout: float = 420) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    proc = subprocess.run([sys.executable, "-m", "lab.cli", "run", "slow-replica", "--json", "--time-scale", "0.2",
+                           *args], capture_output=True, text=True, timeout=timeout, env=child_env(), cwd=str(ROOT))
+    assert proc.stdout.strip(), proc.stderr
+    return proc, json.loads(proc.stdout)
+
+
+def test_solved_on_its_own_stack_scores_at_least_90() -> None:
+    proc, out = run("--solve", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert set(out) >= KEYS
+    assert out["scenario"] == "slow-replica" and out["seed"] == 1
+    assert out["broke"] and out["fixed"] and out["score"] >= 90, (out["score"], out["breakdown"])
+    assert out["breakdown"]["diagnosis"]["points"] == 35 and out["breakdown"]["collateral"] == []
+    kinds = [e["kind"] for e in out["timeline"]]
+    assert kinds.index("fault") < kinds.index("action") < kinds.index("fix")
+    assert out["lab"]["private"]
+    home = out["lab"]["home"]
+    assert not Path(home).exists()
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if any(home in a for a in p.info["cmdline"] or [])]
+    assert left == [], f"processes of the private stack still running: {left}"
+
+
+def test_unsolved_breaks_and_scores_below_50(stack: Any) -> None:
+    proc, out = run("--seed", "2", "--lab-url", stack.lab_url, "--give-up-after", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert out["broke"] and not out["fixed"] and out["score"] < 50
+    assert out["end_reason"] == "gave up without acting (headless run)"
+    assert not out["lab"]["private"]
+    events = stack.client.get(f"{stack.lab_url}/api/attempts/{out['attempt_id']}/events").json()
+    scenario = render(load_scenario(ROOT / "scenarios" / "slow-replica.yaml"), 2, 0.2)
+    assert grade(scenario, events)["score"] == out["score"]  # the journal alone gives the grade
+
+
+def test_the_wrong_fix_does_not_pass_and_is_penalised(stack: Any) -> None:
+    proc, out = run("--wrong-fix", "--seed", "3", "--lab-url", stack.lab_url)
+    assert proc.returncode == 0, proc.stderr  # 0: the scenario behaved — the wrong fix did not pass
+    assert out["broke"] and not out["fixed"] and out["score"] < 50
+    assert [c["pattern"] for c in out["breakdown"]["collateral"]] == ["fix claim rejected"]
+    restart = [p for p in out["learner_path"] if p["op"] == "restart"]
+    assert restart and restart[0]["ok"]
+
+
+def test_bad_arguments_are_reported_without_a_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-m", "lab.cli", "run", "no-such-scenario"], capture_output=True,
+                          text=True, timeout=60, env=child_env(), cwd=str(ROOT))
+    assert proc.returncode == 1 and "no scenario 'no-such-scenario'" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -18,6 +18,8 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
 IDLE_TIMEOUT = 60.0
 READ_TIMEOUT = 15.0
+LINGER_BYTES = 64 * 1024 * 1024  # after refusing a request, drop at most this much of its body ...
+LINGER_SECONDS = 5.0  # ... for at most this long, then close
 
 
 @dataclass
@@ -72,6 +74,7 @@ async def _serve_connection(handler: Handler, reader: asyncio.StreamReader, writ
                 request.body = await asyncio.wait_for(_read_body(request, reader, writer), READ_TIMEOUT)
             except BadRequest as exc:
                 await _write(writer, _plain(exc.status, exc.message), keep_alive=False)
+                await _linger(reader)
                 return
             except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                 return
@@ -145,6 +148,22 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             raise BadRequest(413, "request body too large")
         body += await reader.readexactly(size)
         await reader.readexactly(2)
+
+
+async def _linger(reader: asyncio.StreamReader) -> None:
+    """Read and drop what a refused client is still sending (bounded), like Go's lingering close: closing with
+    unread data resets the connection, and the client would see "connection reset" instead of our 413/400."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINGER_SECONDS
+    dropped = 0
+    try:
+        while dropped < LINGER_BYTES and (left := deadline - loop.time()) > 0:
+            chunk = await asyncio.wait_for(reader.read(64 * 1024), left)
+            if not chunk:
+                return
+            dropped += len(chunk)
+    except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+        return
 
 
 def _plain(status: int, message: str) -> Response:

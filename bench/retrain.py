@@ -1,0 +1,104 @@
+"""Retrain → canary → promote benchmark, end to end on a running stack with labelled traffic.
+
+    python -m bench retrain [--quick] [--json]
+
+A real stack (two replicas) with the load generator sending transactions and, after its feedback delay, their
+labels (`POST /api/traffic`). Then the learner's console operations, through the lab API as the CLI and the UI
+call them: `retrain` (a new version trained on recent traffic by the registry's trainer child process,
+registered as staging), `deploy vN --canary 0.1` (loaded on every replica next to the default, 10% of the
+gateway's traffic), `promote vN` (default on every replica, all traffic, stage production). The clock stops
+when the gateway answers with vN for every one of 20 consecutive scored transactions. Goal: ≤ 60 s.
+
+The console's `retrain` trains on the generator under the live traffic profile (its stand-in for the gateway's
+labelled rows, see lab/console/act.py); the figure is the lab's real retrain → deploy path either way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import stack as bstack
+from bench.common import dumps, load_average, machine, transactions
+
+GOAL_S = 60.0
+TRAFFIC_RPS = 30.0
+CONSECUTIVE = 20
+
+
+def _served_by(st: bstack.BenchStack, version: str, bodies: list[bytes], timeout: float = 60.0) -> float:
+    """Seconds until CONSECUTIVE scored transactions in a row came from `version`."""
+    t0 = time.monotonic()
+    streak = 0
+    i = 0
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        while time.monotonic() - t0 < timeout:
+            r = client.post(st.public_url + "/v1/score", content=bodies[i % len(bodies)],
+                            headers={"content-type": "application/json"})
+            i += 1
+            streak = streak + 1 if r.status_code == 200 and r.json().get("model_version") == version else 0
+            if streak >= CONSECUTIVE:
+                return time.monotonic() - t0
+    raise RuntimeError(f"the gateway did not serve {version} consistently within {timeout:.0f}s")
+
+
+def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
+    warm_s = (10.0 if quick else 20.0) * scale
+    result: dict[str, Any] = {"bench": "retrain", "quick": quick, "machine": machine(),
+                              "plan": {"traffic_rps": TRAFFIC_RPS, "labelled_traffic_s": warm_s, "canary": 0.1}}
+    bodies = [dumps(t) for t in transactions(400, seed=23, id_prefix="retrain")]
+    with tempfile.TemporaryDirectory(prefix="faultline-bench-") as tmp:
+        tmpdir = Path(tmp)
+        with bstack.running(tmpdir / "home", tmpdir / "cache", replicas=2) as st:
+            st.api("POST", "/api/traffic", json={"rps": TRAFFIC_RPS})
+            time.sleep(warm_s)  # labelled traffic accumulates (labels follow after the feedback delay)
+            traffic = st.api("GET", "/api/traffic")
+            load = load_average()
+            steps: dict[str, float] = {}
+            t0 = time.monotonic()
+            trained = st.api("POST", "/api/console/retrain", json={}, timeout=600)
+            steps["retrain_s"] = time.monotonic() - t0
+            version = trained["data"]["version"]
+            t1 = time.monotonic()
+            st.api("POST", "/api/console/deploy", json={"version": version, "canary": 0.1})
+            steps["canary_s"] = time.monotonic() - t1
+            t2 = time.monotonic()
+            st.api("POST", "/api/console/promote", json={"version": version})
+            steps["promote_s"] = time.monotonic() - t2
+            steps["until_served_s"] = _served_by(st, version, bodies)
+            total = time.monotonic() - t0
+    result.update({
+        "version": version,
+        "training": {k: trained["data"].get(k) for k in ("rows", "metrics", "profile", "parent", "seconds", "source")},
+        "traffic": {k: traffic.get(k) for k in ("achieved_rps", "profile", "feedback")},
+        "steps": {k: round(v, 2) for k, v in steps.items()},
+        "total_s": round(total, 2),
+        "load_average": load,
+        "goal": {"total_s": GOAL_S, "met": total <= GOAL_S},
+        "load_average_end": load_average(),
+    })
+    return result
+
+
+def table(r: dict[str, Any]) -> str:
+    s = r["steps"]
+    m = r["training"].get("metrics") or {}
+    rows = ["| step | seconds |", "|---|---:|",
+            f"| `retrain` ({r['training'].get('rows')} rows, auc {m.get('auc', 0):.3f}) → {r['version']} staging "
+            f"| {s['retrain_s']:.2f} |",
+            f"| `deploy {r['version']} --canary 0.1` | {s['canary_s']:.2f} |",
+            f"| `promote {r['version']}` | {s['promote_s']:.2f} |",
+            f"| until {CONSECUTIVE} consecutive answers come from {r['version']} | {s['until_served_s']:.2f} |",
+            f"| **end to end** | **{r['total_s']:.2f}** |"]
+    return "\n".join(rows)
+
+
+def summary(r: dict[str, Any]) -> str:
+    met = "✅ met" if r["goal"]["met"] else "❌ missed"
+    return (f"On a running stack with labelled traffic ({r['plan']['traffic_rps']:g} rps, achieved "
+            f"{r['traffic'].get('achieved_rps')}), retrain → canary → promote → served: **{r['total_s']:.1f} s** "
+            f"(goal ≤ {GOAL_S:g} s: {met}; load average {r['load_average']}).")

@@ -235,6 +235,8 @@ def test_issue_chain_up_score_feedback_scale_kill_oom_corrupt_down(stack_factory
     assert oom["last_exit"]["code"] == 137 and oom["last_exit"]["reason"] == "OOMKilled"
     assert "memory limit exceeded" in h.cli("logs", "model-2", "--grep", "memory limit").stdout
     assert h.cli("limit", "model-2", "--memory", "none").returncode == 0
+    # The learner's fix: lift the limit and restart now rather than wait out the crash-loop backoff.
+    assert h.cli("restart", "model-2").returncode == 0
     wait_for(lambda: h.service("model-2")["ready"], 90)
 
     # a corrupt artifact is refused; the old version keeps serving

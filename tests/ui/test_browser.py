@@ -1,0 +1,231 @@
+"""The lab in a real browser: Playwright's Python package driving Debian's Chromium (/usr/bin/chromium) against
+the real lab (the session's shared stack, UI mounted at /).
+
+- a full learner journey on slow-replica (time compressed 10x): start, get paged, investigate with four console
+  operations, drain the slow replica, submit the right diagnosis, claim the fix, read a debrief scoring >= 90
+  with its timeline chart;
+- the same journey with a wrong diagnosis scores lower, and the debrief says which answers were wrong;
+- the sandbox: inject a toxic from the form, watch it reach a second tab through the event stream, revert all;
+- the catalog lists every scenario and filters from the keyboard.
+
+Screenshots go to test-artifacts/ui/ (git-ignored) as the tests' artefacts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from uikit import ARTIFACTS, Session
+
+from lab.scenario import load_catalog
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+TIME_SCALE = 0.1  # slow-replica's 20-60 s injection, 30 s windows and 60 s hold become seconds
+
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Debian's Chromium is not installed at {CHROMIUM} "
+                       "(apt-get install chromium); the browser tests drive it through Playwright"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="faultline-chromium-")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, args=ARGS, headless=True, viewport={"width": 1366, "height": 900})
+        try:
+            yield context
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def page(browser: Any, ui_lab: Any) -> Iterator[Any]:
+    pg = browser.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    pg.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+    pg.on("dialog", lambda dialog: dialog.accept())  # hx-confirm on diagnosis, hints and giving up
+    pg.set_default_timeout(30_000)
+    yield pg
+    pg.close()
+    server_errors = [e for e in errors if "status of 5" in e or "page error" in e]
+    assert not server_errors, server_errors
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def run_op(page: Any, op: str, **fields: str) -> Any:
+    """Pick an operation in the console's toolbar, fill its form from the live choices, run it; its output block."""
+    from playwright.sync_api import expect
+
+    shown = page.locator("#op-form form.op-form")
+    before = shown.get_attribute("data-nonce") if shown.count() else None
+    page.locator(f'.console-ops button[data-op="{op}"]').click()
+    # wait for the form just fetched, not the one already on the page (running the same op twice)
+    form = page.locator(f'#op-form form.op-form[data-op="{op}"]:not([data-nonce="{before}"])')
+    form.wait_for()
+    for name, value in fields.items():
+        form.get_by_label(re.compile(f"^{name}", re.I)).select_option(value)
+    outputs = page.locator(f'#console-output article[data-op="{op}"]')
+    count = outputs.count()
+    form.get_by_role("button", name=f"Run {op}").click()
+    expect(outputs).to_have_count(count + 1, timeout=60_000)
+    out = outputs.first
+    assert out.get_attribute("data-ok") == "true", out.inner_text()
+    return out
+
+
+def journey(page: Any, lab_url: str, right: bool, name: str) -> float:
+    """One attempt at slow-replica through the browser; returns the debrief's score."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{lab_url}/scenarios/slow-replica?time_scale={TIME_SCALE}")
+    expect(page.get_by_text("The stack is up")).to_be_visible()
+    page.get_by_role("button", name="Start the incident").click()
+    page.wait_for_url(re.compile(r"/attempts/[^/]+$"), timeout=60_000)
+    shot(page, f"{name}-1-incident")
+    # the steady state breaks a few (compressed) seconds after the clock starts: the learner is paged
+    page.locator('.attempt-status[data-paged="true"]').wait_for(timeout=120_000)
+    expect(page.locator("#clock .timer")).to_contain_text("T+")
+
+    run_op(page, "slo")
+    trace = run_op(page, "trace")
+    rows = trace.locator("table.by-replica tr[data-replica]")
+    means = {rows.nth(i).get_attribute("data-replica"): float(rows.nth(i).get_attribute("data-mean-ms"))
+             for i in range(rows.count())}
+    # what the gateway measured per replica over its window, as a learner reads it in `metrics gateway`
+    gateway = run_op(page, "metrics", service="gateway")
+    ups = gateway.locator("table.upstreams tr[data-upstream^=model-]")
+    p99 = {ups.nth(i).get_attribute("data-upstream"): ups.nth(i).get_attribute("data-p99-ms")
+           for i in range(ups.count())}
+    seen = {r: float(v) for r, v in p99.items() if v not in (None, "", "None")}
+    slow = max(seen, key=lambda r: seen[r])
+    assert seen[slow] > 250, f"the gateway sees no slow replica: p99 {seen}, trace means {means}"
+    run_op(page, "metrics", service=slow)
+    logs = run_op(page, "logs", service="gateway")
+    logs.get_by_label("Filter these lines").fill("no line has this text")
+    expect(logs.locator(".ln:visible")).to_have_count(0)
+    shot(page, f"{name}-2-investigating")
+    run_op(page, "drain", replica=slow)
+
+    answers = ({"category": "network", "component": slow, "cause": "link-latency"} if right else
+               {"category": "cpu", "component": "gateway", "cause": "retry-storm"})
+    for question, option in answers.items():
+        page.locator(f'fieldset[data-question="{question}"] input[value="{option}"]').check()
+    page.get_by_role("button", name="Submit diagnosis").click()
+    page.locator(".diagnosis-done").wait_for()
+    page.get_by_role("button", name="I fixed it").click()
+    expect(page.locator("#fix-result")).to_contain_text("Claim received")
+    # verified -> the attempt ends, is graded, and the page moves on to the debrief by itself
+    page.wait_for_url(re.compile(r"/debrief$"), timeout=120_000)
+    page.locator("#timeline-plot canvas").first.wait_for()
+    shot(page, f"{name}-3-debrief")
+    assert page.locator(".timeline-list li[data-kind=fault]").count() >= 1
+    assert page.locator(".timeline-list li[data-kind=action]").count() >= 5
+    for question in ("category", "component", "cause"):
+        verdict = page.locator(f'[data-part="diagnosis"] [data-question="{question}"]').get_attribute("data-correct")
+        assert verdict == ("true" if right else "false"), question
+    assert "verified:" in page.locator('[data-part="fix"]').inner_text(), "the drain was verified as the fix"
+    return float(page.locator(".score").get_attribute("data-score"))
+
+
+@pytest.fixture(scope="module")
+def scores() -> dict[str, float]:
+    return {}
+
+
+def test_full_journey_scores_at_least_90(page: Any, ui_lab: Any, scores: dict[str, float]) -> None:
+    score = journey(page, ui_lab.lab_url, right=True, name="journey-right")
+    scores["right"] = score
+    assert score >= 90, f"a right diagnosis and a verified fix scored {score}"
+    s = Session(ui_lab.lab_url)
+    try:
+        s.wait_no_attempt()
+        page.goto(f"{ui_lab.lab_url}/history")
+        assert page.locator("table.attempts tr[data-attempt]").count() >= 1
+        page.goto(ui_lab.lab_url + "/")
+        best = page.locator('article[data-scenario="slow-replica"] .best').inner_text()
+        assert re.match(r"\d+ / 100", best), best
+    finally:
+        s.close()
+
+
+def test_wrong_diagnosis_scores_lower(page: Any, ui_lab: Any, scores: dict[str, float]) -> None:
+    Session(ui_lab.lab_url).wait_no_attempt()
+    score = journey(page, ui_lab.lab_url, right=False, name="journey-wrong")
+    assert score < scores.get("right", 90), f"a wrong diagnosis scored {score}, the right one {scores.get('right')}"
+    assert score <= 100 - 35 * 0.8 + 0.1, "wrong category, component and cause cost their share of the diagnosis"
+
+
+def test_sandbox_inject_seen_in_a_second_tab_then_revert_all(page: Any, browser: Any, ui_lab: Any) -> None:
+    from playwright.sync_api import expect
+
+    Session(ui_lab.lab_url).wait_no_attempt()
+    other = browser.new_page()
+    try:
+        other.goto(ui_lab.lab_url + "/sandbox")
+        expect(other.locator("#faults-active")).to_contain_text("No fault is active")
+        page.goto(ui_lab.lab_url + "/sandbox")
+        page.get_by_label("Fault", exact=True).select_option("network.toxic")
+        form = page.locator('form.fault-form[data-fault="network.toxic"]')
+        # the toxic type re-renders the form with that toxic's fields (htmx): bandwidth, then back to latency
+        form.get_by_label("Toxic type").select_option("bandwidth")
+        form.locator('input[name="rate"]').wait_for()
+        form.get_by_label("Toxic type").select_option("latency")
+        form.locator('input[name="latency"]').wait_for()
+        form.get_by_label(re.compile("^Target")).select_option("model-1")
+        form.get_by_label(re.compile("^Latency")).fill("400")
+        form.get_by_role("button", name="Inject").click()
+        expect(page.locator("#fault-result")).to_contain_text("injected")
+        # the second tab learns it from the lab, through its own event stream
+        expect(other.locator("#faults-active li")).to_have_count(1, timeout=15_000)
+        expect(other.locator('#stackmap-panel g.edge[data-hop="model-1"]')).to_have_class(re.compile("h-warn|h-down"))
+        expect(other.locator("#stackmap-panel")).to_contain_text("latency 400 ms")
+        assert page.evaluate("window.FaultlineCharts.state.t.length") > 0, "the charts receive snapshots"
+        shot(other, "sandbox-injected")
+        page.get_by_role("button", name="Revert all").click()
+        expect(page.locator("#faults-result")).to_contain_text("reverted")
+        expect(other.locator("#faults-active")).to_contain_text("No fault is active", timeout=15_000)
+        s = Session(ui_lab.lab_url)
+        try:
+            proxies = s.api("GET", "/api/status")["proxies"]
+            assert all(not p["toxics"] for p in proxies), proxies
+        finally:
+            s.close()
+    finally:
+        other.close()
+
+
+def test_catalog_lists_every_scenario_and_filters_from_the_keyboard(page: Any, ui_lab: Any) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(ui_lab.lab_url + "/")
+    ids = {s.id for s in load_catalog()}
+    cards = page.locator("article.card")
+    assert {cards.nth(i).get_attribute("data-scenario") for i in range(cards.count())} == ids
+    page.keyboard.press("Tab")
+    expect(page.locator(".skip")).to_be_focused()
+    page.get_by_label("Difficulty").focus()
+    page.get_by_label("Difficulty").select_option("advanced")
+    advanced = {s.id for s in load_catalog() if s.difficulty == "advanced"}
+    expect(page.locator("article.card")).to_have_count(len(advanced))
+    assert "difficulty=advanced" in page.url, "the filter is in the address (shareable, back button)"
+    shot(page, "catalog-filtered")

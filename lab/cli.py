@@ -253,7 +253,6 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
     import logging
 
     from lab.core import Lab, LabSettings
-    from lab.server import serve
     from services.common.service import setup_logging
 
     setup_logging("faultline.lab", "INFO")
@@ -271,10 +270,19 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
         lab.stack.preflight()
     except Exception as exc:  # noqa: BLE001 - preflight errors are messages for the user
         raise CliError(str(exc)) from exc
+    host, token = _binding(args)
+    # Start the services before importing the web stack (FastAPI, uvicorn, the components): those imports take
+    # CPU the services' own start-up needs more.
+    lab.start_stack_in_background()
     if announce is not None:
         threading.Thread(target=_announce, args=(lab, announce), daemon=True).start()
-    host, token = _binding(args)
-    return serve(lab, exit_with=args.exit_with, host=host, token=token)
+    try:
+        from lab.server import serve
+
+        return serve(lab, exit_with=args.exit_with, host=host, token=token)
+    except BaseException:
+        lab.shutdown()  # idempotent: serve() stops the stack itself on its own way out
+        raise
 
 
 def _announce(lab: Any, t0: float) -> None:

@@ -64,7 +64,9 @@ class Lab:
         self.components[name] = component
 
     def start_stack_in_background(self) -> threading.Thread:
-        """Start the stack without blocking the caller (the API serves progress meanwhile)."""
+        """Start the stack without blocking the caller (the API serves progress meanwhile). Idempotent."""
+        if self._start_thread is not None:
+            return self._start_thread
 
         def run() -> None:
             try:

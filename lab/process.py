@@ -111,10 +111,18 @@ def spawn(spec: ServiceSpec) -> subprocess.Popen[bytes]:
     )
 
 
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"SIG{sig}"
+
+
 def describe_exit(returncode: int, *, oom: bool, stopping: bool, uptime_s: float) -> dict[str, Any]:
     """last_exit in the shape Docker/Kubernetes users know: code 128+signal for signals, a reason word."""
     sig = -returncode if returncode < 0 else None
     code = 128 + sig if sig is not None else returncode
+    sig_name = _signal_name(sig) if sig is not None else None
     if oom:
         reason = "OOMKilled"
     elif stopping:
@@ -122,7 +130,7 @@ def describe_exit(returncode: int, *, oom: bool, stopping: bool, uptime_s: float
     elif sig == signal.SIGKILL:
         reason = "Killed"
     elif sig is not None:
-        reason = f"Signal {signal.Signals(sig).name}" if sig in signal.Signals._value2member_map_ else "Signal"
+        reason = f"Signal {sig_name}"
     elif code == 0:
         reason = "Completed"
     else:
@@ -130,7 +138,7 @@ def describe_exit(returncode: int, *, oom: bool, stopping: bool, uptime_s: float
     return {
         "code": code,
         "reason": reason,
-        "signal": signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else None,
+        "signal": sig_name,
         "at": iso_utc(time.time()),
         "uptime_s": round(uptime_s, 3),
     }

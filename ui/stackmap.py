@@ -16,7 +16,8 @@ WIDTH = 820
 ROW = 64
 NODE_W = 190
 NODE_H = 50
-COLUMNS = {"traffic": 10, "gateway": 300, "right": 610}
+COLUMNS = {"traffic": 10, "gateway": 220, "right": 630}
+LABEL_CHARS = 34  # a hop label line longer than this is cut (the table below the map has the full text)
 
 
 @dataclass
@@ -48,6 +49,12 @@ class Edge:
     @property
     def my(self) -> float:
         return (self.y1 + self.y2) / 2
+
+    @property
+    def lines(self) -> list[str]:
+        """The label as short lines to draw next to the hop's marker."""
+        out = [part.strip() for part in self.label.split(";") if part.strip()][:3]
+        return [p if len(p) <= LABEL_CHARS else p[: LABEL_CHARS - 1] + "…" for p in out]
 
 
 @dataclass

@@ -46,6 +46,8 @@ def test_catalog_lists_every_scenario_with_its_facts(web: Session) -> None:
         assert all(skill in body for skill in s.skills)
         assert "Best score" in body
     assert r.headers["cache-control"] == "no-store"
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp and "unsafe-eval" not in csp
     fresh = Session(web.base)
     try:
         first = fresh.page("/")

@@ -32,7 +32,7 @@ from services.modelserver import metrics
 from services.modelserver.batcher import Batcher, QueueFull
 from services.modelserver.cache import PredictionCache
 from services.modelserver.config import ModelServerConfig
-from services.modelserver.runtime import LoadedModel, load_version, warm_up
+from services.modelserver.runtime import LoadedModel, load_version, reserve_workspace, warm_up, workspace_width
 from services.registry.store import CorruptArtifact, Registry, RegistryError, VersionNotFound, check_version_name
 from services.trainer.transform import RowError
 
@@ -58,7 +58,7 @@ class ModelServer:
         self.default: LoadedModel | None = None
         self.ready = False
         self.reason = "loading model"
-        self.cache = PredictionCache(config.cache_size)
+        self.cache = PredictionCache(config.cache_size, _kib(config.cache_entry_kb))
         self.compute_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compute")
         self.load_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
         self.batcher: Batcher | None = None
@@ -81,6 +81,11 @@ class ModelServer:
         # torch_threads needs nothing here: the computing thread applies it before its next batch
         if old.cache_size != new.cache_size:
             self.cache.resize(new.cache_size)
+        if old.cache_entry_kb != new.cache_entry_kb:
+            self.cache.payload_bytes = _kib(new.cache_entry_kb)  # new entries; those cached keep their size
+        if old.max_batch_size != new.max_batch_size:
+            for model in list(self.models.values()):
+                self._reserve(model, new.max_batch_size)
 
     # --------------------------------------------------------------------------------------------- loading
     def _configure_torch(self) -> None:
@@ -100,8 +105,19 @@ class ModelServer:
         for v in versions:
             model = load_version(self.registry, v)
             warm_up(model, (1, 8, self.config.max_batch_size))
+            self._reserve(model, self.config.max_batch_size)
             loaded[v] = model
         return loaded
+
+    def _reserve(self, model: LoadedModel, max_batch_size: int) -> None:
+        # logged before and after: when the reservation gets the process killed, the log says what it asked for
+        mib = max_batch_size * 4 * workspace_width(model) / 2**20
+        if mib >= 1:
+            log.info("reserving batch workspace version=%s max_batch_size=%d mib=%.0f", model.version,
+                     max_batch_size, mib)
+        reserve_workspace(model, max_batch_size)
+        if mib >= 1:
+            log.info("batch workspace reserved version=%s mib=%.0f", model.version, mib)
 
     def _install(self, models: dict[str, LoadedModel], versions: list[str]) -> None:
         for old in self.models.values():
@@ -262,6 +278,10 @@ class ModelServer:
                 "compute_ms": compute_ms,
             }
         )
+
+
+def _kib(kb: float) -> int:
+    return int(kb * 1024)
 
 
 def build_app(

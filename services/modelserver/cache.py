@@ -1,6 +1,8 @@
 """The optional prediction cache: off (0), an LRU of N rows, or unbounded (-1, the memory-leak scenario).
 
-Keys are (version, encoded row): two rows that give the same model input share an entry.
+Keys are (version, encoded row): two rows that give the same model input share an entry. An entry holds the score,
+plus `payload_bytes` of data when the config's `cache_entry_kb` asks for it (a cache of whole responses), filled so
+that the memory really is resident.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from collections.abc import Hashable
 
 
 class PredictionCache:
-    def __init__(self, size: int = 0) -> None:
-        self._entries: OrderedDict[Hashable, float] = OrderedDict()
+    def __init__(self, size: int = 0, payload_bytes: int = 0) -> None:
+        self._entries: OrderedDict[Hashable, tuple[float, bytes | None]] = OrderedDict()
         self.size = size
+        self.payload_bytes = payload_bytes
         self.hits = 0
         self.misses = 0
 
@@ -38,12 +41,12 @@ class PredictionCache:
         entries = self._entries
         for key in keys:
             full = (version, key)
-            score = entries.get(full)
-            if score is None:
+            entry = entries.get(full)
+            if entry is None:
                 self.misses += 1
                 return None
             entries.move_to_end(full)
-            out.append(score)
+            out.append(entry[0])
         self.hits += 1
         return out
 
@@ -51,8 +54,10 @@ class PredictionCache:
         if not self.enabled:
             return
         entries = self._entries
+        size = self.payload_bytes
         for key, score in zip(keys, scores, strict=True):
-            entries[(version, key)] = score
+            # a non-zero fill: zeroed pages from calloc may never become resident, and then nothing would leak
+            entries[(version, key)] = (score, b"\xa5" * size if size else None)
         self._evict()
 
     def _evict(self) -> None:

@@ -25,6 +25,7 @@ class LoadedModel:
     net: Any  # services.trainer.model.FraudMLP
     delay_ms: float = 0.0  # the `slow` variant's extra compute per batch
     loaded_at: float = field(default_factory=time.time)
+    workspace: np.ndarray | None = None  # reserved for a full batch: see reserve_workspace
 
     @property
     def variant(self) -> str | None:
@@ -66,12 +67,31 @@ def load_version(registry: Registry, version: str) -> LoadedModel:
     return LoadedModel(art.version, art.meta["sha256"], art.meta, pre, net, delay)
 
 
+WARM_UP_MAX_ROWS = 4096  # warm-up passes beyond this only cost start-up time; the workspace covers the rest
+
+
+def workspace_width(model: LoadedModel) -> int:
+    """float32 values per row of a batch: the input row and every layer's activations."""
+    return int(model.net.input_dim) + sum(int(h) for h in model.net.hidden) + 1
+
+
+def reserve_workspace(model: LoadedModel, max_batch_size: int) -> int:
+    """Reserve (and touch, so it is resident) the memory a full batch of `max_batch_size` rows needs: its input
+    matrix and activations, kept for the life of the loaded version, as inference engines built for a maximum
+    batch size reserve their buffers up front. Returns the bytes reserved."""
+    model.workspace = None  # the old reservation goes first: a smaller one must not briefly need both
+    workspace = np.empty((max_batch_size, workspace_width(model)), dtype=np.float32)
+    workspace.fill(1.0)
+    model.workspace = workspace
+    return int(workspace.nbytes)
+
+
 def warm_up(model: LoadedModel, batch_sizes: tuple[int, ...] = (1, 8, 32)) -> None:
     """Run the net on a few batch shapes so the first real requests don't pay one-off allocation costs."""
     rows = _warmup_rows(model)
     enc = model.preprocessor.encode_rows(rows)
     x = model.preprocessor.matrix_from_encoded(enc)
-    for n in batch_sizes:
+    for n in sorted({min(n, WARM_UP_MAX_ROWS) for n in batch_sizes}):
         reps = np.resize(np.arange(len(x)), n)
         for _ in range(3):
             model.scores(x[reps])

@@ -244,9 +244,13 @@ def _tail(path: Path, n: int) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _binding(args)
+    host, _ = _binding(args)
     home = resolve_home(args.home)
-    return _serve(args, home, announce=None)
+    # `make run` ends here: say where the lab in the browser is before the stack is up (it starts behind it)
+    shown = "127.0.0.1" if host in ("127.0.0.1", "localhost", "0.0.0.0", "::", "::1") else host
+    print(f"Faultline lab: open http://{shown}:{args.lab_port}/ in a browser — the stack starts in the background",
+          flush=True)
+    return _serve(args, home, announce=time.time())
 
 
 def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
@@ -493,8 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--timeout", type=float, default=120.0, help="with -d: give up waiting after this many seconds")
     up.set_defaults(func=cmd_up)
 
-    serve = sub.add_parser("serve", help="run the lab server and the stack in the foreground")
+    serve = sub.add_parser("serve", help="run the lab (UI at http://127.0.0.1:8000/) and the stack in the foreground")
     stack_flags(serve)
+    serve.add_argument("--port", type=_port, dest="lab_port", default=argparse.SUPPRESS, help="same as --lab-port")
     serve.set_defaults(func=cmd_serve)
 
     st = sub.add_parser("status", help="services, proxies and their state")

@@ -119,7 +119,9 @@ def start_stack(home: Path, registry: Path, replicas: int = 2, extra: tuple[str,
         t0 = time.time()
         proc = faultline("up", "-d", "--home", str(home), "--replicas", str(replicas),
                          "--base-port", str(ports.base), "--netproxy-port", str(ports.netproxy),
-                         "--lab-port", str(ports.lab), "--exit-with", str(os.getpid()), *extra, timeout=240)
+                         "--lab-port", str(ports.lab), "--exit-with", str(os.getpid()),
+                         # generous: on a machine shared with other test runs start-up can be many times slower
+                         "--ready-timeout", "180", "--timeout", "230", *extra, timeout=240)
         took = time.time() - t0
         if proc.returncode == 0:
             info = json.loads((home / "lab.json").read_text())

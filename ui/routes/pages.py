@@ -54,7 +54,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         attempts = ui.engine.history(limit=200)
         titles = {s.id: s.title for s in ui.catalog.scenarios()}
         return ui.page(request, "history.html", nav="history", title="History", attempts=attempts, titles=titles,
-                       skills=ui.engine.progress_by_skill())
+                       skills=ui.engine.progress_by_skill(ui.catalog.scenarios()))
 
     @r.get("/ui/phase")
     def phase(request: Request) -> Response:

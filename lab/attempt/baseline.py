@@ -66,6 +66,7 @@ class Baseline:
                 errors.append(f"{name}: {exc}")
                 log.error("baseline reset step %s failed: %r", name, exc)
 
+        step("faults", self._revert_faults)  # sandbox faults must not leak into an attempt
         step("replicas", lambda: self._scale(snap["replicas"]))
         step("services", self._start_stopped)
         for replica, versions in snap["versions"].items():
@@ -81,6 +82,11 @@ class Baseline:
         return {"changed": changed, "errors": errors, "seconds": round(took, 3)}
 
     # --- steps: each returns True when it changed something -----------------------------------------------------
+
+    def _revert_faults(self) -> bool:
+        from lab.faults import lab_faults
+
+        return bool(lab_faults(self.lab).revert_all())
 
     def _scale(self, replicas: int) -> bool:
         if self.lab.stack.topology.replicas == replicas:

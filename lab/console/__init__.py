@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from lab.console import act, investigate, trace  # noqa: F401 - registers the operations
 from lab.console.base import OPERATIONS, ConsoleContext, ConsoleError, OpResult, first_line
+from lab.faults.base import FaultError
 from lab.scenario.ops import INVESTIGATE_OPS, OP_ARGS
 from lab.stack import StackError
 from lab.supervisor import UnknownService
@@ -99,6 +100,8 @@ def _translate(op: str, exc: Exception) -> ConsoleError:
         return ConsoleError(f"{op}: a service did not answer: {exc}", 503)
     if isinstance(exc, TimeoutError):
         return ConsoleError(f"{op}: timed out", 504)
+    if isinstance(exc, FaultError):  # a service's refusal or silence, through the fault context's HTTP helpers
+        return ConsoleError(str(exc), exc.status)
     raise exc
 
 

@@ -88,6 +88,9 @@ def console(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> int:
 def _wrap(original: Handler | None, op: str, to_args: Callable[[argparse.Namespace], dict[str, Any]]) -> Handler:
     @handled
     def run(args: argparse.Namespace) -> int:
+        read_only = op == "traffic" and args.rps is None and args.profile is None and not args.stop
+        if original is not None and read_only:
+            return original(args)  # showing the traffic changes nothing: the stack's own command
         if original is None or active_attempt(args) is not None:
             code = console(args, op, to_args(args))
             if op == "logs" and getattr(args, "follow", False):

@@ -15,9 +15,15 @@ class LabApi:
         self.stack = stack
         self.url = stack.lab_url
         self.http = httpx.Client(base_url=self.url, timeout=660, trust_env=False)
+        self.traffic_was_running = bool(self.call("GET", "/api/traffic").get("running"))
 
     def close(self) -> None:
-        self.http.close()
+        """Leave the shared stack as found: attempts keep an idle load generator, other suites may not expect one."""
+        try:
+            if not self.traffic_was_running and self.call("GET", "/api/traffic").get("running"):
+                self.call("DELETE", "/api/traffic")
+        finally:
+            self.http.close()
 
     def call(self, method: str, path: str, body: Any = None, expect: int | tuple[int, ...] = (200, 201)) -> Any:
         r = self.http.request(method, path, json=body)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from attemptkit import LabApi
 
 from lab.grader import grade
 from lab.runner import child_env
@@ -24,6 +26,14 @@ from lab.scenario import load_scenario, render
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"scenario", "seed", "broke", "fixed", "score", "breakdown", "timeline"}
+
+
+@pytest.fixture(scope="module")
+def shared(stack: Any) -> Iterator[Any]:
+    """The session's stack, left as found (the runs leave an idle load generator behind)."""
+    api = LabApi(stack)
+    yield stack
+    api.close()
 
 
 def run(*args: str, timeout: float = 420) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
@@ -49,7 +59,8 @@ def test_solved_on_its_own_stack_scores_at_least_90() -> None:
     assert left == [], f"processes of the private stack still running: {left}"
 
 
-def test_unsolved_breaks_and_scores_below_50(stack: Any) -> None:
+def test_unsolved_breaks_and_scores_below_50(shared: Any) -> None:
+    stack = shared
     proc, out = run("--seed", "2", "--lab-url", stack.lab_url, "--give-up-after", "3")
     assert proc.returncode == 0, proc.stderr
     assert out["broke"] and not out["fixed"] and out["score"] < 50
@@ -60,7 +71,8 @@ def test_unsolved_breaks_and_scores_below_50(stack: Any) -> None:
     assert grade(scenario, events)["score"] == out["score"]  # the journal alone gives the grade
 
 
-def test_the_wrong_fix_does_not_pass_and_is_penalised(stack: Any) -> None:
+def test_the_wrong_fix_does_not_pass_and_is_penalised(shared: Any) -> None:
+    stack = shared
     proc, out = run("--wrong-fix", "--seed", "3", "--lab-url", stack.lab_url)
     assert proc.returncode == 0, proc.stderr  # 0: the scenario behaved — the wrong fix did not pass
     assert out["broke"] and not out["fixed"] and out["score"] < 50

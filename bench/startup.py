@@ -28,7 +28,7 @@ from bench.common import copy_registry, load_average, machine, median
 GOAL_UP_S = 5.0
 GOAL_RESET_S = 2.0
 SCENARIO = "slow-replica"
-RESET_LINE = re.compile(r"baseline reset in (\d+(?:\.\d+)?)s changed=(\S*) errors=(\d+)")
+RESET_LINE = re.compile(r"baseline reset in (\d+(?:\.\d+)?)s changed=(.*?) errors=(\d+)$", re.M)
 
 
 def _resets(log: Path, after: int) -> list[dict[str, Any]]:
@@ -60,6 +60,11 @@ def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> A
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def _past_preparing(st: bstack.BenchStack, attempt_id: str) -> dict[str, Any] | None:
+    state = st.api("GET", f"/api/attempts/{attempt_id}")
+    return None if state["phase"] == "preparing" else state
+
+
 def one_attempt(st: bstack.BenchStack, seed: int) -> dict[str, Any]:
     """Start an attempt, act on the stack as a learner would, abort; the post-attempt reset as the lab logged it."""
     log = st.home / "lab.log"
@@ -67,9 +72,10 @@ def one_attempt(st: bstack.BenchStack, seed: int) -> dict[str, Any]:
     t0 = time.monotonic()
     started = st.api("POST", "/api/attempts", json={"scenario_id": SCENARIO, "seed": seed})
     attempt_id = started["attempt_id"]
-    _wait(lambda: st.api("GET", f"/api/attempts/{attempt_id}")["phase"] not in ("preparing",), 120,
-          "the attempt's set-up")
+    state = _wait(lambda: _past_preparing(st, attempt_id), 120, "the attempt's set-up")
     prepared_s = time.monotonic() - t0
+    if state["phase"] not in ("warming", "running"):
+        raise RuntimeError(f"attempt {attempt_id} ended during its set-up: {state.get('end_reason')}")
     actions = [("config_set", {"service": "gateway", "key": "max_retries", "value": 0}),
                ("deploy", {"version": "v2", "canary": 0.2})]
     for op, args in actions:

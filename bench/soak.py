@@ -254,7 +254,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         soak.wait_healthy(120)
         start_procs = soak.processes()
         start_counters = soak.counters()
-        start_acks = soak.gateway_feedback_acks()
         t_start = time.time()
         soak.sample(force=True)
         print(f"warmed up; soaking for {args.minutes:g} min at {args.rps:g} rps", flush=True)
@@ -275,8 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         end_acks = soak.gateway_feedback_acks()
         time.sleep(2)  # connections of the drained senders close
         end_procs = soak.processes()
-        result.update(_figures(soak, start_procs, end_procs, start_counters, end_counters, end_acks - start_acks,
-                               t_start, t_end))
+        result.update(_figures(soak, start_procs, end_procs, start_counters, end_counters, end_acks, t_start, t_end))
         traffic = soak.api("GET", "/api/traffic")
         result["traffic"] = {"requests": traffic.get("requests"), "achieved_rps_last": traffic.get("achieved_rps")}
     finally:
@@ -305,9 +303,11 @@ def _figures(soak: Soak, start_procs: dict[str, Any], end_procs: dict[str, Any],
     healthy = {"labels_sent": sum(c["labels_sent"] for c in soak.cycles),
                "labels_lost": sum(c["labels_failed"] + c["labels_dropped"] for c in soak.cycles),
                "seconds": sum(c["healthy_window_s"] for c in soak.cycles)}
+    # Totals since the load generator started (the gateway's only feedback client), read with the traffic paused
+    # and nothing pending: they must be equal exactly. Deltas from a moving start could differ by a label in flight.
     whole = {"labels_sent": end.sent - start.sent, "labels_failed": end.failed - start.failed,
              "labels_dropped": end.dropped - start.dropped, "pending_at_end": end.pending,
-             "gateway_acknowledged": acks}
+             "acknowledged_total": {"loadgen": end.sent, "gateway": acks}}
     fd_growth = {name: end_procs["fds"].get(name, 0) - n for name, n in start_procs["fds"].items()}
     return {
         "cycles": soak.cycles, "faults_applied": len(soak.cycles),
@@ -339,9 +339,12 @@ def verdict(result: dict[str, Any]) -> list[str]:
     if result["healthy"]["labels_lost"]:
         problems.append(f"{result['healthy']['labels_lost']} feedback labels lost while healthy")
     whole = result["whole_run"]
-    if whole["pending_at_end"] == 0 and whole["gateway_acknowledged"] != whole["labels_sent"]:
-        problems.append(f"the load generator counted {whole['labels_sent']} labels acknowledged, the gateway "
-                        f"{whole['gateway_acknowledged']}")
+    acked = whole["acknowledged_total"]
+    if "gateway" in result["restarted"] or "loadgen" in result["restarted"]:
+        problems.append("the gateway or the load generator restarted: their label counts cannot be compared")
+    elif whole["pending_at_end"] or acked["loadgen"] != acked["gateway"]:
+        problems.append(f"labels acknowledged: the load generator counted {acked['loadgen']}, the gateway "
+                        f"{acked['gateway']} ({whole['pending_at_end']} still pending)")
     if result["processes"]["end"] > result["processes"]["start"]:
         problems.append(f"processes: {result['processes']['start']} -> {result['processes']['end']}")
     grown = {k: v for k, v in result["fds"]["growth"].items() if v > FD_ALLOWANCE}
@@ -361,8 +364,9 @@ def summary(result: dict[str, Any]) -> str:
         f"soak: {result['soak_seconds']:.0f} s, {result['faults_applied']} faults applied and reverted at "
         f"{result['rps']:g} rps",
         f"labels while healthy: {h['labels_sent']} acknowledged, {h['labels_lost']} lost ({h['seconds']:.0f} s)",
-        f"labels, whole run: {w['labels_sent']} acknowledged (gateway counted {w['gateway_acknowledged']}), "
-        f"{w['labels_failed']} failed, {w['labels_dropped']} dropped, {w['pending_at_end']} pending",
+        f"labels, whole run: {w['labels_sent']} acknowledged, {w['labels_failed']} failed, {w['labels_dropped']} "
+        f"dropped, {w['pending_at_end']} pending; since the start: load generator {w['acknowledged_total']['loadgen']}"
+        f" acknowledged, gateway {w['acknowledged_total']['gateway']}",
         f"processes: {result['processes']['start']} -> {result['processes']['end']}; "
         f"restarted by faults: {', '.join(result['restarted']) or 'none'}",
         "open descriptors (start -> end): " + ", ".join(

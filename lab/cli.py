@@ -557,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lab.console.cli import add_commands  # the console, attempts and `run` (lab/console/cli.py)
 
     add_commands(sub, common)
+    from lab.benchcmd import add_command as add_bench  # `faultline bench` (lab/benchcmd.py, bench/)
+
+    add_bench(sub)
     return p
 
 

@@ -21,9 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from uikit import ARTIFACTS, Session
-
-from lab.scenario import load_catalog
+from uikit import ARTIFACTS, Session, valid_scenarios
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -218,14 +216,14 @@ def test_catalog_lists_every_scenario_and_filters_from_the_keyboard(page: Any, u
     from playwright.sync_api import expect
 
     page.goto(ui_lab.lab_url + "/")
-    ids = {s.id for s in load_catalog()}
+    ids = {s.id for s in valid_scenarios()}
     cards = page.locator("article.card")
     assert {cards.nth(i).get_attribute("data-scenario") for i in range(cards.count())} == ids
     page.keyboard.press("Tab")
     expect(page.locator(".skip")).to_be_focused()
     page.get_by_label("Difficulty").focus()
     page.get_by_label("Difficulty").select_option("advanced")
-    advanced = {s.id for s in load_catalog() if s.difficulty == "advanced"}
+    advanced = {s.id for s in valid_scenarios() if s.difficulty == "advanced"}
     expect(page.locator("article.card")).to_have_count(len(advanced))
     assert "difficulty=advanced" in page.url, "the filter is in the address (shareable, back button)"
     shot(page, "catalog-filtered")

@@ -12,10 +12,9 @@ import re
 import time
 
 import pytest
-from uikit import Session, sse_events
+from uikit import Session, sse_events, valid_scenarios
 
 from lab.faults import all_injectors
-from lab.scenario import load_catalog
 from lab.scenario.ops import OP_ARGS
 
 pytestmark = pytest.mark.stack
@@ -35,7 +34,7 @@ def assert_escaped(html: str, raw: str = HOSTILE) -> None:
 def test_catalog_lists_every_scenario_with_its_facts(web: Session) -> None:
     r = web.page("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    scenarios = load_catalog()
+    scenarios = valid_scenarios()
     assert scenarios, "the catalog is empty"
     for s in scenarios:
         card = re.search(rf'<article class="card" data-scenario="{s.id}">(.*?)</article>', r.text, re.S)
@@ -59,7 +58,7 @@ def test_catalog_lists_every_scenario_with_its_facts(web: Session) -> None:
 
 
 def test_catalog_filters_by_skill_and_difficulty(web: Session) -> None:
-    scenarios = load_catalog()
+    scenarios = valid_scenarios()
     s = scenarios[0]
     r = web.page("/", params={"skill": s.skills[0], "difficulty": s.difficulty})
     assert r.status_code == 200 and f'data-scenario="{s.id}"' in r.text
@@ -94,6 +93,14 @@ def test_briefing_shows_the_page_the_stack_and_start(web: Session) -> None:
     assert r.status_code == 200
     assert '<input type="hidden" name="seed" value="42">' in r.text
     assert '<input type="hidden" name="time_scale" value="0.5">' in r.text
+
+
+def test_every_scenario_has_a_briefing(web: Session) -> None:
+    for s in valid_scenarios():
+        r = web.page(f"/scenarios/{s.id}")
+        assert r.status_code == 200, s.id
+        assert f'hx-post="/scenarios/{s.id}/start"' in r.text
+        assert r.text.count('class="node ') == 5 + s.stack.replicas, "every planned service is on the diagram"
 
 
 @pytest.mark.parametrize("params,message", [

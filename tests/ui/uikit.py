@@ -63,6 +63,15 @@ class Session:
         raise AssertionError("an attempt is still active")
 
 
+def valid_scenarios() -> list[Any]:
+    """Every scenario file that validates (the UI lists those; a broken file is reported, not carded)."""
+    from lab.scenario import check_file
+    from lab.scenario.loader import CATALOG_DIR
+
+    found = [check_file(p)[0] for p in sorted(CATALOG_DIR.glob("*.yaml"))]
+    return [s for s in found if s is not None]
+
+
 def sse_events(session: Session, path: str, want: set[str], timeout: float = 30.0) -> dict[str, str]:
     """Read a server-sent event stream until every event name in `want` arrived; {event: data}."""
     got: dict[str, str] = {}

@@ -1,0 +1,103 @@
+"""The scenario catalog, end to end: every file in scenarios/, run for real on one shared private lab.
+
+For every scenario (parametrized over the files, so a new scenario is covered without touching this test):
+- it validates, and renders for every seed used here;
+- for two seeds: the steady state breaks after the injection, the reference solution (with the right diagnosis)
+  fixes it — an accepted end state holds its probes — and grades at least 90, with full diagnosis credit and no
+  collateral; afterwards the stack is back to its baseline and healthy (faults reverted, configs, versions,
+  replicas and proxies as before, a real scoring request answered by v1);
+- for a third seed: the scenario's plausible wrong fix breaks nothing further but does not pass (the fix claim is
+  rejected, the grade stays below 90 and is penalised), and the learner who does nothing scores below 50 — graded
+  on that same run's journal up to the learner's first action, which is exactly an attempt where nobody acted
+  (the grade is a pure function of the journal);
+- once, on a stack of its own, the real `faultline run ID --json` (unsolved) breaks, scores below 50 and leaves
+  nothing running.
+
+Time is compressed by TIME_SCALE (injection times, probe windows, hold times and par times); the monitor's floor of
+3 s per probe window and the physics of each fault (a leak needs traffic to grow) set the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from catalogkit import EXIT_OK, ROOT, CatalogLab, RunResult, rendered, scenario_paths
+
+from lab.grader import grade
+from lab.runner import child_env
+from lab.scenario import check_file
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+TIME_SCALE = 0.1
+SOLVE_SEEDS = (1, 2)
+WRONG_FIX_SEED = 3
+PATHS = scenario_paths()
+IDS = [p.stem for p in PATHS]
+
+
+def _report(res: RunResult) -> str:
+    return res.summary()
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_scenario_validates_and_renders_for_every_seed(path: Path) -> None:
+    scenario, problems = check_file(path)
+    assert problems == [] and scenario is not None, "\n".join(problems)
+    assert scenario.id == path.stem
+    assert scenario.wrong_fix, f"{path.name}: every catalog scenario needs a plausible wrong fix to test"
+    for seed in (*SOLVE_SEEDS, WRONG_FIX_SEED):
+        sc = rendered(path, seed, TIME_SCALE)
+        assert sc.seed == seed and sc.time_scale == TIME_SCALE
+
+
+@pytest.mark.parametrize(("path", "seed"), [(p, s) for p in PATHS for s in SOLVE_SEEDS],
+                         ids=[f"{p.stem}-seed{s}" for p in PATHS for s in SOLVE_SEEDS])
+def test_it_breaks_and_the_reference_solution_fixes_it(catalog_lab: CatalogLab, path: Path, seed: int) -> None:
+    res = catalog_lab.run(path, seed, "solve", TIME_SCALE)
+    print(_report(res))
+    d = res.debrief
+    assert d["broke"], f"the steady state never broke: {_report(res)}"
+    assert res.code == EXIT_OK and d["fixed"], f"the reference solution did not fix it: {_report(res)}"
+    assert d["score"] >= 90, _report(res)
+    weights = res.scenario.scoring.weights
+    assert d["breakdown"]["diagnosis"]["points"] == pytest.approx(weights.diagnosis), (
+        f"the reference solution should look at all the evidence and diagnose right: {d['breakdown']['diagnosis']}")
+    assert d["breakdown"]["collateral"] == [], f"the reference solution was penalised: {d['breakdown']['collateral']}"
+    catalog_lab.wait_healthy(catalog_lab.status()["public_url"])
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_the_wrong_fix_does_not_pass_and_inaction_scores_low(catalog_lab: CatalogLab, path: Path) -> None:
+    res = catalog_lab.run(path, WRONG_FIX_SEED, "wrong-fix", TIME_SCALE)
+    print(_report(res))
+    d = res.debrief
+    assert d["broke"], f"the steady state never broke: {_report(res)}"
+    assert res.code == EXIT_OK and not d["fixed"], f"the wrong fix passed: {_report(res)}"
+    assert d["score"] < 90 and d["breakdown"]["penalties"] > 0, _report(res)
+    assert any(e["type"] == "fix_rejected" for e in res.events), "the wrong fix's claim was never rejected"
+
+    first_act = next(i for i, e in enumerate(res.events) if e["type"] == "console_op")
+    idle = grade(res.scenario, res.events[:first_act])
+    assert idle["broke"] and not idle["fixed"] and idle["score"] < 50, idle
+    catalog_lab.wait_healthy(catalog_lab.status()["public_url"])
+
+
+def test_faultline_run_unsolved_on_its_own_stack_scores_below_50() -> None:
+    proc = subprocess.run([sys.executable, "-m", "lab.cli", "run", "feature-store-outage", "--json", "--seed", "4",
+                           "--time-scale", str(TIME_SCALE), "--give-up-after", "2"],
+                          capture_output=True, text=True, timeout=420, env=child_env(), cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out: dict[str, Any] = json.loads(proc.stdout)
+    assert out["scenario"] == "feature-store-outage" and out["seed"] == 4
+    assert out["broke"] and not out["fixed"] and out["score"] < 50, (out["score"], out["breakdown"])
+    assert out["lab"]["private"] and not Path(out["lab"]["home"]).exists()
+    home = out["lab"]["home"]
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if any(home in a for a in p.info["cmdline"] or [])]
+    assert left == [], f"processes of the private stack still running: {left}"

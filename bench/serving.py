@@ -221,6 +221,7 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
         for s in srv:
             per_server[s.key]["fixed_rates"] = fixed_rates(s, bodies_file, p.rates, p.rate_seconds)
             per_server[s.key]["rss_bytes"] = tree_rss(s.child.pid) if s.child else 0
+            per_server[s.key]["pid"] = s.child.pid if s.child else None
         result["servers"] = per_server
 
     ours, lit, fa = per_server["ours"]["rps"], per_server["litserve"]["rps"], per_server["fastapi"]["rps"]

@@ -205,6 +205,17 @@ def run_attempt(client: LabClient, sc: Any, mode: str, give_up_after: float | No
     st = client.call("POST", "/api/attempts", {"scenario_id": sc.id, "seed": sc.seed, "time_scale": sc.time_scale})
     attempt_id = st["attempt_id"]
     log(f"attempt {attempt_id} started")
+    try:
+        return _drive(client, sc, mode, give_up_after, attempt_id)
+    except BaseException as exc:  # an error or Ctrl-C: never leave an attempt running on someone's lab
+        try:
+            _abort(client, attempt_id, f"the headless run stopped: {exc!r}"[:300])
+        except (RunError, httpx.HTTPError) as abort_exc:
+            log(f"could not abort {attempt_id}: {abort_exc}")
+        raise
+
+
+def _drive(client: LabClient, sc: Any, mode: str, give_up_after: float | None, attempt_id: str) -> tuple[str, int]:
     st = _wait(client, attempt_id, lambda s: s["phase"] not in ("preparing", "warming"), 300)
     if st["phase"] != "running":
         raise RunError(f"the attempt did not start running: {st['phase']} ({st.get('end_reason')})")

@@ -153,7 +153,7 @@ class Attempt:
         self._check_reverts()
         results = self.evaluator.evaluate(self.scenario.steady_state)
         self.steady = results
-        self._journal_probes(results, now)
+        self._journal_probes(results, time.time())  # measured now, after any injection of this tick
         if self.verifying is not None:
             self._verify(time.time())
         if self.deadline is not None and now > self.deadline and not self._stop.is_set():

@@ -17,6 +17,7 @@ from lab.faults.base import FaultError
 from lab.faults.deploy import argv_with_versions, canary_routing, with_version
 
 TRAIN_TIMEOUT_S = 600.0
+READY_WAIT_S = 60.0
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -40,10 +41,36 @@ def holder(http: Any, stage: str) -> str | None:
     return got[0]["version"] if got else None
 
 
+def _argv_versions(argv: list[str]) -> list[str]:
+    return argv[argv.index("--versions") + 1].split(",") if "--versions" in argv[:-1] else []
+
+
+def _redeploy(http: Any, replica: str, version: str) -> list[str]:
+    """A replica that is not serving (stuck on a bad version, crashing) gets a fresh start on `version` alone,
+    as a rolling redeploy would; returns the versions its start-up argv held."""
+    argv = http.spec_argv(replica)
+    before = _argv_versions(argv)
+    http.set_argv(replica, argv_with_versions(argv, [version]))
+    http.restart(replica)
+    if http.wait_ready([replica], READY_WAIT_S):
+        state = http.status(replica)["state"]
+        raise ConsoleError(f"{replica} was restarted on {version} but is not ready after {READY_WAIT_S:.0f}s "
+                           f"(state {state}); see `logs {replica}`", 409)
+    return before
+
+
 def load_everywhere(http: Any, replicas: list[str], version: str, default: bool) -> dict[str, list[str]]:
-    """Every replica holds `version` (as its default when `default`); returns what each held before."""
+    """Every replica holds `version` (as its default when `default`); returns what each held before.
+
+    A full rollout restarts a replica that is not serving on `version`; a canary needs every replica serving."""
     before: dict[str, list[str]] = {}
     for r in replicas:
+        if not http.status(r).get("ready"):
+            if not default:
+                raise ConsoleError(f"{r} is not serving (state {http.status(r)['state']}): a canary needs every "
+                                   "replica up; roll back or restart it first", 409)
+            before[r] = _redeploy(http, r, version)
+            continue
         versions = _call(http.loaded_versions, r)
         before[r] = versions
         wanted = with_version(versions, version, first=default)

@@ -120,8 +120,12 @@ class Engine:
     def debrief(self, attempt_id: str) -> dict[str, Any]:
         return call(self.manager.debrief, attempt_id)
 
-    def new_seed(self) -> int:
-        return random.randrange(10_000)
+    def new_seed(self, avoid: int | None = None) -> int:
+        """A fresh seed ("try again" must not replay the same variant)."""
+        while True:
+            seed = random.randrange(10_000)
+            if seed != avoid:
+                return seed
 
     def attempt_series(self, attempt_id: str) -> dict[str, Any] | None:
         """The monitor's series over the attempt (frozen when it ended), if this lab still has them."""

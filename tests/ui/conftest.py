@@ -30,3 +30,11 @@ def web(ui_lab: Any) -> Iterator[Session]:
     if s.api("GET", "/api/faults")["active"] and s.api("GET", "/api/attempts/active")["attempt"] is None:
         s.http.delete("/api/faults")
     s.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    """Keep each phase's report on the test item, so a fixture can tell whether its test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

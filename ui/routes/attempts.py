@@ -132,7 +132,8 @@ def router(ui: UI, route_class: type) -> APIRouter:
     @r.post("/attempts/{attempt_id}/retry")
     async def retry(attempt_id: str, request: Request) -> Response:
         a = await run(ui.engine.state, attempt_id)
-        state = await act(ui.engine.start, a["scenario_id"], ui.engine.new_seed(), a.get("time_scale"))
+        state = await act(ui.engine.start, a["scenario_id"], ui.engine.new_seed(avoid=a.get("seed")),
+                          a.get("time_scale"))
         return ui.redirect(request, f"/attempts/{state['attempt_id']}")
 
     # --- the console (an attempt's, or the sandbox's) -----------------------------------------------------------
@@ -142,7 +143,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         _known_op(op)
         await run(ui.engine.state, attempt_id)
         form = await run(console.op_form, op, await run(console.live_choices, ui.lab))
-        return ui.fragment("_op_form.html", form=form, post_base=f"/attempts/{attempt_id}/console")
+        return ui.fragment("_op_form.html", form=form, post_base=f"/attempts/{attempt_id}/console", focus=True)
 
     @r.post("/attempts/{attempt_id}/console/{op}")
     async def attempt_op(attempt_id: str, op: str, request: Request) -> Response:
@@ -154,7 +155,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
     async def sandbox_op_form(op: str, request: Request) -> Response:
         _known_op(op)
         form = await run(console.op_form, op, await run(console.live_choices, ui.lab))
-        return ui.fragment("_op_form.html", form=form, post_base="/sandbox/console")
+        return ui.fragment("_op_form.html", form=form, post_base="/sandbox/console", focus=True)
 
     @r.post("/sandbox/console/{op}")
     async def sandbox_op(op: str, request: Request) -> Response:

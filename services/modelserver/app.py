@@ -6,7 +6,8 @@ verifies the configured versions, warms them up and only then flips /readyz to 2
 at start-up the replica stays up but unready, with the CorruptArtifact message as the /readyz reason (and in
 the log); on /admin/reload it answers 409 and keeps serving the versions it had.
 
-The predict route is a plain Starlette route (no FastAPI body model): the body is parsed with orjson and
+POST /v1/predict is answered by `PredictFront`, a raw ASGI front that skips FastAPI's middleware and router
+(at saturation they cost about as much CPU as the prediction itself); the body is parsed with orjson and
 validated by the shared transform's row encoder, which is far cheaper than pydantic per row.
 """
 
@@ -199,20 +200,23 @@ class ModelServer:
 
     # --------------------------------------------------------------------------------------------- predict
     async def predict(self, request: Request) -> Response:
+        return await self.predict_body(await request.body())
+
+    async def predict_body(self, body: bytes) -> Response:
         started = time.perf_counter()
         metrics.INFLIGHT.inc()
         code = 500
         try:
-            response = await self._predict(request)
+            response = await self._predict(body)
             code = response.status_code
             return response
         finally:
             metrics.INFLIGHT.dec()
             metrics.count_request(code, time.perf_counter() - started)
 
-    async def _predict(self, request: Request) -> Response:
+    async def _predict(self, body: bytes) -> Response:
         try:
-            payload = orjson.loads(await request.body())
+            payload = orjson.loads(body)
         except orjson.JSONDecodeError:
             return _json({"detail": "body must be valid JSON"}, 400)
         if not isinstance(payload, dict):
@@ -280,13 +284,47 @@ class ModelServer:
         )
 
 
+class PredictFront:
+    """POST /v1/predict straight to the server; every other request goes to the FastAPI app.
+
+    At saturation FastAPI's middleware stack and router cost about as much CPU as scoring a request (py-spy, see
+    docs/benchmarks.md), so the hot route skips them; the route stays registered on the app for everything
+    else (other methods get FastAPI's 405). Unexpected errors are logged and answered 500, as FastAPI would.
+    """
+
+    def __init__(self, app: FastAPI, server: ModelServer) -> None:
+        self.app = app
+        self.server = server
+        self.state = app.state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        try:
+            response = await self.server.predict_body(b"".join(chunks))
+        except Exception:
+            log.exception("predict failed")
+            response = _json({"detail": "internal error (see the replica's log)"}, 500)
+        await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
 def _kib(kb: float) -> int:
     return int(kb * 1024)
 
 
 def build_app(
     registry_root: str | Path, replica: str, versions: list[str], config: ModelServerConfig | None = None
-) -> FastAPI:
+) -> PredictFront:
     for v in versions:
         check_version_name(v)
     if not 1 <= len(versions) <= MAX_VERSIONS:
@@ -335,4 +373,4 @@ def build_app(
             return _json({"detail": "versions: duplicates"}, 422)
         return await server.reload(wanted)
 
-    return app
+    return PredictFront(app, server)

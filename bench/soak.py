@@ -4,7 +4,8 @@
 
 1. Starts its own stack (`faultline up -d` on a free block of ports, a temporary FAULTLINE_HOME holding a copy of
    the trained registry, `--exit-with` this process so an interrupted soak leaves nothing) and the load generator
-   through the lab (`POST /api/traffic`), then warms up.
+   through the lab (`POST /api/traffic`), then warms up: a burst of traffic fills the gateway's bounded buffers
+   (the last 10,000 scored rows it keeps for the monitor) so that filling them does not pass for growth.
 2. Loops until the time is up: apply one fault through the lab's sandbox API (`POST /api/faults`), hold it, revert
    it (`DELETE /api/faults/{id}`), wait until every service is running and ready and every proxy clean, then a
    healthy interval. Faults, in turn: latency toxic on a replica's hop, a replica's hop down, SIGKILL of a replica,
@@ -192,6 +193,20 @@ class Soak:
               f"{after.dropped - before.dropped} dropped", flush=True)
 
 
+def prefill(soak: Soak, rps: float, timeout: float = 300) -> float:
+    """Send traffic at `rps` until the gateway has scored more than its recent-rows ring holds."""
+    from services.gateway.ledger import RECENT_CAPACITY
+
+    started = time.monotonic()
+    soak.api("POST", "/api/traffic", {"rps": rps})
+    recent = soak.topology.service_url("gateway") + "/v1/recent?limit=1"
+    while httpx.get(recent, timeout=30, trust_env=False).json()["total_scored"] < RECENT_CAPACITY * 1.1:
+        if time.monotonic() - started > timeout:
+            raise SoakError(f"the gateway did not score {RECENT_CAPACITY} transactions within {timeout:.0f}s")
+        time.sleep(1)
+    return time.monotonic() - started
+
+
 def _rss(pid: int) -> int:
     try:
         return psutil.Process(pid).memory_info().rss
@@ -250,6 +265,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "fault_s": args.fault_s, "healthy_s": args.healthy_s}
     try:
         soak.api("POST", "/api/traffic", {"rps": args.rps, "profile": "baseline", "seed": 7})
+        if args.prefill_rps > 0:
+            took = prefill(soak, args.prefill_rps)
+            soak.api("POST", "/api/traffic", {"rps": args.rps})
+            print(f"gateway buffers filled in {took:.0f}s at {args.prefill_rps:g} rps", flush=True)
         time.sleep(args.warmup_s)
         soak.wait_healthy(120)
         start_procs = soak.processes()
@@ -317,6 +336,8 @@ def _figures(soak: Soak, start_procs: dict[str, Any], end_procs: dict[str, Any],
         "fds": {"start": start_procs["fds"], "end": end_procs["fds"], "growth": fd_growth},
         "restarted": sorted(restarted),
         "rss": rss_report(soak.rss, t_start, t_end, restarted),
+        "rss_series_mib": {name: [[round(t - t_start, 1), round(v / 2**20, 1)] for t, v in points]
+                           for name, points in soak.rss.items()},
         "soak_seconds": round(t_end - t_start, 1),
     }
 
@@ -389,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fault-s", type=float, default=10.0, help="how long each fault stays (default 10)")
     p.add_argument("--healthy-s", type=float, default=15.0, help="healthy interval after each recovery (default 15)")
     p.add_argument("--warmup-s", type=float, default=20.0, help="traffic before measuring (default 20)")
+    p.add_argument("--prefill-rps", type=float, default=200.0,
+                   help="rate of the burst that fills the gateway's buffers before measuring (0: none; default 200)")
     p.add_argument("--json", type=Path, help="write every figure to this file")
     args = p.parse_args(argv)
     if not 0 < args.minutes <= 120 or not 0 < args.rps <= 500 or args.fault_s <= 0 or args.healthy_s <= 0:

@@ -35,7 +35,7 @@ from lab.scenario import check_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-TIME_SCALE = 0.1
+TIME_SCALE = 0.05
 SOLVE_SEEDS = (1, 2)
 WRONG_FIX_SEED = 3
 PATHS = scenario_paths()
@@ -85,7 +85,7 @@ def test_the_wrong_fix_does_not_pass_and_inaction_scores_low(catalog_lab: Catalo
 
     first_act = next(i for i, e in enumerate(res.events) if e["type"] == "console_op")
     idle = grade(res.scenario, res.events[:first_act])
-    assert idle["broke"] and not idle["fixed"] and idle["score"] < 50, idle
+    assert not idle["fixed"] and idle["score"] < 50, idle  # that it broke is the run's own `broke`, checked above
     catalog_lab.wait_healthy(catalog_lab.status()["public_url"])
 
 

@@ -10,7 +10,8 @@ running    faults are injected when their `when` says (at_s on the clock, after 
            the monitor's SLO changes are journaled; the learner investigates, acts, takes hints, diagnoses;
 verifying  after a fix claim: once the probes' windows have rolled over past the claim, one accepted end state
            must hold all its probes for hold_s -> fix_verified (faults `until: fixed` are reverted and the
-           attempt finishes), or the claim is rejected (fix_rejected) and the attempt runs on;
+           attempt finishes); if none has begun holding a window (at least 10 s) after that, or every one that
+           began has broken since, the claim is rejected (fix_rejected) and the attempt runs on;
 ending     every fault is reverted, the attempt is journaled finished or aborted (given up, timed out, lab
            stopping), graded, and the stack is put back to its baseline.
 
@@ -32,6 +33,7 @@ log = logging.getLogger("faultline.attempt")
 TICK_S = 1.0
 WARM_TIMEOUT_S = 120.0
 VERIFY_GRACE_S = 2.0
+RECOVERY_MIN_S = 10.0  # after the windows rolled over, a fix gets this long (or a window) to take effect
 END_JOIN_S = 120.0
 
 
@@ -333,9 +335,10 @@ class Attempt:
             probes = self._accepted_probes()
             settle = max((window_s(p, self.scale) for _, p in probes if hasattr(p, "window_s")), default=0.0)
             holds = [s.hold_s * self.scale for s in self.scenario.fix.accepted]
-            self.verifying = {"claimed_at": now, "settle_until": now + settle + VERIFY_GRACE_S,
-                              "give_up_at": now + settle + VERIFY_GRACE_S + max(holds) + 30.0,
-                              "held_since": {}, "seen": {}}
+            settle_until = now + settle + VERIFY_GRACE_S
+            recover_by = settle_until + max(RECOVERY_MIN_S, settle)
+            self.verifying = {"claimed_at": now, "settle_until": settle_until, "recover_by": recover_by,
+                              "give_up_at": recover_by + max(holds) + 30.0, "held_since": {}, "seen": {}}
             self.claims += 1
             self.phase = "verifying"
             self.journal.append(self.id, "fix_claimed", {"claim": self.claims}, at=now)
@@ -370,7 +373,7 @@ class Attempt:
             if now - since >= state.hold_s * self.scale and len(seen) == len(rs):
                 self._verified(i, state, since, now, rs)
                 return
-        if not holding_any or now > v["give_up_at"]:
+        if (not holding_any and now > v["recover_by"]) or now > v["give_up_at"]:
             broken = [r.to_dict() for r in results.values() if r.ok is False]
             reason = ("; ".join(f"{r['id']} = {r['value']} (wanted {r['tolerance']})" for r in broken)
                       or "no accepted end state held long enough")
@@ -444,14 +447,13 @@ class Attempt:
         self.status = status
         self.phase = status
         self.progress = "ended"
-        self._done.set()
+        if not self.manager.closing:  # a stopping lab takes the stack down anyway
+            try:
+                self.manager.baseline.reset()  # before the next attempt may start: never two resets at once
+            except Exception as exc:  # noqa: BLE001 - logged; the next attempt resets again
+                log.error("baseline reset after %s failed: %r", self.id, exc)
         self.manager.ended(self)
-        if self.manager.closing:
-            return  # the lab is stopping: the stack goes down anyway
-        try:
-            self.manager.baseline.reset()
-        except Exception as exc:  # noqa: BLE001 - logged; the next attempt resets again
-            log.error("baseline reset after %s failed: %r", self.id, exc)
+        self._done.set()
 
     # --- the learner's view -----------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from lab.scenario.vocab import SLUG_PATTERN
 
 log = logging.getLogger("faultline.attempt")
 BASELINE_WAIT_S = 600.0
+END_WAIT_S = 120.0
 
 
 class AttemptManager:
@@ -86,6 +87,9 @@ class AttemptManager:
         template = self._load(scenario_id)
         seed = random.randrange(10_000) if seed is None else seed
         scenario = render(template, seed, time_scale)
+        ending = self._active
+        if ending is not None and ending.status != "running":
+            ending.wait(END_WAIT_S)  # it has ended and is putting the stack back: the next one waits for that
         with self._lock:
             if self._closed:
                 raise AttemptError("the lab is shutting down", 409)

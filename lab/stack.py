@@ -1,10 +1,10 @@
 """The Faultline stack on the process backend: start order, proxies on every hop, scaling, status, teardown.
 
 Builds on the generic Supervisor (lab/supervisor.py) and the launch plan (lab/specs.py). Order of `start()`:
-the netproxy (unless an external Toxiproxy is used) starts together with the registry, the feature store and
-the model replicas, which dial no one; once the Toxiproxy API answers, every hop of the topology is created
-(populate); only then does the gateway — the one service that dials others — start, with proxy URLs for its
-upstreams. If the netproxy restarts, the proxies are populated again as soon as it is ready.
+the model replicas, the netproxy (unless an external Toxiproxy is used), the feature store and the registry
+start at once — none of them dials another service; once the Toxiproxy API answers, every hop of the
+topology is created (populate); only then does the gateway — the one service that dials others — start, with
+proxy URLs for its upstreams. If the netproxy restarts, the proxies are populated again as soon as it is ready.
 """
 
 from __future__ import annotations
@@ -172,9 +172,13 @@ class Stack:
 
     def _start(self) -> None:
         self.supervisor.start()
+        # The model replicas first: they are the slowest to become ready (torch import, model load), and each
+        # fork of the lab process takes a moment.
+        for name in self.topology.model_names():
+            self.supervisor.add(self._spec(name))
         if not self.external_proxy:
             self.supervisor.add(self._spec("netproxy"), on_ready=self._populate)
-        for name in ["registry", "feature-store", *self.topology.model_names()]:
+        for name in ["feature-store", "registry"]:
             self.supervisor.add(self._spec(name))
         if self.external_proxy:
             self._wait_external_proxy()

@@ -66,6 +66,16 @@ def observed_text(figures: dict[str, Any] | None) -> str:
     return " · ".join(parts)
 
 
+def traffic_from(status: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The load generator as the supervisor and the monitor see it (no call to locust every second)."""
+    loadgen = next((s for s in status.get("services", []) if s.get("name") == "loadgen"), None)
+    if loadgen is None or loadgen.get("pid") is None:
+        return {"running": False}
+    f = (metrics.get("services") or {}).get("loadgen") or {}
+    return {"running": True, "state": loadgen.get("state"), "target_rps": f.get("target_rps"),
+            "achieved_rps": f.get("achieved_rps", f.get("rps")), "profile": f.get("profile")}
+
+
 def toxic_text(toxic: dict[str, Any]) -> str:
     """`latency 400±100 ms (downstream)` — a short human description of one Toxiproxy toxic."""
     attrs = toxic.get("attributes") or {}
@@ -165,13 +175,19 @@ class Frame:
 
 
 class Live:
-    """Computes at most one Frame per `interval_s`; every caller in that second gets the same one."""
+    """Computes at most one Frame per `interval_s`; every caller in that second gets the same one.
+
+    One thread computes at a time. Event streams take the last frame rather than queue behind a slow computation
+    (a busy machine can make the lab's status take a second): they must never pile up worker threads. Pages wait
+    for a fresh frame, so what a learner just did is on the page they load next.
+    """
 
     def __init__(self, lab: Any, interval_s: float = 1.0) -> None:
         self.lab = lab
         self.interval_s = interval_s
-        self._lock = threading.Lock()
+        self._computing = threading.Lock()
         self._frame: Frame | None = None
+        self._dirty = False
         self._ids = itertools.count(1)
 
     @property
@@ -183,18 +199,28 @@ class Live:
     def faults(self) -> Any:
         return self.lab.components.get("faults")
 
-    def current(self) -> Frame:
-        with self._lock:
+    def _fresh(self, frame: Frame | None) -> bool:
+        return frame is not None and not self._dirty and time.time() - frame.at < self.interval_s * 0.9
+
+    def current(self, wait: bool = True) -> Frame:
+        frame = self._frame
+        if self._fresh(frame):
+            return frame  # type: ignore[return-value]
+        if not self._computing.acquire(blocking=wait or frame is None):
+            return frame  # type: ignore[return-value]  # another thread is computing: show the last one
+        try:
             frame = self._frame
-            if frame is not None and time.time() - frame.at < self.interval_s * 0.9:
-                return frame
-            self._frame = frame = self._compute()
+            if self._fresh(frame):
+                return frame  # type: ignore[return-value]
+            self._dirty = False
+            frame = self._frame = self._compute()
             return frame
+        finally:
+            self._computing.release()
 
     def invalidate(self) -> None:
-        """After the learner changed something: the next reader gets a fresh frame, not one from before it."""
-        with self._lock:
-            self._frame = None
+        """After the learner changed something: the next page gets a fresh frame, not one from before it."""
+        self._dirty = True
 
     def _compute(self) -> Frame:
         lab = self.lab
@@ -207,16 +233,10 @@ class Live:
         slo = mon.slo() if mon is not None else {"slos": [], "events": []}
         manager = self.faults
         faults = [a.to_dict() for a in manager.active()] if manager is not None else []
-        traffic: dict[str, Any] = {"running": False}
-        if status.get("phase") in ("running", "degraded"):
-            try:
-                traffic = lab.stack.traffic_state()
-            except Exception as exc:  # noqa: BLE001 - shown as text
-                traffic = {"running": False, "error": str(exc)}
         attempts = lab.components.get("attempts")
         active = attempts.active_id() if attempts is not None else None
         return Frame(id=next(self._ids), at=time.time(), status=status, metrics=metrics, slo=slo, faults=faults,
-                     traffic=traffic, attempt_id=active)
+                     traffic=traffic_from(status, metrics), attempt_id=active)
 
     def history(self, frame: Frame, seconds: float = 300.0) -> dict[str, Any]:
         """The charts' starting data: aligned columns {"t": [...], "v": {series: [...]}, "slo"} over the last

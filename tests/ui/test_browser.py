@@ -38,8 +38,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=30_000)  # assertions retry up to 30 s: generous on a busy machine
     profile = tempfile.mkdtemp(prefix="faultline-chromium-")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(

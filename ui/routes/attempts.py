@@ -6,13 +6,13 @@ Each route calls one engine method (ui/engine.py over lab.attempt and lab.consol
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from lab.scenario.ops import OP_ARGS
 from ui import console, stackmap
@@ -60,7 +60,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
     r = APIRouter(route_class=route_class, include_in_schema=False)
 
     async def run(fn: Any, *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
+        return await run_in_threadpool(fn, *args)
 
     async def act(fn: Any, *args: Any) -> Any:
         try:
@@ -190,7 +190,7 @@ async def _op(ui: UI, request: Request, attempt_id: str | None, op: str) -> Resp
     """Run one console operation and render its output (or its refusal) as a block for the output list."""
     _known_op(op)
     data = await read_form(request)
-    choices = await asyncio.to_thread(console.live_choices, ui.lab)
+    choices = await run_in_threadpool(console.live_choices, ui.lab)
     form = console.op_form(op, choices)
     ctx: dict[str, Any] = {"op": op, "at": time.strftime("%H:%M:%S"), "uid": f"{op}-{time.time_ns()}"}
     try:
@@ -202,7 +202,7 @@ async def _op(ui: UI, request: Request, attempt_id: str | None, op: str) -> Resp
 
     command = op_text(op, args)
     try:
-        result = await asyncio.to_thread(ui.engine.run_op, attempt_id, op, args)
+        result = await run_in_threadpool(ui.engine.run_op, attempt_id, op, args)
     except Refused as exc:
         ui.live.invalidate()
         return ui.fragment("_op_output.html", status=exc.status, ok=False, command=command, status_code=exc.status,

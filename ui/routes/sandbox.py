@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from lab.scenario.vocab import DEPENDENCIES, TRAFFIC_PROFILES
 from ui import stackmap
@@ -170,6 +171,4 @@ def _merged(form: dict[str, Any]) -> dict[str, Any]:
 
 async def _run(fn: Any, *args: Any) -> Any:
     """Faults and traffic block for seconds (a variant is trained, a process restarts): off the event loop."""
-    import asyncio
-
-    return await asyncio.to_thread(fn, *args)
+    return await run_in_threadpool(fn, *args)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from markupsafe import escape
+from starlette.concurrency import run_in_threadpool
 
 from ui import stackmap
 from ui.app import UI
@@ -91,10 +92,10 @@ def router(ui: UI, route_class: type) -> APIRouter:
             sent: dict[str, str] = {}
             last = 0
             while not await request.is_disconnected():
-                frame = await asyncio.to_thread(ui.live.current)
+                frame = await run_in_threadpool(ui.live.current, False)
                 if frame.id != last:
                     last = frame.id
-                    chunks = await asyncio.to_thread(_render, frame, makers, sent, f"{view}:{attempt_id}")
+                    chunks = await run_in_threadpool(_render, frame, makers, sent, f"{view}:{attempt_id}")
                     for chunk in chunks:
                         yield chunk
                 await asyncio.sleep(POLL_S)

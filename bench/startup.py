@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench import stack as bstack
 from bench.common import copy_registry, load_average, machine, median
 
@@ -58,6 +60,21 @@ def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> A
             return value
         time.sleep(interval)
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _cpu_so_far(status: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds each process of the fresh stack has used (≈ its start-up cost): the profile of `up`."""
+    pids = {s["name"]: s["pid"] for s in status["services"] if s.get("pid")}
+    pids["lab"] = status["supervisor_pid"]
+    out = {}
+    for name, pid in pids.items():
+        try:
+            t = psutil.Process(pid).cpu_times()
+            out[name] = round(t.user + t.system, 2)
+        except psutil.NoSuchProcess:
+            pass
+    out["total"] = round(sum(out.values()), 2)
+    return out
 
 
 def _past_preparing(st: bstack.BenchStack, attempt_id: str) -> dict[str, Any] | None:
@@ -108,7 +125,7 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
             try:
                 status = st.status()
                 ups.append({"run": i, "up_s": round(st.up_seconds, 2), "lab_ready_after_s": status.get("ready_after_s"),
-                            "load_average": load, "first_in_home": i == 0})
+                            "load_average": load, "first_in_home": i == 0, "cpu_s": _cpu_so_far(status)})
                 if i == runs - 1:
                     for n in range(attempts):
                         resets.append(one_attempt(st, seed=n + 1))
@@ -119,8 +136,12 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
     up_median = median([u["up_s"] for u in ups])
     post = [r["post_attempt_reset"]["seconds"] for r in resets]
     reset_median = median(post) if post else None
+    cpu_total = median([u["cpu_s"]["total"] for u in ups])
     result.update({
         "up": ups,
+        # start-up is CPU-bound: this much CPU on 2 cores cannot be ready in less than half of it, even when idle
+        "up_cpu_s_median": cpu_total,
+        "up_floor_on_cores_s": round(cpu_total / max(1, result["machine"]["nproc"]), 2),
         "up_median_s": round(up_median, 2),
         "resets": resets,
         "reset_median_s": reset_median,
@@ -133,12 +154,15 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
 
 
 def table(r: dict[str, Any]) -> str:
-    rows = ["| run | `faultline up -d` → all ready | lab's own ready_after_s | `faultline down` | load avg |",
-            "|---:|---:|---:|---:|---:|"]
+    names = [n for n in r["up"][0]["cpu_s"] if n != "total"]
+    rows = ["| run | `faultline up -d` → all ready | lab's own ready_after_s | `faultline down` | load avg "
+            "| CPU s to ready: " + ", ".join(names) + " (total) |",
+            "|---:|---:|---:|---:|---:|---|"]
     for u in r["up"]:
         first = " (first in home: seeds the feature store)" if u["first_in_home"] else ""
+        cpu = ", ".join(f"{u['cpu_s'].get(n, 0):.1f}" for n in names) + f" ({u['cpu_s']['total']:.1f})"
         rows.append(f"| {u['run'] + 1}{first} | {u['up_s']:.2f} s | {u.get('lab_ready_after_s') or '-'} s "
-                    f"| {u.get('down_s', '-')} s | {u['load_average']} |")
+                    f"| {u.get('down_s', '-')} s | {u['load_average']} | {cpu} |")
     rows += ["", "| attempt | set-up done after | pre-attempt reset | post-attempt reset (what it changed) |",
              "|---:|---:|---:|---|"]
     for i, a in enumerate(r["resets"], 1):
@@ -156,6 +180,8 @@ def summary(r: dict[str, Any]) -> str:
     reset = "✅ met" if g["reset_met"] else "❌ missed"
     reset_text = f"{r['reset_median_s']:.2f} s" if r["reset_median_s"] is not None else "not measured"
     return (f"`faultline up -d` to all-ready, median of {len(r['up'])}: **{r['up_median_s']:.2f} s** (goal ≤ "
-            f"{GOAL_UP_S:g} s: {up}). Reset to the baseline after an attempt (scenario `{SCENARIO}`, learner "
+            f"{GOAL_UP_S:g} s: {up}); it costs {r['up_cpu_s_median']:.1f} s of CPU across the processes, so "
+            f"{r['up_floor_on_cores_s']:.1f} s is the floor on {r['machine']['nproc']} idle cores. "
+            f"Reset to the baseline after an attempt (scenario `{SCENARIO}`, learner "
             f"changed the gateway's config and deployed a canary), median of {len(r['resets'])}: **{reset_text}** "
             f"(goal ≤ {GOAL_RESET_S:g} s: {reset}).")

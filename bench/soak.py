@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 RSS_TOLERANCE = 0.15
 FD_ALLOWANCE = 16  # keep-alive connections come and go: a leak grows with every cycle, not by a handful
 SAMPLE_S = 5.0
+KEEPALIVE_S = 8.0  # longer than uvicorn's keep-alive timeout (5 s)
 
 # (name, fault body for POST /api/faults); targets are filled in for the topology.
 FAULTS: list[tuple[str, dict[str, Any]]] = [
@@ -109,6 +110,9 @@ class Soak:
     def counters(self) -> Counters:
         return Counters.of(self.api("GET", "/api/traffic"))
 
+    def score_codes(self) -> dict[str, int]:
+        return dict((self.api("GET", "/api/traffic").get("requests") or {}).get("codes") or {})
+
     def healthy(self, st: dict[str, Any] | None = None) -> bool:
         st = st or self.status()
         services = [s for s in st["services"] if not s["name"].startswith("scenario-")]
@@ -150,8 +154,23 @@ class Soak:
                     fds[s["name"]] = psutil.Process(s["pid"]).num_fds()
                 except psutil.NoSuchProcess:
                     fds[s["name"]] = -1
+        # The load generator holds one keep-alive socket per locust user, and its user pool grows whenever the
+        # gateway is slow and never shrinks (docs/loadgen.md): its descriptors are counted net of its users.
+        users = int(self.api("GET", "/api/traffic").get("users") or 0)
+        if "loadgen" in fds and fds["loadgen"] >= 0:
+            fds["loadgen (net of users)"] = fds.pop("loadgen") - users
         return {"count": len(tree), "names": sorted(s["name"] for s in st["services"]), "fds": fds,
-                "restarts": {s["name"]: s["restarts"] for s in st["services"]}}
+                "loadgen_users": users, "restarts": {s["name"]: s["restarts"] for s in st["services"]}}
+
+    def quiet_processes(self) -> dict[str, Any]:
+        """`processes()` with the traffic paused, every label delivered and idle keep-alive connections closed by
+        the servers (uvicorn: 5 s), so that the count does not depend on how many clients happen to be connected."""
+        self.api("POST", "/api/traffic", {"rps": 0})
+        deadline = time.monotonic() + 60
+        while self.counters().pending and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(KEEPALIVE_S)
+        return self.processes()
 
     def gateway_feedback_acks(self) -> int:
         text = httpx.get(self.topology.service_url("gateway") + "/metrics", timeout=30, trust_env=False).text
@@ -168,6 +187,7 @@ class Soak:
     def cycle(self, n: int, name: str, body: dict[str, Any], fault_s: float, healthy_s: float) -> None:
         fault_id = f"soak-{n}"
         t0 = time.time()
+        codes_before = self.score_codes()
         self.api("POST", "/api/faults", {**body, "id": fault_id}, ok=(201,))
         end = time.monotonic() + fault_s
         while time.monotonic() < end:
@@ -175,6 +195,7 @@ class Soak:
             time.sleep(0.5)
         self.api("DELETE", f"/api/faults/{fault_id}")
         recovered_s = self.wait_healthy(120)
+        codes = {k: v - codes_before.get(k, 0) for k, v in self.score_codes().items() if v != codes_before.get(k, 0)}
         before = self.counters()
         end = time.monotonic() + healthy_s
         while time.monotonic() < end:
@@ -183,12 +204,14 @@ class Soak:
         after = self.counters()
         still = self.healthy()
         self.cycles.append({
-            "n": n, "fault": name, "at": t0, "recovered_s": round(recovered_s, 2),
+            "n": n, "fault": name, "at": t0, "recovered_s": round(recovered_s, 2), "score_codes_during_fault": codes,
             "healthy_window_s": healthy_s, "healthy_throughout_end": still,
             "labels_sent": after.sent - before.sent, "labels_failed": after.failed - before.failed,
             "labels_dropped": after.dropped - before.dropped,
         })
-        print(f"  cycle {n:2d} {name:32} recovered in {recovered_s:5.1f}s; healthy window: "
+        during = ", ".join(f"{c}: {k}" for c, k in sorted(codes.items()))
+        print(f"  cycle {n:2d} {name:32} scores during the fault ({during}); recovered in {recovered_s:.1f}s; "
+              f"healthy window: "
               f"{after.sent - before.sent} labels acknowledged, {after.failed - before.failed} failed, "
               f"{after.dropped - before.dropped} dropped", flush=True)
 
@@ -271,7 +294,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"gateway buffers filled in {took:.0f}s at {args.prefill_rps:g} rps", flush=True)
         time.sleep(args.warmup_s)
         soak.wait_healthy(120)
-        start_procs = soak.processes()
+        start_procs = soak.quiet_processes()
+        soak.api("POST", "/api/traffic", {"rps": args.rps})
         start_counters = soak.counters()
         t_start = time.time()
         soak.sample(force=True)
@@ -284,15 +308,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             soak.cycle(n, name, body, args.fault_s, args.healthy_s)
         t_end = time.time()
         soak.sample(force=True)
-        # every pending label delivered before counting: pause the traffic, let the queue drain
-        soak.api("POST", "/api/traffic", {"rps": 0})
-        drain_deadline = time.monotonic() + 60
-        while soak.counters().pending and time.monotonic() < drain_deadline:
-            time.sleep(0.5)
+        # every pending label delivered before counting (quiet_processes pauses the traffic and drains the queue)
+        end_procs = soak.quiet_processes()
         end_counters = soak.counters()
         end_acks = soak.gateway_feedback_acks()
-        time.sleep(2)  # connections of the drained senders close
-        end_procs = soak.processes()
         result.update(_figures(soak, start_procs, end_procs, start_counters, end_counters, end_acks, t_start, t_end))
         traffic = soak.api("GET", "/api/traffic")
         result["traffic"] = {"requests": traffic.get("requests"), "achieved_rps_last": traffic.get("achieved_rps")}
@@ -303,7 +322,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except (httpx.HTTPError, SoakError):
             pass
         down = _faultline("down", "--home", str(home), timeout=180)
-        result["down"] = _leftovers(pids, ports.all_ports(16) + [ports.lab, ports.locust_web])
+        # only the ports this stack used: others in the block may be any process's ephemeral source ports
+        result["down"] = _leftovers(pids, ports.all_ports(args.replicas) + [ports.lab, ports.locust_web])
         result["down"]["exit_code"] = down.returncode
         soak.http.close()
         if result["down"]["processes"] or result["down"]["ports"]:
@@ -333,7 +353,8 @@ def _figures(soak: Soak, start_procs: dict[str, Any], end_procs: dict[str, Any],
         "healthy": healthy, "whole_run": whole,
         "processes": {"start": start_procs["count"], "end": end_procs["count"], "services_start": start_procs["names"],
                       "services_end": end_procs["names"]},
-        "fds": {"start": start_procs["fds"], "end": end_procs["fds"], "growth": fd_growth},
+        "fds": {"start": start_procs["fds"], "end": end_procs["fds"], "growth": fd_growth,
+                "loadgen_users": [start_procs["loadgen_users"], end_procs["loadgen_users"]]},
         "restarted": sorted(restarted),
         "rss": rss_report(soak.rss, t_start, t_end, restarted),
         "rss_series_mib": {name: [[round(t - t_start, 1), round(v / 2**20, 1)] for t, v in points]

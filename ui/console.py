@@ -37,19 +37,24 @@ HELP: dict[str, str] = {
 SPECIFIC = frozenset({"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show"})
 
 
-def live_choices(lab: Any) -> dict[str, list[str]]:
-    """Names a learner may pick, from the running stack (never the netproxy or the load generator)."""
+def live_choices(lab: Any, op: str | None = None) -> dict[str, list[str]]:
+    """Names a learner may pick, from the running stack (never the netproxy or the load generator). Versions
+    (a registry call) and scenario processes are looked up only for the operations that take them."""
     stack = lab.stack
     services = [n for n in stack.service_names() if n not in ("netproxy", "loadgen")]
     choices: dict[str, list[str]] = {"service": services, "replica": list(stack.topology.model_names()),
                                      "feature": list(MODEL_FEATURES)}
+    takes = set(OP_ARGS[op].model_fields) if op in OP_ARGS else {"version", "pid"}
     faults = lab.components.get("faults")
-    if faults is not None and stack.phase in ("running", "degraded"):
+    if faults is None or stack.phase not in ("running", "degraded"):
+        return choices
+    if "version" in takes:
         try:
             versions = faults.ctx.registry("GET", "/v1/models", timeout=2.0)
             choices["version"] = [m["version"] for m in versions if isinstance(m, dict) and "version" in m]
         except Exception:  # noqa: BLE001 - the version field falls back to free text
             pass
+    if "pid" in takes:
         try:
             pids = [str(p["pid"]) for p in faults.ctx.scenario_pids()]
             if pids:

@@ -14,6 +14,8 @@ from typing import Any
 
 from ui.security import Refused
 
+RESET_WAIT_S = 120.0
+
 
 def _status_of(exc: Exception) -> int | None:
     status = getattr(exc, "status", None)
@@ -97,7 +99,13 @@ class Engine:
         return {"id": active.id, "scenario_id": active.scenario.id} if active is not None else None
 
     def start(self, scenario_id: str, seed: int | None, time_scale: float | None) -> dict[str, Any]:
-        return call(self.manager.start, scenario_id, seed, time_scale)
+        manager = self.manager
+        active = manager.active()
+        if active is not None and active.status != "running":
+            # the last attempt is graded and puts the stack back to its baseline before the next may start:
+            # "Try again" right after a debrief waits for that rather than failing
+            active.wait(RESET_WAIT_S)
+        return call(manager.start, scenario_id, seed, time_scale)
 
     def state(self, attempt_id: str) -> dict[str, Any]:
         return call(self.manager.state, attempt_id)

@@ -31,8 +31,7 @@ def _optional_number(data: dict[str, str], name: str, kind: str) -> Any:
 
 
 def console_context(ui: UI) -> dict[str, Any]:
-    choices = console.live_choices(ui.lab)
-    return {"ops": console.op_list(), "first": console.op_form("status", choices)}
+    return {"ops": console.op_list(), "first": console.op_form("status", console.live_choices(ui.lab, "status"))}
 
 
 def timeline_view(d: dict[str, Any], series: dict[str, Any] | None) -> tuple[list[dict[str, Any]], float, Any]:
@@ -142,7 +141,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
     async def attempt_op_form(attempt_id: str, op: str, request: Request) -> Response:
         _known_op(op)
         await run(ui.engine.state, attempt_id)
-        form = await run(console.op_form, op, await run(console.live_choices, ui.lab))
+        form = await run(console.op_form, op, await run(console.live_choices, ui.lab, op))
         return ui.fragment("_op_form.html", form=form, post_base=f"/attempts/{attempt_id}/console", focus=True)
 
     @r.post("/attempts/{attempt_id}/console/{op}")
@@ -154,7 +153,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
     @r.get("/sandbox/console/{op}")
     async def sandbox_op_form(op: str, request: Request) -> Response:
         _known_op(op)
-        form = await run(console.op_form, op, await run(console.live_choices, ui.lab))
+        form = await run(console.op_form, op, await run(console.live_choices, ui.lab, op))
         return ui.fragment("_op_form.html", form=form, post_base="/sandbox/console", focus=True)
 
     @r.post("/sandbox/console/{op}")
@@ -190,7 +189,7 @@ async def _op(ui: UI, request: Request, attempt_id: str | None, op: str) -> Resp
     """Run one console operation and render its output (or its refusal) as a block for the output list."""
     _known_op(op)
     data = await read_form(request)
-    choices = await run_in_threadpool(console.live_choices, ui.lab)
+    choices = await run_in_threadpool(console.live_choices, ui.lab, op)
     form = console.op_form(op, choices)
     ctx: dict[str, Any] = {"op": op, "at": time.strftime("%H:%M:%S"), "uid": f"{op}-{time.time_ns()}"}
     try:

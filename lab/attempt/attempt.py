@@ -256,8 +256,8 @@ class Attempt:
                 self.paged_at = now
 
     def _on_slo(self, event: dict[str, Any]) -> None:
-        if self.status != "running":
-            return
+        if self.status != "running" or self.ready_at is None:
+            return  # before the clock starts, SLO changes are about the reset and the setup, not the incident
         kind = "slo_violated" if event.get("state") == "violated" else "slo_restored"
         try:
             self.journal.append(self.id, kind, dict(event))
@@ -331,6 +331,8 @@ class Attempt:
                 raise AttemptError(f"nothing to fix yet: the attempt is {self.phase}")
             if self.verifying is not None:
                 raise AttemptError("a fix claim is already being verified")
+            if not self.applied:
+                raise AttemptError("nothing is broken yet: the pager has not fired")
             now = time.time()
             probes = self._accepted_probes()
             settle = max((window_s(p, self.scale) for _, p in probes if hasattr(p, "window_s")), default=0.0)

@@ -16,7 +16,7 @@ from typing import Any
 from lab.faults.base import FaultError
 from lab.monitor.signals import gateway_score_routes, quality_signals, request_signals, service_kind, window
 
-MIN_WINDOW_S = 3.0  # the monitor scrapes once a second: a shorter window holds too few scrapes
+MIN_WINDOW_S = 10.0  # compressed runs: shorter windows hold too few requests, and one slow pair breaks p99
 MIN_REQUESTS = 5
 MIN_LABELS = {"accuracy": 20, "recall": 5, "precision": 5}
 WINDOWED = ("latency_p99_ms", "error_rate", "accuracy", "recall", "precision")

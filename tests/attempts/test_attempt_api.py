@@ -58,6 +58,9 @@ def test_an_attempt_from_start_to_giving_up(api: LabApi) -> None:
     assert "opens when the attempt ends" in api.call("GET", f"/api/attempts/{attempt}/debrief", expect=409)["detail"]
     api.call("GET", f"/api/attempts/{attempt}/events", expect=409)
 
+    st = api.wait(attempt, lambda s: s["phase"] == "running", 120, "the scenario clock")
+    assert st["clock_s"] < 4  # the link degrades at 4 s at the earliest (20 s x 0.2)
+    assert "nothing is broken yet" in api.call("POST", f"/api/attempts/{attempt}/fixed", expect=409)["detail"]
     st = api.wait(attempt, lambda s: s["paged"], 120, "the page")
     slow = render(load_scenario(ROOT / "scenarios" / "slow-replica.yaml"), SEED).values["layout"]["slow"]
     view = json.dumps(st)

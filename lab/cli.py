@@ -560,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lab.benchcmd import add_command as add_bench  # `faultline bench` (lab/benchcmd.py, bench/)
 
     add_bench(sub)
+    from lab.scenario.cli import add_command as add_scenarios  # `faultline scenarios` (lab/scenario/cli.py)
+
+    add_scenarios(sub)
     return p
 
 

@@ -129,3 +129,22 @@ def cmd_show(
     print()
     print(scenario.briefing.rstrip())
     return 0
+
+
+def add_command(sub: Any) -> None:
+    """`faultline scenarios validate|list|show`: works without a running lab (it only reads YAML)."""
+    sc = sub.add_parser("scenarios", help="validate, list or show scenario files")
+    ssub = sc.add_subparsers(dest="scenarios_cmd", required=True, metavar="{validate,list,show}")
+    va = ssub.add_parser("validate", help="check files or folders; every problem as file:line: field: message")
+    va.add_argument("paths", nargs="*", help="scenario files or folders (default: the catalog)")
+    va.set_defaults(func=lambda a: cmd_validate(a.paths))
+    ls = ssub.add_parser("list", help="the catalog: id, title, difficulty, skills, estimated minutes")
+    ls.add_argument("--dir", default=str(CATALOG_DIR), help="catalog folder (default: scenarios/)")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=lambda a: cmd_list(a.dir, a.json))
+    sh = ssub.add_parser("show", help="a scenario's card and briefing (no spoilers)")
+    sh.add_argument("scenario_id", metavar="ID")
+    sh.add_argument("--dir", default=str(CATALOG_DIR), help="catalog folder (default: scenarios/)")
+    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--seed", type=int, help="render the seeded variables with this seed")
+    sh.set_defaults(func=lambda a: cmd_show(a.scenario_id, a.dir, a.json, a.seed))

@@ -18,7 +18,7 @@ models: $(VENV)/.installed
 	$(PY) -m services.trainer defaults --home $(FAULTLINE_HOME)
 
 run: setup
-	$(VENV)/bin/faultline up
+	$(VENV)/bin/faultline serve
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -130,14 +130,14 @@ SERVICES = ("netproxy", "gateway", "feature-store", "model-1", "model-2", "regis
 
 def table(r: dict[str, Any]) -> str:
     rows = ["| offered rps | achieved | p50 | p99 | errors | fallbacks | within p99 ≤ 50 ms | load avg "
-            "| CPU µs/request: " + ", ".join(SERVICES) + " (total) |",
-            "|---:|---:|---:|---:|---:|---:|:---:|---:|---|"]
+            "| CPU µs/request: " + ", ".join(SERVICES) + " (total) | client cores |",
+            "|---:|---:|---:|---:|---:|---:|:---:|---:|---|---:|"]
     for s in r["steps"]:
         cpu = s["cpu_us_per_request"]
         cpu_text = ", ".join(f"{cpu.get(n, 0):.0f}" for n in SERVICES) + f" ({s['cpu_us_per_request_total']:.0f})"
         rows.append(f"| {s['target_rps']:,.0f} | {s['achieved_rps']:,.0f} | {_ms(s['p50_ms'])} | {_ms(s['p99_ms'])} "
                     f"| {s['error_rate']:.1%} | {s['fallbacks']:.0f} | {'✅' if s['within_budget'] else '❌'} "
-                    f"| {s['load_average']} | {cpu_text} |")
+                    f"| {s['load_average']} | {cpu_text} | {s.get('client_cpu_cores', 0):.2f} |")
     return "\n".join(rows)
 
 

@@ -9,7 +9,8 @@ behind shows up as latency instead of silently lowering the offered rate (no coo
 Runs in its own process (uvloop, the project's keep-alive client from services/common/httpclient.py) and prints
 one JSON object: per rate, `target_rps`, `achieved_rps` (2xx answers over the time until the last answer),
 `p50_ms`/`p90_ms`/`p99_ms`/`max_ms` of the 2xx answers, `errors` (non-2xx, timeouts, refused, and requests never
-sent because `--max-inflight` were already waiting), `error_rate`, `codes`. `--bodies` is a file with one request
+sent because `--max-inflight` were already waiting), `error_rate`, `codes`, `client_cpu_cores` (this
+generator's own CPU: near 1.0 it is the bottleneck). `--bodies` is a file with one request
 body per line, used in order and cycled.
 """
 
@@ -60,6 +61,7 @@ async def _step(client: HttpClient, host: str, port: int, path: str, bodies: lis
         if code.startswith("2"):
             latencies.append((now - scheduled) * 1000.0)
 
+    cpu0 = time.process_time()
     start = clock() + 0.01
     total = int(rate * seconds)
     sent = 0
@@ -83,6 +85,8 @@ async def _step(client: HttpClient, host: str, port: int, path: str, bodies: lis
     if tasks:
         await asyncio.wait(set(tasks), timeout=timeout + 1)
     elapsed = max(seconds, (last_done or clock()) - start)
+    # near 1.0 the generator itself is the bottleneck: its lag shows up as latency (from the scheduled times)
+    client_cores = (time.process_time() - cpu0) / max(0.001, clock() - start)
     latencies.sort()
     ok = len(latencies)
     errors = total - ok
@@ -101,6 +105,7 @@ async def _step(client: HttpClient, host: str, port: int, path: str, bodies: lis
         "errors": errors,
         "error_rate": round(errors / total, 4) if total else 0.0,
         "codes": dict(codes),
+        "client_cpu_cores": round(client_cores, 2),
     }
     return result, offset + total
 

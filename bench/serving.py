@@ -275,6 +275,8 @@ def table(r: dict[str, Any]) -> str:
         cells = []
         for step in s["fixed_rates"]:
             err = f", {step['error_rate']:.1%} errors" if step["errors"] else ""
+            if step.get("client_cpu_cores", 0) >= 0.8:  # the generator, not the server, was the limit
+                err += f", client at {step['client_cpu_cores']:.2f} cores"
             cells.append(f"{step['achieved_rps']:,.0f}, {_ms(step['p50_ms'])} / {_ms(step['p99_ms'])}{err}")
         rows.append(f"| {s['label']} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -1,7 +1,7 @@
 """One supervised child process: how it is spawned, how its exit is described, when it is restarted.
 
 Everything here runs on the supervisor's own thread (see lab/supervisor.py). The child is spawned from an argv
-list in its own process group, with its output captured into a LogBuffer, and, on Linux, with
+list in its own session and process group, with its output captured into a LogBuffer, and, on Linux, with
 PR_SET_PDEATHSIG=SIGKILL so that it dies with the supervisor even when the supervisor is SIGKILLed.
 """
 
@@ -106,7 +106,10 @@ def spawn(spec: ServiceSpec) -> subprocess.Popen[bytes]:
         stderr=subprocess.STDOUT,
         cwd=spec.cwd,
         env=env,
-        process_group=0,
+        # Its own session (hence its own process group, and no controlling terminal): a service is a daemon of
+        # the lab, a terminal's Ctrl-C or hang-up reaches only the lab, and the kernel schedules each service as
+        # its own group (autogroup) instead of lumping the whole stack into one.
+        start_new_session=True,
         preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 - needed for PDEATHSIG
     )
 

@@ -9,7 +9,8 @@
 2. Loops until the time is up: apply one fault through the lab's sandbox API (`POST /api/faults`), hold it, revert
    it (`DELETE /api/faults/{id}`), wait until every service is running and ready and every proxy clean, then a
    healthy interval. Faults, in turn: latency toxic on a replica's hop, a replica's hop down, SIGKILL of a replica,
-   a gateway config push, a slow feature store, a CPU hog, a drifted traffic profile.
+   a gateway config push, a slow feature store, a CPU hog, a drifted traffic profile, the gateway's own hop down
+   (clients cut off for the fault's duration: the labels due meanwhile must arrive once it is back).
 3. Measures:
    - feedback labels: the load generator's own counters (sent = acknowledged by the gateway, failed, dropped) at the
      edges of every healthy interval (lost while healthy = failed + dropped there), and at the end, with the
@@ -65,6 +66,8 @@ FAULTS: list[tuple[str, dict[str, Any]]] = [
                             "params": {"latency_ms": 80}}),
     ("CPU hog", {"kind": "cpu", "action": "hog", "params": {"cores": 1, "duty": 0.5}}),
     ("covariate-shift traffic", {"kind": "data", "action": "profile", "params": {"profile": "covariate-shift"}}),
+    # clients cut off: scores fail and labels due meanwhile are retried until the hop is back
+    ("gateway's hop down", {"kind": "network", "action": "down", "target": "gateway"}),
 ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -42,7 +43,9 @@ def _url(args: argparse.Namespace) -> str:
 def request(args: argparse.Namespace, method: str, path: str, timeout: float = 660.0, **kwargs: Any) -> Any:
     url = _url(args)
     try:
-        with httpx.Client(base_url=url, timeout=timeout, trust_env=False) as c:
+        token = os.environ.get("FAULTLINE_TOKEN")  # a lab listening beyond loopback requires it (lab/apiguard.py)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        with httpx.Client(base_url=url, timeout=timeout, trust_env=False, headers=headers) as c:
             r = c.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
         raise CommandError(f"the lab at {url} did not answer: {exc}") from exc

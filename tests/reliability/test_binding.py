@@ -114,8 +114,11 @@ def test_the_cli_sends_the_token_from_the_environment(guarded_lab: Any, faultlin
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FAULTLINE_TOKEN", raising=False)
     home = str(guarded_lab.handle.home)
-    refused = faultline_cli("status", "--home", home, timeout=60)
-    assert refused.returncode == 1 and "missing token" in refused.stderr, refused.stderr
+    for command in (("status",), ("history",)):  # lab/cli.py's client, and the console's (lab/console/cli.py)
+        refused = faultline_cli(*command, "--home", home, timeout=60)
+        assert refused.returncode == 1 and "missing token" in refused.stderr, (command, refused.stderr)
     with token_in_env(guarded_lab.token):
         ok = faultline_cli("status", "--json", "--home", home, timeout=60)
+        history = faultline_cli("history", "--home", home, timeout=60)
     assert ok.returncode == 0 and '"phase": "running"' in ok.stdout, ok.stderr
+    assert history.returncode == 0, history.stderr

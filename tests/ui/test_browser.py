@@ -74,6 +74,13 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def settled(page: Any) -> None:
+    """Wait until htmx has finished swapping and processed the new content (its listeners attach in the settle
+    step, a few milliseconds after the new elements appear; a robot acting in between would be ignored)."""
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, "
+                           ".htmx-added')")
+
+
 def run_op(page: Any, op: str, **fields: str) -> Any:
     """Pick an operation in the console's toolbar, fill its form from the live choices, run it; its output block."""
     from playwright.sync_api import expect
@@ -84,12 +91,14 @@ def run_op(page: Any, op: str, **fields: str) -> Any:
     # wait for the form just fetched, not the one already on the page (running the same op twice)
     form = page.locator(f'#op-form form.op-form[data-op="{op}"]:not([data-nonce="{before}"])')
     form.wait_for()
+    settled(page)
     for name, value in fields.items():
         form.get_by_label(re.compile(f"^{name}", re.I)).select_option(value)
     outputs = page.locator(f'#console-output article[data-op="{op}"]')
     count = outputs.count()
     form.get_by_role("button", name=f"Run {op}").click()
     expect(outputs).to_have_count(count + 1, timeout=60_000)
+    settled(page)
     out = outputs.first
     assert out.get_attribute("data-ok") == "true", out.inner_text()
     return out
@@ -134,6 +143,7 @@ def journey(page: Any, lab_url: str, right: bool, name: str) -> float:
         page.locator(f'fieldset[data-question="{question}"] input[value="{option}"]').check()
     page.get_by_role("button", name="Submit diagnosis").click()
     page.locator(".diagnosis-done").wait_for()
+    settled(page)
     page.get_by_role("button", name="I fixed it").click()
     expect(page.locator("#fix-result")).to_contain_text("Claim received")
     # verified -> the attempt ends, is graded, and the page moves on to the debrief by itself
@@ -207,13 +217,21 @@ def test_sandbox_inject_seen_in_a_second_tab_then_revert_all(page: Any, browser:
         other.goto(ui_lab.lab_url + "/sandbox")
         expect(other.locator("#faults-active")).to_contain_text("No fault is active")
         page.goto(ui_lab.lab_url + "/sandbox")
+        # each fault kind has its own form (htmx swaps it in): another kind, then back to network.toxic
+        page.get_by_label("Fault", exact=True).select_option("network.down")
+        page.locator('form.fault-form[data-fault="network.down"]').wait_for()
+        settled(page)
         page.get_by_label("Fault", exact=True).select_option("network.toxic")
         form = page.locator('form.fault-form[data-fault="network.toxic"]')
+        form.wait_for()
         # the toxic type re-renders the form with that toxic's fields (htmx): bandwidth, then back to latency
+        settled(page)
         form.get_by_label("Toxic type").select_option("bandwidth")
         form.locator('input[name="rate"]').wait_for()
+        settled(page)
         form.get_by_label("Toxic type").select_option("latency")
         form.locator('input[name="latency"]').wait_for()
+        settled(page)
         form.get_by_label(re.compile("^Target")).select_option("model-1")
         form.get_by_label(re.compile("^Latency")).fill("400")
         form.get_by_role("button", name="Inject").click()

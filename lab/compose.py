@@ -14,6 +14,7 @@ from pathlib import Path
 from lab.specs import PACKAGE_ROOT
 
 COMPOSE_FILE = PACKAGE_ROOT / "docker-compose.yml"
+PROJECT = "faultline"
 
 
 class ComposeUnavailable(RuntimeError):
@@ -21,7 +22,7 @@ class ComposeUnavailable(RuntimeError):
 
 
 def compose_argv(*args: str, file: Path = COMPOSE_FILE) -> list[str]:
-    return ["docker", "compose", "-f", str(file), *args]
+    return ["docker", "compose", "-p", PROJECT, "-f", str(file), *args]
 
 
 def check_docker() -> None:

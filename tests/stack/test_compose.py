@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import jsonschema
@@ -20,7 +21,24 @@ from lab.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SCHEMA = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
+# The Compose Specification's JSON schema, as the last Python release of docker-compose ships it (a pinned PyPI
+# package, downloaded once into the venv: the schema is not copied into this repository).
+SCHEMA_PACKAGE = "docker-compose==1.29.2"
+SCHEMA_MEMBER = "compose/config/compose_spec.json"
+
+
+def _compose_schema() -> dict:
+    cache = Path(sys.prefix) / "share" / "faultline-test-data"
+    wheels = sorted(cache.glob("docker_compose-1.29.2-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "--disable-pip-version-check",
+                        "-d", str(cache), SCHEMA_PACKAGE], check=True, timeout=300)
+        wheels = sorted(cache.glob("docker_compose-1.29.2-*.whl"))
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        return json.loads(wheel.read(SCHEMA_MEMBER))
+
+
+SCHEMA = _compose_schema()
 TOPOLOGY = Topology()  # compose runs the default ports and two replicas
 IN_CONTAINER = specs.StackSettings(home=Path("/data"), python="python")
 PY_SERVICES = [n for n in specs.service_names(TOPOLOGY) if n != "netproxy"]

@@ -21,6 +21,7 @@ from lab.stack import StackError
 
 MAX_CONSOLE_REPLICAS = 6
 RESTART_WAIT_S = 60.0
+STARTING_WAIT_S = 30.0
 RETRAIN_DEFAULT_WINDOW_S = 600.0
 RETRAIN_MIN_ROWS, RETRAIN_MAX_ROWS = 20_000, 100_000
 RETRAIN_EPOCHS = 10
@@ -49,11 +50,44 @@ def config_set(ctx: ConsoleContext, args: Any) -> OpResult:
     if args.key not in allowed:
         raise ConsoleError(f"{args.key!r} cannot be set on {name}; settable keys: "
                            f"{', '.join(sorted(allowed)) or 'none'}", 422)
-    before = _http(ctx.http.get_config, name).get(args.key)
+    try:
+        before = ctx.http.get_config(name).get(args.key)
+    except FaultError as exc:
+        if exc.status != 503:
+            raise ConsoleError(str(exc), exc.status) from exc
+        if not _came_up(ctx, name):
+            return _set_offline(ctx, name, args.key, args.value)
+        before = _http(ctx.http.get_config, name).get(args.key)
     new = set_config(ctx, name, {args.key: args.value})
     value = new.get(args.key)
     text = f"{name} {args.key}: {json.dumps(before)} -> {json.dumps(value)}"
-    return OpResult({"service": name, "key": args.key, "before": before, "value": value}, text)
+    return OpResult({"service": name, "key": args.key, "before": before, "value": value, "live": True}, text)
+
+
+def _came_up(ctx: ConsoleContext, name: str) -> bool:
+    """A service that is starting gets a moment to answer (a config change waits for it, as a rollout would)."""
+    st = ctx.stack.supervisor.service_status(name)
+    return st["pid"] is not None and st["state"] == "starting" and not ctx.stack.supervisor.wait_ready(
+        [name], STARTING_WAIT_S)
+
+
+def _set_offline(ctx: ConsoleContext, name: str, key: str, value: Any) -> OpResult:
+    """The service does not answer (crash loop, backoff, stuck): the change goes into its start-up config, and a
+    service with no live process is started on it now, as a config rollout restarts a crash-looping service. The
+    service validates the value when it starts."""
+    http = ctx.http
+    http.set_argv(name, argv_with_config(http.spec_argv(name), {key: value}))
+    st = ctx.stack.supervisor.service_status(name)
+    started = http.ensure_running(name)
+    if started:
+        how = "started it on the new config"
+    elif st["pid"] is not None:
+        how = f"its running process (state {st['state']}) keeps its old config until it restarts"
+    else:
+        how = "it starts on the new config"
+    text = (f"{name} did not answer: {key} = {json.dumps(value)} written to its start-up config; {how}")
+    return OpResult({"service": name, "key": key, "before": None, "value": value, "live": False,
+                     "state": st["state"], "started": started}, text)
 
 
 def _stack(fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -183,8 +183,31 @@ def config_show(ctx: ConsoleContext, args: Any) -> OpResult:
     from lab.console.settable import SETTABLE, kind_of
 
     name = ctx.check_service(args.service)
-    config = _config(ctx, name)
+    try:
+        config, live, note = ctx.http.get_config(name), True, "live config"
+    except FaultError as exc:
+        if exc.status != 503:
+            raise ConsoleError(str(exc), exc.status) from exc
+        state = ctx.stack.supervisor.service_status(name)["state"]
+        config, live = startup_config(ctx, name), False
+        note = f"not answering (state {state}): the config it starts with"
     settable = sorted(k for k in config if k in SETTABLE.get(kind_of(name), ()))
-    lines = [f"{name} live config ({len(config)} keys; settable with config_set: {', '.join(settable) or 'none'})"]
+    lines = [f"{name} {note} ({len(config)} keys; settable with config_set: {', '.join(settable) or 'none'})"]
     lines += [f"  {k} = {json.dumps(v)}" for k, v in sorted(config.items())]
-    return OpResult({"service": name, "config": config, "settable": settable}, "\n".join(lines))
+    return OpResult({"service": name, "config": config, "settable": settable, "live": live}, "\n".join(lines))
+
+
+def startup_config(ctx: ConsoleContext, name: str) -> dict[str, Any]:
+    """What a service that does not answer will start with: its last known full config (the lab's baseline), with
+    its start-up `--config` on top."""
+    manager = ctx.lab.components.get("attempts")
+    snapshot = getattr(getattr(manager, "baseline", None), "snapshot", None) or {}
+    config = dict((snapshot.get("configs") or {}).get(name) or {})
+    argv = ctx.http.spec_argv(name)
+    idx = max((i for i, a in enumerate(argv[:-1]) if a == "--config"), default=None)
+    if idx is not None:
+        try:
+            config.update(json.loads(argv[idx + 1]))
+        except (ValueError, TypeError):
+            pass
+    return config

@@ -115,7 +115,8 @@ def test_config_set_changes_the_live_config_and_keeps_it_for_restarts(api: LabAp
     before = api.service_config("gateway")["model_timeout_ms"]
     try:
         res = api.console("config_set", service="gateway", key="model_timeout_ms", value=800)
-        assert res["data"] == {"service": "gateway", "key": "model_timeout_ms", "before": before, "value": 800.0}
+        assert res["data"] == {"service": "gateway", "key": "model_timeout_ms", "before": before, "value": 800.0,
+                               "live": True}
         assert api.service_config("gateway")["model_timeout_ms"] == 800.0
         argv = next(s["argv"] for s in api.stack.status()["services"] if s["name"] == "gateway")
         assert '"model_timeout_ms":800' in argv[argv.index("--config") + 1]
@@ -218,3 +219,31 @@ def test_the_cli_goes_through_the_console(api: LabApi) -> None:
     assert proc.returncode == 0 and json.loads(proc.stdout)["versions"]
     proc = api.stack.cli("metrics", "gateway")
     assert proc.returncode == 0 and "gateway" in proc.stdout
+
+
+def test_config_of_a_service_that_does_not_answer(api: LabApi) -> None:
+    api.call("POST", "/api/services/model-2/stop")
+    try:
+        shown = api.console("config_show", service="model-2")["data"]
+        assert shown["live"] is False and shown["config"]["max_wait_ms"] == 2.0  # the config it starts with
+        res = api.console("config_set", service="model-2", key="max_wait_ms", value=3.0)
+        assert res["data"]["live"] is False and res["data"]["started"] is True  # started on the new config
+        assert "start-up config" in res["text"]
+        _wait_ready(api, "model-2")
+        assert api.service_config("model-2")["max_wait_ms"] == 3.0
+    finally:
+        if api.stack.service("model-2")["pid"] is None:
+            api.call("POST", "/api/services/model-2/start")
+        _wait_ready(api, "model-2")
+        api.console("config_set", service="model-2", key="max_wait_ms", value=2.0)
+
+
+def _wait_ready(api: LabApi, name: str, timeout: float = 90) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if api.stack.service(name)["ready"]:
+            return True
+        time.sleep(0.3)
+    raise AssertionError(f"{name} not ready within {timeout}s")

@@ -137,7 +137,9 @@ def _wait_gone(pid: int, timeout_s: float) -> None:
 
 class LabClient:
     def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=660, trust_env=False)
+        token = os.environ.get("FAULTLINE_TOKEN")  # a lab listening beyond loopback requires it
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self.http = httpx.Client(base_url=url, timeout=660, trust_env=False, headers=headers)
 
     def close(self) -> None:
         self.http.close()

@@ -91,6 +91,8 @@ def restore_replicas(ctx: FaultContext, c: dict[str, Any]) -> list[str]:
             ctx.set_argv(r, argv)
             if r in c.get("restarted", []):  # it runs the broken version: only a restart brings the old one back
                 ctx.restart(r)
+                # whoever comes next (a baseline reset, the next attempt) must find it answering, not restarting
+                ctx.wait_ready([r], READY_WAIT_S)
     for r, versions in c["replicas_before"].items():
         if r in c.get("restarted", []) or r not in ctx.supervisor.names():
             continue

@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 RSS_TOLERANCE = 0.15
 FD_ALLOWANCE = 16  # keep-alive connections come and go: a leak grows with every cycle, not by a handful
 SAMPLE_S = 5.0
+TRAFFIC_FLOOR = 0.5  # a healthy window must see at least half the labels its rate implies, or traffic stalled
 KEEPALIVE_S = 8.0  # longer than uvicorn's keep-alive timeout (5 s)
 
 # (name, fault body for POST /api/faults); targets are filled in for the topology.
@@ -206,11 +207,14 @@ class Soak:
             time.sleep(0.5)
         after = self.counters()
         still = self.healthy()
+        lg = self.api("GET", "/api/traffic")
         self.cycles.append({
             "n": n, "fault": name, "at": t0, "recovered_s": round(recovered_s, 2), "score_codes_during_fault": codes,
             "healthy_window_s": healthy_s, "healthy_throughout_end": still,
             "labels_sent": after.sent - before.sent, "labels_failed": after.failed - before.failed,
             "labels_dropped": after.dropped - before.dropped,
+            "loadgen": {k: lg.get(k) for k in ("runner_state", "target_rps", "achieved_rps", "users", "inflight",
+                                               "permits", "profile")},
         })
         during = ", ".join(f"{c}: {k}" for c, k in sorted(codes.items()))
         print(f"  cycle {n:2d} {name:32} scores during the fault ({during}); recovered in {recovered_s:.1f}s; "
@@ -381,6 +385,11 @@ def verdict(result: dict[str, Any]) -> list[str]:
     problems = []
     if result["faults_applied"] < 1:
         problems.append("no fault was applied")
+    expected = result["rps"] * result["healthy_s"] * TRAFFIC_FLOOR
+    starved = [c["n"] for c in result["cycles"] if c["labels_sent"] < expected]
+    if starved:
+        problems.append(f"traffic stalled: fewer than {expected:.0f} labels in the healthy window of cycle(s) "
+                        f"{starved}")
     if result["healthy"]["labels_lost"]:
         problems.append(f"{result['healthy']['labels_lost']} feedback labels lost while healthy")
     whole = result["whole_run"]

@@ -16,7 +16,8 @@ from bench.soak import rss_report, verdict
 
 def _passing() -> dict[str, Any]:
     return {
-        "faults_applied": 12,
+        "faults_applied": 2, "rps": 30, "healthy_s": 15,
+        "cycles": [{"n": 1, "labels_sent": 450}, {"n": 2, "labels_sent": 440}],
         "healthy": {"labels_sent": 5000, "labels_lost": 0, "seconds": 180},
         "whole_run": {"labels_sent": 9000, "labels_failed": 0, "labels_dropped": 0, "pending_at_end": 0,
                       "acknowledged_total": {"loadgen": 9500, "gateway": 9500}},
@@ -44,6 +45,7 @@ def test_a_clean_run_passes() -> None:
     (("fds", "growth", "gateway"), 40, "descriptors grew"),
     (("rss", "gateway", "change"), 0.2, "gateway RSS"),
     (("down", "ports"), [12345], "left after down"),
+    (("cycles",), [{"n": 1, "labels_sent": 450}, {"n": 2, "labels_sent": 44}], "traffic stalled"),
     (("restarted",), ["gateway"], "cannot be compared"),
 ])
 def test_each_criterion_can_fail(path: tuple[str, ...], value: Any, needle: str) -> None:

@@ -11,7 +11,7 @@ setup: $(VENV)/.installed models
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --disable-pip-version-check -c requirements.lock -e '.[ml,loadgen,test]'
+	$(PIP) install -q --disable-pip-version-check -c requirements.lock -e '.[ml,loadgen,test,bench]'
 	touch $@
 
 models: $(VENV)/.installed

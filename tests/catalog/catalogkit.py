@@ -53,6 +53,20 @@ class RunResult:
                 f"score={d['score']} {parts} collateral={[c['pattern'] for c in b['collateral']]} "
                 f"end={d.get('end_reason')!r} ({self.seconds:.0f}s)")
 
+    def journal(self) -> str:
+        """The attempt's journal, one short line per event: what a failure message needs to be diagnosed."""
+        t0 = self.events[0]["at"] if self.events else 0.0
+        lines = []
+        for e in self.events:
+            data = e["data"]
+            keys = ("fault_id", "probe", "ok", "value", "op", "args", "reason", "slo", "state", "summary", "error")
+            brief = {k: data[k] for k in keys if k in data}
+            lines.append(f"  +{e['at'] - t0:6.1f}s {e['type']} {brief}"[:240])
+        return "\n".join(lines)
+
+    def failure(self, what: str) -> str:
+        return f"{what}: {self.summary()}\n{self.journal()}"
+
 
 class CatalogLab:
     """The shared private lab, through its JSON API and the services' own ports."""
@@ -100,15 +114,35 @@ class CatalogLab:
     def run(self, path: Path, seed: int, mode: str, time_scale: float) -> RunResult:
         """One attempt, driven as `faultline run --lab-url` drives it; never leaves an attempt running."""
         sc = rendered(path, seed, time_scale)
+        # A run that failed half-way (and was aborted) may still be putting the stack back: start from a clean one,
+        # so one failure does not cascade into the next scenario.
+        self.abort_active()
+        self.wait_healthy(self.status()["public_url"])
         t0 = time.monotonic()
         try:
             attempt_id, code = run_attempt(self.client, sc, mode, give_up_after=None)
         except (RunError, httpx.HTTPError) as exc:
             self.abort_active()
-            raise AssertionError(f"{sc.id} seed {seed} {mode}: the run could not be carried out: {exc}") from exc
+            raise AssertionError(f"{sc.id} seed {seed} {mode}: the run could not be carried out: {exc}\n"
+                                 + self._last_journal()) from exc
         debrief = self.call("GET", f"/api/attempts/{attempt_id}/debrief")
         events = self.call("GET", f"/api/attempts/{attempt_id}/events")
         return RunResult(sc, mode, code, attempt_id, debrief, events, time.monotonic() - t0)
+
+    def _last_journal(self) -> str:
+        """The latest attempt's journal, once it has ended (for the message of a run that failed half-way)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            last = self.call("GET", "/api/attempts?limit=1")
+            if last and last[0]["status"] != "running":
+                events = self.call("GET", f"/api/attempts/{last[0]['id']}/events")
+                sc = rendered(SCENARIOS / f"{last[0]['scenario_id']}.yaml", last[0]["seed"], last[0]["time_scale"])
+                debrief = {"broke": None, "fixed": None, "score": last[0]["score"], "end_reason": "failed run",
+                           "breakdown": {k: {"points": None} for k in ("diagnosis", "fix", "time", "hints")}
+                           | {"collateral": []}}
+                return RunResult(sc, "failed", -1, last[0]["id"], debrief, events, 0.0).journal()
+            time.sleep(0.5)
+        return "(the attempt did not end within 60 s)"
 
     # --- the stack as a run must leave it -------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 import pytest
-from catalogkit import EXIT_OK, ROOT, CatalogLab, RunResult, rendered, scenario_paths
+from catalogkit import EXIT_OK, ROOT, CatalogLab, rendered, scenario_paths
 
 from lab.grader import grade
 from lab.runner import child_env
@@ -40,10 +40,6 @@ SOLVE_SEEDS = (1, 2)
 WRONG_FIX_SEED = 3
 PATHS = scenario_paths()
 IDS = [p.stem for p in PATHS]
-
-
-def _report(res: RunResult) -> str:
-    return res.summary()
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
@@ -61,11 +57,11 @@ def test_scenario_validates_and_renders_for_every_seed(path: Path) -> None:
                          ids=[f"{p.stem}-seed{s}" for p in PATHS for s in SOLVE_SEEDS])
 def test_it_breaks_and_the_reference_solution_fixes_it(catalog_lab: CatalogLab, path: Path, seed: int) -> None:
     res = catalog_lab.run(path, seed, "solve", TIME_SCALE)
-    print(_report(res))
+    print(res.summary())
     d = res.debrief
-    assert d["broke"], f"the steady state never broke: {_report(res)}"
-    assert res.code == EXIT_OK and d["fixed"], f"the reference solution did not fix it: {_report(res)}"
-    assert d["score"] >= 90, _report(res)
+    assert d["broke"], res.failure("the steady state never broke")
+    assert res.code == EXIT_OK and d["fixed"], res.failure("the reference solution did not fix it")
+    assert d["score"] >= 90, res.failure("the reference solution scored below 90")
     weights = res.scenario.scoring.weights
     assert d["breakdown"]["diagnosis"]["points"] == pytest.approx(weights.diagnosis), (
         f"the reference solution should look at all the evidence and diagnose right: {d['breakdown']['diagnosis']}")
@@ -76,16 +72,16 @@ def test_it_breaks_and_the_reference_solution_fixes_it(catalog_lab: CatalogLab, 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_the_wrong_fix_does_not_pass_and_inaction_scores_low(catalog_lab: CatalogLab, path: Path) -> None:
     res = catalog_lab.run(path, WRONG_FIX_SEED, "wrong-fix", TIME_SCALE)
-    print(_report(res))
+    print(res.summary())
     d = res.debrief
-    assert d["broke"], f"the steady state never broke: {_report(res)}"
-    assert res.code == EXIT_OK and not d["fixed"], f"the wrong fix passed: {_report(res)}"
-    assert d["score"] < 90 and d["breakdown"]["penalties"] > 0, _report(res)
+    assert d["broke"], res.failure("the steady state never broke")
+    assert res.code == EXIT_OK and not d["fixed"], res.failure("the wrong fix passed")
+    assert d["score"] < 90 and d["breakdown"]["penalties"] > 0, res.failure("the wrong fix was not penalised")
     assert any(e["type"] == "fix_rejected" for e in res.events), "the wrong fix's claim was never rejected"
 
     first_act = next(i for i, e in enumerate(res.events) if e["type"] == "console_op")
     idle = grade(res.scenario, res.events[:first_act])
-    assert not idle["fixed"] and idle["score"] < 50, idle  # that it broke is the run's own `broke`, checked above
+    assert idle["broke"] and not idle["fixed"] and idle["score"] < 50, idle
     catalog_lab.wait_healthy(catalog_lab.status()["public_url"])
 
 

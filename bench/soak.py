@@ -443,8 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fault-s", type=float, default=10.0, help="how long each fault stays (default 10)")
     p.add_argument("--healthy-s", type=float, default=15.0, help="healthy interval after each recovery (default 15)")
     p.add_argument("--warmup-s", type=float, default=20.0, help="traffic before measuring (default 20)")
-    p.add_argument("--prefill-rps", type=float, default=200.0,
-                   help="rate of the burst that fills the gateway's buffers before measuring (0: none; default 200)")
+    p.add_argument("--prefill-rps", type=float, default=120.0,
+                   help="rate of the burst that fills the gateway's buffers before measuring (0: none; default 120)")
     p.add_argument("--json", type=Path, help="write every figure to this file")
     args = p.parse_args(argv)
     if not 0 < args.minutes <= 120 or not 0 < args.rps <= 500 or args.fault_s <= 0 or args.healthy_s <= 0:

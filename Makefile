@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export FAULTLINE_HOME ?= $(CURDIR)/.faultline
 
-.PHONY: setup run test lint models browser bench clean
+.PHONY: setup run test lint models system-deps bench soak clean
 
 setup: $(VENV)/.installed models
 
@@ -23,18 +23,22 @@ run: setup
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-# Browser tests drive Debian's Chromium (never a browser downloaded by a test tool).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian's chromium for the browser tests"; \
+# Debian packages the tests need: chromium (browser tests; never a browser downloaded by a test tool) and wrk
+# (the serving benchmark's client, smoke-tested by the suite).
+system-deps:
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
 
-test: setup lint browser
+test: setup lint system-deps
 	$(VENV)/bin/pytest -q -ra
 
-bench: setup
-	$(PY) -m bench
+bench: setup system-deps
+	$(PY) -m bench all --update-docs
 
 clean:
 	rm -rf $(VENV) .faultline

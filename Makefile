@@ -40,5 +40,9 @@ test: setup lint system-deps
 bench: setup system-deps
 	$(PY) -m bench all --update-docs
 
+# A bounded soak (about 5 minutes; not part of `make test`): faults applied and reverted in a loop under traffic.
+soak: setup
+	$(PY) -m bench.soak --minutes 5
+
 clean:
 	rm -rf $(VENV) .faultline

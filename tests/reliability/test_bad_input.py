@@ -177,3 +177,22 @@ def test_ids_in_bodies_cannot_name_files_either(stack: Any) -> None:
         lab.close()
     # the model replica still serves its versions
     assert httpx.get(model + "/v1/models", trust_env=False, timeout=30).json()["ready"] is True
+
+
+def test_the_operations_left_out_of_fuzzing_refuse_bad_values(stack: Any) -> None:
+    """POST /api/scale and POST /api/traffic are not fuzzed (a valid draw would start 16 replicas or 10,000 rps):
+    their bounds, types and unknown keys are checked here instead. Nothing changes."""
+    replicas = stack.status()["replicas"]
+    lab = httpx.Client(base_url=stack.lab_url, timeout=60, trust_env=False)
+    try:
+        bad = [("/api/scale", {"replicas": 17}), ("/api/scale", {"replicas": 0}), ("/api/scale", {"replicas": 1.5}),
+               ("/api/scale", {"replicas": 2, "force": True}), ("/api/scale", []),
+               ("/api/traffic", {"rps": -1}), ("/api/traffic", {"rps": 10_001}), ("/api/traffic", {"rps": "fast"}),
+               ("/api/traffic", {"rps": 5, "profile": ""}), ("/api/traffic", {"rps": 5, "feedback_delay_s": -1}),
+               ("/api/traffic", {"rps": 5, "burst": 3}), ("/api/traffic", {})]
+        for path, body in bad:
+            r = lab.post(path, json=body)
+            assert r.status_code == 422 and r.json()["detail"], (path, body, r.status_code, r.text)
+    finally:
+        lab.close()
+    assert stack.status()["replicas"] == replicas

@@ -114,10 +114,9 @@ class CatalogLab:
     def run(self, path: Path, seed: int, mode: str, time_scale: float) -> RunResult:
         """One attempt, driven as `faultline run --lab-url` drives it; never leaves an attempt running."""
         sc = rendered(path, seed, time_scale)
-        # A run that failed half-way (and was aborted) may still be putting the stack back: start from a clean one,
-        # so one failure does not cascade into the next scenario.
+        # A run that failed half-way was aborted; a new attempt starts with the engine's own reset to the baseline,
+        # so a stack left unclean by one run (which that run's test reports) does not fail the next one.
         self.abort_active()
-        self.wait_healthy(self.status()["public_url"])
         t0 = time.monotonic()
         try:
             attempt_id, code = run_attempt(self.client, sc, mode, give_up_after=None)

@@ -76,7 +76,7 @@ def test_kinds_lists_every_injector_with_schema_and_live_choices(lab: Lab) -> No
     ({"kind": "config", "action": "push", "target": "gateway", "params": {"values": {"max_retries": -1}}}, 422,
      "gateway refused PATCH /admin/config: max_retries"),
     ({"kind": "memory", "action": "batch_blowup", "target": "model-1",
-      "params": {"max_batch_size": 100000, "limit_mb": 2048}}, 422, "less than or equal to 4096"),
+      "params": {"max_batch_size": 2_000_000, "limit_mb": 2048}}, 422, "less than or equal to 1000000"),
     ({"kind": "config", "action": "push", "target": "gateway", "params": {"values": {"replicas": {}}}}, 422,
      "managed by the lab"),
 ])

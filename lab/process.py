@@ -1,7 +1,7 @@
 """One supervised child process: how it is spawned, how its exit is described, when it is restarted.
 
 Everything here runs on the supervisor's own thread (see lab/supervisor.py). The child is spawned from an argv
-list in its own session and process group, with its output captured into a LogBuffer, and, on Linux, with
+list in its own process group (in the lab's session), with its output captured into a LogBuffer, and, on Linux, with
 PR_SET_PDEATHSIG=SIGKILL so that it dies with the supervisor even when the supervisor is SIGKILLed.
 """
 
@@ -106,10 +106,12 @@ def spawn(spec: ServiceSpec) -> subprocess.Popen[bytes]:
         stderr=subprocess.STDOUT,
         cwd=spec.cwd,
         env=env,
-        # Its own session (hence its own process group, and no controlling terminal): a service is a daemon of
-        # the lab, a terminal's Ctrl-C or hang-up reaches only the lab, and the kernel schedules each service as
-        # its own group (autogroup) instead of lumping the whole stack into one.
-        start_new_session=True,
+        # Its own process group: signals to the group reach the helpers a service starts, and a terminal's Ctrl-C
+        # (sent to the foreground group) reaches only the lab. Not its own session: the stack and the processes a
+        # scenario starts beside it (a CPU hog) share the lab's session, hence one scheduler autogroup, the way
+        # the processes of one host share its cores. Per-service sessions gave each service its own equal CPU
+        # share, which made the noisy-neighbour fault harmless (docs/catalog.md).
+        process_group=0,
         preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 - needed for PDEATHSIG
     )
 

@@ -69,4 +69,8 @@ def attach(lab: Any) -> Any:
     manager = lab_faults(lab)
     threading.Thread(target=_recover_when_running, args=(lab, manager), name="faultline-faults-recover",
                      daemon=True).start()
-    return router(manager)
+    def running_attempt() -> str | None:
+        attempts = lab.components.get("attempts")
+        return attempts.active_id() if attempts is not None else None
+
+    return router(manager, running_attempt)

@@ -3,12 +3,17 @@
 A fault is posted in the scenario's format without `when` (the sandbox applies it now); `until` is optional
 (`{"duration_s": S}` reverts it after S seconds; absent or "fixed": until deleted) and so is `id` (one is made
 up). Errors are 4xx with a `detail` naming the field or saying what the stack refused.
+
+While an attempt runs, its faults are the puzzle: the list hides them, and applying, reverting or killing through
+these routes is refused (409). The learner acts through the console, which journals every operation; the attempt's
+own end (fixed, given up, aborted) reverts what it injected.
 """
 
 from __future__ import annotations
 
 import itertools
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Body
@@ -39,9 +44,17 @@ def fault_from_body(body: Any, counter: itertools.count) -> Any:
     return parse_fault(data)
 
 
-def router(manager: FaultManager) -> APIRouter:
+def router(manager: FaultManager, running_attempt: Callable[[], str | None] = lambda: None) -> APIRouter:
+    """`running_attempt()` names the attempt in progress, if any (its faults stay hidden and untouchable here)."""
     r = APIRouter(prefix="/api/faults")
     counter = itertools.count(1)
+
+    def refused(doing: str) -> JSONResponse | None:
+        attempt_id = running_attempt()
+        if attempt_id is None:
+            return None
+        return _error(409, f"attempt {attempt_id} is running: {doing} is refused until it ends (its faults are the "
+                           "incident; act through the console, or give up to revert them)")
 
     @r.get("/kinds")
     def kinds() -> list[dict[str, Any]]:
@@ -52,11 +65,17 @@ def router(manager: FaultManager) -> APIRouter:
 
     @r.get("")
     def active() -> dict[str, Any]:
+        attempt_id = running_attempt()
+        if attempt_id is not None:
+            return {"active": [], "reverted": [], "hidden": True,
+                    "detail": f"attempt {attempt_id} is running: its faults are shown in its debrief once it ends"}
         return {"active": [a.to_dict() for a in manager.active()],
                 "reverted": [a.to_dict() for a in manager.history()[-50:]]}
 
     @r.post("", status_code=201)
     def apply(body: Any = Body(...)) -> Any:
+        if (no := refused("injecting a fault")) is not None:
+            return no
         try:
             fault = fault_from_body(body, counter)
             return manager.apply(fault).to_dict()
@@ -65,13 +84,18 @@ def router(manager: FaultManager) -> APIRouter:
 
     @r.get("/processes")
     def processes() -> list[dict[str, Any]]:
-        return manager.ctx.scenario_pids()
+        listed = manager.ctx.scenario_pids()
+        if running_attempt() is not None:  # which fault started a process is part of the answer
+            return [{k: v for k, v in p.items() if k not in ("fault_id", "name")} for p in listed]
+        return listed
 
     @r.post("/processes/{pid}/kill")
     def kill(pid: int, body: dict[str, Any] | None = Body(default=None)) -> Any:
         name = (body or {}).get("signal", "KILL")
         if name not in _SIGNALS:
             return _error(422, f"signal: one of {', '.join(_SIGNALS)}")
+        if (no := refused("killing through /api/faults (use the console's `kill`)")) is not None:
+            return no
         try:
             return manager.ctx.kill_scenario_process(pid, _SIGNALS[name])
         except FaultError as exc:
@@ -79,18 +103,24 @@ def router(manager: FaultManager) -> APIRouter:
 
     @r.get("/{fault_id}")
     def one(fault_id: str) -> Any:
+        if (no := refused("looking up a fault")) is not None:
+            return no
         found = manager.find(fault_id)
         return found.to_dict() if found else _error(404, f"no fault {fault_id!r} was applied in this lab")
 
     @r.delete("/{fault_id}")
     def revert(fault_id: str) -> Any:
+        if (no := refused("reverting a fault")) is not None:
+            return no
         try:
             return manager.revert(fault_id).to_dict()
         except KeyError:
             return _error(404, f"no fault {fault_id!r} was applied in this lab")
 
     @r.delete("")
-    def revert_all() -> dict[str, Any]:
+    def revert_all() -> Any:
+        if (no := refused("reverting faults")) is not None:
+            return no
         return {"reverted": [a.to_dict() for a in manager.revert_all()]}
 
     return r

@@ -68,6 +68,14 @@ def test_an_attempt_from_start_to_giving_up(api: LabApi) -> None:
         assert secret not in view, secret  # the learner sees symptoms, never the injected fault or the answer
     assert all("correct" not in o for q in st["diagnosis"]["questions"] for o in q["options"])
     assert any(p["id"] == "p99" and p["ok"] is False for p in st["steady_state"])
+    # the sandbox's fault routes neither reveal the attempt's fault nor let anyone revert it outside the console
+    listed = api.call("GET", "/api/faults")
+    assert listed["hidden"] and listed["active"] == [] and "slow-link" not in json.dumps(listed)
+    for method, path in (("GET", "/api/faults/slow-link"), ("DELETE", "/api/faults/slow-link"),
+                         ("DELETE", "/api/faults")):
+        assert attempt in api.call(method, path, expect=409)["detail"]
+    assert "is refused" in api.call("POST", "/api/faults", {"kind": "process", "action": "kill",
+                                                            "target": "model-1"}, 409)["detail"]
 
     # the console, journaled to the attempt
     res = api.console("trace", limit=3)

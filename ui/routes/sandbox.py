@@ -124,6 +124,8 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     @r.delete("/sandbox/faults/{fault_id}")
     async def revert(fault_id: str, request: Request) -> Response:
+        if ui.engine.running_attempt() is not None:
+            raise Refused(409, "an attempt is running: its faults are reverted when it ends (fixed or given up)")
         try:
             applied = await act(_manager(ui).revert, fault_id)
         except KeyError:
@@ -133,6 +135,8 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     @r.delete("/sandbox/faults")
     async def revert_all(request: Request) -> Response:
+        if ui.engine.running_attempt() is not None:
+            raise Refused(409, "an attempt is running: its faults are reverted when it ends (fixed or given up)")
         reverted = await act(_manager(ui).revert_all)
         names = ", ".join(a.fault_id for a in reverted) or "nothing was active"
         return ui.fragment("_result.html", level="ok", message=f"reverted: {names}")

@@ -36,8 +36,13 @@ def _http(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 def set_config(ctx: ConsoleContext, service: str, values: dict[str, Any]) -> dict[str, Any]:
     """PATCH the live config and keep it in the start-up `--config`, so a restart does not undo it."""
+    return _http(_set_live, ctx, service, values)
+
+
+def _set_live(ctx: ConsoleContext, service: str, values: dict[str, Any]) -> dict[str, Any]:
+    """set_config, raising the FaultError (503 when the service did not answer) for the caller to handle."""
     http = ctx.http
-    new = _http(http.patch_config, service, values)
+    new = http.patch_config(service, values)
     argv = http.spec_argv(service)
     http.set_argv(service, argv_with_config(argv, values))
     return new
@@ -58,7 +63,14 @@ def config_set(ctx: ConsoleContext, args: Any) -> OpResult:
         if not _came_up(ctx, name):
             return _set_offline(ctx, name, args.key, args.value)
         before = _http(ctx.http.get_config, name).get(args.key)
-    new = set_config(ctx, name, {args.key: args.value})
+    try:
+        new = _set_live(ctx, name, {args.key: args.value})
+    except FaultError as exc:
+        if exc.status != 503:
+            raise ConsoleError(str(exc), exc.status) from exc
+        # It answered the read and died before the write (a crash loop between two OOM kills): the start-up
+        # config is what its next start will use.
+        return _set_offline(ctx, name, args.key, args.value)
     value = new.get(args.key)
     text = f"{name} {args.key}: {json.dumps(before)} -> {json.dumps(value)}"
     return OpResult({"service": name, "key": args.key, "before": before, "value": value, "live": True}, text)

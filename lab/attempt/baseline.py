@@ -56,27 +56,41 @@ class Baseline:
         t0 = time.monotonic()
         snap = self.snapshot
         changed: list[str] = []
-        errors: list[str] = []
+        failed: list[tuple[str, Any, Exception]] = []
 
         def step(name: str, fn: Any) -> None:
             try:
                 if fn():
                     changed.append(name)
             except Exception as exc:  # noqa: BLE001 - a reset must go as far as it can and say what failed
-                errors.append(f"{name}: {exc}")
-                log.error("baseline reset step %s failed: %r", name, exc)
+                failed.append((name, fn, exc))
+                log.warning("baseline reset step %s failed (retried once the services are ready): %r", name, exc)
 
         step("faults", self._revert_faults)  # sandbox faults must not leak into an attempt
         step("replicas", lambda: self._scale(snap["replicas"]))
+        # Start-up configs before (re)starting anything: a service in a crash loop or backoff comes back on them.
+        for name, argv in snap["argv"].items():
+            step(f"{name} argv", lambda n=name, a=argv: self._argv(n, a))
         step("services", self._start_stopped)
         for replica, versions in snap["versions"].items():
             step(f"{replica} versions", lambda r=replica, v=versions: self._versions(r, v))
         step("stages", lambda: self._stages(snap["stages"]))
         for name, config in snap["configs"].items():
             step(f"{name} config", lambda n=name, c=config: self._config(n, c))
-        for name, argv in snap["argv"].items():
-            step(f"{name} argv", lambda n=name, a=argv: self._argv(n, a))
         step("traffic", lambda: self._traffic(snap["traffic"]))
+        errors: list[str] = []
+        if failed:
+            # A service that was restarting (after an OOM kill, say) did not answer: once it is up, on the start-up
+            # config restored above, the steps it missed run again.
+            self._start_stopped()
+            self.lab.stack.supervisor.wait_ready(self.services(), READY_WAIT_S)
+            for name, fn, _ in failed:
+                try:
+                    if fn():
+                        changed.append(name)
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(f"{name}: {exc}")
+                    log.error("baseline reset step %s failed: %r", name, exc)
         took = time.monotonic() - t0
         log.info("baseline reset in %.2fs changed=%s errors=%s", took, ",".join(changed) or "-", len(errors))
         return {"changed": changed, "errors": errors, "seconds": round(took, 3)}

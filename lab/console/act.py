@@ -114,13 +114,33 @@ def restart(ctx: ConsoleContext, args: Any) -> OpResult:
     name = ctx.check_service(args.service)
     t0 = time.monotonic()
     _stack(ctx.stack.restart, name)
-    pending = ctx.stack.supervisor.wait_ready([name], RESTART_WAIT_S)
-    st = ctx.stack.supervisor.service_status(name)
+    st, died = _wait_up_or_down(ctx, name)
     took = time.monotonic() - t0
-    text = (f"{name} restarted (pid {st['pid']}): " + (f"ready again after {took:.1f}s" if not pending
-                                                       else f"not ready after {took:.0f}s, state {st['state']}"))
-    return OpResult({"service": name, "pid": st["pid"], "state": st["state"], "ready": not pending,
-                     "seconds": round(took, 2)}, text)
+    if st["ready"]:
+        how = f"ready again after {took:.1f}s"
+    elif died:
+        last = st.get("last_exit") or {}
+        how = (f"it exited again after {took:.1f}s ({last.get('reason') or 'exit'}, code {last.get('code')}); "
+               f"state {st['state']}")
+    else:
+        how = f"not ready after {took:.0f}s, state {st['state']}"
+    return OpResult({"service": name, "pid": st["pid"], "state": st["state"], "ready": st["ready"],
+                     "last_exit": st.get("last_exit"), "seconds": round(took, 2)}, f"{name} restarted: {how}")
+
+
+def _wait_up_or_down(ctx: ConsoleContext, name: str) -> tuple[dict[str, Any], bool]:
+    """(status, died): once the service is ready, or once the process the restart started has died (a crash loop
+    answers at once instead of holding the console for RESTART_WAIT_S), or at the deadline."""
+    supervisor = ctx.stack.supervisor
+    deadline = time.monotonic() + RESTART_WAIT_S
+    first_pid = None
+    while True:
+        st = supervisor.service_status(name)
+        first_pid = first_pid or st["pid"]
+        died = first_pid is not None and st["pid"] != first_pid
+        if st["ready"] or died or time.monotonic() >= deadline:
+            return st, died
+        time.sleep(0.05)
 
 
 @operation("scale")

@@ -17,53 +17,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from lab import specs
+from lab.client import TOKEN_ENV, LabClient, LabError, api, find_lab
 from lab.ports import PortInUse, check_free, stack_ports
-from lab.state import lab_url, read_lab_info, resolve_home, running_lab
+from lab.state import read_lab_info, resolve_home, running_lab
 from lab.topology import DEFAULT_BASE_PORT, DEFAULT_LAB_PORT, DEFAULT_NETPROXY_PORT, MAX_REPLICAS, Ports, Topology
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-TOKEN_ENV = "FAULTLINE_TOKEN"
-
-
-class CliError(Exception):
-    """A failure to report to the user as one clear message, without a traceback."""
+# One error for the command's own checks and the lab's refusals (lab/client.py); the old name stays because
+# tests/reliability/test_binding.py catches it.
+CliError = LabError
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
-
-
-def _client(url: str, timeout: float = 30.0, token: str | None = None) -> httpx.Client:
-    """A client of the lab; sends the lab's token (argument, else FAULTLINE_TOKEN) when there is one."""
-    token = token or os.environ.get(TOKEN_ENV) or None
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    return httpx.Client(base_url=url, timeout=timeout, trust_env=False, headers=headers)
-
-
-def _find_lab(args: argparse.Namespace) -> str:
-    home = resolve_home(args.home)
-    url = lab_url(home, getattr(args, "lab_url", None))
-    if url is None:
-        raise CliError(f"no lab is running for {home} — start one with `faultline up -d`")
-    return url
-
-
-def _api(args: argparse.Namespace, method: str, path: str, timeout: float = 120.0, **kwargs: Any) -> Any:
-    url = _find_lab(args)
-    try:
-        with _client(url, timeout) as c:
-            r = c.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        raise CliError(f"the lab at {url} did not answer: {exc}") from exc
-    if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        raise CliError(f"{detail}" if isinstance(detail, str) else json.dumps(detail))
-    return r.json()
 
 
 def _mib(n: int | None) -> str:
@@ -118,11 +84,11 @@ def _binding(args: argparse.Namespace) -> tuple[str, str | None]:
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if not is_loopback(args.host) and not token:
-        raise CliError(f"refusing to listen on {args.host} without a token: anyone who can reach it could stop "
+        raise LabError(f"refusing to listen on {args.host} without a token: anyone who can reach it could stop "
                        f"services and start processes here. Pass --token T (or set {TOKEN_ENV}); clients then "
                        "send `Authorization: Bearer T`. Without a token the lab listens on 127.0.0.1 only.")
     if token is not None and (len(token) < 8 or not token.isprintable() or " " in token):
-        raise CliError("a token must be at least 8 printable characters without spaces")
+        raise LabError("a token must be at least 8 printable characters without spaces")
     return args.host, token
 
 
@@ -130,15 +96,15 @@ def _preflight(args: argparse.Namespace) -> Path:
     home = resolve_home(args.home)
     info = running_lab(home)
     if info is not None:
-        raise CliError(f"a lab is already running for {home} (pid {info.pid}, {info.url}) — `faultline down` first")
+        raise LabError(f"a lab is already running for {home} (pid {info.pid}, {info.url}) — `faultline down` first")
     if not (home / "registry" / "versions").is_dir():
-        raise CliError(f"no trained models in {home / 'registry'} — run `make setup` "
+        raise LabError(f"no trained models in {home / 'registry'} — run `make setup` "
                        f"(or `python -m services.trainer defaults --home {home}`)")
     topo = Topology(ports=_ports(args), replicas=args.replicas)
     try:
         check_free(stack_ports(topo, include_netproxy=_server_choice(args).kind != "external"), topo.host)
     except PortInUse as exc:
-        raise CliError(str(exc)) from exc
+        raise LabError(str(exc)) from exc
     return home
 
 
@@ -171,7 +137,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             ("--netproxy-port", args.netproxy_port, DEFAULT_NETPROXY_PORT), ("--rps", args.rps, 0.0),
         ) if value != default]
         if custom:
-            raise CliError(f"{', '.join(custom)} not supported with --backend compose: docker-compose.yml runs the "
+            raise LabError(f"{', '.join(custom)} not supported with --backend compose: docker-compose.yml runs the "
                            "default ports and 2 replicas (edit it, or use the process backend)")
         return compose.up(detach=args.detach)
     t0 = time.time()
@@ -201,16 +167,16 @@ def _up_detached(args: argparse.Namespace, home: Path, t0: float) -> int:
     deadline = t0 + args.timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise CliError(f"the lab exited with code {proc.returncode}; its log ({log_path}) ends with:\n"
+            raise LabError(f"the lab exited with code {proc.returncode}; its log ({log_path}) ends with:\n"
                            + _tail(log_path, 20))
         info = read_lab_info(home)
         if url is None and info is not None and info.pid == proc.pid:
             url = info.url
         if url is not None:
             try:
-                with _client(url, 5, token) as c:
-                    st = c.get("/api/status").json()
-            except (httpx.HTTPError, ValueError):
+                with LabClient(url, 5, token) as c:
+                    st = c.call("GET", "/api/status")
+            except LabError:  # not listening yet
                 st = None
             if st is not None:
                 if st["phase"] == "running" and st["ready"]:
@@ -273,7 +239,7 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
     try:
         lab.stack.preflight()
     except Exception as exc:  # noqa: BLE001 - preflight errors are messages for the user
-        raise CliError(str(exc)) from exc
+        raise LabError(str(exc)) from exc
     host, token = _binding(args)
     # Start the services before importing the web stack (FastAPI, uvicorn, the components): those imports take
     # CPU the services' own start-up needs more.
@@ -308,7 +274,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from lab import compose
 
         return compose.ps()
-    st = _api(args, "GET", "/api/status", timeout=15)
+    st = api(args, "GET", "/api/status", timeout=15)
     print(json.dumps(st, indent=2) if args.json else format_status(st))
     return EXIT_OK
 
@@ -321,11 +287,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     home = resolve_home(args.home)
     info = running_lab(home)
     try:
-        url = _find_lab(args)
-    except CliError:
+        url = find_lab(args.home, args.lab_url)
+    except LabError:
         print(f"no lab is running for {home}; nothing to stop")
         return EXIT_OK
-    _api(args, "POST", "/api/down", timeout=120)
+    with LabClient(url, 120) as client:
+        client.call("POST", "/api/down")
     if info is not None and info.url == url:
         deadline = time.time() + 30
         while info.alive() and time.time() < deadline:
@@ -335,25 +302,25 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    res = _api(args, "POST", "/api/scale", json={"replicas": args.replicas}, timeout=300)
+    res = api(args, "POST", "/api/scale", {"replicas": args.replicas}, timeout=300)
     print(f"scaled to {res['replicas']} replicas: {', '.join(res['models'])}")
     return EXIT_OK
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    s = _api(args, "POST", f"/api/services/{args.service}/restart", timeout=60)
+    s = api(args, "POST", f"/api/services/{args.service}/restart", timeout=60)
     print(f"{s['name']} restarted: pid {s['pid']}, state {s['state']}")
     return EXIT_OK
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    s = _api(args, "POST", f"/api/services/{args.service}/stop", timeout=60)
+    s = api(args, "POST", f"/api/services/{args.service}/stop", timeout=60)
     print(f"{s['name']} {s['state']}")
     return EXIT_OK
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    s = _api(args, "POST", f"/api/services/{args.service}/start", timeout=60)
+    s = api(args, "POST", f"/api/services/{args.service}/start", timeout=60)
     print(f"{s['name']} {s['state']}, pid {s['pid']}")
     return EXIT_OK
 
@@ -384,8 +351,8 @@ def cmd_limit(args: argparse.Namespace) -> int:
     if args.restart:
         body["restart_policy"] = args.restart
     if not body:
-        raise CliError("nothing to change: give --memory and/or --restart")
-    s = _api(args, "PATCH", f"/api/services/{args.service}", json=body, timeout=30)
+        raise LabError("nothing to change: give --memory and/or --restart")
+    s = api(args, "PATCH", f"/api/services/{args.service}", body, timeout=30)
     limit = s["memory_limit_bytes"]
     print(f"{s['name']}: memory limit {_mib(limit) if limit else 'none'}, restart policy {s['restart_policy']}")
     return EXIT_OK
@@ -393,17 +360,17 @@ def cmd_limit(args: argparse.Namespace) -> int:
 
 def cmd_traffic(args: argparse.Namespace) -> int:
     if args.stop:
-        _api(args, "DELETE", "/api/traffic", timeout=60)
+        api(args, "DELETE", "/api/traffic", timeout=60)
         print("traffic stopped")
         return EXIT_OK
     if args.rps is None and args.profile is None:
-        st = _api(args, "GET", "/api/traffic", timeout=15)
+        st = api(args, "GET", "/api/traffic", timeout=15)
     else:
         if args.rps is None:
-            cur = _api(args, "GET", "/api/traffic", timeout=15)
+            cur = api(args, "GET", "/api/traffic", timeout=15)
             args.rps = cur.get("target_rps", 0.0) if cur.get("running") else 0.0
         body = {"rps": args.rps, **({"profile": args.profile} if args.profile else {})}
-        st = _api(args, "POST", "/api/traffic", json=body, timeout=120)
+        st = api(args, "POST", "/api/traffic", body, timeout=120)
     print(json.dumps(st, indent=2) if args.json else _traffic_text(st))
     return EXIT_OK
 
@@ -422,7 +389,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         params["grep"] = args.grep
     if args.tail is not None:
         params["tail"] = args.tail
-    res = _api(args, "GET", f"/api/services/{args.service}/logs", params=params, timeout=15)
+    res = api(args, "GET", f"/api/services/{args.service}/logs", params=params, timeout=15)
     since = None
     for line in res["lines"]:
         print(f"{line['ts']} {line['line']}")
@@ -432,7 +399,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         params.pop("tail", None)
         if since is not None:
             params["since"] = since
-        for line in _api(args, "GET", f"/api/services/{args.service}/logs", params=params, timeout=15)["lines"]:
+        for line in api(args, "GET", f"/api/services/{args.service}/logs", params=params, timeout=15)["lines"]:
             print(f"{line['ts']} {line['line']}", flush=True)
             since = line["t"]
     return EXIT_OK
@@ -570,8 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except CliError as exc:
-        print(f"faultline: {exc}", file=sys.stderr)
+    except LabError as exc:
+        print(f"faultline: {exc.message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

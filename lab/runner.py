@@ -1,8 +1,8 @@
 """The headless runner: `faultline run SCENARIO [--solve | --wrong-fix] [--seed N] [--time-scale X] [--json]`.
 
 It starts its own lab and stack on a free block of ports, in a temporary FAULTLINE_HOME holding a copy of the
-trained registry (`PrivateLab`, which tests use too), and drives one attempt through the lab's HTTP API, like
-any other client:
+trained registry (`PrivateLab`, which tests use too), and drives one attempt through the lab's HTTP API
+(lab/client.py), like any other client:
 1. start the attempt with the seed; wait until the steady state is violated after the injection (the page):
    the proof that the scenario breaks;
 2. `--solve`: run the reference `solution` through the console, submit the right diagnosis, claim fixed and wait
@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from lab.client import LabClient, LabError
 from lab.ports import find_free_block
 from lab.scenario import ScenarioError, load_scenario, render
 from lab.scenario.loader import CATALOG_DIR, SUFFIX
@@ -43,8 +42,9 @@ UP_TIMEOUT_S = 240.0
 POLL_S = 0.5
 
 
-class RunError(Exception):
-    """The run could not be carried out (no models, the stack did not start, the lab refused)."""
+# The run could not be carried out (no models, the stack did not start, the lab refused): one LabError, like every
+# `faultline` command's; the old name stays because tests/catalog/catalogkit.py catches it.
+RunError = LabError
 
 
 def log(msg: str) -> None:
@@ -59,7 +59,7 @@ def source_registry(home: Path | None = None) -> Path:
     for candidate in (resolve_home(home) / "registry", PACKAGE_ROOT / ".faultline" / "registry"):
         if (candidate / "versions" / "v1" / "meta.json").is_file():
             return candidate
-    raise RunError("no trained models found — run `make setup` (or `python -m services.trainer defaults`)")
+    raise LabError("no trained models found — run `make setup` (or `python -m services.trainer defaults`)")
 
 
 def child_env() -> dict[str, str]:
@@ -106,7 +106,7 @@ class PrivateLab:
                 break
         if owns:
             shutil.rmtree(home, ignore_errors=True)
-        raise RunError(f"the private stack did not start:\n{last.strip()}")
+        raise LabError(f"the private stack did not start:\n{last.strip()}")
 
     def stop(self, keep: bool = False) -> None:
         _down(self.home)
@@ -132,32 +132,6 @@ def _wait_gone(pid: int, timeout_s: float) -> None:
         proc.kill()  # its children die with it (PDEATHSIG)
 
 
-# --- the lab's API ------------------------------------------------------------------------------------------------
-
-
-class LabClient:
-    def __init__(self, url: str) -> None:
-        token = os.environ.get("FAULTLINE_TOKEN")  # a lab listening beyond loopback requires it
-        headers = {"Authorization": f"Bearer {token}"} if token else None
-        self.http = httpx.Client(base_url=url, timeout=660, trust_env=False, headers=headers)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
-        r = self.http.request(method, path, json=body)
-        if r.status_code not in ok:
-            try:
-                detail = r.json().get("detail", r.text)
-            except ValueError:
-                detail = r.text
-            raise RunError(f"{method} {path}: {r.status_code} {detail}")
-        return r.json()
-
-    def state(self, attempt_id: str) -> dict[str, Any]:
-        return self.call("GET", f"/api/attempts/{attempt_id}")
-
-
 # --- one run ------------------------------------------------------------------------------------------------------
 
 
@@ -168,7 +142,7 @@ def scenario_path(scenario: str) -> Path:
     path = CATALOG_DIR / f"{scenario}{SUFFIX}"
     if not path.is_file():
         known = ", ".join(p.stem for p in sorted(CATALOG_DIR.glob(f"*{SUFFIX}")))
-        raise RunError(f"no scenario {scenario!r}; known: {known}")
+        raise LabError(f"no scenario {scenario!r}; known: {known}")
     return path
 
 
@@ -180,10 +154,14 @@ def break_deadline_s(sc: Any) -> float:
     return delays + 4 * max(windows, 3.0) + 30.0
 
 
+def _state(client: LabClient, attempt_id: str) -> dict[str, Any]:
+    return client.call("GET", f"/api/attempts/{attempt_id}")
+
+
 def _wait(client: LabClient, attempt_id: str, until: Any, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
-        st = client.state(attempt_id)
+        st = _state(client, attempt_id)
         if until(st) or time.monotonic() > deadline:
             return st
         time.sleep(POLL_S)
@@ -212,7 +190,7 @@ def run_attempt(client: LabClient, sc: Any, mode: str, give_up_after: float | No
     except BaseException as exc:  # an error or Ctrl-C: never leave an attempt running on someone's lab
         try:
             _abort(client, attempt_id, f"the headless run stopped: {exc!r}"[:300])
-        except (RunError, httpx.HTTPError) as abort_exc:
+        except LabError as abort_exc:
             log(f"could not abort {attempt_id}: {abort_exc}")
         raise
 
@@ -220,7 +198,7 @@ def run_attempt(client: LabClient, sc: Any, mode: str, give_up_after: float | No
 def _drive(client: LabClient, sc: Any, mode: str, give_up_after: float | None, attempt_id: str) -> tuple[str, int]:
     st = _wait(client, attempt_id, lambda s: s["phase"] not in ("preparing", "warming"), 300)
     if st["phase"] != "running":
-        raise RunError(f"the attempt did not start running: {st['phase']} ({st.get('end_reason')})")
+        raise LabError(f"the attempt did not start running: {st['phase']} ({st.get('end_reason')})")
     log("stack healthy, scenario clock running; waiting for the steady state to break")
     st = _wait(client, attempt_id, lambda s: s["paged"] or s["status"] != "running", break_deadline_s(sc))
     if not st["paged"]:
@@ -262,8 +240,9 @@ def _drive(client: LabClient, sc: Any, mode: str, give_up_after: float | None, a
 
 
 def _abort(client: LabClient, attempt_id: str, reason: str) -> None:
-    if client.state(attempt_id)["status"] == "running":
-        client.call("POST", f"/api/attempts/{attempt_id}/abort", {"reason": reason}, ok=(200, 409))
+    if _state(client, attempt_id)["status"] == "running":
+        # 409: it ended between the two requests
+        client.call("POST", f"/api/attempts/{attempt_id}/abort", {"reason": reason}, allow=(409,))
 
 
 def report(debrief: dict[str, Any], mode: str, code: int, seconds: float) -> dict[str, Any]:
@@ -284,9 +263,9 @@ def run(scenario: str, seed: int, mode: str = "none", time_scale: float | None =
     try:
         sc = render(load_scenario(scenario_path(scenario)), seed, time_scale)
     except ScenarioError as exc:
-        raise RunError("\n".join(exc.problems)) from exc
+        raise LabError("\n".join(exc.problems)) from exc
     if mode == "wrong-fix" and not sc.wrong_fix:
-        raise RunError(f"scenario {sc.id} has no wrong_fix")
+        raise LabError(f"scenario {sc.id} has no wrong_fix")
     private = None
     if lab_url is None:
         log(f"starting a private stack ({sc.stack.replicas} replicas)")
@@ -332,6 +311,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return run(args.scenario, args.seed, mode, args.time_scale, args.json, args.lab_url, args.give_up_after,
                    args.home, args.keep)
-    except (RunError, httpx.HTTPError) as exc:
+    except LabError as exc:
         print(f"faultline run: {exc}", file=sys.stderr)
         return EXIT_ERROR

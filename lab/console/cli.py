@@ -1,4 +1,5 @@
-"""The console and attempt commands of `faultline`, all thin clients of the running lab's HTTP API.
+"""The console and attempt commands of `faultline`, all thin clients of the running lab's HTTP API (lab/client.py;
+a LabError they raise is printed by lab/cli.py's main as `faultline: MESSAGE`, exit code 1).
 
 `add_commands(sub, common)` (called by lab/cli.py's build_parser) adds:
 - the console: `status`, `logs`, `metrics`, `trace`, `drift`, `slo`, `deploys`, `config show|set`, `restart`,
@@ -14,73 +15,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
-from lab.state import lab_url, resolve_home
+from lab.client import LabError, api
 
 EXIT_OK, EXIT_ERROR = 0, 1
 Handler = Callable[[argparse.Namespace], int]
 
 
-class CommandError(Exception):
-    """A message for the user, printed without a traceback."""
-
-
-def _url(args: argparse.Namespace) -> str:
-    home = resolve_home(getattr(args, "home", None))
-    url = lab_url(home, getattr(args, "lab_url", None))
-    if url is None:
-        raise CommandError(f"no lab is running for {home} — start one with `faultline up -d`")
-    return url
-
-
-def request(args: argparse.Namespace, method: str, path: str, timeout: float = 660.0, **kwargs: Any) -> Any:
-    url = _url(args)
-    try:
-        token = os.environ.get("FAULTLINE_TOKEN")  # a lab listening beyond loopback requires it (lab/apiguard.py)
-        headers = {"Authorization": f"Bearer {token}"} if token else None
-        with httpx.Client(base_url=url, timeout=timeout, trust_env=False, headers=headers) as c:
-            r = c.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        raise CommandError(f"the lab at {url} did not answer: {exc}") from exc
-    if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        raise CommandError(detail if isinstance(detail, str) else json.dumps(detail))
-    return r.json()
-
-
-def handled(fn: Handler) -> Handler:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except CommandError as exc:
-            print(f"faultline: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-
-    run.__name__ = fn.__name__
-    return run
-
-
 def active_attempt(args: argparse.Namespace) -> dict[str, Any] | None:
     """The running attempt's state, or None (also when the lab has no attempts component)."""
     try:
-        return request(args, "GET", "/api/attempts/active", timeout=15)["attempt"]
-    except CommandError:
+        return api(args, "GET", "/api/attempts/active", timeout=15)["attempt"]
+    except LabError:
         return None
 
 
 def console(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> int:
     body = {k: v for k, v in op_args.items() if v is not None}
-    res = request(args, "POST", f"/api/console/{op}", json=body)
+    res = api(args, "POST", f"/api/console/{op}", body)
     print(json.dumps(res["data"], indent=2) if getattr(args, "json", False) else res["text"])
     return EXIT_OK
 
@@ -89,7 +44,6 @@ def console(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> int:
 
 
 def _wrap(original: Handler | None, op: str, to_args: Callable[[argparse.Namespace], dict[str, Any]]) -> Handler:
-    @handled
     def run(args: argparse.Namespace) -> int:
         read_only = op == "traffic" and args.rps is None and args.profile is None and not args.stop
         if original is not None and read_only:
@@ -108,8 +62,8 @@ def _follow(args: argparse.Namespace) -> int:
     since = time.time()
     while True:
         time.sleep(0.5)
-        got = request(args, "GET", f"/api/services/{args.service}/logs",
-                      params={"since": since, **({"grep": args.grep} if args.grep else {})}, timeout=15)
+        got = api(args, "GET", f"/api/services/{args.service}/logs",
+                  params={"since": since, **({"grep": args.grep} if args.grep else {})}, timeout=15)
         for line in got["lines"]:
             print(f"{line['ts']} {line['line']}", flush=True)
             since = line["t"]
@@ -139,7 +93,6 @@ def _value(text: str) -> Any:
 
 
 def _console_cmd(op: str, to_args: Callable[[argparse.Namespace], dict[str, Any]]) -> Handler:
-    @handled
     def run(args: argparse.Namespace) -> int:
         return console(args, op, to_args(args))
 
@@ -250,48 +203,42 @@ def _current(args: argparse.Namespace) -> str:
         return args.attempt
     st = active_attempt(args)
     if st is None:
-        raise CommandError("no attempt is running — start one with `faultline attempt start SCENARIO`")
+        raise LabError("no attempt is running — start one with `faultline attempt start SCENARIO`")
     return st["attempt_id"]
 
 
-@handled
 def cmd_attempt_start(args: argparse.Namespace) -> int:
     body = {"scenario_id": args.scenario, "seed": args.seed, "time_scale": args.time_scale}
-    st = request(args, "POST", "/api/attempts", json={k: v for k, v in body.items() if v is not None})
+    st = api(args, "POST", "/api/attempts", {k: v for k, v in body.items() if v is not None})
     while args.wait and st["phase"] in ("preparing", "warming"):
         time.sleep(0.5)
-        st = request(args, "GET", f"/api/attempts/{st['attempt_id']}")
+        st = api(args, "GET", f"/api/attempts/{st['attempt_id']}")
     print(json.dumps(st, indent=2) if args.json else _state_text(st) + "\n\n" + st["briefing"].rstrip())
     return EXIT_OK
 
 
-@handled
 def cmd_attempt_status(args: argparse.Namespace) -> int:
-    st = request(args, "GET", f"/api/attempts/{_current(args)}")
+    st = api(args, "GET", f"/api/attempts/{_current(args)}")
     print(json.dumps(st, indent=2) if args.json else _state_text(st))
     return EXIT_OK
 
 
-@handled
 def cmd_attempt_abort(args: argparse.Namespace) -> int:
-    st = request(args, "POST", f"/api/attempts/{_current(args)}/abort", json={"reason": args.reason}
-                 if args.reason else None)
+    st = api(args, "POST", f"/api/attempts/{_current(args)}/abort", {"reason": args.reason} if args.reason else None)
     print(_state_text(st))
     return EXIT_OK
 
 
-@handled
 def cmd_hint(args: argparse.Namespace) -> int:
-    h = request(args, "POST", f"/api/attempts/{_current(args)}/hint")
+    h = api(args, "POST", f"/api/attempts/{_current(args)}/hint")
     print(f"hint {h['index'] + 1} (cost {h['cost']}):\n{h['text']}")
     return EXIT_OK
 
 
-@handled
 def cmd_diagnose(args: argparse.Namespace) -> int:
     attempt = _current(args)
     if not args.answers:
-        st = request(args, "GET", f"/api/attempts/{attempt}")
+        st = api(args, "GET", f"/api/attempts/{attempt}")
         for q in st["diagnosis"]["questions"]:
             print(f"{q['id']}: {q['prompt']}")
             for o in q["options"]:
@@ -302,23 +249,22 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     answers = {}
     for pair in args.answers:
         if "=" not in pair:
-            raise CommandError(f"{pair!r}: answers are QUESTION=OPTION")
+            raise LabError(f"{pair!r}: answers are QUESTION=OPTION")
         q, o = pair.split("=", 1)
         answers[q] = o
-    request(args, "POST", f"/api/attempts/{attempt}/diagnosis", json={"answers": answers})
+    api(args, "POST", f"/api/attempts/{attempt}/diagnosis", {"answers": answers})
     print("diagnosis submitted: " + ", ".join(f"{k}={v}" for k, v in answers.items()))
     return EXIT_OK
 
 
-@handled
 def cmd_fixed(args: argparse.Namespace) -> int:
     attempt = _current(args)
-    res = request(args, "POST", f"/api/attempts/{attempt}/fixed")
+    res = api(args, "POST", f"/api/attempts/{attempt}/fixed")
     print(f"fix claimed: verifying (windows roll over in {res['settle_s']:g}s, then an accepted state must hold "
           f"{' or '.join(f'{h:g}s' for h in res['hold_s'])})")
     while args.wait:
         time.sleep(1)
-        st = request(args, "GET", f"/api/attempts/{attempt}")
+        st = api(args, "GET", f"/api/attempts/{attempt}")
         if not st["fix"]["verifying"]:
             print(st["fix"]["last"])
             if st.get("score") is not None:
@@ -327,22 +273,20 @@ def cmd_fixed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@handled
 def cmd_debrief(args: argparse.Namespace) -> int:
     attempt = args.attempt
     if attempt is None:
-        history = request(args, "GET", "/api/attempts", params={"limit": 1})
+        history = api(args, "GET", "/api/attempts", params={"limit": 1})
         if not history:
-            raise CommandError("no attempt yet")
+            raise LabError("no attempt yet")
         attempt = history[0]["id"]
-    d = request(args, "GET", f"/api/attempts/{attempt}/debrief")
+    d = api(args, "GET", f"/api/attempts/{attempt}/debrief")
     print(json.dumps(d, indent=2) if args.json else d["text"])
     return EXIT_OK
 
 
-@handled
 def cmd_history(args: argparse.Namespace) -> int:
-    rows = request(args, "GET", "/api/attempts", params={"limit": args.limit})
+    rows = api(args, "GET", "/api/attempts", params={"limit": args.limit})
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -353,9 +297,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@handled
 def cmd_progress(args: argparse.Namespace) -> int:
-    p = request(args, "GET", "/api/progress")
+    p = api(args, "GET", "/api/progress")
     if args.json:
         print(json.dumps(p, indent=2))
         return EXIT_OK

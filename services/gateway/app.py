@@ -6,6 +6,9 @@ retry budget -> decision against `decision_threshold`. When the feature store fa
 decides (503 or default features); when no replica answers, `model_fallback` decides (503 or rules). Every
 answer carries a small trace: per-hop timings and each model attempt's replica, time and outcome.
 
+Late labels (POST /v1/feedback) are stamped into the scored row; GET /v1/recent?labelled=1 serves the labelled
+rows (services/gateway/ledger.py), which the lab's `retrain` trains on.
+
 The three /v1 routes are raw ASGI handlers (services.common.fastroutes) to keep the hot path lean.
 """
 
@@ -32,7 +35,7 @@ from services.common.schema import DEFAULT_CARD_FEATURES, STORE_CATEGORICAL, STO
 from services.common.service import create_app
 from services.gateway.config import GatewayConfig, GatewayConfigHolder, parse_loopback_url
 from services.gateway.contract import KNOWN_CATEGORIES, KNOWN_COUNTRIES, FeedbackRequest, ScoreRequest, describe
-from services.gateway.ledger import ALREADY, RECENT_CAPACITY, UNKNOWN, Ledger
+from services.gateway.ledger import ALREADY, LABELLED_CAPACITY, RECENT_CAPACITY, UNKNOWN, Ledger
 from services.gateway.metrics import GatewayMetrics, register_collector
 from services.gateway.openapi import document_hot_routes
 from services.gateway.replicas import Replica, ReplicaPool, RetryBudget, VersionRouter
@@ -353,11 +356,18 @@ class Gateway:
             params = parse_qs(query.decode("latin-1"), strict_parsing=False)
         except ValueError:
             return json_error(400, "malformed query string")
-        unknown = sorted(set(params) - {"limit", "since"})
+        unknown = sorted(set(params) - {"limit", "since", "labelled"})
         if unknown:
-            return json_error(422, f"unknown query parameter(s): {', '.join(unknown)}; use limit and since")
+            return json_error(422, f"unknown query parameter(s): {', '.join(unknown)}; use limit, since and labelled")
         limit = 100
         since: float | None = None
+        labelled: bool | None = None
+        if "labelled" in params:
+            value = params["labelled"][-1]
+            if value not in ("0", "1"):
+                return json_error(422, f"labelled must be 1 (rows with their label) or 0 (rows still without one), "
+                                       f"got {value[:20]!r}")
+            labelled = value == "1"
         try:
             if "limit" in params:
                 limit = int(params["limit"][-1])
@@ -365,12 +375,19 @@ class Gateway:
                 since = float(params["since"][-1])
         except ValueError:
             return json_error(422, "limit must be an integer and since a number (unix seconds)")
-        if not 1 <= limit <= RECENT_CAPACITY:
-            return json_error(422, f"limit must be between 1 and {RECENT_CAPACITY}")
+        most = LABELLED_CAPACITY if labelled else RECENT_CAPACITY
+        if not 1 <= limit <= most:
+            which = " with labelled=1" if labelled else ""
+            return json_error(422, f"limit must be between 1 and {most}{which}")
         if since is not None and not math.isfinite(since):
             return json_error(422, "since must be a finite number (unix seconds)")
-        items = self.ledger.last(limit, since)
-        return 200, fastjson.dumps({"items": items, "count": len(items), "total_scored": self.ledger.total_scored})
+        ledger = self.ledger
+        items = ledger.last(limit, since, labelled)
+        answer: dict[str, Any] = {"items": items, "count": len(items), "total_scored": ledger.total_scored}
+        if labelled:
+            answer["total_labelled"] = ledger.labelled.total
+            answer["labelled_held"] = ledger.labelled.size
+        return 200, fastjson.dumps(answer)
 
     # ----- health checks --------------------------------------------------------------------------------------
 

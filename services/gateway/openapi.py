@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.contract import FeedbackRequest, ScoreRequest
-from services.gateway.ledger import RECENT_CAPACITY
+from services.gateway.ledger import LABELLED_CAPACITY, RECENT_CAPACITY
 
 
 class Attempt(BaseModel):
@@ -50,9 +50,12 @@ class FeedbackResponse(BaseModel):
 
 
 class RecentResponse(BaseModel):
-    items: list[dict[str, Any]]
+    items: list[dict[str, Any]] = Field(description="model rows with transaction_id, card_id, score, decision, "
+                                        "model_version, replica, fallback, ts; label and labelled_at once labelled")
     count: int = Field(ge=0)
     total_scored: int = Field(ge=0)
+    total_labelled: int | None = Field(default=None, ge=0, description="labelled=1 only: rows ever labelled")
+    labelled_held: int | None = Field(default=None, ge=0, description="labelled=1 only: labelled rows held now")
 
 
 class FieldError(BaseModel):
@@ -106,8 +109,13 @@ def document_hot_routes(app: FastAPI, gateway: Any) -> None:
     @app.get("/v1/recent", response_model=RecentResponse, responses=_errors(400, 422))
     async def recent(
         request: Request,
-        limit: int = Query(default=100, ge=1, le=RECENT_CAPACITY),
+        limit: int = Query(default=100, ge=1, le=RECENT_CAPACITY,
+                           description=f"at most {RECENT_CAPACITY}; with labelled=1, at most {LABELLED_CAPACITY}"),
         since: float | None = Query(default=None, description="unix seconds: only rows scored after it"),
+        labelled: Literal[0, 1] | None = Query(default=None, description="1: rows whose late label arrived (kept "
+                                               f"longer: the last {LABELLED_CAPACITY} labelled), in label order; "
+                                               "0: recent rows still without one"),
     ) -> Response:
-        """The last `limit` scored requests' model rows, oldest first (the monitor's live window)."""
+        """The last `limit` scored requests' model rows, oldest first (the monitor's live window, and with
+        labelled=1 the training rows of a retrain)."""
         return _json(await gateway.handle_recent("GET", "/v1/recent", request.url.query.encode(), b""))

@@ -3,6 +3,10 @@
 Broken variants and training need torch, so POST /v1/variants runs `python -m services.registry.variants` and
 POST /v1/train runs `python -m services.trainer train` as child processes (argv lists, no shell), one at a
 time, and answer with the new version's meta: the registry itself stays small in memory.
+
+POST /v1/train takes either generator settings or labelled rows inline (the lab's retrain sends the gateway's
+labelled recent traffic). Rows are checked here, before any child starts (services/trainer/rows.py: 422 naming
+the row and field, too few rows, a single class), and the body is bounded (`MAX_TRAIN_BODY_BYTES`, else 413).
 """
 
 from __future__ import annotations
@@ -22,15 +26,19 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.common import fastjson
 from services.common.service import ConfigHolder, create_app
 from services.registry.store import STAGES, CorruptArtifact, Registry, RegistryError, VersionNotFound
 from services.registry.variants import check_params
+from services.trainer.rows import MAX_ROWS, RowsError, RowsSummary, check_rows
 
 log = logging.getLogger("registry")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 REQUESTS = Counter("registry_requests_total", "Registry requests", ["route", "code"])
 LATENCY = Histogram("registry_request_latency_seconds", "Registry request latency", ["route"])
+# 100,000 labelled rows as the gateway serves them are ~40 MiB of JSON; the limit leaves room for that.
+MAX_TRAIN_BODY_BYTES = 64 * 1024 * 1024
 
 
 class RegistryConfig(BaseModel):
@@ -46,14 +54,35 @@ class TrainRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rows: list[dict[str, Any]] | None = Field(None, min_length=200, max_length=200_000)
+    rows: list[Any] | None = Field(None, description=f"labelled rows (services/trainer/rows.py), {MAX_ROWS} at most")
     data_seed: int = Field(7, ge=0, le=2**31)
     n_rows: int = Field(200_000, ge=200, le=2_000_000)
     epochs: int = Field(10, ge=1, le=200)
     seed: int | None = Field(None, ge=0, le=2**31)
     shift: dict[str, Any] | None = None
     parent: str | None = None
+    warm_start: bool = Field(False, description="fine-tune `parent` instead of starting from random weights")
+    origin: str | None = Field(None, max_length=300, description="where the rows came from (kept in the lineage)")
     stage: Literal["production", "canary", "staging", "archived"] = "staging"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (BodyTooLarge) past `limit` bytes without reading the rest into memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -179,15 +208,33 @@ def build_app(root: str | Path, config: RegistryConfig | None = None) -> Any:
 
     @app.post("/v1/train")
     async def train(request: Request) -> Response:
-        body = await _json_object(request)
-        if isinstance(body, JSONResponse):
-            return body
+        try:
+            raw = await _read_body(request, MAX_TRAIN_BODY_BYTES)
+        except BodyTooLarge:
+            return _error(413, f"body larger than {MAX_TRAIN_BODY_BYTES // 2**20} MiB: send fewer rows "
+                               f"(at most {MAX_ROWS}), or only the model features and label of each")
+        try:
+            body = fastjson.loads(raw) if raw.strip() else None
+        except (ValueError, RecursionError):
+            return _error(400, "body must be valid JSON")
+        del raw
+        if not isinstance(body, dict):
+            return _error(422, "body must be a JSON object")
         try:
             req = TrainRequest.model_validate(body)
         except ValidationError as exc:
             return _error(422, _validation_message(exc))
+        del body
         if req.parent is not None and not registry.exists(req.parent):
             return _error(422, f"parent version {req.parent!r} is not in the registry")
+        if req.warm_start and req.parent is None:
+            return _error(422, "warm_start: needs a parent version to fine-tune")
+        summary: RowsSummary | None = None
+        if req.rows is not None:
+            try:
+                summary = await asyncio.to_thread(check_rows, req.rows)  # 100,000 rows take a moment
+            except RowsError as exc:
+                return _error(422, str(exc))
         argv = [
             "-m",
             "services.trainer",
@@ -210,21 +257,29 @@ def build_app(root: str | Path, config: RegistryConfig | None = None) -> Any:
             argv += ["--shift", json.dumps(req.shift)]
         if req.parent is not None:
             argv += ["--parent", req.parent]
+        if req.warm_start:
+            argv += ["--warm-start"]
+        if req.origin is not None:
+            argv += ["--origin", req.origin]
         with tempfile.TemporaryDirectory(prefix="faultline-train-") as tmp:
             if req.rows is not None:
                 rows_file = Path(tmp) / "rows.json"
-                rows_file.write_text(json.dumps(req.rows))
+                rows_file.write_bytes(await asyncio.to_thread(fastjson.dumps, req.rows))
                 argv += ["--rows-file", str(rows_file)]
+                req.rows = None  # the child has them now; the registry stays small
             async with heavy:
                 status, payload = await _run_child(argv, holder.value.train_timeout_s, "training")
         if status != 201:
             return JSONResponse(payload, status_code=status)
         meta = registry.get(payload["version"])
         log.info(
-            "trained version=%s auc=%.4f source=%s",
+            "trained version=%s auc=%.4f source=%s rows=%s fraud=%s warm_start=%s",
             meta["version"],
             meta["metrics"]["auc"],
             meta["lineage"].get("source"),
+            summary.rows if summary else meta["lineage"].get("rows"),
+            summary.fraud if summary else meta["lineage"].get("fraud"),
+            meta["lineage"].get("warm_start"),
         )
         return JSONResponse(meta, status_code=201)
 

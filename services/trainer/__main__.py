@@ -4,10 +4,12 @@ python -m services.trainer defaults --home DIR
     Train the default versions into DIR/registry when missing: v1 (data seed 7, production) and v2 (a healthy
     alternative on data seed 11, staging). Idempotent: a registry that already has them is left alone.
 python -m services.trainer train --registry DIR [--data-seed N] [--rows N] [--epochs N] [--shift JSON]
-                                 [--rows-file PATH] [--parent vN] [--stage staging] [--seed N] [--json]
+                                 [--rows-file PATH] [--parent vN [--warm-start]] [--origin TEXT]
+                                 [--stage staging] [--seed N] [--json]
     Train one model and register it as the next version. Progress goes to stderr; the new version and its
     metrics go to stdout. `--rows-file` trains on labelled rows (a JSON list of objects carrying every
-    model feature and `label`) instead of generated data.
+    model feature and `label`, services/trainer/rows.py) instead of generated data; `--warm-start` fine-tunes
+    the parent rather than starting from random weights; `--origin` says where the rows came from (lineage).
 """
 
 from __future__ import annotations
@@ -71,9 +73,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows = None
     if args.rows_file:
         rows = json.loads(Path(args.rows_file).read_text())
-    cfg = TrainConfig(data_seed=args.data_seed, rows=args.rows, epochs=args.epochs, shift=shift, seed=args.seed)
+    cfg = TrainConfig(data_seed=args.data_seed, rows=args.rows, epochs=args.epochs, shift=shift, seed=args.seed,
+                      origin=args.origin)
     meta = train_and_register(
-        Registry(args.registry), cfg, rows=rows, parent=args.parent, stage=args.stage, progress=_progress
+        Registry(args.registry), cfg, rows=rows, parent=args.parent, stage=args.stage, progress=_progress,
+        warm_start=args.warm_start,
     )
     if args.json:
         print(
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--shift", default=None, help='generator shift as JSON, e.g. {"concept": 0.8}')
     t.add_argument("--rows-file", default=None, help="train on these labelled rows (JSON list) instead")
     t.add_argument("--parent", default=None)
+    t.add_argument("--warm-start", action="store_true", help="fine-tune the parent instead of a fresh network")
+    t.add_argument("--origin", default=None, help="where the rows came from, kept in the lineage")
     t.add_argument("--stage", default="staging", choices=STAGES)
     t.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)

@@ -3,14 +3,13 @@
     python -m bench retrain [--quick] [--json]
 
 A real stack (two replicas) with the load generator sending transactions and, after its feedback delay, their
-labels (`POST /api/traffic`). Then the learner's console operations, through the lab API as the CLI and the UI
-call them: `retrain` (a new version trained on recent traffic by the registry's trainer child process,
-registered as staging), `deploy vN --canary 0.1` (loaded on every replica next to the default, 10% of the
+labels (`POST /api/traffic`), until the gateway holds enough labelled rows for a retrain (`GET
+/v1/recent?labelled=1`; labels arrive in real time, so `--scale` cannot shorten that part). Then the learner's
+console operations, through the lab API as the CLI and the UI call them: `retrain` (the production model
+fine-tuned on the gateway's labelled rows of this traffic by the registry's trainer child process, registered as
+staging), `deploy vN --canary 0.1` (loaded on every replica next to the default, 10% of the
 gateway's traffic), `promote vN` (default on every replica, all traffic, stage production). The clock stops
 when the gateway answers with vN for every one of 20 consecutive scored transactions. Goal: ≤ 60 s.
-
-The console's `retrain` trains on the generator under the live traffic profile (its stand-in for the gateway's
-labelled rows, see lab/console/act.py); the figure is the lab's real retrain → deploy path either way.
 """
 
 from __future__ import annotations
@@ -26,8 +25,11 @@ from bench import stack as bstack
 from bench.common import dumps, load_average, machine, transactions
 
 GOAL_S = 60.0
-TRAFFIC_RPS = 30.0
+TRAFFIC_RPS = 60.0
 CONSECUTIVE = 20
+# comfortably above the console's floor (500 rows, 25 fraud cases): ~2.6 % of baseline traffic is fraud
+LABELLED_ROWS, LABELLED_FRAUD = 1500, 40
+LABELS_TIMEOUT_S = 240.0
 
 
 def _served_by(st: bstack.BenchStack, version: str, bodies: list[bytes], timeout: float = 60.0) -> float:
@@ -46,6 +48,25 @@ def _served_by(st: bstack.BenchStack, version: str, bodies: list[bytes], timeout
     raise RuntimeError(f"the gateway did not serve {version} consistently within {timeout:.0f}s")
 
 
+def _labelled(st: bstack.BenchStack, since: float) -> tuple[int, int]:
+    """(labelled rows, fraud among them) the gateway holds for transactions scored after `since`."""
+    url = f"{st.topology.service_url('gateway')}/v1/recent"
+    body = st.client.get(url, params={"labelled": 1, "since": since, "limit": 100_000}, timeout=30).json()
+    return body["count"], sum(r["label"] for r in body["items"])
+
+
+def _wait_for_labels(st: bstack.BenchStack, since: float, at_least_s: float) -> tuple[int, int]:
+    t0 = time.monotonic()
+    while True:
+        rows, fraud = _labelled(st, since)
+        enough = rows >= LABELLED_ROWS and fraud >= LABELLED_FRAUD
+        if enough and time.monotonic() - t0 >= at_least_s:
+            return rows, fraud
+        if time.monotonic() - t0 > LABELS_TIMEOUT_S:
+            raise RuntimeError(f"only {rows} labelled rows ({fraud} fraud) after {LABELS_TIMEOUT_S:.0f}s of traffic")
+        time.sleep(2.0)
+
+
 def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
     warm_s = (10.0 if quick else 20.0) * scale
     result: dict[str, Any] = {"bench": "retrain", "quick": quick, "machine": machine(),
@@ -54,13 +75,16 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="faultline-bench-") as tmp:
         tmpdir = Path(tmp)
         with bstack.running(tmpdir / "home", tmpdir / "cache", replicas=2) as st:
+            started = time.time()
             st.api("POST", "/api/traffic", json={"rps": TRAFFIC_RPS})
-            time.sleep(warm_s)  # labelled traffic accumulates (labels follow after the feedback delay)
+            # labelled traffic accumulates (labels follow after the feedback delay)
+            labelled_rows, labelled_fraud = _wait_for_labels(st, started, warm_s)
             traffic = st.api("GET", "/api/traffic")
             load = load_average()
             steps: dict[str, float] = {}
             t0 = time.monotonic()
-            trained = st.api("POST", "/api/console/retrain", json={}, timeout=600)
+            window = time.time() - started + 5.0  # this traffic's labels, all of them
+            trained = st.api("POST", "/api/console/retrain", json={"window_s": window}, timeout=600)
             steps["retrain_s"] = time.monotonic() - t0
             version = trained["data"]["version"]
             t1 = time.monotonic()
@@ -73,7 +97,9 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
             total = time.monotonic() - t0
     result.update({
         "version": version,
-        "training": {k: trained["data"].get(k) for k in ("rows", "metrics", "profile", "parent", "seconds", "source")},
+        "training": {k: trained["data"].get(k) for k in ("rows", "fraud", "span_s", "metrics", "parent", "warm_start",
+                                                          "seconds", "source")},
+        "labelled_before_retrain": {"rows": labelled_rows, "fraud": labelled_fraud},
         "traffic": {k: traffic.get(k) for k in ("achieved_rps", "profile", "feedback")},
         "steps": {k: round(v, 2) for k, v in steps.items()},
         "total_s": round(total, 2),
@@ -88,7 +114,8 @@ def table(r: dict[str, Any]) -> str:
     s = r["steps"]
     m = r["training"].get("metrics") or {}
     rows = ["| step | seconds |", "|---|---:|",
-            f"| `retrain` ({r['training'].get('rows')} rows, auc {m.get('auc', 0):.3f}) → {r['version']} staging "
+            f"| `retrain` ({r['training'].get('rows')} labelled rows, {r['training'].get('fraud')} fraud, auc "
+            f"{m.get('auc', 0):.3f}) → {r['version']} staging "
             f"| {s['retrain_s']:.2f} |",
             f"| `deploy {r['version']} --canary 0.1` | {s['canary_s']:.2f} |",
             f"| `promote {r['version']}` | {s['promote_s']:.2f} |",

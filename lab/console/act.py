@@ -18,13 +18,19 @@ from lab.console.settable import settable
 from lab.faults.base import FaultError
 from lab.faults.context import argv_with_config
 from lab.stack import StackError
+from services.common.schema import MODEL_FEATURES
 
 MAX_CONSOLE_REPLICAS = 6
 RESTART_WAIT_S = 60.0
 STARTING_WAIT_S = 30.0
 RETRAIN_DEFAULT_WINDOW_S = 600.0
-RETRAIN_MIN_ROWS, RETRAIN_MAX_ROWS = 20_000, 100_000
-RETRAIN_EPOCHS = 10
+# Below these a model learns nothing worth a canary; the gateway holds at most 100,000 labelled rows.
+RETRAIN_MIN_ROWS, RETRAIN_MAX_ROWS = 500, 100_000
+RETRAIN_MIN_FRAUD = 25
+RETRAIN_EPOCHS = 20
+RETRAIN_MAX_WAIT_S = 600.0
+RETRAIN_FETCH_TIMEOUT_S = 60.0
+RETRAIN_FIELDS = (*MODEL_FEATURES, "label", "ts")
 
 
 def _http(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -210,54 +216,97 @@ def rollback(ctx: ConsoleContext, args: Any) -> OpResult:
     return _rollout_result(res, f"rolled back to {version}: production, 100% of traffic{extra}")
 
 
-def _current_traffic(ctx: ConsoleContext) -> tuple[str, dict[str, Any], float]:
-    """(profile name, its generator shift, achieved rps) of the live traffic; baseline at 20 rps without any."""
-    from services.loadgen.client import LoadgenClient, LoadgenError
+def _retrain_window(ctx: ConsoleContext, window_s: float) -> tuple[float, float]:
+    """(wall-clock seconds the window covers, the unix time it starts). The window is in scenario seconds: during
+    an attempt it is scaled by the attempt's time scale (labels arrive in real time), and it never reaches back
+    before the attempt began (earlier rows belong to another scenario's traffic)."""
+    attempt = ctx.attempt
+    scale = float(getattr(attempt, "scale", None) or 1.0) if attempt is not None else 1.0
+    wall = window_s * scale
+    since = time.time() - wall
+    started = getattr(attempt, "started_at", None) if attempt is not None else None
+    if started is not None:
+        since = max(since, float(started))
+    return wall, since
 
-    st = ctx.stack.traffic_state()
-    if not st.get("running"):
-        return "baseline", {}, 20.0
-    try:
-        with LoadgenClient(ctx.stack.loadgen_url) as client:
-            profiles = client.profiles()
-    except LoadgenError as exc:
-        raise ConsoleError(f"could not read the traffic's profile: {exc}", 503) from exc
-    name = st.get("profile", "baseline")
-    shift = dict((profiles.get(name) or {}).get("shift") or {})
-    return name, shift, float(st.get("achieved_rps") or st.get("target_rps") or 20.0)
+
+def _labelled_rows(ctx: ConsoleContext, since: float) -> list[dict[str, Any]]:
+    """The gateway's labelled rows scored after `since` (its own port), reduced to what training needs."""
+    url = f"{ctx.http.service_url('gateway')}/v1/recent?labelled=1&since={since:.3f}&limit={RETRAIN_MAX_ROWS}"
+    got = _http(ctx.http.call, "GET", url, "the gateway", timeout=RETRAIN_FETCH_TIMEOUT_S)
+    return [{k: row.get(k) for k in RETRAIN_FIELDS} for row in got.get("items") or []]
+
+
+def _too_few(n: int, fraud: int) -> str | None:
+    """Why n labelled rows holding `fraud` fraud cases are not enough to train on, or None."""
+    if n < RETRAIN_MIN_ROWS:
+        return f"need at least {RETRAIN_MIN_ROWS} rows"
+    if fraud == 0 or fraud == n:
+        return "all of one class: nothing to learn to tell apart"
+    if fraud < RETRAIN_MIN_FRAUD:
+        return f"need at least {RETRAIN_MIN_FRAUD} fraud cases"
+    if n - fraud < RETRAIN_MIN_ROWS // 2:
+        return f"need at least {RETRAIN_MIN_ROWS // 2} legitimate ones"
+    return None
+
+
+def _span_text(rows: list[dict[str, Any]]) -> tuple[float | None, str]:
+    stamps = [r["ts"] for r in rows if isinstance(r.get("ts"), int | float)]
+    if not stamps:
+        return None, "an unknown span"
+    span = max(stamps) - min(stamps)
+    return span, f"{span:.0f} s of traffic"
 
 
 @operation("retrain")
 def retrain(ctx: ConsoleContext, args: Any) -> OpResult:
-    """Train on "recent traffic": the generator under the live profile's shift, as the gateway would have seen it
-    (its amount_scale applied). A stand-in for labelled rows from the gateway, which it does not serve yet."""
+    """Train on the gateway's labelled recent traffic (`GET /v1/recent?labelled=1`): rows scored in the window
+    whose late label has arrived, fine-tuning the production version (registry `POST /v1/train`, warm start).
+    With `wait_s`, wait that long first, so that the window holds labels that arrived from now on."""
     window = args.window_s or RETRAIN_DEFAULT_WINDOW_S
-    profile, shift, rps = _current_traffic(ctx)
-    scale_seen = float(_http(ctx.http.get_config, "gateway").get("amount_scale", 1.0))
-    unit = float(shift.get("unit_scale", 1.0)) * scale_seen
-    if unit != 1.0:
-        shift["unit_scale"] = unit
-    else:
-        shift.pop("unit_scale", None)
-    rows = int(min(RETRAIN_MAX_ROWS, max(RETRAIN_MIN_ROWS, rps * window)))
-    parent = holder(ctx.http, "production")
-    seed = 100 + int(getattr(ctx.attempt, "seed", 0) or 0) % 1000
-    body: dict[str, Any] = {"data_seed": seed, "n_rows": rows, "epochs": RETRAIN_EPOCHS, "seed": 0,
-                            "shift": shift or None, "stage": "staging"}
-    if parent is not None:
-        body["parent"] = parent
+    scale = float(getattr(ctx.attempt, "scale", None) or 1.0) if ctx.attempt is not None else 1.0
+    wait = (args.wait_s or 0.0) * scale
+    if wait > RETRAIN_MAX_WAIT_S:
+        raise ConsoleError(f"wait_s: at most {RETRAIN_MAX_WAIT_S:.0f} s of wall clock "
+                           f"({RETRAIN_MAX_WAIT_S / scale:.0f} scenario seconds here)", 422)
     t0 = time.monotonic()
+    time.sleep(wait)  # labels arrive late: let a fresh batch of them in
+    waited = time.monotonic() - t0
+    wall, since = _retrain_window(ctx, window)
+    rows = _labelled_rows(ctx, since)
+    fraud = sum(r["label"] == 1 for r in rows)
+    covered = f"the last {window:g} s" + (f" ({wall:.0f} s at time scale {scale:g})" if wall != window else "")
+    short = _too_few(len(rows), fraud)
+    if short is not None:
+        after = f" after waiting {waited:.0f} s" if wait else ""
+        raise ConsoleError(f"only {len(rows)} labelled rows ({fraud} fraud) in {covered}{after}: {short}; labels "
+                           "arrive late, wait or widen --window", 409)
+
+    parent = holder(ctx.http, "production")
+    span, span_text = _span_text(rows)
+    origin = f"gateway /v1/recent?labelled=1, {covered}: {len(rows)} rows, {fraud} fraud"
+    body: dict[str, Any] = {"rows": rows, "epochs": RETRAIN_EPOCHS, "seed": 0, "stage": "staging", "origin": origin}
+    if parent is not None:
+        body.update(parent=parent, warm_start=True)
+    t1 = time.monotonic()
     meta = _http(ctx.http.registry, "POST", "/v1/train", body, timeout=TRAIN_TIMEOUT_S)
-    took = time.monotonic() - t0
+    took = time.monotonic() - t1
     m = meta.get("metrics") or {}
-    data = {"version": meta["version"], "stage": meta.get("stage"), "metrics": m, "rows": rows, "window_s": window,
-            "profile": profile, "shift": shift, "parent": parent, "seconds": round(took, 1),
-            "source": "generator under the live traffic profile (stand-in for labelled recent traffic)"}
-    text = (f"trained {meta['version']} on {rows} rows shaped like the last {window:g}s of traffic "
-            f"(profile {profile}) in {took:.0f}s: auc {num(m.get('auc'), '{:.3f}')}, "
-            f"recall {num(m.get('recall'), '{:.3f}')}, precision {num(m.get('precision'), '{:.3f}')}; "
-            "registered as staging — roll it out with "
-            f"`deploy {meta['version']} --canary 0.1` or `promote {meta['version']}`")
+    training = meta.get("training") or {}
+    lineage = meta.get("lineage") or {}
+    test_rows, test_fraud = (training.get("rows") or {}).get("test"), training.get("test_fraud")
+    start = f"fine-tuned from {parent}" if lineage.get("warm_start") else "from scratch"
+    data = {"version": meta["version"], "stage": meta.get("stage"), "metrics": m, "rows": len(rows), "fraud": fraud,
+            "window_s": window, "wall_window_s": round(wall, 1), "since": round(since, 3), "span_s": span,
+            "parent": parent, "warm_start": lineage.get("warm_start"), "waited_s": round(waited, 1),
+            "seconds": round(took, 1), "test_rows": test_rows, "test_fraud": test_fraud,
+            "source": "the gateway's labelled recent traffic"}
+    waited_text = f"waited {waited:.0f} s for labels, then " if waited >= 1 else ""
+    text = (f"{waited_text}trained {meta['version']} on {len(rows)} labelled rows ({fraud} fraud) from {covered} "
+            f"({span_text}), {start}, in {took:.0f}s. Held-out {test_rows} rows ({test_fraud} fraud): "
+            f"auc {num(m.get('auc'), '{:.3f}')}, recall {num(m.get('recall'), '{:.3f}')}, precision "
+            f"{num(m.get('precision'), '{:.3f}')} at its threshold {num(m.get('threshold'), '{:.2f}')}. Registered "
+            f"as staging — roll it out with `deploy {meta['version']} --canary 0.1` or `promote {meta['version']}`")
     return OpResult(data, text, labels={"retrained": meta["version"]})
 
 

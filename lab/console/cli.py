@@ -164,9 +164,11 @@ def _add_console_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
         sp.add_argument("version")
         sp.set_defaults(func=_console_cmd(name, lambda a: {"version": a.version}))
 
-    sp = new("retrain", "train a new version on recent traffic and register it (staging)")
+    sp = new("retrain", "train a new version on recent labelled traffic and register it (staging)")
     sp.add_argument("--window", type=float, dest="window_s", help="seconds of recent traffic (default 600)")
-    sp.set_defaults(func=_console_cmd("retrain", lambda a: {"window_s": a.window_s}))
+    sp.add_argument("--wait", type=float, dest="wait_s",
+                    help="seconds to wait first, for late labels to come in (default 0)")
+    sp.set_defaults(func=_console_cmd("retrain", lambda a: {"window_s": a.window_s, "wait_s": a.wait_s}))
 
     sp = new("kill", "kill a process the scenario started (see `status`)")
     sp.add_argument("pid", type=int)

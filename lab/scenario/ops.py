@@ -67,7 +67,11 @@ class VersionArgs(Strict):
 
 
 class RetrainArgs(Strict):
+    """Train on the gateway's labelled rows of the last `window_s` (scenario) seconds; with `wait_s`, wait that long
+    first (labels arrive late: the window then holds the labels that came in meanwhile)."""
+
     window_s: Seconds | None = None
+    wait_s: Seconds | None = None
 
 
 class TrafficArgs(Strict):

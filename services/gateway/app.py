@@ -353,7 +353,7 @@ class Gateway:
 
     def _recent(self, query: bytes) -> tuple[int, bytes]:
         try:
-            params = parse_qs(query.decode("latin-1"), strict_parsing=False)
+            params = parse_qs(query.decode("latin-1"), keep_blank_values=True)
         except ValueError:
             return json_error(400, "malformed query string")
         unknown = sorted(set(params) - {"limit", "since", "labelled"})

@@ -8,8 +8,8 @@ the monitor's live window for drift. A late label is stamped into its row there 
 Labelled: every row that got its label, in the order labels arrived, kept far longer than the recent ring
 (`LABELLED_CAPACITY`) because retraining on recent traffic needs a long window of labelled rows (the
 concept-drift scenario retrains on up to 1,800 s at 50 rps: 90,000 rows). Stored column-wise (the `array`
-module, strings as codes), about 230 bytes a row against ~1 KiB as dicts: a full ring of 100,000 rows adds
-~25 MiB to the gateway (docs/gateway.md has the measurement).
+module, strings as codes), ~130 bytes a row besides the ids' strings, against ~1 KiB as dicts; the columns grow
+as labels arrive. A full ring of 100,000 rows added ~16 MiB to the gateway's RSS (docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -46,12 +46,13 @@ class LabelledRing:
 
     def __init__(self, capacity: int = LABELLED_CAPACITY) -> None:
         self.capacity = capacity
-        self._floats = {name: array("d", bytes(8 * capacity)) for name in self._FLOATS}
-        self._codes = {name: array("H", bytes(2 * capacity)) for name in self._CODED}
-        self._card_present = array("b", bytes(capacity))  # 0, 1, or -1 for null
-        self._label = array("b", bytes(capacity))
-        self._ids: list[str | None] = [None] * capacity
-        self._cards: list[str | None] = [None] * capacity
+        # The columns grow as labels arrive (an idle gateway holds nothing) and are overwritten in place once full.
+        self._floats = {name: array("d") for name in self._FLOATS}
+        self._codes = {name: array("H") for name in self._CODED}
+        self._card_present = array("b")  # 0, 1, or -1 for null
+        self._label = array("b")
+        self._ids: list[str | None] = []
+        self._cards: list[str | None] = []
         self._code_of: dict[str, int] = {}
         self._strings: list[str] = []
         self._start = 0
@@ -89,22 +90,30 @@ class LabelledRing:
         if None in codes or not (present is None or isinstance(present, bool)):
             self.skipped += 1
             return False
-        if self.size == self.capacity:
-            i = self._start
-            self._start = (self._start + 1) % self.capacity
-        else:
-            i = (self._start + self.size) % self.capacity
+        values = (-1 if present is None else int(present), int(row["label"]), row.get("transaction_id"),
+                  row.get("card_id"))
+        if self.size < self.capacity:  # still growing: the oldest row is slot 0
+            for name, v in zip(self._FLOATS, floats, strict=True):
+                self._floats[name].append(v)
+            for name, c in zip(self._CODED, codes, strict=True):
+                self._codes[name].append(c)  # type: ignore[arg-type]  # None was ruled out above
+            for column, v in zip(self._others(), values, strict=True):
+                column.append(v)
             self.size += 1
-        for name, v in zip(self._FLOATS, floats, strict=True):
-            self._floats[name][i] = v
-        for name, c in zip(self._CODED, codes, strict=True):
-            self._codes[name][i] = c  # type: ignore[assignment]  # None was ruled out above
-        self._card_present[i] = -1 if present is None else int(present)
-        self._label[i] = int(row["label"])
-        self._ids[i] = row.get("transaction_id")
-        self._cards[i] = row.get("card_id")
+        else:  # full: overwrite the oldest
+            i = self._start
+            self._start = (i + 1) % self.capacity
+            for name, v in zip(self._FLOATS, floats, strict=True):
+                self._floats[name][i] = v
+            for name, c in zip(self._CODED, codes, strict=True):
+                self._codes[name][i] = c  # type: ignore[assignment]
+            for column, v in zip(self._others(), values, strict=True):
+                column[i] = v
         self.total += 1
         return True
+
+    def _others(self) -> tuple[Any, ...]:
+        return self._card_present, self._label, self._ids, self._cards
 
     def _slot(self, k: int) -> int:
         """Ring slot of the k-th oldest row."""

@@ -8,6 +8,10 @@ keys from a whitelist (lab/console/settable.py), `kill` only for processes the s
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import gc
 import json
 import time
 from typing import Any
@@ -258,11 +262,26 @@ def _span_text(rows: list[dict[str, Any]]) -> tuple[float | None, str]:
     return span, f"{span:.0f} s of traffic"
 
 
+def _release_memory() -> None:
+    """Hand the heap that a large retrain used back to the OS: 100,000 rows are ~100 MiB of Python objects in this
+    long-lived process, garbage once the registry has them, but kept by the allocator otherwise."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)  # glibc only
+
+
 @operation("retrain")
 def retrain(ctx: ConsoleContext, args: Any) -> OpResult:
     """Train on the gateway's labelled recent traffic (`GET /v1/recent?labelled=1`): rows scored in the window
     whose late label has arrived, fine-tuning the production version (registry `POST /v1/train`, warm start).
     With `wait_s`, wait that long first, so that the window holds labels that arrived from now on."""
+    try:
+        return _retrain(ctx, args)
+    finally:
+        _release_memory()
+
+
+def _retrain(ctx: ConsoleContext, args: Any) -> OpResult:
     window = args.window_s or RETRAIN_DEFAULT_WINDOW_S
     scale = float(getattr(ctx.attempt, "scale", None) or 1.0) if ctx.attempt is not None else 1.0
     wait = (args.wait_s or 0.0) * scale

@@ -229,8 +229,8 @@ def build_app(root: str | Path, config: RegistryConfig | None = None) -> Any:
                                f"(at most {MAX_ROWS}), or only the model features and label of each")
         try:
             body = fastjson.loads(raw) if raw.strip() else None
-        except (ValueError, RecursionError):
-            return _error(400, "body must be valid JSON")
+        except (ValueError, RecursionError) as exc:  # orjson says why: "recursion limit reached", a bad byte...
+            return _error(400, f"body must be valid JSON: {str(exc)[:200]}")
         del raw
         if not isinstance(body, dict):
             return _error(422, "body must be a JSON object")

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import gc
 import json
+import re
 import time
 from typing import Any
 
@@ -26,6 +27,9 @@ from services.common.schema import MODEL_FEATURES
 
 MAX_CONSOLE_REPLICAS = 6
 RESTART_WAIT_S = 60.0
+# Readiness reasons that mean "getting there" (services' /readyz); any other reason held this long is an answer.
+TRANSIENT_REASON = re.compile(r"(loading|warming|starting|waiting)\b", re.IGNORECASE)
+STUCK_AFTER_S = 3.0
 STARTING_WAIT_S = 30.0
 RETRAIN_DEFAULT_WINDOW_S = 600.0
 # Below these a model learns nothing worth a canary; the gateway holds at most 100,000 labelled rows.
@@ -33,6 +37,7 @@ RETRAIN_MIN_ROWS, RETRAIN_MAX_ROWS = 500, 100_000
 RETRAIN_MIN_FRAUD = 25
 RETRAIN_EPOCHS = 20
 RETRAIN_MAX_WAIT_S = 600.0
+RETRAIN_WAIT_STEP_S = 0.5
 RETRAIN_FETCH_TIMEOUT_S = 60.0
 RETRAIN_FIELDS = (*MODEL_FEATURES, "label", "ts")
 
@@ -132,23 +137,41 @@ def restart(ctx: ConsoleContext, args: Any) -> OpResult:
         last = st.get("last_exit") or {}
         how = (f"it exited again after {took:.1f}s ({last.get('reason') or 'exit'}, code {last.get('code')}); "
                f"state {st['state']}")
+    elif st["not_ready_reason"]:
+        how = f"up but not ready after {took:.1f}s: {st['not_ready_reason']}"
     else:
         how = f"not ready after {took:.0f}s, state {st['state']}"
     return OpResult({"service": name, "pid": st["pid"], "state": st["state"], "ready": st["ready"],
                      "last_exit": st.get("last_exit"), "seconds": round(took, 2)}, f"{name} restarted: {how}")
 
 
+def _stuck_reason(reason: str | None) -> bool:
+    """The service itself answered not-ready with a reason that is not progress (the supervisor's reason reads
+    "/readyz answered 503: <the service's reason>"; unreachable means it is still starting)."""
+    if not reason or " answered " not in reason or ": " not in reason:
+        return False
+    return not TRANSIENT_REASON.match(reason.split(": ", 1)[1])
+
+
 def _wait_up_or_down(ctx: ConsoleContext, name: str) -> tuple[dict[str, Any], bool]:
     """(status, died): once the service is ready, or once the process the restart started has died (a crash loop
     answers at once instead of holding the console for RESTART_WAIT_S), or at the deadline."""
     supervisor = ctx.stack.supervisor
-    deadline = time.monotonic() + RESTART_WAIT_S
+    now = time.monotonic()
+    deadline = now + RESTART_WAIT_S
     first_pid = None
+    reason, reason_since = None, now
     while True:
         st = supervisor.service_status(name)
         first_pid = first_pid or st["pid"]
         died = first_pid is not None and st["pid"] != first_pid
-        if st["ready"] or died or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if st["not_ready_reason"] != reason:
+            reason, reason_since = st["not_ready_reason"], now
+        # Up but refusing to become ready for a reason that is not progress (a model it cannot load): waiting
+        # longer changes nothing.
+        stuck = _stuck_reason(reason) and now - reason_since >= STUCK_AFTER_S
+        if st["ready"] or died or stuck or now >= deadline:
             return st, died
         time.sleep(0.05)
 
@@ -289,7 +312,10 @@ def _retrain(ctx: ConsoleContext, args: Any) -> OpResult:
         raise ConsoleError(f"wait_s: at most {RETRAIN_MAX_WAIT_S:.0f} s of wall clock "
                            f"({RETRAIN_MAX_WAIT_S / scale:.0f} scenario seconds here)", 422)
     t0 = time.monotonic()
-    time.sleep(wait)  # labels arrive late: let a fresh batch of them in
+    while time.monotonic() - t0 < wait:  # labels arrive late: let a fresh batch of them in
+        if ctx.attempt is not None and getattr(ctx.attempt, "status", "running") != "running":
+            raise ConsoleError("the attempt ended while retrain was waiting for labels; nothing was trained", 409)
+        time.sleep(min(RETRAIN_WAIT_STEP_S, max(0.0, wait - (time.monotonic() - t0))))
     waited = time.monotonic() - t0
     wall, since = _retrain_window(ctx, window)
     rows = _labelled_rows(ctx, since)
@@ -316,7 +342,8 @@ def _retrain(ctx: ConsoleContext, args: Any) -> OpResult:
     test_rows, test_fraud = (training.get("rows") or {}).get("test"), training.get("test_fraud")
     start = f"fine-tuned from {parent}" if lineage.get("warm_start") else "from scratch"
     data = {"version": meta["version"], "stage": meta.get("stage"), "metrics": m, "rows": len(rows), "fraud": fraud,
-            "window_s": window, "wall_window_s": round(wall, 1), "since": round(since, 3), "span_s": span,
+            "window_s": window, "wall_window_s": round(wall, 1), "since": round(since, 3),
+            "span_s": None if span is None else round(span, 1),
             "parent": parent, "warm_start": lineage.get("warm_start"), "waited_s": round(waited, 1),
             "seconds": round(took, 1), "test_rows": test_rows, "test_fraud": test_fraud,
             "source": "the gateway's labelled recent traffic"}

@@ -113,6 +113,13 @@ def test_corrupt_artifact_is_refused_and_the_old_version_keeps_serving(flab: Lab
     served = flab.scores(10)
     assert {s["model_version"] for s in served} == {"v1"} and {s["replica"] for s in served} == {"model-2"}
 
+    # the console's restart answers once the replica says why it will not get ready, not after its 60 s wait
+    r = flab.http.post(flab.stack.lab_url + "/api/console/restart", json={"service": "model-1"})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["data"]["ready"] is False and res["data"]["seconds"] < 45, res
+    assert "up but not ready" in res["text"] and "sha256 mismatch" in res["text"], res["text"]
+
     flab.revert("corrupt")
     flab.wait_healthy()
     _assert_restored(flab, before, vn)

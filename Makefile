@@ -34,16 +34,17 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-# The whole suite: first everything on the session's shared stack, then the scenario catalog on a private lab of
-# its own (every scenario broken, fixed and wrongly fixed for real, time compressed). The second part runs even
-# when the first fails, so one run reports everything; `make test-catalog` runs the catalog alone.
+# The whole suite: first everything on the session's shared stack, then the scenario catalog (every scenario broken,
+# fixed and wrongly fixed for real, time compressed) on two workers, each with a private lab of its own (runs that
+# load the CPU take it alone: tests/catalog/cpulock.py). The second part runs even when the first fails, so one run
+# reports everything; `make test-catalog` runs the catalog alone.
 test: setup lint system-deps
 	$(VENV)/bin/pytest -q -ra --ignore=tests/catalog; first=$$?; \
-	$(VENV)/bin/pytest -q -ra tests/catalog; second=$$?; \
+	$(VENV)/bin/pytest -q -ra -n 2 tests/catalog; second=$$?; \
 	test $$first -eq 0 -a $$second -eq 0
 
 test-catalog: setup system-deps
-	$(VENV)/bin/pytest -q -ra tests/catalog
+	$(VENV)/bin/pytest -q -ra -n 2 tests/catalog
 
 bench: setup system-deps
 	$(PY) -m bench all --update-docs

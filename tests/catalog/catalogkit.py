@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cpulock
 import httpx
 
 from lab.runner import EXIT_OK, LabClient, RunError, run_attempt
@@ -71,8 +72,9 @@ class RunResult:
 class CatalogLab:
     """The shared private lab, through its JSON API and the services' own ports."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, lock_dir: Path) -> None:
         self.url = url
+        self.lock_dir = lock_dir
         self.client = LabClient(url)
         self.http = httpx.Client(timeout=30, trust_env=False)
         self.baseline: dict[str, Any] = {}
@@ -119,7 +121,8 @@ class CatalogLab:
         self.abort_active()
         t0 = time.monotonic()
         try:
-            attempt_id, code = run_attempt(self.client, sc, mode, give_up_after=None)
+            with cpulock.machine(self.lock_dir, exclusive=cpulock.is_cpu_heavy(sc)):
+                attempt_id, code = run_attempt(self.client, sc, mode, give_up_after=None)
         except (RunError, httpx.HTTPError) as exc:
             self.abort_active()
             raise AssertionError(f"{sc.id} seed {seed} {mode}: the run could not be carried out: {exc}\n"

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import cpulock
 import psutil
 import pytest
 from catalogkit import EXIT_OK, ROOT, CatalogLab, rendered, scenario_paths
@@ -85,10 +86,11 @@ def test_the_wrong_fix_does_not_pass_and_inaction_scores_low(catalog_lab: Catalo
     catalog_lab.wait_healthy(catalog_lab.status()["public_url"])
 
 
-def test_faultline_run_unsolved_on_its_own_stack_scores_below_50() -> None:
-    proc = subprocess.run([sys.executable, "-m", "lab.cli", "run", "feature-store-outage", "--json", "--seed", "4",
-                           "--time-scale", str(TIME_SCALE), "--give-up-after", "2"],
-                          capture_output=True, text=True, timeout=420, env=child_env(), cwd=str(ROOT))
+def test_faultline_run_unsolved_on_its_own_stack_scores_below_50(cpu_lock_dir: Path) -> None:
+    with cpulock.machine(cpu_lock_dir, exclusive=True):  # a whole stack starting: torch imports on every core
+        proc = subprocess.run([sys.executable, "-m", "lab.cli", "run", "feature-store-outage", "--json", "--seed",
+                               "4", "--time-scale", str(TIME_SCALE), "--give-up-after", "2"],
+                              capture_output=True, text=True, timeout=420, env=child_env(), cwd=str(ROOT))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out: dict[str, Any] = json.loads(proc.stdout)
     assert out["scenario"] == "feature-store-outage" and out["seed"] == 4

@@ -1,0 +1,41 @@
+"""Runs that lean on the CPU get the machine to themselves when the catalog runs on several workers.
+
+The catalog may run on two pytest-xdist workers, each with its own private lab: most runs spend their time waiting
+for probe windows, so two labs share two cores without touching each other's latency. A CPU hog or a retrain
+(torch training on every core) would, so those runs take the lock exclusively and the others share it. A
+turnstile in front keeps a waiting exclusive run from being starved by the other worker's stream of shared runs.
+Without xdist nothing contends and the locks cost nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+HEAVY_OPS = {"retrain", "scale"}
+
+
+def is_cpu_heavy(scenario: Any) -> bool:
+    """A CPU fault, or a reference or wrong fix that trains a model or starts replicas."""
+    if any(f.kind == "cpu" for f in scenario.faults):
+        return True
+    ops = [*scenario.solution, *(scenario.wrong_fix or [])]
+    return any(op.op in HEAVY_OPS for op in ops)
+
+
+@contextmanager
+def machine(lock_dir: Path, exclusive: bool) -> Iterator[None]:
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "turnstile.lock", "a+") as turnstile, open(lock_dir / "cpu.lock", "a+") as cpu:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(cpu, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(cpu, fcntl.LOCK_UN)

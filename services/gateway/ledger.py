@@ -6,8 +6,8 @@ one is a 409 (the counters would otherwise double count).
 Recent: the last 10,000 scored rows as the model saw them (after amount_scale), with score and version:
 the monitor's live window for drift. A late label is stamped into its row there (`label`, `labelled_at`).
 Labelled: every row that got its label, in the order labels arrived, kept far longer than the recent ring
-(`LABELLED_CAPACITY`) because retraining on recent traffic needs a long window of labelled rows (the
-concept-drift scenario retrains on up to 1,800 s at 50 rps: 90,000 rows). Stored column-wise (the `array`
+(`LABELLED_CAPACITY`) because retraining on recent traffic needs a long window of labelled rows (30 minutes at
+the catalog's busiest labelled traffic, 50 rps, is 90,000 rows). Stored column-wise (the `array`
 module, strings as codes), ~130 bytes a row besides the ids' strings, against ~1 KiB as dicts; the columns grow
 as labels arrive. A full ring of 100,000 rows added ~16 MiB to the gateway's RSS (docs/gateway.md).
 """

@@ -1,4 +1,4 @@
-"""`faultline run`, the headless runner, end to end on real stacks (slow-replica at time scale 0.2).
+"""`faultline run`, the headless runner, end to end on real stacks (slow-replica at time scale 0.05).
 
 - solved, on a private stack it starts and tears down itself: it breaks, the reference solution fixes it, the
   score is at least 90, and nothing of the private stack is left running;
@@ -25,6 +25,7 @@ from lab.scenario import load_scenario, render
 
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
+SCALE = 0.05  # as the catalog runs: injection 1-3 s after start, a 3 s hold (probe windows keep a 10 s floor)
 KEYS = {"scenario", "seed", "broke", "fixed", "score", "breakdown", "timeline"}
 
 
@@ -37,7 +38,7 @@ def shared(stack: Any) -> Iterator[Any]:
 
 
 def run(*args: str, timeout: float = 420) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    proc = subprocess.run([sys.executable, "-m", "lab.cli", "run", "slow-replica", "--json", "--time-scale", "0.2",
+    proc = subprocess.run([sys.executable, "-m", "lab.cli", "run", "slow-replica", "--json", "--time-scale", str(SCALE),
                            *args], capture_output=True, text=True, timeout=timeout, env=child_env(), cwd=str(ROOT))
     assert proc.stdout.strip(), proc.stderr
     return proc, json.loads(proc.stdout)
@@ -67,7 +68,7 @@ def test_unsolved_breaks_and_scores_below_50(shared: Any) -> None:
     assert out["end_reason"] == "gave up without acting (headless run)"
     assert not out["lab"]["private"]
     events = stack.client.get(f"{stack.lab_url}/api/attempts/{out['attempt_id']}/events").json()
-    scenario = render(load_scenario(ROOT / "scenarios" / "slow-replica.yaml"), 2, 0.2)
+    scenario = render(load_scenario(ROOT / "scenarios" / "slow-replica.yaml"), 2, SCALE)
     assert grade(scenario, events)["score"] == out["score"]  # the journal alone gives the grade
 
 

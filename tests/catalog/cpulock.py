@@ -1,8 +1,8 @@
 """Runs that lean on the CPU get the machine to themselves when the catalog runs on several workers.
 
 The catalog may run on two pytest-xdist workers, each with its own private lab: most runs spend their time waiting
-for probe windows, so two labs share two cores without touching each other's latency. A CPU hog or a retrain
-(torch training on every core) would, so those runs take the lock exclusively and the others share it. A
+for probe windows, so two labs share two cores without touching each other's latency. A CPU hog, or replicas
+starting (torch imports on every core), would: those runs take the lock exclusively and the others share it. A
 turnstile in front keeps a waiting exclusive run from being starved by the other worker's stream of shared runs.
 Without xdist nothing contends and the locks cost nothing.
 """
@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-HEAVY_OPS = {"retrain", "scale"}
+HEAVY_OPS = {"scale"}  # new replicas import torch on every core; a retrain is ~3 s of one thread, shared is fine
 
 
 def is_cpu_heavy(scenario: Any) -> bool:
-    """A CPU fault, or a reference or wrong fix that trains a model or starts replicas."""
+    """A CPU fault, or a reference or wrong fix that starts replicas."""
     if any(f.kind == "cpu" for f in scenario.faults):
         return True
     ops = [*scenario.solution, *(scenario.wrong_fix or [])]

@@ -160,6 +160,7 @@ class ManagedProcess:
         self.log = LogBuffer(spec.name, log_path, log_capacity)
         self.popen: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
+        self.kids: dict[int, psutil.Process] = {}  # its own children, whose CPU counts as its own
         self.state = "stopped"
         self.ready = False
         self.want_running = False
@@ -244,9 +245,24 @@ class ManagedProcess:
         try:
             self.rss_bytes = self.ps.memory_info().rss
             if with_cpu:
-                self.cpu_percent = self.ps.cpu_percent(None)
+                self.cpu_percent = self.ps.cpu_percent(None) + self._children_cpu()
         except psutil.Error:
             pass
+
+    def _children_cpu(self) -> float:
+        """CPU of the processes it forked (a CPU hog's workers, a training subprocess) since the last sample."""
+        assert self.ps is not None
+        total, seen = 0.0, set()
+        for child in self.ps.children(recursive=True):
+            seen.add(child.pid)
+            known = self.kids.setdefault(child.pid, child)
+            try:
+                total += known.cpu_percent(None)  # 0.0 on the first sample of a new child
+            except psutil.Error:
+                pass
+        for pid in set(self.kids) - seen:
+            del self.kids[pid]
+        return total
 
     def reap(self, now: float) -> bool:
         """Check for exit; returns True when the process exited since the last call."""
@@ -267,6 +283,7 @@ class ManagedProcess:
         self.rss_bytes = 0
         self.cpu_percent = 0.0
         self.ps = None
+        self.kids = {}
         failed = self.last_exit["code"] != 0
         if uptime >= self.spec.restart.reset_after_s:
             self.consecutive_failures = 0

@@ -1,4 +1,4 @@
-"""The scenario catalog, end to end: every file in scenarios/, run for real on one shared private lab.
+"""The scenario catalog, end to end: every file in scenarios/, run for real on private labs (one per xdist worker).
 
 For every scenario (parametrized over the files, so a new scenario is covered without touching this test):
 - it validates, and renders for every seed used here;
@@ -6,15 +6,16 @@ For every scenario (parametrized over the files, so a new scenario is covered wi
   fixes it — an accepted end state holds its probes — and grades at least 90, with full diagnosis credit and no
   collateral; afterwards the stack is back to its baseline and healthy (faults reverted, configs, versions,
   replicas and proxies as before, a real scoring request answered by v1);
-- for a third seed: the scenario's plausible wrong fix breaks nothing further but does not pass (the fix claim is
+- for two more seeds: the scenario's plausible wrong fix breaks nothing further but does not pass (the fix claim is
   rejected, the grade stays below 90 and is penalised), and the learner who does nothing scores below 50 — graded
   on that same run's journal up to the learner's first action, which is exactly an attempt where nobody acted
   (the grade is a pure function of the journal);
 - once, on a stack of its own, the real `faultline run ID --json` (unsolved) breaks, scores below 50 and leaves
   nothing running.
 
-Time is compressed by TIME_SCALE (injection times, probe windows, hold times and par times); the monitor's floor of
-3 s per probe window and the physics of each fault (a leak needs traffic to grow) set the rest.
+Time is compressed by TIME_SCALE (injection times, probe windows, hold times and par times); the attempt engine's
+10 s floor per probe window (`MIN_WINDOW_S`) and the physics of each fault (a leak needs traffic to grow, labels
+arrive late) set the rest.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 TIME_SCALE = 0.05
 SOLVE_SEEDS = (1, 2)
-WRONG_FIX_SEED = 3
+WRONG_FIX_SEEDS = (3, 4)
 PATHS = scenario_paths()
 IDS = [p.stem for p in PATHS]
 
@@ -49,7 +50,7 @@ def test_scenario_validates_and_renders_for_every_seed(path: Path) -> None:
     assert problems == [] and scenario is not None, "\n".join(problems)
     assert scenario.id == path.stem
     assert scenario.wrong_fix, f"{path.name}: every catalog scenario needs a plausible wrong fix to test"
-    for seed in (*SOLVE_SEEDS, WRONG_FIX_SEED):
+    for seed in (*SOLVE_SEEDS, *WRONG_FIX_SEEDS):
         sc = rendered(path, seed, TIME_SCALE)
         assert sc.seed == seed and sc.time_scale == TIME_SCALE
 
@@ -70,9 +71,10 @@ def test_it_breaks_and_the_reference_solution_fixes_it(catalog_lab: CatalogLab, 
     catalog_lab.wait_healthy(catalog_lab.status()["public_url"])
 
 
-@pytest.mark.parametrize("path", PATHS, ids=IDS)
-def test_the_wrong_fix_does_not_pass_and_inaction_scores_low(catalog_lab: CatalogLab, path: Path) -> None:
-    res = catalog_lab.run(path, WRONG_FIX_SEED, "wrong-fix", TIME_SCALE)
+@pytest.mark.parametrize(("path", "seed"), [(p, s) for p in PATHS for s in WRONG_FIX_SEEDS],
+                         ids=[f"{p.stem}-seed{s}" for p in PATHS for s in WRONG_FIX_SEEDS])
+def test_the_wrong_fix_does_not_pass_and_inaction_scores_low(catalog_lab: CatalogLab, path: Path, seed: int) -> None:
+    res = catalog_lab.run(path, seed, "wrong-fix", TIME_SCALE)
     print(res.summary())
     d = res.debrief
     assert d["broke"], res.failure("the steady state never broke")

@@ -87,10 +87,21 @@ def run_op(page: Any, op: str, **fields: str) -> Any:
 
     shown = page.locator("#op-form form.op-form")
     before = shown.get_attribute("data-nonce") if shown.count() else None
-    page.locator(f'.console-ops button[data-op="{op}"]').click()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     # wait for the form just fetched, not the one already on the page (running the same op twice)
     form = page.locator(f'#op-form form.op-form[data-op="{op}"]:not([data-nonce="{before}"])')
-    form.wait_for()
+    for attempt in range(4):
+        page.locator(f'.console-ops button[data-op="{op}"]').click()
+        try:
+            form.wait_for(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            # The live panels above the console are swapped in as the stack changes; a swap that moves the
+            # toolbar between Playwright's stability check and its click sends the click elsewhere, as a hurried
+            # learner's click would be. A learner clicks again, and so does this robot (seen 2 in ~6 full runs).
+            if attempt == 3:
+                raise
     settled(page)
     for name, value in fields.items():
         form.get_by_label(re.compile(f"^{name}", re.I)).select_option(value)

@@ -64,6 +64,7 @@ def page(browser: Any, ui_lab: Any, request: pytest.FixtureRequest) -> Iterator[
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
         shot(pg, f"FAILED-{request.node.name}")  # where the page was when the test gave up
+        print("browser console errors:", *errors, sep="\n  ")  # 4xx answers show up here, for the report
     pg.close()
     server_errors = [e for e in errors if "status of 5" in e or "page error" in e]
     assert not server_errors, server_errors

@@ -26,9 +26,11 @@ from bench.common import dumps, load_average, machine, transactions
 
 GOAL_S = 60.0
 TRAFFIC_RPS = 60.0
+QUICK_TRAFFIC_RPS = 150.0  # the suite's smoke run: the same labels sooner
 CONSECUTIVE = 20
 # comfortably above the console's floor (500 rows, 25 fraud cases): ~2.6 % of baseline traffic is fraud
 LABELLED_ROWS, LABELLED_FRAUD = 1500, 40
+QUICK_LABELLED_ROWS, QUICK_LABELLED_FRAUD = 900, 30
 LABELS_TIMEOUT_S = 240.0
 
 
@@ -55,11 +57,12 @@ def _labelled(st: bstack.BenchStack, since: float) -> tuple[int, int]:
     return body["count"], sum(r["label"] for r in body["items"])
 
 
-def _wait_for_labels(st: bstack.BenchStack, since: float, at_least_s: float) -> tuple[int, int]:
+def _wait_for_labels(st: bstack.BenchStack, since: float, at_least_s: float, quick: bool) -> tuple[int, int]:
     t0 = time.monotonic()
+    want_rows, want_fraud = (QUICK_LABELLED_ROWS, QUICK_LABELLED_FRAUD) if quick else (LABELLED_ROWS, LABELLED_FRAUD)
     while True:
         rows, fraud = _labelled(st, since)
-        enough = rows >= LABELLED_ROWS and fraud >= LABELLED_FRAUD
+        enough = rows >= want_rows and fraud >= want_fraud
         if enough and time.monotonic() - t0 >= at_least_s:
             return rows, fraud
         if time.monotonic() - t0 > LABELS_TIMEOUT_S:
@@ -69,16 +72,17 @@ def _wait_for_labels(st: bstack.BenchStack, since: float, at_least_s: float) -> 
 
 def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
     warm_s = (10.0 if quick else 20.0) * scale
+    rps = QUICK_TRAFFIC_RPS if quick else TRAFFIC_RPS
     result: dict[str, Any] = {"bench": "retrain", "quick": quick, "machine": machine(),
-                              "plan": {"traffic_rps": TRAFFIC_RPS, "labelled_traffic_s": warm_s, "canary": 0.1}}
+                              "plan": {"traffic_rps": rps, "labelled_traffic_s": warm_s, "canary": 0.1}}
     bodies = [dumps(t) for t in transactions(400, seed=23, id_prefix="retrain")]
     with tempfile.TemporaryDirectory(prefix="faultline-bench-") as tmp:
         tmpdir = Path(tmp)
         with bstack.running(tmpdir / "home", tmpdir / "cache", replicas=2) as st:
             started = time.time()
-            st.api("POST", "/api/traffic", json={"rps": TRAFFIC_RPS})
+            st.api("POST", "/api/traffic", json={"rps": rps})
             # labelled traffic accumulates (labels follow after the feedback delay)
-            labelled_rows, labelled_fraud = _wait_for_labels(st, started, warm_s)
+            labelled_rows, labelled_fraud = _wait_for_labels(st, started, warm_s, quick)
             traffic = st.api("GET", "/api/traffic")
             load = load_average()
             steps: dict[str, float] = {}

@@ -2,8 +2,10 @@
 
 - solved, on a private stack it starts and tears down itself: it breaks, the reference solution fixes it, the
   score is at least 90, and nothing of the private stack is left running;
-- unsolved and with the scenario's wrong fix, on the session's shared stack (`--lab-url`): it breaks, is not
-  fixed, and scores below 50; the wrong fix is penalised for its rejected claim.
+- unsolved, on the session's shared stack (`--lab-url`): it breaks, is not fixed, and scores below 50.
+
+The wrong fix goes through the same driver (`lab.runner.run_attempt`) in the catalog test, for every scenario on
+two seeds (tests/catalog).
 """
 
 from __future__ import annotations
@@ -70,16 +72,6 @@ def test_unsolved_breaks_and_scores_below_50(shared: Any) -> None:
     events = stack.client.get(f"{stack.lab_url}/api/attempts/{out['attempt_id']}/events").json()
     scenario = render(load_scenario(ROOT / "scenarios" / "slow-replica.yaml"), 2, SCALE)
     assert grade(scenario, events)["score"] == out["score"]  # the journal alone gives the grade
-
-
-def test_the_wrong_fix_does_not_pass_and_is_penalised(shared: Any) -> None:
-    stack = shared
-    proc, out = run("--wrong-fix", "--seed", "3", "--lab-url", stack.lab_url)
-    assert proc.returncode == 0, proc.stderr  # 0: the scenario behaved — the wrong fix did not pass
-    assert out["broke"] and not out["fixed"] and out["score"] < 50
-    assert [c["pattern"] for c in out["breakdown"]["collateral"]] == ["fix claim rejected"]
-    restart = [p for p in out["learner_path"] if p["op"] == "restart"]
-    assert restart and restart[0]["ok"]
 
 
 def test_bad_arguments_are_reported_without_a_traceback() -> None:

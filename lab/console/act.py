@@ -77,7 +77,12 @@ def config_set(ctx: ConsoleContext, args: Any) -> OpResult:
             raise ConsoleError(str(exc), exc.status) from exc
         if not _came_up(ctx, name):
             return _set_offline(ctx, name, args.key, args.value)
-        before = _http(ctx.http.get_config, name).get(args.key)
+        try:
+            before = ctx.http.get_config(name).get(args.key)
+        except FaultError as again:
+            if again.status != 503:
+                raise ConsoleError(str(again), again.status) from again
+            return _set_offline(ctx, name, args.key, args.value)  # ready for a moment, then killed again
     try:
         new = _set_live(ctx, name, {args.key: args.value})
     except FaultError as exc:

@@ -71,29 +71,27 @@ def config_set(ctx: ConsoleContext, args: Any) -> OpResult:
         raise ConsoleError(f"{args.key!r} cannot be set on {name}; settable keys: "
                            f"{', '.join(sorted(allowed)) or 'none'}", 422)
     try:
-        before = ctx.http.get_config(name).get(args.key)
-    except FaultError as exc:
-        if exc.status != 503:
-            raise ConsoleError(str(exc), exc.status) from exc
-        if not _came_up(ctx, name):
-            return _set_offline(ctx, name, args.key, args.value)
-        try:
-            before = ctx.http.get_config(name).get(args.key)
-        except FaultError as again:
-            if again.status != 503:
-                raise ConsoleError(str(again), again.status) from again
-            return _set_offline(ctx, name, args.key, args.value)  # ready for a moment, then killed again
-    try:
+        before = _config_when_up(ctx, name).get(args.key)
         new = _set_live(ctx, name, {args.key: args.value})
     except FaultError as exc:
         if exc.status != 503:
             raise ConsoleError(str(exc), exc.status) from exc
-        # It answered the read and died before the write (a crash loop between two OOM kills): the start-up
-        # config is what its next start will use.
+        # It does not answer, or died between the read and the write (a crash loop between two OOM kills): the
+        # start-up config is what its next start will use.
         return _set_offline(ctx, name, args.key, args.value)
     value = new.get(args.key)
     text = f"{name} {args.key}: {json.dumps(before)} -> {json.dumps(value)}"
     return OpResult({"service": name, "key": args.key, "before": before, "value": value, "live": True}, text)
+
+
+def _config_when_up(ctx: ConsoleContext, name: str) -> dict[str, Any]:
+    """Its live config; a service that is starting gets a moment to answer. FaultError 503 when it does not."""
+    try:
+        return ctx.http.get_config(name)
+    except FaultError as exc:
+        if exc.status != 503 or not _came_up(ctx, name):
+            raise
+        return ctx.http.get_config(name)
 
 
 def _came_up(ctx: ConsoleContext, name: str) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,14 +17,6 @@ from attemptkit import LabApi
 from lab.scenario.ops import OP_ARGS
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture(scope="module")
-def api(stack: Any) -> Iterator[LabApi]:
-    handle = LabApi(stack)
-    handle.abort_active()
-    yield handle
-    handle.close()
 
 
 def test_every_operation_is_listed_with_its_args_schema(api: LabApi) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
@@ -26,14 +25,6 @@ from services.trainer.generator import Generator
 pytestmark = pytest.mark.stack
 
 N_TRANSACTIONS = 1200
-
-
-@pytest.fixture(scope="module")
-def api(stack: Any) -> Iterator[LabApi]:
-    handle = LabApi(stack)
-    handle.abort_active()
-    yield handle
-    handle.close()
 
 
 def _send_labelled(gateway: str, n: int) -> tuple[int, int]:

@@ -88,19 +88,35 @@ def block_ports(base: int) -> Ports:
     return Ports(base=base, netproxy=base + NETPROXY_OFFSET, lab=base + LAB_OFFSET)
 
 
+def ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux's default when it cannot be read)."""
+    try:
+        with open(path) as f:
+            lo, hi = (int(x) for x in f.read().split()[:2])
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def find_free_block(
     replicas: int = 2,
     *,
     extra_replicas: int = 2,
     low: int = 20000,
-    high: int = 60000,
+    high: int | None = None,
     attempts: int = 200,
     rng: random.Random | None = None,
 ) -> Ports:
     """A Ports plan whose every port is free now, room left for `extra_replicas` more model replicas.
 
-    Starts at a random block so stacks started at the same moment by parallel test runs rarely collide.
+    Starts at a random block so stacks started at the same moment by parallel test runs rarely collide. By
+    default the blocks stay below the kernel's ephemeral range: a port in it can be taken by any outgoing
+    connection between our check and the service's bind (seen in CI as a registry dying with "address
+    already in use" at start-up).
     """
+    if high is None:
+        eph_low, _ = ephemeral_range()
+        high = eph_low if eph_low - low >= 20 * BLOCK_SIZE else 65000
     rng = rng or random.Random()
     blocks = list(range(low - low % BLOCK_SIZE, high - BLOCK_SIZE, BLOCK_SIZE))
     rng.shuffle(blocks)

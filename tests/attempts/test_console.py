@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import pytest
@@ -39,6 +40,11 @@ def test_every_operation_is_listed_with_its_args_schema(api: LabApi) -> None:
 ])
 def test_investigate_operations_return_data_and_text(api: LabApi, op: str, args: dict[str, Any], key: str) -> None:
     res = api.console(op, **args)
+    # a stack that has just started has no scrape window yet (the monitor needs two scrapes a second apart)
+    deadline = time.time() + 30
+    while key not in res["data"] and time.time() < deadline:
+        time.sleep(0.5)
+        res = api.console(op, **args)
     assert key in res["data"], res["data"]
     assert res["text"].strip() and res["summary"]
     assert res["attempt_id"] is None  # the sandbox: nothing journaled

@@ -39,8 +39,8 @@ system-deps:
 # load the CPU take it alone: tests/catalog/cpulock.py). The second part runs even when the first fails, so one run
 # reports everything; `make test-catalog` runs the catalog alone.
 test: setup lint system-deps
-	$(VENV)/bin/pytest -q -ra --ignore=tests/catalog; first=$$?; \
-	$(VENV)/bin/pytest -q -ra -n 2 tests/catalog; second=$$?; \
+	$(VENV)/bin/pytest -q -ra --durations=15 --ignore=tests/catalog; first=$$?; \
+	$(VENV)/bin/pytest -q -ra --durations=15 -n 2 tests/catalog; second=$$?; \
 	test $$first -eq 0 -a $$second -eq 0
 
 test-catalog: setup system-deps

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from lab.attempt.probes import ProbeEvaluator, ProbeResult, window_s
+from lab.attempt.probes import ProbeEvaluator, ProbeResult, tolerance_text, window_s
 from lab.journal import Journal
 
 log = logging.getLogger("faultline.attempt")
@@ -265,7 +265,11 @@ class Attempt:
             log.warning("could not journal SLO event: %r", exc)
 
     def steady_state_view(self) -> list[dict[str, Any]]:
-        return [r.to_dict() for r in self.steady]
+        if self.steady:
+            return [r.to_dict() for r in self.steady]
+        # before the first measurement every probe shows, unmeasured: the page keeps its shape as values arrive
+        return [ProbeResult(p.id, p.kind, getattr(p, "target", None), None, None,
+                            tolerance_text(p.tolerance)).to_dict() for p in self.scenario.steady_state]
 
     # --- the learner ------------------------------------------------------------------------------------------
 

@@ -56,10 +56,8 @@ def set_config(ctx: ConsoleContext, service: str, values: dict[str, Any]) -> dic
 
 def _set_live(ctx: ConsoleContext, service: str, values: dict[str, Any]) -> dict[str, Any]:
     """set_config, raising the FaultError (503 when the service did not answer) for the caller to handle."""
-    http = ctx.http
-    new = http.patch_config(service, values)
-    argv = http.spec_argv(service)
-    http.set_argv(service, argv_with_config(argv, values))
+    new = ctx.http.patch_config(service, values)
+    ctx.http.persist_config(service, values)
     return new
 
 

@@ -2,7 +2,8 @@
 
 A full rollout loads the version on every replica as its default (`POST /admin/reload`, the replicas' start-up
 `--versions` too, so a restart keeps it), empties the gateway's `routing` (every request goes to the replicas'
-default) and makes it `production` in the registry. A canary loads it next to the current default and routes
+default; its start-up config too, so a gateway restart keeps the split) and makes it `production` in the
+registry. A canary loads it next to the current default and routes
 `weight` of the traffic to it (stage `canary`). A rollback is a full rollout of the version named that also
 archives whoever held `canary`: the canary split is gone. The attempt runner uses the same functions to set up a
 scenario's versions.
@@ -83,6 +84,13 @@ def load_everywhere(http: Any, replicas: list[str], version: str, default: bool)
     return before
 
 
+def _route(http: Any, routing: dict[str, float]) -> None:
+    """The gateway's split, live and in its start-up config: a gateway restart keeps the rollout's routing (it
+    would otherwise send every request to the replicas' default, silently ending a canary)."""
+    _call(http.patch_config, "gateway", {"routing": routing})
+    http.persist_config("gateway", {"routing": routing})
+
+
 def _stage(http: Any, version: str, stage: str) -> None:
     _call(http.registry, "POST", f"/v1/models/{version}/stage", {"stage": stage})
 
@@ -92,7 +100,7 @@ def full_rollout(http: Any, replicas: list[str], version: str, archive_canary: b
     canary = holder(http, "canary")
     before = load_everywhere(http, replicas, version, default=True)
     routing_before = _call(http.get_config, "gateway").get("routing") or {}
-    _call(http.patch_config, "gateway", {"routing": {}})
+    _route(http, {})
     if archive_canary and canary is not None and canary != version:
         _stage(http, canary, "archived")
     _stage(http, version, "production")
@@ -110,7 +118,7 @@ def canary_rollout(http: Any, replicas: list[str], version: str, weight: float) 
         raise ConsoleError(f"{version} is already the serving default; a canary is a different version", 409)
     routing_before = _call(http.get_config, "gateway").get("routing") or {}
     routing = canary_routing(routing_before, default, version, weight)
-    _call(http.patch_config, "gateway", {"routing": routing})
+    _route(http, routing)
     _stage(http, version, "canary")
     return {"version": version, "mode": "canary", "weight": weight, "routing": routing,
             "routing_before": routing_before, "replicas_before": before}

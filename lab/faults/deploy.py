@@ -5,7 +5,8 @@ A rollout here is what a deploy pipeline would do, through the services' HTTP AP
 2. every replica loads it next to what it serves (`POST /admin/reload`), as its default for a full rollout;
    the replicas' start-up argv gets the same `--versions`, so a restart keeps the deploy;
 3. the gateway's `routing` sends `weight` of the traffic to vN (canary; the rest keeps its old split), or is
-   emptied for a full rollout (vN is then every replica's default);
+   emptied for a full rollout (vN is then every replica's default); the gateway's start-up config too, so a
+   gateway restart keeps the split (restarting it is not a way out of a bad canary);
 4. the registry stage follows: `canary`, or `production` for a full rollout.
 Revert undoes it in the opposite order — routing first, so no request asks for a version that is being unloaded
 — restores the previous stages and archives vN: the rollout was abandoned.
@@ -108,6 +109,8 @@ def restore_replicas(ctx: FaultContext, c: dict[str, Any]) -> list[str]:
 
 def _undo(ctx: FaultContext, c: dict[str, Any]) -> list[str]:
     notes: list[str] = []
+    if "gateway_argv_before" in c:
+        ctx.set_argv("gateway", c["gateway_argv_before"])
     if "routing_before" in c:
         try:
             ctx.patch_config("gateway", {"routing": c["routing_before"]})
@@ -151,6 +154,7 @@ class DeployVariant(Injector):
             routing = {} if full else canary_routing(routing_before, default, version, p.weight)
             c["routing_before"], c["routing"] = routing_before, routing
             ctx.patch_config("gateway", {"routing": routing})
+            c["gateway_argv_before"] = ctx.persist_config("gateway", {"routing": routing})  # a restart keeps it
             ctx.registry("POST", f"/v1/models/{version}/stage", {"stage": "production" if full else "canary"})
         except FaultError as exc:
             _undo(ctx, c)

@@ -150,6 +150,9 @@ def test_canary_then_rollback(api: LabApi) -> None:
         res = api.console("deploy", version="v2", canary=0.25)
         assert res["data"]["routing"] == {"v1": 0.75, "v2": 0.25}
         assert api.service_config("gateway")["routing"] == {"v1": 0.75, "v2": 0.25}
+        # the split is in the gateway's start-up config too: a restart keeps the canary
+        api.console("restart", service="gateway")
+        assert api.service_config("gateway")["routing"] == {"v1": 0.75, "v2": 0.25}
         dep = api.console("deploys")["data"]
         assert {v["version"]: v["stage"] for v in dep["versions"]}["v2"] == "canary"
         assert dep["replicas"]["model-2"]["versions"] == ["v1", "v2"]

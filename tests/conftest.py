@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -151,6 +152,12 @@ def assert_all_gone(pids: list[int], ports: list[int], timeout: float = 10) -> N
 def faultline_cli():
     """The `faultline` CLI as a function: faultline_cli("status", "--home", DIR) -> CompletedProcess."""
     return faultline
+
+
+@pytest.fixture(scope="session")
+def root_conftest() -> Any:
+    """This file's stack helpers for tests in other folders that start private stacks of their own."""
+    return SimpleNamespace(start_stack=start_stack, assert_all_gone=assert_all_gone)
 
 
 @pytest.fixture

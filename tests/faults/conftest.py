@@ -7,7 +7,6 @@ API and the stack must be healthy again (which is itself part of what these test
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,12 +30,3 @@ def flab(lab: Lab) -> Iterator[Lab]:
     lab.wait_healthy()
 
 
-@pytest.fixture(scope="session")
-def root_conftest(request: pytest.FixtureRequest) -> Any:
-    """tests/conftest.py as loaded by pytest (for `start_stack`: a private stack for destructive tests)."""
-    target = Path(__file__).resolve().parents[1] / "conftest.py"
-    for plugin in request.config.pluginmanager.get_plugins():
-        path = getattr(plugin, "__file__", None)
-        if path and Path(path).resolve() == target:
-            return plugin
-    raise AssertionError(f"{target} is not loaded")

@@ -4,24 +4,13 @@ wait for the stack to be healthy again (every service running and ready, proxies
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from kit import wait_until as wait_until
 
 from services.trainer.generator import Generator
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        time.sleep(interval)
 
 
 @dataclass

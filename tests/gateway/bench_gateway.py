@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 import uvloop  # noqa: E402
-from gwstack import REPO, start_featurestore, start_gateway, start_modelserver, start_peer  # noqa: E402
+from gwstack import start_featurestore, start_gateway, start_modelserver, start_peer  # noqa: E402
+from kit import REPO  # noqa: E402
 
 from services.common import fastjson  # noqa: E402
 from services.common.httpclient import HttpClient  # noqa: E402

@@ -7,74 +7,25 @@ log in the test's tmp dir; `Proc.stop()` ends it by pid.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from kit import ServiceProc, free_port
 
 # One pooled client for all test requests: httpx.get() & co. build a new client (and TLS context) per call.
 http = httpx.Client(timeout=30)
 
-REPO = Path(__file__).resolve().parents[2]
 PEER = Path(__file__).with_name("peer.py")
-START_TIMEOUT_S = 60.0  # generous: the machine is shared and imports are slow under load
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Proc(ServiceProc):
+    """A gateway-test service: ready when /healthz answers unless told otherwise."""
 
-
-class Proc:
-    """A started service: its URL, pid and log; `stop()` ends it by pid."""
-
-    def __init__(
-        self, name: str, argv: list[str], port: int, log_dir: Path, ready_path: str = "/healthz", wait: bool = True
-    ) -> None:
-        self.name = name
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.popen = subprocess.Popen(argv, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self.ready_path = ready_path
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self) -> None:
-        path = self.ready_path
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.name} not ready after {START_TIMEOUT_S}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
-        self._log.close()
+    def __init__(self, name: str, argv: list[str], port: int, log_dir: Path, ready_path: str = "/healthz",
+                 wait: bool = True) -> None:
+        super().__init__(name, argv, port, log_dir, ready_path, wait)
 
 
 def start_featurestore(log_dir: Path, db: Path, n_cards: int = 500, config: dict[str, Any] | None = None) -> Proc:

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gwstack import REPO, Proc, http, metric, start_gateway, start_modelserver
+from gwstack import Proc, http, metric, start_gateway, start_modelserver
+from kit import REPO
 
 from services.trainer.generator import Generator
 

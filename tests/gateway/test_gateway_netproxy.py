@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gwstack import REPO, Proc, free_port, http, start_gateway, transaction
+from gwstack import Proc, free_port, http, start_gateway, transaction
+from kit import REPO
 
 
 def _netproxy_landed() -> bool:

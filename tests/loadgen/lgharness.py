@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from kit import wait_until as wait_until
 
 from services.loadgen.client import LoadgenClient, loadgen_argv
 
@@ -45,16 +46,6 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> int:
             proc.kill()
             proc.wait(5)
     return proc.returncode
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @dataclass

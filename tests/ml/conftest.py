@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mlprocs import REPO, Proc, child_env
+from kit import REPO, child_env
+from mlprocs import Proc
 
 
 @pytest.fixture(scope="session")

@@ -6,36 +6,18 @@ Services are started as `python -m services.<name>` with their logs in the test'
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
+from kit import REPO, START_TIMEOUT_S, ServiceProc, free_port
 
-REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from services.common.schema import MODEL_FEATURES  # noqa: E402
 from services.trainer.generator import Generator  # noqa: E402
-
-START_TIMEOUT_S = 90.0  # generous: the machine is shared by several engineers
-
-
-def child_env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def feature_rows(n: int, seed: int = 123, data_seed: int = 7, **shift: Any) -> tuple[list[dict[str, Any]], np.ndarray]:
@@ -53,35 +35,14 @@ def feature_rows(n: int, seed: int = 123, data_seed: int = 7, **shift: Any) -> t
     return rows, cols["label"]
 
 
-class Proc:
-    """One started service process; `stop()` ends it by pid."""
+class Proc(ServiceProc):
+    """A model-side service; `wait_path` None starts it without waiting."""
 
     def __init__(self, name: str, argv: list[str], log_dir: Path, port: int, wait_path: str | None = "/readyz"):
-        self.name = name
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_dir / f"{name}.log"
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=child_env())
-        self.client = httpx.Client(base_url=self.url, timeout=30.0, trust_env=False)
-        if wait_path is not None:
-            self.wait_for(wait_path)
+        super().__init__(name, argv, port, log_dir, ready_path=wait_path)
 
     def wait_for(self, path: str, timeout: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()}")
-            try:
-                if self.client.get(path, timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name}: {path} not 200 after {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
+        self.wait_ready(path, timeout)
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         """Sum of the samples of `name` (optionally those whose labels include `labels`) on /metrics."""
@@ -94,16 +55,6 @@ class Proc:
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
                     total += sample.value
         return total
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
 
 
 def start_modelserver(

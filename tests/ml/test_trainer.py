@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlprocs import REPO, child_env, feature_rows
+from kit import REPO, child_env
+from mlprocs import feature_rows
 
 from services.common.schema import MODEL_FEATURES
 from services.registry.store import Registry

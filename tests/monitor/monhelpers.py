@@ -7,74 +7,13 @@ pid at teardown; nothing here touches the default ports or ./.faultline.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 90.0  # generous: the machine is shared by several engineers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServiceProc:
-    """One started service; `stop()` ends it by pid, `start()` runs the same argv on the same port again."""
-
-    def __init__(self, name: str, argv: list[str], port: int, log_dir: Path, ready_path: str = "/readyz",
-                 wait: bool = True) -> None:
-        self.name, self.argv, self.port, self.ready_path = name, argv, port, ready_path
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_dir / f"{name}.log"
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.start(wait)
-
-    def start(self, wait: bool = True) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed right after
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
-        try:
-            self.popen = subprocess.Popen(self.argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-        finally:
-            log.close()
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self) -> None:
-        assert self.popen is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + self.ready_path, timeout=1.0, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.name} not ready after {START_TIMEOUT_S}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
+from kit import ServiceProc, free_port
 
 
 def start_featurestore(log_dir: Path, name: str = "feature-store", config: dict[str, Any] | None = None

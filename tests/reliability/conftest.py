@@ -15,17 +15,6 @@ from relkit import token_in_env
 TOKEN = "reliability-token-3f9a"
 
 
-@pytest.fixture(scope="session")
-def root_conftest(request: pytest.FixtureRequest) -> Any:
-    """tests/conftest.py as loaded by pytest (its `start_stack` starts private stacks)."""
-    target = Path(__file__).resolve().parents[1] / "conftest.py"
-    for plugin in request.config.pluginmanager.get_plugins():
-        path = getattr(plugin, "__file__", None)
-        if path and Path(path).resolve() == target:
-            return plugin
-    raise AssertionError(f"{target} is not loaded")
-
-
 @dataclass
 class GuardedLab:
     handle: Any  # tests/conftest.py's StackHandle

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from kit import wait_until as wait_until
 
 MiB = 1024 * 1024
 TEN_MB_JSON = b'{"a": "' + b"x" * (10 * MiB) + b'"}'
@@ -59,17 +60,6 @@ def raw(method: str, port: int, path: str, body: bytes | None = None, headers: d
                            time.monotonic() - started)
     finally:
         conn.close()
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        time.sleep(interval)
 
 
 def stack_healthy(status: dict[str, Any]) -> bool:

@@ -103,6 +103,7 @@ def run_op(page: Any, op: str, **fields: str) -> Any:
             # learner's click would be. A learner clicks again, and so does this robot (seen 2 in ~6 full runs).
             if attempt == 3:
                 raise
+            print(f"run_op {op}: no form after click {attempt + 1}, clicking again")  # in the report on a failure
     settled(page)
     for name, value in fields.items():
         form.get_by_label(re.compile(f"^{name}", re.I)).select_option(value)

@@ -34,17 +34,15 @@ def _own_rss() -> int:
         return 0
 
 
+# A service's own error lines, not the supervisor's "[faultline] exited code=3 reason=Error" about it
+SERVICE_ERROR_LINE = r"^(?!\[faultline\]).*(rror|Errno)"
 
-def last_error_line(log: Path, scan: int = 40) -> str:
-    """The last error line a dead service wrote (e.g. uvicorn's bind error), so start-up failures say why."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()[-scan:]
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        if "rror" in line or "Errno" in line:
-            return line.strip()[:240]
-    return ""
+
+def last_error_line(supervisor: Supervisor, name: str) -> str:
+    """The last error line a service wrote (e.g. uvicorn's bind error), so start-up failures say why."""
+    found = supervisor.logs(name, SERVICE_ERROR_LINE, 1)
+    return found[0]["line"].strip()[:240] if found else ""
+
 
 class StackError(RuntimeError):
     """An operation on the stack failed; the message is meant for the learner."""
@@ -179,14 +177,10 @@ class Stack:
             why = f", last exit {e['code']} {e['reason']}" if e else ""
             if s.get("not_ready_reason"):
                 why += f", {s['not_ready_reason']}"
-            if e and (said := self._last_error(s["name"])):
+            if e and (said := last_error_line(self.supervisor, s["name"])):
                 why += f": {said}"
             parts.append(f"{s['name']} ({s['state']}{why})")
         return ", ".join(parts) + " — see `faultline logs SERVICE`"
-
-    def _last_error(self, name: str) -> str:
-        path = self.supervisor.log_file(name)
-        return last_error_line(path) if path else ""
 
     def _start(self) -> None:
         self.supervisor.start()

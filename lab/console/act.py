@@ -21,7 +21,6 @@ from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operat
 from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
 from lab.console.settable import settable
 from lab.faults.base import FaultError
-from lab.faults.context import argv_with_config
 from lab.stack import StackError
 from services.common.schema import MODEL_FEATURES
 
@@ -51,14 +50,7 @@ def _http(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 def set_config(ctx: ConsoleContext, service: str, values: dict[str, Any]) -> dict[str, Any]:
     """PATCH the live config and keep it in the start-up `--config`, so a restart does not undo it."""
-    return _http(_set_live, ctx, service, values)
-
-
-def _set_live(ctx: ConsoleContext, service: str, values: dict[str, Any]) -> dict[str, Any]:
-    """set_config, raising the FaultError (503 when the service did not answer) for the caller to handle."""
-    new = ctx.http.patch_config(service, values)
-    ctx.http.persist_config(service, values)
-    return new
+    return _http(ctx.http.rollout_config, service, values)
 
 
 @operation("config_set")
@@ -70,7 +62,7 @@ def config_set(ctx: ConsoleContext, args: Any) -> OpResult:
                            f"{', '.join(sorted(allowed)) or 'none'}", 422)
     try:
         before = _config_when_up(ctx, name).get(args.key)
-        new = _set_live(ctx, name, {args.key: args.value})
+        new = ctx.http.rollout_config(name, {args.key: args.value})
     except FaultError as exc:
         if exc.status != 503:
             raise ConsoleError(str(exc), exc.status) from exc
@@ -104,7 +96,7 @@ def _set_offline(ctx: ConsoleContext, name: str, key: str, value: Any) -> OpResu
     service with no live process is started on it now, as a config rollout restarts a crash-looping service. The
     service validates the value when it starts."""
     http = ctx.http
-    http.set_argv(name, argv_with_config(http.spec_argv(name), {key: value}))
+    http.persist_config(name, {key: value})
     st = ctx.stack.supervisor.service_status(name)
     started = http.ensure_running(name)
     if started:

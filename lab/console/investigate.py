@@ -12,6 +12,7 @@ from typing import Any
 
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
 from lab.faults.base import FaultError
+from lab.faults.context import argv_config
 
 STATUS_FIELDS = ("name", "state", "ready", "pid", "restarts", "last_exit", "rss_bytes", "cpu_percent")
 DEFAULT_TAIL = 50
@@ -203,11 +204,5 @@ def startup_config(ctx: ConsoleContext, name: str) -> dict[str, Any]:
     manager = ctx.lab.components.get("attempts")
     snapshot = getattr(getattr(manager, "baseline", None), "snapshot", None) or {}
     config = dict((snapshot.get("configs") or {}).get(name) or {})
-    argv = ctx.http.spec_argv(name)
-    idx = max((i for i, a in enumerate(argv[:-1]) if a == "--config"), default=None)
-    if idx is not None:
-        try:
-            config.update(json.loads(argv[idx + 1]))
-        except (ValueError, TypeError):
-            pass
+    config.update(argv_config(ctx.http.spec_argv(name)))
     return config

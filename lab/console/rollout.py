@@ -87,8 +87,7 @@ def load_everywhere(http: Any, replicas: list[str], version: str, default: bool)
 def _route(http: Any, routing: dict[str, float]) -> None:
     """The gateway's split, live and in its start-up config: a gateway restart keeps the rollout's routing (it
     would otherwise send every request to the replicas' default, silently ending a canary)."""
-    _call(http.patch_config, "gateway", {"routing": routing})
-    http.persist_config("gateway", {"routing": routing})
+    _call(http.rollout_config, "gateway", {"routing": routing})
 
 
 def _stage(http: Any, version: str, stage: str) -> None:

@@ -120,6 +120,13 @@ class FaultContext:
     def set_argv(self, name: str, argv: list[str]) -> None:
         self.supervisor.update_spec(name, argv=list(argv))
 
+    def rollout_config(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
+        """PATCH the live config and keep the same values in the start-up `--config`, so a restart does not undo
+        them (what a config rollout does); returns the live config."""
+        new = self.patch_config(name, values)
+        self.persist_config(name, values)
+        return new
+
     def persist_config(self, name: str, values: dict[str, Any]) -> list[str]:
         """Write `values` into the service's start-up `--config` too, so a restart keeps them (as a real config
         rollout would); returns the argv before the change."""
@@ -280,19 +287,29 @@ class FaultContext:
         return owned[pid]
 
 
+def _config_index(argv: list[str]) -> int | None:
+    return max((i for i, a in enumerate(argv[:-1]) if a == "--config"), default=None)
+
+
+def argv_config(argv: list[str]) -> dict[str, Any]:
+    """The object of argv's last `--config JSON` ({} when there is none, or it is not a JSON object)."""
+    idx = _config_index(argv)
+    if idx is None:
+        return {}
+    try:
+        current = json.loads(argv[idx + 1])
+    except ValueError:
+        return {}
+    return current if isinstance(current, dict) else {}
+
+
 def argv_with_config(argv: list[str], values: dict[str, Any]) -> list[str]:
     """argv whose last `--config JSON` has `values` merged in (or gains one)."""
     out = list(argv)
-    idx = max((i for i, a in enumerate(out[:-1]) if a == "--config"), default=None)
+    idx = _config_index(out)
     if idx is None:
         return out + ["--config", json.dumps(values, separators=(",", ":"))]
-    try:
-        current = json.loads(out[idx + 1])
-    except ValueError:
-        current = {}
-    if not isinstance(current, dict):
-        current = {}
-    out[idx + 1] = json.dumps({**current, **values}, separators=(",", ":"))
+    out[idx + 1] = json.dumps({**argv_config(out), **values}, separators=(",", ":"))
     return out
 
 

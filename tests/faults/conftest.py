@@ -28,5 +28,3 @@ def flab(lab: Lab) -> Iterator[Lab]:
     if lab.active():
         lab.http.delete(lab.api(""))
     lab.wait_healthy()
-
-

@@ -4,13 +4,14 @@ refused and the old version keeps serving; revert restores routing, loaded versi
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import httpx
 import pytest
 from faultkit import Lab, wait_until
+
+from lab.faults.context import argv_config
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
 
@@ -43,11 +44,6 @@ def _snapshot(lab: Lab) -> dict[str, Any]:
             "argv": {r: lab.service(r)["argv"] for r in ("model-1", "model-2", "gateway")}, "stages": _stages(lab)}
 
 
-def _startup_config(lab: Lab, name: str) -> dict[str, Any]:
-    argv = lab.service(name)["argv"]
-    return json.loads(argv[len(argv) - 1 - argv[::-1].index("--config") + 1]) if "--config" in argv else {}
-
-
 def _assert_restored(lab: Lab, before: dict[str, Any], version: str) -> None:
     after = _snapshot(lab)
     assert after["routing"] == before["routing"]
@@ -65,7 +61,7 @@ def test_flipped_canary_takes_its_weight_and_scores_upside_down(flab: Lab) -> No
     assert vn not in before["stages"]
     assert flab.config("gateway")["routing"] == {"v1": 0.5, vn: 0.5}
     # in the start-up config too: restarting the gateway does not end the canary
-    assert _startup_config(flab, "gateway")["routing"] == {"v1": 0.5, vn: 0.5}
+    assert argv_config(flab.service("gateway")["argv"])["routing"] == {"v1": 0.5, vn: 0.5}
     assert _stages(flab)[vn] == "canary" and _stages(flab)["v1"] == "production"
     assert all(_loaded(flab, r) == ["v1", vn] for r in ("model-1", "model-2"))
 

@@ -4,12 +4,13 @@ traffic; revert restores config, start-up argv and limit, and the stack is healt
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import httpx
 import pytest
 from faultkit import Lab, wait_until
+
+from lab.faults.context import argv_config
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
 MiB = 1024 * 1024
@@ -19,10 +20,6 @@ def _oom_killed(lab: Lab, name: str, restarts_before: int) -> dict[str, Any] | N
     s = lab.service(name)
     killed = (s["last_exit"] or {}).get("reason") == "OOMKilled" and s["last_exit"]["code"] == 137
     return s if killed and s["restarts"] > restarts_before else None
-
-
-def _config_flag(argv: list[str]) -> dict[str, Any]:
-    return json.loads(argv[len(argv) - 1 - argv[::-1].index("--config") + 1]) if "--config" in argv else {}
 
 
 def _rows(lab: Lab, n: int) -> list[dict[str, Any]]:
@@ -61,7 +58,7 @@ def test_leak_grows_with_traffic_until_the_oom_kill(flab: Lab) -> None:
     assert abs(limit - (before["rss_bytes"] + 24 * MiB)) < 8 * MiB
     assert applied["changes"]["config_before"] == {"cache_size": 0}
     assert flab.config("model-1")["cache_size"] == -1
-    assert _config_flag(flab.service("model-1")["argv"])["cache_size"] == -1  # a restart keeps leaking
+    assert argv_config(flab.service("model-1")["argv"])["cache_size"] == -1  # a restart keeps leaking
 
     url = flab.url("model-1")
     grew = False

@@ -1,5 +1,5 @@
-"""The console tests' handle on the session's shared stack (test_attempt_api.py keeps its own, which also aborts the
-attempt it leaves behind)."""
+"""The attempt and console tests' handle on the session's shared stack: no attempt is running when a module starts,
+and none is left running when it ends."""
 
 from __future__ import annotations
 
@@ -15,4 +15,5 @@ def api(stack: Any) -> Iterator[LabApi]:
     handle = LabApi(stack)
     handle.abort_active()
     yield handle
+    handle.abort_active()
     handle.close()

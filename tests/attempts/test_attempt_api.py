@@ -8,9 +8,7 @@ slow-replica at time scale 0.2: the link degrades 4-12 s after the stack is heal
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from attemptkit import LabApi
@@ -21,15 +19,6 @@ from lab.scenario import load_scenario, render
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
 SEED, SCALE = 5, 0.2
-
-
-@pytest.fixture(scope="module")
-def api(stack: Any) -> Iterator[LabApi]:
-    handle = LabApi(stack)
-    handle.abort_active()
-    yield handle
-    handle.abort_active()
-    handle.close()
 
 
 def test_the_catalog_has_no_spoilers(api: LabApi) -> None:

@@ -35,16 +35,19 @@ system-deps:
 	fi
 
 # The whole suite: first everything on the session's shared stack, then the scenario catalog (every scenario broken,
-# fixed and wrongly fixed for real, time compressed) on two workers, each with a private lab of its own (runs that
-# load the CPU take it alone: tests/catalog/cpulock.py). The second part runs even when the first fails, so one run
-# reports everything; `make test-catalog` runs the catalog alone.
+# fixed and wrongly fixed for real, time compressed) on three workers, each with a private lab of its own (runs
+# that load the CPU take it alone: tests/catalog/cpulock.py; the rest mostly wait on probe windows, so three labs
+# share two cores). The second part runs even when the first fails, so one run reports everything;
+# `make test-catalog` runs the catalog alone.
+CATALOG_WORKERS ?= 3
+
 test: setup lint system-deps
 	$(VENV)/bin/pytest -q -ra --durations=15 --ignore=tests/catalog; first=$$?; \
-	$(VENV)/bin/pytest -q -ra --durations=15 -n 2 tests/catalog; second=$$?; \
+	$(VENV)/bin/pytest -q -ra --durations=15 -n $(CATALOG_WORKERS) tests/catalog; second=$$?; \
 	test $$first -eq 0 -a $$second -eq 0
 
 test-catalog: setup system-deps
-	$(VENV)/bin/pytest -q -ra -n 2 tests/catalog
+	$(VENV)/bin/pytest -q -ra -n $(CATALOG_WORKERS) tests/catalog
 
 bench: setup system-deps
 	$(PY) -m bench all --update-docs

@@ -1,6 +1,6 @@
 """Fixtures for the catalog test: one private lab for every run of every scenario (started once, stopped at the end).
 
-With `-n 2` (pytest-xdist, as `make test` runs it) each worker starts its own lab and the runs spread over both.
+With `-n 3` (pytest-xdist, as `make test` runs it) each worker starts its own lab and the runs spread over them.
 A private lab rather than the session's shared stack: scenario runs scale, retrain and deploy, and the registry
 keeps the versions they create; other suites should never see those.
 """

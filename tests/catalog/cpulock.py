@@ -1,9 +1,10 @@
 """Runs that lean on the CPU get the machine to themselves when the catalog runs on several workers.
 
-The catalog may run on two pytest-xdist workers, each with its own private lab: most runs spend their time waiting
-for probe windows, so two labs share two cores without touching each other's latency. A CPU hog, or replicas
-starting (torch imports on every core), would: those runs take the lock exclusively and the others share it. A
-turnstile in front keeps a waiting exclusive run from being starved by the other worker's stream of shared runs.
+The catalog may run on several pytest-xdist workers (three in `make test`), each with its own private lab: most runs
+spend their time waiting for probe windows (the CPU is ~65 % idle with three labs on two cores), so the labs share the
+cores without touching each other's latency. A CPU hog, or replicas starting (torch imports on every core), would:
+those runs take the lock exclusively and the others share it. A turnstile in front keeps a waiting exclusive run
+from being starved by the other workers' stream of shared runs.
 Without xdist nothing contends and the locks cost nothing.
 """
 

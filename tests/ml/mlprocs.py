@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kit import REPO, START_TIMEOUT_S, ServiceProc, free_port
+from kit import REPO, ServiceProc, free_port
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -40,9 +40,6 @@ class Proc(ServiceProc):
 
     def __init__(self, name: str, argv: list[str], log_dir: Path, port: int, wait_path: str | None = "/readyz"):
         super().__init__(name, argv, port, log_dir, ready_path=wait_path)
-
-    def wait_for(self, path: str, timeout: float = START_TIMEOUT_S) -> None:
-        self.wait_ready(path, timeout)
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         """Sum of the samples of `name` (optionally those whose labels include `labels`) on /metrics."""

@@ -308,7 +308,7 @@ def test_readiness_waits_for_the_model(ml_registry: Path, tmp_path: Path, procs:
     assert r.status_code == 503 and "loading model" in r.json()["reason"]
     r = proc.client.post("/v1/predict", json={"rows": rows[:1]})
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
-    proc.wait_for("/readyz", timeout=60)
+    proc.wait_ready("/readyz", timeout=60)
     assert proc.client.post("/v1/predict", json={"rows": rows[:1]}).status_code == 200
     assert proc.metric("model_ready") == 1
 

@@ -1,19 +1,30 @@
 """The attempt journal: every attempt and everything that happened in it, append-only, in SQLite (WAL).
 
 One file, FAULTLINE_HOME/journal.db, two tables:
-- `attempts(id, scenario_id, seed, time_scale, started_at, ended_at, status, score)`: one row per attempt.
-  `status` (running|finished|aborted), `ended_at` and `score` are a cache of what the events say, so the history
-  can be listed without replaying every journal; they are the only columns ever updated.
+- `attempts(id, scenario_id, seed, time_scale, started_at, ended_at, status, score, title, skills,
+  scenario_sha256)`: one row per attempt. `status` (running|finished|aborted), `ended_at` and `score` are a cache
+  of what the events say, so the history can be listed without replaying every journal; they are the only
+  columns ever updated. `title`, `skills` (JSON list) and `scenario_sha256` copy the embedded scenario's, so
+  history and progress need not open it.
 - `events(attempt_id, seq, at, type, data)`: the journal proper. Triggers refuse any UPDATE or DELETE, so an
   event once written is never changed; status changes are events too (attempt_finished, attempt_aborted, graded).
 
+The run embeds the experiment it ran (Chaos Toolkit's model): `attempt_started` holds the rendered scenario
+(`scenario`: the validated document after the seeded variables were substituted and the time scale applied,
+as JSON), its `scenario_sha256` (of the canonical JSON, `scenario_digest`) and its `source` (`path`, `sha256`
+of the raw file text). Grading and the debrief rebuild the scenario from it (`embedded_scenario`), so editing
+or deleting the scenario file never changes an old attempt. Attempts journaled before this (schema version 1)
+have none: their readers fall back to the scenario file and say so.
+
 Every append is its own committed transaction, so a lab killed at any moment loses nothing it had journaled.
 `recover()` (called when a lab opens the journal) marks the attempts a dead lab left `running` as aborted,
-with their events intact. The grader and the debrief read only this journal and the scenario.
+with their events intact. Opening a journal written by an older version migrates it in place (`_migrate`: new
+columns added, titles and skills copied from the events; nothing removed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import sqlite3
@@ -31,6 +42,7 @@ EVENT_TYPES: frozenset[str] = frozenset({
 })
 STATUSES = ("running", "finished", "aborted")
 CRASH_REASON = "the lab stopped while the attempt was running (crash or kill)"
+SCHEMA_VERSION = 2  # 1: no embedded scenario; 2: attempt_started embeds it, attempts gain title/skills/sha256
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
@@ -41,7 +53,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     started_at REAL NOT NULL,
     ended_at REAL,
     status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'aborted')),
-    score REAL
+    score REAL,
+    title TEXT,
+    skills TEXT,
+    scenario_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     attempt_id TEXT NOT NULL REFERENCES attempts(id),
@@ -59,6 +74,25 @@ BEGIN SELECT RAISE(ABORT, 'the journal is append-only: events cannot be deleted'
 CREATE TRIGGER IF NOT EXISTS attempts_no_delete BEFORE DELETE ON attempts
 BEGIN SELECT RAISE(ABORT, 'the journal is append-only: attempts cannot be deleted'); END;
 """
+
+# Added by schema version 2 (after _migrate, so that an old journal has the columns first): what an attempt ran
+# is fixed once it embeds its scenario.
+_SCHEMA_V2 = """
+CREATE TRIGGER IF NOT EXISTS attempts_run_fixed BEFORE UPDATE OF scenario_id, seed, time_scale, started_at, title,
+    skills, scenario_sha256 ON attempts WHEN OLD.scenario_sha256 IS NOT NULL
+BEGIN SELECT RAISE(ABORT, 'the journal is append-only: what an attempt ran cannot be changed'); END;
+"""
+_V2_COLUMNS = {"title": "TEXT", "skills": "TEXT", "scenario_sha256": "TEXT"}
+
+
+def canonical_json(doc: Any) -> str:
+    """The one JSON spelling a digest is taken of: sorted keys, no spaces, UTF-8, no NaN."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def scenario_digest(doc: dict[str, Any]) -> str:
+    """sha256 (hex) of a rendered scenario document's canonical JSON."""
+    return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest()
 
 
 class JournalError(RuntimeError):
@@ -82,6 +116,34 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+        self._db.executescript(_SCHEMA_V2)
+
+    def _migrate(self) -> None:
+        """Bring a journal written by an older version up to SCHEMA_VERSION, in one transaction, losing nothing."""
+        with self._lock:
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if version >= SCHEMA_VERSION:
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                have = {r["name"] for r in self._db.execute("PRAGMA table_info(attempts)")}
+                for column, kind in _V2_COLUMNS.items():
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE attempts ADD COLUMN {column} {kind}")
+                # titles were always in attempt_started; skills were not (left NULL: readers use the file's)
+                rows = self._db.execute(
+                    "SELECT a.id, e.data FROM attempts a JOIN events e ON e.attempt_id = a.id AND e.seq = 1 "
+                    "WHERE a.title IS NULL AND e.type = 'attempt_started'").fetchall()
+                for row in rows:
+                    title = json.loads(row["data"]).get("title")
+                    if isinstance(title, str):
+                        self._db.execute("UPDATE attempts SET title=? WHERE id=?", (title, row["id"]))
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -90,17 +152,30 @@ class Journal:
     # --- writing ---------------------------------------------------------------------------------------------
 
     def open_attempt(self, scenario_id: str, seed: int, time_scale: float, data: dict[str, Any] | None = None,
-                     attempt_id: str | None = None, at: float | None = None) -> str:
-        """A new running attempt, with its `attempt_started` event (data: whatever the runner wants recorded)."""
+                     attempt_id: str | None = None, at: float | None = None,
+                     scenario: dict[str, Any] | None = None, source: dict[str, Any] | None = None) -> str:
+        """A new running attempt, with its `attempt_started` event (data: whatever the runner wants recorded).
+
+        `scenario` is the rendered scenario document the attempt runs (embedded with its sha256), `source` where
+        it came from (`{"path", "sha256"}` of the raw file text); both are journaled once and never change."""
         at = time.time() if at is None else at
         attempt_id = attempt_id or new_attempt_id(scenario_id, at)
+        body: dict[str, Any] = {"scenario_id": scenario_id, "seed": seed, "time_scale": time_scale, **(data or {})}
+        title, skills, digest = body.get("title"), None, None
+        if scenario is not None:
+            if scenario.get("id") != scenario_id:
+                raise JournalError(f"the embedded scenario is {scenario.get('id')!r}, not {scenario_id!r}")
+            digest = scenario_digest(scenario)
+            title = scenario.get("title")
+            skills = json.dumps(list(scenario.get("skills") or []))
+            body.update({"scenario": scenario, "scenario_sha256": digest, "source": source})
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    "INSERT INTO attempts (id, scenario_id, seed, time_scale, started_at, status) "
-                    "VALUES (?, ?, ?, ?, ?, 'running')", (attempt_id, scenario_id, seed, time_scale, at))
-                body = {"scenario_id": scenario_id, "seed": seed, "time_scale": time_scale, **(data or {})}
+                    "INSERT INTO attempts (id, scenario_id, seed, time_scale, started_at, status, title, skills, "
+                    "scenario_sha256) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                    (attempt_id, scenario_id, seed, time_scale, at, title, skills, digest))
                 self._insert(attempt_id, "attempt_started", body, at)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -159,7 +234,27 @@ class Journal:
     def attempt(self, attempt_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._attempt_row(attempt_id)
-        return dict(row) if row is not None else None
+        return _row(row) if row is not None else None
+
+    def embedded_scenario(self, attempt_id: str) -> dict[str, Any] | None:
+        """What the attempt ran: {"scenario" (the rendered document), "sha256", "source", "seed", "values"}, or
+        None for an attempt journaled before scenarios were embedded. JournalError if the document no longer
+        matches its sha256 (the file was changed behind the journal's back)."""
+        with self._lock:
+            row = self._db.execute("SELECT data FROM events WHERE attempt_id=? AND seq=1 AND type='attempt_started'",
+                                   (attempt_id,)).fetchone()
+        if row is None:
+            return None
+        data = json.loads(row["data"])
+        doc = data.get("scenario")
+        if not isinstance(doc, dict):
+            return None
+        digest = scenario_digest(doc)
+        if digest != data.get("scenario_sha256"):
+            raise JournalError(f"the scenario embedded in attempt {attempt_id} does not match its sha256 "
+                               f"({digest} != {data.get('scenario_sha256')}): the journal was altered")
+        return {"scenario": doc, "sha256": digest, "source": data.get("source"), "seed": data.get("seed"),
+                "values": data.get("values") or {}}
 
     def attempts(self, limit: int = 100, scenario_id: str | None = None) -> list[dict[str, Any]]:
         """Most recent first."""
@@ -171,7 +266,7 @@ class Journal:
         query += " ORDER BY started_at DESC, id DESC LIMIT ?"
         params.append(int(limit))
         with self._lock:
-            return [dict(r) for r in self._db.execute(query, params)]
+            return [_row(r) for r in self._db.execute(query, params)]
 
     def events(self, attempt_id: str, types: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         """The attempt's events in order: [{"seq", "at", "type", "data"}]."""
@@ -180,6 +275,13 @@ class Journal:
                                     (attempt_id,)).fetchall()
         out = [{"seq": r["seq"], "at": r["at"], "type": r["type"], "data": json.loads(r["data"])} for r in rows]
         return [e for e in out if types is None or e["type"] in types]
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    """An attempts row as a dict; `skills` decoded (None for attempts from before the scenario was embedded)."""
+    out = dict(row)
+    out["skills"] = json.loads(out["skills"]) if out.get("skills") else None
+    return out
 
 
 def lab_journal(lab: Any) -> Journal:

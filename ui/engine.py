@@ -66,30 +66,13 @@ class Engine:
     def progress_by_skill(self, scenarios: list[Any]) -> list[dict[str, Any]]:
         """Per skill: scenarios exercising it, how many were tried, attempts, the mean of each one's best score.
 
-        The same figures as lab.attempt's `progress()`, counted over the UI's cached catalog: that call re-reads
-        and re-validates every scenario file, which costs a second per page view on a busy machine."""
-        best: dict[str, float] = {}
-        tries: dict[str, int] = {}
-        for a in self.history(limit=10_000):
-            sid = a["scenario_id"]
-            tries[sid] = tries.get(sid, 0) + 1
-            if a.get("score") is not None:
-                best[sid] = max(best.get(sid, 0.0), a["score"])
-        skills: dict[str, dict[str, Any]] = {}
-        for s in scenarios:
-            for skill in s.skills:
-                row = skills.setdefault(skill, {"skill": skill, "scenarios": 0, "tried": 0, "attempts": 0,
-                                                "scores": []})
-                row["scenarios"] += 1
-                row["attempts"] += tries.get(s.id, 0)
-                row["tried"] += s.id in tries
-                if s.id in best:
-                    row["scores"].append(best[s.id])
-        out = []
-        for row in sorted(skills.values(), key=lambda r: r["skill"]):
-            scores = row.pop("scores")
-            out.append({**row, "mean_best_score": round(sum(scores) / len(scores), 1) if scores else None})
-        return out
+        The same figures as lab.attempt's `progress()` (the same function: an attempt counts under the skills of
+        the scenario it ran, as journaled), counted over the UI's cached catalog: that call re-reads and
+        re-validates every scenario file, which costs a second per page view on a busy machine."""
+        from lab.attempt.manager import skill_progress
+
+        by_id = {s.id: list(s.skills) for s in scenarios}
+        return skill_progress(list(by_id.values()), by_id, self.history(limit=10_000))["skills"]
 
     # --- attempts -----------------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ baseline once it runs, and serves the attempt routes (lab/attempt/api.py). See d
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -14,6 +15,7 @@ from lab.attempt.attempt import Attempt, AttemptError
 from lab.attempt.manager import AttemptManager
 
 __all__ = ["Attempt", "AttemptError", "AttemptManager", "attach", "lab_attempts"]
+SCENARIOS_ENV = "FAULTLINE_SCENARIOS"
 
 
 def lab_attempts(lab: Any) -> AttemptManager:
@@ -21,7 +23,9 @@ def lab_attempts(lab: Any) -> AttemptManager:
     if manager is None:
         from lab.journal import lab_journal
 
-        manager = AttemptManager(lab, lab_journal(lab))
+        # FAULTLINE_SCENARIOS: another catalog folder than scenarios/ (authors, tests); attempts already journaled
+        # never read it again — they embed the scenario they ran
+        manager = AttemptManager(lab, lab_journal(lab), os.environ.get(SCENARIOS_ENV) or None)
         lab.add_component("attempts", manager)
     return manager
 

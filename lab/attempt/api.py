@@ -12,6 +12,7 @@ POST /api/attempts/{id}/fixed            claim fixed (verification runs in the b
 POST /api/attempts/{id}/abort {reason?}  give up: faults reverted, graded
 GET  /api/attempts/{id}/debrief          once ended: grade, timeline, paths, lesson (+ "text")
 GET  /api/attempts/{id}/events           once ended: the raw journal
+GET  /api/attempts/{id}/scenario         once ended: the scenario it ran (the journal's copy), sha256, source
 GET  /api/progress                       progress by skill
 """
 
@@ -106,6 +107,10 @@ def router(manager: AttemptManager) -> APIRouter:
     @r.get("/attempts/{attempt_id}/events")
     def events(attempt_id: str) -> Any:
         return call(manager.events, attempt_id)
+
+    @r.get("/attempts/{attempt_id}/scenario")
+    def scenario_of(attempt_id: str) -> Any:
+        return call(manager.scenario_of, attempt_id)
 
     @r.get("/progress")
     def progress() -> Any:

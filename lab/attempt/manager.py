@@ -5,10 +5,16 @@ This is the Python API the UI and the lab's JSON routes use (docs/console.md lis
 `scenarios()`, `scenario(id)`, `start(scenario_id, seed, time_scale)`, `state(id)`, `take_hint(id)`,
 `submit_diagnosis(id, answers)`, `claim_fixed(id)`, `abort(id)`, `debrief(id)`, `events(id)`, `history()`,
 `progress()`.
+
+What an attempt ran is journaled with it (the rendered scenario document, its sha256, the source file's path and
+sha256): the running attempt, its grade, debrief, state, history and progress are read from that embedded copy,
+never from the scenario file, so editing or deleting a file never changes an old attempt. Attempts journaled
+before scenarios were embedded fall back to the file, and their debrief says so (`scenario_from: "file"`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -16,16 +22,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from lab.attempt.attempt import Attempt, AttemptError
 from lab.attempt.baseline import Baseline
-from lab.journal import Journal, new_attempt_id
-from lab.scenario import ScenarioError, load_scenario, render
+from lab.journal import Journal, JournalError, new_attempt_id
+from lab.scenario import Scenario, ScenarioError, load_scenario, render
 from lab.scenario.loader import CATALOG_DIR, SUFFIX
+from lab.scenario.models import DEFER_CHECKS
 from lab.scenario.vocab import SLUG_PATTERN
 
 log = logging.getLogger("faultline.attempt")
 BASELINE_WAIT_S = 600.0
 END_WAIT_S = 120.0
+FROM_FILE_NOTE = ("this attempt was journaled before scenarios were embedded in the journal: its scenario is read "
+                  "from the scenario file as it is now, which may have changed since the attempt ran")
 
 
 class AttemptManager:
@@ -40,7 +51,7 @@ class AttemptManager:
 
     # --- the catalog ----------------------------------------------------------------------------------------
 
-    def _load(self, scenario_id: str) -> Any:
+    def _path(self, scenario_id: str) -> Path:
         import re
 
         if not isinstance(scenario_id, str) or not re.match(SLUG_PATTERN, scenario_id):
@@ -49,6 +60,10 @@ class AttemptManager:
         if not path.is_file():
             known = ", ".join(p.stem for p in sorted(self.scenarios_dir.glob(f"*{SUFFIX}"))) or "none"
             raise AttemptError(f"no scenario {scenario_id!r}; known: {known}", 404)
+        return path
+
+    def _load(self, scenario_id: str) -> Any:
+        path = self._path(scenario_id)
         try:
             return load_scenario(path)
         except ScenarioError as exc:
@@ -84,9 +99,12 @@ class AttemptManager:
             raise AttemptError("time_scale must be in (0, 10]", 422)
         if seed is not None and not 0 <= seed <= 2**31:
             raise AttemptError("seed must be between 0 and 2^31", 422)
+        path = self._path(scenario_id)
+        source = {"path": str(path), "sha256": _file_sha256(path)}
         template = self._load(scenario_id)
         seed = random.randrange(10_000) if seed is None else seed
         scenario = render(template, seed, time_scale)
+        document = scenario.model_dump(mode="json", by_alias=True)
         ending = self._active
         if ending is not None and ending.status != "running":
             ending.wait(END_WAIT_S)  # it has ended and is putting the stack back: the next one waits for that
@@ -103,8 +121,11 @@ class AttemptManager:
             attempt_id = new_attempt_id(scenario.id)
             self.journal.open_attempt(scenario.id, seed, scenario.time_scale, {
                 "title": scenario.title, "values": scenario.values, "lab_run_id": self.lab.run_id},
-                attempt_id=attempt_id)
-            attempt = Attempt(self, attempt_id, scenario, self.journal)
+                attempt_id=attempt_id, scenario=document, source=source)
+            # the attempt runs what the journal holds, rebuilt from it: what is graded later is what ran
+            ran, _ = self._ran({"id": attempt_id, "scenario_id": scenario.id, "seed": seed,
+                                "time_scale": scenario.time_scale})
+            attempt = Attempt(self, attempt_id, ran, self.journal)
             self._active = attempt
             attempt.start()
         return attempt.state()
@@ -156,7 +177,8 @@ class AttemptManager:
         if row is None:
             raise AttemptError(f"no attempt {attempt_id!r}", 404)
         ended = [e for e in self.journal.events(attempt_id, ("attempt_finished", "attempt_aborted"))]
-        return {"attempt_id": row["id"], "scenario_id": row["scenario_id"], "seed": row["seed"],
+        return {"attempt_id": row["id"], "scenario_id": row["scenario_id"], "title": row["title"] or row["scenario_id"],
+                "seed": row["seed"],
                 "time_scale": row["time_scale"], "status": row["status"], "phase": row["status"],
                 "started_at": row["started_at"], "ended_at": row["ended_at"], "score": row["score"],
                 "end_reason": ended[-1]["data"].get("reason") if ended else None}
@@ -177,8 +199,49 @@ class AttemptManager:
 
     # --- what ended ---------------------------------------------------------------------------------------------
 
-    def _rendered(self, row: dict[str, Any]) -> Any:
-        return render(self._load(row["scenario_id"]), row["seed"], row["time_scale"])
+    def _ran(self, row: dict[str, Any]) -> tuple[Scenario, dict[str, Any]]:
+        """The scenario an attempt ran — rebuilt from the journal — and where it was read from:
+        `{"scenario_from": "journal", "scenario_sha256", "scenario_source"}`, or for an attempt journaled before
+        scenarios were embedded, the file rendered again with the attempt's seed and time scale
+        (`"scenario_from": "file"` and a `scenario_note` saying so)."""
+        try:
+            embedded = self.journal.embedded_scenario(row["id"])
+        except JournalError as exc:
+            raise AttemptError(str(exc), 409) from exc
+        if embedded is None:
+            try:
+                path = self._path(row["scenario_id"])
+            except AttemptError as exc:
+                raise AttemptError(f"attempt {row['id']} was journaled before scenarios were embedded in the "
+                                   f"journal, and its scenario file is gone ({exc})", 404) from exc
+            scenario = render(self._load(row["scenario_id"]), row["seed"], row["time_scale"])
+            return scenario, {"scenario_from": "file", "scenario_sha256": None,
+                              "scenario_source": {"path": str(path), "sha256": _file_sha256(path)},
+                              "scenario_note": FROM_FILE_NOTE}
+        try:
+            # the document passed every check when the attempt started; re-running the cross-checks of a newer
+            # version here could only refuse an old attempt its debrief
+            scenario = Scenario.model_validate(embedded["scenario"], context={DEFER_CHECKS: True})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "<scenario>"
+            raise AttemptError(f"the scenario embedded in attempt {row['id']} does not validate in this version of "
+                               f"Faultline: {where}: {first['msg']}", 409) from exc
+        scenario._values = dict(embedded["values"])
+        scenario._seed = embedded["seed"]
+        return scenario, {"scenario_from": "journal", "scenario_sha256": embedded["sha256"],
+                          "scenario_source": embedded["source"], "scenario_note": None}
+
+    def scenario_of(self, attempt_id: str) -> dict[str, Any]:
+        """What an attempt ran: {"scenario" (the rendered document), "scenario_from", "scenario_sha256",
+        "scenario_source", "scenario_note"} — the journal's copy, or the file for an attempt from before that."""
+        row = self.journal.attempt(attempt_id)
+        if row is None:
+            raise AttemptError(f"no attempt {attempt_id!r}", 404)
+        if row["status"] == "running":
+            raise AttemptError("the scenario of a running attempt is shown once it ends (it names the faults)", 409)
+        scenario, origin = self._ran(row)
+        return {"scenario": scenario.model_dump(mode="json", by_alias=True), **origin}
 
     def debrief(self, attempt_id: str) -> dict[str, Any]:
         from lab.grader import debrief, debrief_text
@@ -188,7 +251,9 @@ class AttemptManager:
             raise AttemptError(f"no attempt {attempt_id!r}", 404)
         if row["status"] == "running":
             raise AttemptError("the debrief opens when the attempt ends (it tells the answer)", 409)
-        d = debrief(self._rendered(row), self.journal.events(attempt_id), row)
+        scenario, origin = self._ran(row)
+        d = debrief(scenario, self.journal.events(attempt_id), row)
+        d.update(origin)
         d["text"] = debrief_text(d)
         return d
 
@@ -205,31 +270,13 @@ class AttemptManager:
                 for a in self.journal.attempts(limit=limit)]
 
     def progress(self) -> dict[str, Any]:
-        """Per skill: attempts, scenarios tried, best and mean of each scenario's best score."""
-        cards = {c["id"]: c for c in self.scenarios()}
-        best: dict[str, float] = {}
-        tries: dict[str, int] = {}
-        for a in self.journal.attempts(limit=10_000):
-            sid = a["scenario_id"]
-            tries[sid] = tries.get(sid, 0) + 1
-            if a["score"] is not None:
-                best[sid] = max(best.get(sid, 0.0), a["score"])
-        skills: dict[str, dict[str, Any]] = {}
-        for sid, card in cards.items():
-            for skill in card["skills"]:
-                s = skills.setdefault(skill, {"skill": skill, "scenarios": 0, "tried": 0, "attempts": 0,
-                                              "best": [], "mean_best_score": None})
-                s["scenarios"] += 1
-                s["attempts"] += tries.get(sid, 0)
-                if sid in tries:
-                    s["tried"] += 1
-                if sid in best:
-                    s["best"].append(best[sid])
-        for s in skills.values():
-            scores = s.pop("best")
-            s["mean_best_score"] = round(sum(scores) / len(scores), 1) if scores else None
-        return {"skills": sorted(skills.values(), key=lambda s: s["skill"]),
-                "attempts": sum(tries.values()), "scenarios_tried": len(tries)}
+        """Per skill: attempts, scenarios tried, best and mean of each scenario's best score.
+
+        `scenarios` counts the catalog as it is; an attempt counts under the skills of the scenario it ran (the
+        journal's copy; the catalog's for attempts from before scenarios were embedded)."""
+        cards = self.scenarios()
+        return skill_progress([c["skills"] for c in cards], {c["id"]: c["skills"] for c in cards},
+                              self.journal.attempts(limit=10_000))
 
     def grade_unfinished(self) -> list[str]:
         """Grade attempts a dead lab left aborted without a grade (their journal is complete up to the crash)."""
@@ -242,7 +289,7 @@ class AttemptManager:
             if self.journal.events(row["id"], ("graded",)):
                 continue
             try:
-                result = grade(self._rendered(row), self.journal.events(row["id"]))
+                result = grade(self._ran(row)[0], self.journal.events(row["id"]))
             except (AttemptError, ScenarioError, ValueError) as exc:
                 log.warning("cannot grade %s: %s", row["id"], exc)
                 continue
@@ -275,6 +322,44 @@ class AttemptManager:
                 a.abort("the lab stopped")
             except AttemptError:
                 pass
+
+
+def skill_progress(catalog_skills: list[list[str]], skills_by_id: dict[str, list[str]],
+                   attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Progress by skill from the catalog's skill lists and journal rows (shared with the UI's history page)."""
+    skills: dict[str, dict[str, Any]] = {}
+
+    def row(skill: str) -> dict[str, Any]:
+        return skills.setdefault(skill, {"skill": skill, "scenarios": 0, "tried": set(), "attempts": 0, "best": {},
+                                         "mean_best_score": None})
+
+    for card_skills in catalog_skills:
+        for skill in card_skills:
+            row(skill)["scenarios"] += 1
+    tried: set[str] = set()
+    for a in attempts:
+        sid = a["scenario_id"]
+        tried.add(sid)
+        for skill in a.get("skills") or skills_by_id.get(sid) or []:
+            r = row(skill)
+            r["attempts"] += 1
+            r["tried"].add(sid)
+            if a["score"] is not None:
+                r["best"][sid] = max(r["best"].get(sid, 0.0), a["score"])
+    for r in skills.values():
+        r["tried"] = len(r["tried"])
+        scores = list(r.pop("best").values())
+        r["mean_best_score"] = round(sum(scores) / len(scores), 1) if scores else None
+    return {"skills": sorted(skills.values(), key=lambda s: s["skill"]),
+            "attempts": len(attempts), "scenarios_tried": len(tried)}
+
+
+def _file_sha256(path: Path) -> str | None:
+    """sha256 of the raw file text (provenance only: what is graded is the embedded document)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _card(s: Any) -> dict[str, Any]:

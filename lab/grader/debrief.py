@@ -111,6 +111,8 @@ def debrief_text(d: dict[str, Any]) -> str:
     lines = [f"{d['title']}  [{d['scenario']}, seed {d['seed']}, time scale {d['time_scale']}]",
              f"score {d['score']:g}/100 — broke: {'yes' if d['broke'] else 'NO'}, "
              f"fixed: {'yes' if d['fixed'] else 'no'}" + (f" ({d['end_reason']})" if d.get("end_reason") else ""), ""]
+    if d.get("scenario_note"):  # an old attempt, graded against the scenario file as it is now
+        lines[2:2] = [f"note: {d['scenario_note']}"]
     diag = b["diagnosis"]
     lines.append(f"diagnosis  {diag['points']:6.2f} / {diag['max']}"
                  + ("" if diag["submitted"] else "  (none submitted)"))

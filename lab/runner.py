@@ -3,7 +3,9 @@
 It starts its own lab and stack on a free block of ports, in a temporary FAULTLINE_HOME holding a copy of the
 trained registry (`PrivateLab`, which tests use too), and drives one attempt through the lab's HTTP API
 (lab/client.py), like any other client:
-1. start the attempt with the seed; wait until the steady state is violated after the injection (the page):
+1. start the attempt with the seed (a scenario file outside the catalog is sent as a document: the lab validates
+   it with the same loader, refuses an id of the catalog's with other content, and journals it like any other);
+   wait until the steady state is violated after the injection (the page):
    the proof that the scenario breaks;
 2. `--solve`: run the reference `solution` through the console, submit the right diagnosis, claim fixed and wait
    for the verdict; `--wrong-fix`: run `wrong_fix` instead, claim fixed, and give up once it is rejected;
@@ -180,9 +182,18 @@ def _claim_and_wait(client: LabClient, attempt_id: str) -> dict[str, Any]:
     return _wait(client, attempt_id, lambda s: not s["fix"]["verifying"], budget)
 
 
-def run_attempt(client: LabClient, sc: Any, mode: str, give_up_after: float | None) -> tuple[str, int]:
-    """Drive one attempt; returns (attempt id, exit code)."""
-    st = client.call("POST", "/api/attempts", {"scenario_id": sc.id, "seed": sc.seed, "time_scale": sc.time_scale})
+def in_catalog(path: Path) -> bool:
+    """Whether `path` is the catalog's own file for its id (else `run` sends the lab the document itself)."""
+    return path.resolve() == (CATALOG_DIR / f"{path.stem}{SUFFIX}").resolve()
+
+
+def run_attempt(client: LabClient, sc: Any, mode: str, give_up_after: float | None,
+                document: dict[str, Any] | None = None) -> tuple[str, int]:
+    """Drive one attempt; returns (attempt id, exit code). `document`: the scenario file's data, for a file
+    outside the catalog (the lab validates it with the same loader and refuses a catalog id with other content)."""
+    body: dict[str, Any] = {"seed": sc.seed, "time_scale": sc.time_scale}
+    body.update({"scenario": document} if document is not None else {"scenario_id": sc.id})
+    st = client.call("POST", "/api/attempts", body)
     attempt_id = st["attempt_id"]
     log(f"attempt {attempt_id} started")
     try:
@@ -261,9 +272,12 @@ def run(scenario: str, seed: int, mode: str = "none", time_scale: float | None =
         keep: bool = False) -> int:
     t0 = time.monotonic()
     try:
-        sc = render(load_scenario(scenario_path(scenario)), seed, time_scale)
+        path = scenario_path(scenario)
+        template = load_scenario(path)
+        sc = render(template, seed, time_scale)
     except ScenarioError as exc:
         raise LabError("\n".join(exc.problems)) from exc
+    document = None if in_catalog(path) else template._template
     if mode == "wrong-fix" and not sc.wrong_fix:
         raise LabError(f"scenario {sc.id} has no wrong_fix")
     private = None
@@ -274,7 +288,7 @@ def run(scenario: str, seed: int, mode: str = "none", time_scale: float | None =
         log(f"stack up in {private.up_seconds}s at {lab_url} (home {private.home})")
     client = LabClient(lab_url)
     try:
-        attempt_id, code = run_attempt(client, sc, mode, give_up_after)
+        attempt_id, code = run_attempt(client, sc, mode, give_up_after, document)
         debrief = client.call("GET", f"/api/attempts/{attempt_id}/debrief")
     finally:
         client.close()

@@ -2,7 +2,8 @@
 
 GET  /api/scenarios                      the catalog (with best scores)
 GET  /api/scenarios/{id}?seed=           one card and its briefing (no spoilers)
-POST /api/attempts {scenario_id, seed?, time_scale?}   start (201; the attempt prepares in the background)
+POST /api/attempts {scenario_id | scenario, seed?, time_scale?}   start (201; the attempt prepares in the
+                                         background); `scenario`: an inline scenario document (a file's data)
 GET  /api/attempts                       history, most recent first
 GET  /api/attempts/active                {"attempt": state or null}
 GET  /api/attempts/{id}                  state (what the learner may see)
@@ -30,7 +31,8 @@ from lab.attempt.manager import AttemptManager
 
 class StartBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    scenario_id: str = Field(min_length=1, max_length=64)
+    scenario_id: str | None = Field(default=None, min_length=1, max_length=64)
+    scenario: dict[str, Any] | None = Field(default=None, description="an inline scenario document")
     seed: int | None = Field(default=None, ge=0, le=2**31)
     time_scale: float | None = Field(default=None, gt=0, le=10)
 
@@ -69,7 +71,7 @@ def router(manager: AttemptManager) -> APIRouter:
 
     @r.post("/attempts")
     def start(body: StartBody) -> Any:
-        return call(manager.start, body.scenario_id, body.seed, body.time_scale, status=201)
+        return call(manager.start, body.scenario_id, body.seed, body.time_scale, body.scenario, status=201)
 
     @r.get("/attempts")
     def history(limit: int = Query(default=100, ge=1, le=10_000)) -> Any:

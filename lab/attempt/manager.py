@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from lab.attempt.attempt import Attempt, AttemptError
 from lab.attempt.baseline import Baseline
-from lab.journal import Journal, JournalError, new_attempt_id
+from lab.journal import Journal, JournalError, new_attempt_id, scenario_digest
 from lab.scenario import Scenario, ScenarioError, load_scenario, render
 from lab.scenario.loader import CATALOG_DIR, SUFFIX
 from lab.scenario.models import DEFER_CHECKS
@@ -94,14 +94,48 @@ class AttemptManager:
 
     # --- attempts -----------------------------------------------------------------------------------------------
 
-    def start(self, scenario_id: str, seed: int | None = None, time_scale: float | None = None) -> dict[str, Any]:
+    def _document(self, document: Any) -> tuple[Scenario, dict[str, Any]]:
+        """An inline scenario document (the data of a scenario file, as JSON), validated by the catalog's loader.
+
+        Its id may not name a catalog scenario with other content: that one is refused, never swapped in."""
+        from lab.scenario.errors import format_loc
+        from lab.scenario.loader import analyse
+
+        template, problems = analyse(document)
+        if template is None:
+            shown = [f"{format_loc(loc) or '<scenario>'}: {msg}" for loc, msg in problems[:8]]
+            more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+            raise AttemptError("the scenario document is invalid: " + "; ".join(shown) + more, 422)
+        path = self.scenarios_dir / f"{template.id}{SUFFIX}"
+        if path.is_file():
+            try:
+                same = load_scenario(path)._template == template._template
+            except ScenarioError:
+                same = False
+            if not same:
+                raise AttemptError(f"scenario id {template.id!r} belongs to the catalog ({path.name}) and this "
+                                   "document differs from it: give the document an id of its own to run it", 409)
+            return template, {"kind": "file", "path": str(path), "sha256": _file_sha256(path)}
+        return template, {"kind": "document", "path": None, "sha256": scenario_digest(document)}
+
+    def start(self, scenario_id: str | None, seed: int | None = None, time_scale: float | None = None,
+              document: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start an attempt at a catalog scenario, or at an inline `document` (then `scenario_id` may be None)."""
         if time_scale is not None and not 0 < time_scale <= 10:
             raise AttemptError("time_scale must be in (0, 10]", 422)
         if seed is not None and not 0 <= seed <= 2**31:
             raise AttemptError("seed must be between 0 and 2^31", 422)
-        path = self._path(scenario_id)
-        source = {"path": str(path), "sha256": _file_sha256(path)}
-        template = self._load(scenario_id)
+        if document is not None:
+            if scenario_id is not None and isinstance(document, dict) and document.get("id") != scenario_id:
+                raise AttemptError(f"scenario_id {scenario_id!r} is not the document's id "
+                                   f"({document.get('id')!r}); give one of them", 422)
+            template, source = self._document(document)
+        elif scenario_id is None:
+            raise AttemptError("give a scenario_id or a scenario document", 422)
+        else:
+            path = self._path(scenario_id)
+            source = {"kind": "file", "path": str(path), "sha256": _file_sha256(path)}
+            template = self._load(scenario_id)
         seed = random.randrange(10_000) if seed is None else seed
         scenario = render(template, seed, time_scale)
         document = scenario.model_dump(mode="json", by_alias=True)
@@ -216,7 +250,7 @@ class AttemptManager:
                                    f"journal, and its scenario file is gone ({exc})", 404) from exc
             scenario = render(self._load(row["scenario_id"]), row["seed"], row["time_scale"])
             return scenario, {"scenario_from": "file", "scenario_sha256": None,
-                              "scenario_source": {"path": str(path), "sha256": _file_sha256(path)},
+                              "scenario_source": {"kind": "file", "path": str(path), "sha256": _file_sha256(path)},
                               "scenario_note": FROM_FILE_NOTE}
         try:
             # the document passed every check when the attempt started; re-running the cross-checks of a newer

@@ -10,6 +10,7 @@ slow-replica.yaml this module edits and then deletes; its home starts with an ol
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -236,6 +237,40 @@ def test_an_old_journal_still_shows_its_attempts_read_from_the_file(lab: Any) ->
     assert 'data-scenario-from="file"' in page and "before scenarios were embedded" in page
 
 
+def test_an_inline_scenario_document_is_validated_and_never_swapped(lab: Any, tmp_path: Path,
+                                                                   faultline_cli: Any) -> None:
+    api = lab.api
+    template = load_scenario(lab.file)._template
+    bad = copy.deepcopy(template)
+    bad["scoring"]["weights"]["fix"] = 50
+    detail = api.call("POST", "/api/attempts", {"scenario": bad}, 422)["detail"]
+    assert "the scenario document is invalid" in detail and "scoring.weights" in detail and "100" in detail
+    assert "not the document's id" in api.call("POST", "/api/attempts", {"scenario_id": "other",
+                                                                          "scenario": template}, 422)["detail"]
+    assert "a scenario_id or a scenario document" in api.call("POST", "/api/attempts", {}, 422)["detail"]
+    # the catalog's id with other content is refused, never swapped for the catalog's (nor the other way round)
+    detail = api.call("POST", "/api/attempts", {"scenario": {**template, "title": "Not the catalog's"}}, 409)["detail"]
+    assert "belongs to the catalog (slow-replica.yaml)" in detail and "differs" in detail
+    assert api.call("GET", "/api/attempts/active")["attempt"] is None
+
+    # `faultline run PATH` for a file outside the catalog sends the document; the lab journals it like any other
+    path = tmp_path / "slow-replica-inline.yaml"
+    path.write_text(lab.file.read_text().replace("id: slow-replica\n", "id: slow-replica-inline\n", 1)
+                    .replace("title: One replica's link degrades", "title: An inline variant", 1))
+    sent = load_scenario(path)._template
+    proc = faultline_cli("run", str(path), "--seed", "2", "--time-scale", str(SCALE), "--lab-url",
+                         lab.stack.lab_url, "--give-up-after", "1", "--json", timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["scenario"] == "slow-replica-inline" and out["broke"] and not out["fixed"]
+    embedded = api.call("GET", f"/api/attempts/{out['attempt_id']}/scenario")
+    assert embedded["scenario_source"] == {"kind": "document", "path": None, "sha256": _sha(sent)}
+    assert embedded["scenario"] == render(load_scenario(path), 2, SCALE).model_dump(mode="json", by_alias=True)
+    d = api.call("GET", f"/api/attempts/{out['attempt_id']}/debrief")
+    assert d["title"] == "An inline variant" and d["scenario_from"] == "journal"
+    assert "slow-replica-inline" not in [c["id"] for c in api.call("GET", "/api/scenarios")]
+
+
 def test_a_debrief_never_changes_when_its_scenario_file_does(lab: Any) -> None:
     api = lab.api
     source_sha = hashlib.sha256(lab.file.read_bytes()).hexdigest()
@@ -265,7 +300,7 @@ def test_a_debrief_never_changes_when_its_scenario_file_does(lab: Any) -> None:
     assert embedded["scenario"] == started["data"]["scenario"] == ran.model_dump(mode="json", by_alias=True)
     assert embedded["scenario_sha256"] == started["data"]["scenario_sha256"] == _sha(embedded["scenario"])
     assert before["scenario_sha256"] == embedded["scenario_sha256"]
-    assert embedded["scenario_source"] == {"path": str(lab.file), "sha256": source_sha}
+    assert embedded["scenario_source"] == {"kind": "file", "path": str(lab.file), "sha256": source_sha}
     history = {a["id"]: a for a in api.call("GET", "/api/attempts")}
     assert history[attempt]["scenario_sha256"] == embedded["scenario_sha256"]
 

@@ -137,7 +137,10 @@ class AttemptManager:
             source = {"kind": "file", "path": str(path), "sha256": _file_sha256(path)}
             template = self._load(scenario_id)
         seed = random.randrange(10_000) if seed is None else seed
-        scenario = render(template, seed, time_scale)
+        try:
+            scenario = render(template, seed, time_scale)
+        except ScenarioError as exc:
+            raise AttemptError(f"the scenario cannot be rendered with seed {seed}: {exc.problems[0]}", 422) from exc
         document = scenario.model_dump(mode="json", by_alias=True)
         ending = self._active
         if ending is not None and ending.status != "running":
@@ -211,9 +214,9 @@ class AttemptManager:
         if row is None:
             raise AttemptError(f"no attempt {attempt_id!r}", 404)
         ended = [e for e in self.journal.events(attempt_id, ("attempt_finished", "attempt_aborted"))]
-        return {"attempt_id": row["id"], "scenario_id": row["scenario_id"], "title": row["title"] or row["scenario_id"],
-                "seed": row["seed"],
-                "time_scale": row["time_scale"], "status": row["status"], "phase": row["status"],
+        return {"attempt_id": row["id"], "scenario_id": row["scenario_id"],
+                "title": row["title"] or row["scenario_id"], "seed": row["seed"], "time_scale": row["time_scale"],
+                "status": row["status"], "phase": row["status"],
                 "started_at": row["started_at"], "ended_at": row["ended_at"], "score": row["score"],
                 "end_reason": ended[-1]["data"].get("reason") if ended else None}
 
@@ -248,7 +251,11 @@ class AttemptManager:
             except AttemptError as exc:
                 raise AttemptError(f"attempt {row['id']} was journaled before scenarios were embedded in the "
                                    f"journal, and its scenario file is gone ({exc})", 404) from exc
-            scenario = render(self._load(row["scenario_id"]), row["seed"], row["time_scale"])
+            try:
+                scenario = render(self._load(row["scenario_id"]), row["seed"], row["time_scale"])
+            except ScenarioError as exc:
+                raise AttemptError(f"attempt {row['id']} was journaled before scenarios were embedded in the "
+                                   f"journal, and its scenario file no longer renders: {exc.problems[0]}", 422) from exc
             return scenario, {"scenario_from": "file", "scenario_sha256": None,
                               "scenario_source": {"kind": "file", "path": str(path), "sha256": _file_sha256(path)},
                               "scenario_note": FROM_FILE_NOTE}

@@ -27,8 +27,8 @@ SKILLS: tuple[str, ...] = (
     "ml-quality",
 )
 
-# Root-cause categories are the fault kinds: the diagnosis asks which kind of thing broke.
-FAULT_KINDS: tuple[str, ...] = ("network", "process", "memory", "cpu", "data", "deploy", "config", "dependency")
+# The fault kinds (also the diagnosis' root-cause categories) are not listed here: lab.scenario.faults.FAULT_KINDS
+# is built from the fault registry (one module per kind in lab/faults/kinds/).
 
 FIXED_SERVICES: tuple[str, ...] = ("gateway", "feature-store", "registry")
 FIXED_HOPS: tuple[str, ...] = ("gateway", "feature-store")

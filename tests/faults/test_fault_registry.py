@@ -130,3 +130,16 @@ def test_a_second_injector_for_a_kind_is_refused() -> None:
 
     with pytest.raises(RuntimeError, match="two injectors for network.down"):
         fault_registry.register(Again)
+
+
+def test_the_sandbox_form_starts_from_the_kinds_example() -> None:
+    from ui.routes.sandbox import fault_form
+
+    toxic = get("network.toxic").catalog_entry({"hop": ["model-1"]})
+    form = fault_form(toxic)
+    assert form["label"] == "Toxic on a hop" and form["variant"] == "latency"
+    assert {f.name: f.default for f in form["params"]}["latency"] == 400
+    bandwidth = fault_form(toxic, "bandwidth")  # another toxic type: the latency example does not apply
+    assert {f.name: f.default for f in bandwidth["params"]}.get("rate") is None
+    leak = fault_form(get("memory.leak").catalog_entry())
+    assert {f.name: f.default for f in leak["params"]} == {"limit_mb": None, "headroom_mb": 64}

@@ -10,6 +10,8 @@ from __future__ import annotations
 ENTRY_HOP = "gateway"
 # The service whose `routing` config splits traffic between model versions (a canary).
 ROUTER = "gateway"
+# The dependency a dependency fault hits when the scenario names none.
+DEFAULT_DEPENDENCY = "feature-store"
 # Config keys the stack derives from the topology and pushes itself (on scale): a fault must not own them.
 LAB_MANAGED_KEYS: dict[str, set[str]] = {"gateway": {"replicas"}}
 

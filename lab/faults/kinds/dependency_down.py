@@ -10,6 +10,7 @@ from pydantic import Field
 
 from lab.faults.base import Applied, Injector, register
 from lab.faults.context import FaultContext
+from lab.faults.partnames import DEFAULT_DEPENDENCY
 from lab.faults.registry import Catalog
 from lab.scenario.faultspec import DependencyName, FaultModel, NoParams
 
@@ -17,7 +18,7 @@ from lab.scenario.faultspec import DependencyName, FaultModel, NoParams
 class DependencyDown(FaultModel):
     kind: Literal["dependency"]
     action: Literal["down"]
-    target: DependencyName = "feature-store"
+    target: DependencyName = DEFAULT_DEPENDENCY
     params: NoParams = Field(default_factory=NoParams)
 
 

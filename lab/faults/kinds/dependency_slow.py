@@ -10,6 +10,7 @@ from pydantic import Field
 
 from lab.faults.base import register
 from lab.faults.configpatch import ConfigPatchInjector
+from lab.faults.partnames import DEFAULT_DEPENDENCY
 from lab.faults.registry import Catalog
 from lab.scenario.faultspec import DependencyName, FaultModel
 from lab.scenario.fields import Strict
@@ -22,7 +23,7 @@ class SlowParams(Strict):
 class DependencySlow(FaultModel):
     kind: Literal["dependency"]
     action: Literal["slow"]
-    target: DependencyName = "feature-store"
+    target: DependencyName = DEFAULT_DEPENDENCY
     params: SlowParams
 
 

@@ -176,3 +176,27 @@ def test_each_entry_point_imports_first_in_a_fresh_interpreter(first: str) -> No
     code = f"import {first}; import lab.scenario.faults as f; assert f.FAULT_KINDS and f.ACTIONS"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _imports_anywhere(path: Path) -> set[str]:
+    """Every module an `import` in the file names, wherever it is (functions too), TYPE_CHECKING blocks aside."""
+    names: set[str] = set()
+    checked: set[int] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            checked.update(id(n) for sub in node.body for n in ast.walk(sub))
+        if id(node) in checked:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+    return names
+
+
+@pytest.mark.parametrize("importer,imported", [
+    ("lab/scenario/checks.py", "lab.scenario.models"),  # the cross check's one owner is checks.py
+    ("services/registry/store.py", "services.registry.variants"),  # variants builds on the store
+])
+def test_the_old_back_edges_are_gone_even_inside_functions(importer: str, imported: str) -> None:
+    assert imported not in _imports_anywhere(ROOT / importer)

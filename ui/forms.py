@@ -1,6 +1,7 @@
 """HTML forms from JSON Schemas, and typed values back from submitted forms.
 
-Sandbox faults (`/api/faults/kinds` params schemas) and console operations (the scenario format's typed op
+Sandbox faults (the fault registry's catalog entries, as `/api/faults/kinds` serves them: params schema, label,
+help, example params) and console operations (the scenario format's typed op
 arguments) are described by pydantic models; their JSON Schemas become forms here, with the choices for names
 (services, replicas, hops, versions) filled from the live stack. Submitted text is converted back to the
 schema's types (a number field gives a number), and anything beyond types — ranges, names that must exist — is
@@ -131,6 +132,16 @@ def fields_from_schema(schema: Mapping[str, Any], choices: Mapping[str, list[str
     required = set(schema.get("required", []))
     return [field_from(name, prop, name in required, schema, choices)
             for name, prop in schema.get("properties", {}).items() if name not in skip]
+
+
+def with_example(fields: list[FormField], example: Mapping[str, Any]) -> list[FormField]:
+    """Pre-fill the fields the schema gives no default with a fault kind's example params (its catalog entry's
+    `params_example`, declared in its module of lab/faults/kinds/): what the form starts from, not what is sent
+    — a field the learner empties is still left out, and the model's own default applies."""
+    for f in fields:
+        if f.name in example and f.default is None and f.kind not in ("hidden", "checkbox"):
+            f.default = example[f.name]
+    return fields
 
 
 def _number(f: FormField, text: str) -> int | float:

@@ -9,22 +9,34 @@
 `attach(lab)` (called by lab/server.py) creates the lab's manager (`lab.components["faults"]`, also returned by
 `lab_faults(lab)`), reverts what a crashed lab left behind once the stack runs, and serves /api/faults. The
 manager reverts everything when the lab shuts down. See docs/faults.md.
+
+The kinds themselves are found by lab/faults/registry.py (one module each in lab/faults/kinds/). This package's
+names are loaded on first use: lab.scenario imports lab.faults.registry while it builds the scenario schema, and
+must not pull in the manager, which parses faults with that very schema.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lab.faults import config, cpu, data, dependency, deploy, memory, network, process  # noqa: F401 - registers
-from lab.faults.base import Applied, FaultError, Injector, all_injectors, get, parse_fault, register
-from lab.faults.context import FaultContext
-from lab.faults.manager import FaultManager
+if TYPE_CHECKING:
+    from lab.faults.base import Applied, FaultError, Injector, all_injectors, get, register
+    from lab.faults.context import FaultContext
+    from lab.faults.manager import FaultManager
+    from lab.faults.parse import parse_fault
 
 log = logging.getLogger("faultline.faults")
 STATE_FILE = "faults-active.json"
+_EXPORTS = {
+    "Applied": "lab.faults.base", "FaultError": "lab.faults.base", "Injector": "lab.faults.base",
+    "all_injectors": "lab.faults.base", "get": "lab.faults.base", "register": "lab.faults.base",
+    "FaultContext": "lab.faults.context", "FaultManager": "lab.faults.manager", "parse_fault": "lab.faults.parse",
+    "catalog": "lab.faults.api",
+}
 
 __all__ = [
     "Applied",
@@ -34,6 +46,7 @@ __all__ = [
     "Injector",
     "all_injectors",
     "attach",
+    "catalog",
     "get",
     "lab_faults",
     "parse_fault",
@@ -41,8 +54,17 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lab.faults' has no attribute {name!r}")
+
+
 def lab_faults(lab: Any) -> FaultManager:
     """The lab's one FaultManager (created on first use; the lab closes it, reverting everything)."""
+    from lab.faults.context import FaultContext
+    from lab.faults.manager import FaultManager
+
     manager = lab.components.get("faults")
     if manager is None:
         manager = FaultManager(FaultContext(lab), state_path=lab.home / STATE_FILE)

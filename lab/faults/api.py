@@ -19,8 +19,10 @@ from typing import Any
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
-from lab.faults.base import FaultError, all_injectors, parse_fault
+from lab.faults.base import FaultError, all_injectors
+from lab.faults.context import FaultContext
 from lab.faults.manager import FaultManager
+from lab.faults.parse import parse_fault
 from lab.scenario.vocab import DEPENDENCIES
 
 _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
@@ -28,6 +30,14 @@ _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT
 
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
+
+
+def catalog(ctx: FaultContext) -> list[dict[str, Any]]:
+    """Every registered kind's catalog entry, with the live stack's names as target choices (the sandbox's
+    forms, in the UI and at GET /api/faults/kinds)."""
+    choices = {"hop": [h.name for h in ctx.topology.hops()], "service": ctx.service_names(),
+               "replica": ctx.replicas(), "dependency": list(DEPENDENCIES)}
+    return [i.catalog_entry(choices) for i in all_injectors()]
 
 
 def fault_from_body(body: Any, counter: itertools.count) -> Any:
@@ -58,10 +68,7 @@ def router(manager: FaultManager, running_attempt: Callable[[], str | None] = la
 
     @r.get("/kinds")
     def kinds() -> list[dict[str, Any]]:
-        ctx = manager.ctx
-        choices = {"hop": [h.name for h in ctx.topology.hops()], "service": ctx.service_names(),
-                   "replica": ctx.replicas(), "dependency": list(DEPENDENCIES)}
-        return [i.catalog_entry(choices) for i in all_injectors()]
+        return catalog(manager.ctx)
 
     @r.get("")
     def active() -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""The injector contract: what a fault kind must provide, the record of an applied fault, and the registry.
+"""The injector contract: what a fault kind must provide, and the record of an applied fault.
 
-An injector carries out one `kind.action` of lab/scenario/faults.py. `apply(ctx, fault)` changes the running stack
-through a FaultContext (HTTP and the supervisor only) and returns an `Applied` record holding everything `revert`
-needs: previous values, pids, versions. The record is plain JSON, so the journal can store it and a lab restarted
-after a crash can still undo the change. `revert` is idempotent: undoing something already undone (or gone) is
-a no-op that returns notes instead of raising.
+An injector carries out one `kind.action` (one module of lab/faults/kinds/, registered in lab/faults/registry.py).
+`apply(ctx, fault)` changes the running stack through a FaultContext (HTTP and the supervisor only) and returns
+an `Applied` record holding everything `revert` needs: previous values, pids, versions. The record is plain JSON,
+so the journal can store it and a lab restarted after a crash can still undo the change. `revert` is idempotent:
+undoing something already undone (or gone) is a no-op that returns notes instead of raising.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from pydantic.fields import FieldInfo
 
-from lab.scenario import faults as models
+from lab.faults import registry
+from lab.faults.registry import Catalog
 from lab.scenario import vocab
+from lab.scenario.faultspec import DependencyName, FaultModel
 
 if TYPE_CHECKING:
     from lab.faults.context import FaultContext
@@ -62,15 +64,25 @@ class Applied:
 
 
 class Injector:
-    """One fault kind/action. Subclasses set `model` (the scenario's pydantic model of that fault) and `summary`,
-    and implement `describe`, `apply` and `revert`."""
+    """One fault kind/action. Subclasses set `model` (the scenario's pydantic model of that fault), `catalog`
+    (the sandbox's label, help and example params) and `position` (where the kind sorts in the schema and the
+    sandbox), implement `describe`, `apply` and `revert`, and are decorated with `@register`."""
 
-    model: ClassVar[type[models._Fault]]
-    summary: ClassVar[str] = ""
+    model: ClassVar[type[FaultModel]]
+    catalog: ClassVar[Catalog]
+    position: ClassVar[int] = 1000
+    # Faults that start a process of their own, which the learner may `kill`.
+    starts_process: ClassVar[bool] = False
+    # Tags pydantic puts in an error's location after `params` when the params are a union (e.g. toxic types).
+    params_tags: ClassVar[tuple[str, ...]] = ()
 
     @property
     def name(self) -> str:
-        return name_of(self.model)
+        return registry.fault_name(self.model)
+
+    @property
+    def summary(self) -> str:
+        return self.catalog.help
 
     def describe(self, fault: Any) -> str:
         raise NotImplementedError
@@ -99,8 +111,8 @@ class Injector:
         )
 
     def catalog_entry(self, choices: dict[str, list[str]] | None = None) -> dict[str, Any]:
-        """What the sandbox form needs: the name, what it does, the target it takes (with the live stack's
-        choices when given: {"hop": [...], "service": [...], ...}) and its params' JSON Schema."""
+        """What the sandbox form needs: the name, its label and help, the target it takes (with the live stack's
+        choices when given: {"hop": [...], "service": [...], ...}), its params' JSON Schema and example params."""
         fields = self.model.model_fields
         target = fields.get("target")
         params = fields["params"]
@@ -109,7 +121,8 @@ class Injector:
             "name": self.name,
             "kind": self.name.split(".")[0],
             "action": self.name.split(".")[1],
-            "summary": self.summary,
+            "label": self.catalog.label,
+            "summary": self.catalog.help,
             "target": None if target is None else {
                 "kind": kind,
                 "choices": (choices or {}).get(kind or ""),
@@ -119,6 +132,7 @@ class Injector:
             },
             "params_schema": TypeAdapter(params.annotation).json_schema(),
             "params_required": params.is_required(),
+            "params_example": dict(self.catalog.example),
         }
 
 
@@ -127,7 +141,7 @@ _TARGET_CHECKS = {vocab.check_hop: "hop", vocab.check_replica: "replica", vocab.
 
 def target_kind(target: FieldInfo) -> str | None:
     """hop, service, replica or dependency: which names a fault's target takes (from its validator)."""
-    if target.annotation == models.DependencyName:
+    if target.annotation == DependencyName:
         return "dependency"
     metadata = list(target.metadata)
     for arg in get_args(target.annotation):  # `ServiceName | None` keeps its Annotated inside the union
@@ -139,72 +153,17 @@ def target_kind(target: FieldInfo) -> str | None:
     return None
 
 
-def name_of(model: type[models._Fault]) -> str:
-    kind = model.model_fields["kind"].annotation.__args__[0]
-    return f"{kind}.{models.action_of(model)}"
-
-
-_REGISTRY: dict[str, Injector] = {}
-
-
-def register(cls: type[Injector]) -> type[Injector]:
-    """Class decorator: one instance per `kind.action`, under the name the scenario format uses."""
-    injector = cls()
-    if injector.name in _REGISTRY:
-        raise RuntimeError(f"two injectors for {injector.name}")
-    _REGISTRY[injector.name] = injector
-    return cls
+register = registry.register
 
 
 def get(name: str) -> Injector:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise FaultError(f"no injector for {name!r}; known: {', '.join(sorted(_REGISTRY))}", 422) from None
+    found = registry.lookup(name)
+    if found is None:
+        known = ", ".join(sorted(i.name for i in registry.kinds()))
+        raise FaultError(f"no injector for {name!r}; known: {known}", 422)
+    return found
 
 
 def all_injectors() -> list[Injector]:
-    order = [name_of(m) for ms in models.FAULTS_BY_KIND.values() for m in ms]
-    return [_REGISTRY[n] for n in order if n in _REGISTRY]
-
-
-_FAULT = TypeAdapter(models.Fault)
-
-
-def parse_fault(data: Any) -> Any:
-    """A fault in the scenario format (dict) -> its pydantic model; FaultError 422 naming each bad field."""
-    try:
-        return _FAULT.validate_python(data)
-    except ValidationError as exc:
-        raise FaultError(validation_message(exc), 422) from None
-
-
-def validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(_field_path(err["loc"]))
-        parts.append(f"{loc or 'fault'}: {err['msg']}")
-    return "; ".join(parts)
-
-
-_TOXIC_TYPES = ("latency", "bandwidth", "slow_close", "timeout", "reset_peer", "slicer", "limit_data")
-
-
-def _field_path(loc: tuple[Any, ...]) -> list[str]:
-    """The error's location as the YAML reads, without the union tags pydantic inserts (kind, action, toxic
-    type after `params`, `duration` after `until`)."""
-    parts = [str(p) for p in loc]
-    out: list[str] = []
-    i = 0
-    if parts and parts[0] in models.ACTIONS:
-        kind = parts[0]
-        i = 1
-        if len(models.ACTIONS[kind]) > 1 and len(parts) > 1 and parts[1] in models.ACTIONS[kind]:
-            i = 2
-    while i < len(parts):
-        out.append(parts[i])
-        nxt = parts[i + 1] if i + 1 < len(parts) else None
-        if (parts[i] == "params" and nxt in _TOXIC_TYPES) or (parts[i] == "until" and nxt in ("duration", "fixed")):
-            i += 1
-        i += 1
-    return out
+    """Every injector, in the scenario format's order."""
+    return registry.kinds()

@@ -1,4 +1,5 @@
-"""Deploy faults: a broken model version rolled out at canary weight or in full, or a corrupt artifact.
+"""Rollouts for the deploy faults (lab/faults/kinds/deploy_variant.py, deploy_corrupt.py) and the console's
+deploy operations: a broken model version rolled out at canary weight or in full, or a corrupt artifact.
 
 A rollout here is what a deploy pipeline would do, through the services' HTTP APIs only:
 1. the registry derives the broken version from a healthy base (`POST /v1/variants`) and gives it a new vN;
@@ -21,11 +22,13 @@ other replicas carry the traffic. The fix a learner is expected to find: redeplo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lab.faults.base import Applied, FaultError, Injector, register
-from lab.faults.context import FaultContext
-from lab.scenario import faults as models
+from lab.faults.base import FaultError
+from lab.faults.partnames import ROUTER
+
+if TYPE_CHECKING:
+    from lab.faults.context import FaultContext
 
 MAX_VERSIONS = 8  # what a model server holds at most
 EXCLUSIVE_STAGES = ("production", "canary")
@@ -107,122 +110,18 @@ def restore_replicas(ctx: FaultContext, c: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _undo(ctx: FaultContext, c: dict[str, Any]) -> list[str]:
+def undo_rollout(ctx: FaultContext, c: dict[str, Any]) -> list[str]:
     notes: list[str] = []
     if "gateway_argv_before" in c:
-        ctx.set_argv("gateway", c["gateway_argv_before"])
+        ctx.set_argv(ROUTER, c["gateway_argv_before"])
     if "routing_before" in c:
         try:
-            ctx.patch_config("gateway", {"routing": c["routing_before"]})
+            ctx.patch_config(ROUTER, {"routing": c["routing_before"]})
         except FaultError as exc:
-            notes.append(f"gateway routing not restored: {exc}")
+            notes.append(f"{ROUTER} routing not restored: {exc}")
     notes += restore_replicas(ctx, c)
     try:
         notes += restore_stages(ctx, c["stages_before"])
     except FaultError as exc:
         notes.append(f"registry stages not restored: {exc}")
     return notes
-
-
-@register
-class DeployVariant(Injector):
-    model = models.DeployVariant
-    summary = "Roll out a broken variant of a healthy version (flipped labels, skew, slow, NaN) at a canary weight."
-
-    def describe(self, fault: Any) -> str:
-        p = fault.params
-        how = "in full" if p.weight >= 1 else f"as a canary taking {p.weight:.0%} of traffic"
-        return f"a {p.variant} variant of {p.base} deployed {how}"
-
-    def apply(self, ctx: FaultContext, fault: Any) -> Applied:
-        p = fault.params
-        full = p.weight >= 1
-        before = loaded_everywhere(ctx)
-        routing_before = ctx.get_config("gateway")["routing"]
-        stages_before = stages(ctx)
-        meta = register_variant(ctx, p.base, p.variant)
-        version = meta["version"]
-        stages_before[version] = "archived"  # reverted = an abandoned rollout
-        c: dict[str, Any] = {"version": version, "variant": p.variant, "base": p.base, "weight": p.weight,
-                             "replicas_before": before, "stages_before": stages_before, "argv_before": {}}
-        try:
-            for r, versions in before.items():
-                ctx.reload(r, with_version(versions, version, first=full))
-                c["argv_before"][r] = ctx.spec_argv(r)
-                ctx.set_argv(r, argv_with_versions(c["argv_before"][r], with_version(versions, version, full)))
-            default = next(iter(before.values()))[0]
-            routing = {} if full else canary_routing(routing_before, default, version, p.weight)
-            c["routing_before"], c["routing"] = routing_before, routing
-            ctx.patch_config("gateway", {"routing": routing})
-            c["gateway_argv_before"] = ctx.persist_config("gateway", {"routing": routing})  # a restart keeps it
-            ctx.registry("POST", f"/v1/models/{version}/stage", {"stage": "production" if full else "canary"})
-        except FaultError as exc:
-            _undo(ctx, c)
-            raise FaultError(f"the rollout of {version} ({p.variant} of {p.base}) failed and was undone: {exc}",
-                             exc.status) from exc
-        return self.record(fault, c)
-
-    def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:
-        return _undo(ctx, applied.changes)
-
-    def recover(self, ctx: FaultContext, applied: Applied) -> list[str]:
-        restore_stages(ctx, applied.changes["stages_before"])  # the registry's files outlive a lab
-        return [f"registry stages restored; {applied.changes['version']} archived"]
-
-
-@register
-class DeployCorrupt(Injector):
-    model = models.DeployCorrupt
-    summary = "Roll out a version whose artifact fails its checksum: replicas refuse it; in full, one gets stuck."
-
-    def describe(self, fault: Any) -> str:
-        p = fault.params
-        text = f"a corrupt copy of {p.base} rolled out " + ("in full" if p.weight >= 1 else f"at {p.weight:.0%}")
-        text += ": every live replica refuses it"
-        if p.weight >= 1:
-            text += "; the first replica, restarted onto it, cannot become ready"
-        return text
-
-    def apply(self, ctx: FaultContext, fault: Any) -> Applied:
-        p = fault.params
-        full = p.weight >= 1
-        before = loaded_everywhere(ctx)
-        stages_before = stages(ctx)
-        meta = register_variant(ctx, p.base, "corrupt")
-        version = meta["version"]
-        stages_before[version] = "archived"
-        c: dict[str, Any] = {"version": version, "base": p.base, "weight": p.weight, "replicas_before": before,
-                             "stages_before": stages_before, "argv_before": {}, "refused": {}, "accepted": [],
-                             "restarted": []}
-        notes = []
-        for r, versions in before.items():
-            try:
-                ctx.reload(r, with_version(versions, version, first=full))
-                c["accepted"].append(r)
-            except FaultError as exc:
-                if exc.status != 409:
-                    _undo(ctx, c)
-                    raise
-                c["refused"][r] = str(exc)
-        if c["accepted"]:
-            notes.append(f"{', '.join(c['accepted'])} accepted a corrupt artifact: the checksum check is broken")
-        try:
-            ctx.registry("POST", f"/v1/models/{version}/stage", {"stage": "production" if full else "canary"})
-            if full:
-                first = next(iter(before))
-                c["argv_before"][first] = ctx.spec_argv(first)
-                ctx.set_argv(first, argv_with_versions(c["argv_before"][first],
-                                                       with_version(before[first], version, True)))
-                c["restarted"].append(first)
-                ctx.restart(first)
-        except FaultError as exc:
-            _undo(ctx, c)
-            raise FaultError(f"the corrupt rollout of {version} failed and was undone: {exc}", exc.status) from exc
-        return self.record(fault, c, notes)
-
-    def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:
-        return _undo(ctx, applied.changes)
-
-    def recover(self, ctx: FaultContext, applied: Applied) -> list[str]:
-        restore_stages(ctx, applied.changes["stages_before"])  # the registry's files outlive a lab
-        return [f"registry stages restored; {applied.changes['version']} archived"]

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab.faults.base import Applied, FaultError, get, parse_fault
+from lab.faults.base import Applied, FaultError, get
 from lab.faults.context import FaultContext
+from lab.faults.parse import parse_fault
 
 log = logging.getLogger("faultline.faults")
 HISTORY = 200

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from lab.scenario import vocab
-from lab.scenario.faults import PROCESS_STARTING
+from lab.scenario.faults import FAULT_KINDS, PROCESS_STARTING
 from lab.scenario.ops import ACT_OPS, INVESTIGATE_OPS, op_args
 from lab.scenario.variables import Loc
 
@@ -182,9 +182,9 @@ def _questions(s: Scenario) -> Iterator[Problem]:
         if q.kind != "category":
             continue
         for j, o in enumerate(q.options):
-            if o.id not in vocab.FAULT_KINDS:
+            if o.id not in FAULT_KINDS:
                 yield (*loc, "options", j, "id"), (
-                    f"category options are fault kinds; '{o.id}' is not one of: {', '.join(vocab.FAULT_KINDS)}"
+                    f"category options are fault kinds; '{o.id}' is not one of: {', '.join(FAULT_KINDS)}"
                 )
             elif o.correct and o.id not in fault_kinds:
                 kinds = ", ".join(sorted(fault_kinds))

@@ -3,7 +3,8 @@
 A scenario file is one `Scenario`. Section models live here; faults, probes and console operations have their own
 modules because each is a family of per-kind models. Checks that relate one part of a scenario to another (ids
 that must exist, replicas that must be in the stack, hint ordering) are in `checks.py`, run by the `Scenario`
-validator, so `Scenario.model_validate` alone enforces the whole contract.
+validator, so `Scenario.model_validate` alone enforces the whole contract. `checks.py` owns them and never imports
+this module at run time (only for type hints): the import goes one way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationInfo, model_validator
 
 from lab.scenario import vocab
+from lab.scenario.checks import cross_check
 from lab.scenario.faults import Fault
 from lab.scenario.fields import Ident, Markdown, Seconds, ServiceName, Slug, Strict, Text
 from lab.scenario.ops import Collateral, ConfigKey, Op, OpPattern
@@ -173,8 +175,6 @@ class Scenario(Strict):
     def _cross_checks(self, info: ValidationInfo) -> Scenario:
         if info.context and info.context.get(DEFER_CHECKS):
             return self
-        from lab.scenario.checks import cross_check
-
         problems = cross_check(self)
         if problems:
             raise ValueError("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems))

@@ -27,8 +27,9 @@ SKILLS: tuple[str, ...] = (
     "ml-quality",
 )
 
-# Root-cause categories are the fault kinds: the diagnosis asks which kind of thing broke.
-FAULT_KINDS: tuple[str, ...] = ("network", "process", "memory", "cpu", "data", "deploy", "config", "dependency")
+# The fault kinds (also the diagnosis' root-cause categories) are not listed here: lab.scenario.faults.FAULT_KINDS
+# is built from the fault registry (one module per kind in lab/faults/kinds/). `vocab.FAULT_KINDS` still answers,
+# looked up on first use (see __getattr__ at the end): the kinds import this module, so it cannot import them.
 
 FIXED_SERVICES: tuple[str, ...] = ("gateway", "feature-store", "registry")
 FIXED_HOPS: tuple[str, ...] = ("gateway", "feature-store")
@@ -113,3 +114,11 @@ def check_version_ref(name: str) -> str:
     if name not in VERSION_REFS:
         raise ValueError(f"unknown model version '{name}'; expected one of: {', '.join(VERSION_REFS)}")
     return name
+
+
+def __getattr__(name: str) -> object:
+    if name == "FAULT_KINDS":
+        from lab.scenario.faults import FAULT_KINDS
+
+        return FAULT_KINDS
+    raise AttributeError(f"module 'lab.scenario.vocab' has no attribute {name!r}")

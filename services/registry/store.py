@@ -10,8 +10,9 @@ half-registered version. Writers (register, set_stage) hold an flock on `<root>/
 CLI, the registry service and a variant-making child process may all write at once.
 
 `load()` checks the artifact's sha256 against meta and raises `CorruptArtifact` on mismatch: a corrupted model
-is refused, never served. `make_variant()` builds deliberately broken versions for the bad-deploy scenarios;
-it needs torch, so it is imported lazily from `services.registry.variants`.
+is refused, never served. Deliberately broken versions for the bad-deploy scenarios are made by
+`services.registry.variants.make_variant(registry, ...)` (it needs torch); that module uses this one, never the
+other way round.
 """
 
 from __future__ import annotations
@@ -225,12 +226,6 @@ class Registry:
             raise RegistryError(f"bad stage {stage!r}: expected one of {', '.join(STAGES)}")
 
     # ------------------------------------------------------------------------------------ broken on purpose
-    def make_variant(self, base: str, variant: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Register a deliberately broken copy of `base` (see `services.registry.variants`). Needs torch."""
-        from services.registry.variants import make_variant
-
-        return make_variant(self, base, variant, params or {})
-
     def corrupt_artifact(self, version: str, n_bytes: int = 16) -> None:
         """Flip bytes in the middle of a version's model.pt, leaving meta (and its sha256) untouched.
 

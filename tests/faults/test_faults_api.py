@@ -9,19 +9,26 @@ import pytest
 from faultkit import Lab, wait_until
 
 from lab.faults import all_injectors, get
-from lab.faults.base import Applied, FaultError, parse_fault
+from lab.faults.base import Applied, FaultError
+from lab.faults.parse import parse_fault
 from lab.scenario import faults as models
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 
-ALL_NAMES = [f"{kind}.{models.action_of(m)}" for kind, ms in models.FAULTS_BY_KIND.items() for m in ms]
+# The scenario format's kinds, in its order: what the schema (lab/scenario/faults.py) was built from.
+ALL_NAMES = list(models.MODELS)
 LATENCY = {"type": "latency", "latency": 50}
 
 
 def test_every_scenario_fault_has_one_injector_with_a_summary() -> None:
     assert [i.name for i in all_injectors()] == ALL_NAMES
+    assert ALL_NAMES[:3] == ["network.toxic", "network.down", "process.kill"]  # declared positions, not a-z
+    assert len(ALL_NAMES) == 16 and models.FAULT_KINDS == ("network", "process", "memory", "cpu", "data", "deploy",
+                                                           "config", "dependency")
     for injector in all_injectors():
-        assert injector.summary and injector.model.__name__ in dir(models)
+        assert injector.summary and injector.catalog.label and models.MODELS[injector.name] is injector.model
+        # one module per kind, named after it
+        assert type(injector).__module__ == "lab.faults.kinds." + injector.name.replace(".", "_")
 
 
 def test_injectors_describe_faults_for_humans() -> None:

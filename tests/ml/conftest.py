@@ -48,6 +48,7 @@ def ml_registry(ml_home: Path) -> Path:
 def variant_registry(ml_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the default registry plus one of each broken variant of v1 (made in-process)."""
     from services.registry.store import Registry
+    from services.registry.variants import make_variant
 
     root = tmp_path_factory.mktemp("variants") / "registry"
     shutil.copytree(ml_registry, root)
@@ -60,7 +61,7 @@ def variant_registry(ml_registry: Path, tmp_path_factory: pytest.TempPathFactory
         ("nan", {"fraction": 0.3}),
         ("corrupt", {}),
     ):
-        made[variant] = reg.make_variant("v1", variant, params)["version"]
+        made[variant] = make_variant(reg, "v1", variant, params)["version"]
     (root / "variants.txt").write_text("\n".join(f"{k}={v}" for k, v in made.items()))
     return root
 

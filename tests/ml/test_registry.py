@@ -12,6 +12,7 @@ import pytest
 from mlprocs import Proc, feature_rows, free_port, variant_versions
 
 from services.registry.store import CorruptArtifact, Registry, RegistryError, VersionNotFound
+from services.registry.variants import make_variant
 from services.trainer.evaluation import auc
 
 
@@ -117,14 +118,14 @@ def test_slow_and_corrupt_variants_are_recorded(variant_registry: Path) -> None:
 def test_variant_params_are_validated(registry_copy: Path) -> None:
     reg = Registry(registry_copy)
     with pytest.raises(RegistryError, match="unknown variant 'sideways'"):
-        reg.make_variant("v1", "sideways")
+        make_variant(reg, "v1", "sideways", {})
     with pytest.raises(RegistryError, match=r"fraction must be a number in \(0, 1\]"):
-        reg.make_variant("v1", "nan", {"fraction": 2})
+        make_variant(reg, "v1", "nan", {"fraction": 2})
     with pytest.raises(RegistryError, match="takes no parameter"):
-        reg.make_variant("v1", "flipped_labels", {"delay_ms": 3})
+        make_variant(reg, "v1", "flipped_labels", {"delay_ms": 3})
     reg.corrupt_artifact("v2")
     with pytest.raises(CorruptArtifact):
-        reg.make_variant("v2", "slow")  # never derive from a corrupt base
+        make_variant(reg, "v2", "slow", {})  # never derive from a corrupt base
     assert reg.versions() == ["v1", "v2"]
 
 

@@ -1,7 +1,8 @@
 """The sandbox: every fault kind as a form, applied to the live stack through the lab's FaultManager; traffic.
 
-Forms come from the injectors' own catalog (their params' JSON Schemas, with the live stack's names as choices);
-what a fault does, and whether its parameters are acceptable, is decided by lab.faults alone.
+Forms come from the fault registry's catalog (`lab.faults.catalog`: each kind's params JSON Schema, help and
+example params, with the live stack's names as choices); what a fault does, and whether its parameters are
+acceptable, is decided by lab.faults alone.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from lab.scenario.vocab import DEPENDENCIES, TRAFFIC_PROFILES
+from lab.scenario.vocab import TRAFFIC_PROFILES
 from ui import stackmap
 from ui.app import UI, read_form
-from ui.forms import FormError, FormField, field_from, fields_from_schema, values_from_form, variants
+from ui.forms import FormError, FormField, field_from, fields_from_schema, values_from_form, variants, with_example
 from ui.routes.attempts import console_context
 from ui.security import Refused
 
@@ -29,25 +30,27 @@ def _manager(ui: UI) -> Any:
 
 
 def fault_kinds(ui: UI) -> list[dict[str, Any]]:
-    """The injectors' catalog with the live stack's names as target choices (as GET /api/faults/kinds)."""
-    from lab.faults import all_injectors
+    """The registry's catalog with the live stack's names as target choices (as GET /api/faults/kinds)."""
+    from lab.faults import catalog
 
-    ctx = _manager(ui).ctx
-    choices = {"hop": [h.name for h in ctx.topology.hops()], "service": ctx.service_names(),
-               "replica": ctx.replicas(), "dependency": list(DEPENDENCIES)}
-    return [i.catalog_entry(choices) for i in all_injectors()]
+    return catalog(_manager(ui).ctx)
 
 
 def fault_form(entry: dict[str, Any], variant: str | None = None) -> dict[str, Any]:
     """Fields for one fault kind: its target, then its params (for a union of toxics, the chosen type's)."""
     schema = entry["params_schema"]
+    example = entry.get("params_example") or {}
     found = variants(schema)
     chosen = None
     if found:
-        chosen = variant if variant in found else next(iter(found))
+        preferred = [v for v in (variant, example.get("type")) if v in found]
+        chosen = preferred[0] if preferred else next(iter(found))
         params = fields_from_schema(found[chosen], skip=("type",))
+        if example.get("type") != chosen:  # the example is one toxic's: another type starts from its own defaults
+            example = {}
     else:
         params = fields_from_schema(schema)
+    with_example(params, example)
     fields: list[FormField] = []
     target = entry.get("target")
     if target is not None:
@@ -55,8 +58,8 @@ def fault_form(entry: dict[str, Any], variant: str | None = None) -> dict[str, A
         f.label = f"Target ({target['kind']})"
         f.default = target.get("default")
         fields.append(f)
-    return {"name": entry["name"], "summary": entry["summary"], "fields": fields, "params": params,
-            "variants": list(found), "variant": chosen}
+    return {"name": entry["name"], "label": entry.get("label"), "summary": entry["summary"], "fields": fields,
+            "params": params, "variants": list(found), "variant": chosen}
 
 
 def router(ui: UI, route_class: type) -> APIRouter:

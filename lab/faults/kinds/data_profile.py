@@ -11,14 +11,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from lab.faults.base import Applied, FaultError, Injector, register
 from lab.faults.context import FaultContext
-from lab.scenario import faults as models
+from lab.faults.registry import Catalog
+from lab.scenario import vocab
+from lab.scenario.faultspec import FaultModel
+from lab.scenario.fields import Fraction, Strict
 from services.loadgen.client import LoadgenClient, LoadgenError
 
 SCALABLE_SHIFT = ("null_rate", "new_category_rate", "covariate", "concept")
+
+
+class ProfileParams(Strict):
+    profile: Literal[vocab.TRAFFIC_PROFILES]  # type: ignore[valid-type]
+    rps: float | None = Field(default=None, gt=0, le=2000)
+    strength: Fraction | None = None
+
+
+class DataProfile(FaultModel):
+    kind: Literal["data"]
+    action: Literal["profile"]
+    params: ProfileParams
 
 
 def weakened(name: str, profile: dict[str, Any], strength: float) -> dict[str, Any]:
@@ -51,9 +68,14 @@ def loadgen(ctx: FaultContext) -> Iterator[LoadgenClient]:
 
 
 @register
-class DataProfile(Injector):
-    model = models.DataProfile
-    summary = "Switch the load generator's traffic profile (drift, nulls, unit change, surge) and/or its rate."
+class DataProfileInjector(Injector):
+    model = DataProfile
+    position = 50
+    catalog = Catalog(
+        label="Traffic profile",
+        help="Switch the load generator's traffic profile (drift, nulls, unit change, surge) and/or its rate.",
+        example={"profile": "covariate-shift"},
+    )
 
     def describe(self, fault: Any) -> str:
         p = fault.params

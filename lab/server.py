@@ -157,8 +157,8 @@ def create_app(lab: Lab, token: str | None = None, host: str | None = None,
     app.state.lab = lab
     allowed = allowed_hosts if allowed_hosts is not None else allowed_hosts_from_env()
     hosts = HostRule(lab.settings.ports.lab, host or lab.topology.host, allowed)
-    # Middleware wraps everything the router holds, the UI's routes and /static included; the routes are read per
-    # request because components attach below.
+    # Middleware wraps everything the router holds, the UI's routes and /static included; the guard reads the
+    # routes at the first request because components attach below.
     app.add_middleware(Guard, routes=lambda: app.routes, hosts=hosts, token=token)
 
     @app.exception_handler(RecursionError)

@@ -288,3 +288,15 @@ def test_a_configured_name_is_served_and_others_are_not(guarded_lab: Any) -> Non
     # the token is still required on top of an allowed Host
     r = httpx.get(guarded_lab.url + "/api/health", headers={"Host": f"lab.test:{port}"}, trust_env=False)
     assert r.status_code == 401, r.text
+
+
+def test_the_cli_checks_allowed_host_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from lab.cli import LabError, _allowed_hosts
+
+    monkeypatch.setenv("FAULTLINE_ALLOWED_HOSTS", "env.test, box.lan:9000")
+    assert _allowed_hosts(argparse.Namespace(allowed_host=["lab.test"])) == ["lab.test", "env.test", "box.lan:9000"]
+    for bad in ("lab.test:99999", "[::1", "a:b"):
+        with pytest.raises(LabError, match="--allowed-host"):
+            _allowed_hosts(argparse.Namespace(allowed_host=[bad]))

@@ -114,7 +114,8 @@ def _serve_argv(args: argparse.Namespace, home: Path) -> list[str]:
             "--lab-port", str(args.lab_port), "--ready-timeout", str(args.ready_timeout),
             "--rps", str(args.rps), "--profile", args.profile, "--restart-policy", args.restart_policy,
             "--host", args.host] + (
-                ["--exit-with", str(args.exit_with)] if args.exit_with else [])
+                ["--exit-with", str(args.exit_with)] if args.exit_with else []) + [
+                f"--allowed-host={name}" for name in args.allowed_host]
 
 
 def _print_ready(st: dict[str, Any], elapsed: float) -> None:
@@ -126,6 +127,19 @@ def _print_ready(st: dict[str, Any], elapsed: float) -> None:
 
 
 # --- commands ----------------------------------------------------------------------------------------------------
+
+
+def _allowed_hosts(args: argparse.Namespace) -> list[str]:
+    """--allowed-host names plus $FAULTLINE_ALLOWED_HOSTS, each checked to be a Host header's `name[:port]`."""
+    from lab.apiguard import allowed_hosts_from_env, split_host
+
+    names = [*getattr(args, "allowed_host", []), *allowed_hosts_from_env()]
+    for name in names:
+        try:
+            split_host(name)
+        except ValueError as exc:
+            raise LabError(f"--allowed-host {name!r} is not a host name with an optional :port ({exc})") from None
+    return names
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -142,6 +156,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return compose.up(detach=args.detach)
     t0 = time.time()
     _binding(args)
+    _allowed_hosts(args)
     home = _preflight(args)
     if args.detach:
         return _up_detached(args, home, t0)
@@ -249,7 +264,7 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
     try:
         from lab.server import serve
 
-        return serve(lab, exit_with=args.exit_with, host=host, token=token)
+        return serve(lab, exit_with=args.exit_with, host=host, token=token, allowed_hosts=_allowed_hosts(args))
     except BaseException:
         lab.shutdown()  # idempotent: serve() stops the stack itself on its own way out
         raise
@@ -456,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--host", default="127.0.0.1",
                         help="address of the lab API (default 127.0.0.1; any other needs --token)")
         sp.add_argument("--token", help=f"require this token on every /api request (default: ${TOKEN_ENV})")
+        sp.add_argument("--allowed-host", action="append", default=[], metavar="NAME[:PORT]",
+                        help="also answer to this Host name (repeatable; also $FAULTLINE_ALLOWED_HOSTS, comma-"
+                             "separated): loopback names and the bound address are always allowed")
 
     up = sub.add_parser("up", help="start the stack (foreground; -d to detach)")
     stack_flags(up)

@@ -1,7 +1,8 @@
 """The compose backend: `faultline up --backend compose` drives `docker compose` on docker-compose.yml.
 
-Same services, entrypoints, flags and ports as the process backend (checked by tests/stack/test_compose.py),
-with the real Toxiproxy image in front of every hop. Only argv lists are run, never a shell string.
+Same services, entrypoints, flags, ports and restart policies as the process backend (checked by
+tests/stack/test_compose.py), with the real Toxiproxy image in front of every hop. Only argv lists are run, never
+a shell string.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from lab.apiguard import BodyLimit, TokenGuard
+from lab.apidoc import document_errors
+from lab.apiguard import Guard, HostRule, allowed_hosts_from_env
 from lab.core import Lab
 from lab.ports import PortInUse
 from lab.stack import StackError
@@ -148,13 +149,17 @@ def _attach_components(app: FastAPI, lab: Lab) -> None:
     lab.component_errors = errors
 
 
-def create_app(lab: Lab, token: str | None = None) -> FastAPI:
-    """The lab's app. With `token`, every /api request must carry it (see lab/apiguard.py)."""
+def create_app(lab: Lab, token: str | None = None, host: str | None = None,
+               allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The lab's app, every route behind lab/apiguard.py's one Guard: Host (loopback names, the bound `host`,
+    `allowed_hosts` or FAULTLINE_ALLOWED_HOSTS), `token` when set, Origin, body size and type."""
     app = FastAPI(title="faultline lab")
     app.state.lab = lab
-    app.add_middleware(BodyLimit)
-    if token:
-        app.add_middleware(TokenGuard, token=token)  # added last = outermost: refused before the body is read
+    allowed = allowed_hosts if allowed_hosts is not None else allowed_hosts_from_env()
+    hosts = HostRule(lab.settings.ports.lab, host or lab.topology.host, allowed)
+    # Middleware wraps everything the router holds, the UI's routes and /static included; the guard reads the
+    # routes at the first request because components attach below.
+    app.add_middleware(Guard, routes=lambda: app.routes, hosts=hosts, token=token)
 
     @app.exception_handler(RecursionError)
     async def too_deep(_: Request, __: RecursionError) -> JSONResponse:
@@ -188,6 +193,7 @@ def create_app(lab: Lab, token: str | None = None) -> FastAPI:
     app.include_router(core_router(lab))
     _attach_components(app, lab)
     _document_error_detail(app)
+    document_errors(app, token=bool(token))
     return app
 
 
@@ -210,7 +216,7 @@ def _document_error_detail(app: FastAPI) -> None:
 
 
 def serve(lab: Lab, log_level: str = "warning", exit_with: int | None = None, host: str | None = None,
-          token: str | None = None) -> int:
+          token: str | None = None, allowed_hosts: list[str] | None = None) -> int:
     """Run the lab in the foreground until SIGINT/SIGTERM or POST /api/down; stop the stack on the way out.
 
     The stack starts at once; the API answers as soon as it is bound (lab.json is written then), so
@@ -220,7 +226,7 @@ def serve(lab: Lab, log_level: str = "warning", exit_with: int | None = None, ho
     # The stack starts before the API exists: importing and attaching components takes about a second that
     # the services' start-up (torch imports) can overlap.
     lab.start_stack_in_background()
-    app = create_app(lab, token=token)
+    app = create_app(lab, token=token, host=host, allowed_hosts=allowed_hosts)
     config = uvicorn.Config(
         app, host=host or lab.topology.host, port=lab.settings.ports.lab, log_level=log_level, access_log=False,
         timeout_graceful_shutdown=2,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from lab.apiguard import TAKES_BODY
 from lab.console.base import ConsoleError
 
 
@@ -21,7 +22,7 @@ def router(lab: Any) -> APIRouter:
     def listing() -> list[dict[str, Any]]:
         return operations()
 
-    @r.post("/{op}")
+    @r.post("/{op}", openapi_extra={TAKES_BODY: True})  # reads its JSON body itself
     async def operation(op: str, request: Request) -> Any:
         raw = await request.body()
         args: Any = None

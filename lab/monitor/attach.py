@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Body, Query
@@ -89,7 +89,8 @@ def lab_monitor(lab: Any, config: MonitorConfig | None = None) -> Monitor:
     return Monitor(targets, reference_provider=reference, live_window_provider=recent, config=config)
 
 
-def router(runner: MonitorRunner) -> APIRouter:
+def router(runner: MonitorRunner, live_attempt: Callable[[], str | None] = lambda: None) -> APIRouter:
+    """The monitor's routes; `live_attempt()` is the running attempt's id (the attempts component knows it)."""
     mon = runner.monitor
     r = APIRouter(prefix="/api")
 
@@ -137,9 +138,17 @@ def router(runner: MonitorRunner) -> APIRouter:
         return mon.export(since, until, prefix)
 
     @r.post("/monitor/attempts/{attempt_id}/begin")
-    def begin(attempt_id: str) -> dict[str, Any]:
-        mon.begin_attempt(attempt_id)
-        return {"id": attempt_id, "from": mon.clock()}
+    def begin(attempt_id: str) -> Any:
+        # Only the running attempt may be marked (any id used to grow the map); marking it twice keeps the
+        # first start, which the attempt itself set when it began.
+        if live_attempt() != attempt_id:
+            return JSONResponse({"detail": f"no running attempt {attempt_id!r}: only the running attempt "
+                                           "(GET /api/attempts/active) can be marked"}, status_code=404)
+        began = mon.attempt_began(attempt_id)
+        if began is None:
+            mon.begin_attempt(attempt_id)
+            began = mon.attempt_began(attempt_id)
+        return {"id": attempt_id, "from": began}
 
     @r.post("/monitor/attempts/{attempt_id}/end")
     def end(attempt_id: str) -> Any:
@@ -174,4 +183,9 @@ def attach(lab: Any) -> APIRouter:
     """Called by lab/server.py: start the monitor next to the lab's stack and serve its routes."""
     runner = MonitorRunner(lab_monitor(lab)).start()
     lab.add_component("monitor", runner)
-    return router(runner)
+
+    def live_attempt() -> str | None:
+        attempts = lab.components.get("attempts")  # attached after the monitor: looked up per request
+        return attempts.active_id() if attempts is not None else None
+
+    return router(runner, live_attempt)

@@ -582,6 +582,11 @@ class Monitor:
         while len(self._attempts) > self.config.max_attempts:
             self._attempts.pop(next(iter(self._attempts)))
 
+    def attempt_began(self, attempt_id: str) -> float | None:
+        """When `begin_attempt` marked this attempt (None if it did not, or it has been evicted)."""
+        entry = self._attempts.get(attempt_id)
+        return None if entry is None else entry["from"]
+
     def end_attempt(self, attempt_id: str, at: float | None = None) -> dict[str, Any]:
         """Freeze and keep the attempt's series (they outlive the ring buffers); returns the export."""
         entry = self._attempts.get(attempt_id)

@@ -13,6 +13,7 @@ import pytest
 from relkit import token_in_env
 
 TOKEN = "reliability-token-3f9a"
+ALLOWED_HOST = "lab.test"  # a name the guarded lab answers to besides its own (`--allowed-host`)
 
 
 @dataclass
@@ -33,10 +34,12 @@ class GuardedLab:
 @pytest.fixture(scope="session")
 def guarded_lab(root_conftest: Any, trained_registry: Path,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardedLab]:
-    """A private one-replica stack whose lab was started with `--token` (on 127.0.0.1, as always in tests)."""
+    """A private one-replica stack whose lab was started with `--token` and `--allowed-host lab.test` (on
+    127.0.0.1, as always in tests)."""
     home = tmp_path_factory.mktemp("guarded-home")
     with token_in_env(TOKEN):
-        handle = root_conftest.start_stack(home, trained_registry, replicas=1, extra=("--token", TOKEN))
+        handle = root_conftest.start_stack(home, trained_registry, replicas=1,
+                                           extra=("--token", TOKEN, "--allowed-host", ALLOWED_HOST))
     client = httpx.Client(base_url=handle.lab_url, timeout=60, trust_env=False,
                           headers={"Authorization": f"Bearer {TOKEN}"})
     try:

@@ -91,6 +91,12 @@ def test_memory_limit_matches_the_supervisors(name):
     assert _bytes(COMPOSE["services"][name]["mem_limit"]) == specs.memory_limit_for(name)
 
 
+@pytest.mark.parametrize("name", specs.service_names(TOPOLOGY))
+def test_restart_policy_matches_the_supervisors(name):
+    # the netproxy too: every container shares its network namespace (issue 12, finding 5)
+    assert COMPOSE["services"][name].get("restart") == specs.restart_policy_for(name, IN_CONTAINER)
+
+
 @pytest.mark.parametrize("name", PY_SERVICES)
 def test_healthcheck_probes_the_same_readiness_url(name):
     spec = specs.service_spec(name, TOPOLOGY, IN_CONTAINER)

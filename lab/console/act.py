@@ -21,6 +21,7 @@ from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operat
 from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
 from lab.console.settable import settable
 from lab.faults.base import FaultError
+from lab.rules import RuleError, attempt_refusal
 from lab.stack import StackError
 from services.common.schema import MODEL_FEATURES
 
@@ -115,6 +116,8 @@ def _stack(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except StackError as exc:
         raise ConsoleError(str(exc), 409) from exc
+    except RuleError as exc:  # lab/rules.py: refused before anything changed
+        raise ConsoleError(str(exc), exc.status) from exc
 
 
 @operation("restart")
@@ -351,10 +354,12 @@ def _retrain(ctx: ConsoleContext, args: Any) -> OpResult:
 
 @operation("traffic")
 def traffic(ctx: ConsoleContext, args: Any) -> OpResult:
-    if ctx.attempt is not None:
-        raise ConsoleError("traffic belongs to the scenario during an attempt; `traffic` is a sandbox operation", 409)
+    refusal = attempt_refusal("traffic", ctx.attempt.id if ctx.attempt is not None else None)
+    if refusal is not None:
+        raise ConsoleError(refusal, 409)
     current = ctx.stack.traffic_state()
-    rps = args.rps if args.rps is not None else float(current.get("target_rps") or 20.0)
+    # base_rps: the rate before the profile's multiplier (target_rps of a surge is 4x it)
+    rps = args.rps if args.rps is not None else float(current.get("base_rps") or 20.0)
     state = _stack(ctx.stack.traffic, rps, args.profile)
     text = f"traffic: {state.get('target_rps')} rps, profile {state.get('profile')}"
     return OpResult(state, text)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
+from lab.rules import MAX_TRAFFIC_RPS
 from lab.scenario import vocab
 from lab.scenario.fields import Fraction, HopName, Ident, ReplicaName, Seconds, ServiceName, Strict
 from lab.scenario.ops import ConfigKey, OpName
@@ -270,7 +271,7 @@ class CpuOversubscribe(_Fault):
 
 class ProfileParams(Strict):
     profile: Literal[vocab.TRAFFIC_PROFILES]  # type: ignore[valid-type]
-    rps: float | None = Field(default=None, gt=0, le=2000)
+    rps: float | None = Field(default=None, gt=0, le=MAX_TRAFFIC_RPS)
     strength: Fraction | None = None
 
 

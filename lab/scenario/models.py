@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationInfo, model_validator
 
+from lab.rules import MAX_TRAFFIC_RPS
 from lab.scenario import vocab
 from lab.scenario.faults import Fault
 from lab.scenario.fields import Ident, Markdown, Seconds, ServiceName, Slug, Strict, Text
@@ -44,7 +45,7 @@ class Versions(Strict):
 
 class Traffic(Strict):
     profile: Literal[vocab.TRAFFIC_PROFILES] = "baseline"  # type: ignore[valid-type]
-    rps: float = Field(default=20.0, gt=0, le=2000)
+    rps: float = Field(default=20.0, gt=0, le=MAX_TRAFFIC_RPS)
 
 
 class Stack(Strict):

@@ -13,7 +13,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
-from lab.logsearch import MAX_SCAN_CHARS, LineMatch
+from lab.logsearch import MAX_SCAN_CHARS, MAX_SEARCH_S, LineMatch
 
 MAX_LINE = 8192
 
@@ -65,19 +65,19 @@ class LogBuffer:
     def query(
         self, match: LineMatch | None = None, tail: int | None = None, since: float | None = None
     ) -> list[dict[str, Any]]:
-        """Lines oldest first; `match` keeps the lines it accepts (scanning at most MAX_SCAN_CHARS of the newest
-        text, so no search costs more than that), `since` keeps lines after that epoch time, `tail` keeps the
-        last N of what is left."""
+        """Lines oldest first; `match` keeps the lines it accepts (newest first, scanning at most MAX_SCAN_CHARS
+        of text and for at most MAX_SEARCH_S: no search costs more), `since` keeps lines after that epoch time,
+        `tail` keeps the last N of what is left."""
         with self._lock:
             items = list(self._lines)
         if since is not None:
             items = [(t, s) for t, s in items if t > since]
         if match is not None:
             kept: list[tuple[float, str]] = []
-            budget = MAX_SCAN_CHARS
+            budget, deadline = MAX_SCAN_CHARS, time.monotonic() + MAX_SEARCH_S
             for t, s in reversed(items):
                 budget -= len(s)
-                if budget < 0:
+                if budget < 0 or time.monotonic() > deadline:
                     break
                 if match(s):
                     kept.append((t, s))

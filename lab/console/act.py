@@ -19,8 +19,9 @@ from typing import Any
 
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation
 from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
-from lab.console.settable import settable
+from lab.console.settable import kind_of, settable
 from lab.faults.base import FaultError
+from lab.faults.context import argv_config
 from lab.rules import RuleError, attempt_refusal
 from lab.stack import StackError
 from services.common.schema import MODEL_FEATURES
@@ -95,8 +96,10 @@ def _came_up(ctx: ConsoleContext, name: str) -> bool:
 def _set_offline(ctx: ConsoleContext, name: str, key: str, value: Any) -> OpResult:
     """The service does not answer (crash loop, backoff, stuck): the change goes into its start-up config, and a
     service with no live process is started on it now, as a config rollout restarts a crash-looping service. The
-    service validates the value when it starts."""
+    service would validate the value only when it starts, so it is validated here first against the service's own
+    config model: a bad value must not leave it crash-looping on its start-up config."""
     http = ctx.http
+    _check_offline_value(name, argv_config(http.spec_argv(name)), key, value)
     http.persist_config(name, {key: value})
     st = ctx.stack.supervisor.service_status(name)
     started = http.ensure_running(name)
@@ -109,6 +112,32 @@ def _set_offline(ctx: ConsoleContext, name: str, key: str, value: Any) -> OpResu
     text = (f"{name} did not answer: {key} = {json.dumps(value)} written to its start-up config; {how}")
     return OpResult({"service": name, "key": key, "before": None, "value": value, "live": False,
                      "state": st["state"], "started": started}, text)
+
+
+# Each service kind's config model (services/*), imported only when a service does not answer.
+CONFIG_MODELS: dict[str, tuple[str, str]] = {
+    "gateway": ("services.gateway.config", "GatewayConfig"),
+    "model": ("services.modelserver.config", "ModelServerConfig"),
+    "feature-store": ("services.featurestore.app", "FeatureStoreConfig"),
+    "registry": ("services.registry.app", "RegistryConfig"),
+}
+
+
+def _check_offline_value(name: str, startup: dict[str, Any], key: str, value: Any) -> None:
+    """ConsoleError 422 (the model's message) when the service would refuse `key = value` at start-up."""
+    import importlib
+
+    from pydantic import ValidationError
+
+    where = CONFIG_MODELS.get(kind_of(name))
+    if where is None:
+        return
+    model = getattr(importlib.import_module(where[0]), where[1])
+    try:
+        model.model_validate({**startup, key: value})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or key}: {e['msg']}" for e in exc.errors())
+        raise ConsoleError(f"{name} did not answer, and would refuse this at start-up: {problems}", 422) from None
 
 
 def _stack(fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -142,3 +142,23 @@ def test_the_rules_are_one_function_each() -> None:
     assert "attempt a1 is running: changing the traffic is refused" in (attempt_refusal("traffic", "a1") or "")
     with pytest.raises(KeyError):
         attempt_refusal("something else", "a1")
+
+
+def test_a_bad_value_for_a_service_that_does_not_answer_is_refused_before_its_start_up_config(stack: Any) -> None:
+    """Such a value used to go into the start-up `--config`, and the service was started on it: a crash loop."""
+    lab = stack.lab_url
+    assert stack.client.post(lab + "/api/services/model-2/stop", timeout=60).status_code == 200
+    try:
+        before = stack.service("model-2")
+        r, took = timed(lambda: stack.client.post(lab + "/api/console/config_set", json={
+            "service": "model-2", "key": "max_wait_ms", "value": "slow"}))
+        assert r.status_code == 422 and took < QUICK_S, (r.status_code, took, r.text)
+        assert "did not answer" in r.json()["detail"] and "max_wait_ms" in r.json()["detail"]
+        after = stack.service("model-2")
+        assert (after["argv"], after["pid"], after["state"]) == (before["argv"], None, before["state"])
+    finally:
+        stack.client.post(lab + "/api/services/model-2/start", timeout=60)
+        deadline = time.monotonic() + 120
+        while not stack.service("model-2")["ready"]:
+            assert time.monotonic() < deadline, "model-2 did not come back"
+            time.sleep(0.3)

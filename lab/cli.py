@@ -93,7 +93,20 @@ def _binding(args: argparse.Namespace) -> tuple[str, str | None]:
     return args.host, token
 
 
+def _check_start_traffic(args: argparse.Namespace) -> None:
+    """`up|serve --rps N --profile P`: refused before anything starts, by the same rule as `faultline traffic`."""
+    from lab.rules import RuleError, check_traffic
+    from services.loadgen.profiles import profile_names
+
+    if args.rps:
+        try:
+            check_traffic(args.rps, args.profile, profile_names())
+        except RuleError as exc:
+            raise LabError(str(exc)) from exc
+
+
 def _preflight(args: argparse.Namespace) -> Path:
+    _check_start_traffic(args)
     home = resolve_home(args.home)
     info = running_lab(home)
     if info is not None:
@@ -226,6 +239,7 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
     from lab.core import Lab, LabSettings
     from services.common.service import setup_logging
 
+    _check_start_traffic(args)
     setup_logging("faultline.lab", "INFO")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from lab.specs import StackSettings

@@ -90,7 +90,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         frame = ui.live.current()
         form = fault_form(kinds[0])
         return ui.page(request, "sandbox.html", nav="sandbox", title="Sandbox", kinds=kinds, form=_merged(form),
-                       profiles=TRAFFIC_PROFILES, running=ui.engine.running_attempt(),
+                       profiles=TRAFFIC_PROFILES, max_rps=MAX_TRAFFIC_RPS, running=ui.engine.running_attempt(),
                        stackmap=stackmap.from_frame(frame, reveal_faults=frame.attempt_id is None),
                        history=ui.live.history(frame),
                        console=console_context(ui), post_base="/sandbox/console")

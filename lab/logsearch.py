@@ -47,6 +47,8 @@ def line_matcher(grep: str | None, regex: bool = False) -> LineMatch | None:
         return lambda line: grep in line
     try:
         compiled = re2.compile(grep, _options())
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" is valid JSON): RE2 takes UTF-8 only
+        raise BadSearch("grep: not valid Unicode text (a lone surrogate)") from None
     except re2.error as exc:
         reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise BadSearch(f"grep is not a regular expression RE2 accepts: {reason} (RE2 has no backreferences or "

@@ -88,6 +88,17 @@ def test_an_invalid_or_unsupported_regex_is_a_400_naming_the_problem(stack: Any,
     assert r.status_code == 400 and says in r.json()["detail"], r.text
 
 
+def test_a_lone_surrogate_is_a_4xx_not_a_500(stack: Any) -> None:
+    # valid JSON ("\ud800"), not valid UTF-8, which RE2 needs (a URL cannot even carry it)
+    url, headers = stack.lab_url + "/api/console/logs", {"Content-Type": "application/json"}
+    body = b'{"service": "registry", "grep": "\\ud800", "regex": true}'
+    for sent in (body, body.replace(b', "regex": true', b"")):
+        r = stack.client.post(url, content=sent, headers=headers)
+        assert r.status_code == 422 and "grep" in r.json()["detail"], r.text
+    with pytest.raises(BadSearch, match="not valid Unicode"):  # the lab's Python API (Stack.logs) says why too
+        line_matcher("\ud800", regex=True)
+
+
 def test_the_pattern_size_is_bounded_everywhere(stack: Any) -> None:
     long = "a" * (MAX_PATTERN_CHARS + 1)
     r = stack.client.get(stack.lab_url + "/api/services/registry/logs", params={"grep": long})

@@ -20,6 +20,7 @@ from typing import Any
 from lab import specs
 from lab.client import TOKEN_ENV, LabClient, LabError, api, find_lab
 from lab.ports import PortInUse, check_free, stack_ports
+from lab.rules import MAX_TRAFFIC_RPS
 from lab.state import read_lab_info, resolve_home, running_lab
 from lab.topology import DEFAULT_BASE_PORT, DEFAULT_LAB_PORT, DEFAULT_NETPROXY_PORT, MAX_REPLICAS, Ports, Topology
 
@@ -92,7 +93,20 @@ def _binding(args: argparse.Namespace) -> tuple[str, str | None]:
     return args.host, token
 
 
+def _check_start_traffic(args: argparse.Namespace) -> None:
+    """`up|serve --rps N --profile P`: refused before anything starts, by the same rule as `faultline traffic`."""
+    from lab.rules import RuleError, check_traffic
+    from services.loadgen.profiles import profile_names
+
+    if args.rps:
+        try:
+            check_traffic(args.rps, args.profile, profile_names())
+        except RuleError as exc:
+            raise LabError(str(exc)) from exc
+
+
 def _preflight(args: argparse.Namespace) -> Path:
+    _check_start_traffic(args)
     home = resolve_home(args.home)
     info = running_lab(home)
     if info is not None:
@@ -240,6 +254,7 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
     from lab.core import Lab, LabSettings
     from services.common.service import setup_logging
 
+    _check_start_traffic(args)
     setup_logging("faultline.lab", "INFO")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from lab.specs import StackSettings
@@ -383,7 +398,8 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     else:
         if args.rps is None:
             cur = api(args, "GET", "/api/traffic", timeout=15)
-            args.rps = cur.get("target_rps", 0.0) if cur.get("running") else 0.0
+            # base_rps: the rate before the profile's multiplier (a surge's target_rps is 4x it)
+            args.rps = cur.get("base_rps", 0.0) if cur.get("running") else 0.0
         body = {"rps": args.rps, **({"profile": args.profile} if args.profile else {})}
         st = api(args, "POST", "/api/traffic", body, timeout=120)
     print(json.dumps(st, indent=2) if args.json else _traffic_text(st))
@@ -402,6 +418,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {}
     if args.grep:
         params["grep"] = args.grep
+        if args.regex:
+            params["regex"] = "true"
     if args.tail is not None:
         params["tail"] = args.tail
     res = api(args, "GET", f"/api/services/{args.service}/logs", params=params, timeout=15)
@@ -520,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("traffic", help="start, change or stop the load generator")
     common(tr)
-    tr.add_argument("--rps", type=float, help="target requests per second")
+    tr.add_argument("--rps", type=float, help=f"requests per second before the profile's multiplier "
+                    f"(0..{MAX_TRAFFIC_RPS:,})")
     tr.add_argument("--profile", help="traffic profile (baseline, ...)")
     tr.add_argument("--stop", action="store_true", help="stop sending traffic")
     tr.add_argument("--json", action="store_true")
@@ -529,7 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("logs", help="a service's captured log")
     common(lg)
     lg.add_argument("service")
-    lg.add_argument("--grep", help="regular expression lines must match")
+    lg.add_argument("--grep", help="text lines must contain (case-sensitive; an RE2 expression with --regex)")
+    lg.add_argument("--regex", action="store_true", help="--grep is a regular expression (RE2: linear time, "
+                    "no backreferences or lookaround)")
     lg.add_argument("--tail", type=int, help="only the last N lines")
     lg.add_argument("-f", "--follow", action="store_true")
     lg.set_defaults(func=cmd_logs)

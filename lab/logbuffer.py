@@ -1,18 +1,19 @@
 """Captured service output: timestamped lines kept in a ring buffer for the lab and appended to a log file.
 
 The supervisor feeds raw bytes from a child's stdout/stderr pipe; the lab (CLI `faultline logs`, the console,
-the monitor) reads lines back filtered by regex, tail length or time. Reads come from API threads while the
-supervisor thread appends, hence the lock.
+the monitor) reads lines back filtered by a search (lab/logsearch.py), tail length or time. Reads come from API
+threads while the supervisor thread appends, hence the lock.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
+
+from lab.logsearch import MAX_SCAN_CHARS, MAX_SEARCH_S, LineMatch
 
 MAX_LINE = 8192
 
@@ -62,16 +63,27 @@ class LogBuffer:
                     pass  # a full disk or a closed file must not take the supervisor down
 
     def query(
-        self, grep: re.Pattern[str] | None = None, tail: int | None = None, since: float | None = None
+        self, match: LineMatch | None = None, tail: int | None = None, since: float | None = None
     ) -> list[dict[str, Any]]:
-        """Lines oldest first; `grep` keeps matching lines, `since` keeps lines after that epoch time,
+        """Lines oldest first; `match` keeps the lines it accepts (newest first, scanning at most MAX_SCAN_CHARS
+        of text and for at most MAX_SEARCH_S: no search costs more), `since` keeps lines after that epoch time,
         `tail` keeps the last N of what is left."""
         with self._lock:
             items = list(self._lines)
         if since is not None:
             items = [(t, s) for t, s in items if t > since]
-        if grep is not None:
-            items = [(t, s) for t, s in items if grep.search(s)]
+        if match is not None:
+            kept: list[tuple[float, str]] = []
+            budget, deadline = MAX_SCAN_CHARS, time.monotonic() + MAX_SEARCH_S
+            for t, s in reversed(items):
+                budget -= len(s)
+                if budget < 0 or time.monotonic() > deadline:
+                    break
+                if match(s):
+                    kept.append((t, s))
+                    if tail is not None and len(kept) >= tail:
+                        break  # newest first: the last N matches are found
+            items = kept[::-1]
         if tail is not None:
             items = items[-tail:] if tail > 0 else []
         return [{"t": t, "ts": iso_utc(t), "line": s} for t, s in items]

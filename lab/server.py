@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import logging
 import os
-import re
 import threading
 import time
 from typing import Any, Literal
@@ -25,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from lab.apidoc import document_errors
 from lab.apiguard import Guard, HostRule, allowed_hosts_from_env
 from lab.core import Lab
+from lab.logsearch import MAX_PATTERN_CHARS, BadSearch
 from lab.ports import PortInUse
+from lab.rules import MAX_FEEDBACK_DELAY_S, MAX_TRAFFIC_RPS, MAX_TRAFFIC_SEED, RuleError, refuse_during_attempt
 from lab.stack import StackError
 from lab.state import remove_lab_info, write_lab_info
 from lab.supervisor import SupervisorClosed, UnknownService
@@ -56,10 +57,10 @@ class ServicePatch(BaseModel):
 
 class TrafficBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rps: float = Field(ge=0, le=10_000)
+    rps: float = Field(ge=0, le=MAX_TRAFFIC_RPS)
     profile: str | None = Field(default=None, min_length=1, max_length=100)
-    feedback_delay_s: float | None = Field(default=None, ge=0, le=3600)
-    seed: int | None = None
+    feedback_delay_s: float | None = Field(default=None, ge=0, le=MAX_FEEDBACK_DELAY_S)
+    seed: int | None = Field(default=None, ge=0, le=MAX_TRAFFIC_SEED)
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -100,11 +101,14 @@ def core_router(lab: Lab) -> APIRouter:
     @r.get("/services/{name}/logs")
     def logs(
         name: str,
-        grep: str | None = Query(default=None, max_length=500),
+        grep: str | None = Query(default=None, max_length=MAX_PATTERN_CHARS),
         tail: int | None = Query(default=None, ge=0, le=100_000),
         since: float | None = None,
+        regex: bool = False,
     ) -> dict[str, Any]:
-        lines = lab.stack.logs(name, grep or None, tail, since)
+        # A plain def: FastAPI runs it on a worker thread, and the search (lab/logsearch.py) is bounded and
+        # linear-time, so /api/health and the rest keep answering meanwhile.
+        lines = lab.stack.logs(name, grep or None, tail, since, regex=regex)
         path = lab.stack.log_path(name)
         return {"name": name, "file": str(path) if path else None, "lines": lines}
 
@@ -114,10 +118,12 @@ def core_router(lab: Lab) -> APIRouter:
 
     @r.post("/traffic")
     def traffic(body: TrafficBody) -> dict[str, Any]:
+        refuse_during_attempt(lab, "traffic")
         return lab.stack.traffic(body.rps, body.profile, body.feedback_delay_s, body.seed)
 
     @r.delete("/traffic")
     def stop_traffic() -> dict[str, Any]:
+        refuse_during_attempt(lab, "traffic")
         return lab.stack.stop_traffic()
 
     @r.post("/down")
@@ -186,9 +192,13 @@ def create_app(lab: Lab, token: str | None = None, host: str | None = None,
     async def toxiproxy_error(_: Request, exc: ToxiproxyError) -> JSONResponse:
         return _error(502, f"the Toxiproxy server refused: {exc}")
 
-    @app.exception_handler(re.error)
-    async def bad_regex(_: Request, exc: re.error) -> JSONResponse:
-        return _error(400, f"grep is not a valid regular expression: {exc}")
+    @app.exception_handler(BadSearch)
+    async def bad_search(_: Request, exc: BadSearch) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(RuleError)
+    async def refused(_: Request, exc: RuleError) -> JSONResponse:
+        return _error(exc.status, str(exc))
 
     app.include_router(core_router(lab))
     _attach_components(app, lab)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import psutil
 
-from lab import specs
+from lab import rules, specs
 from lab.logbuffer import iso_utc
 from lab.ports import PortUse, check_free, stack_ports
 from lab.supervisor import Supervisor, UnknownService
@@ -34,13 +34,14 @@ def _own_rss() -> int:
         return 0
 
 
-# A service's own error lines, not the supervisor's "[faultline] exited code=3 reason=Error" about it
-SERVICE_ERROR_LINE = r"^(?!\[faultline\]).*(rror|Errno)"
+def service_error_line(line: str) -> bool:
+    """A service's own error line, not the supervisor's "[faultline] exited code=3 reason=Error" about it."""
+    return not line.startswith("[faultline]") and ("rror" in line or "Errno" in line)
 
 
 def last_error_line(supervisor: Supervisor, name: str) -> str:
     """The last error line a service wrote (e.g. uvicorn's bind error), so start-up failures say why."""
-    found = supervisor.logs(name, SERVICE_ERROR_LINE, 1)
+    found = supervisor.logs(name, tail=1, match=service_error_line)
     return found[0]["line"].strip()[:240] if found else ""
 
 
@@ -336,13 +337,19 @@ class Stack:
 
     def traffic(self, rps: float, profile: str | None = None, feedback_delay_s: float | None = None,
                 seed: int | None = None, wait_s: float = 60.0) -> dict[str, Any]:
-        """Start the load generator at `rps` (or change its rate/profile when it runs); returns its state."""
+        """Start the load generator at `rps` (or change its rate/profile when it runs); returns its state.
+
+        Every value is checked first (lab/rules.py: RuleError 422 naming the valid choices), so a refusal is
+        quick and starts, stops or changes nothing: an unknown profile once started a load generator that
+        crash-looped while this waited `wait_s` for it."""
         from services.loadgen.client import LoadgenClient, LoadgenError
 
+        rules.check_traffic_rate(rps)
         with self._lock:
             if self.phase not in ("running", "degraded"):
                 raise StackError(f"the stack is not running (phase {self.phase})")
             running = self._has_loadgen() and self.supervisor.service_status("loadgen")["pid"] is not None
+            rules.check_traffic(rps, profile, self._traffic_profiles(running), feedback_delay_s, seed)
             if not running:
                 if "loadgen" in self.supervisor.names():
                     self.supervisor.remove("loadgen")
@@ -361,11 +368,25 @@ class Stack:
                 except LoadgenError as exc:
                     raise StackError(str(exc)) from exc
             # A restart (crash, OOM) must come back at the rate asked for last, not the first one.
-            current = specs.loadgen_spec(self.topology, self.settings, state.get("target_rps", rps),
+            current = specs.loadgen_spec(self.topology, self.settings, state.get("base_rps", rps),
                                          state.get("profile", profile or "baseline"),
                                          state.get("feedback_delay_s", feedback_delay_s or 2.0), seed)
             self.supervisor.update_spec("loadgen", argv=current.argv)
             return state
+
+    def _traffic_profiles(self, running: bool) -> list[str]:
+        """The profiles the load generator knows: a running one's (scenarios may have added some), else the
+        built-ins a new one starts with (services/loadgen/profiles.py is data, importable without locust)."""
+        from services.loadgen.client import LoadgenClient, LoadgenError
+        from services.loadgen.profiles import profile_names
+
+        if not running:
+            return profile_names()
+        with LoadgenClient(self.loadgen_url) as client:
+            try:
+                return list(client.profiles())
+            except LoadgenError as exc:
+                raise StackError(f"could not ask the load generator for its profiles: {exc}") from exc
 
     def traffic_state(self) -> dict[str, Any]:
         from services.loadgen.client import LoadgenClient, LoadgenError
@@ -387,9 +408,11 @@ class Stack:
     # --- reading ------------------------------------------------------------------------------------------------
 
     def logs(self, name: str, grep: str | None = None, tail: int | None = None,
-             since: float | None = None) -> list[dict[str, Any]]:
+             since: float | None = None, regex: bool = False) -> list[dict[str, Any]]:
+        """A service's captured lines; `grep` is a plain substring, or an RE2 expression with `regex`
+        (lab/logsearch.py; BadSearch, before any line is read, for a refused one)."""
         self._check_service(name)
-        return self.supervisor.logs(name, grep, tail, since)
+        return self.supervisor.logs(name, grep, tail, since, regex=regex)
 
     def proxies(self) -> tuple[list[dict[str, Any]], str | None]:
         try:

@@ -15,7 +15,6 @@ import asyncio
 import atexit
 import contextlib
 import os
-import re
 import signal
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from lab.logsearch import LineMatch, line_matcher
 from lab.process import ManagedProcess, RestartPolicy, ServiceSpec
 
 T = TypeVar("T")
@@ -401,12 +401,15 @@ class Supervisor:
         return self._call(lambda: self._get(name).snapshot())
 
     def logs(
-        self, name: str, grep: str | None = None, tail: int | None = None, since: float | None = None
+        self, name: str, grep: str | None = None, tail: int | None = None, since: float | None = None,
+        regex: bool = False, match: LineMatch | None = None,
     ) -> list[dict[str, Any]]:
-        """Captured lines of one service; `grep` is a regular expression (re.error if it is not one)."""
+        """Captured lines of one service; `grep` is a plain substring, or with `regex` an RE2 expression
+        (lab/logsearch.py: BadSearch if refused); `match` is the lab's own predicate instead of `grep`."""
         p = self._get(name)
-        pattern = re.compile(grep) if grep else None
-        return p.log.query(pattern, tail, since)
+        if match is None:
+            match = line_matcher(grep, regex)
+        return p.log.query(match, tail, since)
 
     def log_file(self, name: str) -> Path | None:
         return self._get(name).log.path

@@ -15,7 +15,7 @@ from ui.forms import FormField, fields_from_schema
 
 HELP: dict[str, str] = {
     "status": "every service: state, readiness, pid, memory, CPU, restarts, last exit",
-    "logs": "a service's recent log lines (grep: a regular expression)",
+    "logs": "a service's recent log lines (grep: text a line contains; with regex, an RE2 regular expression)",
     "metrics": "the monitor's figures for one service (or all): rates, errors, latency, queue vs compute",
     "trace": "send real scoring requests and show the slowest, hop by hop",
     "drift": "live request features against the model's training reference (PSI, tests, null rates)",

@@ -23,6 +23,8 @@ from pydantic import ValidationError
 from lab.console import act, investigate, trace  # noqa: F401 - registers the operations
 from lab.console.base import OPERATIONS, ConsoleContext, ConsoleError, OpResult, first_line
 from lab.faults.base import FaultError
+from lab.logsearch import BadSearch
+from lab.rules import RuleError
 from lab.scenario.ops import INVESTIGATE_OPS, OP_ARGS
 from lab.stack import StackError
 from lab.supervisor import UnknownService
@@ -94,8 +96,10 @@ def _translate(op: str, exc: Exception) -> ConsoleError:
         return ConsoleError(str(exc), 404)
     if isinstance(exc, StackError):
         return ConsoleError(str(exc), 409)
-    if isinstance(exc, re.error):
-        return ConsoleError(f"not a valid regular expression: {exc}", 400)
+    if isinstance(exc, BadSearch):
+        return ConsoleError(str(exc), 400)
+    if isinstance(exc, RuleError):  # lab/rules.py: refused before anything changed
+        return ConsoleError(str(exc), exc.status)
     if isinstance(exc, httpx.HTTPError):
         return ConsoleError(f"{op}: a service did not answer: {exc}", 503)
     if isinstance(exc, TimeoutError):

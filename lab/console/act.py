@@ -19,8 +19,10 @@ from typing import Any
 
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation
 from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
-from lab.console.settable import settable
+from lab.console.settable import kind_of, settable
 from lab.faults.base import FaultError
+from lab.faults.context import argv_config
+from lab.rules import RuleError, attempt_refusal
 from lab.stack import StackError
 from services.common.schema import MODEL_FEATURES
 
@@ -94,8 +96,10 @@ def _came_up(ctx: ConsoleContext, name: str) -> bool:
 def _set_offline(ctx: ConsoleContext, name: str, key: str, value: Any) -> OpResult:
     """The service does not answer (crash loop, backoff, stuck): the change goes into its start-up config, and a
     service with no live process is started on it now, as a config rollout restarts a crash-looping service. The
-    service validates the value when it starts."""
+    service would validate the value only when it starts, so it is validated here first against the service's own
+    config model: a bad value must not leave it crash-looping on its start-up config."""
     http = ctx.http
+    _check_offline_value(name, argv_config(http.spec_argv(name)), key, value)
     http.persist_config(name, {key: value})
     st = ctx.stack.supervisor.service_status(name)
     started = http.ensure_running(name)
@@ -110,11 +114,39 @@ def _set_offline(ctx: ConsoleContext, name: str, key: str, value: Any) -> OpResu
                      "state": st["state"], "started": started}, text)
 
 
+# Each service kind's config model (services/*), imported only when a service does not answer.
+CONFIG_MODELS: dict[str, tuple[str, str]] = {
+    "gateway": ("services.gateway.config", "GatewayConfig"),
+    "model": ("services.modelserver.config", "ModelServerConfig"),
+    "feature-store": ("services.featurestore.app", "FeatureStoreConfig"),
+    "registry": ("services.registry.app", "RegistryConfig"),
+}
+
+
+def _check_offline_value(name: str, startup: dict[str, Any], key: str, value: Any) -> None:
+    """ConsoleError 422 (the model's message) when the service would refuse `key = value` at start-up."""
+    import importlib
+
+    from pydantic import ValidationError
+
+    where = CONFIG_MODELS.get(kind_of(name))
+    if where is None:
+        return
+    model = getattr(importlib.import_module(where[0]), where[1])
+    try:
+        model.model_validate({**startup, key: value})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or key}: {e['msg']}" for e in exc.errors())
+        raise ConsoleError(f"{name} did not answer, and would refuse this at start-up: {problems}", 422) from None
+
+
 def _stack(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except StackError as exc:
         raise ConsoleError(str(exc), 409) from exc
+    except RuleError as exc:  # lab/rules.py: refused before anything changed
+        raise ConsoleError(str(exc), exc.status) from exc
 
 
 @operation("restart")
@@ -351,10 +383,12 @@ def _retrain(ctx: ConsoleContext, args: Any) -> OpResult:
 
 @operation("traffic")
 def traffic(ctx: ConsoleContext, args: Any) -> OpResult:
-    if ctx.attempt is not None:
-        raise ConsoleError("traffic belongs to the scenario during an attempt; `traffic` is a sandbox operation", 409)
+    refusal = attempt_refusal("traffic", ctx.attempt.id if ctx.attempt is not None else None)
+    if refusal is not None:
+        raise ConsoleError(refusal, 409)
     current = ctx.stack.traffic_state()
-    rps = args.rps if args.rps is not None else float(current.get("target_rps") or 20.0)
+    # base_rps: the rate before the profile's multiplier (target_rps of a surge is 4x it)
+    rps = args.rps if args.rps is not None else float(current.get("base_rps") or 20.0)
     state = _stack(ctx.stack.traffic, rps, args.profile)
     text = f"traffic: {state.get('target_rps')} rps, profile {state.get('profile')}"
     return OpResult(state, text)

@@ -63,7 +63,8 @@ def _follow(args: argparse.Namespace) -> int:
     while True:
         time.sleep(0.5)
         got = api(args, "GET", f"/api/services/{args.service}/logs",
-                  params={"since": since, **({"grep": args.grep} if args.grep else {})}, timeout=15)
+                  params={"since": since, **({"grep": args.grep} if args.grep else {}),
+                          **({"regex": "true"} if args.grep and getattr(args, "regex", False) else {})}, timeout=15)
         for line in got["lines"]:
             print(f"{line['ts']} {line['line']}", flush=True)
             since = line["t"]
@@ -71,7 +72,8 @@ def _follow(args: argparse.Namespace) -> int:
 
 WRAPPED: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "status": ("status", lambda a: {}),
-    "logs": ("logs", lambda a: {"service": a.service, "grep": a.grep, "tail": a.tail}),
+    "logs": ("logs", lambda a: {"service": a.service, "grep": a.grep, "tail": a.tail,
+                                "regex": True if getattr(a, "regex", False) else None}),
     "scale": ("scale", lambda a: {"replicas": a.replicas}),
     "restart": ("restart", lambda a: {"service": a.service}),
     "traffic": ("traffic", lambda a: {"rps": a.rps, "profile": a.profile}),

@@ -7,12 +7,12 @@ registry versions — never the lab's own fault bookkeeping (no toxics, no fault
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
 from lab.faults.base import FaultError
 from lab.faults.context import argv_config
+from lab.logsearch import BadSearch
 
 STATUS_FIELDS = ("name", "state", "ready", "pid", "restarts", "last_exit", "rss_bytes", "cpu_percent")
 DEFAULT_TAIL = 50
@@ -61,11 +61,12 @@ def logs(ctx: ConsoleContext, args: Any) -> OpResult:
     name = ctx.check_service(args.service)
     tail = args.tail or DEFAULT_TAIL
     try:
-        lines = ctx.stack.logs(name, args.grep or None, tail)
-    except re.error as exc:
-        raise ConsoleError(f"grep is not a valid regular expression: {exc}", 400) from exc
-    data = {"service": name, "grep": args.grep, "tail": tail, "lines": lines}
-    head = f"{len(lines)} line(s) of {name}" + (f" matching {args.grep!r}" if args.grep else "")
+        lines = ctx.stack.logs(name, args.grep or None, tail, regex=bool(args.regex))
+    except BadSearch as exc:
+        raise ConsoleError(str(exc), 400) from exc
+    data = {"service": name, "grep": args.grep, "regex": bool(args.regex), "tail": tail, "lines": lines}
+    matching = "matching the expression" if args.regex else "containing"
+    head = f"{len(lines)} line(s) of {name}" + (f" {matching} {args.grep!r}" if args.grep else "")
     return OpResult(data, "\n".join([head] + [f"{ln['ts']} {ln['line']}" for ln in lines]))
 
 

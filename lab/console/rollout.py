@@ -33,8 +33,18 @@ def registry_meta(http: Any, version: str) -> dict[str, Any]:
         return http.registry("GET", f"/v1/models/{version}")
     except FaultError as exc:
         if exc.status == 422:  # the registry's 404, as the fault context maps it
-            raise ConsoleError(f"no version {version!r} in the registry; `deploys` lists them", 404) from exc
+            raise ConsoleError(f"no version {version!r} in the registry; versions are: {_versions(http)}",
+                               404) from exc
         raise ConsoleError(str(exc), exc.status) from exc
+
+
+def _versions(http: Any) -> str:
+    """The registry's versions for a refusal, or a pointer to `deploys` when it does not answer."""
+    try:
+        listed = http.registry("GET", "/v1/models")
+        return ", ".join(m["version"] for m in listed if isinstance(m, dict) and "version" in m) or "none"
+    except FaultError:
+        return "(see `deploys`)"
 
 
 def holder(http: Any, stage: str) -> str | None:

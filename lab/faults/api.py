@@ -23,6 +23,7 @@ from lab.faults.base import FaultError, all_injectors
 from lab.faults.context import FaultContext
 from lab.faults.manager import FaultManager
 from lab.faults.parse import parse_fault
+from lab.rules import attempt_refusal
 from lab.scenario.vocab import DEPENDENCIES
 
 _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
@@ -59,12 +60,9 @@ def router(manager: FaultManager, running_attempt: Callable[[], str | None] = la
     r = APIRouter(prefix="/api/faults")
     counter = itertools.count(1)
 
-    def refused(doing: str) -> JSONResponse | None:
-        attempt_id = running_attempt()
-        if attempt_id is None:
-            return None
-        return _error(409, f"attempt {attempt_id} is running: {doing} is refused until it ends (its faults are the "
-                           "incident; act through the console, or give up to revert them)")
+    def refused(action: str) -> JSONResponse | None:
+        message = attempt_refusal(action, running_attempt())  # lab/rules.py decides what an attempt forbids
+        return None if message is None else _error(409, message)
 
     @r.get("/kinds")
     def kinds() -> list[dict[str, Any]]:
@@ -81,7 +79,7 @@ def router(manager: FaultManager, running_attempt: Callable[[], str | None] = la
 
     @r.post("", status_code=201)
     def apply(body: Any = Body(...)) -> Any:
-        if (no := refused("injecting a fault")) is not None:
+        if (no := refused("fault.inject")) is not None:
             return no
         try:
             fault = fault_from_body(body, counter)
@@ -101,7 +99,7 @@ def router(manager: FaultManager, running_attempt: Callable[[], str | None] = la
         name = (body or {}).get("signal", "KILL")
         if name not in _SIGNALS:
             return _error(422, f"signal: one of {', '.join(_SIGNALS)}")
-        if (no := refused("killing through /api/faults (use the console's `kill`)")) is not None:
+        if (no := refused("fault.kill")) is not None:
             return no
         try:
             return manager.ctx.kill_scenario_process(pid, _SIGNALS[name])
@@ -110,14 +108,14 @@ def router(manager: FaultManager, running_attempt: Callable[[], str | None] = la
 
     @r.get("/{fault_id}")
     def one(fault_id: str) -> Any:
-        if (no := refused("looking up a fault")) is not None:
+        if (no := refused("fault.inspect")) is not None:
             return no
         found = manager.find(fault_id)
         return found.to_dict() if found else _error(404, f"no fault {fault_id!r} was applied in this lab")
 
     @r.delete("/{fault_id}")
     def revert(fault_id: str) -> Any:
-        if (no := refused("reverting a fault")) is not None:
+        if (no := refused("fault.revert")) is not None:
             return no
         try:
             return manager.revert(fault_id).to_dict()
@@ -126,7 +124,7 @@ def router(manager: FaultManager, running_attempt: Callable[[], str | None] = la
 
     @r.delete("")
     def revert_all() -> Any:
-        if (no := refused("reverting faults")) is not None:
+        if (no := refused("fault.revert")) is not None:
             return no
         return {"reverted": [a.to_dict() for a in manager.revert_all()]}
 

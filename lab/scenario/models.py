@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationInfo, model_validator
 
+from lab.rules import MAX_TRAFFIC_RPS
 from lab.scenario import vocab
 from lab.scenario.checks import cross_check
 from lab.scenario.faults import Fault
@@ -46,7 +47,7 @@ class Versions(Strict):
 
 class Traffic(Strict):
     profile: Literal[vocab.TRAFFIC_PROFILES] = "baseline"  # type: ignore[valid-type]
-    rps: float = Field(default=20.0, gt=0, le=2000)
+    rps: float = Field(default=20.0, gt=0, le=MAX_TRAFFIC_RPS)
 
 
 class Stack(Strict):

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, StringConstraints, create_model, model_validator
 
+from lab.logsearch import MAX_PATTERN_CHARS
+from lab.rules import MAX_TRAFFIC_RPS
 from lab.scenario import vocab
 from lab.scenario.fields import FeatureName, Ident, ReplicaName, Seconds, ServiceName, Strict, VersionRef
 
@@ -22,9 +24,12 @@ class NoArgs(Strict):
 
 
 class LogsArgs(Strict):
+    """`grep` is a plain, case-sensitive substring; with `regex` an RE2 expression (lab/logsearch.py)."""
+
     service: ServiceName
-    grep: str | None = None
+    grep: str | None = Field(default=None, max_length=MAX_PATTERN_CHARS)
     tail: int | None = Field(default=None, ge=1, le=10_000)
+    regex: bool | None = None
 
 
 class MetricsArgs(Strict):
@@ -76,7 +81,7 @@ class RetrainArgs(Strict):
 
 class TrafficArgs(Strict):
     profile: Literal[vocab.TRAFFIC_PROFILES] | None = None  # type: ignore[valid-type]
-    rps: float | None = Field(default=None, gt=0, le=2000)
+    rps: float | None = Field(default=None, gt=0, le=MAX_TRAFFIC_RPS)
 
 
 class KillArgs(Strict):

@@ -71,6 +71,9 @@ def test_an_attempt_from_start_to_giving_up(api: LabApi) -> None:
     assert res["attempt_id"] == attempt
     api.console("metrics", service=slow)
     assert "sandbox operation" in api.console("traffic", 409, rps=50)["detail"]
+    # the JSON API and the CLI follow the same rule (lab/rules.py): the scenario owns the traffic
+    for method, body in (("POST", {"rps": 50}), ("DELETE", None)):
+        assert "changing the traffic is refused" in api.call(method, "/api/traffic", body, 409)["detail"]
     api.console("kill", 403, pid=1)
 
     hint = api.call("POST", f"/api/attempts/{attempt}/hint")

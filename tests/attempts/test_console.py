@@ -64,7 +64,8 @@ def test_status_and_deploys_show_what_an_engineer_would_see(api: LabApi) -> None
 def test_logs_grep_and_tail(api: LabApi) -> None:
     lines = api.console("logs", service="gateway", grep="replica", tail=3)["data"]["lines"]
     assert len(lines) <= 3 and all("replica" in ln["line"] for ln in lines)
-    assert "regular expression" in api.console("logs", 400, service="gateway", grep="(")["detail"]
+    assert "regular expression" in api.console("logs", 400, service="gateway", grep="(", regex=True)["detail"]
+    api.console("logs", service="gateway", grep="(")  # without regex, a plain substring
 
 
 def test_trace_sends_real_requests_and_times_each_hop(api: LabApi) -> None:

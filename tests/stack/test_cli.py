@@ -32,6 +32,16 @@ def test_bad_arguments_are_usage_errors(tmp_path, faultline_cli):
     assert bad.returncode == 2 and "bad size" in bad.stderr
 
 
+def test_start_up_traffic_is_checked_before_anything_starts(tmp_path, faultline_cli):
+    home = tmp_path / "home"
+    for args, says in ((("--rps", "5", "--profile", "nope"), "known profiles: baseline"),
+                       (("--rps", "2001"), "between 0 and 2,000")):
+        for cmd in ("up", "serve"):
+            proc = faultline_cli(cmd, *args, "--home", str(home), timeout=60)
+            assert proc.returncode == 1 and says in proc.stderr, (cmd, args, proc.stderr)
+    assert not home.exists()  # nothing was created, let alone started
+
+
 def test_faultline_netproxy_serves_the_toxiproxy_api():
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -133,7 +133,7 @@ def test_every_hop_goes_through_its_proxy(stack):
 
 
 def test_logs_are_captured_timestamped_and_filterable(stack):
-    out = stack.cli("logs", "model-1", "--grep", r"\[faultline\] (started|ready)").stdout.splitlines()
+    out = stack.cli("logs", "model-1", "--regex", "--grep", r"\[faultline\] (started|ready)").stdout.splitlines()
     assert len(out) >= 2 and all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", line) for line in out)
     assert "started pid=" in out[0] and "ready after" in out[1]
     tail = stack.cli("logs", "gateway", "--tail", "1").stdout.splitlines()
@@ -141,8 +141,10 @@ def test_logs_are_captured_timestamped_and_filterable(stack):
     api = stack.client.get(stack.lab_url + "/api/services/gateway/logs", params={"grep": "starting", "tail": 5}).json()
     assert api["lines"] and all("starting" in x["line"] for x in api["lines"])
     assert "starting" in Path(api["file"]).read_text()
-    bad = stack.client.get(stack.lab_url + "/api/services/gateway/logs", params={"grep": "("})
+    bad = stack.client.get(stack.lab_url + "/api/services/gateway/logs", params={"grep": "(", "regex": 1})
     assert bad.status_code == 400 and "regular expression" in bad.json()["detail"]
+    plain = stack.client.get(stack.lab_url + "/api/services/gateway/logs", params={"grep": "("})
+    assert plain.status_code == 200  # without regex, grep is a plain substring
     assert stack.client.get(stack.lab_url + "/api/services/nope/logs").status_code == 404
     assert "no service named 'nope'" in stack.cli("logs", "nope").stderr
 

@@ -70,7 +70,7 @@ def test_memory_limit_kill_is_recorded_as_oomkilled(sup):
     assert st["last_exit"]["code"] == 137
     assert st["last_exit"]["reason"] == "OOMKilled"
     assert st["restarts"] == 0
-    events = [x["line"] for x in sup.logs("hog", grep=r"^\[faultline\]")]
+    events = [x["line"] for x in sup.logs("hog", grep="[faultline]")]
     assert any("memory limit exceeded" in e for e in events)
     assert any("holding" in x["line"] for x in sup.logs("hog"))
 
@@ -102,10 +102,10 @@ def test_logs_timestamped_filterable_and_on_disk(sup, tmp_path):
     script = "for i in range(50):\n    print(f'line {i} ' + ('even' if i % 2 == 0 else 'odd'), flush=True)\n"
     sup.add(ServiceSpec("talker", [PY, "-c", script], ready_path=None, restart=RestartPolicy("no")))
     wait_for(lambda: sup.service_status("talker")["state"] == "exited")
-    odd = sup.logs("talker", grep=r"line \d+ odd$")
+    odd = sup.logs("talker", grep=r"line \d+ odd$", regex=True)
     assert len(odd) == 25 and all(x["ts"].endswith("Z") for x in odd)
-    assert [x["line"] for x in sup.logs("talker", grep="^line", tail=2)] == ["line 48 even", "line 49 odd"]
-    mid = sup.logs("talker", grep="^line")[10]["t"]
+    assert [x["line"] for x in sup.logs("talker", grep="^line", tail=2, regex=True)] == ["line 48 even", "line 49 odd"]
+    mid = sup.logs("talker", grep="line ")[10]["t"]
     assert all(x["t"] > mid for x in sup.logs("talker", since=mid))
     text = (tmp_path / "logs" / "talker.log").read_text()
     assert "line 49 odd" in text and text.splitlines()[0][:4].isdigit()
@@ -120,7 +120,7 @@ def test_stop_takes_the_whole_process_group(sup):
               "print('helper', p.pid, flush=True)\n"
               "time.sleep(600)\n")
     sup.add(ServiceSpec("parent", [PY, "-c", script], ready_path=None))
-    line = wait_for(lambda: sup.logs("parent", grep="^helper"))
+    line = wait_for(lambda: sup.logs("parent", grep="^helper", regex=True))
     helper = int(line[0]["line"].split()[1])
     parent = sup.service_status("parent")["pid"]
     sup.stop_service("parent", grace_s=2)

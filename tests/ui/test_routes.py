@@ -314,7 +314,7 @@ def test_console_escapes_learner_text_and_explains_refusals(web: Session) -> Non
     r = web.post("/sandbox/console/logs", data={"service": "gateway", "grep": HOSTILE, "tail": "5"})
     assert r.status_code == 200 and 'role="log"' in r.text
     assert_escaped(r.text)
-    r = web.post("/sandbox/console/logs", data={"service": "gateway", "grep": "("})
+    r = web.post("/sandbox/console/logs", data={"service": "gateway", "grep": "(", "regex": "true"})
     assert r.status_code == 400 and "regular expression" in r.text
     r = web.post("/sandbox/console/logs", data={"service": "gateway", "tail": "ten"})
     assert r.status_code == 422 and "tail" in r.text

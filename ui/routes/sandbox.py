@@ -14,12 +14,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from lab.rules import MAX_TRAFFIC_RPS, RuleError, attempt_refusal
 from lab.scenario.vocab import TRAFFIC_PROFILES
 from ui import stackmap
 from ui.app import UI, read_form
 from ui.forms import FormError, FormField, field_from, fields_from_schema, values_from_form, variants, with_example
 from ui.routes.attempts import console_context
 from ui.security import Refused
+
+
+def refuse_during_attempt(ui: UI, action: str) -> None:
+    """lab/rules.py decides what an attempt in progress forbids; here it becomes the UI's 409."""
+    running = ui.engine.running_attempt()
+    message = attempt_refusal(action, running["id"] if running else None)
+    if message is not None:
+        raise Refused(409, message)
 
 
 def _manager(ui: UI) -> Any:
@@ -84,7 +93,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         frame = ui.live.current()
         form = fault_form(kinds[0])
         return ui.page(request, "sandbox.html", nav="sandbox", title="Sandbox", kinds=kinds, form=_merged(form),
-                       profiles=TRAFFIC_PROFILES, running=ui.engine.running_attempt(),
+                       profiles=TRAFFIC_PROFILES, max_rps=MAX_TRAFFIC_RPS, running=ui.engine.running_attempt(),
                        stackmap=stackmap.from_frame(frame, reveal_faults=frame.attempt_id is None),
                        history=ui.live.history(frame),
                        console=console_context(ui), post_base="/sandbox/console")
@@ -100,8 +109,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         from lab.faults import FaultError
         from lab.faults.api import fault_from_body
 
-        if ui.engine.running_attempt() is not None:
-            raise Refused(409, "an attempt is running: the sandbox injects nothing until it ends")
+        refuse_during_attempt(ui, "fault.inject")
         data = await read_form(request)
         entry = entry_for(data.get("name", ""))
         form = fault_form(entry, data.get("type"))
@@ -127,8 +135,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     @r.delete("/sandbox/faults/{fault_id}")
     async def revert(fault_id: str, request: Request) -> Response:
-        if ui.engine.running_attempt() is not None:
-            raise Refused(409, "an attempt is running: its faults are reverted when it ends (fixed or given up)")
+        refuse_during_attempt(ui, "fault.revert")
         try:
             applied = await act(_manager(ui).revert, fault_id)
         except KeyError:
@@ -138,8 +145,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     @r.delete("/sandbox/faults")
     async def revert_all(request: Request) -> Response:
-        if ui.engine.running_attempt() is not None:
-            raise Refused(409, "an attempt is running: its faults are reverted when it ends (fixed or given up)")
+        refuse_during_attempt(ui, "fault.revert")
         reverted = await act(_manager(ui).revert_all)
         names = ", ".join(a.fault_id for a in reverted) or "nothing was active"
         return ui.fragment("_result.html", level="ok", message=f"reverted: {names}")
@@ -148,17 +154,17 @@ def router(ui: UI, route_class: type) -> APIRouter:
     async def traffic(request: Request) -> Response:
         from lab.stack import StackError
 
+        refuse_during_attempt(ui, "traffic")
         data = await read_form(request)
         fields = [FormField("rps", "Requests per second", "number", required=True),
                   FormField("profile", "Profile", "select", choices=list(TRAFFIC_PROFILES))]
         values = values_from_form(fields, data)
-        if not 0 < values["rps"] <= 2000:
-            raise FormError("rps", "between 0 and 2000 requests per second")
-        profile = values.get("profile")
-        if profile is not None and profile not in TRAFFIC_PROFILES:
-            raise FormError("profile", f"one of {', '.join(TRAFFIC_PROFILES)}")
-        try:
-            state = await act(ui.lab.stack.traffic, values["rps"], profile)
+        if not 0 < values["rps"] <= MAX_TRAFFIC_RPS:
+            raise FormError("rps", f"between 0 and {MAX_TRAFFIC_RPS:,} requests per second")
+        try:  # the profile (and the rate, again) are Stack.traffic's to check: lab/rules.py
+            state = await act(ui.lab.stack.traffic, values["rps"], values.get("profile"))
+        except RuleError as exc:
+            return ui.fragment("_result.html", status=exc.status, level="error", message=str(exc))
         except StackError as exc:
             return ui.fragment("_result.html", status=409, level="error", message=str(exc))
         return ui.fragment("_result.html", level="ok",
@@ -166,6 +172,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     @r.delete("/sandbox/traffic")
     async def stop_traffic(request: Request) -> Response:
+        refuse_during_attempt(ui, "traffic")
         await act(ui.lab.stack.stop_traffic)
         return ui.fragment("_result.html", level="ok", message="traffic stopped")
 

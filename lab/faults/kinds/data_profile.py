@@ -18,6 +18,7 @@ from pydantic import Field
 from lab.faults.base import Applied, FaultError, Injector, register
 from lab.faults.context import FaultContext
 from lab.faults.registry import Catalog
+from lab.rules import MAX_TRAFFIC_RPS
 from lab.scenario import vocab
 from lab.scenario.faultspec import FaultModel
 from lab.scenario.fields import Fraction, Strict
@@ -28,7 +29,7 @@ SCALABLE_SHIFT = ("null_rate", "new_category_rate", "covariate", "concept")
 
 class ProfileParams(Strict):
     profile: Literal[vocab.TRAFFIC_PROFILES]  # type: ignore[valid-type]
-    rps: float | None = Field(default=None, gt=0, le=2000)
+    rps: float | None = Field(default=None, gt=0, le=MAX_TRAFFIC_RPS)
     strength: Fraction | None = None
 
 

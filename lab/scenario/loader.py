@@ -40,6 +40,7 @@ from lab.scenario.variables import (
     drawn_values,
     referenced,
     substitute,
+    walk_strings,
 )
 from lab.scenario.yamlnodes import YamlSyntaxError, duplicate_keys, parse
 
@@ -47,6 +48,8 @@ CATALOG_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 SUFFIX = ".yaml"
 
 MAX_PROBLEMS = 100  # per file: past that, the rest are counted, not listed
+MAX_REFERENCES = 2_000  # `{{ name }}` uses in a file
+MAX_RENDERED_ERRORS = 1_000  # errors met rendering corner values before the remaining corners are skipped
 
 _VARIABLES = TypeAdapter(Annotated[dict[VarName, Variable], Field(max_length=MAX_VARIABLES)])
 
@@ -87,6 +90,10 @@ def analyse(data: Any, expected_id: str | None = None) -> tuple[Scenario | None,
         variables = _VARIABLES.validate_python(raw_vars)
     except ValidationError as exc:
         problems += problems_from(exc, Scenario, data, prefix=("variables",))
+    references = sum(text.count("{{") for _, text in walk_strings(data))
+    if references > MAX_REFERENCES:  # every one is checked, then substituted in every rendering: not worth it
+        return None, [*problems, (("variables",), f"the file has {references:,} variable references ({{{{); at most "
+                                  f"{MAX_REFERENCES:,}")]
     ref_problems: list[tuple[Loc, str]] = []
     if variables is not None or isinstance(raw_vars, dict):  # otherwise no name can be said to be declared
         declared: dict[str, Any] = variables if variables is not None else dict.fromkeys(_names(raw_vars))
@@ -103,9 +110,14 @@ def analyse(data: Any, expected_id: str | None = None) -> tuple[Scenario | None,
             assignments = [next(corner_assignments(variables))]
         else:
             assignments = list(corner_assignments(variables))
-    uses: dict[tuple[Loc, str], list[Loc]] = {}  # a variable value's problem -> the fields using the value
+    uses: dict[tuple[Loc, str], dict[Loc, None]] = {}  # a variable value's problem -> the fields using the value
     first: Scenario | None = None
-    for values in assignments:
+    met = 0  # errors met so far: each costs a little, and a large broken file has thousands in every rendering
+    for i, values in enumerate(assignments):
+        if met >= MAX_RENDERED_ERRORS:
+            problems.append((("variables",), f"{len(assignments) - i} rendering(s) with other corner values were "
+                             f"skipped after {met} errors; fix those first"))
+            break
         rendered = substitute(data, values)
         found: list[tuple[Loc, str]] = []
         try:
@@ -116,6 +128,7 @@ def analyse(data: Any, expected_id: str | None = None) -> tuple[Scenario | None,
             found = cross_check(scenario)
             if first is None and not found:
                 first = scenario
+        met += len(found)
         for loc, msg in found:
             raw = data_at(data, loc)
             if loc[:1] == ("variables",) or loc in unrenderable:
@@ -124,12 +137,11 @@ def analyse(data: Any, expected_id: str | None = None) -> tuple[Scenario | None,
                 continue  # cannot be rendered while the declarations are broken
             origin = _value_origin(raw, values, variables)
             if origin is not None:
-                uses.setdefault((origin, msg), [])
-                if loc not in uses[(origin, msg)]:
-                    uses[(origin, msg)].append(loc)
+                uses.setdefault((origin, msg), {})[loc] = None
                 continue
             problems.append((loc, _annotate(msg, raw, values)))
-    for (origin, msg), where in uses.items():
+    for (origin, msg), used_at in uses.items():
+        where = list(used_at)
         shown = ", ".join(format_loc(loc) for loc in where[:3])
         more = f" and {len(where) - 3} more" if len(where) > 3 else ""
         problems.append((origin, f"{msg} (used by {shown}{more})"))

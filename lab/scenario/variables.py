@@ -12,7 +12,7 @@ The rule, in full:
 - A draw depends only on (scenario id, seed, variable name): one Random stream per variable, so adding a
   variable does not move the others.
 - Limits, since validation renders the scenario once per corner value: at most MAX_VARIABLES variables,
-  MAX_CHOICES choices each, and MAX_RENDERINGS renderings in all (the loader checks the last).
+  MAX_CHOICES choices each, and MAX_RENDERINGS renderings in all (the loader checks the first and the last).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ walks its data:
   more than MAX_ALIASES alias uses, and an alias used inside its own anchor (a structure containing itself);
 - explicit tags other than `!!str` (`!!python/...`, `!!timestamp`, `!!binary`, `!!int 'abc'` ...): the format
   needs none;
-- plain scalars that resolve to numbers are checked here (a whole number has at most 19 digits; `._` is no
-  float), and dates (`2024-02-30`) stay strings: no field of a scenario is a date.
+- plain scalars that resolve to numbers are checked here (at most 32 characters, whole numbers within
+  ±(2^63 - 1), `0x_` is no number), and dates (`2024-02-30`) stay strings: no field of a scenario is a date.
 Each refusal names the line and the field (`title`, `faults[0].params`) it was met at.
 
 PyYAML's constructor then builds the data from that node tree, so a location in the data
@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - PyYAML without libyaml
     _FastParser = None
 
 MAX_DEPTH = 32  # nested mappings/lists; the catalog's deepest is 8
-MAX_VALUES = 5_000  # values in a file, aliases counted as what they stand for; the catalog's largest has ~300
+MAX_VALUES = 5_000  # values (keys included) in a file, aliases counted as what they stand for; the catalog: 547
 MAX_ALIASES = 100  # uses of `*anchor`
 MAX_NUMBER_CHARS = 32  # the text of a number (int() of a 5,000-digit string is refused by Python itself)
 MAX_INT = 2**63 - 1

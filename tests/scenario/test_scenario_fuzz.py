@@ -15,10 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -131,16 +131,18 @@ def mutated_file(draw: st.DrawFn) -> tuple[str, bytes]:
     return name, data
 
 
-WORK = Path(tempfile.mkdtemp(prefix="faultline-fuzz-"))
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
 
 
 @seed(SEED)
 @settings(max_examples=EXAMPLES, deadline=dt.timedelta(seconds=BOUND_S), database=None, derandomize=False,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(mutated_file())
-def test_mutated_catalog_files_load_or_list_problems(case: tuple[str, bytes]) -> None:
+@given(case=mutated_file())
+def test_mutated_catalog_files_load_or_list_problems(work: Path, case: tuple[str, bytes]) -> None:
     name, data = case
-    path = WORK / f"{name}.yaml"  # the catalog's own name, so the id check does not reject every file
+    path = work / f"{name}.yaml"  # the catalog's own name, so the id check does not reject every file
     path.write_bytes(data)
     shape = re.compile(rf"^{re.escape(str(path))}:(\d+): \S.*?: .+$")
     t0 = time.perf_counter()

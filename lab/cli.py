@@ -572,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
@@ -581,6 +581,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    # A reader that went away (`faultline scenarios show ID | head`) ends the command quietly, as SIGPIPE would.
+    # stdout is flushed here rather than at exit, where the error could only be printed, never handled.
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        try:  # Python flushes stdout once more at exit: point it at /dev/null so that flush has nothing to fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 128 + 13  # killed by SIGPIPE, as shells report it
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 import threading
 import time
@@ -57,7 +58,7 @@ class AttemptManager:
         if not isinstance(scenario_id, str) or not re.match(SLUG_PATTERN, scenario_id):
             raise AttemptError(f"{scenario_id!r} is not a scenario id (lowercase letters, digits and '-')", 422)
         path = self.scenarios_dir / f"{scenario_id}{SUFFIX}"
-        if not path.is_file():
+        if not os.path.lexists(path):  # a pipe or a device there is load_scenario's to refuse, with its message
             known = ", ".join(p.stem for p in sorted(self.scenarios_dir.glob(f"*{SUFFIX}"))) or "none"
             raise AttemptError(f"no scenario {scenario_id!r}; known: {known}", 404)
         return path

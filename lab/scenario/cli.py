@@ -8,6 +8,7 @@ as `file:line: field: message` (one per line, for editors and CI annotations); s
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -91,7 +92,7 @@ def cmd_show(
         print(f"'{scenario_id}' is not a scenario id (lowercase letters, digits and '-')", file=sys.stderr)
         return 1
     path = directory / f"{scenario_id}{SUFFIX}"
-    if not path.is_file():
+    if not os.path.lexists(path):  # anything else there (a pipe, a device, a symlink) gets check_file's problem
         known = ", ".join(p.stem for p in sorted(directory.glob(f"*{SUFFIX}"))) or "none"
         print(f"no scenario '{scenario_id}' in {directory}; known: {known}", file=sys.stderr)
         return 1

@@ -11,6 +11,8 @@ The rule, in full:
   references inside longer text are replaced by the value's text.
 - A draw depends only on (scenario id, seed, variable name): one Random stream per variable, so adding a
   variable does not move the others.
+- Limits, since validation renders the scenario once per corner value: at most MAX_VARIABLES variables,
+  MAX_CHOICES choices each, and MAX_RENDERINGS renderings in all (the loader checks the first and the last).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ VarName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$", max_le
 
 REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*\}\}")
 MAX_VALUES = 10_000
+MAX_VARIABLES = 20
+MAX_CHOICES = 20
+MAX_RENDERINGS = 40  # the first values, plus one per other corner value of each variable
 UNSUBSTITUTED = ("id", "variables")
 
 
@@ -94,6 +99,8 @@ def _whole(x: float) -> bool:
 
 
 def _check_choices(choices: list[Any]) -> None:
+    if len(choices) > MAX_CHOICES:  # checked here, before the pairwise comparisons below
+        raise ValueError(f"at most {MAX_CHOICES} choices, got {len(choices)}")
     mappings = [c for c in choices if isinstance(c, dict)]
     if mappings and len(mappings) != len(choices):
         raise ValueError("choices must be all scalars or all mappings")
@@ -117,6 +124,11 @@ def first_values(variables: dict[str, Variable]) -> dict[str, Any]:
 
 def drawn_values(variables: dict[str, Variable], scenario_id: str, seed: int) -> dict[str, Any]:
     return {name: var.draw(scenario_id, seed, name) for name, var in variables.items()}
+
+
+def count_renderings(variables: dict[str, Variable]) -> int:
+    """How many assignments corner_assignments() yields, without making them."""
+    return 1 + sum(len(var.corners()) - 1 for var in variables.values())
 
 
 def corner_assignments(variables: dict[str, Variable]) -> Iterator[dict[str, Any]]:

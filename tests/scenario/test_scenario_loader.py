@@ -96,7 +96,8 @@ def test_unsafe_yaml_tags_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "tag.yaml"
     path.write_text("id: !!python/object/apply:os.system ['true']\n")
     [problem] = validate_paths([path])
-    assert problem.startswith(f"{path}:1: <yaml>: could not determine a constructor")
+    assert problem == (f"{path}:1: id: YAML tag !!python/object/apply:os.system is not allowed in a scenario file "
+                       "(the only tag allowed is !!str)")
 
 
 def test_id_must_match_file_name(tmp_path: Path) -> None:
@@ -191,4 +192,16 @@ def test_no_nan_and_no_cascade_from_a_broken_variables_section(tmp_path: Path) -
     assert validate_paths([path]) == [
         f"{path}:9: variables: expected a mapping, got a list",
         f"{path}:22: steady_state[0].tolerance.max: must be a finite number, got nan",
+    ]
+
+
+def test_a_mapping_choice_out_of_the_stack_is_reported_once_at_its_key(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text().replace("{slow: model-2, healthy: model-1}", "{slow: model-3, healthy: model-1}")
+    path = tmp_path / "slow-replica.yaml"
+    path.write_text(text)
+    line = next(i for i, t in enumerate(text.splitlines(), start=1) if "slow: model-3" in t)
+    assert validate_paths([path]) == [
+        f"{path}:{line}: variables.layout.choice[1].slow: 'model-3' does not exist: the stack has 2 replica(s) "
+        "(model-1 .. model-2) (used by faults[0].target, diagnosis.questions[1].options[0].id, "
+        "diagnosis.evidence[2].args.service and 3 more)"
     ]

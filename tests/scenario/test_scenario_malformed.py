@@ -44,11 +44,10 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "params-on-paramless-action": ["18: faults[0].params.duration_ms: unknown field; nothing is allowed here"],
     "missing-replica": [f"17: faults[0].target: 'model-5' {REPLICAS_2}"],
-    # A variable's every choice is validated, and each use of the bad value is named with the variable behind it.
+    # A variable's every choice is validated; a value that is exactly one variable is reported once, at the choice.
     "variable-out-of-stack": [
-        f"17: faults[0].target: 'model-3' {REPLICAS_2} (with replica = model-3)",
-        f"40: diagnosis.questions[1].options[0].id: 'model-3' {REPLICAS_2} (with replica = model-3)",
-        f"73: solution[1].args.replica: 'model-3' {REPLICAS_2} (with replica = model-3)",
+        f"10: variables.replica.choice[1]: 'model-3' {REPLICAS_2} (used by faults[0].target, "
+        "diagnosis.questions[1].options[0].id, solution[1].args.replica)",
     ],
     "undeclared-variable": ["17: faults[0].target: unknown variable 'replica_name' (declared: replica)"],
     "after-unknown-fault": ["18: faults[0].when.after: unknown fault 'deploy'; faults are: freeze"],

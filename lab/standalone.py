@@ -64,3 +64,28 @@ def standalone_argv(name: str, port: int, *, registry: Path | None = None, db: P
     if config:
         flags["--config"] = config if isinstance(config, str) else json.dumps(dict(config), separators=(",", ":"))
     return wire(argv, flags) + list(extra)
+
+
+def scoring_stack_argv(ports: Mapping[str, int], registry: Path, db: Path, *, replicas: int = 2, rps: float = 40.0,
+                       loadgen_seed: int | None = None, n_cards: int = 5000,
+                       log_level: str = "WARNING") -> dict[str, list[str]]:
+    """The scoring stack without the lab or its proxies, each service on `ports[name]`: registry, feature-store,
+    model-1..N (v1), gateway (dialling them directly) and the load generator (locust at `rps` on the gateway),
+    in start order. What the monitor's tests and the drift benchmark run to watch a real stack without a lab."""
+    from services.loadgen.client import loadgen_argv
+
+    log = ["--log-level", log_level]
+    url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    models = [f"model-{n}" for n in range(1, replicas + 1)]
+    argv = {
+        "registry": standalone_argv("registry", ports["registry"], registry=registry, extra=log),
+        "feature-store": standalone_argv("feature-store", ports["feature-store"], db=db,
+                                         extra=["--n-cards", str(n_cards), *log]),
+    }
+    for name in models:
+        argv[name] = standalone_argv(name, ports[name], registry=registry, extra=log)
+    argv["gateway"] = standalone_argv("gateway", ports["gateway"], feature_store=url["feature-store"],
+                                      models={name: url[name] for name in models}, extra=log)
+    argv["loadgen"] = loadgen_argv(url["gateway"], rps, "baseline", ports["loadgen"], feedback_delay_s=1.0,
+                                   seed=loadgen_seed) + log
+    return argv

@@ -129,15 +129,15 @@ def start_service(name: str, log_dir: Path, *, proc_name: str | None = None, rea
 # --- waiting ------------------------------------------------------------------------------------------------------
 
 
-def wait_until(predicate: Any, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
-    """predicate()'s first truthy value; AssertionError naming `what` after `timeout` seconds."""
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
+    """predicate()'s first truthy value; AssertionError naming `what` and the last value after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
+            raise AssertionError(f"{what} not met within {timeout}s (last: {value!r})")
         time.sleep(interval)
 
 

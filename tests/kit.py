@@ -32,9 +32,10 @@ from lab.client import LabError
 from lab.ports import find_free_block as find_free_block
 from lab.ports import free_port as free_port
 from lab.ports import is_free
-from lab.privatelab import PrivateLab, copy_registry, lab_cli, trainer_argv
+from lab.privatelab import PrivateLab, copy_registry, lab_cli
 from lab.privatelab import child_env as _lab_child_env
 from lab.privatelab import source_registry as _lab_source_registry
+from lab.privatelab import trainer_argv as trainer_argv
 from lab.standalone import standalone_argv
 from services.loadgen.client import loadgen_argv as loadgen_argv
 

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import multiprocessing
 import os
 import platform
-import signal
 import socket
 import statistics
 import subprocess
@@ -34,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import die_with_parent
+from lab.ports import free_port
 from lab.toxiproxy import ToxiproxyClient, select_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,17 +41,6 @@ DOCS = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- bench:proxy start -->", "<!-- bench:proxy end -->"
 MESSAGE = b"m" * 64
 STREAM_CHUNK = 256 * 1024
-
-
-def die_with_parent() -> None:
-    """Get SIGTERM when the benchmark process dies, even by SIGKILL: no server outlives an interrupted run."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def machine() -> dict[str, Any]:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from bench.common import source_registry
 from lab.client import LabError
@@ -28,15 +26,7 @@ def faultline(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[s
 
 @dataclass
 class BenchStack(PrivateLab):
-    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30, trust_env=False), repr=False)
-
-    @property
-    def lab_url(self) -> str:
-        return self.url
-
-    @property
-    def lab_pid(self) -> int:
-        return self.pid
+    """A private lab (lab/privatelab.py) with the lab's JSON API as a benchmark calls it."""
 
     def api(self, method: str, path: str, timeout: float = 120.0, **kwargs: Any) -> Any:
         r = self.client.request(method, self.lab_url + path, timeout=timeout, **kwargs)
@@ -46,12 +36,6 @@ class BenchStack(PrivateLab):
 
     def status(self) -> dict[str, Any]:
         return self.api("GET", "/api/status", timeout=30)
-
-    def stop(self, keep: bool = False, wait_s: float = 15.0) -> None:
-        try:
-            super().stop(keep=keep, wait_s=wait_s)
-        finally:
-            self.client.close()
 
 
 def up(home: Path, cache: Path, replicas: int = 2, extra: tuple[str, ...] = ()) -> BenchStack:

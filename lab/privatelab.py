@@ -15,8 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from lab.client import LabError
 from lab.ports import find_free_block
@@ -76,7 +78,8 @@ def copy_registry(registry: Path, home: Path) -> Path:
 
 @dataclass
 class PrivateLab:
-    """A lab of its own: its home, URL, pid and ports; stopped (and its home removed, if it made it) by `stop()`."""
+    """A lab of its own: its home, URL, pid, ports and an HTTP client; stopped (and its home removed, if it made
+    it) by `stop()`."""
 
     home: Path
     url: str
@@ -86,6 +89,16 @@ class PrivateLab:
     ports: Ports
     replicas: int
     up_output: str = ""
+    # For callers that talk to the lab's API or the services directly (tests, benchmarks); closed by stop().
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30, trust_env=False), repr=False)
+
+    @property
+    def lab_url(self) -> str:
+        return self.url
+
+    @property
+    def lab_pid(self) -> int:
+        return self.pid
 
     @property
     def topology(self) -> Topology:
@@ -137,6 +150,7 @@ class PrivateLab:
             down(self.home)
         finally:
             wait_gone(self.pid, wait_s)
+            self.client.close()
             if self.owns_home and not keep:
                 shutil.rmtree(self.home, ignore_errors=True)
 

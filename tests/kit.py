@@ -21,7 +21,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,17 +170,7 @@ def prepare_home(home: Path, registry: Path) -> None:
 
 @dataclass
 class StackHandle(PrivateLab):
-    """A private stack (lab/privatelab.py) with an HTTP client; `lab_url`, `lab_pid` as the tests name them."""
-
-    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30, trust_env=False), repr=False)
-
-    @property
-    def lab_url(self) -> str:
-        return self.url
-
-    @property
-    def lab_pid(self) -> int:
-        return self.pid
+    """A private stack (lab/privatelab.py's PrivateLab) with what tests ask of it."""
 
     def status(self) -> dict[str, Any]:
         r = self.client.get(self.lab_url + "/api/status")
@@ -198,10 +188,7 @@ class StackHandle(PrivateLab):
 
     def stop(self, keep: bool = False, wait_s: float = 15.0) -> None:
         """`faultline down`; then make sure: nothing of this stack may outlive the test."""
-        try:
-            super().stop(keep=keep, wait_s=wait_s)
-        finally:
-            self.client.close()
+        super().stop(keep=keep, wait_s=wait_s)
 
 
 def start_stack(home: Path, registry: Path, replicas: int = 2, extra: tuple[str, ...] = ()) -> StackHandle:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ def faultline(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[s
     return lab_cli(*args, timeout=timeout)
 
 
-@dataclass
 class BenchStack(PrivateLab):
     """A private lab (lab/privatelab.py) with the lab's JSON API as a benchmark calls it."""
 

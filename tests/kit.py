@@ -21,7 +21,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +167,6 @@ def prepare_home(home: Path, registry: Path) -> None:
     copy_registry(registry, home)
 
 
-@dataclass
 class StackHandle(PrivateLab):
     """A private stack (lab/privatelab.py's PrivateLab) with what tests ask of it."""
 
@@ -180,15 +178,8 @@ class StackHandle(PrivateLab):
     def service(self, name: str) -> dict[str, Any]:
         return next(s for s in self.status()["services"] if s["name"] == name)
 
-    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return faultline(*args, "--home", str(self.home), timeout=timeout)
-
     def all_pids(self) -> list[int]:
         return [self.lab_pid] + [s["pid"] for s in self.status()["services"] if s["pid"]]
-
-    def stop(self, keep: bool = False, wait_s: float = 15.0) -> None:
-        """`faultline down`; then make sure: nothing of this stack may outlive the test."""
-        super().stop(keep=keep, wait_s=wait_s)
 
 
 def start_stack(home: Path, registry: Path, replicas: int = 2, extra: tuple[str, ...] = ()) -> StackHandle:

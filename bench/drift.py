@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.common import Child, wait_http
+from bench.common import Child, cpu_model, wait_http
 from lab.monitor import GatewayRecent, Monitor, MonitorConfig, Reference, RegistryReference, drift_report, prom
 from lab.ports import free_port
 from lab.standalone import scoring_stack_argv
@@ -42,15 +42,7 @@ START, END = "<!-- bench:monitor start -->", "<!-- bench:monitor end -->"
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible, Python {platform.python_version()}, {platform.system()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores visible, Python {platform.python_version()}, {platform.system()}"
 
 
 def bench_drift(runs: int) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import die_with_parent
+from bench.common import cpu_model, die_with_parent
 from lab.ports import free_port
 from lab.toxiproxy import ToxiproxyClient, select_server
 
@@ -44,15 +44,8 @@ STREAM_CHUNK = 256 * 1024
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "nproc": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()[0]}
+    return {"cpu": cpu_model(), "nproc": os.cpu_count(), "python": platform.python_version(),
+            "load": os.getloadavg()[0]}
 
 
 # servers (child process)

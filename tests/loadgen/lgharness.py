@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from kit import wait_until as wait_until
 
 from services.loadgen.client import LoadgenClient
 
+ROOT = REPO  # the old name
 PEER = Path(__file__).with_name("lgpeer.py")
 LOADGEN_READY_S = 30.0
 
@@ -70,7 +72,9 @@ class Loadgen:
         return self.log_path.read_text(errors="replace")
 
 
-def start_peer(log_dir: Path) -> Peer:
+def start_peer(log_dir: Path | None = None) -> Peer:
+    """The recording peer, ready; its log in `log_dir` (a new temporary directory by default)."""
+    log_dir = Path(tempfile.mkdtemp(prefix="lgpeer-")) if log_dir is None else log_dir
     port = free_port()
     service = ServiceProc("lgpeer", [sys.executable, str(PEER), "--port", str(port)], port, log_dir,
                           ready_path="/healthz")

@@ -141,6 +141,14 @@ def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1, wha
         time.sleep(interval)
 
 
+def status_problems(status: dict[str, Any]) -> list[str]:
+    """What keeps a lab's /api/status from healthy: services not running and ready, proxies disabled or with toxics."""
+    found = [f"{s['name']} {s['state']}" for s in status["services"] if s["state"] != "running" or not s["ready"]]
+    found += [f"proxy {p['name']} enabled={p['enabled']} toxics={len(p['toxics'] or [])}"
+              for p in status["proxies"] if not p["enabled"] or p["toxics"]]
+    return found
+
+
 # --- private stacks -----------------------------------------------------------------------------------------------
 
 

@@ -61,6 +61,9 @@ def standalone_argv(name: str, port: int, *, registry: Path | None = None, db: P
         flags["--feature-store"] = feature_store
     if models is not None:
         flags["--models"] = ",".join(f"{k}={v}" for k, v in models.items()) or None
+    foreign = sorted(f for f in flags if f not in argv)
+    if foreign:  # a keyword that does not apply to this service is a mistake, not a flag to add
+        raise ValueError(f"{name} takes no {', '.join(foreign)}")
     if config:
         flags["--config"] = config if isinstance(config, str) else json.dumps(dict(config), separators=(",", ":"))
     return wire(argv, flags) + list(extra)

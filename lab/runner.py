@@ -1,8 +1,8 @@
 """The headless runner: `faultline run SCENARIO [--solve | --wrong-fix] [--seed N] [--time-scale X] [--json]`.
 
 It starts its own lab and stack on a free block of ports, in a temporary FAULTLINE_HOME holding a copy of the
-trained registry (`PrivateLab`, lab/privatelab.py, which tests and benchmarks use too), and drives one attempt
-through the lab's HTTP API (lab/client.py), like any other client:
+trained registry (`PrivateLab`, which tests use too), and drives one attempt through the lab's HTTP API
+(lab/client.py), like any other client:
 1. start the attempt with the seed; wait until the steady state is violated after the injection (the page):
    the proof that the scenario breaks;
 2. `--solve`: run the reference `solution` through the console, submit the right diagnosis, claim fixed and wait

@@ -12,7 +12,6 @@ import ctypes
 import json
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
@@ -24,6 +23,9 @@ from typing import Any
 
 import httpx
 
+from lab import privatelab
+from lab.privatelab import child_env as child_env  # the environment every child of a benchmark gets
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 HOST = "127.0.0.1"
@@ -34,24 +36,21 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TOXIPROXY_URL", "FAULTLINE_LAB_URL")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env.update(extra or {})
-    return env
-
-
 def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def machine() -> dict[str, Any]:
-    cpu = "unknown CPU"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown CPU" elsewhere)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def machine() -> dict[str, Any]:
+    cpu = cpu_model()
     mem_gib = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         first = Path("/proc/meminfo").read_text().splitlines()[0]
@@ -150,24 +149,12 @@ def children() -> Iterator[list[Child]]:
 
 def source_registry(cache: Path) -> Path:
     """The default trained registry: $FAULTLINE_HOME/registry, else ./.faultline/registry, else trained once."""
-    for home in filter(None, [os.environ.get("FAULTLINE_HOME"), str(REPO / ".faultline")]):
-        reg = Path(home) / "registry"
-        if (reg / "versions" / "v1" / "meta.json").is_file():
-            return reg
-    reg = cache / "registry"
-    if not (reg / "versions" / "v1" / "meta.json").is_file():
-        subprocess.run([PYTHON, "-m", "services.trainer", "defaults", "--home", str(cache)], check=True,
-                       env=child_env(), cwd=REPO, timeout=900)
-    return reg
+    return privatelab.source_registry(train_into=cache)
 
 
 def copy_registry(dest_home: Path, cache: Path) -> Path:
     """A private copy of the default registry under `dest_home` (benchmarks never write the learner's)."""
-    reg = dest_home / "registry"
-    if not reg.exists():
-        dest_home.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source_registry(cache), reg)
-    return reg
+    return privatelab.copy_registry(source_registry(cache), dest_home)
 
 
 def model_rows(n: int, seed: int = 7) -> list[dict[str, Any]]:

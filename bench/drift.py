@@ -20,9 +20,7 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,10 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.common import Child, cpu_model, wait_http
 from lab.monitor import GatewayRecent, Monitor, MonitorConfig, Reference, RegistryReference, drift_report, prom
+from lab.ports import free_port
+from lab.standalone import scoring_stack_argv
 from services.trainer.generator import Generator, Shift
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,15 +42,7 @@ START, END = "<!-- bench:monitor start -->", "<!-- bench:monitor end -->"
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible, Python {platform.python_version()}, {platform.system()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores visible, Python {platform.python_version()}, {platform.system()}"
 
 
 def bench_drift(runs: int) -> dict[str, Any]:
@@ -84,81 +77,37 @@ def bench_drift(runs: int) -> dict[str, Any]:
 # ---- a real stack, without the lab ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Stack:
+    """The scoring stack without the lab (lab/standalone.py's argv), each service a Child on a free port."""
+
     def __init__(self, root: Path, registry_src: Path, rps: float) -> None:
-        self.procs: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        self.children: dict[str, Child] = {}
+        self.urls: dict[str, str] = {}
         registry = root / "registry"
         shutil.copytree(registry_src, registry)
-        py = sys.executable
+        names = ["registry", "feature-store", "model-1", "model-2", "gateway", "loadgen"]
+        ports = {name: free_port() for name in names}
+        argv = scoring_stack_argv(ports, registry, root / "f.db", replicas=2, rps=rps)
         try:
-            self._spawn("registry", [py, "-m", "services.registry", "--root", str(registry)], root)
-            self._spawn("feature-store", [py, "-m", "services.featurestore", "--db", str(root / "f.db"),
-                                          "--seed", "7", "--n-cards", "5000"], root)
-            for n in (1, 2):
-                self._spawn(f"model-{n}", [py, "-m", "services.modelserver", "--registry", str(registry),
-                                           "--replica", f"model-{n}", "--versions", "v1"], root)
-            self._wait(list(self.procs))
-            models = ",".join(f"model-{n}={self.url(f'model-{n}')}" for n in (1, 2))
-            self._spawn("gateway", [py, "-m", "services.gateway", "--feature-store", self.url("feature-store"),
-                                    "--models", models], root)
-            self._wait(["gateway"])
-            port = _free_port()
-            argv = [py, "-m", "services.loadgen", "--target", self.url("gateway"), "--rps", f"{rps:g}",
-                    "--profile", "baseline", "--web-port", str(port), "--feedback-delay-s", "1",
-                    "--log-level", "WARNING"]
-            self._spawn("loadgen", argv, root, port=port, add_port=False)
-            self._wait(["loadgen"])
+            for group in (names[:4], ["gateway"], ["loadgen"]):
+                for name in group:
+                    self.children[name] = Child(name, argv[name], root)
+                    self.urls[name] = f"http://127.0.0.1:{ports[name]}"
+                for name in group:
+                    wait_http(self.urls[name] + "/readyz", 120.0, self.children[name])
         except BaseException:
             self.stop()
             raise
 
-    def _spawn(self, name: str, argv: list[str], root: Path, port: int | None = None, add_port: bool = True) -> None:
-        port = port or _free_port()
-        if add_port:
-            argv = [*argv, "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        with open(root / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.procs[name] = (proc, f"http://127.0.0.1:{port}")
-
     def url(self, name: str) -> str:
-        return self.procs[name][1]
-
-    def _wait(self, names: list[str], timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        for name in names:
-            proc, url = self.procs[name]
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}")
-                try:
-                    if httpx.get(url + "/readyz", timeout=1.0, trust_env=False).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} not ready after {timeout_s:g}s")
-                time.sleep(0.1)
+        return self.urls[name]
 
     def targets(self) -> dict[str, str]:
-        return {n: url for n, (_, url) in self.procs.items() if n != "loadgen"}
+        return {n: url for n, url in self.urls.items() if n != "loadgen"}
 
     def stop(self) -> None:
-        for proc, _ in reversed(list(self.procs.values())):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc, _ in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        for child in reversed(list(self.children.values())):
+            child.stop()
 
 
 def _registry_source() -> Path | None:

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import multiprocessing
 import os
 import platform
-import signal
 import socket
 import statistics
 import subprocess
@@ -34,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import cpu_model, die_with_parent
+from lab.ports import free_port
 from lab.toxiproxy import ToxiproxyClient, select_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,27 +43,9 @@ MESSAGE = b"m" * 64
 STREAM_CHUNK = 256 * 1024
 
 
-def die_with_parent() -> None:
-    """Get SIGTERM when the benchmark process dies, even by SIGKILL: no server outlives an interrupted run."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def machine() -> dict[str, Any]:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "nproc": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()[0]}
+    return {"cpu": cpu_model(), "nproc": os.cpu_count(), "python": platform.python_version(),
+            "load": os.getloadavg()[0]}
 
 
 # servers (child process)

@@ -43,6 +43,7 @@ from bench.common import (
     wait_http,
 )
 from lab.ports import free_port
+from lab.standalone import standalone_argv, wire
 
 GOAL_RATIO = 3.0
 CONNECTIONS = 32
@@ -93,8 +94,8 @@ def servers(registry: Path, with_litserve_batching: bool) -> list[Server]:
     for s in out:
         port = str(s.port)
         if s.key == "ours":
-            s.argv = [PYTHON, "-m", "services.modelserver", "--host", HOST, "--port", port, "--registry", reg,
-                      "--replica", "bench", "--versions", "v1", "--log-level", "WARNING"]
+            s.argv = wire(standalone_argv("model-1", s.port, registry=registry, extra=["--log-level", "WARNING"]),
+                          {"--replica": "bench"})
         elif s.key == "fastapi":
             s.argv = [PYTHON, "-m", "bench.peers.fastapi_app", "--port", port, "--registry", reg]
         else:

@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,9 @@ from typing import Any
 import httpx
 import psutil
 
-from lab.ports import find_free_block, is_free
+from lab.client import LabError
+from lab.ports import is_free
+from lab.privatelab import PrivateLab, lab_cli
 from lab.topology import Topology
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,12 +253,6 @@ def _registry() -> Path:
     raise SoakError("no trained models (FAULTLINE_HOME/registry or ./.faultline/registry): run `make setup`")
 
 
-def _faultline(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TOXIPROXY_URL", "FAULTLINE_LAB_URL")}
-    return subprocess.run([sys.executable, "-m", "lab.cli", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=str(REPO), env=env)
-
-
 def _median(points: list[tuple[float, int]], since: float, until: float) -> float | None:
     values = [v for t, v in points if since <= t < until]
     return statistics.median(values) if values else None
@@ -279,17 +274,13 @@ def rss_report(rss: dict[str, list[tuple[float, int]]], start: float, end: float
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="faultline-soak-"))
-    shutil.copytree(_registry(), home / "registry")
-    ports = find_free_block(args.replicas)
-    topo = Topology(ports=ports, replicas=args.replicas)
     t_up = time.time()
-    proc = _faultline("up", "-d", "--home", str(home), "--replicas", str(args.replicas), "--base-port",
-                      str(ports.base), "--netproxy-port", str(ports.netproxy), "--lab-port", str(ports.lab),
-                      "--exit-with", str(os.getpid()))
-    if proc.returncode != 0:
-        raise SoakError(f"faultline up -d failed:\n{proc.stdout}\n{proc.stderr}")
-    info = json.loads((home / "lab.json").read_text())
-    soak = Soak(lab_url=info["url"], topology=topo, lab_pid=info["pid"])
+    try:
+        lab = PrivateLab.start(_registry(), replicas=args.replicas, home=home)
+    except LabError as exc:
+        raise SoakError(f"faultline up -d failed: {exc}") from None
+    ports = lab.ports
+    soak = Soak(lab_url=lab.url, topology=lab.topology, lab_pid=lab.pid)
     print(f"stack up in {time.time() - t_up:.1f}s (home {home}, ports {ports.base}..{ports.lab})", flush=True)
     result: dict[str, Any] = {"minutes": args.minutes, "rps": args.rps, "replicas": args.replicas,
                               "fault_s": args.fault_s, "healthy_s": args.healthy_s}
@@ -328,7 +319,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pids += [s["pid"] for s in soak.status()["services"] if s["pid"]]
         except (httpx.HTTPError, SoakError):
             pass
-        down = _faultline("down", "--home", str(home), timeout=180)
+        down = lab_cli("down", "--home", str(home), timeout=180)
         # only the ports this stack used: others in the block may be any process's ephemeral source ports
         result["down"] = _leftovers(pids, ports.all_ports(args.replicas) + [ports.lab, ports.locust_web])
         result["down"]["exit_code"] = down.returncode

@@ -21,26 +21,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lab.client import LabClient, LabError
-from lab.ports import find_free_block
+from lab.privatelab import UP_TIMEOUT_S, PrivateLab, child_env, source_registry  # noqa: F401 (tests import them here)
 from lab.scenario import ScenarioError, load_scenario, render
 from lab.scenario.loader import CATALOG_DIR, SUFFIX
 from lab.scenario.ops import op_args
-from lab.specs import PACKAGE_ROOT
-from lab.state import resolve_home
 
 EXIT_OK, EXIT_ERROR, EXIT_NOT_BROKEN, EXIT_NOT_FIXED = 0, 1, 3, 4
-UP_TIMEOUT_S = 240.0
 POLL_S = 0.5
 
 
@@ -51,87 +43,6 @@ RunError = LabError
 
 def log(msg: str) -> None:
     print(f"[run] {msg}", file=sys.stderr, flush=True)
-
-
-# --- a private lab ------------------------------------------------------------------------------------------------
-
-
-def source_registry(home: Path | None = None) -> Path:
-    """The trained registry to copy: HOME/registry ($FAULTLINE_HOME or ./.faultline), else the repo's .faultline."""
-    for candidate in (resolve_home(home) / "registry", PACKAGE_ROOT / ".faultline" / "registry"):
-        if (candidate / "versions" / "v1" / "meta.json").is_file():
-            return candidate
-    raise LabError("no trained models found — run `make setup` (or `python -m services.trainer defaults`)")
-
-
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TOXIPROXY_URL", "FAULTLINE_LAB_URL")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
-    return env
-
-
-@dataclass
-class PrivateLab:
-    """A lab of its own: temporary home, copied registry, free ports; stopped (and removed) by `stop()`."""
-
-    home: Path
-    url: str
-    pid: int
-    owns_home: bool
-    up_seconds: float
-
-    @classmethod
-    def start(cls, registry: Path, replicas: int = 2, home: Path | None = None,
-              exit_with: int | None = None) -> PrivateLab:
-        owns = home is None
-        home = Path(tempfile.mkdtemp(prefix="faultline-run-")) if home is None else home
-        home.mkdir(parents=True, exist_ok=True)
-        if not (home / "registry").exists():
-            shutil.copytree(registry, home / "registry")
-        last = ""
-        for _ in range(3):  # a port may be taken between the check and the start: another block then
-            ports = find_free_block(replicas)
-            argv = [sys.executable, "-m", "lab.cli", "up", "-d", "--home", str(home), "--replicas", str(replicas),
-                    "--base-port", str(ports.base), "--netproxy-port", str(ports.netproxy),
-                    "--lab-port", str(ports.lab), "--exit-with", str(exit_with or os.getpid()),
-                    "--timeout", str(UP_TIMEOUT_S)]
-            t0 = time.monotonic()
-            proc = subprocess.run(argv, capture_output=True, text=True, env=child_env(), cwd=str(PACKAGE_ROOT),
-                                  timeout=UP_TIMEOUT_S + 30)
-            if proc.returncode == 0:
-                info = json.loads((home / "lab.json").read_text())
-                return cls(home=home, url=info["url"], pid=info["pid"], owns_home=owns,
-                           up_seconds=round(time.monotonic() - t0, 2))
-            last = proc.stdout + proc.stderr
-            _down(home)
-            if "already in use" not in last:
-                break
-        if owns:
-            shutil.rmtree(home, ignore_errors=True)
-        raise LabError(f"the private stack did not start:\n{last.strip()}")
-
-    def stop(self, keep: bool = False) -> None:
-        _down(self.home)
-        _wait_gone(self.pid, 30)
-        if self.owns_home and not keep:
-            shutil.rmtree(self.home, ignore_errors=True)
-
-
-def _down(home: Path) -> None:
-    subprocess.run([sys.executable, "-m", "lab.cli", "down", "--home", str(home)], capture_output=True, text=True,
-                   env=child_env(), cwd=str(PACKAGE_ROOT), timeout=120)
-
-
-def _wait_gone(pid: int, timeout_s: float) -> None:
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        proc.wait(timeout_s)
-    except psutil.NoSuchProcess:
-        return
-    except psutil.TimeoutExpired:
-        proc.kill()  # its children die with it (PDEATHSIG)
 
 
 # --- one run ------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from kit import status_problems
 from kit import wait_until as wait_until
 
 from services.trainer.generator import Generator
@@ -87,10 +88,7 @@ class Lab:
     # --- healthy ------------------------------------------------------------------------------------------------
 
     def problems(self) -> list[str]:
-        st = self.status()
-        found = [f"{s['name']} {s['state']}" for s in st["services"] if s["state"] != "running" or not s["ready"]]
-        found += [f"proxy {p['name']} enabled={p['enabled']} toxics={len(p['toxics'] or [])}"
-                  for p in st["proxies"] if not p["enabled"] or p["toxics"]]
+        found = status_problems(self.status())
         if not found:
             r = self.score()
             if r.status_code != 200 or r.json()["fallback"] is not None:

@@ -1,18 +1,19 @@
 """Start real services on free loopback ports for the gateway and feature-store tests.
 
-Every service runs as `python -m services.<name>` (the test peer as a script) in its own process, with its
-log in the test's tmp dir; `Proc.stop()` ends it by pid.
+Every service runs as `python -m services.<name>` (its command line from lab.specs, through the harness's
+`start_service`; the test peer as a script) in its own process, with its log in the test's tmp dir;
+`Proc.stop()` ends it by pid.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
-from kit import ServiceProc, free_port
+from kit import ServiceProc, service_argv, start_service
+from kit import free_port as free_port  # re-exported: the gateway tests import it from here
 
 # One pooled client for all test requests: httpx.get() & co. build a new client (and TLS context) per call.
 http = httpx.Client(timeout=30)
@@ -30,19 +31,13 @@ class Proc(ServiceProc):
 
 def start_featurestore(log_dir: Path, db: Path, n_cards: int = 500, config: dict[str, Any] | None = None) -> Proc:
     port = free_port()
-    argv = [sys.executable, "-m", "services.featurestore", "--host", "127.0.0.1", "--port", str(port),
-            "--db", str(db), "--seed", "7", "--n-cards", str(n_cards)]
-    if config:
-        argv += ["--config", json.dumps(config)]
+    argv = service_argv("feature-store", port, db=db, config=config, extra=["--n-cards", str(n_cards)])
     return Proc("featurestore", argv, port, log_dir, ready_path="/readyz")
 
 
-def start_modelserver(log_dir: Path, registry: Path, replica: str, versions: str = "v1,v2") -> Proc:
+def start_modelserver(log_dir: Path, registry: Path, replica: str, versions: str = "v1,v2") -> ServiceProc:
     """Started, not waited for: loading torch and the models takes a while, so start replicas together."""
-    port = free_port()
-    argv = [sys.executable, "-m", "services.modelserver", "--host", "127.0.0.1", "--port", str(port),
-            "--registry", str(registry), "--replica", replica, "--versions", versions]
-    return Proc(replica, argv, port, log_dir, ready_path="/readyz", wait=False)
+    return start_service(replica, log_dir, registry=registry, versions=versions.split(","), wait=False)
 
 
 def start_peer(log_dir: Path, replica: str) -> Proc:
@@ -51,16 +46,17 @@ def start_peer(log_dir: Path, replica: str) -> Proc:
     return Proc(f"peer-{replica}", argv, port, log_dir)
 
 
+def start_netproxy(log_dir: Path, seed: int = 1) -> Proc:
+    port = free_port()
+    return Proc("netproxy", service_argv("netproxy", port, extra=["--seed", str(seed)]), port, log_dir,
+                ready_path="/version")
+
+
 def start_gateway(
     log_dir: Path, feature_store: str, models: dict[str, str], config: dict[str, Any] | None = None, name: str = "gw"
 ) -> Proc:
     port = free_port()
-    argv = [sys.executable, "-m", "services.gateway", "--host", "127.0.0.1", "--port", str(port),
-            "--feature-store", feature_store]
-    if models:
-        argv += ["--models", ",".join(f"{k}={v}" for k, v in models.items())]
-    if config:
-        argv += ["--config", json.dumps(config)]
+    argv = service_argv("gateway", port, feature_store=feature_store, models=models, config=config)
     return Proc(name, argv, port, log_dir)
 
 

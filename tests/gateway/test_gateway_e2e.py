@@ -8,15 +8,13 @@ saying why.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gwstack import Proc, http, metric, start_gateway, start_modelserver
-from kit import REPO
+from kit import REPO, train_defaults
 
 from services.trainer.generator import Generator
 
@@ -31,10 +29,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (REPO / "services" / "trainer" / "__main__.py").exists():
         pytest.skip("no default models in the registry and no trainer to build them")
     tmp_home = tmp_path_factory.mktemp("home")
-    result = subprocess.run(
-        [sys.executable, "-m", "services.trainer", "defaults", "--home", str(tmp_home)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-    )
+    result = train_defaults(tmp_home, timeout=900)
     if result.returncode != 0:
         pytest.skip(f"could not build default models: {result.stderr[-500:]}")
     return tmp_home / "registry"

@@ -8,14 +8,13 @@ once the proxy has dropped its pooled connections. Skipped while services.netpro
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gwstack import Proc, free_port, http, start_gateway, transaction
+from gwstack import Proc, free_port, http, start_gateway, start_netproxy, transaction
 from kit import REPO
 
 
@@ -38,9 +37,7 @@ if not _netproxy_landed():
 
 @pytest.fixture(scope="module")
 def netproxy(log_dir: Path) -> Iterator[Proc]:
-    port = free_port()
-    argv = [sys.executable, "-m", "services.netproxy", "--host", "127.0.0.1", "--port", str(port), "--seed", "1"]
-    proc = Proc("netproxy", argv, port, log_dir, ready_path="/version")
+    proc = start_netproxy(log_dir)
     yield proc
     proc.stop()
 

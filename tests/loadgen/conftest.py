@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from lgharness import Peer, start_peer, stop_process
+from lgharness import Peer, start_peer
 
 
 @pytest.fixture(scope="module")
-def peer() -> Iterator[Peer]:
-    p = start_peer()
+def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+    p = start_peer(tmp_path_factory.mktemp("lgpeer"))
     try:
         yield p
     finally:
-        p.http.close()
-        stop_process(p.proc)
+        p.stop()

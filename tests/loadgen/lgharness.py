@@ -1,58 +1,42 @@
-"""Helpers for the load generator tests: start a real recording peer process and real locust processes.
+"""Helpers for the load generator tests: a real recording peer process (lgpeer.py) and real locust processes.
 
-Every process binds 127.0.0.1 on a port found free just before start, and is stopped (SIGTERM, then SIGKILL)
-at teardown so nothing outlives the tests.
+Ports, the children's environment, process start and stop come from the harness (tests/kit.py); every process
+binds 127.0.0.1 on a port found free just before start, and is stopped (SIGTERM, then SIGKILL) at teardown so
+nothing outlives the tests.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from kit import REPO, ServiceProc, child_env
+from kit import free_port as free_port  # `X as X`: also re-exported, the tests import these from here
+from kit import loadgen_argv as loadgen_argv
+from kit import stop_process as stop_process
 from kit import wait_until as wait_until
 
-from services.loadgen.client import LoadgenClient, loadgen_argv
+from services.loadgen.client import LoadgenClient
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO  # the old name
 PEER = Path(__file__).with_name("lgpeer.py")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return env
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
+LOADGEN_READY_S = 30.0
 
 
 @dataclass
 class Peer:
     url: str
-    proc: subprocess.Popen[Any]
+    service: ServiceProc = field(repr=False)
     http: httpx.Client = field(repr=False)
+
+    @property
+    def proc(self) -> subprocess.Popen[Any]:
+        return self.service.popen
 
     def log(self, since_score: int = 0, since_feedback: int = 0) -> dict[str, Any]:
         r = self.http.get("/peer/log", params={"since_score": since_score, "since_feedback": since_feedback})
@@ -65,6 +49,11 @@ class Peer:
 
     def configure(self, **cfg: Any) -> None:
         self.http.post("/peer/config", json=cfg).raise_for_status()
+
+    def stop(self) -> None:
+        self.http.close()
+        self.service.client.close()
+        self.service.stop()
 
 
 @dataclass
@@ -83,34 +72,19 @@ class Loadgen:
         return self.log_path.read_text(errors="replace")
 
 
-def start_peer() -> Peer:
+def start_peer(log_dir: Path | None = None) -> Peer:
+    """The recording peer, ready; its log in `log_dir` (a new temporary directory by default)."""
+    log_dir = Path(tempfile.mkdtemp(prefix="lgpeer-")) if log_dir is None else log_dir
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(PEER), "--port", str(port)],
-        env=child_env(),
-        cwd=str(ROOT),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    http = httpx.Client(base_url=url, timeout=10, trust_env=False)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError("peer exited at start")
-        try:
-            return http.get("/healthz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, 20)
-    return Peer(url=url, proc=proc, http=http)
+    service = ServiceProc("lgpeer", [sys.executable, str(PEER), "--port", str(port)], port, log_dir,
+                          ready_path="/healthz")
+    return Peer(url=service.url, service=service, http=httpx.Client(base_url=service.url, timeout=10, trust_env=False))
 
 
 def run_loadgen(argv: list[str], log_path: Path) -> subprocess.Popen[Any]:
     # Output goes to a file, not a pipe: a pipe nobody reads would block the process once full.
     with log_path.open("wb") as out:
-        return subprocess.Popen(argv, env=child_env(), cwd=str(ROOT), stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, env=child_env(), cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT)
 
 
 def start_loadgen(target: str, rps: float, log_dir: Path, profile: str = "baseline", **kwargs: Any) -> Loadgen:
@@ -120,14 +94,14 @@ def start_loadgen(target: str, rps: float, log_dir: Path, profile: str = "baseli
     proc = run_loadgen(argv, log_path)
     url = f"http://127.0.0.1:{port}"
     client = LoadgenClient(url)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"loadgen exited at start ({proc.returncode}):\n{log_path.read_text()}")
+        return client.ready()
+
     try:
-        deadline = time.monotonic() + 30
-        while not client.ready():
-            if proc.poll() is not None:
-                raise AssertionError(f"loadgen exited at start ({proc.returncode}):\n{log_path.read_text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError("loadgen not ready after 30s")
-            time.sleep(0.1)
+        wait_until(ready, LOADGEN_READY_S, what="loadgen ready")
     except BaseException:
         client.close()
         stop_process(proc)

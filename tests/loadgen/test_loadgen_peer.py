@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from lgharness import Loadgen, Peer, free_port, run_loadgen, start_loadgen, stop_process, wait_until
+from lgharness import Loadgen, Peer, free_port, loadgen_argv, run_loadgen, start_loadgen, stop_process, wait_until
 
 from services.loadgen.client import LoadgenClient, LoadgenError
 
@@ -270,14 +269,13 @@ def test_bad_command_lines_fail_fast_with_a_message(peer: Peer, tmp_path: Path) 
         (["--rps", "-5"], 2, "rps must be between 0"),
     ]
     for extra, code, words in cases:
-        argv = ["python", "-m", "services.loadgen", "--target", peer.url, "--web-port", str(port), *extra]
-        argv[0] = sys.executable
+        argv = [*loadgen_argv(peer.url, 1, "baseline", port), *extra]  # the last --profile/--target/--rps wins
         proc = run_loadgen(argv, tmp_path / "bad.log")
         assert proc.wait(30) == code, (extra, (tmp_path / "bad.log").read_text())
         assert words in (tmp_path / "bad.log").read_text(), extra
     # The web port is taken (by the peer itself): a clear error, not a traceback in a greenlet.
     busy = int(peer.url.rsplit(":", 1)[1])
-    argv = [sys.executable, "-m", "services.loadgen", "--target", peer.url, "--web-port", str(busy)]
+    argv = loadgen_argv(peer.url, 1, "baseline", busy)
     proc = run_loadgen(argv, tmp_path / "busy.log")
     try:
         assert proc.wait(30) == 1

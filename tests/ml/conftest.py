@@ -1,21 +1,19 @@
 """Fixtures for the model side: a registry trained by the real trainer CLI, its broken variants, processes.
 
-`ml_home` runs `python -m services.trainer defaults` once per session into a tmp dir (the full default
-training, so its timing and metrics are what users get). Tests that change a registry work on a copy
+`ml_home` runs `python -m services.trainer defaults` (kit.train_defaults) once per session into a tmp dir (the
+full default training, so its timing and metrics are what users get). Tests that change a registry work on a copy
 (`registry_copy`). Processes a test starts go in `procs` and are stopped by pid at teardown.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kit import REPO, child_env
+from kit import train_defaults
 from mlprocs import Proc
 
 
@@ -24,14 +22,7 @@ def ml_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir whose registry holds the default v1 and v2, trained by the real CLI (timed)."""
     home = tmp_path_factory.mktemp("ml-home")
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "services.trainer", "defaults", "--home", str(home)],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = train_defaults(home, timeout=600)
     assert proc.returncode == 0, proc.stderr
     (home / "defaults.seconds").write_text(f"{time.monotonic() - started:.2f}")
     (home / "defaults.stderr").write_text(proc.stderr)

@@ -1,23 +1,19 @@
 """Helpers for the model-side tests: real service processes on free loopback ports, generated feature rows.
 
-Services are started as `python -m services.<name>` with their logs in the test's tmp dir and stopped by pid
-(`Proc.stop`); nothing here touches the default ports or ./.faultline.
+Services are started through the harness (tests/kit.py; command lines from lab.specs) with their logs in the test's
+tmp dir and stopped by pid (`Proc.stop`); nothing here touches the default ports or ./.faultline.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kit import REPO, ServiceProc, free_port
+from kit import ServiceProc, free_port, service_argv
 
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from services.common.schema import MODEL_FEATURES  # noqa: E402
-from services.trainer.generator import Generator  # noqa: E402
+from services.common.schema import MODEL_FEATURES
+from services.trainer.generator import Generator
 
 
 def feature_rows(n: int, seed: int = 123, data_seed: int = 7, **shift: Any) -> tuple[list[dict[str, Any]], np.ndarray]:
@@ -63,24 +59,14 @@ def start_modelserver(
     name: str = "model-1",
 ) -> Proc:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "services.modelserver",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--registry",
-        str(registry),
-        "--replica",
-        name,
-        "--versions",
-        versions,
-    ]
-    if config:
-        argv += ["--config", config]
+    argv = service_argv(name, port, registry=registry, versions=versions.split(","), config=config)
     return Proc(name, argv, log_dir, port, wait)
+
+
+def start_registry(root: Path, log_dir: Path) -> Proc:
+    """The registry's HTTP service on `root`, ready."""
+    port = free_port()
+    return Proc("registry", service_argv("registry", port, registry=root), log_dir, port)
 
 
 def variant_versions(root: Path) -> dict[str, str]:

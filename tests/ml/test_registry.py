@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from mlprocs import Proc, feature_rows, free_port, variant_versions
+from mlprocs import Proc, feature_rows, start_registry, variant_versions
 
 from services.registry.store import CorruptArtifact, Registry, RegistryError, VersionNotFound
 from services.registry.variants import make_variant
@@ -132,19 +131,7 @@ def test_variant_params_are_validated(registry_copy: Path) -> None:
 # ------------------------------------------------------------------------------------------------ HTTP service
 @pytest.fixture
 def registry_service(registry_copy: Path, tmp_path: Path, procs: list[Proc]) -> Proc:
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "services.registry",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--root",
-        str(registry_copy),
-    ]
-    proc = Proc("registry", argv, tmp_path, port)
+    proc = start_registry(registry_copy, tmp_path)
     procs.append(proc)
     return proc
 

@@ -5,14 +5,13 @@ trained registry. Valid rows give a staging version whose lineage says where the
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mlprocs import Proc, feature_rows, free_port
+from mlprocs import Proc, feature_rows, start_registry
 
 from services.trainer.rows import MAX_ROWS, RowsError, check_rows
 
@@ -21,9 +20,7 @@ from services.trainer.rows import MAX_ROWS, RowsError, check_rows
 def registry(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     root = tmp_path_factory.mktemp("train-rows") / "registry"
     shutil.copytree(trained_registry, root)
-    port = free_port()
-    argv = [sys.executable, "-m", "services.registry", "--host", "127.0.0.1", "--port", str(port), "--root", str(root)]
-    proc = Proc("registry", argv, root.parent, port)
+    proc = start_registry(root, root.parent)
     yield proc
     proc.stop()
 

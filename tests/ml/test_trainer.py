@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from kit import REPO, child_env
+from kit import REPO, child_env, trainer_argv
 from mlprocs import feature_rows
 
 from services.common.schema import MODEL_FEATURES
@@ -20,7 +19,7 @@ from services.trainer.train import TrainConfig, train, train_and_register
 
 def run_trainer(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.trainer", *args],
+        trainer_argv(*args),
         cwd=REPO,
         env=child_env(),
         capture_output=True,

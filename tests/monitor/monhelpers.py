@@ -1,29 +1,26 @@
 """Helpers for the monitor's tests: real service processes on free loopback ports, a mini stack, a test clock.
 
-Processes are started as `python -m services.<name>` with their logs in the test's tmp dir and stopped by
-pid at teardown; nothing here touches the default ports or ./.faultline.
+Processes are started through the harness (tests/kit.py) with their command lines from lab.specs
+(lab/standalone.py), their logs in the test's tmp dir, and stopped by pid at teardown; nothing here touches
+the default ports or ./.faultline.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
-from kit import ServiceProc, free_port
+from kit import ServiceProc, free_port, start_service, wait_until
+
+from lab.standalone import scoring_stack_argv
 
 
 def start_featurestore(log_dir: Path, name: str = "feature-store", config: dict[str, Any] | None = None
                        ) -> ServiceProc:
-    port = free_port()
-    argv = [sys.executable, "-m", "services.featurestore", "--host", "127.0.0.1", "--port", str(port),
-            "--db", str(log_dir / f"{name}.db"), "--seed", "7", "--n-cards", "500", "--log-level", "WARNING"]
-    if config:
-        argv += ["--config", json.dumps(config)]
-    return ServiceProc(name, argv, port, log_dir)
+    return start_service("feature-store", log_dir, proc_name=name, db=log_dir / f"{name}.db", config=config,
+                         extra=["--n-cards", "500", "--log-level", "WARNING"])
 
 
 class MiniStack:
@@ -33,34 +30,20 @@ class MiniStack:
         self.procs: dict[str, ServiceProc] = {}
         registry = root / "registry"
         shutil.copytree(registry_src, registry)
-        py = sys.executable
+        models = [f"model-{n}" for n in range(1, replicas + 1)]
+        ports = {name: free_port() for name in ("registry", "feature-store", *models, "gateway", "loadgen")}
+        argv = scoring_stack_argv(ports, registry, root / "features.db", replicas=replicas, rps=rps, loadgen_seed=11)
         try:
             # the slow starters (torch imports) start together; the gateway needs their URLs only
-            self._add("registry", [py, "-m", "services.registry", "--root", str(registry)], root)
-            self._add("feature-store", [py, "-m", "services.featurestore", "--db", str(root / "features.db"),
-                                        "--seed", "7", "--n-cards", "5000"], root)
-            for n in range(1, replicas + 1):
-                self._add(f"model-{n}", [py, "-m", "services.modelserver", "--registry", str(registry),
-                                         "--replica", f"model-{n}", "--versions", "v1"], root)
+            for name in ("registry", "feature-store", *models):
+                self.procs[name] = ServiceProc(name, argv[name], ports[name], root, wait=False)
             for proc in self.procs.values():
                 proc.wait_ready()
-            models = ",".join(f"model-{n}={self.procs[f'model-{n}'].url}" for n in range(1, replicas + 1))
-            self._add("gateway", [py, "-m", "services.gateway", "--feature-store", self.procs["feature-store"].url,
-                                  "--models", models], root)
-            self.procs["gateway"].wait_ready()
-            port = free_port()
-            argv = [py, "-m", "services.loadgen", "--target", self.procs["gateway"].url, "--rps", f"{rps:g}",
-                    "--profile", "baseline", "--web-port", str(port), "--feedback-delay-s", "1", "--seed", "11",
-                    "--log-level", "WARNING"]
-            self.procs["loadgen"] = ServiceProc("loadgen", argv, port, root)
+            for name in ("gateway", "loadgen"):
+                self.procs[name] = ServiceProc(name, argv[name], ports[name], root)
         except BaseException:
             self.stop()
             raise
-
-    def _add(self, name: str, argv: list[str], root: Path) -> None:
-        port = free_port()
-        argv = [*argv, "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
-        self.procs[name] = ServiceProc(name, argv, port, root, wait=False)
 
     def url(self, name: str) -> str:
         return self.procs[name].url
@@ -80,6 +63,11 @@ class MiniStack:
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
             proc.stop()
+
+
+def wait_for(what: str, check: Any, timeout_s: float) -> Any:
+    """Poll (every 0.5 s) until check() is truthy, returning its value; fail naming `what` and the last value."""
+    return wait_until(check, timeout_s, interval=0.5, what=what)
 
 
 class FakeClock:

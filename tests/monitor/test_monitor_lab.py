@@ -6,38 +6,25 @@ Traffic comes from a real locust load generator of our own, sent through the sta
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from monhelpers import ServiceProc, free_port
+from kit import ServiceProc, free_port, loadgen_argv
+from monhelpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 TOXIC = "monitor-test-latency"
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}; last: {last!r}")
-
-
 @pytest.fixture(scope="module")
 def traffic(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProc]:
     port = free_port()
-    argv = [sys.executable, "-m", "services.loadgen", "--target", stack.public_url, "--rps", "30",
-            "--profile", "baseline", "--web-port", str(port), "--feedback-delay-s", "1", "--seed", "5",
-            "--log-level", "WARNING"]
+    argv = loadgen_argv(stack.public_url, 30, "baseline", port, feedback_delay_s=1, seed=5) + ["--log-level", "WARNING"]
     proc = ServiceProc("monitor-loadgen", argv, port, Path(tmp_path_factory.mktemp("monitor-lab")))
     try:
         yield proc

@@ -9,13 +9,12 @@ drops live recall and precision while input drift stays quiet.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from monhelpers import MiniStack
+from monhelpers import MiniStack, wait_for
 
 from lab.monitor import GatewayRecent, Monitor, MonitorConfig, MonitorRunner, RegistryReference, SLOSpec
 
@@ -25,18 +24,6 @@ RPS = 50.0
 QUALITY_WINDOW_S = 20.0
 LATENCY_SLO_MS = 350.0  # baseline p99 is ~20 ms, but the machine is shared: leave room for contention
 INJECTED_MS = 700.0
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float) -> Any:
-    """Poll until check() is truthy (returning its value); fail with the last value seen."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")

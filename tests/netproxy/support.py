@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from kit import free_port as free_port  # the harness's; re-exported, the netproxy tests import it from here
 
 from lab.toxiproxy import ToxiproxyClient, ToxiproxyError, select_server
 
@@ -26,12 +27,6 @@ EXTERNAL_URL = os.environ.get("TOXIPROXY_URL", "").strip().rstrip("/")
 
 
 embedded_only = pytest.mark.skipif(bool(EXTERNAL_URL), reason="a difference of our embedded server (see docs)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)

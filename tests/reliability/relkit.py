@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from kit import status_problems
 from kit import wait_until as wait_until
 
 MiB = 1024 * 1024
@@ -64,9 +65,7 @@ def raw(method: str, port: int, path: str, body: bytes | None = None, headers: d
 
 def stack_healthy(status: dict[str, Any]) -> bool:
     """Every service running and ready, every proxy enabled and without toxics."""
-    services_ok = all(s["state"] == "running" and s["ready"] for s in status["services"])
-    proxies_ok = all(p["enabled"] and not p["toxics"] for p in status["proxies"])
-    return status["phase"] == "running" and services_ok and proxies_ok
+    return status["phase"] == "running" and not status_problems(status)
 
 
 def score_ok(public_url: str, transaction: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:

@@ -18,8 +18,9 @@ import uuid
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
+from kit import assert_all_gone
+from kit import wait_until as wait_for
 
 from lab.ports import find_free_block, is_free, stack_ports
 from lab.topology import Topology
@@ -33,30 +34,6 @@ def txn(tid: str, **over) -> dict:
     body = {"transaction_id": tid, "card_id": "c000042", "amount": 42.5, "merchant_category": "grocery",
             "hour": 13, "country": "US", "card_present": True, "device_age_days": 300}
     return {**body, **over}
-
-
-def assert_all_gone(pids: list[int], ports: list[int], timeout: float = 10) -> None:
-    """Every pid gone (zombies count as gone) and every port without a listener, within `timeout`."""
-    deadline = time.time() + timeout
-    alive, busy = pids, ports
-    while time.time() < deadline:
-        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        busy = [p for p in ports if not is_free(p)]
-        if not alive and not busy:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"left behind: processes {alive}, listening ports {busy}")
-
-
-def wait_for(cond, timeout=30.0, every=0.1):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 def metric(text: str, name: str, **labels: str) -> float:

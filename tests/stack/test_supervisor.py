@@ -3,17 +3,18 @@ kills, log capture, stopping whole process groups, and no orphans when the super
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+from kit import wait_until
 
 from lab.ports import free_port, is_free
 from lab.process import RestartPolicy, ServiceSpec, pdeathsig_supported
@@ -23,14 +24,7 @@ PY = sys.executable
 HERE = Path(__file__).resolve().parent
 
 
-def wait_for(cond, timeout=15.0, every=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s")
+wait_for = functools.partial(wait_until, timeout=15.0, interval=0.05)
 
 
 def http_server(name: str, port: int, **kw) -> ServiceSpec:

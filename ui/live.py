@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.process import DOWN_STATES, WARN_STATES
+
 # Series plotted on every live page, by the monitor's series names (see lab/monitor: `series(name)`).
 GATEWAY_KEYS = ("gateway.p50_ms", "gateway.p99_ms", "gateway.error_rate", "gateway.rps")
 QUALITY_KEYS = ("quality.accuracy", "quality.recall")
-DOWN_STATES = frozenset({"crashloop", "stopped", "exited", "backoff"})
-WARN_STATES = frozenset({"starting", "unready"})
 
 
 def service_health(service: dict[str, Any], figures: dict[str, Any] | None) -> str:

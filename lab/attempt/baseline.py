@@ -32,7 +32,7 @@ class Baseline:
         return lab_faults(self.lab).ctx
 
     def services(self) -> list[str]:
-        return [n for n in self.lab.stack.service_names() if n not in ("netproxy", "loadgen")]
+        return self.lab.stack.targets()
 
     def capture(self) -> dict[str, Any]:
         http, stack = self.http, self.lab.stack

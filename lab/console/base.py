@@ -78,7 +78,7 @@ class ConsoleContext:
 
     def services(self) -> list[str]:
         """Services a learner may name: the stack's, without the netproxy and the load generator."""
-        return [n for n in self.stack.service_names() if n not in ("netproxy", "loadgen")]
+        return self.stack.targets()
 
     def check_service(self, name: str) -> str:
         if name not in self.services():

@@ -181,7 +181,7 @@ def _config(ctx: ConsoleContext, name: str) -> dict[str, Any]:
 
 @operation("config_show")
 def config_show(ctx: ConsoleContext, args: Any) -> OpResult:
-    from lab.console.settable import SETTABLE, kind_of
+    from lab.console.settable import settable as settable_keys
 
     name = ctx.check_service(args.service)
     try:
@@ -192,7 +192,7 @@ def config_show(ctx: ConsoleContext, args: Any) -> OpResult:
         state = ctx.stack.supervisor.service_status(name)["state"]
         config, live = startup_config(ctx, name), False
         note = f"not answering (state {state}): the config it starts with"
-    settable = sorted(k for k in config if k in SETTABLE.get(kind_of(name), ()))
+    settable = sorted(k for k in config if k in settable_keys(name))
     lines = [f"{name} {note} ({len(config)} keys; settable with config_set: {', '.join(settable) or 'none'})"]
     lines += [f"  {k} = {json.dumps(v)}" for k, v in sorted(config.items())]
     return OpResult({"service": name, "config": config, "settable": settable, "live": live}, "\n".join(lines))

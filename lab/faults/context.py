@@ -29,7 +29,6 @@ from services.loadgen.client import LoadgenClient
 HTTP_TIMEOUT_S = 10.0
 RUNNING_PHASES = ("running", "degraded")
 HELPER_PREFIX = "scenario-"
-NOT_TARGETS = ("netproxy", "loadgen")
 
 
 class FaultContext:
@@ -64,7 +63,7 @@ class FaultContext:
 
     def service_names(self) -> list[str]:
         """Services a fault may target: the stack's own, not its infrastructure (netproxy) or traffic (loadgen)."""
-        return [n for n in self.stack.service_names() if n not in NOT_TARGETS]
+        return self.stack.targets()
 
     def replicas(self) -> list[str]:
         return list(self.topology.model_names())

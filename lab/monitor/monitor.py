@@ -42,11 +42,12 @@ from lab.monitor.signals import (
     window,
 )
 from lab.monitor.slo import SLOBook, SLOSpec, default_slos
+from lab.process import DOWN_STATES as PROCESS_DOWN_STATES
 
 log = logging.getLogger("faultline.monitor")
 
-# Supervisor states in which a service is not serving, whatever its /metrics says.
-DOWN_STATES = frozenset({"backoff", "crashloop", "stopped", "exited", "unready"})
+# Supervisor states in which a service is not serving, whatever its /metrics says: no process, or an unready one.
+DOWN_STATES = PROCESS_DOWN_STATES | {"unready"}
 # Numbers from a service's signals worth a chart; everything else stays in the snapshot only.
 CHARTED = (
     "up", "rps", "error_rate", "error_rate_5xx", "p50_ms", "p95_ms", "p99_ms", "queue_ms", "compute_ms",

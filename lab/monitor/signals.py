@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lab import parts
 from lab.monitor.series import ScrapeRing, label_match
 
 Want = dict[str, str | Iterable[str]] | None
@@ -331,15 +332,10 @@ def process_signals(w: Window) -> dict[str, float | None]:
 
 
 def service_kind(name: str, ring: ScrapeRing | None = None) -> str:
-    """Which metric family prefix a service exposes: from its topology name, else from what it exports."""
-    if name == "gateway":
-        return "gateway"
-    if name.startswith("model-"):
-        return "model"
-    if name == "feature-store":
-        return "featurestore"
-    if name == "loadgen":
-        return "loadgen"
+    """Which metric family prefix a service exposes: from its part's declaration, else from what it exports."""
+    part = parts.part_for(name)
+    if part is not None and part.metrics_prefix:
+        return part.metrics_prefix
     if ring is not None:
         # an unknown name: the service whose `<prefix>_requests_total{code}` has a matching latency histogram
         candidates = sorted({key[0][: -len("_requests_total")] for key in ring.keys

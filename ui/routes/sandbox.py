@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from lab.scenario.vocab import DEPENDENCIES, TRAFFIC_PROFILES
+from lab.scenario.vocab import TRAFFIC_PROFILES
 from ui import stackmap
 from ui.app import UI, read_form
 from ui.forms import FormError, FormField, field_from, fields_from_schema, values_from_form, variants
@@ -33,8 +33,7 @@ def fault_kinds(ui: UI) -> list[dict[str, Any]]:
     from lab.faults import all_injectors
 
     ctx = _manager(ui).ctx
-    choices = {"hop": [h.name for h in ctx.topology.hops()], "service": ctx.service_names(),
-               "replica": ctx.replicas(), "dependency": list(DEPENDENCIES)}
+    choices = ctx.stack.target_choices()
     return [i.catalog_entry(choices) for i in all_injectors()]
 
 

@@ -30,4 +30,12 @@ PART = register(Part(
     scraped=False,
     target=False,
     map=MapPlace("infra-right"),
+    # docker-compose.yml runs the real Toxiproxy; every other container shares its network namespace.
+    compose_extra={
+        "image": "ghcr.io/shopify/toxiproxy:2.12.0",
+        "command": ["-host=0.0.0.0", "-port={port}", "-config=/config/toxiproxy.json"],
+        "volumes": ["./docker/toxiproxy.json:/config/toxiproxy.json:ro"],
+        "healthcheck": {"test": ["CMD", "/toxiproxy-cli", "list"], "interval": "2s", "timeout": "2s",
+                        "retries": 15},
+    },
 ))

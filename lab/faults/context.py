@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 
 from lab.faults.base import FaultError
+from lab.parts.loadgen import LoadgenClient
 from lab.process import RestartPolicy, ServiceSpec
 from lab.specs import PACKAGE_ROOT
 from lab.toxiproxy import ToxiproxyClient, ToxiproxyError, ToxiproxyUnavailable
-from services.loadgen.client import LoadgenClient
 
 HTTP_TIMEOUT_S = 10.0
 RUNNING_PHASES = ("running", "degraded")

@@ -15,8 +15,8 @@ from typing import Any
 
 from lab.faults.base import Applied, FaultError, Injector, register
 from lab.faults.context import FaultContext
+from lab.parts.loadgen import LoadgenClient, LoadgenError
 from lab.scenario import faults as models
-from services.loadgen.client import LoadgenClient, LoadgenError
 
 SCALABLE_SHIFT = ("null_rate", "new_category_rate", "covariate", "concept")
 

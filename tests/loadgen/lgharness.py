@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from kit import wait_until as wait_until
 
-from services.loadgen.client import LoadgenClient, loadgen_argv
+from lab.parts.loadgen import LoadgenClient, loadgen_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = Path(__file__).with_name("lgpeer.py")

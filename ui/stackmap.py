@@ -19,7 +19,7 @@ WIDTH = 820
 ROW = 64
 NODE_W = 190
 NODE_H = 50
-COLUMNS = {"traffic": 10, "gateway": 220, "right": 630}
+COLUMNS = {"traffic": 10, "entry": 220, "right": 630}
 LABEL_CHARS = 34  # a hop label line longer than this is cut (the table below the map has the full text)
 
 
@@ -138,7 +138,7 @@ def build(services: list[dict[str, Any]], hops: dict[str, dict[str, Any]], traff
         edges.append(Edge(hop=hop, x1=x1, y1=y1, x2=x2, y2=y2, health=h.get("health", "unknown"),
                           label=h.get("label", "")))
 
-    gx = COLUMNS["gateway"]
+    gx = COLUMNS["entry"]
     if entry is not None:
         gw = node(entry.name, entry.name, gx, mid)
         hop_edge(entry.name, COLUMNS["traffic"] + 150, mid + NODE_H / 2, gw.x, mid + NODE_H / 2)

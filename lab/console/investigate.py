@@ -10,6 +10,7 @@ import json
 import re
 from typing import Any
 
+from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
 from lab.faults.base import FaultError
 from lab.faults.context import argv_config
@@ -33,10 +34,16 @@ def processes(ctx: ConsoleContext) -> list[dict[str, Any]]:
     return out
 
 
+def _is_proxy_server(name: str) -> bool:
+    part = parts.part_for(name)
+    return part is not None and part.proxy_server
+
+
 @operation("status")
 def status(ctx: ConsoleContext, args: Any) -> OpResult:
     st = ctx.lab.status()
-    services = [{k: s.get(k) for k in STATUS_FIELDS} for s in st["services"] if s["name"] != "netproxy"]
+    services = [{k: s.get(k) for k in STATUS_FIELDS} for s in st["services"]
+                if not _is_proxy_server(s["name"])]
     procs = processes(ctx)
     data = {"phase": st["phase"], "replicas": st.get("replicas"), "services": services, "processes": procs,
             "total_rss_bytes": st.get("total_rss_bytes")}

@@ -8,6 +8,7 @@ from typing import Any
 from lab.parts import register
 from lab.parts.base import Dial, Launch, MapPlace, MiB, Part
 from lab.parts.client import PartClient
+from lab.parts.gateway import NAME as GATEWAY
 
 NAME = "feature-store"
 
@@ -42,7 +43,7 @@ PART = register(Part(
     # The simulated trouble knobs (latency, error rate) are not settings a learner may turn off.
     settable=frozenset({"cache"}),
     dependency=True,
-    dials=(Dial(caller="gateway", flag="--feature-store"),),
+    dials=(Dial(caller=GATEWAY, flag="--feature-store"),),
     map=MapPlace("downstream", rank=10),
     client=FeatureStoreClient,
 ))

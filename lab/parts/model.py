@@ -8,6 +8,7 @@ from typing import Any
 from lab.parts import register
 from lab.parts.base import Dial, Launch, MapPlace, MiB, Part
 from lab.parts.client import PartClient
+from lab.parts.gateway import NAME as GATEWAY
 
 NAME = "model"
 
@@ -53,7 +54,7 @@ PART = register(Part(
         "max_batch_size", "max_wait_ms", "max_queue", "max_rows_per_request", "cache_size", "torch_threads",
         "compute_thread", "readiness",
     }),
-    dials=(Dial(caller="gateway", flag="--models", config_key="replicas"),),
+    dials=(Dial(caller=GATEWAY, flag="--models", config_key="replicas"),),
     map=MapPlace("downstream", rank=20),
     compose_retries=60,
     compose_extra={"depends_on": {"models": {"condition": "service_completed_successfully"}}},

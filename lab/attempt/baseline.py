@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from lab.faults.deploy import restore_stages, stages
+from lab.stackclients import lab_clients
 
 log = logging.getLogger("faultline.attempt")
 MANAGED_KEYS = {"gateway": {"replicas"}}  # pushed by the stack on scale: never restored from a snapshot
@@ -27,9 +27,7 @@ class Baseline:
 
     @property
     def http(self) -> Any:
-        from lab.faults import lab_faults
-
-        return lab_faults(self.lab).ctx
+        return lab_clients(self.lab)
 
     def services(self) -> list[str]:
         return self.lab.stack.targets()
@@ -43,7 +41,7 @@ class Baseline:
             "configs": {n: http.get_config(n) for n in self.services()},
             "argv": {n: list(stack.supervisor.spec(n).argv) for n in self.services()},
             "versions": {r: http.loaded_versions(r) for r in replicas},
-            "stages": stages(http),
+            "stages": http.stages(),
             "traffic": _traffic(stack.traffic_state()),
         }
         self.snapshot = snap
@@ -123,7 +121,7 @@ class Baseline:
         return True
 
     def _stages(self, wanted: dict[str, str]) -> bool:
-        current = stages(self.http)
+        current = self.http.stages()
         changed = False
         for version, stage in current.items():
             # versions made during the attempt (variants, retrained) may not keep an exclusive stage
@@ -131,7 +129,7 @@ class Baseline:
                 self.http.registry("POST", f"/v1/models/{version}/stage", {"stage": "archived"})
                 changed = True
         if any(current.get(v) != s for v, s in wanted.items() if v in current):
-            restore_stages(self.http, wanted)
+            self.http.restore_stages(wanted)
             changed = True
         return changed
 

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lab.faults.base import FaultError
 from lab.monitor.signals import gateway_score_routes, quality_signals, request_signals, service_kind, window
+from lab.stackclients import ServiceCallError, lab_clients
 
 MIN_WINDOW_S = 10.0  # compressed runs: shorter windows hold too few requests, and one slow pair breaks p99
 MIN_REQUESTS = 5
@@ -117,9 +117,7 @@ class ProbeEvaluator:
 
     @property
     def http(self) -> Any:
-        from lab.faults import lab_faults
-
-        return lab_faults(self.lab).ctx
+        return lab_clients(self.lab)
 
     def evaluate(self, probes: list[Any]) -> list[ProbeResult]:
         windowed = [p for p in probes if p.kind in WINDOWED]
@@ -164,7 +162,7 @@ class ProbeEvaluator:
                 return self.lab.stack.supervisor.service_status(p.target)["state"]
             if p.kind == "replicas_ready":
                 return self._replicas_ready(cache)
-        except (FaultError, KeyError, ValueError, OSError):
+        except (ServiceCallError, KeyError, ValueError, OSError):
             return None
         return None
 

@@ -20,8 +20,8 @@ from typing import Any
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation
 from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
 from lab.console.settable import settable
-from lab.faults.base import FaultError
 from lab.stack import StackError
+from lab.stackclients import ServiceCallError
 from services.common.schema import MODEL_FEATURES
 
 MAX_CONSOLE_REPLICAS = 6
@@ -44,7 +44,7 @@ RETRAIN_FIELDS = (*MODEL_FEATURES, "label", "ts")
 def _http(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
-    except FaultError as exc:
+    except ServiceCallError as exc:
         raise ConsoleError(str(exc), exc.status) from exc
 
 
@@ -63,7 +63,7 @@ def config_set(ctx: ConsoleContext, args: Any) -> OpResult:
     try:
         before = _config_when_up(ctx, name).get(args.key)
         new = ctx.http.rollout_config(name, {args.key: args.value})
-    except FaultError as exc:
+    except ServiceCallError as exc:
         if exc.status != 503:
             raise ConsoleError(str(exc), exc.status) from exc
         # It does not answer, or died between the read and the write (a crash loop between two OOM kills): the
@@ -75,10 +75,10 @@ def config_set(ctx: ConsoleContext, args: Any) -> OpResult:
 
 
 def _config_when_up(ctx: ConsoleContext, name: str) -> dict[str, Any]:
-    """Its live config; a service that is starting gets a moment to answer. FaultError 503 when it does not."""
+    """Its live config; a service that is starting gets a moment to answer. ServiceCallError 503 when it does not."""
     try:
         return ctx.http.get_config(name)
-    except FaultError as exc:
+    except ServiceCallError as exc:
         if exc.status != 503 or not _came_up(ctx, name):
             raise
         return ctx.http.get_config(name)
@@ -362,8 +362,8 @@ def traffic(ctx: ConsoleContext, args: Any) -> OpResult:
 
 @operation("kill")
 def kill(ctx: ConsoleContext, args: Any) -> OpResult:
-    http = ctx.http
-    owned = http.scenario_pids()
+    scenario = ctx.faults.ctx  # the processes a scenario started are the fault package's
+    owned = scenario.scenario_pids()
     if args.fault is not None:
         pids = [p["pid"] for p in owned if p.get("fault_id") == args.fault]
         if not pids:
@@ -371,7 +371,7 @@ def kill(ctx: ConsoleContext, args: Any) -> OpResult:
         pid = pids[0]
     else:
         pid = args.pid
-    info = _http(http.kill_scenario_process, pid)
+    info = _http(scenario.kill_scenario_process, pid)
     argv = info.get("argv") or []
     text = f"killed pid {pid} ({' '.join(['python', *argv[1:]]) if argv else '?'})"
     return OpResult({"pid": pid, "cpu_percent": info.get("cpu_percent"), "rss_bytes": info.get("rss_bytes")}, text,

@@ -61,8 +61,11 @@ class ConsoleContext:
 
     @property
     def http(self) -> Any:
-        """The FaultContext: JSON calls to each service's own port, the registry, replicas' reload."""
-        return self.faults.ctx
+        """The lab's clients of the stack (lab/stackclients.py): each service's own port, the registry, replicas'
+        reload, the supervisor."""
+        from lab.stackclients import lab_clients
+
+        return lab_clients(self.lab)
 
     @property
     def monitor(self) -> Any:

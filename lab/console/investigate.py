@@ -12,8 +12,7 @@ from typing import Any
 
 from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
-from lab.faults.base import FaultError
-from lab.faults.context import argv_config
+from lab.stackclients import ServiceCallError, argv_config
 
 STATUS_FIELDS = ("name", "state", "ready", "pid", "restarts", "last_exit", "rss_bytes", "cpu_percent")
 DEFAULT_TAIL = 50
@@ -26,7 +25,7 @@ def _mib(n: Any) -> str:
 def processes(ctx: ConsoleContext) -> list[dict[str, Any]]:
     """Processes on the host the scenario started (what `top` would show next to the services)."""
     out = []
-    for p in ctx.http.scenario_pids():
+    for p in ctx.faults.ctx.scenario_pids():
         argv = list(p.get("argv") or [])
         command = " ".join(["python", *argv[1:]] if argv and "python" in argv[0] else argv)
         out.append({"pid": p["pid"], "command": command, "cpu_percent": p.get("cpu_percent"),
@@ -147,7 +146,7 @@ def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
     http = ctx.http
     try:
         versions = http.registry("GET", "/v1/models")
-    except FaultError as exc:
+    except ServiceCallError as exc:
         raise ConsoleError(str(exc), exc.status) from exc
     gateway = _config(ctx, "gateway")
     serving: dict[str, Any] = {}
@@ -156,7 +155,7 @@ def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
             got = http.call("GET", http.service_url(replica) + "/v1/models", replica)
             serving[replica] = {"default": got.get("default"), "versions": [v["version"] for v in got["versions"]],
                                 "ready": got.get("ready")}
-        except FaultError as exc:
+        except ServiceCallError as exc:
             serving[replica] = {"error": str(exc)}
     listing = [{k: m.get(k) for k in ("version", "stage", "created_at", "metrics", "lineage", "variant", "sha256")}
                for m in versions]
@@ -182,7 +181,7 @@ def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
 def _config(ctx: ConsoleContext, name: str) -> dict[str, Any]:
     try:
         return ctx.http.get_config(name)
-    except FaultError as exc:
+    except ServiceCallError as exc:
         raise ConsoleError(str(exc), exc.status) from exc
 
 
@@ -193,7 +192,7 @@ def config_show(ctx: ConsoleContext, args: Any) -> OpResult:
     name = ctx.check_service(args.service)
     try:
         config, live, note = ctx.http.get_config(name), True, "live config"
-    except FaultError as exc:
+    except ServiceCallError as exc:
         if exc.status != 503:
             raise ConsoleError(str(exc), exc.status) from exc
         state = ctx.stack.supervisor.service_status(name)["state"]

@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from lab.console.base import ConsoleError
-from lab.faults.base import FaultError
-from lab.faults.deploy import argv_with_versions, canary_routing, with_version
+from lab.parts.gateway import canary_routing
+from lab.parts.model import argv_with_versions, with_version
+from lab.stackclients import ServiceCallError
 
 TRAIN_TIMEOUT_S = 600.0
 READY_WAIT_S = 60.0
@@ -24,14 +25,14 @@ READY_WAIT_S = 60.0
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
-    except FaultError as exc:
+    except ServiceCallError as exc:
         raise ConsoleError(str(exc), exc.status) from exc
 
 
 def registry_meta(http: Any, version: str) -> dict[str, Any]:
     try:
         return http.registry("GET", f"/v1/models/{version}")
-    except FaultError as exc:
+    except ServiceCallError as exc:
         if exc.status == 422:  # the registry's 404, as the fault context maps it
             raise ConsoleError(f"no version {version!r} in the registry; `deploys` lists them", 404) from exc
         raise ConsoleError(str(exc), exc.status) from exc

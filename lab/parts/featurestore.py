@@ -28,6 +28,10 @@ class FeatureStoreClient(PartClient):
     def features(self, card_id: str) -> Any:
         return self.call("GET", f"/v1/features/{card_id}")
 
+    def sample(self, n: int) -> list[dict[str, Any]]:
+        """n fresh transactions on the store's own cards, as the gateway receives them."""
+        return self.call("GET", "/v1/sample", params={"n": n})["transactions"]
+
 
 PART = register(Part(
     name=NAME,

@@ -24,6 +24,14 @@ def _args(_name: str, launch: Launch) -> list[str]:
     return argv
 
 
+def canary_routing(before: dict[str, float], default: str, new: str, weight: float) -> dict[str, float]:
+    """The gateway's `routing` sending `weight` of the traffic to `new`; the rest keeps its previous split (all
+    to `default` if there was none)."""
+    old = {k: v for k, v in before.items() if v > 0 and k != new} or {default: 1.0}
+    total = sum(old.values())
+    return {**{k: round(v / total * (1 - weight), 6) for k, v in old.items()}, new: weight}
+
+
 class GatewayClient(PartClient):
     what = NAME
 

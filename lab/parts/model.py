@@ -18,6 +18,27 @@ def _args(name: str, launch: Launch) -> list[str]:
     return ["--registry", str(s.registry_dir), "--replica", name, "--versions", ",".join(s.model_versions)]
 
 
+# What a model server holds at most; rollouts keep the newest (or, for a new default, the first) versions.
+MAX_VERSIONS = 8
+
+
+def argv_with_versions(argv: list[str], versions: list[str]) -> list[str]:
+    """A replica's start-up argv serving `versions` (its default first), so a restart keeps a rollout."""
+    out = list(argv)
+    if "--versions" in out[:-1]:
+        out[out.index("--versions") + 1] = ",".join(versions)
+    else:
+        out += ["--versions", ",".join(versions)]
+    return out
+
+
+def with_version(versions: list[str], new: str, first: bool) -> list[str]:
+    """`versions` with `new` added as the default (`first`) or last, within MAX_VERSIONS."""
+    rest = [v for v in versions if v != new]
+    out = [new, *rest] if first else [*rest, new]
+    return out[:MAX_VERSIONS] if first else out[-MAX_VERSIONS:]
+
+
 class ModelClient(PartClient):
     what = "model replica"
 

@@ -10,6 +10,8 @@ from lab.parts.base import Launch, MapPlace, MiB, Part
 from lab.parts.client import PartClient
 
 NAME = "registry"
+# Held by one version at most: promoting another archives the previous holder.
+EXCLUSIVE_STAGES = ("production", "canary")
 
 
 def _args(_name: str, launch: Launch) -> list[str]:

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 from lab import parts, specs
@@ -24,7 +23,7 @@ from lab.parts.client import PartClient, PartError
 from lab.ports import PortUse, check_free, stack_ports
 from lab.supervisor import Supervisor, UnknownService
 from lab.topology import MAX_REPLICAS, Topology
-from lab.toxiproxy import ToxiproxyClient
+from lab.toxiproxy import ToxiproxyClient, ToxiproxyError
 
 PROXY_TIMEOUT_S = 5.0
 
@@ -220,15 +219,10 @@ class Stack:
             self.supervisor.add(self._spec(name))
 
     def _wait_external_proxy(self) -> None:
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.netproxy_url + "/version", timeout=1, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise StackError(f"no Toxiproxy answering at {self.netproxy_url} (TOXIPROXY_URL)")
+        try:
+            self.toxiproxy.wait_ready(15)
+        except ToxiproxyError as exc:
+            raise StackError(f"no Toxiproxy answering at {self.netproxy_url} (TOXIPROXY_URL)") from exc
 
     def down(self, grace_s: float = 5.0) -> None:
         """Stop everything: traffic and the public entry first (no new traffic), then the rest, the proxy server

@@ -188,10 +188,10 @@ class Stack:
 
     def _start(self) -> None:
         self.supervisor.start()
-        # By tier (lab/parts: the model replicas first, they are the slowest to become ready); the proxy server
-        # populates every hop once it answers; parts that dial others start only once the hops exist.
+        # By tier (lab/parts: the model replicas first, they are the slowest to become ready), the proxy server first
+        # in its tier: it populates every hop once it answers; parts that dial others start once the hops exist.
         later: list[str] = []
-        for part in sorted(parts.parts(), key=lambda p: p.tier):
+        for part in sorted(parts.parts(), key=lambda p: (p.tier, not p.proxy_server)):
             if part.on_demand or (part.proxy_server and self.external_proxy):
                 continue
             for name in self.topology.instances(part):

@@ -45,7 +45,6 @@ KNOWN: dict[str, dict[str, str]] = {
         "lab/cli.py": "the registry *directory* under FAULTLINE_HOME",
         "lab/runner.py": "the registry directory",
         "lab/specs.py": "the registry directory (StackSettings.registry_dir)",
-        "lab/faults/context.py": "FaultContext.registry(); " + FAULTS,
     },
     "netproxy": {
         "lab/cli.py": "the `faultline netproxy` command",

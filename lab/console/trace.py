@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 
+from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
 from lab.parts.client import PartError
-from lab.parts.featurestore import NAME as FEATURE_STORE
 from lab.stackclients import lab_clients
 
 DEFAULT_LIMIT = 5
@@ -34,13 +34,14 @@ _POOLS: dict[str, list[dict[str, Any]]] = {}
 def _pool(ctx: Any) -> list[dict[str, Any]]:
     """A fresh sample from the feature store, kept per store: when it does not answer (stopped by a fault, the
     very incident being traced), the last sample it gave stands in."""
-    url = ctx.stack.topology.service_url(FEATURE_STORE)
+    source = parts.providing("transactions").name  # the feature store: it knows the cards that seeded it
+    url = ctx.stack.topology.service_url(source)
     try:
-        rows = ctx.http.client(FEATURE_STORE).sample(POOL_SIZE)
+        rows = ctx.http.client(source).sample(POOL_SIZE)
     except PartError as exc:
         if url in _POOLS:
             return _POOLS[url]
-        raise ConsoleError(f"trace needs sample transactions from the feature store: {exc.message}", 503) from exc
+        raise ConsoleError(f"trace needs sample transactions from {source}: {exc.message}", 503) from exc
     _POOLS[url] = rows
     return rows
 

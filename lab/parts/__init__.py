@@ -15,7 +15,7 @@ import threading
 
 from lab.parts.base import Dial, Launch, MapPlace, Part
 
-__all__ = ["Dial", "Launch", "MapPlace", "Part", "dependencies", "get", "hop_parts", "part_for", "parts",
+__all__ = ["Dial", "Launch", "MapPlace", "Part", "dependencies", "get", "hop_parts", "part_for", "parts", "providing",
            "register", "replica_part", "target_parts"]
 
 ENV_VAR = "FAULTLINE_PARTS"
@@ -85,6 +85,14 @@ def hop_parts() -> list[Part]:
 def target_parts() -> list[Part]:
     """Parts a learner may name in console operations and service faults."""
     return [p for p in parts() if p.target and not p.on_demand and not p.proxy_server]
+
+
+def providing(capability: str) -> Part:
+    """The part whose client provides `capability` (see Part.provides)."""
+    found = [p for p in parts() if capability in p.provides]
+    if not found:
+        raise KeyError(f"no part provides {capability!r}")
+    return found[0]
 
 
 def dependencies() -> tuple[str, ...]:

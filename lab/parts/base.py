@@ -103,6 +103,9 @@ class Part:
     compose_extra: dict[str, Any] = field(default_factory=dict)
     # Other Ports attributes that mean this part's port (kept for older callers), e.g. "locust_web".
     port_aliases: tuple[str, ...] = ()
+    # What else its client offers the lab, by name: "transactions" = `sample(n)`, fresh transactions on known
+    # cards (what the console's `trace` sends).
+    provides: frozenset[str] = frozenset()
     # The typed client class for this part (lab.parts.client.PartClient subclass), if any.
     client: type | None = None
 

@@ -47,6 +47,7 @@ PART = register(Part(
     # The simulated trouble knobs (latency, error rate) are not settings a learner may turn off.
     settable=frozenset({"cache"}),
     dependency=True,
+    provides=frozenset({"transactions"}),
     dials=(Dial(caller=GATEWAY, flag="--feature-store"),),
     map=MapPlace("downstream", rank=10),
     client=FeatureStoreClient,

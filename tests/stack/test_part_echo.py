@@ -172,3 +172,17 @@ def test_a_part_declared_in_a_test_appears_everywhere(stack_factory: Any, monkey
     assert gen.returncode == 0, gen.stderr
     assert f"\n  {NAME}:\n" in gen.stdout and f'"-m", "{MODULE}", "--host", "127.0.0.1", "--port", "8171"' in gen.stdout
     assert '{"name": "echo", "listen": "127.0.0.1:8170", "upstream": "127.0.0.1:8171", "enabled": true}' in gen.stdout
+
+
+def test_a_part_module_that_cannot_be_imported_is_a_clear_error() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FAULTLINE_PARTS": f"{MODULE}, no_such.part_module"}
+    proc = subprocess.run([sys.executable, "-c", "from lab import parts; print([p.name for p in parts.parts()])"],
+                          capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=60)
+    assert proc.returncode != 0
+    assert "FAULTLINE_PARTS: cannot import part module 'no_such.part_module'" in proc.stderr
+    env["FAULTLINE_PARTS"] = MODULE
+    code = "import json; from lab import parts; print(json.dumps([p.name for p in parts.parts()]))"
+    proc = subprocess.run([sys.executable, "-c", code],
+                          capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["gateway", "feature-store", "model", NAME, "registry", "netproxy", "loadgen"]

@@ -16,7 +16,7 @@ import threading
 from lab.parts.base import Dial, Launch, MapPlace, Part
 
 __all__ = ["Dial", "Launch", "MapPlace", "Part", "dependencies", "get", "hop_parts", "part_for", "parts", "providing",
-           "register", "replica_part", "target_parts"]
+           "register", "replica_dials", "replica_part", "target_parts"]
 
 ENV_VAR = "FAULTLINE_PARTS"
 _NOT_PARTS = frozenset({"base", "client"})
@@ -93,6 +93,11 @@ def providing(capability: str) -> Part:
     if not found:
         raise KeyError(f"no part provides {capability!r}")
     return found[0]
+
+
+def replica_dials() -> list[Dial]:
+    """How the replicated part is dialed: its callers' flags and the config keys the stack manages for them."""
+    return list(replica_part().dials)
 
 
 def dependencies() -> tuple[str, ...]:

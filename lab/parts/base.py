@@ -42,8 +42,11 @@ class Dial:
 
     caller: str
     flag: str
-    # The caller's live config key holding {name: url} for a replicated part (pushed again after scaling).
+    # The caller's live config key holding {name: url} for a replicated part (pushed again after scaling): the
+    # stack manages it, so a baseline never restores it from a snapshot.
     config_key: str | None = None
+    # The caller's config keys that list some of those replicas (e.g. drained ones): only live ones are restored.
+    subset_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ PART = register(Part(
         "max_batch_size", "max_wait_ms", "max_queue", "max_rows_per_request", "cache_size", "torch_threads",
         "compute_thread", "readiness",
     }),
-    dials=(Dial(caller=GATEWAY, flag="--models", config_key="replicas"),),
+    dials=(Dial(caller=GATEWAY, flag="--models", config_key="replicas", subset_keys=("drained",)),),
     map=MapPlace("downstream", rank=20),
     compose_retries=60,
     compose_extra={"depends_on": {"models": {"condition": "service_completed_successfully"}}},

@@ -32,7 +32,6 @@ KNOWN: dict[str, dict[str, str]] = {
         "lab/faults/network.py": FAULTS,
         "lab/scenario/probes.py": "probe defaults; " + FAULTS,
         "lab/attempt/probes.py": "probes read the gateway's score routes and routing",
-        "lab/attempt/baseline.py": "the gateway's managed keys and drained replicas",
         "lab/monitor/monitor.py": "quality and upstream figures come from the gateway's metrics",
         "lab/monitor/signals.py": "gateway-specific signals (routes, upstreams)",
         "lab/monitor/slo.py": "default SLOs are on the gateway",

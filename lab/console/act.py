@@ -20,6 +20,7 @@ from typing import Any
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation
 from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
 from lab.console.settable import settable
+from lab.parts.gateway import NAME as GATEWAY
 from lab.stack import StackError
 from lab.stackclients import ServiceCallError
 from services.common.schema import MODEL_FEATURES
@@ -183,10 +184,10 @@ def scale(ctx: ConsoleContext, args: Any) -> OpResult:
 
 def _drained(ctx: ConsoleContext, replica: str, drain: bool) -> OpResult:
     name = ctx.check_replica(replica)
-    current = list(_http(ctx.http.get_config, "gateway").get("drained") or [])
+    current = list(_http(ctx.http.get_config, GATEWAY).get("drained") or [])
     wanted = sorted(set(current) | {name}) if drain else [r for r in current if r != name]
     if wanted != current:
-        set_config(ctx, "gateway", {"drained": wanted})
+        set_config(ctx, GATEWAY, {"drained": wanted})
     serving = [r for r in ctx.stack.topology.model_names() if r not in wanted]
     verb = "drained" if drain else "back in rotation"
     text = f"{name} {verb}; the gateway routes to: {', '.join(serving) or 'NO replica'}"
@@ -252,7 +253,7 @@ def _retrain_window(ctx: ConsoleContext, window_s: float) -> tuple[float, float]
 
 def _labelled_rows(ctx: ConsoleContext, since: float) -> list[dict[str, Any]]:
     """The gateway's labelled rows scored after `since` (its own port), reduced to what training needs."""
-    url = f"{ctx.http.service_url('gateway')}/v1/recent?labelled=1&since={since:.3f}&limit={RETRAIN_MAX_ROWS}"
+    url = f"{ctx.http.service_url(GATEWAY)}/v1/recent?labelled=1&since={since:.3f}&limit={RETRAIN_MAX_ROWS}"
     got = _http(ctx.http.call, "GET", url, "the gateway", timeout=RETRAIN_FETCH_TIMEOUT_S)
     return [{k: row.get(k) for k in RETRAIN_FIELDS} for row in got.get("items") or []]
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
+from lab.parts.gateway import NAME as GATEWAY
 from lab.stackclients import ServiceCallError, argv_config
 
 STATUS_FIELDS = ("name", "state", "ready", "pid", "restarts", "last_exit", "rss_bytes", "cpu_percent")
@@ -106,7 +107,7 @@ def metrics(ctx: ConsoleContext, args: Any) -> OpResult:
     if entry is None:
         raise ConsoleError(f"no metrics for {name} yet (the monitor scrapes once a second)", 404)
     data = {"service": name, "at": snapshot.get("at"), "window_s": snapshot.get("window_s"), **entry}
-    if name == "gateway":
+    if name == GATEWAY:  # where the model-quality figures are measured
         data["versions"] = snapshot.get("versions")
         data["quality"] = {k: snapshot.get(k) for k in ("accuracy", "precision", "recall", "labels")}
     return OpResult(data, _service_metrics_text(name, entry))
@@ -148,7 +149,7 @@ def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
         versions = http.registry("GET", "/v1/models")
     except ServiceCallError as exc:
         raise ConsoleError(str(exc), exc.status) from exc
-    gateway = _config(ctx, "gateway")
+    gateway = _config(ctx, GATEWAY)
     serving: dict[str, Any] = {}
     for replica in ctx.stack.topology.model_names():
         try:

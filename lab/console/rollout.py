@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab.console.base import ConsoleError
+from lab.parts.gateway import NAME as GATEWAY
 from lab.parts.gateway import canary_routing
 from lab.parts.model import argv_with_versions, with_version
 from lab.stackclients import ServiceCallError
@@ -88,7 +89,7 @@ def load_everywhere(http: Any, replicas: list[str], version: str, default: bool)
 def _route(http: Any, routing: dict[str, float]) -> None:
     """The gateway's split, live and in its start-up config: a gateway restart keeps the rollout's routing (it
     would otherwise send every request to the replicas' default, silently ending a canary)."""
-    _call(http.rollout_config, "gateway", {"routing": routing})
+    _call(http.rollout_config, GATEWAY, {"routing": routing})
 
 
 def _stage(http: Any, version: str, stage: str) -> None:
@@ -99,7 +100,7 @@ def full_rollout(http: Any, replicas: list[str], version: str, archive_canary: b
     registry_meta(http, version)
     canary = holder(http, "canary")
     before = load_everywhere(http, replicas, version, default=True)
-    routing_before = _call(http.get_config, "gateway").get("routing") or {}
+    routing_before = _call(http.get_config, GATEWAY).get("routing") or {}
     _route(http, {})
     if archive_canary and canary is not None and canary != version:
         _stage(http, canary, "archived")
@@ -116,7 +117,7 @@ def canary_rollout(http: Any, replicas: list[str], version: str, weight: float) 
         raise ConsoleError("no replica is serving: a canary needs a current version to split traffic with", 409)
     if default == version:
         raise ConsoleError(f"{version} is already the serving default; a canary is a different version", 409)
-    routing_before = _call(http.get_config, "gateway").get("routing") or {}
+    routing_before = _call(http.get_config, GATEWAY).get("routing") or {}
     routing = canary_routing(routing_before, default, version, weight)
     _route(http, routing)
     _stage(http, version, "canary")

@@ -31,13 +31,9 @@ KNOWN: dict[str, dict[str, str]] = {
         "lab/faults/deploy.py": FAULTS,
         "lab/faults/network.py": FAULTS,
         "lab/scenario/probes.py": "probe defaults; " + FAULTS,
-        "lab/attempt/probes.py": "probes read the gateway's score routes and routing",
         "lab/monitor/monitor.py": "quality and upstream figures come from the gateway's metrics",
         "lab/monitor/signals.py": "gateway-specific signals (routes, upstreams)",
         "lab/monitor/slo.py": "default SLOs are on the gateway",
-        "lab/console/investigate.py": "deploys: the gateway's routing",
-        "lab/console/act.py": "drain and retrain use the gateway's config and /v1/recent",
-        "lab/console/rollout.py": "rollouts set the gateway's routing",
         "ui/live.py": "hop figures are the gateway's upstream metrics",
     },
     "registry": {

@@ -31,10 +31,6 @@ KNOWN: dict[str, dict[str, str]] = {
         "lab/faults/deploy.py": FAULTS,
         "lab/faults/network.py": FAULTS,
         "lab/scenario/probes.py": "probe defaults; " + FAULTS,
-        "lab/monitor/monitor.py": "quality and upstream figures come from the gateway's metrics",
-        "lab/monitor/signals.py": "gateway-specific signals (routes, upstreams)",
-        "lab/monitor/slo.py": "default SLOs are on the gateway",
-        "ui/live.py": "hop figures are the gateway's upstream metrics",
     },
     "registry": {
         "lab/cli.py": "the registry *directory* under FAULTLINE_HOME",
@@ -46,9 +42,7 @@ KNOWN: dict[str, dict[str, str]] = {
     },
     "loadgen": {
         "lab/faults/data.py": FAULTS,
-        "lab/monitor/signals.py": "load generator signals",
         "lab/stack.py": "traffic (issue 12 is changing Stack.traffic)",
-        "ui/live.py": "the traffic panel",
     },
     "model": {
         "lab/faults/__init__.py": FAULTS,

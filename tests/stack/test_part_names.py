@@ -4,7 +4,7 @@ most one fault that only makes sense for it. Everything else reads the declarati
 "Named" means a string literal holding the part's name ("feature-store", or "model-..." for the replicated
 part). KNOWN lists the files that still name a part today, with why; the lead clears them after merging the
 fault-kind refactor (lab/faults/**, lab/scenario/faults.py and lab/scenario/probes.py are another helper's, being
-reorganised in parallel) and the traffic work of issue 12 (lab/stack.py's traffic, ui/live.py's traffic panel).
+reorganised in parallel) and the traffic work of issue 12 (lab/stack.py's traffic).
 A file not listed here that starts naming a part fails this test; so does a listed file that no longer does
 (then remove it from the list).
 """
@@ -30,7 +30,6 @@ KNOWN: dict[str, dict[str, str]] = {
         "lab/faults/config.py": FAULTS,
         "lab/faults/deploy.py": FAULTS,
         "lab/faults/network.py": FAULTS,
-        "lab/scenario/probes.py": "probe defaults; " + FAULTS,
     },
     "registry": {
         "lab/cli.py": "the registry *directory* under FAULTLINE_HOME",
@@ -46,7 +45,7 @@ KNOWN: dict[str, dict[str, str]] = {
     },
     "model": {
         "lab/faults/__init__.py": FAULTS,
-        "lab/monitor/slo.py": "SLO examples",
+        "lab/monitor/slo.py": "SLO names (model-accuracy, model-recall), not replicas",
         "lab/console/cli.py": "help texts",
         "ui/console.py": "form placeholders",
         "ui/forms.py": "form placeholders",

@@ -560,6 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
     npx.add_argument("--port", type=_port, default=DEFAULT_NETPROXY_PORT)
     npx.set_defaults(func=cmd_netproxy)
 
+    cg = sub.add_parser("compose", help="docker-compose.yml from the part declarations: `compose generate [--check]`")
+    cg.add_argument("compose_args", nargs=argparse.REMAINDER, help="generate [--check]")
+    cg.set_defaults(func=cmd_compose)
+
     from lab.console.cli import add_commands  # the console, attempts and `run` (lab/console/cli.py)
 
     add_commands(sub, common)
@@ -570,6 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_scenarios(sub)
     return p
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    from lab import compose  # `python -m lab.compose` is the same command
+
+    return compose.main(args.compose_args)
 
 
 def _run(argv: list[str] | None) -> int:

@@ -1,8 +1,8 @@
 """The compose backend: `faultline up --backend compose` drives `docker compose` on docker-compose.yml.
 
-Same services, entrypoints, flags, ports and restart policies as the process backend (checked by
-tests/stack/test_compose.py), with the real Toxiproxy image in front of every hop. Only argv lists are run, never
-a shell string.
+Same services, entrypoints, flags, ports and restart policies as the process backend: the file is generated from
+the part declarations (`python -m lab.compose generate [--check]`, lab/composegen.py; tests/stack/test_compose.py
+checks it), with the real Toxiproxy image in front of every hop. Only argv lists are run, never a shell string.
 """
 
 from __future__ import annotations
@@ -63,3 +63,27 @@ def down() -> int:
 
 def ps() -> int:
     return _run(compose_argv("ps"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lab.compose generate [--check]`: write docker-compose.yml and docker/toxiproxy.json from the
+    part declarations, or with --check exit 1 when the committed files are stale."""
+    import argparse
+
+    from lab.composegen import generate
+
+    parser = argparse.ArgumentParser(prog="faultline compose", description=main.__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    gen = sub.add_parser("generate", help="write docker-compose.yml and docker/toxiproxy.json from lab/parts/")
+    gen.add_argument("--check", action="store_true", help="only compare; exit 1 when a file is stale")
+    args = parser.parse_args(argv)
+    changed = generate(PACKAGE_ROOT, check=args.check)
+    for path in changed:
+        rel = path.relative_to(PACKAGE_ROOT)
+        print(f"{rel} is stale — run `python -m lab.compose generate`" if args.check else f"wrote {rel}",
+              file=sys.stderr if args.check else sys.stdout)
+    return 1 if args.check and changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,7 @@ import random
 import socket
 from dataclasses import dataclass
 
+from lab import parts
 from lab.topology import HOST, Ports, Topology
 
 # Offsets inside a test block: the topology uses base+0..base+89; the netproxy and lab ports go just above.
@@ -57,20 +58,15 @@ class PortUse:
 def stack_ports(topology: Topology, *, include_netproxy: bool = True, include_lab: bool = True) -> list[PortUse]:
     """Every port the process backend will listen on, with the role to name in errors and the flag to change it."""
     p = topology.ports
-    uses = [
-        PortUse(p.gateway_proxy, "proxy gateway", "--base-port"),
-        PortUse(p.gateway, "gateway", "--base-port"),
-        PortUse(p.feature_store_proxy, "proxy feature-store", "--base-port"),
-        PortUse(p.feature_store, "feature-store", "--base-port"),
-        PortUse(p.registry, "registry", "--base-port"),
-    ]
-    for n in range(1, topology.replicas + 1):
-        uses += [
-            PortUse(p.model_proxy(n), f"proxy model-{n}", "--base-port"),
-            PortUse(p.model(n), f"model-{n}", "--base-port"),
-        ]
-    if include_netproxy:
-        uses.append(PortUse(p.netproxy, "netproxy", "--netproxy-port"))
+    hops = set(topology.hop_names())
+    uses = []
+    for name in topology.service_names(with_proxy_server=include_netproxy):
+        part = parts.part_for(name)
+        # A part on its own Ports field (the netproxy API) has its own flag; the rest move with --base-port.
+        flag = f"--{part.port_field}-port" if part is not None and part.port_field else "--base-port"
+        if name in hops:
+            uses.append(PortUse(p.proxy_port(name), f"proxy {name}", "--base-port"))
+        uses.append(PortUse(p.port(name), name, flag))
     if include_lab:
         uses.append(PortUse(p.lab, "lab", "--lab-port"))
     return uses

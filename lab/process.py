@@ -26,6 +26,10 @@ from lab.logbuffer import LogBuffer, iso_utc
 
 RESTART_POLICIES = ("no", "on-failure", "always")
 STATES = ("starting", "running", "unready", "backoff", "crashloop", "stopped", "exited")
+# No process serving: the monitor counts these as down, the UI draws them red.
+DOWN_STATES = frozenset({"backoff", "crashloop", "stopped", "exited"})
+# A process that runs but is not (yet, or no longer) ready: not serving for the monitor, amber in the UI.
+WARN_STATES = frozenset({"starting", "unready"})
 
 
 @dataclass(frozen=True)

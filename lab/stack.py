@@ -1,10 +1,10 @@
 """The Faultline stack on the process backend: start order, proxies on every hop, scaling, status, teardown.
 
 Builds on the generic Supervisor (lab/supervisor.py) and the launch plan (lab/specs.py). Order of `start()`:
-the model replicas, the netproxy (unless an external Toxiproxy is used), the feature store and the registry
-start at once — none of them dials another service; once the Toxiproxy API answers, every hop of the
-topology is created (populate); only then does the gateway — the one service that dials others — start, with
-proxy URLs for its upstreams. If the netproxy restarts, the proxies are populated again as soon as it is ready.
+by the parts' tiers (lab/parts/): the model replicas, then the netproxy (unless an external Toxiproxy is used),
+the feature store and the registry at once — none of them dials another service; once the Toxiproxy API answers,
+every hop of the topology is created (populate); only then do the parts that dial others (the gateway) start,
+with proxy URLs for their upstreams. If the netproxy restarts, the proxies are populated again as soon as it is ready.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
-from lab import rules, specs
+from lab import parts, rules, specs
 from lab.logbuffer import iso_utc
+from lab.parts.client import PartClient, PartError
 from lab.ports import PortUse, check_free, stack_ports
 from lab.supervisor import Supervisor, UnknownService
 from lab.topology import MAX_REPLICAS, Topology
+from lab.toxiproxy import ToxiproxyClient, ToxiproxyError
 
 PROXY_TIMEOUT_S = 5.0
 
@@ -45,30 +46,19 @@ def last_error_line(supervisor: Supervisor, name: str) -> str:
     return found[0]["line"].strip()[:240] if found else ""
 
 
+def _is_proxy_server(name: str) -> bool:
+    part = parts.part_for(name)
+    return part is not None and part.proxy_server
+
+
 class StackError(RuntimeError):
     """An operation on the stack failed; the message is meant for the learner."""
 
 
-class ProxyApi:
-    """The few Toxiproxy calls the stack needs, through lab/toxiproxy.py's client (any Toxiproxy server)."""
-
-    def __init__(self, url: str) -> None:
-        from lab.toxiproxy import ToxiproxyClient
-
-        self.url = url
-        self.client = ToxiproxyClient(url, timeout=PROXY_TIMEOUT_S)
-
-    def populate(self, topology: Topology, only: list[str] | None = None) -> None:
-        """Create the topology's proxies (or only those named); proxies not named are left as they are."""
-        self.client.populate([{"name": h.name, "listen": h.listen, "upstream": h.upstream, "enabled": True}
-                              for h in topology.hops() if only is None or h.name in only])
-
-    def delete(self, name: str) -> None:
-        self.client.delete_proxy(name)
-
-    def proxies(self) -> list[dict[str, Any]]:
-        return [{k: p.get(k) for k in ("name", "listen", "upstream", "enabled", "toxics")}
-                for p in self.client.proxies().values()]
+def hop_records(topology: Topology, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """The topology's proxies (or only those named) as `ToxiproxyClient.populate` takes them."""
+    return [{"name": h.name, "listen": h.listen, "upstream": h.upstream, "enabled": True}
+            for h in topology.hops() if only is None or h.name in only]
 
 
 class Stack:
@@ -95,20 +85,34 @@ class Stack:
         self._proxies_ready = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.RLock()
-        self._proxy_api: ProxyApi | None = None
+        self._toxiproxy: ToxiproxyClient | None = None
         self._populate_error: str | None = None
 
     # --- helpers ----------------------------------------------------------------------------------------------
 
     @property
-    def proxy_api(self) -> ProxyApi:
-        if self._proxy_api is None:
-            self._proxy_api = ProxyApi(self.netproxy_url)
-        return self._proxy_api
+    def toxiproxy(self) -> ToxiproxyClient:
+        """The one Toxiproxy client (lab/toxiproxy.py), for any Toxiproxy server."""
+        if self._toxiproxy is None:
+            self._toxiproxy = ToxiproxyClient(self.netproxy_url, timeout=PROXY_TIMEOUT_S)
+        return self._toxiproxy
 
     def service_names(self) -> list[str]:
         names = specs.service_names(self.topology, with_netproxy=not self.external_proxy)
         return [*names, "loadgen"] if self._has_loadgen() else names
+
+    def targets(self) -> list[str]:
+        """Services a learner may name (console operations, service faults): the declared targets
+        (lab/parts/), never the proxy server or the load generator. The one list the console, the faults, the
+        baseline and the UI use."""
+        return [n for n in self.service_names() if (p := parts.part_for(n)) is not None and p.target
+                and not p.on_demand and not p.proxy_server]
+
+    def target_choices(self) -> dict[str, list[str]]:
+        """Names a form may offer: hops, target services, replicas, dependencies (the sandbox and fault forms)."""
+        deps = set(parts.dependencies())
+        return {"hop": self.topology.hop_names(), "service": self.targets(),
+                "replica": self.topology.model_names(), "dependency": [n for n in self.targets() if n in deps]}
 
     def _has_loadgen(self) -> bool:
         return self.phase != "idle" and "loadgen" in self.supervisor.names()
@@ -118,7 +122,7 @@ class Stack:
 
     def _populate(self, _name: str = "") -> None:
         try:
-            self.proxy_api.populate(self.topology)
+            self.toxiproxy.populate(hop_records(self.topology))
         except Exception as exc:
             # Kept for start(): a proxy that cannot listen (port taken) must fail the start with its reason.
             self._populate_error = f"creating the proxies failed: {exc}"
@@ -185,14 +189,19 @@ class Stack:
 
     def _start(self) -> None:
         self.supervisor.start()
-        # The model replicas first: they are the slowest to become ready (torch import, model load), and each
-        # fork of the lab process takes a moment.
-        for name in self.topology.model_names():
-            self.supervisor.add(self._spec(name))
-        if not self.external_proxy:
-            self.supervisor.add(self._spec("netproxy"), on_ready=self._populate)
-        for name in ["feature-store", "registry"]:
-            self.supervisor.add(self._spec(name))
+        # By tier (lab/parts: the model replicas first, they are the slowest to become ready), the proxy server first
+        # in its tier: it populates every hop once it answers; parts that dial others start once the hops exist.
+        later: list[str] = []
+        for part in sorted(parts.parts(), key=lambda p: (p.tier, not p.proxy_server)):
+            if part.on_demand or (part.proxy_server and self.external_proxy):
+                continue
+            for name in self.topology.instances(part):
+                if part.after_proxies:
+                    later.append(name)
+                elif part.proxy_server:
+                    self.supervisor.add(self._spec(name), on_ready=self._populate)
+                else:
+                    self.supervisor.add(self._spec(name))
         if self.external_proxy:
             self._wait_external_proxy()
             self._populate()
@@ -203,42 +212,42 @@ class Stack:
             if self._populate_error:
                 raise StackError(self._populate_error)
             if time.time() > deadline:
-                st = self.supervisor.service_status("netproxy") if not self.external_proxy else {}
+                server = next((n for n in self.service_names() if _is_proxy_server(n)), "")
+                st = self.supervisor.service_status(server) if server else {}
                 raise StackError(f"the network proxy at {self.netproxy_url} did not come up ({st.get('state')}); "
-                                 "see `faultline logs netproxy`")
-        self.supervisor.add(self._spec("gateway"))
+                                 f"see `faultline logs {server or 'SERVICE'}`")
+        for name in later:
+            self.supervisor.add(self._spec(name))
 
     def _wait_external_proxy(self) -> None:
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.netproxy_url + "/version", timeout=1, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise StackError(f"no Toxiproxy answering at {self.netproxy_url} (TOXIPROXY_URL)")
+        try:
+            self.toxiproxy.wait_ready(15)
+        except ToxiproxyError as exc:
+            raise StackError(f"no Toxiproxy answering at {self.netproxy_url} (TOXIPROXY_URL)") from exc
 
     def down(self, grace_s: float = 5.0) -> None:
-        """Stop everything: the gateway first (no new traffic), then the rest, the netproxy last."""
+        """Stop everything: traffic and the public entry first (no new traffic), then the rest, the proxy server
+        last."""
         self._stopping.set()
         with self._lock:
             if self.phase == "stopped":
                 return
             self.phase = "stopping"
-            models = self.topology.model_names()
-            first = ["loadgen", "gateway"]  # traffic stops first, so stopping the gateway is not an outage
+            first: list[str] = []
+            rest: list[str] = []
+            last: list[str] = []
+            for part in parts.parts():
+                names = self.topology.instances(part)
+                (first if part.on_demand or part.public else last if part.proxy_server else rest).extend(names)
             if self.external_proxy:
-                self.supervisor.shutdown(grace_s, order=[first, [*models, "feature-store", "registry"]])
+                self.supervisor.shutdown(grace_s, order=[first, rest])
                 for hop in self.topology.hops():
                     try:
-                        self.proxy_api.delete(hop.name)
+                        self.toxiproxy.delete_proxy(hop.name)
                     except Exception:  # noqa: BLE001 - best effort on someone else's Toxiproxy
                         pass
             else:
-                self.supervisor.shutdown(
-                    grace_s, order=[first, [*models, "feature-store", "registry"], ["netproxy"]]
-                )
+                self.supervisor.shutdown(grace_s, order=[first, rest, last])
             self.phase = "stopped"
 
     # --- operations ---------------------------------------------------------------------------------------------
@@ -298,7 +307,7 @@ class Stack:
         check_free(wanted, new.host)
         self.topology = new
         # Only the new hops: the existing proxies may carry a scenario's toxics or be disabled on purpose.
-        self.proxy_api.populate(new, only=added)
+        self.toxiproxy.populate(hop_records(new, only=added))
         for name in added:
             self.supervisor.add(self._spec(name))
         pending = self._wait_ready(added, wait_s)
@@ -313,21 +322,27 @@ class Stack:
         for name in removed:
             self.supervisor.remove(name)
             try:
-                self.proxy_api.delete(name)
+                self.toxiproxy.delete_proxy(name)
             except Exception as exc:  # noqa: BLE001 - the replica is gone either way; say so in status
                 self.error = f"could not delete proxy {name}: {exc}"
 
     def _push_replicas(self) -> None:
-        """The gateway learns its replicas by PATCH /admin/config, and from its argv if it restarts later."""
-        self.supervisor.update_spec("gateway", argv=specs.service_argv("gateway", self.topology, self.settings))
-        url = self.topology.service_url("gateway") + "/admin/config"
-        body = {"replicas": specs.gateway_replicas(self.topology)}
-        try:
-            r = httpx.patch(url, json=body, timeout=5, trust_env=False)
-        except httpx.HTTPError as exc:
-            raise StackError(f"could not reach the gateway to update its replicas: {exc}") from exc
-        if r.status_code != 200:
-            raise StackError(f"the gateway refused its new replicas: {r.status_code} {r.text[:300]}")
+        """The replicas' caller learns them by PATCH /admin/config, and from its argv if it restarts later."""
+        part = parts.replica_part()
+        for dial in part.dials:
+            self.supervisor.update_spec(dial.caller, argv=specs.service_argv(dial.caller, self.topology,
+                                                                              self.settings))
+            if dial.config_key is None:
+                continue
+            client = PartClient(self.topology.service_url(dial.caller), timeout_s=5, name=dial.caller)
+            try:
+                client.patch_config({dial.config_key: self.topology.dial_config(part)})
+            except PartError as exc:
+                if exc.status is None:
+                    raise StackError(f"could not reach the {dial.caller} to update its replicas: {exc}") from exc
+                raise StackError(f"the {dial.caller} refused its new replicas: {exc.status} {exc.message}") from exc
+            finally:
+                client.close()
 
     # --- traffic (the load generator) ------------------------------------------------------------------------------
 
@@ -342,7 +357,7 @@ class Stack:
         Every value is checked first (lab/rules.py: RuleError 422 naming the valid choices), so a refusal is
         quick and starts, stops or changes nothing: an unknown profile once started a load generator that
         crash-looped while this waited `wait_s` for it."""
-        from services.loadgen.client import LoadgenClient, LoadgenError
+        from lab.parts.loadgen import LoadgenClient, LoadgenError
 
         rules.check_traffic_rate(rps)
         with self._lock:
@@ -377,7 +392,7 @@ class Stack:
     def _traffic_profiles(self, running: bool) -> list[str]:
         """The profiles the load generator knows: a running one's (scenarios may have added some), else the
         built-ins a new one starts with (services/loadgen/profiles.py is data, importable without locust)."""
-        from services.loadgen.client import LoadgenClient, LoadgenError
+        from lab.parts.loadgen import LoadgenClient, LoadgenError
         from services.loadgen.profiles import profile_names
 
         if not running:
@@ -389,7 +404,7 @@ class Stack:
                 raise StackError(f"could not ask the load generator for its profiles: {exc}") from exc
 
     def traffic_state(self) -> dict[str, Any]:
-        from services.loadgen.client import LoadgenClient, LoadgenError
+        from lab.parts.loadgen import LoadgenClient, LoadgenError
 
         if not self._has_loadgen():
             return {"running": False}
@@ -416,7 +431,8 @@ class Stack:
 
     def proxies(self) -> tuple[list[dict[str, Any]], str | None]:
         try:
-            found = {p["name"]: p for p in self.proxy_api.proxies()}
+            found = {p["name"]: {k: p.get(k) for k in ("name", "listen", "upstream", "enabled", "toxics")}
+                     for p in self.toxiproxy.proxies().values()}
         except Exception as exc:  # noqa: BLE001 - status must answer even when the proxy server is down
             return [], f"could not read proxies from {self.netproxy_url}: {exc}"
         order = [h.name for h in self.topology.hops()]
@@ -430,7 +446,8 @@ class Stack:
             hop = hops.get(s["name"])
             s["proxy"] = {"name": hop.name, "listen": hop.listen, "url": hop.url} if hop else None
         if self.external_proxy:
-            services.append({"name": "netproxy", "url": self.netproxy_url, "pid": None, "state": "external",
+            server = next(p.name for p in parts.parts() if p.proxy_server)
+            services.append({"name": server, "url": self.netproxy_url, "pid": None, "state": "external",
                              "ready": self._proxies_ready.is_set(), "rss_bytes": 0, "cpu_percent": 0.0,
                              "restarts": 0, "last_exit": None})
         if self.phase == "degraded" and services and all(s["ready"] for s in services):

@@ -75,7 +75,7 @@ def scoring_stack_argv(ports: Mapping[str, int], registry: Path, db: Path, *, re
     """The scoring stack without the lab or its proxies, each service on `ports[name]`: registry, feature-store,
     model-1..N (v1), gateway (dialling them directly) and the load generator (locust at `rps` on the gateway),
     in start order. What the monitor's tests and the drift benchmark run to watch a real stack without a lab."""
-    from services.loadgen.client import loadgen_argv
+    from lab.parts.loadgen import loadgen_argv
 
     log = ["--log-level", log_level]
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}

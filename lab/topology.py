@@ -1,17 +1,19 @@
-"""The one description of the stack: which services run, on which ports, and which hop goes through which proxy.
+"""The stack's layout, read from the part declarations (lab/parts/): which services run, on which ports, and
+which hop goes through which proxy.
 
-The supervisor starts processes from it, creates the network proxies from it, and the compose file is
-checked against it. Services never read it: they get their addresses as command-line flags.
-
-Every service-to-service hop goes through a named Toxiproxy proxy:
-  clients/load generator -> proxy `gateway`       -> gateway
-  gateway                -> proxy `feature-store` -> feature store
-  gateway                -> proxy `model-N`       -> model replica N
+The supervisor starts processes from it, creates the network proxies from it, and the compose file is generated
+from it. Services never read it: they get their addresses as command-line flags. Every service-to-service hop
+goes through a named Toxiproxy proxy, named after the service it leads to; a part declares the hop in front of
+it (`proxy_offset`) and the flag its caller dials it with (`dials`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from lab import parts as _parts
+from lab.parts.base import Part
 
 DEFAULT_BASE_PORT = 8100
 DEFAULT_NETPROXY_PORT = 8474
@@ -20,57 +22,60 @@ MAX_REPLICAS = 16
 HOST = "127.0.0.1"
 
 
+def _part_and_n(name: str) -> tuple[Part, int | None]:
+    part = _parts.part_for(name)
+    if part is None:
+        raise KeyError(f"unknown service {name!r}")
+    n = part.replica_number(name)
+    if n is not None:
+        _check_replica(n)
+    return part, n
+
+
 @dataclass(frozen=True)
 class Ports:
-    """Port plan. Everything but the netproxy API and the lab derives from `base`."""
+    """Port plan. Everything but the netproxy API and the lab derives from `base` and the parts' offsets.
+
+    `port(name)` / `proxy_port(name)` take a service name (`model-3`); the older attribute names still work,
+    derived from the declarations: `ports.gateway`, `ports.gateway_proxy`, `ports.model(3)`, a part's aliases.
+    """
 
     base: int = DEFAULT_BASE_PORT
     netproxy: int = DEFAULT_NETPROXY_PORT
     lab: int = DEFAULT_LAB_PORT
 
-    @property
-    def gateway_proxy(self) -> int:
-        return self.base
+    def port(self, name: str) -> int:
+        part, n = _part_and_n(name)
+        if part.port_offset is None:
+            return int(getattr(self, str(part.port_field)))
+        return self.base + part.port_offset + (n or 0)
 
-    @property
-    def gateway(self) -> int:
-        return self.base + 1
+    def proxy_port(self, name: str) -> int:
+        part, n = _part_and_n(name)
+        if part.proxy_offset is None:
+            raise KeyError(f"service {name!r} has no proxy in front of it")
+        return self.base + part.proxy_offset + (n or 0)
 
-    @property
-    def feature_store_proxy(self) -> int:
-        return self.base + 10
-
-    @property
-    def feature_store(self) -> int:
-        return self.base + 11
-
-    @property
-    def registry(self) -> int:
-        return self.base + 20
-
-    @property
-    def locust_web(self) -> int:
-        return self.base + 89
-
-    def model_proxy(self, n: int) -> int:
-        _check_replica(n)
-        return self.base + 30 + n
-
-    def model(self, n: int) -> int:
-        _check_replica(n)
-        return self.base + 50 + n
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        proxy = attr.endswith("_proxy")
+        stem = (attr[: -len("_proxy")] if proxy else attr).replace("_", "-")
+        for part in _parts.parts():
+            if part.name == stem or (not proxy and attr in part.port_aliases):
+                get = self.proxy_port if proxy else self.port
+                if part.replicated:
+                    return lambda n, _get=get, _p=part: _get(_p.instance(n))  # type: ignore[misc]
+                return get(part.name)
+        raise AttributeError(f"Ports has no attribute {attr!r} (and no part named {stem!r})")
 
     def all_ports(self, replicas: int) -> list[int]:
-        ports = [
-            self.gateway_proxy,
-            self.gateway,
-            self.feature_store_proxy,
-            self.feature_store,
-            self.registry,
-            self.netproxy,
-        ]
-        for n in range(1, replicas + 1):
-            ports += [self.model_proxy(n), self.model(n)]
+        topo = Topology(ports=self, replicas=replicas)
+        ports = []
+        for name in topo.service_names():
+            if name in topo.hop_names():
+                ports.append(self.proxy_port(name))
+            ports.append(self.port(name))
         return ports
 
 
@@ -107,19 +112,29 @@ class Topology:
     replicas: int = 2
     host: str = HOST
 
+    def instances(self, part: Part) -> list[str]:
+        """A part's service names here: `name`, or `name-1 .. name-N` for the replicated part."""
+        return [part.instance(n) for n in range(1, self.replicas + 1)] if part.replicated else [part.name]
+
     def model_names(self) -> list[str]:
-        return [f"model-{n}" for n in range(1, self.replicas + 1)]
+        """The replicas (`model-1 .. model-N`, the replicated part's pattern)."""
+        return self.instances(_parts.replica_part())
+
+    def service_names(self, with_proxy_server: bool = True, with_on_demand: bool = False) -> list[str]:
+        """Status order: what the learner cares about first, infrastructure last."""
+        out: list[str] = []
+        for part in _parts.parts():
+            if (part.proxy_server and not with_proxy_server) or (part.on_demand and not with_on_demand):
+                continue
+            out += self.instances(part)
+        return out
 
     def hops(self) -> list[Hop]:
-        p = self.ports
-        hops = [
-            Hop("gateway", p.gateway_proxy, p.gateway, self.host),
-            Hop("feature-store", p.feature_store_proxy, p.feature_store, self.host),
-        ]
-        hops += [
-            Hop(f"model-{n}", p.model_proxy(n), p.model(n), self.host) for n in range(1, self.replicas + 1)
-        ]
-        return hops
+        return [Hop(name, self.ports.proxy_port(name), self.ports.port(name), self.host)
+                for part in _parts.hop_parts() for name in self.instances(part)]
+
+    def hop_names(self) -> list[str]:
+        return [h.name for h in self.hops()]
 
     def hop(self, name: str) -> Hop:
         for h in self.hops():
@@ -129,21 +144,30 @@ class Topology:
 
     def service_port(self, name: str) -> int:
         """The real (unproxied) port of a service."""
-        p = self.ports
-        fixed = {"gateway": p.gateway, "feature-store": p.feature_store, "registry": p.registry}
-        if name in fixed:
-            return fixed[name]
-        if name.startswith("model-"):
-            return p.model(int(name.split("-", 1)[1]))
-        raise KeyError(f"unknown service {name!r}")
+        return self.ports.port(name)
 
     def service_url(self, name: str) -> str:
         return f"http://{self.host}:{self.service_port(name)}"
 
+    def reach_url(self, name: str) -> str:
+        """How another service reaches `name`: through its hop when it has one."""
+        return self.hop(name).url if name in self.hop_names() else self.service_url(name)
+
+    def dial_value(self, part: Part) -> str:
+        """The value of the flag a caller dials `part` with: a URL, or `name=url,...` for replicas."""
+        if part.replicated:
+            return ",".join(f"{n}={self.reach_url(n)}" for n in self.instances(part))
+        return self.reach_url(part.name)
+
+    def dial_config(self, part: Part) -> dict[str, str]:
+        """{name: url} of a replicated part, as its caller's live config holds it."""
+        return {n: self.reach_url(n) for n in self.instances(part)}
+
     @property
     def public_url(self) -> str:
-        """Where clients and the load generator send traffic: the gateway's proxy."""
-        return self.hop("gateway").url
+        """Where clients and the load generator send traffic: the public part's proxy."""
+        public = next(p for p in _parts.parts() if p.public)
+        return self.reach_url(public.name)
 
     @property
     def netproxy_url(self) -> str:

@@ -28,6 +28,7 @@ import httpx
 import psutil
 
 from lab.client import LabError
+from lab.parts.loadgen import loadgen_argv as loadgen_argv
 from lab.ports import find_free_block as find_free_block
 from lab.ports import free_port as free_port
 from lab.ports import is_free
@@ -36,7 +37,6 @@ from lab.privatelab import child_env as _lab_child_env
 from lab.privatelab import source_registry as _lab_source_registry
 from lab.privatelab import trainer_argv as trainer_argv
 from lab.standalone import standalone_argv
-from services.loadgen.client import loadgen_argv as loadgen_argv
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 90.0  # generous: imports (torch) are slow on a loaded 2-core machine

@@ -41,8 +41,7 @@ def live_choices(lab: Any, op: str | None = None) -> dict[str, list[str]]:
     """Names a learner may pick, from the running stack (never the netproxy or the load generator). Versions
     (a registry call) and scenario processes are looked up only for the operations that take them."""
     stack = lab.stack
-    services = [n for n in stack.service_names() if n not in ("netproxy", "loadgen")]
-    choices: dict[str, list[str]] = {"service": services, "replica": list(stack.topology.model_names()),
+    choices: dict[str, list[str]] = {"service": stack.targets(), "replica": list(stack.topology.model_names()),
                                      "feature": list(MODEL_FEATURES)}
     takes = set(OP_ARGS[op].model_fields) if op in OP_ARGS else {"version", "pid"}
     faults = lab.components.get("faults")

@@ -15,11 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.parts.gateway import NAME as GATEWAY
+from lab.parts.loadgen import NAME as LOADGEN
+from lab.process import DOWN_STATES, WARN_STATES
+
 # Series plotted on every live page, by the monitor's series names (see lab/monitor: `series(name)`).
 GATEWAY_KEYS = ("gateway.p50_ms", "gateway.p99_ms", "gateway.error_rate", "gateway.rps")
 QUALITY_KEYS = ("quality.accuracy", "quality.recall")
-DOWN_STATES = frozenset({"crashloop", "stopped", "exited", "backoff"})
-WARN_STATES = frozenset({"starting", "unready"})
 
 
 def service_health(service: dict[str, Any], figures: dict[str, Any] | None) -> str:
@@ -68,10 +70,10 @@ def observed_text(figures: dict[str, Any] | None) -> str:
 
 def traffic_from(status: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """The load generator as the supervisor and the monitor see it (no call to locust every second)."""
-    loadgen = next((s for s in status.get("services", []) if s.get("name") == "loadgen"), None)
+    loadgen = next((s for s in status.get("services", []) if s.get("name") == LOADGEN), None)
     if loadgen is None or loadgen.get("pid") is None:
         return {"running": False}
-    f = (metrics.get("services") or {}).get("loadgen") or {}
+    f = (metrics.get("services") or {}).get(LOADGEN) or {}
     return {"running": True, "state": loadgen.get("state"), "target_rps": f.get("target_rps"),
             "achieved_rps": f.get("achieved_rps", f.get("rps")), "profile": f.get("profile")}
 
@@ -137,14 +139,14 @@ class Frame:
 
     def hop_observed(self, hop: str) -> dict[str, Any] | None:
         """A hop as its caller measures it: the load generator for `gateway`, the gateway for the others."""
-        if hop == "gateway":
-            f = self.figures("loadgen")
+        if hop == GATEWAY:
+            f = self.figures(LOADGEN)
             if not f:
                 return None
             err = f.get("error_rate")
             return {"rps": f.get("rps"), "p99_ms": f.get("p99_ms"),
                     "error_rate": max(err or 0.0, f.get("no_answer_rate") or 0.0) if err is not None else None}
-        return (self.figures("gateway").get("upstreams") or {}).get(hop)
+        return (self.figures(GATEWAY).get("upstreams") or {}).get(hop)
 
     def latency_objective_ms(self) -> float:
         slo = self.slo_by_name().get("gateway-latency")
@@ -153,7 +155,7 @@ class Frame:
     def values(self) -> dict[str, float | None]:
         """This frame's point for every charted series (the same names as the monitor's series)."""
         v: dict[str, float | None] = {}
-        gw = self.figures("gateway")
+        gw = self.figures(GATEWAY)
         for key in GATEWAY_KEYS:
             v[key] = gw.get(key.split(".", 1)[1])
         v["quality.accuracy"] = self.metrics.get("accuracy")

@@ -1,8 +1,9 @@
 """The stack map: where each service and each proxied hop sits in the diagram, with its health.
 
-Traffic enters through the `gateway` proxy; the gateway calls the feature store and every model replica, each
-through its own proxy. The layout is computed here (plain numbers) and drawn by templates/_stackmap.html as SVG,
-with a table of the same facts for keyboards and screen readers.
+Traffic enters through the public part's proxy (the gateway), which calls every `downstream` part (the feature
+store, each model replica), each through its own proxy; infrastructure sits below. Where a part goes is its
+declaration's `map` (lab/parts/). The layout is computed here (plain numbers) and drawn by
+templates/_stackmap.html as SVG, with a table of the same facts for keyboards and screen readers.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab import parts
+from lab.topology import Topology
 from ui.live import Frame, observed_health, observed_text
 
 WIDTH = 820
 ROW = 64
 NODE_W = 190
 NODE_H = 50
-COLUMNS = {"traffic": 10, "gateway": 220, "right": 630}
+COLUMNS = {"traffic": 10, "entry": 220, "right": 630}
 LABEL_CHARS = 34  # a hop label line longer than this is cut (the table below the map has the full text)
 
 
@@ -79,14 +82,33 @@ def _figures(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def _place(part: parts.Part) -> str:
+    return part.map.place if part.map is not None else "infra"
+
+
+def _drawn() -> list[parts.Part]:
+    """Parts on the map, by place rank (on-demand parts are the traffic node, not a box)."""
+    return sorted((p for p in parts.parts() if not p.on_demand), key=lambda p: (p.map.rank if p.map else 99,
+                                                                                p.status_rank))
+
+
+def _names(part: parts.Part, by_name: dict[str, Any], replicas: int | None) -> list[str]:
+    if not part.replicated:
+        return [part.name]
+    found = sorted((n for n in by_name if part.matches(n)), key=lambda n: part.replica_number(n) or 0)
+    return found or ([part.instance(n) for n in range(1, replicas + 1)] if replicas else [])
+
+
 def build(services: list[dict[str, Any]], hops: dict[str, dict[str, Any]], traffic: dict[str, Any] | None,
           replicas: int | None = None) -> StackMap:
     """Lay out the stack from service entries ({name, health, state, ...}) and hops by name ({health, label})."""
     by_name = {s["name"]: s for s in services}
-    models = sorted((n for n in by_name if n.startswith("model-")), key=lambda n: int(n.split("-")[1]))
-    if not models and replicas:
-        models = [f"model-{n}" for n in range(1, replicas + 1)]
-    right = ["feature-store", *models]
+    drawn = _drawn()
+    entry = next((p for p in drawn if _place(p) == "entry"), None)
+    right = [n for p in drawn if _place(p) == "downstream" for n in _names(p, by_name, replicas)]
+    infra_left = [p.name for p in drawn if _place(p) == "infra-left"]
+    infra_right = [p.name for p in drawn if _place(p) == "infra-right"]
+    others = [n for p in drawn if _place(p) == "infra" for n in _names(p, by_name, replicas)]
     top = 16
     col_h = len(right) * ROW
     mid = top + col_h / 2 - NODE_H / 2
@@ -110,22 +132,31 @@ def build(services: list[dict[str, Any]], hops: dict[str, dict[str, Any]], traff
         tlines, thealth = ["no traffic"], "idle"
     nodes.append(Node(name="traffic", label="load generator", x=COLUMNS["traffic"], y=mid, health=thealth,
                       lines=tlines, w=150))
-    gw = node("gateway", "gateway", COLUMNS["gateway"], mid)
 
     def hop_edge(hop: str, x1: float, y1: float, x2: float, y2: float) -> None:
         h = hops.get(hop) or {}
         edges.append(Edge(hop=hop, x1=x1, y1=y1, x2=x2, y2=y2, health=h.get("health", "unknown"),
                           label=h.get("label", "")))
 
-    hop_edge("gateway", COLUMNS["traffic"] + 150, mid + NODE_H / 2, gw.x, mid + NODE_H / 2)
+    gx = COLUMNS["entry"]
+    if entry is not None:
+        gw = node(entry.name, entry.name, gx, mid)
+        hop_edge(entry.name, COLUMNS["traffic"] + 150, mid + NODE_H / 2, gw.x, mid + NODE_H / 2)
     for i, name in enumerate(right):
         y = top + i * ROW
         n = node(name, name, COLUMNS["right"], y)
-        hop_edge(name, gw.x + NODE_W, mid + NODE_H / 2, n.x, y + NODE_H / 2)
+        hop_edge(name, gx + NODE_W, mid + NODE_H / 2, n.x, y + NODE_H / 2)
     infra_y = top + max(col_h, ROW * 2) + 24
-    node("registry", "registry", COLUMNS["gateway"], infra_y)
-    node("netproxy", "netproxy", COLUMNS["right"], infra_y)
-    return StackMap(nodes=nodes, edges=edges, width=WIDTH, height=int(infra_y + NODE_H + 12))
+    # Two columns below the diagram: declared left/right first, any other part after them, row by row.
+    lefts, rights = list(infra_left), list(infra_right)
+    for name in others:
+        (lefts if (len(lefts) <= len(rights)) else rights).append(name)
+    for i, name in enumerate(lefts):
+        node(name, name, gx, infra_y + i * ROW)
+    for i, name in enumerate(rights):
+        node(name, name, COLUMNS["right"], infra_y + i * ROW)
+    rows = max(len(lefts), len(rights), 1)
+    return StackMap(nodes=nodes, edges=edges, width=WIDTH, height=int(infra_y + (rows - 1) * ROW + NODE_H + 12))
 
 
 _RANK = {"unknown": 0, "ok": 1, "warn": 2, "down": 3}
@@ -139,7 +170,8 @@ def from_frame(frame: Frame, reveal_faults: bool) -> StackMap:
     latency = frame.latency_objective_ms()
     proxies = frame.proxies()
     hops: dict[str, dict[str, Any]] = {}
-    for name in ["gateway", "feature-store", *[s["name"] for s in frame.services() if s["name"].startswith("model-")]]:
+    hop_parts = parts.hop_parts()
+    for name in [s["name"] for s in frame.services() if any(p.matches(s["name"]) for p in hop_parts)]:
         seen = frame.hop_observed(name)
         health, label = observed_health(seen, latency), observed_text(seen)
         p = proxies.get(name)
@@ -155,6 +187,6 @@ def from_frame(frame: Frame, reveal_faults: bool) -> StackMap:
 
 def planned(replicas: int) -> StackMap:
     """The stack a scenario starts from, before it runs (the briefing's diagram): every part neutral."""
-    names = ["gateway", "feature-store", *[f"model-{n}" for n in range(1, replicas + 1)], "registry", "netproxy"]
+    names = Topology(replicas=replicas).service_names()
     services = [{"name": n, "health": "idle", "state": "planned"} for n in names]
     return build(services, {}, None, replicas)

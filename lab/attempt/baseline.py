@@ -13,10 +13,10 @@ import logging
 import time
 from typing import Any
 
-from lab.faults.deploy import restore_stages, stages
+from lab import parts
+from lab.stackclients import lab_clients
 
 log = logging.getLogger("faultline.attempt")
-MANAGED_KEYS = {"gateway": {"replicas"}}  # pushed by the stack on scale: never restored from a snapshot
 READY_WAIT_S = 60.0
 
 
@@ -27,12 +27,10 @@ class Baseline:
 
     @property
     def http(self) -> Any:
-        from lab.faults import lab_faults
-
-        return lab_faults(self.lab).ctx
+        return lab_clients(self.lab)
 
     def services(self) -> list[str]:
-        return [n for n in self.lab.stack.service_names() if n not in ("netproxy", "loadgen")]
+        return self.lab.stack.targets()
 
     def capture(self) -> dict[str, Any]:
         http, stack = self.http, self.lab.stack
@@ -43,7 +41,7 @@ class Baseline:
             "configs": {n: http.get_config(n) for n in self.services()},
             "argv": {n: list(stack.supervisor.spec(n).argv) for n in self.services()},
             "versions": {r: http.loaded_versions(r) for r in replicas},
-            "stages": stages(http),
+            "stages": http.stages(),
             "traffic": _traffic(stack.traffic_state()),
         }
         self.snapshot = snap
@@ -123,7 +121,7 @@ class Baseline:
         return True
 
     def _stages(self, wanted: dict[str, str]) -> bool:
-        current = stages(self.http)
+        current = self.http.stages()
         changed = False
         for version, stage in current.items():
             # versions made during the attempt (variants, retrained) may not keep an exclusive stage
@@ -131,7 +129,7 @@ class Baseline:
                 self.http.registry("POST", f"/v1/models/{version}/stage", {"stage": "archived"})
                 changed = True
         if any(current.get(v) != s for v, s in wanted.items() if v in current):
-            restore_stages(self.http, wanted)
+            self.http.restore_stages(wanted)
             changed = True
         return changed
 
@@ -139,10 +137,15 @@ class Baseline:
         if name not in self.services():
             return False
         current = self.http.get_config(name)
-        skip = MANAGED_KEYS.get(name, set())
+        dials = [d for d in parts.replica_dials() if d.caller == name]
+        # the replica set is the stack's (pushed on scale): never restored from a snapshot
+        skip = {d.config_key for d in dials if d.config_key}
         diff = {k: v for k, v in config.items() if k not in skip and current.get(k) != v}
-        if name == "gateway" and "drained" in diff:
-            diff["drained"] = [r for r in diff["drained"] if r in (current.get("replicas") or {})]
+        for d in dials:
+            live = (current.get(d.config_key) or {}) if d.config_key else {}
+            for key in d.subset_keys:
+                if key in diff:
+                    diff[key] = [r for r in diff[key] if r in live]
         if not diff:
             return False
         self.http.patch_config(name, diff)
@@ -151,8 +154,9 @@ class Baseline:
     def _argv(self, name: str, argv: list[str]) -> bool:
         if name not in self.lab.stack.supervisor.names() or self.http.spec_argv(name) == argv:
             return False
-        if name == "gateway" and self.lab.stack.topology.replicas != self.snapshot["replicas"]:  # type: ignore[index]
-            return False  # its --models follow the replica count: the stack owns them
+        dials_replicas = any(d.caller == name for d in parts.replica_dials())
+        if dials_replicas and self.lab.stack.topology.replicas != self.snapshot["replicas"]:  # type: ignore[index]
+            return False  # its replica flag follows the replica count: the stack owns it
         self.http.set_argv(name, argv)
         return True
 

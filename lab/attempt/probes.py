@@ -13,8 +13,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lab.faults.base import FaultError
 from lab.monitor.signals import gateway_score_routes, quality_signals, request_signals, service_kind, window
+from lab.parts.gateway import NAME as GATEWAY
+from lab.parts.gateway import PART as GATEWAY_PART
+from lab.stackclients import ServiceCallError, lab_clients
 
 MIN_WINDOW_S = 10.0  # compressed runs: shorter windows hold too few requests, and one slow pair breaks p99
 MIN_REQUESTS = 5
@@ -77,7 +79,7 @@ def _windowed_values(monitor: Any, probes: list[Any], time_scale: float, labels:
     now = monitor.clock()
     out: dict[str, Any] = {}
     for p in probes:
-        target = p.target if p.kind in ("latency_p99_ms", "error_rate") else "gateway"
+        target = p.target if p.kind in ("latency_p99_ms", "error_rate") else GATEWAY
         ring = monitor.rings.get(target)
         w = None if ring is None else window(ring, window_s(p, time_scale), now)
         if w is None:
@@ -86,7 +88,7 @@ def _windowed_values(monitor: Any, probes: list[Any], time_scale: float, labels:
         if p.kind in ("latency_p99_ms", "error_rate"):
             kind = service_kind(target, ring)
             want = None
-            if kind == "gateway":
+            if kind == GATEWAY_PART.metrics_prefix:
                 routes = gateway_score_routes(w)
                 want = {"route": routes} if routes else None
             r = request_signals(w, kind, want)
@@ -117,9 +119,7 @@ class ProbeEvaluator:
 
     @property
     def http(self) -> Any:
-        from lab.faults import lab_faults
-
-        return lab_faults(self.lab).ctx
+        return lab_clients(self.lab)
 
     def evaluate(self, probes: list[Any]) -> list[ProbeResult]:
         windowed = [p for p in probes if p.kind in WINDOWED]
@@ -164,7 +164,7 @@ class ProbeEvaluator:
                 return self.lab.stack.supervisor.service_status(p.target)["state"]
             if p.kind == "replicas_ready":
                 return self._replicas_ready(cache)
-        except (FaultError, KeyError, ValueError, OSError):
+        except (ServiceCallError, KeyError, ValueError, OSError):
             return None
         return None
 
@@ -176,9 +176,9 @@ class ProbeEvaluator:
         return got.get("default")
 
     def _replicas_ready(self, cache: dict[str, Any]) -> int:
-        config = cache.get(("config", "gateway"))
+        config = cache.get(("config", GATEWAY))
         if config is None:
-            config = cache[("config", "gateway")] = self.http.get_config("gateway")
+            config = cache[("config", GATEWAY)] = self.http.get_config(GATEWAY)
         drained = set(config.get("drained") or [])
         names = self.lab.stack.topology.model_names()
         ready = 0

@@ -22,11 +22,11 @@ from pydantic import ValidationError
 
 from lab.console import act, investigate, trace  # noqa: F401 - registers the operations
 from lab.console.base import OPERATIONS, ConsoleContext, ConsoleError, OpResult, first_line
-from lab.faults.base import FaultError
 from lab.logsearch import BadSearch
 from lab.rules import RuleError
 from lab.scenario.ops import INVESTIGATE_OPS, OP_ARGS
 from lab.stack import StackError
+from lab.stackclients import ServiceCallError
 from lab.supervisor import UnknownService
 
 VERSION_NUMBER = re.compile(r"v[0-9]{1,6}")
@@ -104,7 +104,7 @@ def _translate(op: str, exc: Exception) -> ConsoleError:
         return ConsoleError(f"{op}: a service did not answer: {exc}", 503)
     if isinstance(exc, TimeoutError):
         return ConsoleError(f"{op}: timed out", 504)
-    if isinstance(exc, FaultError):  # a service's refusal or silence, through the fault context's HTTP helpers
+    if isinstance(exc, ServiceCallError):  # a service's refusal or silence, through the stack's clients
         return ConsoleError(str(exc), exc.status)
     raise exc
 
@@ -139,7 +139,9 @@ def operations() -> list[dict[str, Any]]:
 
 
 def attach(lab: Any) -> Any:
-    """Called by lab/server.py: serve /api/console."""
+    """Called by lab/server.py: serve /api/console (and fetch `trace`'s sample transactions once the stack runs)."""
     from lab.console.api import router
+    from lab.console.trace import warm
 
+    warm(lab)
     return router(lab)

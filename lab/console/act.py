@@ -20,10 +20,10 @@ from typing import Any
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation
 from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
 from lab.console.settable import kind_of, settable
-from lab.faults.base import FaultError
-from lab.faults.context import argv_config
+from lab.parts.gateway import NAME as GATEWAY
 from lab.rules import RuleError, attempt_refusal
 from lab.stack import StackError
+from lab.stackclients import ServiceCallError, argv_config
 from services.common.schema import MODEL_FEATURES
 
 MAX_CONSOLE_REPLICAS = 6
@@ -46,7 +46,7 @@ RETRAIN_FIELDS = (*MODEL_FEATURES, "label", "ts")
 def _http(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
-    except FaultError as exc:
+    except ServiceCallError as exc:
         raise ConsoleError(str(exc), exc.status) from exc
 
 
@@ -65,7 +65,7 @@ def config_set(ctx: ConsoleContext, args: Any) -> OpResult:
     try:
         before = _config_when_up(ctx, name).get(args.key)
         new = ctx.http.rollout_config(name, {args.key: args.value})
-    except FaultError as exc:
+    except ServiceCallError as exc:
         if exc.status != 503:
             raise ConsoleError(str(exc), exc.status) from exc
         # It does not answer, or died between the read and the write (a crash loop between two OOM kills): the
@@ -77,10 +77,10 @@ def config_set(ctx: ConsoleContext, args: Any) -> OpResult:
 
 
 def _config_when_up(ctx: ConsoleContext, name: str) -> dict[str, Any]:
-    """Its live config; a service that is starting gets a moment to answer. FaultError 503 when it does not."""
+    """Its live config; a service that is starting gets a moment to answer. ServiceCallError 503 when it does not."""
     try:
         return ctx.http.get_config(name)
-    except FaultError as exc:
+    except ServiceCallError as exc:
         if exc.status != 503 or not _came_up(ctx, name):
             raise
         return ctx.http.get_config(name)
@@ -215,10 +215,10 @@ def scale(ctx: ConsoleContext, args: Any) -> OpResult:
 
 def _drained(ctx: ConsoleContext, replica: str, drain: bool) -> OpResult:
     name = ctx.check_replica(replica)
-    current = list(_http(ctx.http.get_config, "gateway").get("drained") or [])
+    current = list(_http(ctx.http.get_config, GATEWAY).get("drained") or [])
     wanted = sorted(set(current) | {name}) if drain else [r for r in current if r != name]
     if wanted != current:
-        set_config(ctx, "gateway", {"drained": wanted})
+        set_config(ctx, GATEWAY, {"drained": wanted})
     serving = [r for r in ctx.stack.topology.model_names() if r not in wanted]
     verb = "drained" if drain else "back in rotation"
     text = f"{name} {verb}; the gateway routes to: {', '.join(serving) or 'NO replica'}"
@@ -284,7 +284,7 @@ def _retrain_window(ctx: ConsoleContext, window_s: float) -> tuple[float, float]
 
 def _labelled_rows(ctx: ConsoleContext, since: float) -> list[dict[str, Any]]:
     """The gateway's labelled rows scored after `since` (its own port), reduced to what training needs."""
-    url = f"{ctx.http.service_url('gateway')}/v1/recent?labelled=1&since={since:.3f}&limit={RETRAIN_MAX_ROWS}"
+    url = f"{ctx.http.service_url(GATEWAY)}/v1/recent?labelled=1&since={since:.3f}&limit={RETRAIN_MAX_ROWS}"
     got = _http(ctx.http.call, "GET", url, "the gateway", timeout=RETRAIN_FETCH_TIMEOUT_S)
     return [{k: row.get(k) for k in RETRAIN_FIELDS} for row in got.get("items") or []]
 
@@ -396,8 +396,8 @@ def traffic(ctx: ConsoleContext, args: Any) -> OpResult:
 
 @operation("kill")
 def kill(ctx: ConsoleContext, args: Any) -> OpResult:
-    http = ctx.http
-    owned = http.scenario_pids()
+    scenario = ctx.faults.ctx  # the processes a scenario started are the fault package's
+    owned = scenario.scenario_pids()
     if args.fault is not None:
         pids = [p["pid"] for p in owned if p.get("fault_id") == args.fault]
         if not pids:
@@ -405,7 +405,7 @@ def kill(ctx: ConsoleContext, args: Any) -> OpResult:
         pid = pids[0]
     else:
         pid = args.pid
-    info = _http(http.kill_scenario_process, pid)
+    info = _http(scenario.kill_scenario_process, pid)
     argv = info.get("argv") or []
     text = f"killed pid {pid} ({' '.join(['python', *argv[1:]]) if argv else '?'})"
     return OpResult({"pid": pid, "cpu_percent": info.get("cpu_percent"), "rss_bytes": info.get("rss_bytes")}, text,

@@ -61,8 +61,11 @@ class ConsoleContext:
 
     @property
     def http(self) -> Any:
-        """The FaultContext: JSON calls to each service's own port, the registry, replicas' reload."""
-        return self.faults.ctx
+        """The lab's clients of the stack (lab/stackclients.py): each service's own port, the registry, replicas'
+        reload, the supervisor."""
+        from lab.stackclients import lab_clients
+
+        return lab_clients(self.lab)
 
     @property
     def monitor(self) -> Any:
@@ -78,7 +81,7 @@ class ConsoleContext:
 
     def services(self) -> list[str]:
         """Services a learner may name: the stack's, without the netproxy and the load generator."""
-        return [n for n in self.stack.service_names() if n not in ("netproxy", "loadgen")]
+        return self.stack.targets()
 
     def check_service(self, name: str) -> str:
         if name not in self.services():

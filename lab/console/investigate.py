@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
-from lab.faults.base import FaultError
-from lab.faults.context import argv_config
 from lab.logsearch import BadSearch
+from lab.parts.gateway import NAME as GATEWAY
+from lab.stackclients import ServiceCallError, argv_config
 
 STATUS_FIELDS = ("name", "state", "ready", "pid", "restarts", "last_exit", "rss_bytes", "cpu_percent")
 DEFAULT_TAIL = 50
@@ -25,7 +26,7 @@ def _mib(n: Any) -> str:
 def processes(ctx: ConsoleContext) -> list[dict[str, Any]]:
     """Processes on the host the scenario started (what `top` would show next to the services)."""
     out = []
-    for p in ctx.http.scenario_pids():
+    for p in ctx.faults.ctx.scenario_pids():
         argv = list(p.get("argv") or [])
         command = " ".join(["python", *argv[1:]] if argv and "python" in argv[0] else argv)
         out.append({"pid": p["pid"], "command": command, "cpu_percent": p.get("cpu_percent"),
@@ -33,10 +34,16 @@ def processes(ctx: ConsoleContext) -> list[dict[str, Any]]:
     return out
 
 
+def _is_proxy_server(name: str) -> bool:
+    part = parts.part_for(name)
+    return part is not None and part.proxy_server
+
+
 @operation("status")
 def status(ctx: ConsoleContext, args: Any) -> OpResult:
     st = ctx.lab.status()
-    services = [{k: s.get(k) for k in STATUS_FIELDS} for s in st["services"] if s["name"] != "netproxy"]
+    services = [{k: s.get(k) for k in STATUS_FIELDS} for s in st["services"]
+                if not _is_proxy_server(s["name"])]
     procs = processes(ctx)
     data = {"phase": st["phase"], "replicas": st.get("replicas"), "services": services, "processes": procs,
             "total_rss_bytes": st.get("total_rss_bytes")}
@@ -101,7 +108,7 @@ def metrics(ctx: ConsoleContext, args: Any) -> OpResult:
     if entry is None:
         raise ConsoleError(f"no metrics for {name} yet (the monitor scrapes once a second)", 404)
     data = {"service": name, "at": snapshot.get("at"), "window_s": snapshot.get("window_s"), **entry}
-    if name == "gateway":
+    if name == GATEWAY:  # where the model-quality figures are measured
         data["versions"] = snapshot.get("versions")
         data["quality"] = {k: snapshot.get(k) for k in ("accuracy", "precision", "recall", "labels")}
     return OpResult(data, _service_metrics_text(name, entry))
@@ -141,16 +148,16 @@ def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
     http = ctx.http
     try:
         versions = http.registry("GET", "/v1/models")
-    except FaultError as exc:
+    except ServiceCallError as exc:
         raise ConsoleError(str(exc), exc.status) from exc
-    gateway = _config(ctx, "gateway")
+    gateway = _config(ctx, GATEWAY)
     serving: dict[str, Any] = {}
     for replica in ctx.stack.topology.model_names():
         try:
             got = http.call("GET", http.service_url(replica) + "/v1/models", replica)
             serving[replica] = {"default": got.get("default"), "versions": [v["version"] for v in got["versions"]],
                                 "ready": got.get("ready")}
-        except FaultError as exc:
+        except ServiceCallError as exc:
             serving[replica] = {"error": str(exc)}
     listing = [{k: m.get(k) for k in ("version", "stage", "created_at", "metrics", "lineage", "variant", "sha256")}
                for m in versions]
@@ -176,24 +183,24 @@ def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
 def _config(ctx: ConsoleContext, name: str) -> dict[str, Any]:
     try:
         return ctx.http.get_config(name)
-    except FaultError as exc:
+    except ServiceCallError as exc:
         raise ConsoleError(str(exc), exc.status) from exc
 
 
 @operation("config_show")
 def config_show(ctx: ConsoleContext, args: Any) -> OpResult:
-    from lab.console.settable import SETTABLE, kind_of
+    from lab.console.settable import settable as settable_keys
 
     name = ctx.check_service(args.service)
     try:
         config, live, note = ctx.http.get_config(name), True, "live config"
-    except FaultError as exc:
+    except ServiceCallError as exc:
         if exc.status != 503:
             raise ConsoleError(str(exc), exc.status) from exc
         state = ctx.stack.supervisor.service_status(name)["state"]
         config, live = startup_config(ctx, name), False
         note = f"not answering (state {state}): the config it starts with"
-    settable = sorted(k for k in config if k in SETTABLE.get(kind_of(name), ()))
+    settable = sorted(k for k in config if k in settable_keys(name))
     lines = [f"{name} {note} ({len(config)} keys; settable with config_set: {', '.join(settable) or 'none'})"]
     lines += [f"  {k} = {json.dumps(v)}" for k, v in sorted(config.items())]
     return OpResult({"service": name, "config": config, "settable": settable, "live": live}, "\n".join(lines))

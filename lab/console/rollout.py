@@ -14,8 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from lab.console.base import ConsoleError
-from lab.faults.base import FaultError
-from lab.faults.deploy import argv_with_versions, canary_routing, with_version
+from lab.parts.gateway import NAME as GATEWAY
+from lab.parts.gateway import canary_routing
+from lab.parts.model import argv_with_versions, with_version
+from lab.stackclients import ServiceCallError
 
 TRAIN_TIMEOUT_S = 600.0
 READY_WAIT_S = 60.0
@@ -24,14 +26,14 @@ READY_WAIT_S = 60.0
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
-    except FaultError as exc:
+    except ServiceCallError as exc:
         raise ConsoleError(str(exc), exc.status) from exc
 
 
 def registry_meta(http: Any, version: str) -> dict[str, Any]:
     try:
         return http.registry("GET", f"/v1/models/{version}")
-    except FaultError as exc:
+    except ServiceCallError as exc:
         if exc.status == 422:  # the registry's 404, as the fault context maps it
             raise ConsoleError(f"no version {version!r} in the registry; versions are: {_versions(http)}",
                                404) from exc
@@ -43,7 +45,7 @@ def _versions(http: Any) -> str:
     try:
         listed = http.registry("GET", "/v1/models")
         return ", ".join(m["version"] for m in listed if isinstance(m, dict) and "version" in m) or "none"
-    except FaultError:
+    except ServiceCallError:
         return "(see `deploys`)"
 
 
@@ -97,7 +99,7 @@ def load_everywhere(http: Any, replicas: list[str], version: str, default: bool)
 def _route(http: Any, routing: dict[str, float]) -> None:
     """The gateway's split, live and in its start-up config: a gateway restart keeps the rollout's routing (it
     would otherwise send every request to the replicas' default, silently ending a canary)."""
-    _call(http.rollout_config, "gateway", {"routing": routing})
+    _call(http.rollout_config, GATEWAY, {"routing": routing})
 
 
 def _stage(http: Any, version: str, stage: str) -> None:
@@ -108,7 +110,7 @@ def full_rollout(http: Any, replicas: list[str], version: str, archive_canary: b
     registry_meta(http, version)
     canary = holder(http, "canary")
     before = load_everywhere(http, replicas, version, default=True)
-    routing_before = _call(http.get_config, "gateway").get("routing") or {}
+    routing_before = _call(http.get_config, GATEWAY).get("routing") or {}
     _route(http, {})
     if archive_canary and canary is not None and canary != version:
         _stage(http, canary, "archived")
@@ -125,7 +127,7 @@ def canary_rollout(http: Any, replicas: list[str], version: str, weight: float) 
         raise ConsoleError("no replica is serving: a canary needs a current version to split traffic with", 409)
     if default == version:
         raise ConsoleError(f"{version} is already the serving default; a canary is a different version", 409)
-    routing_before = _call(http.get_config, "gateway").get("routing") or {}
+    routing_before = _call(http.get_config, GATEWAY).get("routing") or {}
     routing = canary_routing(routing_before, default, version, weight)
     _route(http, routing)
     _stage(http, version, "canary")

@@ -1,36 +1,75 @@
 """`trace`: send a few real scoring requests through the public endpoint (the gateway's proxy) and show the
 slowest, hop by hop — feature lookup, model call, and every attempt at a replica — as a tracing tool would.
 
-The requests are ordinary transactions on known cards (the generator's population, which seeds the feature
-store) with ids of their own (`trace-...`), so they never collide with the load generator's feedback.
+The requests are ordinary transactions on known cards, asked of the feature store (`GET /v1/sample`, through its
+part's client: it knows the population that seeded it) with ids of their own (`trace-...`), so they never collide
+with the load generator's feedback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 import secrets
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
-import numpy as np
 
+from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
-from services.trainer.generator import Generator
+from lab.parts.client import PartError
+from lab.stackclients import lab_clients
 
 DEFAULT_LIMIT = 5
 PARALLEL = 4
 TIMEOUT_S = 10.0
-_GENERATOR: Generator | None = None
+POOL_SIZE = 100  # the most `trace` sends
+_POOLS: dict[str, list[dict[str, Any]]] = {}
 
 
-def _requests(n: int) -> list[dict[str, Any]]:
-    global _GENERATOR
-    if _GENERATOR is None:
-        _GENERATOR = Generator(seed=7)  # the feature store's card population
-    rows = _GENERATOR.sample(n, rng=np.random.default_rng())
+def _pool(ctx: Any) -> list[dict[str, Any]]:
+    """A fresh sample from the feature store, kept per store: when it does not answer (stopped by a fault, the
+    very incident being traced), the last sample it gave stands in."""
+    source = parts.providing("transactions").name  # the feature store: it knows the cards that seeded it
+    url = ctx.stack.topology.service_url(source)
+    try:
+        rows = ctx.http.client(source).sample(POOL_SIZE)
+    except PartError as exc:
+        if url in _POOLS:
+            return _POOLS[url]
+        raise ConsoleError(f"trace needs sample transactions from {source}: {exc.message}", 503) from exc
+    _POOLS[url] = rows
+    return rows
+
+
+def warm(lab: Any, timeout_s: float = 600.0) -> threading.Thread:
+    """Fetch a first sample as soon as the stack runs (in the background), so `trace` works even when the feature
+    store is down before anyone traced."""
+
+    def run() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if getattr(lab.stack, "phase", None) in ("running", "degraded"):
+                with contextlib.suppress(ConsoleError):
+                    _pool(SimpleNamespace(stack=lab.stack, http=lab_clients(lab)))
+                    return
+            time.sleep(1.0)
+
+    thread = threading.Thread(target=run, name="trace-warm", daemon=True)
+    thread.start()
+    return thread
+
+
+def _requests(ctx: ConsoleContext, n: int) -> list[dict[str, Any]]:
+    rows = list(_pool(ctx))
+    random.shuffle(rows)
     tag = secrets.token_hex(3)
     out = []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows[:n]):
         body = {k: v for k, v in row.items() if k != "label"}
         body["transaction_id"] = f"trace-{tag}-{i}"
         out.append(body)
@@ -77,10 +116,10 @@ def _by_replica(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 @operation("trace")
 def trace(ctx: ConsoleContext, args: Any) -> OpResult:
     limit = args.limit or DEFAULT_LIMIT
-    sent = min(100, max(4 * limit, 12))
+    sent = min(POOL_SIZE, max(4 * limit, 12))
     url = ctx.stack.topology.public_url + "/v1/score"
     with httpx.Client(timeout=TIMEOUT_S, trust_env=False) as client, ThreadPoolExecutor(PARALLEL) as pool:
-        results = list(pool.map(lambda body: _send(client, url, body), _requests(sent)))
+        results = list(pool.map(lambda body: _send(client, url, body), _requests(ctx, sent)))
     if not any(r["ok"] for r in results) and all(r["status"] is None for r in results):
         raise ConsoleError(f"no answer from the scoring endpoint {url}: {results[0]['error']}", 503)
     ranked = sorted(results, key=lambda r: -(r.get("total_ms") or r.get("client_ms") or 0.0))

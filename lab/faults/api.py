@@ -24,7 +24,6 @@ from lab.faults.context import FaultContext
 from lab.faults.manager import FaultManager
 from lab.faults.parse import parse_fault
 from lab.rules import attempt_refusal
-from lab.scenario.vocab import DEPENDENCIES
 
 _SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
 
@@ -36,9 +35,7 @@ def _error(status: int, detail: str) -> JSONResponse:
 def catalog(ctx: FaultContext) -> list[dict[str, Any]]:
     """Every registered kind's catalog entry, with the live stack's names as target choices (the sandbox's
     forms, in the UI and at GET /api/faults/kinds)."""
-    choices = {"hop": [h.name for h in ctx.topology.hops()], "service": ctx.service_names(),
-               "replica": ctx.replicas(), "dependency": list(DEPENDENCIES)}
-    return [i.catalog_entry(choices) for i in all_injectors()]
+    return [i.catalog_entry(ctx.stack.target_choices()) for i in all_injectors()]
 
 
 def fault_from_body(body: Any, counter: itertools.count) -> Any:

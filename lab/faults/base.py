@@ -20,6 +20,7 @@ from lab.faults import registry
 from lab.faults.registry import Catalog
 from lab.scenario import vocab
 from lab.scenario.faultspec import DependencyName, FaultModel
+from lab.stackclients import ServiceCallError
 
 if TYPE_CHECKING:
     from lab.faults.context import FaultContext
@@ -27,13 +28,10 @@ if TYPE_CHECKING:
 MiB = 1024 * 1024
 
 
-class FaultError(RuntimeError):
+class FaultError(ServiceCallError):
     """A fault could not be applied; `status` is the HTTP status the lab API answers with, the message is for
-    the person who asked (a scenario author or a learner in the sandbox)."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
+    the person who asked (a scenario author or a learner in the sandbox). A ServiceCallError (lab/stackclients.py),
+    so the console and the attempts catch both with one clause."""
 
 
 @dataclass

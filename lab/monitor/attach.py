@@ -17,9 +17,12 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
+from lab import parts
 from lab.monitor.monitor import Monitor, MonitorConfig
 from lab.monitor.providers import GatewayRecent, RegistryReference
 from lab.monitor.slo import SLOSpec
+from lab.parts import gateway as gateway_part
+from lab.parts import registry as registry_part
 
 log = logging.getLogger("faultline.monitor")
 
@@ -78,14 +81,15 @@ def lab_monitor(lab: Any, config: MonitorConfig | None = None) -> Monitor:
         if stack.phase == "idle":
             return []
         services = stack.supervisor.status(stack.service_names())
-        # the netproxy speaks the Toxiproxy API only: no /metrics, but its process stats still count
-        return [dict(s, metrics=s["name"] != "netproxy") for s in services]
+        # parts declared not scraped (the netproxy speaks the Toxiproxy API only: no /metrics) still count by their
+        # process stats
+        return [dict(s, metrics=(p := parts.part_for(s["name"])) is None or p.scraped) for s in services]
 
     async def targets() -> list[dict[str, Any]]:
         return await asyncio.to_thread(supervisor_status)
 
-    reference = RegistryReference(lab.stack.topology.service_url("registry"))
-    recent = GatewayRecent(lab.stack.topology.service_url("gateway"))
+    reference = RegistryReference(lab.stack.topology.service_url(registry_part.NAME))
+    recent = GatewayRecent(lab.stack.topology.service_url(gateway_part.NAME))
     return Monitor(targets, reference_provider=reference, live_window_provider=recent, config=config)
 
 

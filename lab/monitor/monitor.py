@@ -42,11 +42,14 @@ from lab.monitor.signals import (
     window,
 )
 from lab.monitor.slo import SLOBook, SLOSpec, default_slos
+from lab.parts.gateway import NAME as GATEWAY
+from lab.parts.gateway import PART as GATEWAY_PART
+from lab.process import DOWN_STATES as PROCESS_DOWN_STATES
 
 log = logging.getLogger("faultline.monitor")
 
-# Supervisor states in which a service is not serving, whatever its /metrics says.
-DOWN_STATES = frozenset({"backoff", "crashloop", "stopped", "exited", "unready"})
+# Supervisor states in which a service is not serving, whatever its /metrics says: no process, or an unready one.
+DOWN_STATES = PROCESS_DOWN_STATES | {"unready"}
 # Numbers from a service's signals worth a chart; everything else stays in the snapshot only.
 CHARTED = (
     "up", "rps", "error_rate", "error_rate_5xx", "p50_ms", "p95_ms", "p99_ms", "queue_ms", "compute_ms",
@@ -345,23 +348,23 @@ class Monitor:
                 entry["scrape_error"] = info.get("error")
             services[name] = entry
         snapshot: dict[str, Any] = {"at": now, "window_s": cfg.window_s, "services": services}
-        gw = self._window("gateway", cfg.window_s, now, self._windows)
+        gw = self._window(GATEWAY, cfg.window_s, now, self._windows)
         if gw is not None:
             upstreams = upstream_signals(gw)
-            services.setdefault("gateway", {})["upstreams"] = upstreams
+            services.setdefault(GATEWAY, {})["upstreams"] = upstreams
             for replica, figures in upstreams.items():
                 if replica in services:
                     services[replica]["via_gateway"] = figures
             snapshot["versions"] = prediction_signals(gw)
             snapshot["score"] = score_distribution(gw)
-        gq = self._window("gateway", cfg.quality_window_s, now, self._windows)
+        gq = self._window(GATEWAY, cfg.quality_window_s, now, self._windows)
         quality = quality_signals(gq) if gq is not None else None
         overall = (quality or {}).get("overall", {})
         snapshot["accuracy"] = overall.get("accuracy")
         snapshot["precision"] = overall.get("precision")
         snapshot["recall"] = overall.get("recall")
         snapshot["labels"] = overall.get("labels", 0.0)
-        ring = self.rings.get("gateway")
+        ring = self.rings.get(GATEWAY)
         snapshot["quality"] = {
             "window_s": cfg.quality_window_s,
             "overall": overall or None,
@@ -404,7 +407,7 @@ class Monitor:
                 return None, None
             kind = service_kind(spec.target, w.ring)
             want = None
-            if kind == "gateway":
+            if kind == GATEWAY_PART.metrics_prefix:
                 routes = gateway_score_routes(w)
                 want = {"route": routes} if routes else None
             r = request_signals(w, kind, want)
@@ -412,7 +415,7 @@ class Monitor:
                 return None, None
             return (r["p99_ms"] if spec.kind == "latency_p99" else r["error_rate"]), None
         if spec.kind in ("accuracy_min", "precision_min", "recall_min"):
-            w = self._window("gateway", spec.window_s, now, windows)
+            w = self._window(GATEWAY, spec.window_s, now, windows)
             if w is None:
                 return None, None
             q = quality_signals(w)

@@ -12,18 +12,22 @@ from typing import Any
 
 import httpx
 
+from lab import parts
 from lab.topology import Topology
 
 
 def targets_from_topology(topology: Topology) -> dict[str, str]:
-    """Direct (unproxied) service URLs to scrape: toxics on the proxies must not blind the monitor."""
-    names = ["gateway", "feature-store", "registry", *topology.model_names()]
-    return {n: topology.service_url(n) for n in names}
+    """Direct (unproxied) service URLs to scrape: toxics on the proxies must not blind the monitor.
+
+    Every scraped part of lab/parts/ (the proxy server is watched from process stats only)."""
+    return {n: topology.service_url(n) for part in parts.parts() if part.scraped and not part.on_demand
+            for n in topology.instances(part)}
 
 
-def targets_from_status(services: Iterable[Mapping[str, Any]], skip: Iterable[str] = ("netproxy",)) -> dict[str, str]:
-    """Targets from the lab's `/api/status` service list (`name` and `url`); the netproxy has no /metrics."""
-    skipped = set(skip)
+def targets_from_status(services: Iterable[Mapping[str, Any]], skip: Iterable[str] | None = None) -> dict[str, str]:
+    """Targets from the lab's `/api/status` service list (`name` and `url`); parts declared not scraped (the
+    proxy server has no /metrics) are skipped."""
+    skipped = set(skip) if skip is not None else {p.name for p in parts.parts() if not p.scraped}
     return {s["name"]: s["url"] for s in services if s.get("url") and s.get("name") not in skipped}
 
 

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lab import parts
 from lab.monitor.series import ScrapeRing, label_match
+from lab.parts import gateway as _gateway
+from lab.parts import loadgen as _loadgen
+
+# Metric family prefixes of the parts whose signals are computed specially (their declarations say which).
+GATEWAY_KIND = str(_gateway.PART.metrics_prefix)
+LOADGEN_KIND = str(_loadgen.PART.metrics_prefix)
 
 Want = dict[str, str | Iterable[str]] | None
 
@@ -157,10 +164,10 @@ def gateway_score_routes(w: Window) -> list[str]:
 def gateway_signals(w: Window) -> dict:
     routes = gateway_score_routes(w)
     want: Want = {"route": routes} if routes else None
-    out: dict = request_signals(w, "gateway", want)
+    out: dict = request_signals(w, GATEWAY_KIND, want)
     per_route = {}
     for route in sorted({labels.get("route", "") for _, labels in w.ring.columns("gateway_requests_total")}):
-        r = request_signals(w, "gateway", {"route": route})
+        r = request_signals(w, GATEWAY_KIND, {"route": route})
         per_route[route] = {k: r[k] for k in ("rps", "error_rate", "p99_ms")}
     out["routes"] = per_route
     fallbacks = w.by("gateway_fallbacks_total", "kind")
@@ -307,7 +314,7 @@ def model_signals(w: Window) -> dict:
 def loadgen_signals(w: Window) -> dict:
     """The client's view (locust): answered rate and error rate as clients saw them, including requests that
     got no answer at all (code "0": a proxy down, a timeout) which no server metric can count."""
-    out: dict = request_signals(w, "loadgen")
+    out: dict = request_signals(w, LOADGEN_KIND)
     ring = w.ring
     for key in ("target_rps", "achieved_rps", "users", "feedback_pending"):
         out[key] = ring.latest_value(f"loadgen_{key}")
@@ -331,15 +338,10 @@ def process_signals(w: Window) -> dict[str, float | None]:
 
 
 def service_kind(name: str, ring: ScrapeRing | None = None) -> str:
-    """Which metric family prefix a service exposes: from its topology name, else from what it exports."""
-    if name == "gateway":
-        return "gateway"
-    if name.startswith("model-"):
-        return "model"
-    if name == "feature-store":
-        return "featurestore"
-    if name == "loadgen":
-        return "loadgen"
+    """Which metric family prefix a service exposes: from its part's declaration, else from what it exports."""
+    part = parts.part_for(name)
+    if part is not None and part.metrics_prefix:
+        return part.metrics_prefix
     if ring is not None:
         # an unknown name: the service whose `<prefix>_requests_total{code}` has a matching latency histogram
         candidates = sorted({key[0][: -len("_requests_total")] for key in ring.keys
@@ -355,11 +357,11 @@ def service_kind(name: str, ring: ScrapeRing | None = None) -> str:
 def service_signals(name: str, w: Window) -> dict:
     """Every derived number for one service over one window."""
     kind = service_kind(name, w.ring)
-    if kind == "gateway":
+    if kind == GATEWAY_KIND:
         out = gateway_signals(w)
     elif kind == "model":
         out = model_signals(w)
-    elif kind == "loadgen":
+    elif kind == LOADGEN_KIND:
         out = loadgen_signals(w)
     else:
         out = request_signals(w, kind)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lab.parts.gateway import NAME as GATEWAY
+
 Kind = Literal[
     "latency_p99", "error_rate", "accuracy_min", "precision_min", "recall_min", "drift_max", "availability"
 ]
@@ -36,7 +38,7 @@ class SLOSpec(BaseModel):
 
     name: str = Field(min_length=1, max_length=80)
     kind: Kind
-    target: str = "gateway"
+    target: str = GATEWAY
     threshold: float
     window_s: float = Field(default=10.0, gt=0, le=24 * 3600)
     for_s: float = Field(default=0.0, ge=0, le=3600)
@@ -75,11 +77,11 @@ def default_slos(model_metrics: dict[str, Any] | None = None) -> list[SLOSpec]:
     metrics = model_metrics or {}
     recall_floor = _half_of(metrics.get("recall"), 0.1)
     return [
-        SLOSpec(name="gateway-latency", kind="latency_p99", target="gateway", threshold=250.0, window_s=10.0,
+        SLOSpec(name="gateway-latency", kind="latency_p99", target=GATEWAY, threshold=250.0, window_s=10.0,
                 min_samples=20, description="gateway /v1/score p99 <= 250 ms over 10 s"),
-        SLOSpec(name="gateway-errors", kind="error_rate", target="gateway", threshold=0.02, window_s=10.0,
+        SLOSpec(name="gateway-errors", kind="error_rate", target=GATEWAY, threshold=0.02, window_s=10.0,
                 min_samples=20, description="gateway /v1/score non-2xx <= 2% over 10 s"),
-        SLOSpec(name="gateway-availability", kind="availability", target="gateway", threshold=0.99,
+        SLOSpec(name="gateway-availability", kind="availability", target=GATEWAY, threshold=0.99,
                 window_s=60.0, description="gateway up (scraped and not down) >= 99% of the last 60 s"),
         SLOSpec(name="model-accuracy", kind="accuracy_min", target="all", threshold=0.8, window_s=120.0,
                 min_samples=200, for_s=10.0, description="accuracy on feedback labels >= 0.8 over 120 s"),

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
+from lab.parts.gateway import NAME as GATEWAY
 from lab.scenario import vocab
 from lab.scenario.fields import FeatureName, Ident, Seconds, ServiceName, Strict, VersionRef
 
@@ -80,7 +81,7 @@ class LatencyProbe(_Windowed):
     """p99 latency in milliseconds of a service's requests (at the gateway: what clients see)."""
 
     kind: Literal["latency_p99_ms"]
-    target: ServiceName = "gateway"
+    target: ServiceName = GATEWAY
 
     @field_validator("tolerance")
     @classmethod
@@ -92,7 +93,7 @@ class ErrorRateProbe(_Windowed):
     """Fraction of a service's requests that failed (5xx or no answer)."""
 
     kind: Literal["error_rate"]
-    target: ServiceName = "gateway"
+    target: ServiceName = GATEWAY
 
     @field_validator("tolerance")
     @classmethod

@@ -1,6 +1,7 @@
 """The closed vocabularies a scenario may use: services, hops, skills, versions, profiles, categories.
 
-One place to extend when the stack grows (a new load profile, a new broken-model variant). Name checks here are
+One place to extend when the stack grows (a new load profile, a new broken-model variant); the services, hops and
+dependencies come from the part declarations (lab/parts/). Name checks here are
 syntactic; whether `model-N` exists in a given scenario (N <= stack.replicas) is a cross-field check.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from lab import parts
 from lab.topology import MAX_REPLICAS
 from services.common.schema import MODEL_FEATURES
 
@@ -31,9 +33,12 @@ SKILLS: tuple[str, ...] = (
 # is built from the fault registry (one module per kind in lab/faults/kinds/). `vocab.FAULT_KINDS` still answers,
 # looked up on first use (see __getattr__ at the end): the kinds import this module, so it cannot import them.
 
-FIXED_SERVICES: tuple[str, ...] = ("gateway", "feature-store", "registry")
-FIXED_HOPS: tuple[str, ...] = ("gateway", "feature-store")
-DEPENDENCIES: tuple[str, ...] = ("feature-store", "registry")
+# From the part declarations (lab/parts/): the single parts a learner may target, those with a hop in front, and
+# the dependencies a `dependency.*` fault may slow or take down. The replicated part is checked by pattern.
+FIXED_SERVICES: tuple[str, ...] = tuple(p.name for p in parts.target_parts() if not p.replicated)
+FIXED_HOPS: tuple[str, ...] = tuple(p.name for p in parts.hop_parts() if not p.replicated)
+DEPENDENCIES: tuple[str, ...] = parts.dependencies()
+_REPLICATED = parts.replica_part()
 
 # Versions the registry holds when a scenario starts (`make setup` trains both).
 BASE_VERSIONS: tuple[str, ...] = ("v1", "v2")
@@ -64,11 +69,12 @@ SLUG_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 CONFIG_KEY_PATTERN = r"^[a-z_][a-z0-9_]*$"
 CONFIG_PATH_PATTERN = r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_-]+)*$"
-_REPLICA = re.compile(r"^model-([0-9]+)$")
+_REPLICA = re.compile(rf"^{re.escape(_REPLICATED.name)}-([0-9]+)$")
+REPLICA_PATTERN = _REPLICATED.pattern.replace("{n}", "N")
 
 
 def replica_number(name: str) -> int | None:
-    """N for `model-N`, else None."""
+    """N for a replica's name (`model-N`), else None."""
     m = _REPLICA.match(name)
     return int(m.group(1)) if m else None
 
@@ -76,7 +82,8 @@ def replica_number(name: str) -> int | None:
 def _check_replica_name(name: str) -> str:
     n = replica_number(name)
     if n is None or not 1 <= n <= MAX_REPLICAS:
-        raise ValueError(f"'{name}' is not a model replica; expected model-1 .. model-{MAX_REPLICAS}")
+        stem = _REPLICATED.name
+        raise ValueError(f"'{name}' is not a {stem} replica; expected {stem}-1 .. {stem}-{MAX_REPLICAS}")
     return name
 
 
@@ -89,7 +96,7 @@ def check_service(name: str) -> str:
         return name
     if replica_number(name) is not None:
         return _check_replica_name(name)
-    raise ValueError(f"unknown service '{name}'; expected one of: {', '.join(FIXED_SERVICES)}, model-N")
+    raise ValueError(f"unknown service '{name}'; expected one of: {', '.join(FIXED_SERVICES)}, {REPLICA_PATTERN}")
 
 
 def check_hop(name: str) -> str:
@@ -97,7 +104,7 @@ def check_hop(name: str) -> str:
         return name
     if replica_number(name) is not None:
         return _check_replica_name(name)
-    raise ValueError(f"unknown hop '{name}'; expected one of: {', '.join(FIXED_HOPS)}, model-N")
+    raise ValueError(f"unknown hop '{name}'; expected one of: {', '.join(FIXED_HOPS)}, {REPLICA_PATTERN}")
 
 
 def check_feature(name: str) -> str:

@@ -1,4 +1,7 @@
-"""The feature store's HTTP app: GET /v1/features/{card_id} plus the common service routes.
+"""The feature store's HTTP app: GET /v1/features/{card_id}, GET /v1/sample plus the common service routes.
+
+`GET /v1/sample?n=N` (1..100) answers N fresh transactions on this store's own cards, as the gateway receives
+them (from the generator population that seeded it, new randomness each call): what the lab's `trace` sends.
 
 The lookup route is served by a raw ASGI handler (services.common.fastroutes) because it is on every scored
 transaction's path. Fault knobs live in the config: `latency_ms` (answer later: "feature store slow") and
@@ -12,7 +15,9 @@ import logging
 import random
 import re
 import time
+from typing import Any
 
+from fastapi import Query
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +27,7 @@ from services.common.service import ConfigHolder, create_app
 from services.featurestore.store import FeatureStore
 
 ROUTE_PREFIX = "/v1/features/"
+MAX_SAMPLE = 100
 _CARD_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 log = logging.getLogger("featurestore")
@@ -85,6 +91,20 @@ def build_app(store: FeatureStore, config: FeatureStoreConfig) -> FastRoutes:
         if payload is None:
             return json_error(404, f"unknown card_id {card_id}")
         return 200, payload
+
+    sampler: list[Any] = []  # the generator, made on first use (most stacks never ask)
+
+    @app.get("/v1/sample")
+    def sample(n: int = Query(5, ge=1, le=MAX_SAMPLE)) -> dict[str, Any]:
+        import numpy as np  # here: a store that is never sampled never loads numpy
+
+        from services.trainer.generator import Generator
+
+        if not sampler:
+            meta = store.meta()
+            sampler.append(Generator(seed=int(meta.get("seed", 7)), n_cards=int(meta.get("n_cards", 5000))))
+        rows = sampler[0].sample(n, rng=np.random.default_rng())
+        return {"transactions": [{k: v for k, v in row.items() if k != "label"} for row in rows]}
 
     fast = FastRoutes(app)
     fast.prefix(ROUTE_PREFIX, features)

@@ -99,5 +99,9 @@ class FeatureStore:
         row = self._conn.execute(f"SELECT {', '.join(COLUMNS)} FROM cards WHERE card_id = ?", (card_id,)).fetchone()
         return None if row is None else dict(zip(COLUMNS, row, strict=True))
 
+    def meta(self) -> dict[str, str]:
+        """How the store was seeded: {"seed", "n_cards"} (the generator's card population)."""
+        return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+
     def close(self) -> None:
         self._conn.close()

@@ -81,6 +81,23 @@ def test_trace_sends_real_requests_and_times_each_hop(api: LabApi) -> None:
     assert totals == sorted(totals, reverse=True)
 
 
+def test_trace_still_traces_while_the_feature_store_is_down(api: LabApi) -> None:
+    """trace's transactions come from the feature store (GET /v1/sample); when it is the part that is down, the
+    sample it gave before stands in and the trace shows the outage instead of failing."""
+    api.console("trace", limit=1)  # the lab also warms this once the stack runs
+    api.call("POST", "/api/services/feature-store/stop")
+    try:
+        data = api.console("trace", limit=2)["data"]
+        assert data["sent"] >= 12
+        assert all(r.get("fallback") or not r["ok"] for r in data["slowest"]), data["slowest"]
+    finally:
+        api.call("POST", "/api/services/feature-store/start")
+        deadline = time.monotonic() + 60
+        while not next(s for s in api.call("GET", "/api/status")["services"] if s["name"] == "feature-store")["ready"]:
+            assert time.monotonic() < deadline, "feature-store not ready again"
+            time.sleep(0.2)
+
+
 def test_sandbox_faults_stay_hidden_from_status(api: LabApi) -> None:
     api.call("POST", "/api/faults", {"id": "hidden-net", "kind": "network", "action": "toxic", "target": "model-1",
                                      "params": {"type": "latency", "latency": 5}}, 201)

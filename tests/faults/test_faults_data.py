@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from faultkit import Lab, wait_until
 
-from services.loadgen.client import LoadgenClient
+from lab.parts.loadgen import LoadgenClient
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 

@@ -40,6 +40,19 @@ def test_unknown_and_malformed_card_ids(featurestore: Proc) -> None:
     assert r.status_code == 405
 
 
+def test_sample_gives_fresh_transactions_on_its_own_cards(featurestore: Proc) -> None:
+    """GET /v1/sample: what the lab's `trace` sends, on cards this store knows (n_cards=500 here), no labels."""
+    first = http.get(f"{featurestore.url}/v1/sample", params={"n": 20}).json()["transactions"]
+    second = http.get(f"{featurestore.url}/v1/sample", params={"n": 20}).json()["transactions"]
+    assert len(first) == 20 and first != second
+    for row in first:
+        assert "label" not in row and {"transaction_id", "card_id", "amount", "merchant_category"} <= set(row)
+        assert http.get(f"{featurestore.url}/v1/features/{row['card_id']}").status_code == 200
+    for bad in (0, 101, "x"):
+        r = http.get(f"{featurestore.url}/v1/sample", params={"n": bad})
+        assert r.status_code == 422 and "n" in r.text
+
+
 def test_sqlite_read_path_matches_cache(featurestore: Proc, restore: None) -> None:
     cached = http.get(f"{featurestore.url}/v1/features/c000042").json()
     r = http.patch(featurestore.url + "/admin/config", json={"cache": False})

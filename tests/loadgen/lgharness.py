@@ -21,7 +21,7 @@ from kit import loadgen_argv as loadgen_argv
 from kit import stop_process as stop_process
 from kit import wait_until as wait_until
 
-from services.loadgen.client import LoadgenClient
+from lab.parts.loadgen import LoadgenClient
 
 ROOT = REPO  # the old name
 PEER = Path(__file__).with_name("lgpeer.py")

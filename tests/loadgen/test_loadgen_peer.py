@@ -17,7 +17,7 @@ import httpx
 import pytest
 from lgharness import Loadgen, Peer, free_port, loadgen_argv, run_loadgen, start_loadgen, stop_process, wait_until
 
-from services.loadgen.client import LoadgenClient, LoadgenError
+from lab.parts.loadgen import LoadgenClient, LoadgenError
 
 FEEDBACK_DELAY_S = 1.0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.loadgen.client import loadgen_argv
+from lab.parts.loadgen import loadgen_argv
 from services.loadgen.profiles import (
     BUILTIN_PROFILES,
     ProfileError,
@@ -177,10 +177,11 @@ def test_loadgen_argv_is_an_argv_list() -> None:
 
 
 def test_lab_side_imports_stay_light_and_the_process_side_has_no_torch() -> None:
-    """The lab imports the client and profiles: no locust, no gevent patching. The loadgen never loads torch."""
+    """The lab imports the client (lab/parts/loadgen.py) and profiles: no locust, no gevent patching. The loadgen
+    never loads torch."""
     code = (
         "import sys\n"
-        "import services.loadgen.client, services.loadgen.profiles\n"
+        "import lab.parts.loadgen, services.loadgen.profiles\n"
         "assert 'locust' not in sys.modules and 'gevent' not in sys.modules, 'client pulled in locust'\n"
         "import services.loadgen.controller, services.loadgen.control, services.loadgen.locustfile\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"

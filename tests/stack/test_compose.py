@@ -1,6 +1,7 @@
-"""docker-compose.yml, checked without a Docker engine: it validates against the Compose Specification schema,
-and its services, commands, ports, proxies, limits and healthchecks agree with the process backend (the same
-lab/topology.py and lab/specs.py the supervisor runs), compared programmatically."""
+"""docker-compose.yml, checked without a Docker engine: it is what `python -m lab.compose generate` writes from the
+part declarations, it validates against the Compose Specification schema, and its services, commands, ports,
+proxies, limits and healthchecks agree with the process backend (the same lab/topology.py and lab/specs.py the
+supervisor runs), compared programmatically."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from lab import specs
+from lab import composegen, specs
 from lab.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +49,32 @@ def _bytes(limit: str | int) -> int:
     m = re.fullmatch(r"(\d+)([kmg]?)b?", str(limit).lower())
     assert m, f"unparsable mem_limit {limit!r}"
     return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2)]
+
+
+def test_committed_files_are_generated_from_the_part_declarations():
+    """docker-compose.yml and docker/toxiproxy.json are what `python -m lab.compose generate` writes now."""
+    stale = composegen.generate(ROOT, check=True)
+    assert stale == [], f"stale: {[str(p) for p in stale]} — run `python -m lab.compose generate`"
+
+
+def test_check_names_a_stale_file_and_generate_rewrites_it(tmp_path):
+    (tmp_path / "docker").mkdir()
+    for path, text in composegen.generated(ROOT).items():
+        (tmp_path / path.relative_to(ROOT)).write_text(text)
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text(compose_file.read_text().replace("mem_limit: 384m", "mem_limit: 999m"))
+    assert composegen.generate(tmp_path, check=True) == [compose_file]
+    assert "999m" in compose_file.read_text()  # --check only compares
+    assert composegen.generate(tmp_path) == [compose_file]
+    assert composegen.generate(tmp_path, check=True) == []
+    proc = subprocess.run([sys.executable, "-m", "lab.compose", "generate", "--check"], capture_output=True,
+                          text=True, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_netproxy_restarts_on_failure_like_the_embedded_backend():
+    assert COMPOSE["services"]["netproxy"]["restart"] == "on-failure"
+    assert specs.service_spec("netproxy", TOPOLOGY, IN_CONTAINER).restart.mode == "on-failure"
 
 
 def test_validates_against_the_compose_specification():

@@ -18,11 +18,11 @@ from pydantic import Field
 from lab.faults.base import Applied, FaultError, Injector, register
 from lab.faults.context import FaultContext
 from lab.faults.registry import Catalog
+from lab.parts.loadgen import LoadgenClient, LoadgenError
 from lab.rules import MAX_TRAFFIC_RPS
 from lab.scenario import vocab
 from lab.scenario.faultspec import FaultModel
 from lab.scenario.fields import Fraction, Strict
-from services.loadgen.client import LoadgenClient, LoadgenError
 
 SCALABLE_SHIFT = ("null_rate", "new_category_rate", "covariate", "concept")
 

@@ -1,0 +1,68 @@
+"""The gateway: the scoring API clients call (through its proxy, the stack's public URL), which dials the other
+parts through their hops. Its declaration and its typed client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.parts import register
+from lab.parts.base import Launch, MapPlace, MiB, Part
+from lab.parts.client import PartClient
+
+NAME = "gateway"
+
+
+def _args(_name: str, launch: Launch) -> list[str]:
+    # Every part that declares a Dial with this caller: its flag and the hop(s) to reach it.
+    from lab.parts import parts
+
+    argv: list[str] = []
+    for part in parts():
+        for dial in part.dials:
+            if dial.caller == NAME:
+                argv += [dial.flag, launch.topology.dial_value(part)]
+    return argv
+
+
+def canary_routing(before: dict[str, float], default: str, new: str, weight: float) -> dict[str, float]:
+    """The gateway's `routing` sending `weight` of the traffic to `new`; the rest keeps its previous split (all
+    to `default` if there was none)."""
+    old = {k: v for k, v in before.items() if v > 0 and k != new} or {default: 1.0}
+    total = sum(old.values())
+    return {**{k: round(v / total * (1 - weight), 6) for k, v in old.items()}, new: weight}
+
+
+class GatewayClient(PartClient):
+    what = NAME
+
+    def recent(self, limit: int = 500, labelled: bool = False) -> Any:
+        params: dict[str, Any] = {"limit": limit}
+        if labelled:
+            params["labelled"] = 1
+        return self.call("GET", "/v1/recent", params=params)
+
+    def set_replicas(self, replicas: dict[str, str]) -> dict[str, Any]:
+        return self.patch_config({"replicas": replicas})
+
+
+PART = register(Part(
+    name=NAME,
+    module="services.gateway",
+    doc="the scoring API; dials the feature store and the model replicas through their hops",
+    port_offset=1,
+    proxy_offset=0,
+    args=_args,
+    tier=2,
+    after_proxies=True,
+    public=True,
+    memory_limit=384 * MiB,
+    status_rank=0,
+    metrics_prefix="gateway",
+    settable=frozenset({
+        "drained", "routing", "feature_timeout_ms", "model_timeout_ms", "max_retries", "retry_backoff_ms",
+        "retry_budget_ratio", "breaker_failures", "breaker_reset_ms", "outlier_errors", "outlier_ejection_ms",
+        "health_check_ms", "feature_fallback", "model_fallback", "decision_threshold", "amount_scale", "amount_max",
+    }),
+    map=MapPlace("entry"),
+    client=GatewayClient,
+))

@@ -31,9 +31,9 @@ import httpx
 import numpy as np
 
 from bench.common import Child, cpu_model, wait_http
+from bench.standalone import scoring_stack_argv
 from lab.monitor import GatewayRecent, Monitor, MonitorConfig, Reference, RegistryReference, drift_report, prom
 from lab.ports import free_port
-from lab.standalone import scoring_stack_argv
 from services.trainer.generator import Generator, Shift
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def bench_drift(runs: int) -> dict[str, Any]:
 
 
 class _Stack:
-    """The scoring stack without the lab (lab/standalone.py's argv), each service a Child on a free port."""
+    """The scoring stack without the lab (bench/standalone.py's argv), each service a Child on a free port."""
 
     def __init__(self, root: Path, registry_src: Path, rps: float) -> None:
         self.children: dict[str, Child] = {}

@@ -42,8 +42,8 @@ from bench.common import (
     model_rows,
     wait_http,
 )
+from bench.standalone import standalone_argv, wire
 from lab.ports import free_port
-from lab.standalone import standalone_argv, wire
 
 GOAL_RATIO = 3.0
 CONNECTIONS = 32

@@ -20,6 +20,7 @@ import psutil
 from lab import parts, rules, specs
 from lab.logbuffer import iso_utc
 from lab.parts.client import PartClient, PartError
+from lab.parts.loadgen import NAME as LOADGEN
 from lab.ports import PortUse, check_free, stack_ports
 from lab.supervisor import Supervisor, UnknownService
 from lab.topology import MAX_REPLICAS, Topology
@@ -99,7 +100,7 @@ class Stack:
 
     def service_names(self) -> list[str]:
         names = specs.service_names(self.topology, with_netproxy=not self.external_proxy)
-        return [*names, "loadgen"] if self._has_loadgen() else names
+        return [*names, LOADGEN] if self._has_loadgen() else names
 
     def targets(self) -> list[str]:
         """Services a learner may name (console operations, service faults): the declared targets
@@ -115,7 +116,7 @@ class Stack:
                 "replica": self.topology.model_names(), "dependency": [n for n in self.targets() if n in deps]}
 
     def _has_loadgen(self) -> bool:
-        return self.phase != "idle" and "loadgen" in self.supervisor.names()
+        return self.phase != "idle" and LOADGEN in self.supervisor.names()
 
     def _spec(self, name: str) -> specs.ServiceSpec:
         return specs.service_spec(name, self.topology, self.settings)
@@ -155,7 +156,7 @@ class Stack:
                     self.phase, self.error = "failed", str(exc)
                 raise
         # Waiting happens outside the lock so that `down` (Ctrl-C, POST /api/down) is never held up by it.
-        pending = self._wait_ready([n for n in self.service_names() if n != "loadgen"], self.ready_timeout_s)
+        pending = self._wait_ready([n for n in self.service_names() if n != LOADGEN], self.ready_timeout_s)
         if self._stopping.is_set():
             raise StackError("stopped while starting")
         if pending:
@@ -363,17 +364,17 @@ class Stack:
         with self._lock:
             if self.phase not in ("running", "degraded"):
                 raise StackError(f"the stack is not running (phase {self.phase})")
-            running = self._has_loadgen() and self.supervisor.service_status("loadgen")["pid"] is not None
+            running = self._has_loadgen() and self.supervisor.service_status(LOADGEN)["pid"] is not None
             rules.check_traffic(rps, profile, self._traffic_profiles(running), feedback_delay_s, seed)
             if not running:
-                if "loadgen" in self.supervisor.names():
-                    self.supervisor.remove("loadgen")
+                if LOADGEN in self.supervisor.names():
+                    self.supervisor.remove(LOADGEN)
                 port = self.topology.ports.locust_web
                 check_free([PortUse(port, "loadgen web UI", "--base-port")], self.topology.host)
                 spec = specs.loadgen_spec(self.topology, self.settings, rps, profile or "baseline",
                                           2.0 if feedback_delay_s is None else feedback_delay_s, seed)
                 self.supervisor.add(spec)
-                pending = self.supervisor.wait_ready(["loadgen"], wait_s)
+                pending = self.supervisor.wait_ready([LOADGEN], wait_s)
                 if pending:
                     raise StackError(f"the load generator did not become ready in {wait_s:.0f}s; "
                                      "see `faultline logs loadgen`")
@@ -386,7 +387,7 @@ class Stack:
             current = specs.loadgen_spec(self.topology, self.settings, state.get("base_rps", rps),
                                          state.get("profile", profile or "baseline"),
                                          state.get("feedback_delay_s", feedback_delay_s or 2.0), seed)
-            self.supervisor.update_spec("loadgen", argv=current.argv)
+            self.supervisor.update_spec(LOADGEN, argv=current.argv)
             return state
 
     def _traffic_profiles(self, running: bool) -> list[str]:
@@ -412,12 +413,12 @@ class Stack:
             try:
                 return {"running": True, **client.state()}
             except LoadgenError as exc:
-                return {"running": False, "error": str(exc), **self.supervisor.service_status("loadgen")}
+                return {"running": False, "error": str(exc), **self.supervisor.service_status(LOADGEN)}
 
     def stop_traffic(self) -> dict[str, Any]:
         with self._lock:
             if self._has_loadgen():
-                self.supervisor.remove("loadgen", grace_s=10)  # SIGTERM: it delivers pending labels first
+                self.supervisor.remove(LOADGEN, grace_s=10)  # SIGTERM: it delivers pending labels first
             return {"running": False}
 
     # --- reading ------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ peer, a browser-like session, ...). All of it is real: processes started on free
 - `ServiceProc`: one started process (a service, a test peer, locust): URL, log in the test's tmp dir, ready
   wait, stop by pid, start again with the same argv on the same port; `stop_process` for a bare Popen;
 - `service_argv()` / `start_service()`: a service's command line as the lab writes it (lab.specs, through
-  lab/standalone.py), wired to the URLs and paths the test gives; `loadgen_argv` is the load generator's;
+  bench/standalone.py), wired to the URLs and paths the test gives; `loadgen_argv` is the load generator's;
 - `wait_until()`: a condition's first truthy value, or an AssertionError naming it;
 - private stacks (`start_stack`, `StackHandle`, `faultline`): lab/privatelab.py's `PrivateLab` with an HTTP
   client, the `faultline` CLI, and `assert_all_gone` for tests that take a stack down.
@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.standalone import standalone_argv
 from lab.client import LabError
 from lab.parts.loadgen import loadgen_argv as loadgen_argv
 from lab.ports import find_free_block as find_free_block
@@ -36,7 +37,6 @@ from lab.privatelab import PrivateLab, copy_registry, lab_cli
 from lab.privatelab import child_env as _lab_child_env
 from lab.privatelab import source_registry as _lab_source_registry
 from lab.privatelab import trainer_argv as trainer_argv
-from lab.standalone import standalone_argv
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 90.0  # generous: imports (torch) are slow on a loaded 2-core machine
@@ -113,7 +113,7 @@ class ServiceProc:
 
 def service_argv(name: str, port: int, **wiring: Any) -> list[str]:
     """`python -m services.X --host 127.0.0.1 --port PORT ...` as lab.specs writes it for the lab, wired by
-    lab/standalone.py's `standalone_argv` keywords: registry, db, feature_store, models, versions, seed, config,
+    bench/standalone.py's `standalone_argv` keywords: registry, db, feature_store, models, versions, seed, config,
     extra."""
     return standalone_argv(name, port, **wiring)
 

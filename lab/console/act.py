@@ -17,9 +17,10 @@ import re
 import time
 from typing import Any
 
+from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation
 from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
-from lab.console.settable import kind_of, settable
+from lab.console.settable import settable
 from lab.parts.gateway import NAME as GATEWAY
 from lab.rules import RuleError, attempt_refusal
 from lab.stack import StackError
@@ -114,14 +115,6 @@ def _set_offline(ctx: ConsoleContext, name: str, key: str, value: Any) -> OpResu
                      "state": st["state"], "started": started}, text)
 
 
-# Each service kind's config model (services/*), imported only when a service does not answer.
-CONFIG_MODELS: dict[str, tuple[str, str]] = {
-    "gateway": ("services.gateway.config", "GatewayConfig"),
-    "model": ("services.modelserver.config", "ModelServerConfig"),
-    "feature-store": ("services.featurestore.app", "FeatureStoreConfig"),
-    "registry": ("services.registry.app", "RegistryConfig"),
-}
-
 
 def _check_offline_value(name: str, startup: dict[str, Any], key: str, value: Any) -> None:
     """ConsoleError 422 (the model's message) when the service would refuse `key = value` at start-up."""
@@ -129,10 +122,11 @@ def _check_offline_value(name: str, startup: dict[str, Any], key: str, value: An
 
     from pydantic import ValidationError
 
-    where = CONFIG_MODELS.get(kind_of(name))
-    if where is None:
+    part = parts.part_for(name)
+    if part is None or part.config_model is None:  # the part declares its config model (lab/parts/)
         return
-    model = getattr(importlib.import_module(where[0]), where[1])
+    module, _, cls = part.config_model.partition(":")
+    model = getattr(importlib.import_module(module), cls)
     try:
         model.model_validate({**startup, key: value})
     except ValidationError as exc:

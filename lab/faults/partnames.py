@@ -1,20 +1,28 @@
-"""PARTS: the part names fault injectors still hard-code, in one marked place.
+"""The parts fault injectors reason about, read from their declarations (lab/parts/): nothing here names a part.
 
-Issue 11 gives every part of the stack one declaration (lab/parts/); until these are pointed at it, the names an
-injector assumes about the topology are here and nowhere else in lab/faults/.
+- `ROUTER`: the part whose `routing` config splits traffic between model versions (a canary) — the gateway.
+- `DEFAULT_DEPENDENCY`: the dependency a `dependency.*` fault hits when the scenario names none.
+- `lab_managed_keys(service)`: config keys the stack derives from the topology and pushes itself (on scale); a fault
+  must not own them.
+- `hop_label(hop)`: how a hop reads in a fault's description ("clients→gateway", "gateway→model-1").
 """
 
 from __future__ import annotations
 
-# The hop clients (and the load generator) reach the stack through; every other hop leads out of the gateway.
-ENTRY_HOP = "gateway"
-# The service whose `routing` config splits traffic between model versions (a canary).
-ROUTER = "gateway"
-# The dependency a dependency fault hits when the scenario names none.
-DEFAULT_DEPENDENCY = "feature-store"
-# Config keys the stack derives from the topology and pushes itself (on scale): a fault must not own them.
-LAB_MANAGED_KEYS: dict[str, set[str]] = {"gateway": {"replicas"}}
+from lab import parts
+from lab.parts.gateway import NAME as ROUTER
+
+DEFAULT_DEPENDENCY: str = next(p.name for p in parts.parts() if p.default_dependency)
+
+__all__ = ["DEFAULT_DEPENDENCY", "ROUTER", "hop_label", "lab_managed_keys"]
+
+
+def lab_managed_keys(service: str) -> frozenset[str]:
+    part = parts.part_for(service)
+    return part.lab_managed_keys if part is not None else frozenset()
 
 
 def hop_label(hop: str) -> str:
-    return "clients→gateway" if hop == ENTRY_HOP else f"{ROUTER}→{hop}"
+    """The public part's hop is where clients enter; every other hop leads out of the router."""
+    entry = next((p.name for p in parts.parts() if p.public), ROUTER)
+    return f"clients→{entry}" if hop == entry else f"{ROUTER}→{hop}"

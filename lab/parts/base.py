@@ -94,10 +94,17 @@ class Part:
     scraped: bool = True
     # Keys a learner may change with `config_set`.
     settable: frozenset[str] = frozenset()
+    # The service's pydantic config model as "module:Class" (importable without starting it): a value for a service
+    # that does not answer is checked against it before it goes into the start-up config.
+    config_model: str | None = None
+    # Config keys the stack derives from the topology and pushes itself (on scale): a fault must not own them.
+    lab_managed_keys: frozenset[str] = frozenset()
     # A learner's target: console operations (restart, logs, config, ...) and service faults may name it.
     target: bool = True
-    # A dependency a `dependency.*` fault may slow or take down.
+    # A dependency a `dependency.*` fault may slow or take down; `default_dependency`: the one such a fault hits when
+    # the scenario names no target.
     dependency: bool = False
+    default_dependency: bool = False
     dials: tuple[Dial, ...] = ()
     map: MapPlace | None = None
     # Compose: the ports the container publishes on the host's loopback besides the hop (`netproxy` only),

@@ -47,8 +47,10 @@ PART = register(Part(
     # The simulated trouble knobs (latency, error rate) are not settings a learner may turn off.
     settable=frozenset({"cache"}),
     dependency=True,
+    default_dependency=True,
     provides=frozenset({"transactions"}),
     dials=(Dial(caller=GATEWAY, flag="--feature-store"),),
     map=MapPlace("downstream", rank=10),
     client=FeatureStoreClient,
+    config_model="services.featurestore.app:FeatureStoreConfig",
 ))

@@ -65,4 +65,6 @@ PART = register(Part(
     }),
     map=MapPlace("entry"),
     client=GatewayClient,
+    config_model="services.gateway.config:GatewayConfig",
+    lab_managed_keys=frozenset({"replicas"}),
 ))

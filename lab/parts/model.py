@@ -80,4 +80,5 @@ PART = register(Part(
     compose_retries=60,
     compose_extra={"depends_on": {"models": {"condition": "service_completed_successfully"}}},
     client=ModelClient,
+    config_model="services.modelserver.config:ModelServerConfig",
 ))

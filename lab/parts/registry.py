@@ -54,4 +54,5 @@ PART = register(Part(
     map=MapPlace("infra-left"),
     compose_extra={"depends_on": {"models": {"condition": "service_completed_successfully"}}},
     client=RegistryClient,
+    config_model="services.registry.app:RegistryConfig",
 ))

@@ -1,7 +1,7 @@
 """Helpers for the monitor's tests: real service processes on free loopback ports, a mini stack, a test clock.
 
 Processes are started through the harness (tests/kit.py) with their command lines from lab.specs
-(lab/standalone.py), their logs in the test's tmp dir, and stopped by pid at teardown; nothing here touches
+(bench/standalone.py), their logs in the test's tmp dir, and stopped by pid at teardown; nothing here touches
 the default ports or ./.faultline.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from kit import ServiceProc, free_port, start_service, wait_until
 
-from lab.standalone import scoring_stack_argv
+from bench.standalone import scoring_stack_argv
 
 
 def start_featurestore(log_dir: Path, name: str = "feature-store", config: dict[str, Any] | None = None

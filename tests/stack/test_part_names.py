@@ -2,9 +2,8 @@
 most one fault that only makes sense for it. Everything else reads the declarations.
 
 "Named" means a string literal holding the part's name ("feature-store", or "model-..." for the replicated
-part). KNOWN lists the files that still name a part today, with why; the lead clears them after merging the
-fault-kind refactor (lab/faults/**, lab/scenario/faults.py and lab/scenario/probes.py are another helper's, being
-reorganised in parallel) and the traffic work of issue 12 (lab/stack.py's traffic).
+part). KNOWN lists the files that still hold such a string, with why: none of them is about the part itself (a
+directory called `registry`, a CLI command, help texts and SLO names that read like a replica's name).
 A file not listed here that starts naming a part fails this test; so does a listed file that no longer does
 (then remove it from the list).
 """
@@ -21,30 +20,17 @@ from lab import parts
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 2
 
-FAULTS = "being reorganised by the fault-kind helper (one fault kind = one module)"
 KNOWN: dict[str, dict[str, str]] = {
-    "feature-store": {
-        "lab/scenario/faults.py": "the dependency fault's default target (the one fault that is about it)",
-    },
-    "gateway": {
-        "lab/faults/config.py": FAULTS,
-        "lab/faults/deploy.py": FAULTS,
-        "lab/faults/network.py": FAULTS,
-    },
     "registry": {
         "lab/cli.py": "the registry *directory* under FAULTLINE_HOME",
-        "lab/runner.py": "the registry directory",
         "lab/specs.py": "the registry directory (StackSettings.registry_dir)",
+        "lab/privatelab.py": "the registry directory a private lab copies",
     },
     "netproxy": {
         "lab/cli.py": "the `faultline netproxy` command",
     },
-    "loadgen": {
-        "lab/faults/data.py": FAULTS,
-        "lab/stack.py": "traffic (issue 12 is changing Stack.traffic)",
-    },
     "model": {
-        "lab/faults/__init__.py": FAULTS,
+        "lab/faults/__init__.py": "the module docstring's example",
         "lab/monitor/slo.py": "SLO names (model-accuracy, model-recall), not replicas",
         "lab/console/cli.py": "help texts",
         "ui/console.py": "form placeholders",
@@ -84,8 +70,6 @@ def test_the_feature_store_is_down_to_its_declaration_and_one_fault() -> None:
     part = parts.get("feature-store")
     named = _naming(part) | {str(p.relative_to(ROOT)) for p in _files()
                               if re.search(r"feature_store|featurestore", p.read_text())}
-    # the network fault's docstring mentions the hop by name: another helper's file (lab/faults/**)
-    named -= {"lab/faults/network.py"}
     assert named <= {"lab/parts/featurestore.py", "lab/scenario/faults.py"}, sorted(named)
     assert len(named) <= LIMIT
 

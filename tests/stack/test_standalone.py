@@ -1,4 +1,4 @@
-"""lab/standalone.py: a service's command line outside a lab is lab.specs' own, on the chosen port, wired by hand."""
+"""bench/standalone.py: a service's command line outside a lab is lab.specs' own, on the chosen port, wired by hand."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.standalone import scoring_stack_argv, standalone_argv, wire
 from lab.specs import StackSettings, service_argv
-from lab.standalone import scoring_stack_argv, standalone_argv, wire
 from lab.topology import Ports, Topology
 
 

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from lab.faults.base import FaultError, register
 from lab.faults.configpatch import ConfigPatchInjector
-from lab.faults.partnames import LAB_MANAGED_KEYS
+from lab.faults.partnames import lab_managed_keys
 from lab.faults.registry import Catalog
 from lab.scenario.faultspec import FaultModel
 from lab.scenario.fields import ServiceName, Strict
@@ -46,7 +46,7 @@ class ConfigPushInjector(ConfigPatchInjector):
 
     def wanted(self, fault: Any, current: dict[str, Any]) -> dict[str, Any]:
         name, values = fault.target, dict(fault.params.values)
-        blocked = sorted(set(values) & LAB_MANAGED_KEYS.get(name, set()))
+        blocked = sorted(set(values) & lab_managed_keys(name))
         if blocked:
             raise FaultError(f"{name}'s {', '.join(blocked)} is managed by the lab (scale); push other keys", 422)
         unknown = sorted(set(values) - set(current))

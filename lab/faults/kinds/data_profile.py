@@ -99,7 +99,7 @@ class DataProfileInjector(Injector):
                 name = f"{p.profile}-at-{round(p.strength * 100)}"
                 lg.add_profiles({name: weakened(p.profile, profiles[p.profile], p.strength)})
             lg.configure(rps=p.rps, profile=name)
-        return self.record(fault, {"loadgen": ctx.loadgen_url(), "profile": name,
+        return self.record(fault, {"traffic_url": ctx.loadgen_url(), "profile": name,
                                    "profile_before": before["profile"], "rps_before": before["base_rps"]})
 
     def revert(self, ctx: FaultContext, applied: Applied) -> list[str]:

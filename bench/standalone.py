@@ -12,6 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lab import parts
+from lab.parts.featurestore import NAME as FEATURE_STORE
+from lab.parts.gateway import NAME as GATEWAY
+from lab.parts.loadgen import NAME as LOADGEN
+from lab.parts.netproxy import NAME as NETPROXY
+from lab.parts.registry import NAME as REGISTRY
 from lab.specs import StackSettings, service_argv
 from lab.topology import MAX_REPLICAS, Ports, Topology
 
@@ -21,10 +27,10 @@ _NO_HOME = Path("/nonexistent/faultline-standalone")
 
 def topology_at(name: str, port: int) -> Topology:
     """A topology in which service `name` (or the netproxy) listens on `port`."""
-    if name == "netproxy":
+    if name == NETPROXY:
         return Topology(ports=Ports(netproxy=port), replicas=1)
     offset = Topology(ports=Ports(base=0), replicas=MAX_REPLICAS).service_port(name)
-    replicas = int(name.split("-", 1)[1]) if name.startswith("model-") else 1
+    replicas = parts.replica_part().replica_number(name) or 1
     return Topology(ports=Ports(base=port - offset), replicas=replicas)
 
 
@@ -54,7 +60,7 @@ def standalone_argv(name: str, port: int, *, registry: Path | None = None, db: P
     argv = service_argv(name, topology_at(name, port), settings)
     flags: dict[str, str | None] = {}
     if registry is not None:
-        flags["--root" if name == "registry" else "--registry"] = str(registry)
+        flags["--root" if name == REGISTRY else "--registry"] = str(registry)
     if db is not None:
         flags["--db"] = str(db)
     if feature_store is not None:
@@ -79,16 +85,16 @@ def scoring_stack_argv(ports: Mapping[str, int], registry: Path, db: Path, *, re
 
     log = ["--log-level", log_level]
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    models = [f"model-{n}" for n in range(1, replicas + 1)]
+    models = [parts.replica_part().instance(n) for n in range(1, replicas + 1)]
     argv = {
-        "registry": standalone_argv("registry", ports["registry"], registry=registry, extra=log),
-        "feature-store": standalone_argv("feature-store", ports["feature-store"], db=db,
-                                         extra=["--n-cards", str(n_cards), *log]),
+        REGISTRY: standalone_argv(REGISTRY, ports[REGISTRY], registry=registry, extra=log),
+        FEATURE_STORE: standalone_argv(FEATURE_STORE, ports[FEATURE_STORE], db=db,
+                                       extra=["--n-cards", str(n_cards), *log]),
     }
     for name in models:
         argv[name] = standalone_argv(name, ports[name], registry=registry, extra=log)
-    argv["gateway"] = standalone_argv("gateway", ports["gateway"], feature_store=url["feature-store"],
-                                      models={name: url[name] for name in models}, extra=log)
-    argv["loadgen"] = loadgen_argv(url["gateway"], rps, "baseline", ports["loadgen"], feedback_delay_s=1.0,
-                                   seed=loadgen_seed) + log
+    argv[GATEWAY] = standalone_argv(GATEWAY, ports[GATEWAY], feature_store=url[FEATURE_STORE],
+                                    models={name: url[name] for name in models}, extra=log)
+    argv[LOADGEN] = loadgen_argv(url[GATEWAY], rps, "baseline", ports[LOADGEN], feedback_delay_s=1.0,
+                                 seed=loadgen_seed) + log
     return argv

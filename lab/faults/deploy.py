@@ -30,32 +30,9 @@ from lab.faults.partnames import ROUTER
 if TYPE_CHECKING:
     from lab.faults.context import FaultContext
 
-MAX_VERSIONS = 8  # what a model server holds at most
 EXCLUSIVE_STAGES = ("production", "canary")
 VARIANT_TIMEOUT_S = 300.0
 READY_WAIT_S = 60.0
-
-
-def argv_with_versions(argv: list[str], versions: list[str]) -> list[str]:
-    out = list(argv)
-    if "--versions" in out[:-1]:
-        out[out.index("--versions") + 1] = ",".join(versions)
-    else:
-        out += ["--versions", ",".join(versions)]
-    return out
-
-
-def with_version(versions: list[str], new: str, first: bool) -> list[str]:
-    rest = [v for v in versions if v != new]
-    out = [new, *rest] if first else [*rest, new]
-    return out[:MAX_VERSIONS] if first else out[-MAX_VERSIONS:]
-
-
-def canary_routing(before: dict[str, float], default: str, new: str, weight: float) -> dict[str, float]:
-    """`weight` of the traffic to `new`; the rest keeps its previous split (all to `default` if there was none)."""
-    old = {k: v for k, v in before.items() if v > 0 and k != new} or {default: 1.0}
-    total = sum(old.values())
-    return {**{k: round(v / total * (1 - weight), 6) for k, v in old.items()}, new: weight}
 
 
 def stages(ctx: FaultContext) -> dict[str, str]:

@@ -13,15 +13,14 @@ from pydantic import Field
 from lab.faults.base import Applied, FaultError, Injector, register
 from lab.faults.context import FaultContext
 from lab.faults.deploy import (
-    argv_with_versions,
     loaded_everywhere,
     register_variant,
     restore_stages,
     stages,
     undo_rollout,
-    with_version,
 )
 from lab.faults.registry import Catalog
+from lab.parts.model import argv_with_versions, with_version
 from lab.scenario import vocab
 from lab.scenario.faultspec import FaultModel
 from lab.scenario.fields import Strict

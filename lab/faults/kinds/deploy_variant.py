@@ -12,17 +12,16 @@ from pydantic import Field
 from lab.faults.base import Applied, FaultError, Injector, register
 from lab.faults.context import FaultContext
 from lab.faults.deploy import (
-    argv_with_versions,
-    canary_routing,
     loaded_everywhere,
     register_variant,
     restore_stages,
     stages,
     undo_rollout,
-    with_version,
 )
 from lab.faults.partnames import ROUTER
 from lab.faults.registry import Catalog
+from lab.parts.gateway import canary_routing
+from lab.parts.model import argv_with_versions, with_version
 from lab.scenario import vocab
 from lab.scenario.faultspec import FaultModel
 from lab.scenario.fields import Strict

@@ -134,7 +134,7 @@ class Worker:
             logits = self.draft.forward_paged(batch, self.draft_cache)
             for i, sl in zip(active, rows, strict=True):
                 proposals[i].append(int(logits[sl][-1].argmax()))
-        for i, it in enumerate(items):
+        for it in items:
             it.seq.draft_computed = len(it.seq.tokens) - 1 + it.spec
         return proposals
 

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draft-steps", type=int, default=0)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=128, help="training window (positions offset at random)")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=6e-3)
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (for tests)")
     parser.add_argument("--corpus", choices=["bible-kjv", "generated"], default="bible-kjv")
     parser.add_argument("--threads", type=int, default=2)

@@ -162,16 +162,18 @@ class Engine:
 
     def step(self) -> None:
         before = self.scheduler.num_preemptions
+        q0, h0 = self.blocks.queries, self.blocks.hits
         scheduled = self.scheduler.schedule()
         if self.scheduler.num_preemptions > before:
             n = self.scheduler.num_preemptions - before
             metrics.PREEMPTIONS.inc(n)
             log.warning("preempted n=%d reason=kv_cache_full kv_blocks=%d", n, self.blocks.num_blocks)
+        metrics.PREFIX_QUERIES.inc(self.blocks.queries - q0)
+        metrics.PREFIX_HITS.inc(self.blocks.hits - h0)
         if not scheduled:
             self._unschedulable()
             self._publish()
             return
-        q0, h0 = self.blocks.queries, self.blocks.hits
         if self.config.step_delay_ms:
             time.sleep(self.config.step_delay_ms / 1000)
         result = self.worker.step(scheduled)
@@ -195,8 +197,6 @@ class Engine:
             self._append(seq, new, rows, now)
             if seq.status is not Status.FINISHED:
                 self.blocks.commit(seq, seq.tokens, seq.num_computed)
-        metrics.PREFIX_QUERIES.inc(self.blocks.queries - q0)
-        metrics.PREFIX_HITS.inc(self.blocks.hits - h0)
         self._publish()
 
     def _unschedulable(self) -> None:

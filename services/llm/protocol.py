@@ -107,7 +107,6 @@ def parse(model: type[BaseModel], body: Any) -> Any:
         return model.model_validate(body)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "str", "list", "int"))]
-        param = loc[0] if loc else None
+        param = str(err["loc"][0]) if err["loc"] else None  # the top-level field, as OpenAI names it
         where = ".".join(str(p) for p in err["loc"]) or "body"
         raise OpenAIError(400, f"{where}: {err['msg']}", param=param) from None

@@ -57,11 +57,11 @@ class LLMProc(ServiceProc):
         return r.json()
 
 
-def start_llm(registry: Path, log_dir: Path, *extra: str, name: str = "llm-1") -> LLMProc:
+def start_llm(registry: Path, log_dir: Path, *extra: str, name: str = "llm-1", wait: bool = True) -> LLMProc:
     port = free_port()
     argv = [sys.executable, "-m", "services.llm", "--host", "127.0.0.1", "--port", str(port), "--registry",
             str(registry), "--replica", name, *extra]
-    return LLMProc(name, argv, port, log_dir)
+    return LLMProc(name, argv, port, log_dir, wait=wait)
 
 
 @pytest.fixture(scope="session")

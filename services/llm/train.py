@@ -1,14 +1,15 @@
 """The LLM trainer: `python -m services.llm.train --home DIR [--seconds S | --steps N] [--tiny]`.
 
 Trains, evaluates and registers three versions under `<home>/registry/llm/versions/`:
-- `v1`: the target GPT (production), trained within a time budget (default 60 s) or a fixed step count;
+- `v1`: the target GPT (production), 2,400 steps or 60 s, whichever comes first;
 - `v1-draft`: a much smaller GPT on the same tokenizer and corpus (for speculative decoding);
 - `v1-int8`: v1 after torch dynamic int8 quantisation of every Linear, evaluated on its own.
 Each carries held-out loss, perplexity per byte, bits per byte, training time and greedy/sampled samples.
 
 The corpus is one verse per sequence, BOS + UTF-8 bytes + EOS, concatenated; batches are random windows of
 n_ctx + 1 tokens. The learning-rate schedule follows progress = max(step / steps, elapsed / seconds), so a
-time budget ends with a decayed learning rate on any machine (slower machines get fewer steps: reported).
+time cap ends with a decayed learning rate on any machine (a slower or busier machine gets fewer steps and a
+worse model: the step count and seconds are in the version's `training`).
 """
 
 from __future__ import annotations
@@ -136,10 +137,10 @@ def samples_of(model: GPT, tok: ByteTokenizer) -> list[dict[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.llm.train", description="Train and register the LLMs.")
     parser.add_argument("--home", required=True, help="FAULTLINE_HOME; versions go to <home>/registry/llm")
-    parser.add_argument("--seconds", type=float, default=60.0, help="target's training budget (0: --steps only)")
-    parser.add_argument("--steps", type=int, default=0, help="target's step count (0: the time budget only)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="target's time cap (0: --steps only)")
+    parser.add_argument("--steps", type=int, default=2400, help="target's step count (0: the time cap only)")
     parser.add_argument("--draft-seconds", type=float, default=12.0)
-    parser.add_argument("--draft-steps", type=int, default=0)
+    parser.add_argument("--draft-steps", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=128, help="training window (positions offset at random)")
     parser.add_argument("--lr", type=float, default=6e-3)

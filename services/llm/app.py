@@ -65,6 +65,7 @@ class LLMServer:
         self.target: LoadedLLM | None = None
         self.ready = False
         self.reason = "loading model"
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def config(self) -> LLMConfig:
@@ -94,11 +95,15 @@ class LLMServer:
                 except RegistryError as exc:
                     log.warning("draft not loaded draft=%s error=%s", draft_name, exc)
             engine = Engine(target, draft, self.config)
+            loop = self.loop
+            if loop is not None:
+                engine.deliver = lambda items: loop.call_soon_threadsafe(_deliver, items)
             engine.start()
             self.target, self.engine = target, engine
             done = threading.Event()
             engine.add("warmup", target.tokenizer.encode("In the beginning", bos=True),
-                       SamplingParams(temperature=0.0, max_tokens=4), lambda d: done.set() if d.finish_reason else None)
+                       SamplingParams(temperature=0.0, max_tokens=4),
+                       lambda d: done.set() if d.finish_reason else None)
             done.wait(60)
             self.ready, self.reason = True, ""
             metrics.READY.set(1)
@@ -196,11 +201,10 @@ class LLMServer:
     async def _run(self, request: Request, req: CompletionRequest | ChatRequest, prompt: list[int],
                    params: SamplingParams, chat: bool) -> Response:
         engine = self._check_ready()
-        loop = asyncio.get_running_loop()
         q: asyncio.Queue[Delta] = asyncio.Queue()
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         try:
-            engine.add(rid, prompt, params, lambda d: loop.call_soon_threadsafe(q.put_nowait, d))
+            engine.add(rid, prompt, params, q.put_nowait)  # called on this loop, by _deliver
         except QueueFull as exc:
             return _error(OpenAIError(503, f"server overloaded: {exc}; retry later", type_="service_unavailable",
                                       code="queue_full", headers={"Retry-After": RETRY_AFTER_S}))
@@ -246,6 +250,12 @@ class LLMServer:
             if not finished and self.config.cancel_on_disconnect and self.engine is not None:
                 self.engine.abort(rid)
                 log.info("client gone request=%s aborted", rid)
+
+
+def _deliver(items: list[tuple[Any, Delta]]) -> None:
+    """On the event loop: one step's deltas into their requests' queues."""
+    for emit, delta in items:
+        emit(delta)
 
 
 async def _body(request: Request) -> Any:
@@ -358,6 +368,7 @@ def build_app(registry: str | Path, replica: str, version: str, config: LLMConfi
 
     @app.on_event("startup")
     async def _start() -> None:
+        server.loop = asyncio.get_running_loop()
         threading.Thread(target=server.load, name="llm-load", daemon=True).start()
 
     @app.post("/v1/completions")

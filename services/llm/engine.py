@@ -4,8 +4,9 @@ Requests arrive from the event loop through a thread-safe inbox (`add`, `abort`)
 the inbox, applies the live config (a KV-cache shape change rebuilds the cache after preempting every running
 request), schedules, runs the worker, appends the new tokens, detokenises incrementally, applies stop
 conditions (EOS, stop strings, max_tokens, the context) and hands each request a `Delta` through its `emit`
-callback (the app wraps it with `loop.call_soon_threadsafe`). A finished or aborted request's blocks are
-freed at once. The thread sleeps on an event when there is nothing to do.
+callback. Deltas are collected during a step and handed over together to `deliver` (the app's: one
+`loop.call_soon_threadsafe` per step rather than one per request, so the event loop wakes once per step). A
+finished or aborted request's blocks are freed at once. The thread sleeps on an event when there is nothing to do.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,6 +38,11 @@ class QueueFull(Exception):
     pass
 
 
+def _call_each(items: list[tuple[Emit, Delta]]) -> None:
+    for emit, delta in items:
+        emit(delta)
+
+
 class Engine:
     def __init__(self, target: LoadedLLM, draft: LoadedLLM | None, config: LLMConfig) -> None:
         self.target, self.draft = target, draft
@@ -48,6 +55,9 @@ class Engine:
         self._ids = itertools.count(1)
         self.pending = 0  # added but not yet taken by the engine thread (counts against max_queue)
         self.by_id: dict[str, Sequence] = {}
+        self._outbox: list[tuple[Emit, Delta]] = []
+        # how a step's deltas reach their requests; default: call each emit on the engine thread
+        self.deliver: Callable[[list[tuple[Emit, Delta]]], None] = _call_each
         self._build(config)
         self.thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
 
@@ -209,6 +219,7 @@ class Engine:
             self._finish(seq, "abort", error=f"request needs {need} KV blocks; the cache has {self.blocks.num_blocks}")
 
     def _publish(self) -> None:
+        self._flush()
         metrics.RUNNING.set(len(self.scheduler.running))
         metrics.WAITING.set(len(self.scheduler.waiting) + self.pending)
         metrics.KV_USAGE.set(self.blocks.usage)
@@ -285,10 +296,16 @@ class Engine:
             if seq.params.prompt_logprobs:
                 delta.prompt_logprobs = seq.prompt_lps
         if text or lps or finish is not None:
-            try:
-                seq.emit(delta)
-            except Exception:  # the request's loop is gone (server shutting down): nothing to tell
-                log.debug("emit failed request=%s", seq.request_id)
+            self._outbox.append((seq.emit, delta))
+
+    def _flush(self) -> None:
+        if not self._outbox:
+            return
+        items, self._outbox = self._outbox, []
+        try:
+            self.deliver(items)
+        except Exception:  # the requests' loop is gone (server shutting down): nothing to tell
+            log.debug("delivery failed n=%d", len(items))
 
     def _finish(self, seq: Sequence, reason: str, error: str | None = None) -> None:
         if seq.status is Status.FINISHED:

@@ -10,7 +10,7 @@ Two forwards share the weights:
 - `forward_paged(...)`: the serving forward. Tokens of many sequences (prefill chunks, single decode tokens,
   speculative verification runs) are flattened into one batch; each layer writes the new tokens' K/V into
   their slots of the paged cache (`slot = block_table[pos // block_size] * block_size + pos % block_size`) and
-  every sequence's queries attend over K/V gathered from its own block table. The cache never moves or grows;
+  every sequence's queries attend over the K/V blocks gathered from its own block table. The cache never moves;
   the block manager decides which slots a sequence owns.
 """
 
@@ -70,9 +70,9 @@ class PagedBatch:
 
     tokens, positions, slots: (N,) the new tokens, their positions in their sequence and their cache slots.
     q_index: (B, Q) index into the N tokens for each sequence's queries (padded); q_valid: (B, Q) bool.
-    kv_slots: (B, L) the cache slots of each sequence's positions 0..L-1 (padded); mask: (B, 1, Q, L) bool,
-    True where query q may attend key l (causal and within the sequence). logit_index: (M,) the token rows
-    whose logits are wanted.
+    block_tables: (B, NB) each sequence's blocks (padded with block 0), so key l of sequence b is position l;
+    mask: (B, 1, Q, NB * block_size) bool, True where query q may attend key l (causal: l <= its position).
+    logit_index: (M,) the token rows whose logits are wanted.
     """
 
     tokens: torch.Tensor
@@ -80,16 +80,16 @@ class PagedBatch:
     slots: torch.Tensor
     q_index: torch.Tensor
     q_valid: torch.Tensor
-    kv_slots: torch.Tensor
+    block_tables: torch.Tensor
     mask: torch.Tensor
     logit_index: torch.Tensor
 
 
 class KVCache:
-    """The paged cache of one model: per layer, K and V of shape (num_blocks * block_size, heads, head_dim)."""
+    """The paged cache of one model: per layer, K and V of shape (num_blocks, block_size, heads, head_dim)."""
 
     def __init__(self, cfg: GPTConfig, num_blocks: int, block_size: int) -> None:
-        shape = (num_blocks * block_size, cfg.n_head, cfg.head_dim)
+        shape = (num_blocks, block_size, cfg.n_head, cfg.head_dim)
         self.num_blocks, self.block_size = num_blocks, block_size
         self.k = [torch.zeros(shape) for _ in range(cfg.n_layer)]
         self.v = [torch.zeros(shape) for _ in range(cfg.n_layer)]
@@ -142,13 +142,18 @@ class GPT(nn.Module):
         for layer, block in enumerate(self.blocks):
             q, k, v = block.c_attn(block.ln_1(x)).split(c, dim=1)
             k_cache, v_cache = cache.k[layer], cache.v[layer]
-            k_cache.index_copy_(0, batch.slots, k.reshape(n, h, d))
-            v_cache.index_copy_(0, batch.slots, v.reshape(n, h, d))
-            qb = q.reshape(n, h, d)[batch.q_index].transpose(1, 2)  # (B, H, Q, D)
-            kb = k_cache[batch.kv_slots].transpose(1, 2)  # (B, H, L, D)
-            vb = v_cache[batch.kv_slots].transpose(1, 2)
-            y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=batch.mask)
-            y = y.transpose(1, 2).reshape(y.shape[0], y.shape[2], c)[batch.q_valid]  # back to (N, C), in order
+            k_cache.view(-1, h, d).index_copy_(0, batch.slots, k.reshape(n, h, d))
+            v_cache.view(-1, h, d).index_copy_(0, batch.slots, v.reshape(n, h, d))
+            b_, q_ = batch.q_index.shape
+            l_ = batch.block_tables.shape[1] * cache.block_size
+            qb = q.reshape(n, h, d).index_select(0, batch.q_index.reshape(-1)).view(b_, q_, h, d).transpose(1, 2)
+            # whole blocks are gathered (rows of block_size * H * D floats): far cheaper than slot by slot
+            tables = batch.block_tables.reshape(-1)
+            kb = k_cache.index_select(0, tables).view(b_, l_, h, d).transpose(1, 2)  # (B, H, L, D)
+            vb = v_cache.index_select(0, tables).view(b_, l_, h, d).transpose(1, 2)
+            y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=batch.mask).transpose(1, 2)
+            # back to (N, C) in token order; when no query row is padding (pure decode) that is a reshape
+            y = y.reshape(n, c) if b_ * q_ == n else y.reshape(b_, q_, c)[batch.q_valid]
             x = x + block.attn_proj(y)
             x = x + block.mlp(block.ln_2(x))
         return self.head(x[batch.logit_index])

@@ -51,41 +51,39 @@ def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slic
     slots: list[int] = []
     logit_index: list[int] = []
     rows: list[slice] = []
-    b = len(runs)
-    q = max(len(r.tokens) for r in runs)
-    length = max(r.start + len(r.tokens) for r in runs)
-    kv_slots = torch.zeros((b, length), dtype=torch.long)
-    q_index = torch.zeros((b, q), dtype=torch.long)
-    n_new = torch.tensor([len(r.tokens) for r in runs])
-    starts = torch.tensor([r.start for r in runs])
-    for i, r in enumerate(runs):
+    q_index: list[list[int]] = []
+    q_len = max(len(r.tokens) for r in runs)
+    n_blocks = -(-max(r.start + len(r.tokens) for r in runs) // block_size)
+    tables: list[list[int]] = []
+    for r in runs:
         offset = len(tokens)
         n = len(r.tokens)
         end = r.start + n
-        table = torch.tensor(r.block_table, dtype=torch.long)
-        pos = torch.arange(end)
-        seq_slots = table[pos // block_size] * block_size + pos % block_size
-        kv_slots[i, :end] = seq_slots
+        table = r.block_table
         tokens.extend(r.tokens)
         positions.extend(range(r.start, end))
-        slots.extend(seq_slots[r.start:].tolist())
-        q_index[i, :n] = torch.arange(offset, offset + n)
+        slots.extend(table[p // block_size] * block_size + p % block_size for p in range(r.start, end))
+        q_index.append([offset + min(j, n - 1) for j in range(q_len)])
+        used = -(-end // block_size)
+        tables.append(table[:used] + [0] * (n_blocks - used))
         first = len(logit_index)
         if r.all_logits:
             logit_index.extend(range(offset, offset + n))
         else:
             logit_index.append(offset + n - 1)
         rows.append(slice(first, len(logit_index)))
-    ar_q = torch.arange(q)
+    n_new = torch.tensor([len(r.tokens) for r in runs])
+    starts = torch.tensor([r.start for r in runs])
+    ar_q = torch.arange(q_len)
     q_valid = ar_q[None, :] < n_new[:, None]
     q_pos = starts[:, None] + ar_q[None, :]
-    mask = torch.arange(length)[None, None, :] <= q_pos[:, :, None]
+    mask = torch.arange(n_blocks * block_size)[None, None, :] <= q_pos[:, :, None]
     mask &= q_valid[:, :, None]
     mask[..., 0] |= ~q_valid  # padded query rows attend to one key: no NaN rows (their output is dropped)
     batch = PagedBatch(
         tokens=torch.tensor(tokens), positions=torch.tensor(positions), slots=torch.tensor(slots),
-        q_index=q_index, q_valid=q_valid, kv_slots=kv_slots, mask=mask.unsqueeze(1),
-        logit_index=torch.tensor(logit_index),
+        q_index=torch.tensor(q_index), q_valid=q_valid, block_tables=torch.tensor(tables),
+        mask=mask.unsqueeze(1), logit_index=torch.tensor(logit_index),
     )
     return batch, rows
 
@@ -155,6 +153,7 @@ class Worker:
                 runs.append(Run(toks, seq.num_computed, seq.block_table, prompt_rows))
         batch, rows = build_batch(runs, self.block_size)
         logits = self.model.forward_paged(batch, self.cache)
+        argmax = logits.argmax(-1).tolist()  # every row's greedy token at once
         for s, run, sl in zip(scheduled, runs, rows, strict=True):
             seq = s.seq
             out = logits[sl]
@@ -170,7 +169,7 @@ class Worker:
                 accepted: list[int] = []
                 lp_rows = []
                 for j in range(len(props) + 1):
-                    g = int(out[j].argmax())
+                    g = argmax[sl.start + j]
                     accepted.append(g)
                     lp_rows.append(out[j])
                     if j == len(props) or props[j] != g:
@@ -188,6 +187,6 @@ class Worker:
                 res.logprob_rows.append([])
                 continue
             last = out[-1]
-            res.new_tokens.append([sample_token(last, seq)])
+            res.new_tokens.append([argmax[sl.stop - 1] if seq.params.greedy else sample_token(last, seq)])
             res.logprob_rows.append([last])
         return res

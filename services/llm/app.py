@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -86,6 +87,9 @@ class LLMServer:
             import torch
 
             torch.set_num_threads(self.config.torch_threads)
+            # the engine thread and the event loop share the GIL: with the default 5 ms switch interval a step
+            # can wait a whole interval for the loop to let go; 0.5 ms keeps the two interleaving finely
+            sys.setswitchinterval(0.0005)
             target = load_llm(self.registry, self.version)
             draft_name = self.draft_version or target.meta.get("draft")
             draft = None

@@ -10,8 +10,9 @@ Two forwards share the weights:
 - `forward_paged(...)`: the serving forward. Tokens of many sequences (prefill chunks, single decode tokens,
   speculative verification runs) are flattened into one batch; each layer writes the new tokens' K/V into
   their slots of the paged cache (`slot = block_table[pos // block_size] * block_size + pos % block_size`) and
-  every sequence's queries attend over the K/V blocks gathered from its own block table. The cache never moves;
-  the block manager decides which slots a sequence owns.
+  every sequence's queries attend over the K/V blocks gathered from its own block table (sequences with the
+  same number of new tokens share one attention call, so a prefill chunk never pads the decodes). The cache
+  never moves; the block manager decides which blocks a sequence owns.
 """
 
 from __future__ import annotations
@@ -65,23 +66,32 @@ class Block(nn.Module):
 
 
 @dataclass
+class AttnGroup:
+    """Sequences whose runs have the same number of new tokens Q: their attention is one padded-free call.
+
+    rows: (B * Q,) the flattened token rows of the group, sequence by sequence; block_tables: (B, NB) each
+    sequence's blocks (padded with block 0: key l of sequence b is its position l); mask: (B, 1, Q, NB *
+    block_size) bool, True where query q may attend key l (causal: l <= the query's position).
+    """
+
+    rows: torch.Tensor
+    block_tables: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
 class PagedBatch:
     """Where each flattened token sits, as tensors built by the worker (see worker.build_batch).
 
     tokens, positions, slots: (N,) the new tokens, their positions in their sequence and their cache slots.
-    q_index: (B, Q) index into the N tokens for each sequence's queries (padded); q_valid: (B, Q) bool.
-    block_tables: (B, NB) each sequence's blocks (padded with block 0), so key l of sequence b is position l;
-    mask: (B, 1, Q, NB * block_size) bool, True where query q may attend key l (causal: l <= its position).
+    groups: the attention groups (decodes together, each prefill-chunk length together: no padded queries).
     logit_index: (M,) the token rows whose logits are wanted.
     """
 
     tokens: torch.Tensor
     positions: torch.Tensor
     slots: torch.Tensor
-    q_index: torch.Tensor
-    q_valid: torch.Tensor
-    block_tables: torch.Tensor
-    mask: torch.Tensor
+    groups: list[AttnGroup]
     logit_index: torch.Tensor
 
 
@@ -144,16 +154,21 @@ class GPT(nn.Module):
             k_cache, v_cache = cache.k[layer], cache.v[layer]
             k_cache.view(-1, h, d).index_copy_(0, batch.slots, k.reshape(n, h, d))
             v_cache.view(-1, h, d).index_copy_(0, batch.slots, v.reshape(n, h, d))
-            b_, q_ = batch.q_index.shape
-            l_ = batch.block_tables.shape[1] * cache.block_size
-            qb = q.reshape(n, h, d).index_select(0, batch.q_index.reshape(-1)).view(b_, q_, h, d).transpose(1, 2)
-            # whole blocks are gathered (rows of block_size * H * D floats): far cheaper than slot by slot
-            tables = batch.block_tables.reshape(-1)
-            kb = k_cache.index_select(0, tables).view(b_, l_, h, d).transpose(1, 2)  # (B, H, L, D)
-            vb = v_cache.index_select(0, tables).view(b_, l_, h, d).transpose(1, 2)
-            y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=batch.mask).transpose(1, 2)
-            # back to (N, C) in token order; when no query row is padding (pure decode) that is a reshape
-            y = y.reshape(n, c) if b_ * q_ == n else y.reshape(b_, q_, c)[batch.q_valid]
+            qn = q.reshape(n, h, d)
+            y = torch.empty(n, c) if len(batch.groups) > 1 else None
+            for g in batch.groups:
+                b_, nb = g.block_tables.shape
+                q_ = g.rows.shape[0] // b_
+                qb = qn.index_select(0, g.rows).view(b_, q_, h, d).transpose(1, 2)  # (B, H, Q, D)
+                # whole blocks are gathered (rows of block_size * H * D floats): far cheaper than slot by slot
+                tables = g.block_tables.reshape(-1)
+                kb = k_cache.index_select(0, tables).view(b_, nb * cache.block_size, h, d).transpose(1, 2)
+                vb = v_cache.index_select(0, tables).view(b_, nb * cache.block_size, h, d).transpose(1, 2)
+                yg = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=g.mask).transpose(1, 2).reshape(-1, c)
+                if y is None:
+                    y = yg  # one group: its rows are all the tokens, in order
+                else:
+                    y.index_copy_(0, g.rows, yg)
             x = x + block.attn_proj(y)
             x = x + block.mlp(block.ln_2(x))
         return self.head(x[batch.logit_index])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from services.llm.model import GPT, KVCache, PagedBatch
+from services.llm.model import GPT, AttnGroup, KVCache, PagedBatch
 from services.llm.scheduler import Scheduled
 from services.llm.sequence import Sequence
 
@@ -44,6 +44,20 @@ class StepResult:
     accepted: int = 0
 
 
+def _group(runs: list[Run], offsets: list[int], block_size: int) -> AttnGroup:
+    q_len = len(runs[0].tokens)
+    n_blocks = -(-max(r.start + q_len for r in runs) // block_size)
+    rows: list[int] = []
+    tables: list[list[int]] = []
+    for r, offset in zip(runs, offsets, strict=True):
+        rows.extend(range(offset, offset + q_len))
+        used = -(-(r.start + q_len) // block_size)
+        tables.append(r.block_table[:used] + [0] * (n_blocks - used))
+    q_pos = torch.tensor([r.start for r in runs])[:, None] + torch.arange(q_len)[None, :]
+    mask = torch.arange(n_blocks * block_size)[None, None, :] <= q_pos[:, :, None]
+    return AttnGroup(rows=torch.tensor(rows), block_tables=torch.tensor(tables), mask=mask.unsqueeze(1))
+
+
 def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slice]]:
     """The flattened batch, and for each run the slice of its logit rows in the output."""
     tokens: list[int] = []
@@ -51,10 +65,7 @@ def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slic
     slots: list[int] = []
     logit_index: list[int] = []
     rows: list[slice] = []
-    q_index: list[list[int]] = []
-    q_len = max(len(r.tokens) for r in runs)
-    n_blocks = -(-max(r.start + len(r.tokens) for r in runs) // block_size)
-    tables: list[list[int]] = []
+    by_len: dict[int, tuple[list[Run], list[int]]] = {}
     for r in runs:
         offset = len(tokens)
         n = len(r.tokens)
@@ -63,27 +74,19 @@ def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slic
         tokens.extend(r.tokens)
         positions.extend(range(r.start, end))
         slots.extend(table[p // block_size] * block_size + p % block_size for p in range(r.start, end))
-        q_index.append([offset + min(j, n - 1) for j in range(q_len)])
-        used = -(-end // block_size)
-        tables.append(table[:used] + [0] * (n_blocks - used))
+        group = by_len.setdefault(n, ([], []))
+        group[0].append(r)
+        group[1].append(offset)
         first = len(logit_index)
         if r.all_logits:
             logit_index.extend(range(offset, offset + n))
         else:
             logit_index.append(offset + n - 1)
         rows.append(slice(first, len(logit_index)))
-    n_new = torch.tensor([len(r.tokens) for r in runs])
-    starts = torch.tensor([r.start for r in runs])
-    ar_q = torch.arange(q_len)
-    q_valid = ar_q[None, :] < n_new[:, None]
-    q_pos = starts[:, None] + ar_q[None, :]
-    mask = torch.arange(n_blocks * block_size)[None, None, :] <= q_pos[:, :, None]
-    mask &= q_valid[:, :, None]
-    mask[..., 0] |= ~q_valid  # padded query rows attend to one key: no NaN rows (their output is dropped)
     batch = PagedBatch(
         tokens=torch.tensor(tokens), positions=torch.tensor(positions), slots=torch.tensor(slots),
-        q_index=torch.tensor(q_index), q_valid=q_valid, block_tables=torch.tensor(tables),
-        mask=mask.unsqueeze(1), logit_index=torch.tensor(logit_index),
+        groups=[_group(rs, offs, block_size) for rs, offs in by_len.values()],
+        logit_index=torch.tensor(logit_index),
     )
     return batch, rows
 

@@ -120,9 +120,10 @@ def test_unknown_model_is_an_openai_404(server) -> None:
     assert assert_openai_error(r, 404, "model")["code"] == "model_not_found"
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                max_size=3), max_leaves=8)
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) \
+    | st.text(max_size=8)
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                          max_size=3), max_leaves=8)
 FIELDS = st.fixed_dictionaries({}, optional={
     "prompt": JSON, "messages": JSON, "max_tokens": JSON, "temperature": JSON, "top_p": JSON, "stop": JSON,
     "logprobs": JSON, "echo": JSON, "stream": st.just(False), "n": JSON, "seed": JSON, "model": JSON,

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2400, help="target's step count (0: the time cap only)")
     parser.add_argument("--draft-seconds", type=float, default=12.0)
     parser.add_argument("--draft-steps", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=128, help="training window (positions offset at random)")
     parser.add_argument("--lr", type=float, default=6e-3)
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (for tests)")

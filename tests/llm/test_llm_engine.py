@@ -134,3 +134,18 @@ def test_sampling_is_seeded_and_streams_match_whole(server) -> None:
 
                 text += json.loads(line[6:])["choices"][0]["text"]
     assert text == a
+
+
+def test_without_cancel_on_disconnect_abandoned_streams_run_on(server) -> None:
+    server.patch(cancel_on_disconnect=False)
+    aborted0 = server.metric("vllm:request_success_total", {"finished_reason": "abort"})
+    finished0 = server.metric("vllm:request_success_total")
+    for i in range(5):
+        body = {"prompt": PROMPTS[i], "max_tokens": 60, "temperature": 0, "stream": True}
+        with server.client.stream("POST", "/v1/completions", json=body) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    break  # hang up after the first token
+    wait_until(lambda: server.metric("vllm:request_success_total") - finished0 == 5, 30, what="5 finished")
+    assert server.metric("vllm:request_success_total", {"finished_reason": "abort"}) == aborted0
+    assert idle(server)["kv_blocks_used"] == 0

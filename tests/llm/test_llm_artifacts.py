@@ -68,3 +68,23 @@ def test_int8_variant_serves(llm_registry: Path, tmp_path: Path) -> None:
         assert all(lp is not None and lp <= 0 for lp in echo["choices"][0]["logprobs"]["token_logprobs"][1:])
     finally:
         proc.stop()
+
+
+def test_registry_service_lists_and_verifies_llm_versions(llm_registry: Path, tmp_path: Path) -> None:
+    import sys
+
+    from kit import ServiceProc, free_port
+
+    port = free_port()
+    proc = ServiceProc("registry", [sys.executable, "-m", "services.registry", "--host", "127.0.0.1", "--port",
+                                    str(port), "--root", str(llm_registry)], port, tmp_path)
+    try:
+        listed = proc.client.get("/v1/llm/models").json()
+        assert [m["version"] for m in listed] == ["v1", "v1-draft", "v1-int8"]
+        assert proc.client.get("/v1/llm/models/v1-int8").json()["variant"] == "int8"
+        assert proc.client.get("/v1/llm/models/v1/verify").json() == {"version": "v1", "ok": True, "detail": "ok"}
+        assert proc.client.get("/v1/llm/models/v9").status_code == 404
+        assert proc.client.get("/v1/llm/models/..%2Fx").status_code in (404, 422)
+        assert proc.client.get("/v1/models").json() == []  # the fraud side sees none of them
+    finally:
+        proc.stop()

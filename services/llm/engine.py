@@ -54,6 +54,7 @@ class Engine:
         self._stop = False
         self._ids = itertools.count(1)
         self.pending = 0  # added but not yet taken by the engine thread (counts against max_queue)
+        self._pending_lock = threading.Lock()  # += from the event loop, -= from the engine thread
         self.by_id: dict[str, Sequence] = {}
         self._outbox: list[tuple[Emit, Delta]] = []
         # how a step's deltas reach their requests; default: call each emit on the engine thread
@@ -99,7 +100,8 @@ class Engine:
             metrics.REJECTED.labels(reason="queue_full").inc()
             raise QueueFull(f"{waiting} requests waiting (max_queue {self.config.max_queue})")
         seq = Sequence(request_id, prompt, params, emit)
-        self.pending += 1
+        with self._pending_lock:
+            self.pending += 1
         self._inbox.put(("add", seq))
         self._wake.set()
         return seq
@@ -123,7 +125,8 @@ class Engine:
             except queue.Empty:
                 return
             if kind == "add":
-                self.pending -= 1
+                with self._pending_lock:
+                    self.pending -= 1
                 seq: Sequence = item
                 self.by_id[seq.request_id] = seq
                 if seq.params.max_tokens == 0 and not seq.params.prompt_logprobs:

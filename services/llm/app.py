@@ -197,7 +197,8 @@ class LLMServer:
                 raise OpenAIError(400, f"messages: {exc}", param="messages") from None
             prompt = engine.tok.apply_chat_template(messages)
             max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-            params = self._params(req, len(prompt), max_tokens, None, False)
+            logprobs = (req.top_logprobs or 0) if req.logprobs else None
+            params = self._params(req, len(prompt), max_tokens, logprobs, False)
         except OpenAIError as exc:
             return _error(exc)
         return await self._run(request, req, prompt, params, chat=True)
@@ -307,12 +308,24 @@ class _Format:
             self.offset += len(s)
         return out
 
+    def _chat_logprobs(self, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if self.params.logprobs is None:
+            return None
+
+        def one(token: int, lp: float) -> dict[str, Any]:
+            s = self.tok.token_str(token)
+            return {"token": s, "logprob": lp, "bytes": list(s.encode())}
+
+        return {"content": [{**one(e["token"], e["logprob"]),
+                             "top_logprobs": [one(t, lp) for t, lp in e.get("top", [])]} for e in entries]}
+
     def whole(self, deltas: list[Delta]) -> dict[str, Any]:
         last = deltas[-1]
         text = "".join(d.text for d in deltas)
         if self.chat:
             body = self._head("chat.completion")
-            body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+            lps = self._chat_logprobs([e for d in deltas for e in d.logprobs])
+            body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": lps,
                                 "finish_reason": last.finish_reason}]
         else:
             body = self._head("text_completion")
@@ -349,7 +362,8 @@ class _Format:
         if self.chat:
             c = self._head("chat.completion.chunk")
             delta = {"content": d.text} if d.text else {}
-            c["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": d.finish_reason}]
+            c["choices"] = [{"index": 0, "delta": delta, "logprobs": self._chat_logprobs(d.logprobs),
+                             "finish_reason": d.finish_reason}]
         else:
             c = self._head("text_completion")
             lps = self._logprobs(d.logprobs) if self.params.logprobs is not None else None

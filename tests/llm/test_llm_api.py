@@ -29,6 +29,12 @@ def test_models_and_whole_responses(server) -> None:
     assert chat["object"] == "chat.completion" and chat["choices"][0]["message"]["role"] == "assistant"
     assert chat["choices"][0]["finish_reason"] in ("stop", "length")
     assert chat["usage"]["total_tokens"] == chat["usage"]["prompt_tokens"] + chat["usage"]["completion_tokens"]
+    chat_lp = server.client.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "logprobs": True, "top_logprobs": 3,
+        "temperature": 0}).json()["choices"][0]
+    content = chat_lp["logprobs"]["content"]
+    assert "".join(c["token"] for c in content) == chat_lp["message"]["content"]
+    assert all(len(c["top_logprobs"]) == 3 and c["logprob"] <= 0 for c in content)
     cmpl = server.complete("And God said", 5, logprobs=2)
     lp = cmpl["choices"][0]["logprobs"]
     assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == 5
@@ -110,6 +116,8 @@ def test_bad_completion_input_is_an_openai_400(server, body: str, param: str | N
     {}, {"messages": []}, {"messages": "hi"}, {"messages": [{"role": "robot", "content": "x"}]},
     {"messages": [{"role": "user"}]}, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
     {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+    {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2},
+    {"messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 9},
 ])
 def test_bad_chat_input_is_an_openai_400(server, body: dict) -> None:
     assert_openai_error(server.client.post("/v1/chat/completions", json=body), 400)

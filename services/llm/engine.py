@@ -325,4 +325,8 @@ class Engine:
         metrics.PROMPT_TOKENS.inc(len(seq.prompt))
         if seq.first_scheduled is not None:
             metrics.QUEUE_TIME.observe(seq.first_scheduled - seq.arrival)
+        ttft = f"{(seq.first_token - seq.arrival) * 1000:.1f}" if seq.first_token is not None else "-"
+        log.info("request id=%s finish=%s prompt_tokens=%d completion_tokens=%d ttft_ms=%s e2e_ms=%.1f "
+                 "preemptions=%d%s", seq.request_id, reason, len(seq.prompt), seq.num_output, ttft,
+                 (now - seq.arrival) * 1000, seq.preemptions, f" error={error!r}" if error else "")
         self._emit(seq, reason, error)

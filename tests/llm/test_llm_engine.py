@@ -20,6 +20,29 @@ def greedy(server, prompts: list[str], max_tokens: int = 40, concurrent: bool = 
         return [r["choices"][0]["text"] for r in pool.map(lambda p: server.complete(p, max_tokens), prompts)]
 
 
+TIE = 1e-3  # nats: two candidates this close are a floating-point tie, decided by summation order
+
+
+def assert_same_greedy(server, prompts: list[str], got: list[str], expected: list[str]) -> None:
+    """Equal greedy outputs; where they part, only at an exact tie of the model's top two candidates.
+
+    The batches differ between the runs compared (other sequences, padding, block sizes), so float sums are
+    added in another order; an undertrained model has near-ties, and argmax may pick either there. Anything
+    but a tie at the first difference is a real divergence.
+    """
+    assert len(got) == len(expected)
+    for prompt, a, b in zip(prompts, got, expected, strict=True):
+        if a == b:
+            continue
+        common = 0
+        while common < min(len(a), len(b)) and a[common] == b[common]:
+            common += 1
+        body = server.client.post("/v1/completions", json={
+            "prompt": prompt + b[:common], "max_tokens": 1, "temperature": 0, "logprobs": 2}).json()
+        top = sorted(body["choices"][0]["logprobs"]["top_logprobs"][0].values(), reverse=True)
+        assert len(top) == 2 and top[0] - top[1] < TIE, (prompt, a, b, top)
+
+
 def idle(server) -> dict:
     return wait_until(lambda: (s := server.engine())["running"] == 0 and s["waiting"] == 0 and s, 30,
                       what="engine idle")
@@ -65,7 +88,7 @@ def test_preemption_by_recompute_gives_the_uninterrupted_output(server) -> None:
     before = server.metric("vllm:num_preemptions_total")
     # 10 blocks of 8 slots: 80 slots for 8 requests of ~20 + 40 tokens each: they must preempt each other
     server.patch(num_kv_blocks=10, block_size=8, enable_prefix_caching=False)
-    assert greedy(server, PROMPTS) == expected
+    assert_same_greedy(server, PROMPTS, greedy(server, PROMPTS), expected)
     assert server.metric("vllm:num_preemptions_total") > before
     assert idle(server)["kv_blocks_used"] == 0
 
@@ -77,7 +100,7 @@ def test_prefix_cache_hits_are_counted_and_correct(server) -> None:
     server.patch(enable_prefix_caching=True)
     server.complete(prompt, 20)  # fills the cache
     hits0, queries0 = server.metric("vllm:prefix_cache_hits_total"), server.metric("vllm:prefix_cache_queries_total")
-    assert server.complete(prompt, 20)["choices"][0]["text"] == expected
+    assert_same_greedy(server, [prompt], [server.complete(prompt, 20)["choices"][0]["text"]], [expected])
     hits = server.metric("vllm:prefix_cache_hits_total") - hits0
     queries = server.metric("vllm:prefix_cache_queries_total") - queries0
     n_prompt = len(prompt.encode()) + 1
@@ -96,8 +119,8 @@ def test_speculative_decoding_yields_the_targets_greedy_output(server) -> None:
     drafts0 = server.metric("vllm:spec_decode_num_draft_tokens_total")
     accepted0 = server.metric("vllm:spec_decode_num_accepted_tokens_total")
     server.patch(speculative_enabled=True, num_speculative_tokens=3)
-    assert greedy(server, PROMPTS) == expected
-    assert greedy(server, PROMPTS[:2], concurrent=False) == expected[:2]
+    assert_same_greedy(server, PROMPTS, greedy(server, PROMPTS), expected)
+    assert_same_greedy(server, PROMPTS[:2], greedy(server, PROMPTS[:2], concurrent=False), expected[:2])
     drafted = server.metric("vllm:spec_decode_num_draft_tokens_total") - drafts0
     accepted = server.metric("vllm:spec_decode_num_accepted_tokens_total") - accepted0
     assert drafted > 0 and 0 < accepted <= drafted
@@ -110,14 +133,14 @@ def test_chunked_prefill_on_or_off_same_output(server) -> None:
     server.patch(enable_chunked_prefill=True, max_num_batched_tokens=16, enable_prefix_caching=False)
     chunked = greedy(server, prompts)
     server.patch(enable_chunked_prefill=False, max_num_batched_tokens=16)
-    assert greedy(server, prompts) == chunked
+    assert_same_greedy(server, prompts, greedy(server, prompts), chunked)
 
 
 def test_kv_cache_rebuild_keeps_serving(server) -> None:
     expected = greedy(server, PROMPTS[:2])
     server.patch(num_kv_blocks=64, block_size=4)
     assert server.engine()["kv_blocks_total"] == 64
-    assert greedy(server, PROMPTS[:2]) == expected
+    assert_same_greedy(server, PROMPTS[:2], greedy(server, PROMPTS[:2]), expected)
 
 
 def test_sampling_is_seeded_and_streams_match_whole(server) -> None:

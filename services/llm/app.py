@@ -77,9 +77,12 @@ class LLMServer:
             return True, ""
         return self.ready, self.reason
 
-    def _on_config_change(self, _old: Any, new: Any) -> None:
+    def _on_config_change(self, old: Any, new: Any) -> None:
         if self.engine is not None:
-            self.engine.set_config(new)
+            error = self.engine.set_config(new)
+            if error is not None:
+                self.holder.value = old  # refused as a whole: the live config stays what the engine runs
+                raise ValueError(error)
 
     # ------------------------------------------------------------------------------------------ loading
     def load(self) -> None:

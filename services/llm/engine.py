@@ -55,6 +55,10 @@ class Engine:
         self._ids = itertools.count(1)
         self.pending = 0  # added but not yet taken by the engine thread (counts against max_queue)
         self._pending_lock = threading.Lock()  # += from the event loop, -= from the engine thread
+        self._applied = threading.Condition()  # set_config waits on it until the engine thread applied the change
+        self._config_gen = 0
+        self._applied_gen = 0
+        self.config_error: str | None = None
         self.by_id: dict[str, Sequence] = {}
         self._outbox: list[tuple[Emit, Delta]] = []
         # how a step's deltas reach their requests; default: call each emit on the engine thread
@@ -64,12 +68,13 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ set-up
     def _build(self, cfg: LLMConfig) -> None:
-        self.blocks = BlockManager(cfg.num_kv_blocks, cfg.block_size, cfg.enable_prefix_caching)
+        # the caches first: a size the machine cannot hold raises here, before anything was replaced
         cache = KVCache(self.target.model.cfg, cfg.num_kv_blocks, cfg.block_size)
         draft_model = draft_cache = None
         if self.draft is not None:
             draft_model = self.draft.model
             draft_cache = KVCache(draft_model.cfg, cfg.num_kv_blocks, cfg.block_size)
+        self.blocks = BlockManager(cfg.num_kv_blocks, cfg.block_size, cfg.enable_prefix_caching)
         self.worker = Worker(self.target.model, cache, draft_model, draft_cache)
         old = getattr(self, "scheduler", None)
         self.scheduler = Scheduler(self.blocks, SchedulerConfig(n_ctx=self.n_ctx))
@@ -77,6 +82,7 @@ class Engine:
             self.scheduler.waiting = old.waiting
             self.scheduler.num_preemptions = old.num_preemptions
         self._shape = (cfg.num_kv_blocks, cfg.block_size)
+        self._active = cfg
         metrics.KV_BLOCKS_TOTAL.set(cfg.num_kv_blocks)
 
     def start(self) -> None:
@@ -86,9 +92,21 @@ class Engine:
         self._stop = True
         self._wake.set()
 
-    def set_config(self, cfg: LLMConfig) -> None:
-        self.config = cfg
-        self._wake.set()
+    def set_config(self, cfg: LLMConfig, timeout: float = 10.0) -> str | None:
+        """Hand the engine a new config and wait until its thread has applied it (at most one step): a PATCH
+        answers once the change is in force. An error message if it could not be applied (the engine keeps
+        its previous config), None otherwise."""
+        with self._applied:
+            self.config = cfg
+            self.config_error = None
+            self._config_gen += 1
+            gen = self._config_gen
+            self._wake.set()
+            if not self.thread.is_alive():
+                return None  # not started yet: applied when it starts
+            if not self._applied.wait_for(lambda: self._applied_gen >= gen, timeout):
+                log.warning("config not applied within %.0fs (a long engine step)", timeout)
+            return self.config_error
 
     # ------------------------------------------------------------------------------------------ requests
     def new_id(self, prefix: str) -> str:
@@ -143,12 +161,19 @@ class Engine:
         if (cfg.num_kv_blocks, cfg.block_size) != self._shape:
             log.info("kv cache rebuild num_kv_blocks=%d block_size=%d running=%d", cfg.num_kv_blocks,
                      cfg.block_size, len(self.scheduler.running))
+            old_blocks = self.blocks
             self.scheduler.preempt_all()
             for seq in self.scheduler.waiting:
-                seq.block_table.clear()
-                seq.block_hashes.clear()
+                old_blocks.free(seq)
                 seq.num_computed = 0
-            self._build(cfg)
+                seq.draft_computed = 0
+            try:
+                self._build(cfg)
+            except (MemoryError, RuntimeError) as exc:  # the old cache keeps serving; the PATCH is refused
+                self.config = cfg = self._active
+                self.config_error = f"cannot allocate a KV cache of {self.config.num_kv_blocks} blocks: {exc}"
+                log.error("kv cache rebuild failed error=%s", exc)
+        self._active = cfg
         self.blocks.enable_prefix_caching = cfg.enable_prefix_caching
         sc = self.scheduler.config
         sc.max_num_seqs = cfg.max_num_seqs
@@ -160,7 +185,12 @@ class Engine:
     def _loop(self) -> None:
         while not self._stop:
             self._drain_inbox()
+            with self._applied:
+                gen = self._config_gen
             self._apply_config()
+            with self._applied:
+                self._applied_gen = gen
+                self._applied.notify_all()
             if not self.scheduler.has_work():
                 self._publish()
                 self._wake.wait(0.5)

@@ -139,7 +139,11 @@ def test_chunked_prefill_on_or_off_same_output(server) -> None:
 def test_kv_cache_rebuild_keeps_serving(server) -> None:
     expected = greedy(server, PROMPTS[:2])
     server.patch(num_kv_blocks=64, block_size=4)
-    assert server.engine()["kv_blocks_total"] == 64
+    assert server.engine()["kv_blocks_total"] == 64  # in force when the PATCH answers
+    # a cache the machine cannot hold (~10 TB) is refused with a message; the old one keeps serving
+    r = server.client.patch("/admin/config", json={"num_kv_blocks": 1_000_000, "block_size": 1024})
+    assert r.status_code == 422 and "KV cache" in r.json()["detail"], r.text
+    assert server.client.get("/admin/config").json()["num_kv_blocks"] == 64
     assert_same_greedy(server, PROMPTS[:2], greedy(server, PROMPTS[:2]), expected)
 
 

@@ -14,8 +14,15 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PIP) install -q --disable-pip-version-check -c requirements.lock -e '.[ml,loadgen,test,bench]'
 	touch $@
 
+# The LLM track's GPT, its draft and int8 variant (services/llm/train.py, about 80 s on 2 cores; skipped when
+# registered). Its corpus is Debian's bible-kjv (installed here when missing; without it the trainer falls back to
+# a seeded generated corpus and says so in the versions' lineage).
 models: $(VENV)/.installed
 	$(PY) -m services.trainer defaults --home $(FAULTLINE_HOME)
+	@command -v bible >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq bible-kjv) \
+	  || echo "bible-kjv not installed: the LLM trains on the generated corpus"; }
+	$(PY) -m services.llm.train --home $(FAULTLINE_HOME) --if-missing
 
 run: setup
 	$(VENV)/bin/faultline serve
@@ -23,11 +30,12 @@ run: setup
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-# Debian packages the tests need: chromium (browser tests; never a browser downloaded by a test tool) and wrk
-# (the serving benchmark's client, smoke-tested by the suite).
+# Debian packages the tests need: chromium (browser tests; never a browser downloaded by a test tool), wrk
+# (the serving benchmark's client, smoke-tested by the suite) and bible-kjv (the LLM's training text).
 system-deps:
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v bible >/dev/null 2>&1 || missing="$$missing bible-kjv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

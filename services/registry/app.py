@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common import fastjson
 from services.common.service import ConfigHolder, create_app
+from services.registry.llm import LLMRegistry
 from services.registry.store import STAGES, CorruptArtifact, Registry, RegistryError, VersionNotFound
 from services.registry.variants import check_params
 from services.trainer.rows import MAX_ROWS, RowsError, RowsSummary, check_rows
@@ -149,6 +150,28 @@ def build_app(root: str | Path, config: RegistryConfig | None = None) -> Any:
             return JSONResponse(registry.get(version))
         except RegistryError as exc:
             return _registry_error(exc)
+
+    # the LLM track's versions (registry/llm/versions/, services/registry/llm.py): read-only here
+    llm_registry = LLMRegistry(root)
+
+    @app.get("/v1/llm/models")
+    async def list_llm_models() -> Response:
+        return JSONResponse(llm_registry.list())
+
+    @app.get("/v1/llm/models/{version}")
+    async def get_llm_model(version: str) -> Response:
+        try:
+            return JSONResponse(llm_registry.get(version))
+        except RegistryError as exc:
+            return _registry_error(exc)
+
+    @app.get("/v1/llm/models/{version}/verify")
+    async def verify_llm_model(version: str) -> Response:
+        try:
+            ok, detail = llm_registry.verify(version)
+        except RegistryError as exc:
+            return _registry_error(exc)
+        return JSONResponse({"version": version, "ok": ok, "detail": detail})
 
     @app.get("/v1/models/{version}/reference")
     async def get_reference(version: str) -> Response:

@@ -1,0 +1,421 @@
+"""The LLM replica's HTTP app: OpenAI-compatible completions and chat completions over the engine.
+
+Routes (besides the common /healthz, /readyz, /metrics, /admin/config):
+- `POST /v1/completions`, `POST /v1/chat/completions`: `stream` false (one JSON) or true (SSE `data: {...}`
+  chunks in OpenAI's shapes, then `data: [DONE]`; `stream_options.include_usage` adds a usage chunk);
+  `finish_reason` stop | length | abort; completions take `logprobs` (0..5) and `echo` (with `max_tokens: 0`:
+  the prompt's log-probabilities only: perplexity through the API).
+- `GET /v1/models`: the served version (and its draft); `GET /v1/engine`: scheduler and KV-cache counters.
+Errors are OpenAI-shaped `{"error": {"message", "type", "param", "code"}}`, 4xx for any bad input; prompt +
+max_tokens over the context is a 400 naming both numbers. A full queue is a 503 with Retry-After.
+
+Start-up: the HTTP server is up at once (/healthz); a thread loads and verifies the version (and its draft),
+starts the engine, runs a warm-up request and only then flips /readyz. A client that disconnects mid-request
+aborts it (config `cancel_on_disconnect`), which frees its KV blocks at the engine's next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from services.common.service import ConfigHolder, create_app
+from services.llm import metrics
+from services.llm.artifacts import GenerationConfig, LoadedLLM, load_llm
+from services.llm.config import LLMConfig
+from services.llm.engine import Engine, QueueFull
+from services.llm.protocol import ChatRequest, CompletionRequest, OpenAIError, parse
+from services.llm.sequence import Delta, SamplingParams
+from services.registry.store import RegistryError
+
+log = logging.getLogger("llm")
+RETRY_AFTER_S = "1"
+DISCONNECT_POLL_S = 0.25
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(exc: OpenAIError) -> Response:
+    return _json(exc.body(), exc.status, exc.headers)
+
+
+def _sse(payload: Any) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class LLMServer:
+    def __init__(self, registry: str | Path, replica: str, version: str, config: LLMConfig,
+                 draft: str | None = None) -> None:
+        self.registry, self.replica, self.version, self.draft_version = Path(registry), replica, version, draft
+        self.holder = ConfigHolder(config, self._on_config_change)
+        self.engine: Engine | None = None
+        self.target: LoadedLLM | None = None
+        self.ready = False
+        self.reason = "loading model"
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def config(self) -> LLMConfig:
+        return self.holder.value  # type: ignore[return-value]
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.config.readiness == "process":
+            return True, ""
+        return self.ready, self.reason
+
+    def _on_config_change(self, old: Any, new: Any) -> None:
+        if self.engine is not None:
+            error = self.engine.set_config(new)
+            if error is not None:
+                self.holder.value = old  # refused as a whole: the live config stays what the engine runs
+                raise ValueError(error)
+
+    # ------------------------------------------------------------------------------------------ loading
+    def load(self) -> None:
+        try:
+            import torch
+
+            torch.set_num_threads(self.config.torch_threads)
+            # the engine thread and the event loop share the GIL: with the default 5 ms switch interval a step
+            # can wait a whole interval for the loop to let go; 0.5 ms keeps the two interleaving finely
+            sys.setswitchinterval(0.0005)
+            target = load_llm(self.registry, self.version)
+            draft_name = self.draft_version or target.meta.get("draft")
+            draft = None
+            if draft_name:
+                try:
+                    draft = load_llm(self.registry, draft_name)
+                except RegistryError as exc:
+                    log.warning("draft not loaded draft=%s error=%s", draft_name, exc)
+            engine = Engine(target, draft, self.config)
+            loop = self.loop
+            if loop is not None:
+                engine.deliver = lambda items: loop.call_soon_threadsafe(_deliver, items)
+            engine.start()
+            self.target, self.engine = target, engine
+            done = threading.Event()
+            engine.add("warmup", target.tokenizer.encode("In the beginning", bos=True),
+                       SamplingParams(temperature=0.0, max_tokens=4),
+                       lambda d: done.set() if d.finish_reason else None)
+            done.wait(60)
+            self.ready, self.reason = True, ""
+            metrics.READY.set(1)
+            log.info("ready version=%s draft=%s params=%d n_ctx=%d kv_cache_mb=%.1f", self.version,
+                     draft.version if draft else None, target.model.num_params(), target.model.cfg.n_ctx,
+                     engine.worker.cache.nbytes / 2**20)
+        except (RegistryError, OSError, ValueError, KeyError) as exc:
+            self.reason = f"cannot load {self.version}: {exc}"
+            log.error("load failed version=%s error=%s", self.version, exc)
+
+    # ------------------------------------------------------------------------------------------ requests
+    def _generation(self) -> GenerationConfig:
+        assert self.target is not None
+        g, c = self.target.generation, self.config
+        return GenerationConfig(
+            temperature=g.temperature if c.default_temperature is None else c.default_temperature,
+            top_p=g.top_p if c.default_top_p is None else c.default_top_p,
+            max_tokens=g.max_tokens if c.default_max_tokens is None else c.default_max_tokens,
+            stop=list(g.stop if c.default_stop is None else c.default_stop))
+
+    def _check_ready(self) -> Engine:
+        if not self.ready or self.engine is None:
+            raise OpenAIError(503, f"model not ready: {self.reason}", type_="service_unavailable",
+                              code="not_ready", headers={"Retry-After": RETRY_AFTER_S})
+        return self.engine
+
+    def _check_model(self, name: str | None) -> None:
+        if name is not None and name != self.version:
+            raise OpenAIError(404, f"The model `{name}` does not exist; this replica serves `{self.version}`.",
+                              param="model", code="model_not_found", type_="not_found_error")
+
+    def _params(self, req: CompletionRequest | ChatRequest, prompt_len: int, max_tokens: int | None,
+                logprobs: int | None, echo: bool) -> SamplingParams:
+        engine = self._check_ready()
+        n_ctx = engine.n_ctx
+        gen = self._generation()
+        if prompt_len >= n_ctx:
+            raise OpenAIError(400, f"This model's maximum context length is {n_ctx} tokens. However, your prompt "
+                              f"has {prompt_len} tokens. Please reduce the length of the prompt.",
+                              param="prompt" if isinstance(req, CompletionRequest) else "messages",
+                              code="context_length_exceeded")
+        if max_tokens is None:
+            max_tokens = min(gen.max_tokens, n_ctx - prompt_len)
+        elif prompt_len + max_tokens > n_ctx:
+            raise OpenAIError(400, f"This model's maximum context length is {n_ctx} tokens. However, you "
+                              f"requested {prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} "
+                              "for the completion). Please reduce the length of the prompt or max_tokens.",
+                              param="max_tokens", code="context_length_exceeded")
+        blocks = engine.blocks
+        need = blocks.blocks_for(prompt_len + max_tokens)
+        if need > blocks.num_blocks:
+            raise OpenAIError(400, f"{prompt_len} prompt tokens + {max_tokens} max_tokens need {need} KV-cache "
+                              f"blocks of {blocks.block_size}; the cache has {blocks.num_blocks} (num_kv_blocks).",
+                              param="max_tokens", code="kv_cache_too_small")
+        stop = req.stop_list()
+        return SamplingParams(
+            temperature=gen.temperature if req.temperature is None else req.temperature,
+            top_p=gen.top_p if req.top_p is None else req.top_p,
+            max_tokens=max_tokens, stop=gen.stop if stop is None else stop, logprobs=logprobs,
+            prompt_logprobs=echo and logprobs is not None, seed=req.seed)
+
+    async def completions(self, request: Request) -> Response:
+        try:
+            req: CompletionRequest = parse(CompletionRequest, await _body(request))
+            self._check_model(req.model)
+            engine = self._check_ready()
+            tok = engine.tok
+            if isinstance(req.prompt, str):
+                prompt = tok.encode(req.prompt, bos=True)
+            elif isinstance(req.prompt[0], str):
+                prompt = tok.encode(str(req.prompt[0]), bos=True)
+            else:
+                prompt = [int(t) for t in req.prompt]
+            params = self._params(req, len(prompt), req.max_tokens, req.logprobs, req.echo)
+        except OpenAIError as exc:
+            return _error(exc)
+        return await self._run(request, req, prompt, params, chat=False)
+
+    async def chat(self, request: Request) -> Response:
+        try:
+            req: ChatRequest = parse(ChatRequest, await _body(request))
+            self._check_model(req.model)
+            engine = self._check_ready()
+            try:
+                messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+            except ValueError as exc:
+                raise OpenAIError(400, f"messages: {exc}", param="messages") from None
+            prompt = engine.tok.apply_chat_template(messages)
+            max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+            logprobs = (req.top_logprobs or 0) if req.logprobs else None
+            params = self._params(req, len(prompt), max_tokens, logprobs, False)
+        except OpenAIError as exc:
+            return _error(exc)
+        return await self._run(request, req, prompt, params, chat=True)
+
+    async def _run(self, request: Request, req: CompletionRequest | ChatRequest, prompt: list[int],
+                   params: SamplingParams, chat: bool) -> Response:
+        engine = self._check_ready()
+        q: asyncio.Queue[Delta] = asyncio.Queue()
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        try:
+            engine.add(rid, prompt, params, q.put_nowait)  # called on this loop, by _deliver
+        except QueueFull as exc:
+            return _error(OpenAIError(503, f"server overloaded: {exc}; retry later", type_="service_unavailable",
+                                      code="queue_full", headers={"Retry-After": RETRY_AFTER_S}))
+        fmt = _Format(self, rid, req, prompt, params, chat)
+        if req.stream:
+            return StreamingResponse(self._stream(rid, q, fmt), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        deltas: list[Delta] = []
+        while True:
+            try:
+                d = await asyncio.wait_for(q.get(), DISCONNECT_POLL_S)
+            except TimeoutError:
+                if self.config.cancel_on_disconnect and await request.is_disconnected():
+                    engine.abort(rid)
+                    log.info("client gone request=%s aborted", rid)
+                    return Response(status_code=499)
+                continue
+            deltas.append(d)
+            if d.finish_reason is not None:
+                break
+        if deltas[-1].error:
+            return _error(OpenAIError(500, deltas[-1].error, type_="server_error"))
+        return _json(fmt.whole(deltas))
+
+    async def _stream(self, rid: str, q: asyncio.Queue[Delta], fmt: _Format) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            for first in fmt.opening():
+                yield _sse(first)
+            while True:
+                d = await q.get()
+                if d.error:
+                    finished = True
+                    yield _sse(OpenAIError(500, d.error, type_="server_error").body())
+                    break
+                for chunk in fmt.chunks(d):
+                    yield _sse(chunk)
+                if d.finish_reason is not None:
+                    finished = True
+                    break
+            yield b"data: [DONE]\n\n"
+        finally:
+            if not finished and self.config.cancel_on_disconnect and self.engine is not None:
+                self.engine.abort(rid)
+                log.info("client gone request=%s aborted", rid)
+
+
+def _deliver(items: list[tuple[Any, Delta]]) -> None:
+    """On the event loop: one step's deltas into their requests' queues."""
+    for emit, delta in items:
+        emit(delta)
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise OpenAIError(400, "the request body is not valid JSON") from None
+
+
+class _Format:
+    """OpenAI response shapes for one request (whole or streamed, completion or chat)."""
+
+    def __init__(self, server: LLMServer, rid: str, req: CompletionRequest | ChatRequest, prompt: list[int],
+                 params: SamplingParams, chat: bool) -> None:
+        assert server.engine is not None
+        self.tok = server.engine.tok
+        self.rid, self.req, self.prompt, self.params, self.chat = rid, req, prompt, params, chat
+        self.model = server.version
+        self.created = int(time.time())
+        self.echo = isinstance(req, CompletionRequest) and req.echo
+        self.offset = 0
+
+    def _head(self, obj: str) -> dict[str, Any]:
+        return {"id": self.rid, "object": obj, "created": self.created, "model": self.model}
+
+    def _prompt_text(self) -> str:
+        return self.tok.decode(self.prompt)
+
+    def _logprobs(self, entries: list[dict[str, Any]], prompt: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        if prompt:  # the first prompt token has no log-probability
+            first = self.tok.token_str(self.prompt[0])
+            out["tokens"].append(first)
+            out["token_logprobs"].append(None)
+            out["top_logprobs"].append(None)
+            out["text_offset"].append(self.offset)
+            self.offset += len(first)
+        for e in entries:
+            s = self.tok.token_str(e["token"])
+            out["tokens"].append(s)
+            out["token_logprobs"].append(e["logprob"])
+            out["top_logprobs"].append({self.tok.token_str(t): lp for t, lp in e.get("top", [])} or None)
+            out["text_offset"].append(self.offset)
+            self.offset += len(s)
+        return out
+
+    def _chat_logprobs(self, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if self.params.logprobs is None:
+            return None
+
+        def one(token: int, lp: float) -> dict[str, Any]:
+            s = self.tok.token_str(token)
+            return {"token": s, "logprob": lp, "bytes": list(s.encode())}
+
+        return {"content": [{**one(e["token"], e["logprob"]),
+                             "top_logprobs": [one(t, lp) for t, lp in e.get("top", [])]} for e in entries]}
+
+    def whole(self, deltas: list[Delta]) -> dict[str, Any]:
+        last = deltas[-1]
+        text = "".join(d.text for d in deltas)
+        if self.chat:
+            body = self._head("chat.completion")
+            lps = self._chat_logprobs([e for d in deltas for e in d.logprobs])
+            body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": lps,
+                                "finish_reason": last.finish_reason}]
+        else:
+            body = self._head("text_completion")
+            lps = None
+            if self.params.logprobs is not None:
+                lps = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+                parts = []
+                if self.params.prompt_logprobs:
+                    parts.append(self._logprobs(last.prompt_logprobs or [], prompt=True))
+                parts.append(self._logprobs([e for d in deltas for e in d.logprobs]))
+                for p in parts:
+                    for k in lps:
+                        lps[k].extend(p[k])
+            if self.echo:
+                text = self._prompt_text() + text
+            body["choices"] = [{"index": 0, "text": text, "logprobs": lps, "finish_reason": last.finish_reason}]
+        body["usage"] = last.usage
+        return body
+
+    def opening(self) -> list[dict[str, Any]]:
+        if self.chat:
+            c = self._head("chat.completion.chunk")
+            c["choices"] = [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                             "finish_reason": None}]
+            return [c]
+        if self.echo:
+            c = self._head("text_completion")
+            c["choices"] = [{"index": 0, "text": self._prompt_text(), "logprobs": None, "finish_reason": None}]
+            return [c]
+        return []
+
+    def chunks(self, d: Delta) -> list[dict[str, Any]]:
+        out = []
+        if self.chat:
+            c = self._head("chat.completion.chunk")
+            delta = {"content": d.text} if d.text else {}
+            c["choices"] = [{"index": 0, "delta": delta, "logprobs": self._chat_logprobs(d.logprobs),
+                             "finish_reason": d.finish_reason}]
+        else:
+            c = self._head("text_completion")
+            lps = self._logprobs(d.logprobs) if self.params.logprobs is not None else None
+            c["choices"] = [{"index": 0, "text": d.text, "logprobs": lps, "finish_reason": d.finish_reason}]
+        out.append(c)
+        opts = self.req.stream_options
+        if d.finish_reason is not None and opts is not None and opts.include_usage:
+            u = self._head(c["object"])
+            u["choices"] = []
+            u["usage"] = d.usage
+            out.append(u)
+        return out
+
+
+def build_app(registry: str | Path, replica: str, version: str, config: LLMConfig,
+              draft: str | None = None) -> FastAPI:
+    server = LLMServer(registry, replica, version, config, draft)
+    app = create_app(f"llm.{replica}", server.holder, server.readiness)
+    app.state.server = server
+
+    @app.on_event("startup")
+    async def _start() -> None:
+        server.loop = asyncio.get_running_loop()
+        threading.Thread(target=server.load, name="llm-load", daemon=True).start()
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await server.completions(request)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await server.chat(request)
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        data = []
+        if server.target is not None:
+            meta = server.target.meta
+            data.append({"id": server.version, "object": "model", "created": server.target.meta.get("created_at"),
+                         "owned_by": "faultline", "root": server.version, "parent": None,
+                         "max_model_len": server.target.model.cfg.n_ctx, "replica": server.replica,
+                         "sha256": meta.get("sha256"), "variant": meta.get("variant"), "metrics": meta.get("metrics"),
+                         "draft": server.engine.draft.version if server.engine and server.engine.draft else None})
+        return _json({"object": "list", "data": data})
+
+    @app.get("/v1/engine")
+    async def engine_stats() -> Response:
+        if server.engine is None:
+            return _json({"detail": f"not ready: {server.reason}"}, 503)
+        return _json({"replica": server.replica, "version": server.version, **server.engine.stats()})
+
+    return app

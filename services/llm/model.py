@@ -1,0 +1,185 @@
+"""A decoder-only transformer (GPT-2 layout) written from scratch, with a forward over a paged KV cache.
+
+Token + learned position embeddings, pre-norm blocks (LayerNorm → causal self-attention → residual,
+LayerNorm → MLP with tanh-GELU → residual), a final LayerNorm and an output head tied to the token embedding.
+The layout and the activation match Hugging Face's GPT-2 (`gelu_new`), so `hfcompat.py` can load our weights
+into `transformers.GPT2LMHeadModel` and check that we compute the same thing.
+
+Two forwards share the weights:
+- `forward(idx)`: plain causal attention over (B, T) token ids, for training and evaluation.
+- `forward_paged(...)`: the serving forward. Tokens of many sequences (prefill chunks, single decode tokens,
+  speculative verification runs) are flattened into one batch; each layer writes the new tokens' K/V into
+  their slots of the paged cache (`slot = block_table[pos // block_size] * block_size + pos % block_size`) and
+  every sequence's queries attend over the K/V blocks gathered from its own block table (sequences with the
+  same number of new tokens share one attention call, so a prefill chunk never pads the decodes). The cache
+  never moves; the block manager decides which blocks a sequence owns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 258
+    n_ctx: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        c = cfg.n_embd
+        self.n_head = cfg.n_head
+        self.ln_1 = nn.LayerNorm(c)
+        self.c_attn = nn.Linear(c, 3 * c)
+        self.attn_proj = nn.Linear(c, c)
+        self.ln_2 = nn.LayerNorm(c)
+        self.c_fc = nn.Linear(c, 4 * c)
+        self.mlp_proj = nn.Linear(4 * c, c)
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.attn_proj(y.transpose(1, 2).reshape(b, t, c))
+        return x + self.mlp(self.ln_2(x))
+
+
+@dataclass
+class AttnGroup:
+    """Sequences whose runs have the same number of new tokens Q: their attention is one padded-free call.
+
+    rows: (B * Q,) the flattened token rows of the group, sequence by sequence; block_tables: (B, NB) each
+    sequence's blocks (padded with block 0: key l of sequence b is its position l); mask: (B, 1, Q, NB *
+    block_size) bool, True where query q may attend key l (causal: l <= the query's position).
+    """
+
+    rows: torch.Tensor
+    block_tables: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class PagedBatch:
+    """Where each flattened token sits, as tensors built by the worker (see worker.build_batch).
+
+    tokens, positions, slots: (N,) the new tokens, their positions in their sequence and their cache slots.
+    groups: the attention groups (decodes together, each prefill-chunk length together: no padded queries).
+    logit_index: (M,) the token rows whose logits are wanted.
+    """
+
+    tokens: torch.Tensor
+    positions: torch.Tensor
+    slots: torch.Tensor
+    groups: list[AttnGroup]
+    logit_index: torch.Tensor
+
+
+class KVCache:
+    """The paged cache of one model: per layer, K and V of shape (num_blocks, block_size, heads, head_dim)."""
+
+    def __init__(self, cfg: GPTConfig, num_blocks: int, block_size: int) -> None:
+        shape = (num_blocks, block_size, cfg.n_head, cfg.head_dim)
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self.k = [torch.zeros(shape) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape) for _ in range(cfg.n_layer)]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.n_ctx, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.apply(self._init)
+        for block in self.blocks:  # GPT-2's scaled init of the residual projections
+            for proj in (block.attn_proj, block.mlp_proj):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        # tied output head: the token embedding matrix, kept in float even in the int8 variant
+        return F.linear(self.ln_f(x), self.wte.weight)
+
+    def forward(self, idx: torch.Tensor, pos0: int = 0) -> torch.Tensor:
+        t = idx.shape[1]
+        x = self.wte(idx) + self.wpe(torch.arange(pos0, pos0 + t, device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+    def forward_paged(self, batch: PagedBatch, cache: KVCache) -> torch.Tensor:
+        """Logits (M, vocab) of the rows `batch.logit_index`; writes every new token's K/V into the cache."""
+        x = self.wte(batch.tokens) + self.wpe(batch.positions)
+        n, c = x.shape
+        h, d = self.cfg.n_head, self.cfg.head_dim
+        for layer, block in enumerate(self.blocks):
+            q, k, v = block.c_attn(block.ln_1(x)).split(c, dim=1)
+            k_cache, v_cache = cache.k[layer], cache.v[layer]
+            k_cache.view(-1, h, d).index_copy_(0, batch.slots, k.reshape(n, h, d))
+            v_cache.view(-1, h, d).index_copy_(0, batch.slots, v.reshape(n, h, d))
+            qn = q.reshape(n, h, d)
+            y = torch.empty(n, c) if len(batch.groups) > 1 else None
+            for g in batch.groups:
+                b_, nb = g.block_tables.shape
+                q_ = g.rows.shape[0] // b_
+                qb = qn.index_select(0, g.rows).view(b_, q_, h, d).transpose(1, 2)  # (B, H, Q, D)
+                # whole blocks are gathered (rows of block_size * H * D floats): far cheaper than slot by slot
+                tables = g.block_tables.reshape(-1)
+                kb = k_cache.index_select(0, tables).view(b_, nb * cache.block_size, h, d).transpose(1, 2)
+                vb = v_cache.index_select(0, tables).view(b_, nb * cache.block_size, h, d).transpose(1, 2)
+                yg = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=g.mask).transpose(1, 2).reshape(-1, c)
+                if y is None:
+                    y = yg  # one group: its rows are all the tokens, in order
+                else:
+                    y.index_copy_(0, g.rows, yg)
+            x = x + block.attn_proj(y)
+            x = x + block.mlp(block.ln_2(x))
+        return self.head(x[batch.logit_index])
+
+
+def quantize_int8(model: GPT) -> GPT:
+    """torch dynamic quantisation: every nn.Linear becomes int8 weights with float activations."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks its quantised tensor types deprecated; they still work in 2.13
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)

@@ -1,0 +1,195 @@
+"""The worker: runs the target (and draft) model on one scheduled batch and samples the next tokens.
+
+`build_batch` turns a list of per-sequence runs (new tokens from position `start`, the sequence's block table,
+which rows need logits) into the flattened tensors of `model.PagedBatch`. `Worker.step` runs one engine
+iteration:
+1. speculative decoding, for greedy decode sequences scheduled with k > 0 proposals: the draft model (its own
+   paged cache, same block tables) first catches up on the tokens it has not seen, then proposes k tokens one
+   batched step at a time;
+2. one target forward over everything: prefill chunks, single decode tokens, and each speculating sequence's
+   last token plus its k proposals;
+3. sampling: greedy, or temperature + top-p with a per-request generator; for a speculating sequence the
+   proposals are accepted while they equal the target's own greedy choice, then the target's token at the
+   first mismatch (or after the last proposal) is added: the output is exactly the target's greedy output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from services.llm.model import GPT, AttnGroup, KVCache, PagedBatch
+from services.llm.scheduler import Scheduled
+from services.llm.sequence import Sequence
+
+
+@dataclass
+class Run:
+    tokens: list[int]
+    start: int
+    block_table: list[int]
+    all_logits: bool
+
+
+@dataclass
+class StepResult:
+    """Per scheduled sequence: tokens to append (maybe none: a prefill chunk), their logprob rows, and
+    the prompt log-probabilities computed by this chunk (echo with logprobs)."""
+
+    new_tokens: list[list[int]] = field(default_factory=list)
+    logprob_rows: list[list[torch.Tensor]] = field(default_factory=list)
+    prompt_rows: list[tuple[torch.Tensor, list[int]] | None] = field(default_factory=list)
+    drafted: int = 0
+    accepted: int = 0
+
+
+def _group(runs: list[Run], offsets: list[int], block_size: int) -> AttnGroup:
+    q_len = len(runs[0].tokens)
+    n_blocks = -(-max(r.start + q_len for r in runs) // block_size)
+    rows: list[int] = []
+    tables: list[list[int]] = []
+    for r, offset in zip(runs, offsets, strict=True):
+        rows.extend(range(offset, offset + q_len))
+        used = -(-(r.start + q_len) // block_size)
+        tables.append(r.block_table[:used] + [0] * (n_blocks - used))
+    q_pos = torch.tensor([r.start for r in runs])[:, None] + torch.arange(q_len)[None, :]
+    mask = torch.arange(n_blocks * block_size)[None, None, :] <= q_pos[:, :, None]
+    return AttnGroup(rows=torch.tensor(rows), block_tables=torch.tensor(tables), mask=mask.unsqueeze(1))
+
+
+def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slice]]:
+    """The flattened batch, and for each run the slice of its logit rows in the output."""
+    tokens: list[int] = []
+    positions: list[int] = []
+    slots: list[int] = []
+    logit_index: list[int] = []
+    rows: list[slice] = []
+    by_len: dict[int, tuple[list[Run], list[int]]] = {}
+    for r in runs:
+        offset = len(tokens)
+        n = len(r.tokens)
+        end = r.start + n
+        table = r.block_table
+        tokens.extend(r.tokens)
+        positions.extend(range(r.start, end))
+        slots.extend(table[p // block_size] * block_size + p % block_size for p in range(r.start, end))
+        group = by_len.setdefault(n, ([], []))
+        group[0].append(r)
+        group[1].append(offset)
+        first = len(logit_index)
+        if r.all_logits:
+            logit_index.extend(range(offset, offset + n))
+        else:
+            logit_index.append(offset + n - 1)
+        rows.append(slice(first, len(logit_index)))
+    batch = PagedBatch(
+        tokens=torch.tensor(tokens), positions=torch.tensor(positions), slots=torch.tensor(slots),
+        groups=[_group(rs, offs, block_size) for rs, offs in by_len.values()],
+        logit_index=torch.tensor(logit_index),
+    )
+    return batch, rows
+
+
+def sample_token(logits: torch.Tensor, seq: Sequence) -> int:
+    p = seq.params
+    if p.greedy:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / p.temperature, dim=-1)
+    if p.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < p.top_p  # the smallest set whose mass reaches top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    if seq.generator is None:
+        seq.generator = torch.Generator()
+        if p.seed is not None:
+            seq.generator.manual_seed(p.seed)
+        else:
+            seq.generator.seed()
+    return int(torch.multinomial(probs, 1, generator=seq.generator))
+
+
+class Worker:
+    def __init__(self, model: GPT, cache: KVCache, draft: GPT | None = None, draft_cache: KVCache | None = None):
+        self.model, self.cache = model, cache
+        self.draft, self.draft_cache = draft, draft_cache
+
+    @property
+    def block_size(self) -> int:
+        return self.cache.block_size
+
+    def _propose(self, items: list[Scheduled]) -> list[list[int]]:
+        """k greedy draft proposals per speculating sequence (batched across sequences, step by step)."""
+        assert self.draft is not None and self.draft_cache is not None
+        proposals: list[list[int]] = [[] for _ in items]
+        for r in range(max(it.spec for it in items)):
+            active = [i for i, it in enumerate(items) if it.spec > r]
+            runs = []
+            for i in active:
+                seq = items[i].seq
+                if r == 0:
+                    runs.append(Run(seq.tokens[seq.draft_computed:], seq.draft_computed, seq.block_table, False))
+                else:
+                    runs.append(Run([proposals[i][-1]], len(seq.tokens) - 1 + r, seq.block_table, False))
+            batch, rows = build_batch(runs, self.block_size)
+            logits = self.draft.forward_paged(batch, self.draft_cache)
+            for i, sl in zip(active, rows, strict=True):
+                proposals[i].append(int(logits[sl][-1].argmax()))
+        for it in items:
+            it.seq.draft_computed = len(it.seq.tokens) - 1 + it.spec
+        return proposals
+
+    @torch.inference_mode()
+    def step(self, scheduled: list[Scheduled]) -> StepResult:
+        res = StepResult()
+        spec_items = [s for s in scheduled if s.spec > 0]
+        proposals = dict(zip((id(s) for s in spec_items), self._propose(spec_items), strict=True)) \
+            if spec_items and self.draft is not None else {}
+        runs = []
+        for s in scheduled:
+            seq = s.seq
+            if s.spec and id(s) in proposals:
+                runs.append(Run([seq.tokens[-1], *proposals[id(s)]], seq.num_computed, seq.block_table, True))
+            else:
+                toks = seq.tokens[seq.num_computed: seq.num_computed + (s.num_tokens - s.spec)]
+                prompt_rows = seq.params.prompt_logprobs and seq.num_computed < len(seq.prompt)
+                runs.append(Run(toks, seq.num_computed, seq.block_table, prompt_rows))
+        batch, rows = build_batch(runs, self.block_size)
+        logits = self.model.forward_paged(batch, self.cache)
+        argmax = logits.argmax(-1).tolist()  # every row's greedy token at once
+        for s, run, sl in zip(scheduled, runs, rows, strict=True):
+            seq = s.seq
+            out = logits[sl]
+            end = run.start + len(run.tokens)
+            # prompt log-probabilities: the logits at position j score token j + 1
+            if run.all_logits and not (s.spec and id(s) in proposals):
+                targets = seq.tokens[run.start + 1: min(end + 1, len(seq.prompt))]
+                res.prompt_rows.append((out[: len(targets)], targets))
+            else:
+                res.prompt_rows.append(None)
+            if s.spec and id(s) in proposals:
+                props = proposals[id(s)]
+                accepted: list[int] = []
+                lp_rows = []
+                for j in range(len(props) + 1):
+                    g = argmax[sl.start + j]
+                    accepted.append(g)
+                    lp_rows.append(out[j])
+                    if j == len(props) or props[j] != g:
+                        break
+                res.drafted += len(props)
+                res.accepted += len(accepted) - 1
+                seq.num_computed = len(seq.tokens) - 1 + len(accepted)
+                seq.draft_computed = min(seq.draft_computed, seq.num_computed)
+                res.new_tokens.append(accepted)
+                res.logprob_rows.append(lp_rows)
+                continue
+            seq.num_computed = end
+            if end < len(seq.tokens) or seq.num_output >= seq.params.max_tokens:
+                res.new_tokens.append([])  # a prefill chunk, or echo with max_tokens 0: nothing to sample
+                res.logprob_rows.append([])
+                continue
+            last = out[-1]
+            res.new_tokens.append([argmax[sl.stop - 1] if seq.params.greedy else sample_token(last, seq)])
+            res.logprob_rows.append([last])
+        return res

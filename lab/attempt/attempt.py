@@ -138,6 +138,7 @@ class Attempt:
             self._stop.wait(TICK_S)
         if self._stop.is_set():
             return
+        self.evaluator.mark_start()  # restarts and uptime probes count from the clock's start
         self.ready_at = time.time()
         for r in self.steady:
             if r.ok is not None:
@@ -156,6 +157,8 @@ class Attempt:
         results = self.evaluator.evaluate(self.scenario.steady_state)
         self.steady = results
         self._journal_probes(results, time.time())  # measured now, after any injection of this tick
+        if self.paged_at is None and self.scenario.page is not None:
+            self._check_page(time.time())
         if self.verifying is not None:
             self._verify(time.time())
         if self.deadline is not None and now > self.deadline and not self._stop.is_set():
@@ -255,6 +258,21 @@ class Attempt:
             if r.ok is False and injected and self.paged_at is None:
                 self.paged_at = now
 
+    def _check_page(self, now: float) -> None:
+        """The scenario's own page (an alert to judge): at T+at_s, or when one of its alert probes is violated."""
+        page = self.scenario.page
+        assert self.ready_at is not None
+        fired: list[dict[str, Any]] = []
+        if page.at_s is not None:
+            if now < self.ready_at + page.at_s * self.scale:
+                return
+        else:
+            fired = [r.to_dict() for r in self.evaluator.evaluate(page.probes) if r.ok is False]
+            if not fired:
+                return
+        self.paged_at = now
+        self.journal.append(self.id, "paged", {"reason": page.reason, "probes": fired}, at=now)
+
     def _on_slo(self, event: dict[str, Any]) -> None:
         if self.status != "running" or self.ready_at is None:
             return  # before the clock starts, SLO changes are about the reset and the setup, not the incident
@@ -335,7 +353,7 @@ class Attempt:
                 raise AttemptError(f"nothing to fix yet: the attempt is {self.phase}")
             if self.verifying is not None:
                 raise AttemptError("a fix claim is already being verified")
-            if not self.applied:
+            if not self.applied and self.paged_at is None:
                 raise AttemptError("nothing is broken yet: the pager has not fired")
             now = time.time()
             probes = self._accepted_probes()

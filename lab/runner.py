@@ -63,6 +63,8 @@ def break_deadline_s(sc: Any) -> float:
     """How long after the stack is ready the page may take: every fault's delays, then a few probe windows."""
     scale = sc.time_scale
     delays = sum((f.when.at_s or 0.0) + (f.when.delay_s or 0.0) for f in sc.faults) * scale
+    if sc.page is not None and sc.page.at_s is not None:  # an alert-paged scenario pages at its own time
+        delays = max(delays, sc.page.at_s * scale)
     windows = max((getattr(p, "window_s", 0.0) for p in sc.steady_state), default=0.0) * scale
     return delays + 4 * max(windows, 3.0) + 30.0
 

@@ -176,7 +176,8 @@ def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
                                    else "every replica's default version"),
             "drained: " + (", ".join(gateway.get("drained") or []) or "none"),
             "gateway decision threshold: " + num(gateway.get("decision_threshold"), "{:g}")
-            + " (decline when score >= it; the lab sets it from the production version's calibrated THRESHOLD)"]
+            + " (decline when score >= it; THRESHOLD above is the model's own calibrated value, where its metrics"
+            " were measured: the gateway does not read it)"]
     for replica, s in serving.items():
         text.append(f"{replica}: " + (f"serves {s['default']} (loaded: {', '.join(s['versions'])})"
                                       if "error" not in s else f"unreachable: {s['error']}"))

@@ -2,7 +2,8 @@
 
 What a model version was trained against, from the registry's `reference.json` (a sample of training inputs with
 the label and the version's own score) and its meta: the score distribution (quantiles, a 20-bin histogram, the
-share at or above the calibrated decision threshold and at a few round thresholds) and each feature's
+share at or above the gateway's decision threshold — the decline rate to expect —, at the model's own calibrated
+threshold and at a few round thresholds) and each feature's
 distribution (numeric: quantiles, mean, null rate; categorical: the top categories' shares). An author calibrates
 `score_quantile`, `decline_rate` and `drift_psi` tolerances with it (docs/monitoring.md).
 """
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
+from lab.parts.gateway import NAME as GATEWAY
 from lab.stackclients import ServiceCallError
 
 QUANTILES = (0.01, 0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99)
@@ -28,7 +30,8 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
     return {f"p{round(q * 100):02d}": round(float(np.quantile(values, q)), 5) for q in QUANTILES}
 
 
-def score_summary(scores: np.ndarray, threshold: float | None) -> dict[str, Any]:
+def score_summary(scores: np.ndarray, threshold: float | None,
+                  gateway_threshold: float | None = None) -> dict[str, Any]:
     counts, edges = np.histogram(scores, bins=BINS, range=(0.0, 1.0))
     n = len(scores)
     return {
@@ -39,6 +42,9 @@ def score_summary(scores: np.ndarray, threshold: float | None) -> dict[str, Any]
                       for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)],
         "threshold": threshold,
         "decline_share": None if threshold is None else round(float((scores >= threshold).mean()), 5),
+        "gateway_threshold": gateway_threshold,
+        "expected_decline_rate": None if gateway_threshold is None
+        else round(float((scores >= gateway_threshold).mean()), 5),
         "decline_share_at": {f"{t:g}": round(float((scores >= t).mean()), 5) for t in THRESHOLDS},
     }
 
@@ -63,7 +69,8 @@ def feature_summary(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
             "top": {k: round(c / len(present), 5) for k, c in top}}
 
 
-def summarise(reference: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+def summarise(reference: dict[str, Any], meta: dict[str, Any], gateway_threshold: float | None = None
+              ) -> dict[str, Any]:
     rows = [r for r in reference.get("rows") or [] if isinstance(r, dict)]
     threshold = (meta.get("metrics") or {}).get("threshold")
     scores = np.array([r["score"] for r in rows if _is_number(r.get("score"))], dtype=float)
@@ -73,7 +80,7 @@ def summarise(reference: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]
         "version": reference.get("version") or meta.get("version"),
         "rows": len(rows),
         "label_rate": round(sum(labels) / len(labels), 5) if labels else None,
-        "scores": score_summary(scores, threshold) if len(scores) else None,
+        "scores": score_summary(scores, threshold, gateway_threshold) if len(scores) else None,
         "features": [feature_summary(rows, c) for c in columns if c not in SKIP],
     }
 
@@ -86,9 +93,12 @@ def _text(data: dict[str, Any]) -> str:
         q = s["quantiles"]
         lines.append("scores: mean " + num(s["mean"], "{:.3f}") + ", "
                      + ", ".join(f"{k} {v:.3f}" for k, v in q.items()))
+        if s["gateway_threshold"] is not None:
+            lines.append(f"gateway decision threshold {s['gateway_threshold']:g}: {s['expected_decline_rate']:.1%} of "
+                         "scores at or above it (the decline rate to expect on training-like traffic)")
         if s["threshold"] is not None:
-            lines.append(f"calibrated decision threshold {s['threshold']:g}: {s['decline_share']:.1%} of scores at or "
-                         "above it (the expected decline rate)")
+            lines.append(f"the model's calibrated threshold {s['threshold']:g} (where its metrics were measured): "
+                         f"{s['decline_share']:.1%} at or above it")
         lines.append("share at or above: " + ", ".join(f"{t} {v:.1%}" for t, v in s["decline_share_at"].items()))
         lines.append("histogram: " + " ".join(f"[{lo:.2f},{hi:.2f}) {f:.1%}" for lo, hi, f in s["histogram"] if f))
     rows = [["FEATURE", "TYPE", "NULL", "P05", "P50", "P95 / TOP CATEGORIES"]]
@@ -118,6 +128,10 @@ def reference(ctx: ConsoleContext, args: Any) -> OpResult:
         ref = http.registry("GET", f"/v1/models/{version}/reference")
     except ServiceCallError as exc:
         raise ConsoleError(str(exc), exc.status) from exc
-    data = summarise(ref, meta)
+    try:
+        gateway_threshold = http.get_config(GATEWAY).get("decision_threshold")
+    except ServiceCallError:
+        gateway_threshold = None  # the gateway is down: the reference still answers
+    data = summarise(ref, meta, gateway_threshold)
     data["version"] = version
     return OpResult(data, _text(data))

@@ -106,7 +106,7 @@ def test_restarts_uptime_and_the_ml_probes_measure_the_real_stack(lab: Lab) -> N
     assert p["ok-share"]["value"] >= 0.9 and p["no-5xx"]["value"] <= 0.05, (p["ok-share"], p["no-5xx"])
     time.sleep(3)
     res = lab.call("POST", "/api/console/restart", {"service": "model-1"})
-    assert res["ok"], res
+    assert "restarted" in res["summary"], res
     st = lab.wait(attempt, lambda s: probes(s)["restarts-m1"]["value"] == 1, 60, "model-1's restart counted")
     p = probes(st)
     assert p["restarts-m1"]["ok"] is False and p["restarts-any"]["value"] == 1, p
@@ -125,10 +125,12 @@ def test_a_control_pages_from_its_alert_and_doing_nothing_is_the_fix(lab: Lab) -
     st = lab.wait(attempt, lambda s: s["paged"] or s["status"] != "running", 300, "the page")
     assert st["paged"], st
     assert all(p["ok"] is not False for p in st["steady_state"]), st["steady_state"]
-    assert any(e["type"] == "paged" for e in _events(lab, attempt))
     lab.call("POST", f"/api/attempts/{attempt}/fixed")
     st = lab.wait(attempt, lambda s: not s["fix"]["verifying"], 240, "the verdict")
     assert (st["fix"]["last"] or "").startswith("verified"), st["fix"]
+    lab.wait(attempt, lambda s: s["status"] != "running", 120, "the end")
+    paged = [e for e in _events(lab, attempt) if e["type"] == "paged"]
+    assert len(paged) == 1 and "latency alert" in paged[0]["data"]["reason"], paged
     debrief = lab.call("GET", f"/api/attempts/{attempt}/debrief")
     assert debrief["broke"] and debrief["fixed"], debrief
 
@@ -138,7 +140,7 @@ def test_restart_then_claim_on_a_control_is_rejected_naming_the_restarts_probe(l
     attempt = lab.start(doc, seed=1)
     lab.wait(attempt, lambda s: s["paged"] or s["status"] != "running", 300, "the page")
     res = lab.call("POST", "/api/console/restart", {"service": "model-1"})
-    assert res["ok"], res
+    assert "restarted" in res["summary"], res
     lab.call("POST", f"/api/attempts/{attempt}/fixed")
     st = lab.wait(attempt, lambda s: not s["fix"]["verifying"], 300, "the verdict")
     told = st["fix"]["last"] or ""

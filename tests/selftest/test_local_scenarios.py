@@ -10,6 +10,7 @@ local, on a real private lab; an id already taken is refused with a message nami
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,3 +77,39 @@ def test_a_local_folder_joins_the_catalog_marked_local(local_lab: tuple[PrivateL
         doc["title"] = "Another scenario under a taken id"
         r = http.post("/api/attempts", json={"scenario": doc, "seed": 1, "time_scale": 0.05})
         assert r.status_code == 409 and "differs from it" in r.json()["detail"], r.text
+
+
+TOKEN = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_catalog_page_runs_a_pasted_scenario_behind_its_csrf_form(local_lab: tuple[PrivateLab, Path]) -> None:
+    lab, folder = local_lab
+    with httpx.Client(base_url=lab.url, timeout=120, trust_env=False, follow_redirects=False) as web:
+        page = web.get("/").text
+        assert 'action="/run-document"' in page
+        token = TOKEN.search(page[page.index('action="/run-document"'):])
+        assert token, "the form carries the session's CSRF token"
+        text = FIXTURE.read_text()
+
+        r = web.post("/run-document", data={"scenario": text.replace("id: quiet-blip-control", "id: pasted-one")})
+        assert r.status_code == 403, r.text  # no token: refused before anything is read
+
+        broken = text.replace("id: quiet-blip-control", "id: pasted-one").replace("kind: latency_p99_ms",
+                                                                                 "kind: latency_p42")
+        r = web.post("/run-document", data={"csrf_token": token.group(1), "scenario": broken})
+        assert r.status_code == 422 and "pasted scenario:" in r.text and "steady_state[0]" in r.text, r.text[:2000]
+
+        taken = text.replace("title: A latency alert on a quiet afternoon", "title: Same id, other content")
+        r = web.post("/run-document", data={"csrf_token": token.group(1), "scenario": taken})
+        assert r.status_code == 409 and "differs from it" in r.text, r.text[:2000]
+
+        fresh = text.replace("id: quiet-blip-control", "id: pasted-one")
+        r = web.post("/run-document", data={"csrf_token": token.group(1), "scenario": fresh, "seed": "3"})
+        assert r.status_code == 303, r.text[:2000]
+        attempt = r.headers["location"].rsplit("/", 1)[-1]
+        assert attempt.startswith("pasted-one-")
+        st = web.get(f"/api/attempts/{attempt}").json()
+        assert st["scenario_id"] == "pasted-one" and st["seed"] == 3
+        web.post(f"/api/attempts/{attempt}/abort", json={"reason": "test"})

@@ -31,10 +31,9 @@ from typing import Any
 
 import httpx
 
+from lab import parts
 from lab.client import LabClient, LabError
 from lab.grader import grade
-from lab.parts.featurestore import NAME as FEATURE_STORE
-from lab.parts.gateway import NAME as GATEWAY
 from lab.parts.loadgen import NAME as LOADGEN
 from lab.parts.registry import NAME as REGISTRY
 from lab.scenario import ScenarioError, check_file, load_scenario, render
@@ -47,7 +46,6 @@ DEFAULT_TIME_SCALE = 0.05
 HEALTHY_WAIT_S = 120.0
 PASS_GRADE = 90
 IDLE_GRADE = 50
-CONFIG_SERVICES = (GATEWAY, FEATURE_STORE, REGISTRY)
 # The learner's first move: what an attempt where nobody acted never has.
 MOVES = ("console_op", "diagnosis_submitted", "fix_claimed", "hint_taken")
 
@@ -60,6 +58,11 @@ def _no_guard(_sc: Any) -> contextlib.AbstractContextManager[Any]:
 
 def log(msg: str) -> None:
     print(f"[test] {msg}", file=sys.stderr, flush=True)
+
+
+def config_services() -> list[str]:
+    """The single-instance parts with a live config (GET /admin/config): what a run must leave as it found it."""
+    return [p.name for p in parts.parts() if p.settable and not p.replicated]
 
 
 def rendered(path: Path, seed: int, time_scale: float) -> Any:
@@ -211,7 +214,7 @@ class SelfTestLab:
 
     def capture_baseline(self) -> None:
         """Configs of every service before any attempt: what a run must leave behind."""
-        self.baseline = {n: self.config(n) for n in [*CONFIG_SERVICES, *self.replicas()]}
+        self.baseline = {n: self.config(n) for n in [*config_services(), *self.replicas()]}
 
     def abort_active(self) -> None:
         active = self.call("GET", "/api/attempts/active")["attempt"]

@@ -240,10 +240,22 @@ class SelfTestLab:
                 attempt_id, code = run_attempt(self.client, sc, mode, give_up_after=None, document=document)
         except (LabError, httpx.HTTPError) as exc:
             self.abort_active()
-            raise LabError(f"{sc.id} seed {seed} {mode}: the run could not be carried out: {exc}") from exc
+            raise LabError(f"{sc.id} seed {seed} {mode}: the run could not be carried out: {exc}"
+                           + self._why_it_ended()) from exc
         debrief = self.call("GET", f"/api/attempts/{attempt_id}/debrief")
         events = self.call("GET", f"/api/attempts/{attempt_id}/events")
         return RunResult(sc, mode, code, attempt_id, debrief, events, time.monotonic() - t0)
+
+    def _why_it_ended(self) -> str:
+        """The latest attempt's end reason (an attempt the lab ended on its own says why there), or ""."""
+        try:
+            last = self.call("GET", "/api/attempts?limit=1")
+            if not last or last[0]["status"] == "running":
+                return ""
+            reason = self.call("GET", f"/api/attempts/{last[0]['id']}/debrief").get("end_reason")
+        except (LabError, httpx.HTTPError):
+            return ""
+        return f" (attempt {last[0]['id']} ended: {reason})" if reason else ""
 
     # --- the stack as a run must leave it -------------------------------------------------------------------
 

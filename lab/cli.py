@@ -105,8 +105,25 @@ def _check_start_traffic(args: argparse.Namespace) -> None:
             raise LabError(str(exc)) from exc
 
 
+def _local_scenarios(args: argparse.Namespace) -> None:
+    """`--scenarios DIR`: every folder must exist and no id may be taken twice (refused, never swapped); the lab's
+    attempt engine and UI read the folders from the environment (lab/scenario/folders.py)."""
+    from lab.scenario.folders import LOCAL_ENV, index
+
+    folders = [Path(d).expanduser().resolve() for d in args.scenarios]
+    missing = [str(d) for d in folders if not d.is_dir()]
+    if missing:
+        raise LabError(f"--scenarios: no such folder: {', '.join(missing)}")
+    _, refused = index(local=folders)
+    if refused:
+        raise LabError("--scenarios: " + "; ".join(refused))
+    if folders:
+        os.environ[LOCAL_ENV] = os.pathsep.join(str(d) for d in folders)
+
+
 def _preflight(args: argparse.Namespace) -> Path:
     _check_start_traffic(args)
+    _local_scenarios(args)
     home = resolve_home(args.home)
     info = running_lab(home)
     if info is not None:
@@ -129,7 +146,8 @@ def _serve_argv(args: argparse.Namespace, home: Path) -> list[str]:
             "--rps", str(args.rps), "--profile", args.profile, "--restart-policy", args.restart_policy,
             "--host", args.host] + (
                 ["--exit-with", str(args.exit_with)] if args.exit_with else []) + [
-                f"--allowed-host={name}" for name in args.allowed_host]
+                f"--allowed-host={name}" for name in args.allowed_host] + [
+                f"--scenarios={folder}" for folder in args.scenarios]
 
 
 def _print_ready(st: dict[str, Any], elapsed: float) -> None:
@@ -255,6 +273,7 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
     from services.common.service import setup_logging
 
     _check_start_traffic(args)
+    _local_scenarios(args)
     setup_logging("faultline.lab", "INFO")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from lab.specs import StackSettings
@@ -489,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--host", default="127.0.0.1",
                         help="address of the lab API (default 127.0.0.1; any other needs --token)")
         sp.add_argument("--token", help=f"require this token on every /api request (default: ${TOKEN_ENV})")
+        sp.add_argument("--scenarios", action="append", default=[], metavar="DIR",
+                        help="also offer the scenarios of this folder, marked local (repeatable); an id already "
+                             "taken by the catalog or an earlier folder is refused")
         sp.add_argument("--allowed-host", action="append", default=[], metavar="NAME[:PORT]",
                         help="also answer to this Host name (repeatable; also $FAULTLINE_ALLOWED_HOSTS, comma-"
                              "separated): loopback names and the bound address are always allowed")

@@ -336,6 +336,7 @@ class ManagedProcess:
             "rss_bytes": self.rss_bytes,
             "cpu_percent": round(self.cpu_percent, 1),
             "restarts": self.restarts,
+            "starts": self.generation,  # every start, policy or manual: probes count restarts since an attempt began
             "last_exit": self.last_exit,
             "memory_limit_bytes": self.spec.memory_limit_bytes,
             "restart_policy": self.spec.restart.mode,

@@ -5,10 +5,11 @@ trained registry (`PrivateLab`, which tests use too), and drives one attempt thr
 (lab/client.py), like any other client:
 1. start the attempt with the seed (a scenario file outside the catalog is sent as a document: the lab validates
    it with the same loader, refuses an id of the catalog's with other content, and journals it like any other);
-   wait until the steady state is violated after the injection (the page):
+   wait until the steady state is violated after the injection, or the scenario's own `page:` fires (the page):
    the proof that the scenario breaks;
 2. `--solve`: run the reference `solution` through the console, submit the right diagnosis, claim fixed and wait
-   for the verdict; `--wrong-fix`: run `wrong_fix` instead, claim fixed, and give up once it is rejected;
+   for the verdict (a control's solution may hold no action: the claim then says nothing needs fixing);
+   `--wrong-fix`: run `wrong_fix` instead, claim fixed, and give up once it is rejected;
    neither: do nothing for `--give-up-after` seconds (default: the scaled par detection time), then give up;
 3. print the debrief (text, or `--json`: scenario, seed, broke, fixed, score, breakdown, timeline, ...);
 4. tear everything down.
@@ -63,6 +64,8 @@ def break_deadline_s(sc: Any) -> float:
     """How long after the stack is ready the page may take: every fault's delays, then a few probe windows."""
     scale = sc.time_scale
     delays = sum((f.when.at_s or 0.0) + (f.when.delay_s or 0.0) for f in sc.faults) * scale
+    if sc.page is not None and sc.page.at_s is not None:  # an alert-paged scenario pages at its own time
+        delays = max(delays, sc.page.at_s * scale)
     windows = max((getattr(p, "window_s", 0.0) for p in sc.steady_state), default=0.0) * scale
     return delays + 4 * max(windows, 3.0) + 30.0
 

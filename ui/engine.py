@@ -90,6 +90,14 @@ class Engine:
             active.wait(RESET_WAIT_S)
         return call(manager.start, scenario_id, seed, time_scale)
 
+    def start_document(self, document: dict[str, Any], seed: int | None, time_scale: float | None) -> dict[str, Any]:
+        """An attempt at a scenario document (a pasted file): validated by the lab like `faultline run PATH`'s."""
+        manager = self.manager
+        active = manager.active()
+        if active is not None and active.status != "running":
+            active.wait(RESET_WAIT_S)
+        return call(manager.start, None, seed, time_scale, document)
+
     def state(self, attempt_id: str) -> dict[str, Any]:
         return call(self.manager.state, attempt_id)
 

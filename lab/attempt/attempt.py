@@ -138,6 +138,7 @@ class Attempt:
             self._stop.wait(TICK_S)
         if self._stop.is_set():
             return
+        self.evaluator.mark_start()  # restarts and uptime probes count from the clock's start
         self.ready_at = time.time()
         for r in self.steady:
             if r.ok is not None:
@@ -156,6 +157,8 @@ class Attempt:
         results = self.evaluator.evaluate(self.scenario.steady_state)
         self.steady = results
         self._journal_probes(results, time.time())  # measured now, after any injection of this tick
+        if self.paged_at is None and self.scenario.page is not None:
+            self._check_page(time.time())
         if self.verifying is not None:
             self._verify(time.time())
         if self.deadline is not None and now > self.deadline and not self._stop.is_set():
@@ -255,6 +258,21 @@ class Attempt:
             if r.ok is False and injected and self.paged_at is None:
                 self.paged_at = now
 
+    def _check_page(self, now: float) -> None:
+        """The scenario's own page (an alert to judge): at T+at_s, or when one of its alert probes is violated."""
+        page = self.scenario.page
+        assert self.ready_at is not None
+        fired: list[dict[str, Any]] = []
+        if page.at_s is not None:
+            if now < self.ready_at + page.at_s * self.scale:
+                return
+        else:
+            fired = [r.to_dict() for r in self.evaluator.evaluate(page.probes) if r.ok is False]
+            if not fired:
+                return
+        self.paged_at = now
+        self.journal.append(self.id, "paged", {"reason": page.reason, "probes": fired}, at=now)
+
     def _on_slo(self, event: dict[str, Any]) -> None:
         if self.status != "running" or self.ready_at is None:
             return  # before the clock starts, SLO changes are about the reset and the setup, not the incident
@@ -335,7 +353,7 @@ class Attempt:
                 raise AttemptError(f"nothing to fix yet: the attempt is {self.phase}")
             if self.verifying is not None:
                 raise AttemptError("a fix claim is already being verified")
-            if not self.applied:
+            if not self.applied and self.paged_at is None:
                 raise AttemptError("nothing is broken yet: the pager has not fired")
             now = time.time()
             probes = self._accepted_probes()
@@ -383,14 +401,9 @@ class Attempt:
             broken = [r.to_dict() for r in results.values() if r.ok is False]
             reason = ("; ".join(f"{r['id']} = {r['value']} (wanted {r['tolerance']})" for r in broken)
                       or "no accepted end state held long enough")
-            # the learner hears about the steady state only: the accepted end states would give the answer away
-            steady = {p.id for p in self.scenario.steady_state}
-            public = [r for r in broken if r["id"] in steady]
             self.verifying = None
             self.phase = "running"
-            self.last_claim = "rejected: " + ("; ".join(f"{r['id']} = {r['value']} (wanted {r['tolerance']})"
-                                                        for r in public) or "the steady state did not hold as "
-                                              "any accepted fix requires")
+            self.last_claim = "rejected: " + rejection_text(self.scenario, pairs, results)
             self.journal.append(self.id, "fix_rejected", {"reason": reason, "probes": broken,
                                                           "told": self.last_claim}, at=now)
 
@@ -488,3 +501,33 @@ class Attempt:
             "fix": {"claims": self.claims, "verifying": self.verifying is not None, "last": self.last_claim},
             "end_reason": self.end_reason, "score": self.score,
         }
+
+
+# Probes whose limit is the answer itself (which replica to drain, which version to serve): a rejection names them
+# and their value, never their limit.
+SECRET_LIMIT_KINDS = ("config_value", "deployed_version")
+
+
+def rejection_text(scenario: Any, pairs: list[tuple[int, Any]], results: dict[str, ProbeResult]) -> str:
+    """What a rejected claim tells the learner: each failing probe of the accepted end state that came closest
+    (fewest failing probes), with its value and its limit — a steady-state probe always in full; a probe of the
+    end state alone (a restart count, a decline rate) too, unless its limit would give the fix away."""
+    steady = {p.id for p in scenario.steady_state}
+    best: list[ProbeResult] | None = None
+    for i in range(len(scenario.fix.accepted)):
+        failing = [results[p.id] for j, p in pairs if j == i and results[p.id].ok is False]
+        if best is None or len(failing) < len(best):
+            best = failing
+    parts = []
+    for r in best or []:
+        value = r.to_dict()["value"]
+        if r.id in steady or r.kind not in SECRET_LIMIT_KINDS:
+            parts.append(f"{r.id} = {value} (wanted {r.tolerance})")
+        else:
+            parts.append(f"{r.id}: a change this fix needs is not in place")
+    unknown = sorted({p.id for _, p in pairs if results[p.id].ok is None})
+    if parts:
+        return "; ".join(parts)
+    if unknown:
+        return "no measurement yet for " + ", ".join(unknown) + " (too little traffic or too few labels in the window)"
+    return "no accepted end state held long enough"

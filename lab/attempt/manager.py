@@ -29,6 +29,7 @@ from lab.attempt.attempt import Attempt, AttemptError
 from lab.attempt.baseline import Baseline
 from lab.journal import Journal, JournalError, new_attempt_id, scenario_digest
 from lab.scenario import Scenario, ScenarioError, load_scenario, render
+from lab.scenario.folders import index as scenario_index
 from lab.scenario.loader import CATALOG_DIR, SUFFIX
 from lab.scenario.models import DEFER_CHECKS
 from lab.scenario.vocab import SLUG_PATTERN
@@ -57,9 +58,11 @@ class AttemptManager:
 
         if not isinstance(scenario_id, str) or not re.match(SLUG_PATTERN, scenario_id):
             raise AttemptError(f"{scenario_id!r} is not a scenario id (lowercase letters, digits and '-')", 422)
-        path = self.scenarios_dir / f"{scenario_id}{SUFFIX}"
+        found, _ = scenario_index(self.scenarios_dir)
+        source = found.get(scenario_id)
+        path = source.path if source is not None else self.scenarios_dir / f"{scenario_id}{SUFFIX}"
         if not os.path.lexists(path):  # a pipe or a device there is load_scenario's to refuse, with its message
-            known = ", ".join(p.stem for p in sorted(self.scenarios_dir.glob(f"*{SUFFIX}"))) or "none"
+            known = ", ".join(sorted(found)) or "none"
             raise AttemptError(f"no scenario {scenario_id!r}; known: {known}", 404)
         return path
 
@@ -77,12 +80,13 @@ class AttemptManager:
             if a["score"] is not None:
                 best[a["scenario_id"]] = max(best.get(a["scenario_id"], 0.0), a["score"])
         out = []
-        for path in sorted(self.scenarios_dir.glob(f"*{SUFFIX}")):
+        found, _ = scenario_index(self.scenarios_dir)  # the catalog, then `serve --scenarios` folders (local)
+        for scenario_id in sorted(found):
             try:
-                s = load_scenario(path)
+                s = load_scenario(found[scenario_id].path)
             except ScenarioError:
                 continue
-            out.append({**_card(s), "best_score": best.get(s.id)})
+            out.append({**_card(s), "best_score": best.get(s.id), "local": found[scenario_id].local})
         return out
 
     def scenario(self, scenario_id: str, seed: int | None = None) -> dict[str, Any]:
@@ -107,7 +111,8 @@ class AttemptManager:
             shown = [f"{format_loc(loc) or '<scenario>'}: {msg}" for loc, msg in problems[:8]]
             more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
             raise AttemptError("the scenario document is invalid: " + "; ".join(shown) + more, 422)
-        path = self.scenarios_dir / f"{template.id}{SUFFIX}"
+        known = scenario_index(self.scenarios_dir)[0].get(template.id)  # the catalog's or a local folder's
+        path = known.path if known is not None else self.scenarios_dir / f"{template.id}{SUFFIX}"
         if path.is_file():
             try:
                 same = load_scenario(path)._template == template._template

@@ -10,10 +10,20 @@ never a violation.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from lab.monitor.signals import gateway_score_routes, quality_signals, request_signals, service_kind, window
+from lab.monitor.signals import (
+    gateway_score_routes,
+    prediction_totals,
+    quality_signals,
+    request_signals,
+    service_kind,
+    status_share,
+    window,
+)
 from lab.parts.gateway import NAME as GATEWAY
 from lab.parts.gateway import PART as GATEWAY_PART
 from lab.stackclients import ServiceCallError, lab_clients
@@ -21,7 +31,10 @@ from lab.stackclients import ServiceCallError, lab_clients
 MIN_WINDOW_S = 10.0  # compressed runs: shorter windows hold too few requests, and one slow pair breaks p99
 MIN_REQUESTS = 5
 MIN_LABELS = {"accuracy": 20, "recall": 5, "precision": 5}
-WINDOWED = ("latency_p99_ms", "error_rate", "accuracy", "recall", "precision")
+WINDOWED = ("latency_p99_ms", "error_rate", "accuracy", "recall", "precision", "decline_rate", "score_quantile",
+            "status_share")
+REQUEST_KINDS = ("latency_p99_ms", "error_rate", "status_share")  # measured on the target's own request counters
+SCORE_KINDS = ("decline_rate", "score_quantile")  # measured on the gateway's predictions
 
 
 @dataclass
@@ -79,23 +92,38 @@ def _windowed_values(monitor: Any, probes: list[Any], time_scale: float, labels:
     now = monitor.clock()
     out: dict[str, Any] = {}
     for p in probes:
-        target = p.target if p.kind in ("latency_p99_ms", "error_rate") else GATEWAY
+        target = p.target if p.kind in REQUEST_KINDS else GATEWAY
         ring = monitor.rings.get(target)
         w = None if ring is None else window(ring, window_s(p, time_scale), now)
         if w is None:
             out[p.id] = None
             continue
-        if p.kind in ("latency_p99_ms", "error_rate"):
+        if p.kind in REQUEST_KINDS:
             kind = service_kind(target, ring)
             want = None
             if kind == GATEWAY_PART.metrics_prefix:
                 routes = gateway_score_routes(w)
                 want = {"route": routes} if routes else None
+            if p.kind == "status_share":
+                share, requests = status_share(w, kind, p.status, want)
+                out[p.id] = share if requests >= MIN_REQUESTS else None
+                continue
             r = request_signals(w, kind, want)
             if (r["requests"] or 0) < MIN_REQUESTS:
                 out[p.id] = None
             else:
                 out[p.id] = r["p99_ms"] if p.kind == "latency_p99_ms" else (r["error_rate_5xx"] or 0.0)
+            continue
+        if p.kind in SCORE_KINDS:
+            version = labels.get(p.target, p.target) if p.target else None
+            want_v = {"model_version": version} if version else None
+            total, declines = prediction_totals(w, version)
+            if total < MIN_REQUESTS:
+                out[p.id] = None
+            elif p.kind == "decline_rate":
+                out[p.id] = declines / total
+            else:
+                out[p.id] = w.quantile("gateway_score", p.q, want_v)
             continue
         q = quality_signals(w)
         version = labels.get(p.target, p.target) if p.target else None
@@ -116,6 +144,14 @@ class ProbeEvaluator:
         self.lab = lab
         self.time_scale = time_scale
         self.labels = labels
+        # At the attempt's clock start: each service's process start count, and the time (restarts, uptime_s).
+        self.started_at: float | None = None
+        self.starts_at_start: dict[str, int] = {}
+
+    def mark_start(self) -> None:
+        """The attempt's clock starts now: restarts and uptime are counted from here."""
+        self.started_at = time.time()
+        self.starts_at_start = {s["name"]: s.get("starts", 0) for s in self.lab.stack.supervisor.status()}
 
     @property
     def http(self) -> Any:
@@ -164,6 +200,10 @@ class ProbeEvaluator:
                 return self.lab.stack.supervisor.service_status(p.target)["state"]
             if p.kind == "replicas_ready":
                 return self._replicas_ready(cache)
+            if p.kind == "restarts":
+                return self._restarts(p.target)
+            if p.kind == "uptime_s":
+                return self._uptime(p.target)
         except (ServiceCallError, KeyError, ValueError, OSError):
             return None
         return None
@@ -174,6 +214,31 @@ class ProbeEvaluator:
             return got[0]["version"] if got else None
         got = self.http.call("GET", self.http.service_url(target) + "/v1/models", target)
         return got.get("default")
+
+    def _restarts(self, target: str | None) -> int | None:
+        """Process starts since mark_start beyond the first: a service added since (a scale-up) counts its
+        starts after the first; one whose process record was replaced counts all of them."""
+        if self.started_at is None:
+            return None
+        supervisor = self.lab.stack.supervisor
+        names = [target] if target is not None else supervisor.names()
+        total = 0
+        for st in supervisor.status(names):
+            starts = int(st.get("starts", 0))
+            before = self.starts_at_start.get(st["name"])
+            total += max(0, starts - 1) if before is None else (starts - before if starts >= before else starts)
+        return total
+
+    def _uptime(self, target: str) -> float | None:
+        supervisor = self.lab.stack.supervisor
+        if target not in supervisor.names():
+            return None
+        st = supervisor.service_status(target)
+        if st["state"] != "running" or not st.get("started_at"):
+            return None
+        started = datetime.fromisoformat(st["started_at"].replace("Z", "+00:00")).timestamp()
+        since = max(started, self.started_at) if self.started_at is not None else started
+        return round(max(0.0, time.time() - since), 1)
 
     def _replicas_ready(self, cache: dict[str, Any]) -> int:
         config = cache.get(("config", GATEWAY))

@@ -135,6 +135,11 @@ def _add_console_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     sp = new("deploys", "model versions: registry stages, lineage, metrics; gateway routing; what each replica serves")
     sp.set_defaults(func=_console_cmd("deploys", lambda a: {}))
 
+    sp = new("reference", "a model version's training reference: score quantiles and histogram, the share above "
+             "its calibrated threshold, each feature's distribution (default: the production version)")
+    sp.add_argument("version", nargs="?")
+    sp.set_defaults(func=_console_cmd("reference", lambda a: {"version": a.version}))
+
     cfg = sub.add_parser("config", help="a service's live config: show, or set one key")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     show = cfg_sub.add_parser("show", help="show a service's live config")

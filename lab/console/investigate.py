@@ -163,17 +163,21 @@ def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
                for m in versions]
     data = {"versions": listing, "routing": gateway.get("routing"), "drained": gateway.get("drained"),
             "replicas": serving}
-    rows = [["VERSION", "STAGE", "AUC", "RECALL", "PRECISION", "PARENT", "SOURCE", "CREATED"]]
+    rows = [["VERSION", "STAGE", "AUC", "RECALL", "PRECISION", "THRESHOLD", "PARENT", "SOURCE", "CREATED"]]
     for m in listing:
         met, lin = m.get("metrics") or {}, m.get("lineage") or {}
         rows.append([m["version"], m.get("stage") or "-", num(met.get("auc"), "{:.3f}"), num(met.get("recall"),
-                     "{:.3f}"), num(met.get("precision"), "{:.3f}"), str(lin.get("parent") or "-"),
+                     "{:.3f}"), num(met.get("precision"), "{:.3f}"), num(met.get("threshold"), "{:.3f}"),
+                     str(lin.get("parent") or "-"),
                      str(lin.get("source") or lin.get("variant") or "-"), str(m.get("created_at") or "-")[:19]])
     routing = gateway.get("routing") or {}
     text = [table(rows), "",
             "gateway routing: " + (", ".join(f"{v} {w:.0%}" for v, w in routing.items()) if routing
                                    else "every replica's default version"),
-            "drained: " + (", ".join(gateway.get("drained") or []) or "none")]
+            "drained: " + (", ".join(gateway.get("drained") or []) or "none"),
+            "gateway decision threshold: " + num(gateway.get("decision_threshold"), "{:g}")
+            + " (decline when score >= it; THRESHOLD above is the model's own calibrated value, where its metrics"
+            " were measured: the gateway does not read it)"]
     for replica, s in serving.items():
         text.append(f"{replica}: " + (f"serves {s['default']} (loaded: {', '.join(s['versions'])})"
                                       if "error" not in s else f"unreachable: {s['error']}"))

@@ -34,6 +34,8 @@ def _entry(e: dict[str, Any]) -> tuple[str, str] | None:
     if t == "probe_result":
         verdict = "ok" if d.get("ok") else "VIOLATED"
         return "probe", f"steady state {d.get('probe')}: {verdict} (value {_fmt(d.get('value'))})"
+    if t == "paged":
+        return "slo", f"PAGE: {d.get('reason')}"
     if t == "console_op":
         text = op_text(d.get("op", "?"), d.get("args") or {})
         if not d.get("ok"):

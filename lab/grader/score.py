@@ -45,14 +45,12 @@ def successful_ops(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def broke_at(events: list[dict[str, Any]]) -> float | None:
-    """When a steady-state probe was first seen violated after the injection (the page)."""
+    """When a steady-state probe was first seen violated after the injection, or the scenario's own page fired."""
+    paged = first(events, "paged")
     t0 = injected_at(events)
-    if t0 is None:
-        return None
-    for e in events:
-        if e["type"] == "probe_result" and e["at"] >= t0 and e["data"].get("ok") is False:
-            return e["at"]
-    return None
+    broke = None if t0 is None else next((e["at"] for e in events if e["type"] == "probe_result"
+                                          and e["at"] >= t0 and e["data"].get("ok") is False), None)
+    return min((t for t in (broke, paged and paged["at"]) if t is not None), default=None)
 
 
 def time_credit(seconds: float | None, par: float) -> float:

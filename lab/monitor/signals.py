@@ -155,6 +155,18 @@ def request_signals(w: Window, prefix: str, want: Want = None) -> dict[str, floa
     }
 
 
+def status_share(w: Window, prefix: str, status: str, want: Want = None) -> tuple[float | None, float]:
+    """(share of `<prefix>_requests_total` answered with `status` — a class like `5xx` or a code like `503` —,
+    requests counted) over the window; the share is None without requests."""
+    by_code = w.by(f"{prefix}_requests_total", "code", want)
+    total = sum(by_code.values())
+    if status.endswith("xx"):
+        hits = sum(v for c, v in by_code.items() if c.startswith(status[0]))
+    else:
+        hits = sum(v for c, v in by_code.items() if c == status)
+    return _ratio(hits, total), total
+
+
 def gateway_score_routes(w: Window) -> list[str]:
     """The gateway's scoring route label(s): the traffic the gateway SLOs are about."""
     routes = {labels.get("route", "") for _, labels in w.ring.columns("gateway_requests_total")}
@@ -269,6 +281,13 @@ def prediction_signals(w: Window) -> dict[str, dict]:
             "score_p50": w.quantile("gateway_score", 0.5, want),
         }
     return out
+
+
+def prediction_totals(w: Window, version: str | None = None) -> tuple[float, float]:
+    """(predictions, declines) the gateway made over the window, for one model version or all of them."""
+    want: Want = {"model_version": version} if version else None
+    by = w.by("gateway_predictions_total", "decision", want)
+    return sum(by.values()), by.get("decline", 0.0)
 
 
 def score_distribution(w: Window, want: Want = None) -> dict:

@@ -148,6 +148,8 @@ def _probe_ids(s: Scenario) -> Iterator[Problem]:
     for i, state in enumerate(s.fix.accepted):
         inline = [(j, p) for j, p in enumerate(state.probes) if not isinstance(p, str)]
         items += [(("fix", "accepted", i, "probes", j, "id"), p.id) for j, p in inline]
+    if s.page is not None and s.page.probes:
+        items += [(("page", "probes", i, "id"), p.id) for i, p in enumerate(s.page.probes)]
     yield from _duplicates(items, "probe id")
 
 
@@ -206,8 +208,13 @@ def _evidence_and_collateral(s: Scenario) -> Iterator[Problem]:
 
 
 def _solution(s: Scenario) -> Iterator[Problem]:
-    if not any(op.op in ACT_OPS for op in s.solution):
-        yield ("solution",), "the reference solution never acts; it needs at least one action"
+    # A control (every fault heals by itself: the right answer is to do nothing) may have a solution that only
+    # looks; a fault that stays until fixed needs at least one action to fix it.
+    lasting = [f.id for f in s.faults if f.until == "fixed"]
+    if lasting and not any(op.op in ACT_OPS for op in s.solution):
+        yield ("solution",), (f"the reference solution never acts, but fault(s) {', '.join(lasting)} stay until "
+                              "fixed; it needs at least one action (only a scenario whose faults all heal by "
+                              "themselves, a control, may have a solution without one)")
     faults = {f.id: f"{f.kind}.{f.action}" for f in s.faults}
     for field in ("solution", "wrong_fix"):
         for i, op in enumerate(getattr(s, field) or []):

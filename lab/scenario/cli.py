@@ -1,6 +1,8 @@
-"""Command bodies for `faultline scenarios validate|list|show`; lab/cli.py parses the arguments and calls these.
+"""Command bodies for `faultline scenarios validate|list|show|new|test`; lab/cli.py parses the arguments and calls
+these (`test` is lab/selftest.py's, which starts a lab).
 
-Each returns the process exit code: 0 on success, 1 when a scenario is invalid or unknown. Problems go to stdout
+Each returns the process exit code: 0 on success, 1 when a scenario is invalid or unknown (`test`: see
+lab/selftest.py). Problems go to stdout
 as `file:line: field: message` (one per line, for editors and CI annotations); summaries go to stderr.
 `show` prints what a learner may see before starting: never the faults, the diagnosis or the solution.
 """
@@ -132,10 +134,46 @@ def cmd_show(
     return 0
 
 
+SKELETON = Path(__file__).with_name("templates") / "skeleton.yaml"
+
+
+def cmd_new(scenario_id: str, directory: str | Path = ".") -> int:
+    """Write a commented skeleton `DIR/ID.yaml` that validates and passes its own self-test; never overwrites."""
+    if not re.match(SLUG_PATTERN, scenario_id):
+        print(f"'{scenario_id}' is not a scenario id (lowercase letters, digits and '-')", file=sys.stderr)
+        return 1
+    directory = Path(directory)
+    if not directory.is_dir():
+        print(f"{directory}: no such directory", file=sys.stderr)
+        return 1
+    path = directory / f"{scenario_id}{SUFFIX}"
+    if os.path.lexists(path):
+        print(f"{path} already exists; not overwritten", file=sys.stderr)
+        return 1
+    text = SKELETON.read_text().replace("__ID__", scenario_id)
+    text = text.replace("__SCHEMA__", str((CATALOG_DIR / "schema.json").resolve()))
+    path.write_text(text)
+    print(f"wrote {path}; next: faultline scenarios validate {path} && faultline scenarios test {path}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_test(args: Any) -> int:
+    from lab.selftest import self_test  # starts a lab: imported only when asked
+
+    if args.seeds < 1 or args.seeds > 10:
+        print("faultline scenarios test: --seeds must be in 1..10", file=sys.stderr)
+        return 1
+    if not 0 < args.time_scale <= 10:
+        print("faultline scenarios test: --time-scale must be in (0, 10]", file=sys.stderr)
+        return 1
+    return self_test(args.paths, args.seeds, args.time_scale, args.json, args.lab_url, args.home)
+
+
 def add_command(sub: Any) -> None:
     """`faultline scenarios validate|list|show`: works without a running lab (it only reads YAML)."""
-    sc = sub.add_parser("scenarios", help="validate, list or show scenario files")
-    ssub = sc.add_subparsers(dest="scenarios_cmd", required=True, metavar="{validate,list,show}")
+    sc = sub.add_parser("scenarios", help="validate, list, show, scaffold or self-test scenario files")
+    ssub = sc.add_subparsers(dest="scenarios_cmd", required=True, metavar="{validate,list,show,new,test}")
     va = ssub.add_parser("validate", help="check files or folders; every problem as file:line: field: message")
     va.add_argument("paths", nargs="*", help="scenario files or folders (default: the catalog)")
     va.set_defaults(func=lambda a: cmd_validate(a.paths))
@@ -149,3 +187,16 @@ def add_command(sub: Any) -> None:
     sh.add_argument("--json", action="store_true")
     sh.add_argument("--seed", type=int, help="render the seeded variables with this seed")
     sh.set_defaults(func=lambda a: cmd_show(a.scenario_id, a.dir, a.json, a.seed))
+    nw = ssub.add_parser("new", help="write a commented skeleton ID.yaml that validates and passes its self-test")
+    nw.add_argument("scenario_id", metavar="ID")
+    nw.add_argument("--dir", default=".", help="where to write it (default: the current directory)")
+    nw.set_defaults(func=lambda a: cmd_new(a.scenario_id, a.dir))
+    te = ssub.add_parser("test", help="the catalog's self-test for any file: breaks, solution >= 90, wrong fix "
+                         "fails, inaction < 50, stack back at baseline (exit 0 pass, 1 error, 2 invalid, 4 failed)")
+    te.add_argument("paths", nargs="+", metavar="PATH", help="scenario files or folders")
+    te.add_argument("--seeds", type=int, default=2, help="solve on seeds 1..N, wrong fix on N+1..2N (default 2)")
+    te.add_argument("--time-scale", type=float, default=0.05, help="compress every duration (default 0.05)")
+    te.add_argument("--json", action="store_true", help="print the report as JSON")
+    te.add_argument("--lab-url", help="run on this running lab instead of starting a private one")
+    te.add_argument("--home", help="where the trained registry comes from (default $FAULTLINE_HOME/./.faultline)")
+    te.set_defaults(func=cmd_test)

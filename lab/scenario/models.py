@@ -144,6 +144,22 @@ class Debrief(Strict):
     lesson: Markdown
 
 
+class Page(Strict):
+    """An alert the learner must judge: the pager fires at T+`at_s` on the scenario clock, or when one of
+    `probes` (alert rules, measured like steady-state probes but not part of it) is violated — whichever the
+    author gives (exactly one), and in any case when the steady state breaks after an injection."""
+
+    at_s: Seconds | None = None
+    probes: list[Probe] | None = Field(default=None, min_length=1)
+    reason: Text = Field(default="an alert fired", description="what the pager says fired (journalled)")
+
+    @model_validator(mode="after")
+    def _one(self) -> Page:
+        if (self.at_s is None) == (self.probes is None):
+            raise ValueError("give exactly one of at_s (a time on the scenario clock) or probes (alert rules)")
+        return self
+
+
 class Scenario(Strict):
     """One incident: the stack, what breaks, what healthy means, how a learner is graded, and the answer."""
 
@@ -164,7 +180,8 @@ class Scenario(Strict):
     hints: list[Hint] = Field(min_length=2)
     scoring: Scoring
     debrief: Debrief
-    solution: list[Op] = Field(min_length=1, description="the reference solution, as console operations")
+    page: Page | None = Field(default=None, description="when the pager fires, besides a broken steady state")
+    solution: list[Op] = Field(description="the reference solution, as console operations (may be empty: a control)")
     wrong_fix: list[Op] | None = Field(default=None, description="a plausible fix that must not pass (for tests)")
 
     # Set by the loader: the file's data before substitution, and the variable values this rendering used.

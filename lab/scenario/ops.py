@@ -44,6 +44,10 @@ class DriftArgs(Strict):
     feature: FeatureName | None = None
 
 
+class ReferenceArgs(Strict):
+    version: VersionRef | None = None
+
+
 class ServiceArgs(Strict):
     service: ServiceName
 
@@ -106,6 +110,7 @@ OP_ARGS: dict[str, type[Strict]] = {
     "slo": NoArgs,
     "deploys": NoArgs,
     "config_show": ServiceArgs,
+    "reference": ReferenceArgs,
     "config_set": ConfigSetArgs,
     "restart": ServiceArgs,
     "scale": ScaleArgs,
@@ -120,7 +125,7 @@ OP_ARGS: dict[str, type[Strict]] = {
 }
 OP_NAMES: tuple[str, ...] = tuple(OP_ARGS)
 INVESTIGATE_OPS: frozenset[str] = frozenset(
-    {"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show"}
+    {"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show", "reference"}
 )
 ACT_OPS: frozenset[str] = frozenset(OP_NAMES) - INVESTIGATE_OPS
 

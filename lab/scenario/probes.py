@@ -200,6 +200,77 @@ class ReplicasReadyProbe(_Probe):
         return _within(tol, 0, vocab.MAX_REPLICAS)
 
 
+class RestartsProbe(_Probe):
+    """How many times a service's process started since the attempt's clock began (a restart, a crash, a
+    scale-up's new replica); without `target`, summed over every service. Restart-then-claim shows here even once
+    the service is back and healthy."""
+
+    kind: Literal["restarts"]
+    target: ServiceName | None = None
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        _allow(tol, "restarts", {"min", "max", "equals"})
+        if tol.equals is not None and (isinstance(tol.equals, bool) or not isinstance(tol.equals, int)):
+            raise ValueError(f"equals must be a whole number of restarts, got {tol.equals!r}")
+        return _within(tol, 0, 10_000)
+
+
+class UptimeProbe(_Probe):
+    """Seconds the service's current process has been running, capped at the time since the attempt's clock
+    began (so a service untouched during the attempt reads the attempt's age); no value while it is down."""
+
+    kind: Literal["uptime_s"]
+    target: ServiceName
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "uptime_s", {"min", "max"}), 0, 86_400)
+
+
+class DeclineRateProbe(_Windowed):
+    """Share of scored requests the gateway declined (score at or above its decision threshold), over the
+    window; `target` narrows it to one model version (default: all traffic)."""
+
+    kind: Literal["decline_rate"]
+    target: VersionRef | None = None
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "decline_rate", {"min", "max"}), 0, 1)
+
+
+class ScoreQuantileProbe(_Windowed):
+    """The q-quantile (0 < q < 1) of the scores the gateway returned over the window, from its score histogram;
+    `target` narrows it to one model version. Calibrate with the console's `reference` operation."""
+
+    kind: Literal["score_quantile"]
+    q: float = Field(gt=0, lt=1)
+    target: VersionRef | None = None
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "score_quantile", {"min", "max"}), 0, 1)
+
+
+class StatusShareProbe(_Windowed):
+    """Share of a service's requests (at the gateway: its scoring routes) answered with `status`: a class
+    (`2xx`, `4xx`, `5xx`) or one code (`429`, `503`)."""
+
+    kind: Literal["status_share"]
+    target: ServiceName = GATEWAY
+    status: Annotated[str, StringConstraints(pattern=r"^[1-5]([0-9]{2}|xx)$")]
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "status_share", {"min", "max"}), 0, 1)
+
+
 PROBE_MODELS = (
     LatencyProbe,
     ErrorRateProbe,
@@ -211,6 +282,11 @@ PROBE_MODELS = (
     ConfigValueProbe,
     ServiceStateProbe,
     ReplicasReadyProbe,
+    RestartsProbe,
+    UptimeProbe,
+    DeclineRateProbe,
+    ScoreQuantileProbe,
+    StatusShareProbe,
 )
 PROBE_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].annotation.__args__[0] for m in PROBE_MODELS)
 

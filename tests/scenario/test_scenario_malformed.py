@@ -23,7 +23,7 @@ EXPECTED: dict[str, list[str]] = {
     "unknown-top-key": [
         "7: severity: unknown field; expected one of: id, title, summary, difficulty, skills, estimated_minutes, "
         "time_scale, briefing, variables, stack, faults, steady_state, diagnosis, fix, hints, scoring, debrief, "
-        "solution, wrong_fix"
+        "page, solution, wrong_fix"
     ],
     "unknown-nested-key": [
         "24: steady_state[0].window: unknown field; expected one of: id, description, tolerance, window_s, kind, target"
@@ -65,7 +65,7 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "evidence-is-action": [
         "50: diagnosis.evidence[1].op: evidence is something looked at; 'restart' is an action (use one of: "
-        "config_show, deploys, drift, logs, metrics, slo, status, trace)"
+        "config_show, deploys, drift, logs, metrics, reference, slo, status, trace)"
     ],
 }
 

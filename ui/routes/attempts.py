@@ -7,18 +7,43 @@ Each route calls one engine method (ui/engine.py over lab.attempt and lab.consol
 from __future__ import annotations
 
 import math
+import re
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from lab.scenario import check_file
+from lab.scenario.loader import SUFFIX
 from lab.scenario.ops import OP_ARGS
 from ui import console, stackmap
 from ui.app import UI, read_form
 from ui.forms import FormError, FormField, values_from_form
 from ui.security import Refused
+
+PASTED_ID = re.compile(r"^id:[ \t]*[\"']?([a-z0-9][a-z0-9-]{0,63})[\"']?[ \t]*(#.*)?$", re.MULTILINE)
+
+
+def pasted_document(text: str) -> dict[str, Any]:
+    """The data of a pasted scenario file, checked by the loader exactly as a file is (its limits included: the
+    text goes through a temporary file named after its `id`); 422 with every problem otherwise."""
+    if not text.strip():
+        raise Refused(422, "paste a scenario file (YAML) to run it")
+    found = PASTED_ID.search(text)
+    name = f"{found.group(1) if found else 'pasted'}{SUFFIX}"
+    with tempfile.TemporaryDirectory(prefix="faultline-pasted-") as tmp:
+        path = Path(tmp) / name
+        path.write_text(text, encoding="utf-8")
+        scenario, problems = check_file(path)
+        if scenario is None or problems:
+            shown = [p.replace(str(path), "pasted scenario") for p in problems[:20]]
+            more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+            raise Refused(422, "the scenario is invalid: " + "; ".join(shown) + more)
+        return dict(scenario._template or {})
 
 
 def _known_op(op: str) -> None:
@@ -77,6 +102,19 @@ def router(ui: UI, route_class: type) -> APIRouter:
         if seed is None:
             seed = ui.engine.new_seed()
         state = await act(ui.engine.start, scenario_id, seed, time_scale)
+        return ui.redirect(request, f"/attempts/{state['attempt_id']}")
+
+    @r.post("/run-document")
+    async def start_document(request: Request) -> Response:
+        """A scenario pasted on the catalog page: validated with the catalog's loader (problems as line: field:
+        message), refused when its id is already a scenario with other content, then started like any other."""
+        data = await read_form(request)
+        document = await run(pasted_document, data.get("scenario") or "")
+        seed = _optional_number(data, "seed", "integer")
+        time_scale = _optional_number(data, "time_scale", "number")
+        if seed is None:
+            seed = ui.engine.new_seed()
+        state = await act(ui.engine.start_document, document, seed, time_scale)
         return ui.redirect(request, f"/attempts/{state['attempt_id']}")
 
     @r.get("/attempts/{attempt_id}")

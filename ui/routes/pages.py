@@ -30,6 +30,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         difficulty = _filter(request, "difficulty", DIFFICULTIES)
         return ui.page(request, "catalog.html", nav="catalog", title="Scenarios",
                        scenarios=ui.catalog.filtered(skill, difficulty), problems=ui.catalog.problems(),
+                       local=ui.catalog.local_ids(),
                        skills=SKILLS, difficulties=DIFFICULTIES, skill=skill, difficulty=difficulty,
                        best=ui.engine.best_scores())
 

@@ -123,6 +123,13 @@ def drift(ctx: ConsoleContext, args: Any) -> OpResult:
         feats = [f for f in report.get("features") or [] if f.get("name") == args.feature]
         report = {**report, "features": feats, "drifted": [d for d in report.get("drifted") or []
                                                            if d == args.feature]}
+        # picking a feature shows its detail: quantiles and histogram, live against training
+        full = ctx.monitor.distributions(args.feature)
+        if full.get("features"):
+            from lab.console.evidence import distributions_text
+
+            report["distribution"] = full["features"][0]
+            return OpResult(report, format_drift(report) + "\n\n" + distributions_text(full))
     return OpResult(report, format_drift(report))
 
 

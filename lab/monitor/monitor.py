@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lab.monitor import prom
+from lab.monitor import evidence, prom
 from lab.monitor.drift import DriftConfig, Reference, drift_report
 from lab.monitor.series import ScrapeRing, SeriesStore
 from lab.monitor.signals import (
@@ -124,6 +124,14 @@ def _flatten(prefix: str, value: Any, out: dict[str, float | None]) -> None:
         out[prefix] = value
 
 
+def _median_ratio(feature: Mapping[str, Any]) -> float | None:
+    """live median / reference median of a numeric feature (the factor a unit change multiplies by)."""
+    live, ref = feature.get("live_median"), feature.get("reference_median")
+    if live is None or not ref:
+        return None
+    return float(live) / float(ref)
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe copy: NaN/inf become None, numpy scalars become Python numbers."""
     if isinstance(value, Mapping):
@@ -174,6 +182,7 @@ class Monitor:
         self._lock = threading.RLock()
         self._snapshot: dict[str, Any] = {"at": None, "services": {}, "window_s": cfg.window_s}
         self._drift: dict[str, Any] | None = None
+        self._live: Any = None  # the live window of the last drift refresh (the distributions' rows)
         self._drift_at = -math.inf
         self._drift_task: asyncio.Task[None] | None = None
         self._reference: Reference | None = None
@@ -342,6 +351,10 @@ class Monitor:
             if stats.get("cpu_percent") is not None:
                 entry["cpu_percent"] = stats["cpu_percent"]  # psutil's view covers the whole process tree
             entry["restarts"] = stats.get("restarts", self._restarts_seen.get(name, 0))
+            if w is not None:
+                codes = evidence.status_codes(w, service_kind(name, w.ring))
+                if codes:
+                    entry["status_codes"] = codes
             info = self.scrape_info.get(name)
             if info is not None:
                 entry["scrape_ms"] = info.get("last_ms")
@@ -352,6 +365,7 @@ class Monitor:
         if gw is not None:
             upstreams = upstream_signals(gw)
             services.setdefault(GATEWAY, {})["upstreams"] = upstreams
+            snapshot["upstream_latency"] = evidence.upstream_latency(gw)
             for replica, figures in upstreams.items():
                 if replica in services:
                     services[replica]["via_gateway"] = figures
@@ -530,6 +544,7 @@ class Monitor:
             return None
         live = await _call(self.live_window_provider, self.config.drift_window)
         report = await asyncio.to_thread(drift_report, reference, live)
+        self._live = live
         report["at"] = self.clock() if now is None else now
         self._drift = report
         at = report["at"]
@@ -537,6 +552,9 @@ class Monitor:
             for f in report["features"]:
                 self.store.append(f"drift.{f['name']}.psi", at, f["psi"])
                 self.store.append(f"drift.{f['name']}.null_rate", at, f["null_rate"])
+                ratio = _median_ratio(f)
+                if ratio is not None:
+                    self.store.append(f"drift.{f['name']}.median_ratio", at, ratio)
             if report.get("score"):
                 self.store.append("drift.score.psi", at, report["score"]["psi"])
         return report
@@ -553,6 +571,17 @@ class Monitor:
             return {"features": [], "drifted": [], "window": 0, "reference_version": None, "at": None,
                     "enough_data": False}
         return _clean(self._drift)
+
+    def distributions(self, feature: str | None = None) -> dict[str, Any]:
+        """Quantiles and a small histogram of every request feature and the score, live against training, over
+        the last drift refresh's window (lab/monitor/evidence.py)."""
+        report = evidence.distributions(self._reference, self._live or [], feature)
+        report["at"] = (self._drift or {}).get("at")
+        return _clean(report)
+
+    def decisions(self) -> dict[str, Any]:
+        """Decline rate, score histogram, confusion matrix and cost-weighted loss (lab/monitor/evidence.py)."""
+        return _clean(evidence.decisions(self._snapshot))
 
     def slo(self) -> dict[str, Any]:
         """{"slos": [{name, state, value, threshold, since, ...}], "events": [...]}."""

@@ -8,12 +8,49 @@ They only read, except `send`, which scores one transaction like any client woul
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any
 
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
 from lab.parts.gateway import NAME as GATEWAY
+
+# The evidence a debrief may quote, as the words it uses (a pattern on the ideal path's text), and, per operation,
+# the marker its output always carries for it. tests/scenario/test_ideal_path_evidence.py checks that every ideal-path
+# step quoting one of these names an operation that shows it; tests/attempts/test_console_evidence.py checks each
+# marker against the real output. Extend both when an operation learns to show more.
+EVIDENCE_TERMS: dict[str, str] = {
+    "decline": r"\bdeclin(?:e|es|ed|ing)\b",
+    "median": r"\bmedian\b",
+    "psi": r"\bPSI\b",
+    "status code": r"\b[45][0-9][0-9]s?\b(?! ?(?:ms|MiB|KiB|s\b))",
+    "score": r"\bscores?\b",
+    "accuracy": r"\baccuracy\b",
+    "recall": r"\brecall\b",
+    "precision": r"\bprecision\b",
+    "restarts": r"\brestarts\b",
+}
+SHOWS: dict[str, dict[str, str]] = {
+    "slo": {"accuracy": "model-accuracy", "recall": "model-recall"},
+    "metrics": {"decline": "DECLINE RATE", "score": "MEAN SCORE", "accuracy": "accuracy", "recall": "recall",
+                "precision": "precision", "restarts": "restarts"},
+    "decisions": {"decline": "decline rate", "score": "score histogram", "accuracy": "accuracy", "recall": "recall",
+                  "precision": "precision"},
+    "distributions": {"median": "LIVE/TRAIN MEDIAN", "score": "score"},
+    "drift": {"psi": "psi", "score": "(model score)"},
+    "status_codes": {"status code": "CODE"},
+    "status": {"restarts": "RESTARTS"},
+    "inspect": {"score": "SCORE", "decline": "DECISION"},
+    "send": {"score": "score", "decline": "decision"},
+}
+EVIDENCE_PATTERNS = {term: re.compile(p, re.IGNORECASE if term != "psi" else 0) for term, p in EVIDENCE_TERMS.items()}
+
+
+def quoted_evidence(text: str) -> set[str]:
+    """The evidence terms a debrief text quotes."""
+    return {term for term, pattern in EVIDENCE_PATTERNS.items() if pattern.search(text)}
+
 
 DEFAULT_INSPECT = 20
 INSPECT_FIELDS = ("amount", "merchant_category", "hour", "country", "card_present", "device_age_days")

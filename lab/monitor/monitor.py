@@ -405,6 +405,15 @@ class Monitor:
         for version, q in (snapshot["quality"].get("versions") or {}).items():
             for key in ("accuracy", "precision", "recall"):
                 store.append(f"quality.{version}.{key}", now, q.get(key))
+        if snapshot.get("versions"):
+            store.append("decisions.decline_rate", now, evidence.decisions(snapshot)["decline_rate"])
+        gateway_codes: dict[str, float] = {}
+        for by_code in ((snapshot["services"].get(GATEWAY) or {}).get("status_codes") or {}).values():
+            for code, n in by_code.items():
+                gateway_codes[code] = gateway_codes.get(code, 0.0) + n
+        total = sum(gateway_codes.values())
+        for code, n in gateway_codes.items():  # the share of each status code among the gateway's answers
+            store.append(f"gateway.code.{code}.share", now, n / total if total else None)
         score = snapshot.get("score") or {}
         if score:
             store.append("score.mean", now, score.get("mean"))

@@ -32,6 +32,7 @@ from lab.monitor.signals import (
     Window,
     cumulative_quality,
     gateway_score_routes,
+    honest_quality,
     prediction_signals,
     quality_signals,
     request_signals,
@@ -373,7 +374,8 @@ class Monitor:
             snapshot["score"] = score_distribution(gw)
         gq = self._window(GATEWAY, cfg.quality_window_s, now, self._windows)
         quality = quality_signals(gq) if gq is not None else None
-        overall = (quality or {}).get("overall", {})
+        # failed requests count as wrong decisions: the one definition every view shows (signals.honest_quality)
+        overall = honest_quality((quality or {}).get("overall"), gq) if gq is not None else {}
         snapshot["accuracy"] = overall.get("accuracy")
         snapshot["precision"] = overall.get("precision")
         snapshot["recall"] = overall.get("recall")
@@ -445,12 +447,17 @@ class Monitor:
             figures = q["overall"] if spec.target in ("all", "*", "") else q["versions"].get(spec.target)
             if not figures:
                 return None, None
-            # judge a ratio only on enough of its own denominator: recall on frauds, precision on declines
+            figures = honest_quality(figures, w)
+            key = spec.kind.removesuffix("_min")
+            # judge a ratio only on enough of its own denominator: recall on frauds, precision on declines; an
+            # outage without labels is judged on the requests that failed (signals.honest_quality)
             denominator = {"accuracy_min": figures["labels"], "recall_min": figures["tp"] + figures["fn"],
                            "precision_min": figures["tp"] + figures["fp"]}[spec.kind]
             if denominator < max(1.0, spec.min_samples):
+                if key != "precision" and figures.get("served") == 0.0 and figures["requests"] >= spec.min_samples:
+                    return 0.0, None
                 return None, None
-            return figures[spec.kind.removesuffix("_min")], None
+            return figures[key], None
         if spec.kind == "availability":
             series = self.store.get(f"{spec.target}.up")
             first_up = self._first_up.get(spec.target)
@@ -471,6 +478,14 @@ class Monitor:
             return value, value > spec.threshold or any(f["drifted"] for f in feats)
         return None, None
 
+    def _quality_figure(self, spec: SLOSpec, now: float) -> float | None:
+        w = self._window(GATEWAY, spec.window_s, now, self._windows)
+        if w is None:
+            return None
+        q = quality_signals(w)
+        figures = q["overall"] if spec.target in ("all", "*", "") else q["versions"].get(spec.target)
+        return honest_quality(figures, w).get(spec.kind.removesuffix("_min")) if figures else None
+
     def _evaluate_slos(self, now: float) -> None:
         for name, tracker in self.book.trackers.items():
             try:
@@ -479,6 +494,10 @@ class Monitor:
                 log.exception("SLO evaluation failed slo=%s", name)
                 continue
             self.book.update(name, now, value, breached)
+            if value is None and tracker.spec.kind in ("accuracy_min", "precision_min", "recall_min"):
+                # too few labels to judge (the state stays unknown), but the figure itself is shown as the
+                # metrics show it: the same number in every view
+                tracker.value = self._quality_figure(tracker.spec, now)
             self.store.append(f"slo.{name}.value", now, value)
             self.store.append(f"slo.{name}.violated", now, 1.0 if tracker.state == "violated" else 0.0)
 

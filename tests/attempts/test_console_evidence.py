@@ -109,3 +109,19 @@ def test_cli_prints_the_same_evidence(api: LabApi, traffic: None) -> None:
     assert "P99 MS" in cli(api, "upstreams")
     assert "DECISION" in cli(api, "inspect", "--limit", "5")
     assert "decision" in cli(api, "send", "12.5", "--country", "GB")
+
+
+MARKER_ARGS: dict[str, dict[str, Any]] = {"metrics": {"service": "gateway"}, "status_codes": {"service": "gateway"},
+                                          "send": {"amount": 10.0}, "inspect": {"limit": 5}}
+
+
+def test_every_operation_shows_the_evidence_it_is_credited_with(api: LabApi, traffic: None) -> None:
+    """lab/console/evidence.py's SHOWS (what tests/scenario's ideal-path check trusts) against real output."""
+    from lab.console.evidence import SHOWS
+
+    _until(api, "decisions", lambda d: d["score"].get("buckets") and d.get("decline_rate") is not None)
+    _until(api, "distributions", lambda d: d.get("window", 0) >= 50)
+    for op, terms in SHOWS.items():
+        text = api.console(op, **MARKER_ARGS.get(op, {}))["text"]
+        for term, marker in terms.items():
+            assert marker.lower() in text.lower(), (op, term, marker, text[:2000])

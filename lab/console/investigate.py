@@ -45,6 +45,10 @@ def status(ctx: ConsoleContext, args: Any) -> OpResult:
     st = ctx.lab.status()
     services = [{k: s.get(k) for k in STATUS_FIELDS} for s in st["services"]
                 if not _is_proxy_server(s["name"])]
+    runner = ctx.lab.components.get("monitor")
+    if ctx.attempt is not None and runner is not None:  # restarts since this attempt began, not since the lab did
+        for s in services:
+            s["restarts"] = runner.monitor.restarts_since_attempt(s["name"], s["restarts"])
     procs = processes(ctx)
     data = {"phase": st["phase"], "replicas": st.get("replicas"), "services": services, "processes": procs,
             "total_rss_bytes": st.get("total_rss_bytes")}

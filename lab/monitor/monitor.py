@@ -190,6 +190,7 @@ class Monitor:
         self._reference_key: tuple[Any, int] | None = None
         self._reference_meta: dict[str, Any] | None = None
         self._attempts: dict[str, dict[str, Any]] = {}
+        self._restart_base: dict[str, int] | None = None  # restarts per service when the running attempt began
         self._windows: dict[tuple[str, float], Window | None] = {}
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -351,7 +352,10 @@ class Monitor:
                 entry["rss_bytes"] = stats["rss_bytes"]
             if stats.get("cpu_percent") is not None:
                 entry["cpu_percent"] = stats["cpu_percent"]  # psutil's view covers the whole process tree
-            entry["restarts"] = stats.get("restarts", self._restarts_seen.get(name, 0))
+            total = stats.get("restarts", self._restarts_seen.get(name, 0))
+            # during an attempt, restarts count from its beginning: earlier attempts' are not this incident's
+            entry["restarts"] = self.restarts_since_attempt(name, total)
+            entry["restarts_total"] = total
             if w is not None:
                 codes = evidence.status_codes(w, service_kind(name, w.ring))
                 if codes:
@@ -639,8 +643,17 @@ class Monitor:
         """Mark the start of a learner's attempt; its series are frozen by `end_attempt`."""
         self._attempts[attempt_id] = {"id": attempt_id, "from": self.clock() if at is None else at, "to": None,
                                       "export": None}
+        self._restart_base = {name: int(s.get("restarts") or 0) for name, s in self.stats.items()}
+        for name, seen in self._restarts_seen.items():
+            self._restart_base.setdefault(name, seen)
         while len(self._attempts) > self.config.max_attempts:
             self._attempts.pop(next(iter(self._attempts)))
+
+    def restarts_since_attempt(self, name: str, total: int | None) -> int | None:
+        """A service's restarts since the running attempt began (all of them when no attempt runs)."""
+        if total is None or self._restart_base is None:
+            return total
+        return max(0, int(total) - self._restart_base.get(name, 0))
 
     def attempt_began(self, attempt_id: str) -> float | None:
         """When `begin_attempt` marked this attempt (None if it did not, or it has been evicted)."""
@@ -653,6 +666,7 @@ class Monitor:
         if entry is None:
             raise KeyError(f"no attempt {attempt_id!r}")
         entry["to"] = self.clock() if at is None else at
+        self._restart_base = None
         entry["export"] = self.export(entry["from"], entry["to"])
         return entry["export"]
 

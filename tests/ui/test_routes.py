@@ -334,6 +334,10 @@ def test_console_renders_the_evidence_operations(web: Session) -> None:
             assert r.status_code == 200 and want in r.text, (op, r.status_code, r.text[:3000])
         r = web.post("/sandbox/console/drift")
         assert "<th scope=\"col\" class=\"n\">JS</th>" in r.text
+        r = web.post("/sandbox/console/metrics", data={"service": "gateway"})
+        assert '<table class="versions">' in r.text and "decline rate" in r.text
+        r = web.post("/sandbox/console/metrics", data={"service": "model-1"})  # a replica's versions: what it loaded
+        assert r.status_code == 200 and '<table class="versions">' not in r.text
     finally:
         if started:
             web.delete("/sandbox/traffic")

@@ -32,7 +32,7 @@ EVIDENCE_TERMS: dict[str, str] = {
     "restarts": r"\brestarts\b",
 }
 SHOWS: dict[str, dict[str, str]] = {
-    "slo": {"accuracy": "model-accuracy", "recall": "model-recall"},
+    "slo": {"accuracy": "accuracy", "recall": "recall"},  # the quality objectives (default SLOs) by name
     "metrics": {"decline": "DECLINE RATE", "score": "MEAN SCORE", "accuracy": "accuracy", "recall": "recall",
                 "precision": "precision", "restarts": "restarts"},
     "decisions": {"decline": "decline rate", "score": "score histogram", "accuracy": "accuracy", "recall": "recall",

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from lab.parts.gateway import NAME as GATEWAY
 from lab.scenario.ops import OP_ARGS
 from ui import console, stackmap
 from ui.app import UI, read_form
@@ -52,7 +53,7 @@ def probe_lines(probes: list[dict[str, Any]], points: dict[str, list[list[Any]]]
         found = PROBE_SERIES.get(p.get("kind", ""))
         if found is None:
             continue
-        name = found[0].format(target=p.get("target") or "gateway")
+        name = found[0].format(target=p.get("target") or GATEWAY)
         if name in points:
             out.append({"id": p["id"], "unit": found[1], "tolerance": p.get("tolerance") or {}, "series": name})
     return out

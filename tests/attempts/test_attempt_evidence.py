@@ -5,6 +5,8 @@ debrief quotes the figures this attempt measured (a `measured` journal event), n
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from typing import Any
 
@@ -38,6 +40,14 @@ def test_unit_change_evidence_and_measured_debrief(api: LabApi) -> None:
         assert all(ln["t"] > clock_started - 1.5 for ln in logs["data"]["lines"])
         assert logs["data"]["since"] is not None
 
+        # the incident page's charts start at this attempt, marked at its start and at T+0
+        page = api.http.get(f"/attempts/{attempt}")
+        assert page.status_code == 200 and "data-since=" in page.text
+        history = json.loads(re.search(r'<script type="application/json" id="chart-history">(.*?)</script>',
+                                       page.text, re.S).group(1))
+        assert [m["label"] for m in history["markers"]] == ["attempt", "T+0"]
+        assert history["t"] and min(history["t"]) >= history["since"] == st["started_at"]
+
         # restarts count from this attempt
         status = api.console("status")["data"]
         assert all(s["restarts"] == 0 for s in status["services"]), status["services"]
@@ -67,6 +77,13 @@ def test_unit_change_evidence_and_measured_debrief(api: LabApi) -> None:
     assert series["decisions.decline_rate"]["max"] > 0.5
     ops = [e["data"]["op"] for e in events if e["type"] == "console_op"]
     assert ops.count("send") == 2 and "distributions" in ops  # journaled like every op
+
+    # the debrief chart plots the scenario's own steady-state probes
+    page = api.http.get(f"/attempts/{attempt}/debrief")
+    chart = json.loads(re.search(r'<script type="application/json" id="timeline-data">(.*?)</script>',
+                                 page.text, re.S).group(1))
+    assert {line["id"] for line in chart["lines"]} >= {"accuracy", "errors", "p99"}
+    assert all(len(line["values"]) == len(chart["t"]) for line in chart["lines"])
 
     d = api.call("GET", f"/api/attempts/{attempt}/debrief")
     psi = f"{series['drift.amount.psi']['max']:.3g}"

@@ -7,6 +7,8 @@ threads while the supervisor thread appends, hence the lock.
 
 from __future__ import annotations
 
+import calendar
+import re
 import threading
 import time
 from collections import deque
@@ -16,10 +18,26 @@ from typing import Any, TextIO
 from lab.logsearch import MAX_SCAN_CHARS, MAX_SEARCH_S, LineMatch
 
 MAX_LINE = 8192
+# A service's own leading timestamp (services/common/service.py's UTCFormatter): the line keeps one timestamp, the
+# service's, instead of the supervisor's capture time run together with it.
+OWN_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,6})?Z ")
 
 
 def iso_utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+    seconds, ms = divmod(int(round(t * 1000)), 1000)  # rounded: a parsed .057 must print as .057, not .056
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+def split_timestamp(line: str) -> tuple[float, str]:
+    """(when, text): the line's own leading UTC timestamp if it has one (removed from the text), else now."""
+    m = OWN_TIMESTAMP.match(line)
+    if m is None:
+        return time.time(), line
+    try:
+        t = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) + float(m.group(2) or 0.0)
+    except ValueError:
+        return time.time(), line
+    return t, line[m.end():]
 
 
 class LogBuffer:
@@ -52,7 +70,8 @@ class LogBuffer:
             self.add(raw.decode("utf-8", errors="replace"))
 
     def add(self, line: str, t: float | None = None) -> None:
-        t = time.time() if t is None else t
+        if t is None:
+            t, line = split_timestamp(line)
         line = line[:MAX_LINE]
         with self._lock:
             self._lines.append((t, line))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab.scenario.ops import INVESTIGATE_OPS, OP_ARGS
-from services.common.schema import MODEL_FEATURES
+from services.common.schema import MODEL_FEATURES, REQUEST_CATEGORICAL, REQUEST_NUMERIC
 from ui.forms import FormField, fields_from_schema
 
 HELP: dict[str, str] = {
@@ -33,8 +33,15 @@ HELP: dict[str, str] = {
     "retrain": "train a new version on recent labelled traffic",
     "traffic": "change the load generator's rate or profile",
     "kill": "kill a process a scenario started (not a service)",
+    "distributions": "quantiles and a histogram per feature and for the score, live against training",
+    "decisions": "decline rate, score histogram, confusion matrix and cost-weighted loss from the labels",
+    "status_codes": "HTTP status codes per route, per service",
+    "upstreams": "latency of each upstream as the gateway sees it: feature store, each replica",
+    "inspect": "the request inspector: recent requests with their features, score and decision",
+    "send": "send one scoring request through the gateway (e.g. dollars vs cents) and see the answer",
 }
-SPECIFIC = frozenset({"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show"})
+SPECIFIC = frozenset({"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show",
+                      "distributions"})
 
 
 def live_choices(lab: Any, op: str | None = None) -> dict[str, list[str]]:
@@ -43,6 +50,8 @@ def live_choices(lab: Any, op: str | None = None) -> dict[str, list[str]]:
     stack = lab.stack
     choices: dict[str, list[str]] = {"service": stack.targets(), "replica": list(stack.topology.model_names()),
                                      "feature": list(MODEL_FEATURES)}
+    if op in ("drift", "distributions"):  # what the monitor compares with training: request fields (and the score)
+        choices["feature"] = [*REQUEST_NUMERIC, *REQUEST_CATEGORICAL, *(["score"] if op == "distributions" else [])]
     takes = set(OP_ARGS[op].model_fields) if op in OP_ARGS else {"version", "pid"}
     faults = lab.components.get("faults")
     if faults is None or stack.phase not in ("running", "degraded"):

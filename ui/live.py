@@ -99,6 +99,9 @@ def toxic_text(toxic: dict[str, Any]) -> str:
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
+ATTEMPT_WINDOW_S = 3600.0  # an attempt's live charts keep everything since it began, up to an hour
+
+
 @dataclass
 class Frame:
     id: int
@@ -240,19 +243,28 @@ class Live:
         return Frame(id=next(self._ids), at=time.time(), status=status, metrics=metrics, slo=slo, faults=faults,
                      traffic=traffic_from(status, metrics), attempt_id=active)
 
-    def history(self, frame: Frame, seconds: float = 300.0) -> dict[str, Any]:
-        """The charts' starting data: aligned columns {"t": [...], "v": {series: [...]}, "slo"} over the last
-        `seconds` of the monitor's series, with the SLO thresholds of `frame`."""
+    def history(self, frame: Frame, seconds: float = 300.0, since: float | None = None,
+                markers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The charts' starting data: aligned columns {"t": [...], "v": {series: [...]}, "slo", "markers",
+        "window_s"} over the last `seconds` of the monitor's series, with the SLO thresholds of `frame`.
+
+        An attempt's page passes `since` (when the attempt began): its charts start there, never with an earlier
+        attempt's data, keep the whole attempt (up to an hour), and draw `markers` ({"t", "label"}: its start, the
+        scenario clock's T+0)."""
         rss = sorted(k for k in frame.values() if k.endswith(".rss_bytes"))
         keys = [*GATEWAY_KEYS, *QUALITY_KEYS, *rss]
         mon = self.monitor
         slo = frame.chart_point()["slo"]
+        window_s = seconds if since is None else ATTEMPT_WINDOW_S
+        out: dict[str, Any] = {"t": [], "v": {k: [] for k in keys}, "slo": slo, "markers": markers or [],
+                               "window_s": window_s, "since": since}
         if mon is None:
-            return {"t": [], "v": {k: [] for k in keys}, "slo": slo}
-        since = time.time() - seconds
-        points = {k: {t: _finite(v) for t, v in mon.series(k, since)} for k in keys}
+            return out
+        start = time.time() - seconds if since is None else max(since, time.time() - ATTEMPT_WINDOW_S)
+        points = {k: {t: _finite(v) for t, v in mon.series(k, start)} for k in keys}
         times = sorted({t for p in points.values() for t in p})
-        return {"t": times, "v": {k: [points[k].get(t) for t in times] for k in keys}, "slo": slo}
+        out.update(t=times, v={k: [points[k].get(t) for t in times] for k in keys})
+        return out
 
 
 def _finite(value: Any) -> float | None:

@@ -447,9 +447,15 @@ class Attempt:
         runner = self.lab.components.get("monitor")
         if runner is not None:
             try:
-                runner.monitor.end_attempt(self.id)
+                export = runner.monitor.end_attempt(self.id)
+                # the figures the debrief quotes, from this attempt's own series (lab/monitor/measured.py)
+                from lab.monitor.measured import summarize
+
+                self.journal.append(self.id, "measured", {"series": summarize(export, self.ready_at)})
             except KeyError:
                 pass
+            except Exception as exc:  # noqa: BLE001 - ending must complete
+                log.error("measuring %s failed: %r", self.id, exc)
         self.ended_at = time.time()
         self.end_reason = reason
         if status == "finished":

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from lab.console import act, investigate, reference, trace  # noqa: F401 - registers the operations
+from lab.console import act, evidence, investigate, reference, trace  # noqa: F401 - registers the operations
 from lab.console.base import OPERATIONS, ConsoleContext, ConsoleError, OpResult, first_line
 from lab.logsearch import BadSearch
 from lab.rules import RuleError

@@ -2,7 +2,8 @@
 a LabError they raise is printed by lab/cli.py's main as `faultline: MESSAGE`, exit code 1).
 
 `add_commands(sub, common)` (called by lab/cli.py's build_parser) adds:
-- the console: `status`, `logs`, `metrics`, `trace`, `drift`, `slo`, `deploys`, `config show|set`, `restart`,
+- the console: `status`, `logs`, `metrics`, `trace`, `drift`, `slo`, `deploys`, `config show|set`, `distributions`,
+  `decisions`, `status-codes`, `upstreams`, `inspect`, `send`, `restart`,
   `scale`, `drain`, `undrain`, `deploy`, `rollback`, `promote`, `retrain`, `kill`, `traffic` — each one
   `POST /api/console/{op}`. Commands lab/cli.py already has for the stack (status, logs, scale, restart,
   traffic, and metrics/drift/slo if present) keep their own behaviour in the sandbox and go through the console
@@ -176,6 +177,30 @@ def _add_console_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     sp.add_argument("--wait", type=float, dest="wait_s",
                     help="seconds to wait first, for late labels to come in (default 0)")
     sp.set_defaults(func=_console_cmd("retrain", lambda a: {"window_s": a.window_s, "wait_s": a.wait_s}))
+
+    sp = new("distributions", "quantiles and a histogram of each request feature and the score, live vs training")
+    sp.add_argument("--feature", help="one feature (or `score`): its histogram too")
+    sp.set_defaults(func=_console_cmd("distributions", lambda a: {"feature": a.feature}))
+    sp = new("decisions", "decline rate, score histogram, confusion matrix and cost-weighted loss")
+    sp.set_defaults(func=_console_cmd("decisions", lambda a: {}))
+    sp = new("status-codes", "HTTP status codes per route (one service, or all)")
+    sp.add_argument("service", nargs="?")
+    sp.set_defaults(func=_console_cmd("status_codes", lambda a: {"service": a.service}))
+    sp = new("upstreams", "per-upstream latency as the gateway sees it: feature store, each replica")
+    sp.set_defaults(func=_console_cmd("upstreams", lambda a: {}))
+    sp = new("inspect", "the request inspector: recent requests with features, score and decision")
+    sp.add_argument("--limit", type=int, help="how many (default 20)")
+    sp.set_defaults(func=_console_cmd("inspect", lambda a: {"limit": a.limit}))
+    sp = new("send", "send one scoring request through the gateway and show the answer")
+    sp.add_argument("amount", type=float, help="amount in dollars, e.g. 42.5 (try 4250 to test cents)")
+    sp.add_argument("--merchant-category", dest="merchant_category")
+    sp.add_argument("--hour", type=int)
+    sp.add_argument("--country")
+    sp.add_argument("--card-present", dest="card_present", type=_value, help="true or false")
+    sp.add_argument("--device-age-days", dest="device_age_days", type=float)
+    sp.add_argument("--card-id", dest="card_id")
+    sp.set_defaults(func=_console_cmd("send", lambda a: {k: getattr(a, k) for k in (
+        "amount", "merchant_category", "hour", "country", "card_present", "device_age_days", "card_id")}))
 
     sp = new("kill", "kill a process the scenario started (see `status`)")
     sp.add_argument("pid", type=int)

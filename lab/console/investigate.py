@@ -11,6 +11,7 @@ from typing import Any
 
 from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
+from lab.logbuffer import iso_utc
 from lab.logsearch import BadSearch
 from lab.parts.gateway import NAME as GATEWAY
 from lab.stackclients import ServiceCallError, argv_config
@@ -44,6 +45,10 @@ def status(ctx: ConsoleContext, args: Any) -> OpResult:
     st = ctx.lab.status()
     services = [{k: s.get(k) for k in STATUS_FIELDS} for s in st["services"]
                 if not _is_proxy_server(s["name"])]
+    runner = ctx.lab.components.get("monitor")
+    if ctx.attempt is not None and runner is not None:  # restarts since this attempt began, not since the lab did
+        for s in services:
+            s["restarts"] = runner.monitor.restarts_since_attempt(s["name"], s["restarts"])
     procs = processes(ctx)
     data = {"phase": st["phase"], "replicas": st.get("replicas"), "services": services, "processes": procs,
             "total_rss_bytes": st.get("total_rss_bytes")}
@@ -67,13 +72,22 @@ def status(ctx: ConsoleContext, args: Any) -> OpResult:
 def logs(ctx: ConsoleContext, args: Any) -> OpResult:
     name = ctx.check_service(args.service)
     tail = args.tail or DEFAULT_TAIL
+    # During an attempt the incident starts with the scenario clock: the lab's own set-up (baseline reset, the
+    # scenario's stack changes) happened before it and is not part of what the learner investigates.
+    attempt = ctx.attempt
+    since = getattr(attempt, "ready_at", None) if attempt is not None else None
     try:
-        lines = ctx.stack.logs(name, args.grep or None, tail, regex=bool(args.regex))
+        lines = ctx.stack.logs(name, args.grep or None, tail, since=since, regex=bool(args.regex))
     except BadSearch as exc:
         raise ConsoleError(str(exc), 400) from exc
-    data = {"service": name, "grep": args.grep, "regex": bool(args.regex), "tail": tail, "lines": lines}
+    data = {"service": name, "grep": args.grep, "regex": bool(args.regex), "tail": tail, "lines": lines,
+            "since": since, "setup": attempt is not None and since is None}
     matching = "matching the expression" if args.regex else "containing"
     head = f"{len(lines)} line(s) of {name}" + (f" {matching} {args.grep!r}" if args.grep else "")
+    if since is not None:
+        head += f" since the scenario clock started ({iso_utc(since)}; set-up before it is not shown)"
+    elif attempt is not None:
+        head += " — SET-UP: the scenario clock has not started yet"
     return OpResult(data, "\n".join([head] + [f"{ln['ts']} {ln['line']}" for ln in lines]))
 
 
@@ -108,10 +122,25 @@ def metrics(ctx: ConsoleContext, args: Any) -> OpResult:
     if entry is None:
         raise ConsoleError(f"no metrics for {name} yet (the monitor scrapes once a second)", 404)
     data = {"service": name, "at": snapshot.get("at"), "window_s": snapshot.get("window_s"), **entry}
+    text = _service_metrics_text(name, entry)
     if name == GATEWAY:  # where the model-quality figures are measured
         data["versions"] = snapshot.get("versions")
         data["quality"] = {k: snapshot.get(k) for k in ("accuracy", "precision", "recall", "labels")}
-    return OpResult(data, _service_metrics_text(name, entry))
+        text += "\n\n" + _gateway_model_text(snapshot)
+    return OpResult(data, text)
+
+
+def _gateway_model_text(snapshot: dict[str, Any]) -> str:
+    """By model version: traffic, decline rate, score; and quality on the labels (what a debrief cites)."""
+    def pct(v: Any) -> str:
+        return num(None if v is None else 100 * v, "{:.1f}%")
+
+    rows = [["MODEL VERSION", "RPS", "DECLINE RATE", "MEAN SCORE", "MEDIAN SCORE"]]
+    rows += [[v, num(f.get("rps")), pct(f.get("decline_rate")), num(f.get("score_mean"), "{:.3f}"),
+              num(f.get("score_p50"), "{:.3f}")] for v, f in (snapshot.get("versions") or {}).items()]
+    quality = (f"quality on {num(snapshot.get('labels'), '{:.0f}')} labels: accuracy {pct(snapshot.get('accuracy'))}, "
+               f"recall {pct(snapshot.get('recall'))}, precision {pct(snapshot.get('precision'))}")
+    return table(rows) + "\n" + quality
 
 
 @operation("drift")
@@ -123,6 +152,13 @@ def drift(ctx: ConsoleContext, args: Any) -> OpResult:
         feats = [f for f in report.get("features") or [] if f.get("name") == args.feature]
         report = {**report, "features": feats, "drifted": [d for d in report.get("drifted") or []
                                                            if d == args.feature]}
+        # picking a feature shows its detail: quantiles and histogram, live against training
+        full = ctx.monitor.distributions(args.feature)
+        if full.get("features"):
+            from lab.console.evidence import distributions_text
+
+            report["distribution"] = full["features"][0]
+            return OpResult(report, format_drift(report) + "\n\n" + distributions_text(full))
     return OpResult(report, format_drift(report))
 
 

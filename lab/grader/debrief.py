@@ -9,6 +9,13 @@ from typing import Any
 
 from lab.grader.match import op_text
 from lab.grader.score import grade
+from lab.monitor.measured import fill
+
+
+def measured_figures(events: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The attempt's measured series summary (the last `measured` event), {} when the lab did not measure it."""
+    found = [e for e in events if e["type"] == "measured"]
+    return dict(found[-1]["data"].get("series") or {}) if found else {}
 
 
 def _fmt(value: Any) -> str:
@@ -85,6 +92,7 @@ def learner_path(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def debrief(scenario: Any, events: list[dict[str, Any]], attempt: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the debrief page shows. `attempt` is the journal's attempts row (id, status, ...) if known."""
     graded = grade(scenario, events)
+    measured = measured_figures(events)
     ended = next((e for e in events if e["type"] in ("attempt_finished", "attempt_aborted")), None)
     return {
         "attempt_id": (attempt or {}).get("id"),
@@ -101,9 +109,11 @@ def debrief(scenario: Any, events: list[dict[str, Any]], attempt: dict[str, Any]
         "faults": [{"id": e["data"].get("fault_id"), "description": e["data"].get("description"),
                     "t": round(e["at"] - events[0]["at"], 2)} for e in events if e["type"] == "fault_applied"],
         "timeline": timeline(events),
-        "ideal_path": list(scenario.debrief.ideal_path),
+        # figures quoted as [[ measured.SERIES.AGG ]] are this attempt's, never the scenario file's
+        "ideal_path": [fill(step, measured) for step in scenario.debrief.ideal_path],
         "learner_path": learner_path(events),
-        "what_happened": scenario.debrief.what_happened,
+        "what_happened": fill(scenario.debrief.what_happened, measured),
+        "measured": measured,
         "lesson": scenario.debrief.lesson,
     }
 

@@ -25,13 +25,14 @@ import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lab.monitor import prom
+from lab.monitor import evidence, prom
 from lab.monitor.drift import DriftConfig, Reference, drift_report
 from lab.monitor.series import ScrapeRing, SeriesStore
 from lab.monitor.signals import (
     Window,
     cumulative_quality,
     gateway_score_routes,
+    honest_quality,
     prediction_signals,
     quality_signals,
     request_signals,
@@ -124,6 +125,14 @@ def _flatten(prefix: str, value: Any, out: dict[str, float | None]) -> None:
         out[prefix] = value
 
 
+def _median_ratio(feature: Mapping[str, Any]) -> float | None:
+    """live median / reference median of a numeric feature (the factor a unit change multiplies by)."""
+    live, ref = feature.get("live_median"), feature.get("reference_median")
+    if live is None or not ref:
+        return None
+    return float(live) / float(ref)
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe copy: NaN/inf become None, numpy scalars become Python numbers."""
     if isinstance(value, Mapping):
@@ -174,12 +183,14 @@ class Monitor:
         self._lock = threading.RLock()
         self._snapshot: dict[str, Any] = {"at": None, "services": {}, "window_s": cfg.window_s}
         self._drift: dict[str, Any] | None = None
+        self._live: Any = None  # the live window of the last drift refresh (the distributions' rows)
         self._drift_at = -math.inf
         self._drift_task: asyncio.Task[None] | None = None
         self._reference: Reference | None = None
         self._reference_key: tuple[Any, int] | None = None
         self._reference_meta: dict[str, Any] | None = None
         self._attempts: dict[str, dict[str, Any]] = {}
+        self._restart_base: dict[str, int] | None = None  # restarts per service when the running attempt began
         self._windows: dict[tuple[str, float], Window | None] = {}
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -341,7 +352,14 @@ class Monitor:
                 entry["rss_bytes"] = stats["rss_bytes"]
             if stats.get("cpu_percent") is not None:
                 entry["cpu_percent"] = stats["cpu_percent"]  # psutil's view covers the whole process tree
-            entry["restarts"] = stats.get("restarts", self._restarts_seen.get(name, 0))
+            total = stats.get("restarts", self._restarts_seen.get(name, 0))
+            # during an attempt, restarts count from its beginning: earlier attempts' are not this incident's
+            entry["restarts"] = self.restarts_since_attempt(name, total)
+            entry["restarts_total"] = total
+            if w is not None:
+                codes = evidence.status_codes(w, service_kind(name, w.ring))
+                if codes:
+                    entry["status_codes"] = codes
             info = self.scrape_info.get(name)
             if info is not None:
                 entry["scrape_ms"] = info.get("last_ms")
@@ -352,6 +370,7 @@ class Monitor:
         if gw is not None:
             upstreams = upstream_signals(gw)
             services.setdefault(GATEWAY, {})["upstreams"] = upstreams
+            snapshot["upstream_latency"] = evidence.upstream_latency(gw)
             for replica, figures in upstreams.items():
                 if replica in services:
                     services[replica]["via_gateway"] = figures
@@ -359,7 +378,8 @@ class Monitor:
             snapshot["score"] = score_distribution(gw)
         gq = self._window(GATEWAY, cfg.quality_window_s, now, self._windows)
         quality = quality_signals(gq) if gq is not None else None
-        overall = (quality or {}).get("overall", {})
+        # failed requests count as wrong decisions: the one definition every view shows (signals.honest_quality)
+        overall = honest_quality((quality or {}).get("overall"), gq) if gq is not None else {}
         snapshot["accuracy"] = overall.get("accuracy")
         snapshot["precision"] = overall.get("precision")
         snapshot["recall"] = overall.get("recall")
@@ -391,6 +411,15 @@ class Monitor:
         for version, q in (snapshot["quality"].get("versions") or {}).items():
             for key in ("accuracy", "precision", "recall"):
                 store.append(f"quality.{version}.{key}", now, q.get(key))
+        if snapshot.get("versions"):
+            store.append("decisions.decline_rate", now, evidence.decisions(snapshot)["decline_rate"])
+        gateway_codes: dict[str, float] = {}
+        for by_code in ((snapshot["services"].get(GATEWAY) or {}).get("status_codes") or {}).values():
+            for code, n in by_code.items():
+                gateway_codes[code] = gateway_codes.get(code, 0.0) + n
+        total = sum(gateway_codes.values())
+        for code, n in gateway_codes.items():  # the share of each status code among the gateway's answers
+            store.append(f"gateway.code.{code}.share", now, n / total if total else None)
         score = snapshot.get("score") or {}
         if score:
             store.append("score.mean", now, score.get("mean"))
@@ -422,12 +451,17 @@ class Monitor:
             figures = q["overall"] if spec.target in ("all", "*", "") else q["versions"].get(spec.target)
             if not figures:
                 return None, None
-            # judge a ratio only on enough of its own denominator: recall on frauds, precision on declines
+            figures = honest_quality(figures, w)
+            key = spec.kind.removesuffix("_min")
+            # judge a ratio only on enough of its own denominator: recall on frauds, precision on declines; an
+            # outage without labels is judged on the requests that failed (signals.honest_quality)
             denominator = {"accuracy_min": figures["labels"], "recall_min": figures["tp"] + figures["fn"],
                            "precision_min": figures["tp"] + figures["fp"]}[spec.kind]
             if denominator < max(1.0, spec.min_samples):
+                if key != "precision" and figures.get("served") == 0.0 and figures["requests"] >= spec.min_samples:
+                    return 0.0, None
                 return None, None
-            return figures[spec.kind.removesuffix("_min")], None
+            return figures[key], None
         if spec.kind == "availability":
             series = self.store.get(f"{spec.target}.up")
             first_up = self._first_up.get(spec.target)
@@ -448,6 +482,14 @@ class Monitor:
             return value, value > spec.threshold or any(f["drifted"] for f in feats)
         return None, None
 
+    def _quality_figure(self, spec: SLOSpec, now: float) -> float | None:
+        w = self._window(GATEWAY, spec.window_s, now, self._windows)
+        if w is None:
+            return None
+        q = quality_signals(w)
+        figures = q["overall"] if spec.target in ("all", "*", "") else q["versions"].get(spec.target)
+        return honest_quality(figures, w).get(spec.kind.removesuffix("_min")) if figures else None
+
     def _evaluate_slos(self, now: float) -> None:
         for name, tracker in self.book.trackers.items():
             try:
@@ -456,6 +498,10 @@ class Monitor:
                 log.exception("SLO evaluation failed slo=%s", name)
                 continue
             self.book.update(name, now, value, breached)
+            if value is None and tracker.spec.kind in ("accuracy_min", "precision_min", "recall_min"):
+                # too few labels to judge (the state stays unknown), but the figure itself is shown as the
+                # metrics show it: the same number in every view
+                tracker.value = self._quality_figure(tracker.spec, now)
             self.store.append(f"slo.{name}.value", now, value)
             self.store.append(f"slo.{name}.violated", now, 1.0 if tracker.state == "violated" else 0.0)
 
@@ -530,6 +576,7 @@ class Monitor:
             return None
         live = await _call(self.live_window_provider, self.config.drift_window)
         report = await asyncio.to_thread(drift_report, reference, live)
+        self._live = live
         report["at"] = self.clock() if now is None else now
         self._drift = report
         at = report["at"]
@@ -537,6 +584,9 @@ class Monitor:
             for f in report["features"]:
                 self.store.append(f"drift.{f['name']}.psi", at, f["psi"])
                 self.store.append(f"drift.{f['name']}.null_rate", at, f["null_rate"])
+                ratio = _median_ratio(f)
+                if ratio is not None:
+                    self.store.append(f"drift.{f['name']}.median_ratio", at, ratio)
             if report.get("score"):
                 self.store.append("drift.score.psi", at, report["score"]["psi"])
         return report
@@ -553,6 +603,17 @@ class Monitor:
             return {"features": [], "drifted": [], "window": 0, "reference_version": None, "at": None,
                     "enough_data": False}
         return _clean(self._drift)
+
+    def distributions(self, feature: str | None = None) -> dict[str, Any]:
+        """Quantiles and a small histogram of every request feature and the score, live against training, over
+        the last drift refresh's window (lab/monitor/evidence.py)."""
+        report = evidence.distributions(self._reference, self._live or [], feature)
+        report["at"] = (self._drift or {}).get("at")
+        return _clean(report)
+
+    def decisions(self) -> dict[str, Any]:
+        """Decline rate, score histogram, confusion matrix and cost-weighted loss (lab/monitor/evidence.py)."""
+        return _clean(evidence.decisions(self._snapshot))
 
     def slo(self) -> dict[str, Any]:
         """{"slos": [{name, state, value, threshold, since, ...}], "events": [...]}."""
@@ -582,8 +643,17 @@ class Monitor:
         """Mark the start of a learner's attempt; its series are frozen by `end_attempt`."""
         self._attempts[attempt_id] = {"id": attempt_id, "from": self.clock() if at is None else at, "to": None,
                                       "export": None}
+        self._restart_base = {name: int(s.get("restarts") or 0) for name, s in self.stats.items()}
+        for name, seen in self._restarts_seen.items():
+            self._restart_base.setdefault(name, seen)
         while len(self._attempts) > self.config.max_attempts:
             self._attempts.pop(next(iter(self._attempts)))
+
+    def restarts_since_attempt(self, name: str, total: int | None) -> int | None:
+        """A service's restarts since the running attempt began (all of them when no attempt runs)."""
+        if total is None or self._restart_base is None:
+            return total
+        return max(0, int(total) - self._restart_base.get(name, 0))
 
     def attempt_began(self, attempt_id: str) -> float | None:
         """When `begin_attempt` marked this attempt (None if it did not, or it has been evicted)."""
@@ -596,6 +666,7 @@ class Monitor:
         if entry is None:
             raise KeyError(f"no attempt {attempt_id!r}")
         entry["to"] = self.clock() if at is None else at
+        self._restart_base = None
         entry["export"] = self.export(entry["from"], entry["to"])
         return entry["export"]
 

@@ -251,6 +251,36 @@ def quality_signals(w: Window) -> dict:
     return quality_from_counts(w.by("gateway_feedback_total", ("model_version", "outcome")))
 
 
+def served_share(w: Window) -> tuple[float, float | None]:
+    """(scoring requests, share answered 2xx) over the window: the gateway's scoring route(s) only."""
+    routes = gateway_score_routes(w)
+    r = request_signals(w, GATEWAY_KIND, {"route": routes} if routes else None)
+    requests = r["requests"] or 0.0
+    return requests, (None if r["error_rate"] is None else 1.0 - r["error_rate"])
+
+
+def honest_quality(figures: dict | None, w: Window) -> dict:
+    """Quality counted over every scoring request, not only the answered ones: a failed request is a wrong decision
+    (no fraud caught, no customer served). accuracy = labelled accuracy x share answered; recall likewise (a fraud
+    whose request failed was not caught). Precision is about the declines made and is unchanged. With no labels but
+    failed requests only, accuracy and recall are 0. The labelled-only figures stay as `accuracy_labelled` and
+    `recall_labelled`."""
+    out = dict(figures or {})
+    requests, served = served_share(w)
+    out["requests"] = requests
+    out["served"] = served
+    for key in ("accuracy", "recall"):
+        labelled = out.get(key)
+        out[f"{key}_labelled"] = labelled
+        if served is None:
+            continue
+        if labelled is not None:
+            out[key] = labelled * served
+        elif served == 0.0 and requests > 0:
+            out[key] = 0.0
+    return out
+
+
 def cumulative_quality(ring: ScrapeRing) -> dict:
     by: dict[tuple[str, str], float] = {}
     for col, labels in ring.columns("gateway_feedback_total"):

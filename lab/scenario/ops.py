@@ -52,6 +52,33 @@ class ServiceArgs(Strict):
     service: ServiceName
 
 
+class DistributionsArgs(Strict):
+    """One request feature or `score`; none: all of them."""
+
+    feature: FeatureName | Literal["score"] | None = None
+
+
+class StatusCodesArgs(Strict):
+    service: ServiceName | None = None
+
+
+class InspectArgs(Strict):
+    limit: int | None = Field(default=None, ge=1, le=200)
+
+
+class SendArgs(Strict):
+    """One scoring request sent through the gateway as a client would (amount in the currency unit the model was
+    trained on, dollars); the lab picks the transaction id."""
+
+    amount: float = Field(ge=0, le=10_000_000)
+    merchant_category: str = Field(default="grocery", pattern=r"^[A-Za-z0-9_ &.-]{1,64}$")
+    hour: int = Field(default=12, ge=0, le=23)
+    country: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    card_present: bool = True
+    device_age_days: float | None = Field(default=365.0, ge=0, le=1_000_000)
+    card_id: str = Field(default="c000001", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 class ConfigSetArgs(Strict):
     service: ServiceName
     key: ConfigKey
@@ -122,10 +149,17 @@ OP_ARGS: dict[str, type[Strict]] = {
     "retrain": RetrainArgs,
     "traffic": TrafficArgs,
     "kill": KillArgs,
+    "distributions": DistributionsArgs,
+    "decisions": NoArgs,
+    "status_codes": StatusCodesArgs,
+    "upstreams": NoArgs,
+    "inspect": InspectArgs,
+    "send": SendArgs,
 }
 OP_NAMES: tuple[str, ...] = tuple(OP_ARGS)
 INVESTIGATE_OPS: frozenset[str] = frozenset(
-    {"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show", "reference"}
+    {"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show", "reference",
+     "distributions", "decisions", "status_codes", "upstreams", "inspect", "send"}
 )
 ACT_OPS: frozenset[str] = frozenset(OP_NAMES) - INVESTIGATE_OPS
 

@@ -231,3 +231,25 @@ async def test_default_quality_floors_follow_the_production_models_meta(clock: F
         assert mon.drift()["window"] == 0 and mon.drift()["enough_data"] is False
     finally:
         await mon.stop()
+
+
+async def test_restarts_count_from_the_attempts_beginning(clock: FakeClock) -> None:
+    """An earlier attempt's restarts are not this one's: during an attempt a service's restarts count from when it
+    began (the lifetime total stays as restarts_total); after it, the total again."""
+    stats = [{"name": "feature-store", "state": "running", "pid": 1, "restarts": 4}]
+    mon = Monitor(lambda: {}, process_stats_provider=lambda: stats, clock=clock)
+    try:
+        await mon.tick()
+        assert mon.metrics()["services"]["feature-store"]["restarts"] == 4
+        mon.begin_attempt("a1")
+        clock.advance()
+        stats[0]["restarts"] = 6
+        await mon.tick()
+        entry = mon.metrics()["services"]["feature-store"]
+        assert entry["restarts"] == 2 and entry["restarts_total"] == 6
+        mon.end_attempt("a1")
+        clock.advance()
+        await mon.tick()
+        assert mon.metrics()["services"]["feature-store"]["restarts"] == 6
+    finally:
+        await mon.stop()

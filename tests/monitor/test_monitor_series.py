@@ -119,3 +119,31 @@ def test_quality_counts_precision_and_recall_per_version() -> None:
     assert v1["precision"] == pytest.approx(8 / 12) and v1["recall"] == pytest.approx(0.8)
     assert v2["accuracy"] == pytest.approx(0.95) and v2["recall"] == 0.0 and v2["precision"] is None
     assert overall["labels"] == 200 and overall["recall"] == pytest.approx(8 / 15)
+
+
+def test_failed_requests_count_as_wrong_decisions() -> None:
+    """During an outage accuracy is not the accuracy of the few answered requests: correct decisions over all
+    scoring requests (signals.honest_quality); with nothing answered and no labels, accuracy and recall are 0."""
+    from lab.monitor.signals import honest_quality
+
+    reg = CollectorRegistry()
+    fb = Counter("gateway_feedback_total", "f", ["model_version", "outcome"], registry=reg)
+    req = Counter("gateway_requests_total", "r", ["route", "code"], registry=reg)
+    ring = ScrapeRing(capacity=10)
+    ring.add(0.0, _scrape(reg))
+    for outcome, n in {"tp": 3, "fn": 1, "fp": 2, "tn": 94}.items():
+        fb.labels("v1", outcome).inc(n)
+    req.labels("score", "200").inc(25)
+    req.labels("score", "503").inc(75)
+    req.labels("recent", "200").inc(500)  # not scoring traffic: does not dilute the failure share
+    ring.add(1.0, _scrape(reg))
+    w = window(ring, 10.0)
+    h = honest_quality(quality_signals(w)["overall"], w)
+    assert h["accuracy_labelled"] == pytest.approx(0.97) and h["served"] == pytest.approx(0.25)
+    assert h["accuracy"] == pytest.approx(0.97 * 0.25) and h["recall"] == pytest.approx(0.75 * 0.25)
+    assert h["precision"] == pytest.approx(0.6)
+    req.labels("score", "503").inc(100)  # a full outage, no label arrives
+    ring.add(2.0, _scrape(reg))
+    outage = window(ring, 0.9, now=2.0)
+    h = honest_quality(quality_signals(outage)["overall"], outage)
+    assert h["labels"] == 0 and h["accuracy"] == 0.0 and h["recall"] == 0.0

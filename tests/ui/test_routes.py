@@ -310,6 +310,39 @@ def test_console_forms_and_rendered_outputs(web: Session) -> None:
     assert r.status_code == 200 and 'data-version="v1"' in r.text
 
 
+def test_console_renders_the_evidence_operations(web: Session) -> None:
+    """Distributions (a picked feature shows its quantiles and histogram), decisions, status codes, upstreams, the
+    request inspector and `send`, as the browser's console shows them (the same lab.console.run as API and CLI)."""
+    started = not web.api("GET", "/api/traffic")["running"]
+    if started:
+        web.post("/sandbox/traffic", data={"rps": "30"})
+    try:
+        deadline = time.time() + 90
+        while web.api("POST", "/api/console/distributions", json={})["data"].get("window", 0) < 50:
+            assert time.time() < deadline, "no live window for the distributions"
+            time.sleep(1)
+        for op, data, want in (("distributions", {"feature": "amount"}, 'data-feature-detail="amount"'),
+                               ("distributions", {}, '<table class="quantiles">'),
+                               ("drift", {"feature": "amount"}, 'data-feature-detail="amount"'),
+                               ("drift", {}, 'data-feature="score"'),
+                               ("decisions", {}, "confusion matrix"),
+                               ("status_codes", {"service": "gateway"}, "ROUTE"),
+                               ("upstreams", {}, "P99 MS"),
+                               ("inspect", {"limit": "5"}, "DECISION"),
+                               ("send", {"amount": "4250"}, "decision")):
+            r = web.post(f"/sandbox/console/{op}", data=data)
+            assert r.status_code == 200 and want in r.text, (op, r.status_code, r.text[:3000])
+        r = web.post("/sandbox/console/drift")
+        assert "<th scope=\"col\" class=\"n\">JS</th>" in r.text
+        r = web.post("/sandbox/console/metrics", data={"service": "gateway"})
+        assert '<table class="versions">' in r.text and "decline rate" in r.text
+        r = web.post("/sandbox/console/metrics", data={"service": "model-1"})  # a replica's versions: what it loaded
+        assert r.status_code == 200 and '<table class="versions">' not in r.text
+    finally:
+        if started:
+            web.delete("/sandbox/traffic")
+
+
 def test_console_escapes_learner_text_and_explains_refusals(web: Session) -> None:
     r = web.post("/sandbox/console/logs", data={"service": "gateway", "grep": HOSTILE, "tail": "5"})
     assert r.status_code == 200 and 'role="log"' in r.text

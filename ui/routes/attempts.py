@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from lab.parts.gateway import NAME as GATEWAY
 from lab.scenario import check_file
 from lab.scenario.loader import SUFFIX
 from lab.scenario.ops import OP_ARGS
@@ -59,8 +60,34 @@ def console_context(ui: UI) -> dict[str, Any]:
     return {"ops": console.op_list(), "first": console.op_form("status", console.live_choices(ui.lab, "status"))}
 
 
-def timeline_view(d: dict[str, Any], series: dict[str, Any] | None) -> tuple[list[dict[str, Any]], float, Any]:
-    """Timeline markers relative to the scenario clock (T+0 = the stack was healthy), and the chart's data."""
+# A steady-state probe kind -> (the monitor series it is measured from, its unit on the debrief chart).
+PROBE_SERIES: dict[str, tuple[str, str]] = {
+    "latency_p99_ms": ("{target}.p99_ms", "ms"),
+    "error_rate": ("{target}.error_rate_5xx", "ratio"),
+    "accuracy": ("quality.accuracy", "ratio"),
+    "recall": ("quality.recall", "ratio"),
+    "precision": ("quality.precision", "ratio"),
+    "drift_psi": ("drift.{target}.psi", "psi"),
+}
+
+
+def probe_lines(probes: list[dict[str, Any]], points: dict[str, list[list[Any]]]) -> list[dict[str, Any]]:
+    """The scenario's own numeric steady-state probes as chart lines: {"id", "unit", "tolerance", "series"}."""
+    out = []
+    for p in probes:
+        found = PROBE_SERIES.get(p.get("kind", ""))
+        if found is None:
+            continue
+        name = found[0].format(target=p.get("target") or GATEWAY)
+        if name in points:
+            out.append({"id": p["id"], "unit": found[1], "tolerance": p.get("tolerance") or {}, "series": name})
+    return out
+
+
+def timeline_view(d: dict[str, Any], series: dict[str, Any] | None, probes: list[dict[str, Any]] | None = None
+                  ) -> tuple[list[dict[str, Any]], float, Any]:
+    """Timeline markers relative to the scenario clock (T+0 = the stack was healthy), and the chart's data: the
+    scenario's own steady-state probes (its definition of healthy), not a fixed pair of gateway figures."""
     entries = d.get("timeline") or []
     ready = next((e for e in entries if e["type"] == "stack_ready"), None)
     offset = ready["t"] if ready else 0.0
@@ -68,16 +95,33 @@ def timeline_view(d: dict[str, Any], series: dict[str, Any] | None) -> tuple[lis
     chart = None
     if series and series.get("series"):
         points = series["series"]
-        p99 = {t: v for t, v in points.get("gateway.p99_ms", [])}
-        err = {t: v for t, v in points.get("gateway.error_rate", [])}
-        times = sorted(set(p99) | set(err))
-        clean = [None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in
-                 (p99.get(t) for t in times)]
-        latency_slo = next((e.get("threshold") for e in series.get("events", []) if e.get("slo") == "gateway-latency"),
-                           None)
-        chart = {"t": times, "p99": clean, "errors": [err.get(t) for t in times], "latency_slo": latency_slo or 250,
+        lines = probe_lines(probes or [], points)
+        by_line = [{t: v for t, v in points.get(line["series"], [])} for line in lines]
+        times = sorted(set().union(*by_line)) if by_line else []
+        for line, values in zip(lines, by_line, strict=True):
+            line["values"] = [None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+                              for v in (values.get(t) for t in times)]
+        chart = {"t": times, "lines": lines,
                  "markers": [{"at": e["at"], "kind": e["kind"], "n": i + 1} for i, e in enumerate(markers)]}
     return markers, offset, chart
+
+
+def steady_state_of(ui: UI, attempt_id: str) -> list[dict[str, Any]]:
+    """The steady-state probes of the scenario an ended attempt ran (none if the lab cannot say)."""
+    try:
+        return list(ui.engine.manager.scenario_of(attempt_id)["scenario"].get("steady_state") or [])
+    except Exception:  # noqa: BLE001 - the chart falls back to no probe lines; the journal still shows
+        return []
+
+
+def attempt_history(ui: UI, frame: Any, a: dict[str, Any]) -> dict[str, Any]:
+    """The incident page's charts: from the attempt's start (never an earlier attempt's data), marked there and at
+    the scenario clock's T+0."""
+    started = a.get("started_at")
+    markers = [{"t": started, "label": "attempt"}] if started else []
+    if a.get("clock_s") is not None:
+        markers.append({"t": time.time() - float(a["clock_s"]), "label": "T+0"})
+    return ui.live.history(frame, since=started, markers=markers)
 
 
 def router(ui: UI, route_class: type) -> APIRouter:
@@ -125,7 +169,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         frame = ui.live.current()
         return ui.page(request, "incident.html", nav="", title=a.get("title", attempt_id), a=_full(ui, a),
                        post_base=f"/attempts/{attempt_id}/console", console=console_context(ui),
-                       stackmap=stackmap.from_frame(frame, reveal_faults=False), history=ui.live.history(frame))
+                       stackmap=stackmap.from_frame(frame, reveal_faults=False), history=attempt_history(ui, frame, a))
 
     @r.get("/attempts/{attempt_id}/ended")
     async def ended(attempt_id: str, request: Request) -> Response:
@@ -162,7 +206,8 @@ def router(ui: UI, route_class: type) -> APIRouter:
     @r.get("/attempts/{attempt_id}/debrief")
     async def debrief(attempt_id: str, request: Request) -> Response:
         d = await run(ui.engine.debrief, attempt_id)
-        markers, offset, chart = timeline_view(d, ui.engine.attempt_series(attempt_id))
+        probes = await run(steady_state_of, ui, attempt_id)
+        markers, offset, chart = timeline_view(d, ui.engine.attempt_series(attempt_id), probes)
         return ui.page(request, "debrief.html", nav="", title=f"Debrief: {d['title']}", d=d, markers=markers,
                        offset=offset, chart=chart)
 

@@ -7,7 +7,7 @@
 
   var DEFS = {
     latency: { series: [["gateway.p50_ms", "p50", "#1f5fbf"], ["gateway.p99_ms", "p99", "#c0392b"]],
-               slo: [["gateway-latency", 1, "above"]], unit: "ms" },
+               slo: [["gateway-latency", 1, "above"]], unit: "ms", fit: true },
     errors: { series: [["gateway.error_rate", "errors", "#c0392b"]], factor: 100, unit: "%",
               slo: [["gateway-errors", 100, "above"]] },
     rps: { series: [["gateway.rps", "req/s", "#1a7f37"]], unit: "rps" },
@@ -17,7 +17,7 @@
   };
   var PALETTE = ["#1f5fbf", "#c0392b", "#1a7f37", "#a86400", "#6f42c1", "#0f7c8c", "#8a5a44", "#d63384", "#5b6472"];
 
-  var state = { t: [], v: {}, slo: {}, windowS: 300, charts: {} };
+  var state = { t: [], v: {}, slo: {}, windowS: 300, charts: {}, markers: [] };
 
   function keysFor(def) {
     if (!def.dynamic) return def.series.map(function (s) { return s[0]; });
@@ -44,9 +44,33 @@
   function sloBands(def) {
     return { hooks: { draw: [function (u) {
       var ctx = u.ctx, b = u.bbox;
+      // where the attempt began and the scenario clock's T+0: everything left of them is not this incident
+      state.markers.forEach(function (m) {
+        var x = u.valToPos(m.t, "x", true);
+        if (!isFinite(x) || x < b.left || x > b.left + b.width) return;
+        ctx.save();
+        ctx.strokeStyle = "rgba(22, 32, 46, 0.75)"; ctx.lineWidth = 1.5; ctx.setLineDash([2, 3]);
+        ctx.beginPath(); ctx.moveTo(x, b.top); ctx.lineTo(x, b.top + b.height); ctx.stroke(); ctx.setLineDash([]);
+        ctx.fillStyle = "rgba(22, 32, 46, 1)"; ctx.textAlign = "left"; ctx.textBaseline = "top";
+        ctx.font = 10 * devicePixelRatio + "px system-ui, sans-serif";
+        ctx.fillText(m.label, x + 3, b.top + 2);
+        ctx.restore();
+      });
       thresholds(def).forEach(function (th) {
         var y = u.valToPos(th.value, "y", true);
         if (!isFinite(y)) return;
+        if (y < b.top) {
+          // the axis fits the data: an objective far above it is stated at the top edge, not stretched into view
+          ctx.save();
+          ctx.fillStyle = "rgba(26, 127, 55, 0.08)";
+          ctx.fillRect(b.left, b.top, b.width, b.height);
+          ctx.fillStyle = "rgba(26, 127, 55, 1)"; ctx.textAlign = "right"; ctx.textBaseline = "top";
+          ctx.font = 11 * devicePixelRatio + "px system-ui, sans-serif";
+          ctx.fillText("SLO " + th.name + " " + (+th.value).toFixed(0) + " (above this axis) \u2191",
+                       b.left + b.width - 4, b.top + 2);
+          ctx.restore();
+          return;
+        }
         ctx.save();
         ctx.fillStyle = "rgba(192, 57, 43, 0.08)";
         if (th.side === "above") ctx.fillRect(b.left, b.top, b.width, Math.max(0, y - b.top));
@@ -78,7 +102,10 @@
     return function (u, min, max) {
       if (def.fixed) return def.fixed;
       var top = max == null ? 1 : max;
-      thresholds(def).forEach(function (th) { top = Math.max(top, th.value); });
+      thresholds(def).forEach(function (th) {
+        // a latency axis fits the data: the objective is included only when the data come near it
+        if (!def.fit || top * 2 >= th.value) top = Math.max(top, th.value);
+      });
       return [0, top > 0 ? top * 1.15 : 1];
     };
   }
@@ -140,6 +167,7 @@
       state.t = h.t || [];
       state.v = h.v || {};
       state.slo = h.slo || {};
+      state.markers = h.markers || [];
     } catch (e) { /* no history: start empty */ }
     holder.querySelectorAll("figure.chart").forEach(build);
     window.addEventListener("resize", function () {
@@ -159,7 +187,8 @@
     document.body.setAttribute("data-last-snapshot", String(point.t));
   });
 
-  // The debrief's timeline: gateway p99 and error rate over the attempt, with fault, SLO and action markers.
+  // The debrief's timeline: the scenario's own steady-state probes over the attempt (latency on a ms axis that fits
+  // the data, ratios in %, PSI on its own scale), each probe's tolerance as a dashed line, and numbered event markers.
   function timeline(el) {
     var src = document.getElementById(el.getAttribute("data-source"));
     if (!src || typeof uPlot === "undefined") return;
@@ -167,21 +196,36 @@
     var colors = { fault: "#c0392b", slo: "#a86400", action: "#1f5fbf", fix: "#1a7f37", hint: "#6f42c1",
                    diagnosis: "#0f7c8c", attempt: "#5b6472", end: "#16202e", probe: "#8a8f98" };
     var markers = (d.markers || []).filter(function (m) { return m.kind !== "probe"; });
+    var lines = d.lines || [];
+    var SCALE = { ms: "ms", ratio: "pct", psi: "psi" }, FACTOR = { ms: 1, ratio: 100, psi: 1 };
+    var used = {};
+    lines.forEach(function (l) { used[SCALE[l.unit]] = true; });
+    var scales = { x: { time: true } }, axes = [{}], side = 3;
+    if (used.ms) { scales.ms = { range: function (u, mn, mx) { return [0, Math.max(mx || 1, 1) * 1.2]; } };
+                   axes.push({ scale: "ms", label: "ms", size: 55, side: 3 }); }
+    if (used.pct) { scales.pct = { range: [0, 100] };
+                    axes.push({ scale: "pct", label: "%", side: used.ms ? 1 : 3, grid: { show: !used.ms } }); }
+    if (used.psi) { scales.psi = { range: function (u, mn, mx) { return [0, Math.max(mx || 0.3, 0.3) * 1.2]; } };
+                    axes.push({ scale: "psi", label: "PSI", side: (used.ms || used.pct) ? 1 : side,
+                                grid: { show: !(used.ms || used.pct) } }); }
+    var series = [{}].concat(lines.map(function (l, i) {
+      return { label: l.id, stroke: PALETTE[i % PALETTE.length], width: 2, scale: SCALE[l.unit] };
+    }));
     var opts = {
-      width: Math.max(320, el.clientWidth), height: 260,
-      scales: { x: { time: true }, ms: { range: function (u, mn, mx) { return [0, Math.max(mx || 1, d.latency_slo || 0) * 1.2]; } },
-                pct: { range: [0, 100] } },
-      axes: [{}, { scale: "ms", label: "p99 ms", size: 55 }, { scale: "pct", side: 1, label: "errors %", grid: { show: false } }],
-      series: [{}, { label: "gateway p99 (ms)", stroke: "#c0392b", width: 2, scale: "ms" },
-               { label: "error rate (%)", stroke: "#a86400", width: 2, scale: "pct" }],
+      width: Math.max(320, el.clientWidth), height: 260, scales: scales, axes: axes, series: series,
       plugins: [{ hooks: { draw: [function (u) {
         var ctx = u.ctx, b = u.bbox;
         ctx.save();
-        if (d.latency_slo) {
-          var y = u.valToPos(d.latency_slo, "ms", true);
-          ctx.strokeStyle = "rgba(192,57,43,.8)"; ctx.setLineDash([6, 4]);
-          ctx.beginPath(); ctx.moveTo(b.left, y); ctx.lineTo(b.left + b.width, y); ctx.stroke(); ctx.setLineDash([]);
-        }
+        lines.forEach(function (l, i) {
+          ["min", "max"].forEach(function (k) {
+            if (l.tolerance[k] == null) return;
+            var y = u.valToPos(l.tolerance[k] * FACTOR[l.unit], SCALE[l.unit], true);
+            if (!isFinite(y) || y < b.top || y > b.top + b.height) return;
+            ctx.strokeStyle = PALETTE[i % PALETTE.length]; ctx.globalAlpha = 0.6; ctx.setLineDash([6, 4]);
+            ctx.beginPath(); ctx.moveTo(b.left, y); ctx.lineTo(b.left + b.width, y); ctx.stroke();
+            ctx.setLineDash([]); ctx.globalAlpha = 1;
+          });
+        });
         markers.forEach(function (m, i) {
           var x = u.valToPos(m.at, "x", true);
           if (!isFinite(x) || x < b.left || x > b.left + b.width) return;
@@ -193,9 +237,11 @@
         ctx.restore();
       }] } }]
     };
-    var t = d.t || [], p99 = d.p99 || [], err = (d.errors || []).map(function (x) { return x == null ? null : x * 100; });
+    var data = [d.t || []].concat(lines.map(function (l) {
+      return (l.values || []).map(function (x) { return x == null ? null : x * FACTOR[l.unit]; });
+    }));
     el.textContent = "";
-    new uPlot(opts, [t, p99, err], el);
+    new uPlot(opts, data, el);
   }
 
   function init() {

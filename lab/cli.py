@@ -156,7 +156,20 @@ def _allowed_hosts(args: argparse.Namespace) -> list[str]:
     return names
 
 
+def _check_engine(args: argparse.Namespace) -> None:
+    """--backend compose: a clear error before anything starts when no engine with compose is here."""
+    if getattr(args, "backend", "process") != "compose":
+        return
+    from lab import compose
+
+    try:
+        compose.detect(start_podman=False)
+    except compose.ComposeUnavailable as exc:
+        raise LabError(str(exc)) from None
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    _check_engine(args)
     t0 = time.time()
     _binding(args)
     _allowed_hosts(args)
@@ -228,6 +241,7 @@ def _tail(path: Path, n: int) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    _check_engine(args)
     host, _ = _binding(args)
     home = resolve_home(args.home)
     # `make run` ends here: say where the lab in the browser is before the stack is up (it starts behind it)

@@ -177,15 +177,14 @@ def toxiproxy_text() -> str:
 
 
 OFFLINE_HEADER = """\
-# Override for offline and CI runs (no registry): `faultline up --backend compose --offline`, `make test-compose`.
+# Override for offline and CI runs (no registry): `docker compose -f docker-compose.yml -f docker/compose.offline.yml`.
 #
 # GENERATED from the part declarations (lab/parts/) by `python -m lab.compose generate`: do not edit by hand.
 #
 # The `{server}` service runs our Toxiproxy-API netproxy (services/netproxy, from the faultline image) instead of
-# ghcr.io/shopify/toxiproxy, with the process backend's hops (docker/toxiproxy.offline.json: every listener on
-# 127.0.0.1). It takes the host's network namespace, which every other service shares (network_mode:
-# service:{server}): the lab on the host then reaches each service on its own port, as in the process backend —
-# how faults, probes and config pushes reach them — and nothing listens beyond 127.0.0.1.
+# ghcr.io/shopify/toxiproxy, with the same hops (docker/toxiproxy.json). Our netproxy serves its API on loopback
+# only, so from the host only the public proxy answers; `faultline up --backend compose` (the lab) runs the
+# services on the host's loopback instead and reaches every port (docs/compose.md).
 
 services:
 """
@@ -200,8 +199,6 @@ def offline_text() -> str:
         "image": "faultline:dev",
         "command": ["python", "-m", server.module, "--host", "127.0.0.1", "--port", str(port),
                     "--config", "/config/toxiproxy.json"],
-        "volumes": ["./docker/toxiproxy.offline.json:/config/toxiproxy.json:ro"],
-        "network_mode": "host",
         "init": True,
         "healthcheck": {"test": ["CMD", "python", "-c", probe], "interval": "2s", "timeout": "3s",
                         "retries": 30},
@@ -210,7 +207,8 @@ def offline_text() -> str:
 
 
 def toxiproxy_offline_text() -> str:
-    """docker/toxiproxy.offline.json: every hop as the process backend has it (loopback only)."""
+    """docker/toxiproxy.offline.json: every hop as the process backend has it (loopback only), for the lab's
+    compose mode, where the proxy server shares the host's loopback."""
     rows = ["  " + json.dumps({"name": h.name, "listen": h.listen, "upstream": h.upstream, "enabled": True})
             for h in TOPOLOGY.hops()]
     return "[\n" + ",\n".join(rows) + "\n]\n"

@@ -99,11 +99,29 @@ class EngineAPI:
         # Swap equal to memory: no swap to hide in, so going over the limit is an OOM kill.
         self._req("POST", f"/containers/{cid}/update", json={"Memory": limit_bytes, "MemorySwap": limit_bytes})
 
-    def logs(self, cid: str, tail: int | None = None, since: float | None = None) -> list[str]:
-        params: dict[str, Any] = {"stdout": "true", "stderr": "true", "tail": str(tail) if tail else "all"}
+    def logs(self, cid: str, tail: int | None = None, since: float | None = None) -> list[tuple[float, str]]:
+        """(epoch time, line), oldest first, from the engine's log of the container (every start of it)."""
+        params: dict[str, Any] = {"stdout": "true", "stderr": "true", "timestamps": "true",
+                                  "tail": str(tail) if tail else "all"}
         if since is not None:
             params["since"] = str(int(since))
-        return demux(self._req("GET", f"/containers/{cid}/logs", params=params).content)
+        out = []
+        for raw in demux(self._req("GET", f"/containers/{cid}/logs", params=params).content):
+            stamp, _, line = raw.partition(" ")
+            out.append((_epoch(stamp), line))
+        return out
+
+
+def _epoch(stamp: str) -> float:
+    """An engine log timestamp (RFC 3339, nanoseconds) as epoch seconds; now when it is not one."""
+    from datetime import datetime
+
+    head, dot, frac = stamp.rstrip("Z").partition(".")
+    try:
+        value = datetime.fromisoformat(head + (dot + frac[:6] if dot else "") + "+00:00")
+    except ValueError:
+        return time.time()
+    return value.timestamp()
 
 
 def demux(raw: bytes) -> list[str]:
@@ -122,6 +140,14 @@ def demux(raw: bytes) -> list[str]:
 IMAGE = compose.IMAGE
 WATCH_S = 0.5
 CRASHLOOP_RESTARTS = 3
+
+
+def toxiproxy_image() -> str:
+    """The Toxiproxy image the user's file names (docker-compose.yml is generated from lab/parts/netproxy.py)."""
+    from lab.parts.base import Part
+
+    server: Part = next(p for p in parts.parts() if p.proxy_server)
+    return str(server.compose_extra["image"])
 
 
 def project_name(home: Path) -> str:
@@ -203,6 +229,13 @@ class EngineSupervisor:
             raise StackError(f"`{' '.join(args)}` failed on {self.engine.kind}: "
                              + (r.stderr or r.stdout).strip()[-600:])
 
+    def _service(self, name: str) -> str:
+        """The compose service running `name`: its own, except the proxy server, which runs as `<name>-host` (the
+        user's file publishes its ports on a bridge network; ports cannot be dropped by an override, and the lab's
+        layout is the host's loopback)."""
+        part = parts.part_for(name)
+        return f"{name}-host" if part is not None and part.proxy_server else name
+
     def _write_override(self) -> None:
         import yaml
 
@@ -213,21 +246,26 @@ class EngineSupervisor:
             svc: dict[str, Any] = {
                 "command": container_command(spec),
                 "restart": {"always": "always", "never": "no", "no": "no"}.get(spec.restart.mode, "on-failure"),
-                "environment": {k: v for k, v in spec.env.items()},
+                "environment": dict(spec.env),
+                # The host's loopback, as the process backend: the lab reaches each service on its own port (its
+                # probes, config pushes, faults) and nothing listens beyond 127.0.0.1.
+                "network_mode": "host",
             }
             if spec.memory_limit_bytes:
                 svc["mem_limit"] = spec.memory_limit_bytes
                 svc["memswap_limit"] = spec.memory_limit_bytes  # no swap to hide in: over the limit is an OOM kill
             if part is not None and part.proxy_server:
-                svc["network_mode"] = "host"
-                if not self.offline:  # the real Toxiproxy image: loopback only, the process backend's hops
+                if self.offline:
+                    svc.update(image=IMAGE, init=True)
+                else:  # the real Toxiproxy image, on loopback, with the process backend's hops
+                    svc["image"] = toxiproxy_image()
                     svc["command"] = ["-host=127.0.0.1", f"-port={spec.port}", "-config=/config/toxiproxy.json"]
                     svc["volumes"] = ["./docker/toxiproxy.offline.json:/config/toxiproxy.json:ro"]
             else:
                 svc["image"] = IMAGE
                 svc["volumes"] = [f"{home}:{home}"]
                 svc["depends_on"] = {}
-            services[name] = svc
+            services[self._service(name)] = svc
         text = ("# Written by the lab (lab/enginebackend.py) for this run: the lab's specs as compose overrides.\n"
                 + yaml.safe_dump({"services": services}, sort_keys=False))
         self.override.write_text(text)
@@ -249,9 +287,10 @@ class EngineSupervisor:
         return self.specs[name]
 
     def _cid(self, name: str) -> str | None:
-        if name not in self._ids:
+        service = self._service(name)
+        if service not in self._ids:
             self._ids = self.api.containers()
-        return self._ids.get(name)
+        return self._ids.get(service)
 
     def add(self, spec: ServiceSpec, start: bool = True, on_ready: Callable[[str], None] | None = None) -> None:
         if self._closed.is_set():
@@ -269,8 +308,8 @@ class EngineSupervisor:
         self._pending.discard(name)
         self._stopped.discard(name)
         self._ready[name] = False
-        self._compose("up", "-d", "--no-deps", "--force-recreate", "--no-build", name)
-        self._ids.pop(name, None)
+        self._compose("up", "-d", "--no-deps", "--force-recreate", "--no-build", self._service(name))
+        self._ids.pop(self._service(name), None)
         self._restarts[name] = self._restarts.get(name, 0)
 
     def update_spec(self, name: str, **changes: Any) -> None:
@@ -287,10 +326,10 @@ class EngineSupervisor:
             if "memory_limit_bytes" in changes:
                 # Live, as `docker update --memory`: the kernel enforces it in the container's cgroup at once.
                 limit = new.memory_limit_bytes or 0
-                try:
-                    self.api.update_memory(cid, limit if limit else -1)
-                except EngineError:
+                if self.engine.kind == "podman":  # Podman's compatible API has no /update: its CLI does it
                     self._update_memory_cli(cid, limit)
+                else:
+                    self.api.update_memory(cid, limit if limit else -1)
             if "argv" in changes and list(changes["argv"]) != list(spec.argv):
                 self._pending.add(name)
 
@@ -329,7 +368,7 @@ class EngineSupervisor:
             self.api._req("DELETE", f"/containers/{cid}", params={"force": "true"})
         with self._lock:
             self.specs.pop(name, None)
-            self._ids.pop(name, None)
+            self._ids.pop(self._service(name), None)
             self._write_override()
 
     def kill(self, name: str, signal_name: str = "KILL") -> None:
@@ -386,7 +425,7 @@ class EngineSupervisor:
         try:
             return self.api.inspect(cid)
         except EngineError:
-            self._ids.pop(name, None)
+            self._ids.pop(self._service(name), None)
             return None
 
     def service_status(self, name: str) -> dict[str, Any]:
@@ -414,7 +453,8 @@ class EngineSupervisor:
             state = "running"
         else:
             state = "starting"
-        limit = ((info or {}).get("HostConfig") or {}).get("Memory") or spec.memory_limit_bytes
+        # The lab's own record: Podman's inspect keeps the creation-time limit after `podman update`.
+        limit = spec.memory_limit_bytes
         return {
             "name": name,
             "url": spec.url,
@@ -446,7 +486,7 @@ class EngineSupervisor:
         keep = match if match is not None else line_matcher(grep, regex)
         cid = self._cid(name)
         lines = self.api.logs(cid, since=since) if cid else []
-        rows = [{"service": name, "line": line} for line in lines if keep is None or keep(line)]
+        rows = [{"t": t, "ts": iso_utc(t), "line": line} for t, line in lines if keep is None or keep(line)]
         return rows[-tail:] if tail else rows
 
     def log_file(self, name: str) -> Path | None:

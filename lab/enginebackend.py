@@ -310,7 +310,7 @@ class EngineSupervisor:
         self._ready[name] = False
         self._compose("up", "-d", "--no-deps", "--force-recreate", "--no-build", self._service(name))
         self._ids.pop(self._service(name), None)
-        self._restarts[name] = self._restarts.get(name, 0)
+        self._last_state.pop(name, None)  # a new container: its first start is not a restart
 
     def update_spec(self, name: str, **changes: Any) -> None:
         with self._lock:
@@ -326,10 +326,17 @@ class EngineSupervisor:
             if "memory_limit_bytes" in changes:
                 # Live, as `docker update --memory`: the kernel enforces it in the container's cgroup at once.
                 limit = new.memory_limit_bytes or 0
-                if self.engine.kind == "podman":  # Podman's compatible API has no /update: its CLI does it
-                    self._update_memory_cli(cid, limit)
-                else:
-                    self.api.update_memory(cid, limit if limit else -1)
+                try:
+                    if self.engine.kind == "podman":  # Podman's compatible API has no /update: its CLI does it
+                        self._update_memory_cli(cid, limit)
+                    else:
+                        self.api.update_memory(cid, limit if limit else -1)
+                except (StackError, EngineError) as exc:
+                    # The kernel refuses a cgroup v1 limit below what the container uses now (EBUSY): the container
+                    # is recreated under it instead, so it starts over its limit and the kernel OOM-kills it.
+                    log.warning("%s: live memory limit refused (%s); recreating it under the new limit", name, exc)
+                    self._recreate(name)
+                    return
             if "argv" in changes and list(changes["argv"]) != list(spec.argv):
                 self._pending.add(name)
 
@@ -526,6 +533,9 @@ class EngineSupervisor:
             self._restarts[name] = self._restarts.get(name, 0) + 1
             self._ready[name] = False
             self._note_exit(name, info)
+            if name in self._pending:
+                self._recreate(name)  # its new start-up argv, which the engine's restart did not use
+                return
         self._last_state[name] = key
         alive = bool(st.get("Running"))
         if not alive or st.get("Restarting"):

@@ -150,6 +150,20 @@ def toxiproxy_image() -> str:
     return str(server.compose_extra["image"])
 
 
+def kernel_oom_killed(container_id: str) -> bool:
+    """Whether the kernel log names this container's memory cgroup in an OOM kill (`oom-kill:... oom_memcg=...<id>`).
+    False when the log cannot be read."""
+    import subprocess
+
+    if not container_id:
+        return False
+    try:
+        r = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10)  # noqa: S607
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any("oom-kill:" in line and container_id in line for line in r.stdout.splitlines()[-2000:])
+
+
 def project_name(home: Path) -> str:
     """One compose project per lab home, so private labs (tests, `faultline run`) never share containers."""
     return f"faultline-{hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:10]}"
@@ -276,6 +290,7 @@ class EngineSupervisor:
         self._write_override()
         self._thread = threading.Thread(target=self._watch, name="faultline-engine-watch", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._events, name="faultline-engine-events", daemon=True).start()
         return self
 
     def names(self) -> list[str]:
@@ -555,11 +570,44 @@ class EngineSupervisor:
                     log.warning("on_ready of %s: %s", name, exc)
         self._ready[name] = ready
 
+    def _events(self) -> None:
+        """Every death of the project's containers, from the engine's event stream: the exit code the engine
+        reports, and whether the kernel's OOM killer did it (the engine's `oom` event, or — Podman 4 with runc on
+        cgroup v1 reports neither OOMKilled nor an `oom` event — the kernel log naming the container's memory
+        cgroup). Polling inspect would miss these: Podman restarts a container within milliseconds."""
+        # Filtered by type and label only: Podman's compatible API ignores Docker's event names in filters.
+        filters = json.dumps({"type": ["container"], "label": [f"{PROJECT_LABEL}={self.project}"]})
+        by_service = {}
+        while not self._closed.is_set():
+            try:
+                with self.api.http.stream("GET", "/events", params={"filters": filters}, timeout=None) as r:
+                    for line in r.iter_lines():
+                        if self._closed.is_set():
+                            return
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        attrs = (event.get("Actor") or {}).get("Attributes") or {}
+                        service = attrs.get(SERVICE_LABEL, "")
+                        name = service.removesuffix("-host") if service.endswith("-host") else service
+                        cid = (event.get("Actor") or {}).get("ID") or event.get("id") or ""
+                        if event.get("Action") == "oom":
+                            by_service[name] = True
+                        elif event.get("Action") == "die" and name in self.specs:
+                            code = int(attrs.get("exitCode", 0) or 0)
+                            oom = by_service.pop(name, False) or (code == 137 and kernel_oom_killed(cid))
+                            self._last_exit[name] = _exit_record(code, oom, iso_utc(time.time()),
+                                                                 name in self._stopped)
+            except (httpx.HTTPError, ValueError) as exc:
+                if self._closed.wait(1.0):
+                    return
+                log.debug("engine events: %s; reconnecting", exc)
+
     def _note_exit(self, name: str, info: dict[str, Any]) -> None:
         st = info.get("State") or {}
         code = st.get("ExitCode")
-        if code is None or (code == 0 and not st.get("OOMKilled") and name in self._stopped):
-            return
+        if code is None or (code == 0 and not st.get("OOMKilled")) or name in self._last_exit:
+            return  # the event stream (_events) records exits; this is the fallback for ones it never saw
         finished = st.get("FinishedAt")
         rec = self._last_exit.get(name)
         if rec is not None and rec.get("at") == finished:

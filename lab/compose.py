@@ -193,21 +193,30 @@ def down(home: Path | None = None, offline: bool | None = None) -> int:
     """Remove every container, network and volume of the lab's project for `home` (and of the hand-run project
     `faultline`), then stop the Podman service the lab started and remove its socket."""
     try:
-        engine = detect(start_podman=podman_service_pid() is not None)
+        engine = detect()  # with Podman, its service runs for the clean-up and is stopped after
     except ComposeUnavailable as exc:
         print(f"faultline: {exc}", file=sys.stderr)
         return 1
     off = offline_default() if offline is None else offline
     code = 0
-    if engine.kind != "podman" or podman_service_pid() is not None:
-        for project in _projects(home):
-            r = subprocess.run([*engine.compose, "-p", project, "-f", str(COMPOSE_FILE),  # noqa: S603
-                                *(["-f", str(OFFLINE_FILE)] if off else []), "--profile", "traffic",
-                                "down", "--volumes", "--remove-orphans", "-t", "2"],
-                               cwd=str(PACKAGE_ROOT), env=engine.environ(), text=True)
-            code = code or r.returncode
+    for project in _projects(home):
+        r = subprocess.run([*engine.compose, "-p", project, "-f", str(COMPOSE_FILE),  # noqa: S603
+                            *(["-f", str(OFFLINE_FILE)] if off else []), "--profile", "traffic",
+                            "down", "--volumes", "--remove-orphans", "-t", "2"],
+                           cwd=str(PACKAGE_ROOT), env=engine.environ(), text=True)
+        code = code or r.returncode
     if engine.kind == "podman":
-        stop_podman_service()
+        from lab.enginebackend import EngineAPI, EngineError
+
+        try:
+            others = EngineAPI(engine.socket).containers(every_project=True)
+        except EngineError:
+            others = {}
+        if others:  # another lab's containers still need the service
+            print(f"faultline: the Podman service keeps running for {len(others)} other container(s)",
+                  file=sys.stderr)
+        else:
+            stop_podman_service()
     return code
 
 

@@ -387,7 +387,7 @@ class EngineSupervisor:
         if cid is not None:
             self._stopped.add(name)
             self.api.action(cid, "stop", t=max(1, int(grace_s)))
-            self.api._req("DELETE", f"/containers/{cid}", params={"force": "true"})
+            self.api._req("DELETE", f"/containers/{cid}", params={"force": "true", "v": "true"})
         with self._lock:
             self.specs.pop(name, None)
             self._ids.pop(self._service(name), None)

@@ -94,7 +94,7 @@ class OomWatch:
 def test_stack_in_containers_scores_a_payment() -> None:
     lab = PrivateLab.start(source_registry(None), up_args=("--backend", "compose"))
     try:
-        st = lab.client.call("GET", "/api/status")
+        st = httpx.get(lab.url + "/api/status", timeout=30).json()
         assert st["backend"] == "compose" and st["phase"] == "running", st
         project = st["compose_project"]
         services = {s["name"]: s for s in st["services"]}

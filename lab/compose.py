@@ -55,10 +55,6 @@ class Engine:
             env.setdefault("FAULTLINE_GID", str(home.stat().st_gid))
         return env
 
-    def argv(self, *args: str, offline: bool = False) -> list[str]:
-        files = ["-f", str(COMPOSE_FILE)] + (["-f", str(OFFLINE_FILE)] if offline else [])
-        return [*self.compose, "-p", PROJECT, *files, *args]
-
 
 def _ok(argv: list[str], env: dict[str, str] | None = None, timeout: float = 20) -> bool:
     try:
@@ -176,11 +172,6 @@ def offline_default() -> bool:
     return os.environ.get("FAULTLINE_COMPOSE_OFFLINE", "1") != "0"
 
 
-def run(engine: Engine, *args: str, offline: bool, capture: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(engine.argv(*args, offline=offline), cwd=str(PACKAGE_ROOT), env=engine.environ(),  # noqa: S603
-                          text=True, capture_output=capture)
-
-
 def _engine_or_report() -> Engine | None:
     try:
         return detect()
@@ -226,7 +217,7 @@ def _projects(home: Path | None) -> list[str]:
     return [PROJECT] + ([project_name(home)] if home is not None else [])
 
 
-def ps(home: Path | None = None, offline: bool | None = None) -> int:
+def ps(home: Path | None = None) -> int:
     engine = _engine_or_report()
     if engine is None:
         return 1

@@ -144,7 +144,7 @@ def _serve_argv(args: argparse.Namespace, home: Path) -> list[str]:
             "--base-port", str(args.base_port), "--netproxy-port", str(args.netproxy_port),
             "--lab-port", str(args.lab_port), "--ready-timeout", str(args.ready_timeout),
             "--rps", str(args.rps), "--profile", args.profile, "--restart-policy", args.restart_policy,
-            "--host", args.host] + (
+            "--host", args.host, "--backend", args.backend] + (
                 ["--exit-with", str(args.exit_with)] if args.exit_with else []) + [
                 f"--allowed-host={name}" for name in args.allowed_host] + [
                 f"--scenarios={folder}" for folder in args.scenarios]
@@ -174,18 +174,20 @@ def _allowed_hosts(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    if args.backend == "compose":
-        from lab import compose
+def _check_engine(args: argparse.Namespace) -> None:
+    """--backend compose: a clear error before anything starts when no engine with compose is here."""
+    if getattr(args, "backend", "process") != "compose":
+        return
+    from lab import compose
 
-        custom = [flag for flag, value, default in (
-            ("--replicas", args.replicas, 2), ("--base-port", args.base_port, DEFAULT_BASE_PORT),
-            ("--netproxy-port", args.netproxy_port, DEFAULT_NETPROXY_PORT), ("--rps", args.rps, 0.0),
-        ) if value != default]
-        if custom:
-            raise LabError(f"{', '.join(custom)} not supported with --backend compose: docker-compose.yml runs the "
-                           "default ports and 2 replicas (edit it, or use the process backend)")
-        return compose.up(detach=args.detach)
+    try:
+        compose.detect(start_podman=False)
+    except compose.ComposeUnavailable as exc:
+        raise LabError(str(exc)) from None
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    _check_engine(args)
     t0 = time.time()
     _binding(args)
     _allowed_hosts(args)
@@ -257,6 +259,7 @@ def _tail(path: Path, n: int) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    _check_engine(args)
     host, _ = _binding(args)
     home = resolve_home(args.home)
     # `make run` ends here: say where the lab in the browser is before the stack is up (it starts behind it)
@@ -283,7 +286,8 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
                                    restart_policy=args.restart_policy)
     settings = LabSettings(home=home, ports=_ports(args), replicas=args.replicas, stack=stack_settings,
                            toxiproxy_url=choice.url if choice.kind == "external" else None,
-                           ready_timeout_s=args.ready_timeout, traffic_rps=args.rps, traffic_profile=args.profile)
+                           ready_timeout_s=args.ready_timeout, traffic_rps=args.rps, traffic_profile=args.profile,
+                           backend=args.backend)
     lab = Lab(settings)
     try:
         lab.stack.preflight()
@@ -322,18 +326,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.backend == "compose":
         from lab import compose
 
-        return compose.ps()
+        try:
+            find_lab(args.home, args.lab_url)
+        except LabError:
+            # No lab: what the engine has of the project (`docker compose up` by hand, or leftovers).
+            return compose.ps(home=resolve_home(args.home))
     st = api(args, "GET", "/api/status", timeout=15)
     print(json.dumps(st, indent=2) if args.json else format_status(st))
     return EXIT_OK
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    home = resolve_home(args.home)
     if getattr(args, "backend", "process") == "compose":
         from lab import compose
 
-        return compose.down()
-    home = resolve_home(args.home)
+        code = _down_lab(args, home)
+        return compose.down(home=home) or code
+    return _down_lab(args, home)
+
+
+def _down_lab(args: argparse.Namespace, home: Path) -> int:
     info = running_lab(home)
     try:
         url = find_lab(args.home, args.lab_url)
@@ -490,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def stack_flags(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--home", help="data directory (default: $FAULTLINE_HOME or ./.faultline)")
+        sp.add_argument("--backend", choices=("process", "compose"), default="process",
+                        help="run the services as processes (default) or as containers of docker-compose.yml on "
+                             "a Docker-API engine (docs/compose.md)")
         sp.add_argument("--replicas", type=_replicas, default=2, help="model replicas (default 2)")
         sp.add_argument("--base-port", type=_port, default=DEFAULT_BASE_PORT,
                         help=f"first port of the stack's block (default {DEFAULT_BASE_PORT})")
@@ -518,7 +534,6 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the stack (foreground; -d to detach)")
     stack_flags(up)
     up.add_argument("-d", "--detach", action="store_true", help="run in the background; return once ready")
-    up.add_argument("--backend", choices=("process", "compose"), default="process")
     up.add_argument("--timeout", type=float, default=120.0, help="with -d: give up waiting after this many seconds")
     up.set_defaults(func=cmd_up)
 
@@ -530,12 +545,14 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="services, proxies and their state")
     common(st)
     st.add_argument("--json", action="store_true")
-    st.add_argument("--backend", choices=("process", "compose"), default="process")
+    st.add_argument("--backend", choices=("process", "compose"), default="process",
+                    help="compose: with no lab running, list the project's containers from the engine")
     st.set_defaults(func=cmd_status)
 
     down = sub.add_parser("down", help="stop the lab and every service")
     common(down)
-    down.add_argument("--backend", choices=("process", "compose"), default="process")
+    down.add_argument("--backend", choices=("process", "compose"), default="process",
+                      help="compose: also remove what the engine still has of the project, and the Podman service")
     down.set_defaults(func=cmd_down)
 
     sc = sub.add_parser("scale", help="set the number of model replicas")

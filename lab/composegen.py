@@ -176,8 +176,48 @@ def toxiproxy_text() -> str:
     return "[\n" + ",\n".join(rows) + "\n]\n"
 
 
+OFFLINE_HEADER = """\
+# Override for offline and CI runs (no registry): `docker compose -f docker-compose.yml -f docker/compose.offline.yml`.
+#
+# GENERATED from the part declarations (lab/parts/) by `python -m lab.compose generate`: do not edit by hand.
+#
+# The `{server}` service runs our Toxiproxy-API netproxy (services/netproxy, from the faultline image) instead of
+# ghcr.io/shopify/toxiproxy, with the same hops (docker/toxiproxy.json). Our netproxy serves its API on loopback
+# only, so from the host only the public proxy answers; `faultline up --backend compose` (the lab) runs the
+# services on the host's loopback instead and reaches every port (docs/compose.md).
+
+services:
+"""
+
+
+def offline_text() -> str:
+    server = _server()
+    port = TOPOLOGY.service_port(server.name)
+    spec = specs.service_spec(server.name, TOPOLOGY, IN_CONTAINER)
+    probe = f"import urllib.request; urllib.request.urlopen('{spec.url}/version', timeout=2)"
+    svc = {
+        "image": "faultline:dev",
+        "command": ["python", "-m", server.module, "--host", "127.0.0.1", "--port", str(port),
+                    "--config", "/config/toxiproxy.json"],
+        "init": True,
+        "healthcheck": {"test": ["CMD", "python", "-c", probe], "interval": "2s", "timeout": "3s",
+                        "retries": 30},
+    }
+    return OFFLINE_HEADER.format(server=server.name) + f"  {server.name}:\n" + "\n".join(_emit(svc, 2)) + "\n"
+
+
+def toxiproxy_offline_text() -> str:
+    """docker/toxiproxy.offline.json: every hop as the process backend has it (loopback only), for the lab's
+    compose mode, where the proxy server shares the host's loopback."""
+    rows = ["  " + json.dumps({"name": h.name, "listen": h.listen, "upstream": h.upstream, "enabled": True})
+            for h in TOPOLOGY.hops()]
+    return "[\n" + ",\n".join(rows) + "\n]\n"
+
+
 def generated(root: Path) -> dict[Path, str]:
-    return {root / "docker-compose.yml": compose_text(), root / "docker" / "toxiproxy.json": toxiproxy_text()}
+    return {root / "docker-compose.yml": compose_text(), root / "docker" / "toxiproxy.json": toxiproxy_text(),
+            root / "docker" / "compose.offline.yml": offline_text(),
+            root / "docker" / "toxiproxy.offline.json": toxiproxy_offline_text()}
 
 
 def generate(root: Path, check: bool = False) -> list[Path]:

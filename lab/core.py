@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.specs import StackSettings
-from lab.stack import Stack
+from lab.stack import make_stack
 from lab.state import new_run_id
 from lab.topology import Ports, Topology
 
@@ -31,6 +31,7 @@ class LabSettings:
     stack: StackSettings | None = None
     traffic_rps: float = 0.0  # > 0: start the load generator once the stack is ready
     traffic_profile: str = "baseline"
+    backend: str = "process"  # or "compose": the services as containers (lab/enginebackend.py)
 
     def stack_settings(self) -> StackSettings:
         return self.stack or StackSettings(home=self.home)
@@ -42,7 +43,8 @@ class Lab:
         self.home = settings.home
         self.run_id = run_id or new_run_id()
         self.topology = Topology(ports=settings.ports, replicas=settings.replicas)
-        self.stack = Stack(
+        self.stack = make_stack(
+            settings.backend,
             self.topology,
             settings.stack_settings(),
             self.run_id,

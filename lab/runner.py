@@ -183,7 +183,7 @@ def report(debrief: dict[str, Any], mode: str, code: int, seconds: float) -> dic
 
 def run(scenario: str, seed: int, mode: str = "none", time_scale: float | None = None, as_json: bool = False,
         lab_url: str | None = None, give_up_after: float | None = None, home: str | None = None,
-        keep: bool = False) -> int:
+        keep: bool = False, backend: str = "process") -> int:
     t0 = time.monotonic()
     try:
         path = scenario_path(scenario)
@@ -197,7 +197,8 @@ def run(scenario: str, seed: int, mode: str = "none", time_scale: float | None =
     private = None
     if lab_url is None:
         log(f"starting a private stack ({sc.stack.replicas} replicas)")
-        private = PrivateLab.start(source_registry(Path(home) if home else None), replicas=sc.stack.replicas)
+        private = PrivateLab.start(source_registry(Path(home) if home else None), replicas=sc.stack.replicas,
+                                   up_args=("--backend", backend))
         lab_url = private.url
         log(f"stack up in {private.up_seconds}s at {lab_url} (home {private.home})")
     client = LabClient(lab_url)
@@ -229,6 +230,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--lab-url", help="run on this running lab instead of starting a private one")
     sp.add_argument("--home", help="where the trained registry comes from (default $FAULTLINE_HOME/./.faultline)")
     sp.add_argument("--keep", action="store_true", help="keep the private home (logs, journal) after the run")
+    sp.add_argument("--backend", choices=("process", "compose"), default="process",
+                    help="the private stack's services as processes (default) or containers (docs/compose.md)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -238,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         return run(args.scenario, args.seed, mode, args.time_scale, args.json, args.lab_url, args.give_up_after,
-                   args.home, args.keep)
+                   args.home, args.keep, args.backend)
     except LabError as exc:
         print(f"faultline run: {exc}", file=sys.stderr)
         return EXIT_ERROR

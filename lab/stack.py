@@ -56,6 +56,22 @@ class StackError(RuntimeError):
     """An operation on the stack failed; the message is meant for the learner."""
 
 
+BACKENDS = ("process", "compose")
+
+
+def make_stack(backend: str, topology: Topology, settings: specs.StackSettings, run_id: str,
+               toxiproxy_url: str | None = None, ready_timeout_s: float = 90.0) -> Stack:
+    """The stack on the chosen backend: processes under the lab's supervisor, or containers of docker-compose.yml
+    driven through a Docker-API engine (lab/enginebackend.py, docs/compose.md)."""
+    if backend == "compose":
+        from lab.enginebackend import ComposeStack
+
+        return ComposeStack(topology, settings, run_id, toxiproxy_url=toxiproxy_url, ready_timeout_s=ready_timeout_s)
+    if backend != "process":
+        raise StackError(f"unknown backend {backend!r}; one of {', '.join(BACKENDS)}")
+    return Stack(topology, settings, run_id, toxiproxy_url=toxiproxy_url, ready_timeout_s=ready_timeout_s)
+
+
 def hop_records(topology: Topology, only: list[str] | None = None) -> list[dict[str, Any]]:
     """The topology's proxies (or only those named) as `ToxiproxyClient.populate` takes them."""
     return [{"name": h.name, "listen": h.listen, "upstream": h.upstream, "enabled": True}

@@ -14,17 +14,20 @@ walk starts with a canary so that a lab without the guard fails the test before 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
+from kit import REPO, child_env
+from starlette.routing import compile_path
 
 pytestmark = pytest.mark.stack
 
@@ -56,25 +59,43 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def routes(stack: Any) -> Iterator[list[Route]]:
-    """Every (method, route) of the lab's app, its path parameters filled with plausible values."""
-    from lab.core import Lab, LabSettings
-    from lab.server import create_app
+    """Every (method, route) of the lab's app, its path parameters filled with plausible values.
 
+    The app is built in a fresh interpreter, as `faultline serve` builds it: built in this test process, a
+    component could fail to attach because of state earlier tests left behind (the lab swallows that, by design),
+    and the walk would silently miss its routes."""
     scenario_id = stack.client.get(stack.lab_url + "/api/scenarios").json()[0]["id"]
     values = {"name": "registry", "attempt_id": "a-20261206-0001", "fault_id": "f-0001", "pid": "1",
               "scenario_id": scenario_id, "op": "status", "path": "app.css"}
     with tempfile.TemporaryDirectory() as home:
-        lab = Lab(LabSettings(home=Path(home)))
-        try:
-            app: FastAPI = create_app(lab)
-            found = []
-            for ctx in iter_route_contexts(app.routes):
-                methods = frozenset(ctx.methods or ())
-                for method in sorted(methods - {"HEAD"}):
-                    found.append(Route(method, ctx.path, _fill(ctx.path, values), ctx.path_regex, methods))
-        finally:
-            lab.shutdown()
+        out = subprocess.run([sys.executable, "-c", _LIST_ROUTES, home], capture_output=True, text=True,
+                             timeout=120, env=child_env(), cwd=str(REPO))
+    assert out.returncode == 0, out.stderr[-2000:]
+    listing = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not listing["errors"], f"components failed to attach: {listing['errors']}"
+    found = []
+    for path, methods in listing["routes"]:
+        regex = compile_path(path)[0]
+        for method in sorted(set(methods) - {"HEAD"}):
+            found.append(Route(method, path, _fill(path, values), regex, frozenset(methods)))
     yield found
+
+
+_LIST_ROUTES = """
+import json, sys
+from pathlib import Path
+from fastapi.routing import iter_route_contexts
+from lab.core import Lab, LabSettings
+from lab.server import create_app
+lab = Lab(LabSettings(home=Path(sys.argv[1])))
+try:
+    app = create_app(lab)
+    routes = [[ctx.path, sorted(ctx.methods or ())] for ctx in iter_route_contexts(app.routes)]
+    errors = list(lab.component_errors)
+finally:
+    lab.shutdown()
+print(json.dumps({"routes": routes, "errors": errors}))
+"""
 
 
 def _headers(stack: Any, **extra: str) -> dict[str, str]:

@@ -59,7 +59,7 @@ def test_every_fault_kind_has_a_form_and_a_union_has_one_per_variant() -> None:
 def test_form_values_are_typed_and_errors_name_the_field() -> None:
     schema = OP_ARGS["logs"].model_json_schema()
     fields = fields_from_schema(schema, {"service": ["gateway", "model-1"]})
-    assert [f.kind for f in fields] == ["select", "text", "integer"]
+    assert [f.kind for f in fields] == ["select", "text", "integer", "checkbox"]  # regex: a plain grep by default
     assert values_from_form(fields, {"service": "gateway", "grep": "", "tail": "20"}) == {"service": "gateway",
                                                                                           "tail": 20}
     with pytest.raises(FormError, match="tail: '2.5' is not a whole number"):

@@ -65,7 +65,8 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "evidence-is-action": [
         "50: diagnosis.evidence[1].op: evidence is something looked at; 'restart' is an action (use one of: "
-        "config_show, deploys, drift, logs, metrics, reference, slo, status, trace)"
+        "config_show, decisions, deploys, distributions, drift, inspect, logs, metrics, reference, send, slo, status, "
+        "status_codes, trace, upstreams)"
     ],
 }
 

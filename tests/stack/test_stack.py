@@ -53,6 +53,8 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_status_lists_services_and_proxies(stack):
+    # The load generator is listed only while traffic runs; an earlier module may have left some on the shared stack.
+    stack.cli("traffic", "--stop")
     st = json.loads(stack.cli("status", "--json").stdout)
     names = [s["name"] for s in st["services"]]
     assert names == ["gateway", "feature-store", "model-1", "model-2", "registry", "netproxy"]

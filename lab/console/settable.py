@@ -10,7 +10,6 @@ anyone could turn off, so turning them off is not a fix.
 from __future__ import annotations
 
 from lab import parts
-from lab.specs import kind_of
 
 
 def settable_keys() -> dict[str, frozenset[str]]:
@@ -23,4 +22,4 @@ def settable(service: str) -> frozenset[str]:
     return part.settable if part is not None else frozenset()
 
 
-__all__ = ["kind_of", "settable", "settable_keys"]
+__all__ = ["settable", "settable_keys"]

@@ -58,6 +58,8 @@ ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
     ("GET", "/api/attempts/{attempt_id}"): {404: "no attempt of that id"},
     ("POST", "/api/attempts/{attempt_id}/hint"): _ATTEMPT,
     ("POST", "/api/attempts/{attempt_id}/diagnosis"): _ATTEMPT,
+    ("POST", "/api/attempts/{attempt_id}/declare"): _ATTEMPT,
+    ("POST", "/api/attempts/{attempt_id}/pin"): _ATTEMPT,
     ("POST", "/api/attempts/{attempt_id}/fixed"): _ATTEMPT,
     ("POST", "/api/attempts/{attempt_id}/abort"): _ATTEMPT,
     ("GET", "/api/attempts/{attempt_id}/debrief"): {**_ATTEMPT, 422: "the scenario it ran no longer renders"},

@@ -38,7 +38,8 @@ JOURNAL_FILE = "journal.db"
 EVENT_TYPES: frozenset[str] = frozenset({
     "attempt_started", "stack_ready", "fault_applied", "fault_reverted", "slo_violated", "slo_restored",
     "probe_result", "console_op", "hint_taken", "diagnosis_submitted", "fix_claimed", "fix_verified",
-    "fix_rejected", "attempt_aborted", "attempt_finished", "graded", "paged", "measured",
+    "fix_rejected", "attempt_aborted", "attempt_finished", "graded", "paged", "measured", "incident_declared",
+    "evidence_pinned",
 })
 STATUSES = ("running", "finished", "aborted")
 CRASH_REASON = "the lab stopped while the attempt was running (crash or kill)"

@@ -7,8 +7,9 @@ trained registry (`PrivateLab`, which tests use too), and drives one attempt thr
    it with the same loader, refuses an id of the catalog's with other content, and journals it like any other);
    wait until the steady state is violated after the injection, or the scenario's own `page:` fires (the page):
    the proof that the scenario breaks;
-2. `--solve`: run the reference `solution` through the console, submit the right diagnosis, claim fixed and wait
-   for the verdict (a control's solution may hold no action: the claim then says nothing needs fixing);
+2. `--solve`: run the reference `solution` through the console (pinning its investigations' outputs as
+   evidence), submit the scenario's answers (`diagnosis.answer`), claim fixed and wait for the verdict (a
+   control's solution may hold no action: the claim then says nothing needs fixing);
    `--wrong-fix`: run `wrong_fix` instead, claim fixed, and give up once it is rejected;
    neither: do nothing for `--give-up-after` seconds (default: the scaled par detection time), then give up;
 3. print the debrief (text, or `--json`: scenario, seed, broke, fixed, score, breakdown, timeline, ...);
@@ -29,9 +30,9 @@ from typing import Any
 
 from lab.client import LabClient, LabError
 from lab.privatelab import UP_TIMEOUT_S, PrivateLab, child_env, source_registry  # noqa: F401 (tests import them here)
-from lab.scenario import ScenarioError, load_scenario, render
+from lab.scenario import ScenarioError, load_scenario, render, taxonomy
 from lab.scenario.loader import CATALOG_DIR, SUFFIX
-from lab.scenario.ops import op_args
+from lab.scenario.ops import INVESTIGATE_OPS, op_args
 
 EXIT_OK, EXIT_ERROR, EXIT_NOT_BROKEN, EXIT_NOT_FIXED = 0, 1, 3, 4
 POLL_S = 0.5
@@ -83,10 +84,11 @@ def _wait(client: LabClient, attempt_id: str, until: Any, timeout_s: float) -> d
         time.sleep(POLL_S)
 
 
-def _console(client: LabClient, op: Any) -> None:
+def _console(client: LabClient, op: Any) -> dict[str, Any]:
     args = op_args(op)
     res = client.call("POST", f"/api/console/{op.op}", args)
     log(f"$ {' '.join([op.op, *(f'{k}={v}' for k, v in args.items())])}: {res['summary']}")
+    return res
 
 
 def _claim_and_wait(client: LabClient, attempt_id: str) -> dict[str, Any]:
@@ -134,8 +136,11 @@ def _drive(client: LabClient, sc: Any, mode: str, give_up_after: float | None, a
     code = EXIT_OK
     if mode == "solve":
         for op in sc.solution:
-            _console(client, op)
-        answers = {q.id: next(o.id for o in q.options if o.correct) for q in sc.diagnosis.questions}
+            res = _console(client, op)
+            if op.op in INVESTIGATE_OPS and res.get("seq") is not None:  # the solution's looks are its evidence
+                client.call("POST", f"/api/attempts/{attempt_id}/pin", {"seq": res["seq"]})
+        # the first accepted option of each question (lab/scenario/taxonomy.py), never read off the form
+        answers = {kind: accepted[0] for kind, accepted in taxonomy.answers(sc).items()}
         client.call("POST", f"/api/attempts/{attempt_id}/diagnosis", {"answers": answers})
         st = _claim_and_wait(client, attempt_id)
         if not (st["fix"]["last"] or "").startswith("verified") and st["status"] == "running":

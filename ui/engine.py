@@ -110,6 +110,12 @@ class Engine:
     def submit_diagnosis(self, attempt_id: str, answers: dict[str, str]) -> dict[str, Any]:
         return call(self.manager.submit_diagnosis, attempt_id, answers)
 
+    def declare(self, attempt_id: str) -> dict[str, Any]:
+        return call(self.manager.declare, attempt_id)
+
+    def pin(self, attempt_id: str, seq: int) -> dict[str, Any]:
+        return call(self.manager.pin, attempt_id, seq)
+
     def claim_fixed(self, attempt_id: str) -> dict[str, Any]:
         return call(self.manager.claim_fixed, attempt_id)
 

@@ -8,7 +8,9 @@ GET  /api/attempts                       history, most recent first
 GET  /api/attempts/active                {"attempt": state or null}
 GET  /api/attempts/{id}                  state (what the learner may see)
 POST /api/attempts/{id}/hint             the next hint
-POST /api/attempts/{id}/diagnosis {answers: {question: option}}
+POST /api/attempts/{id}/declare          declare an incident: the diagnosis opens (it opens by itself at the page)
+POST /api/attempts/{id}/pin {seq}        pin a console output (its journal seq) as evidence for the diagnosis
+POST /api/attempts/{id}/diagnosis {answers: {question: option}}   409 before the page or a declaration
 POST /api/attempts/{id}/fixed            claim fixed (verification runs in the background)
 POST /api/attempts/{id}/abort {reason?}  give up: faults reverted, graded
 GET  /api/attempts/{id}/debrief          once ended: grade, timeline, paths, lesson (+ "text")
@@ -40,6 +42,11 @@ class StartBody(BaseModel):
 class DiagnosisBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     answers: dict[str, str]
+
+
+class PinBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seq: int = Field(ge=1, description="the journal seq of a console output of this attempt")
 
 
 class AbortBody(BaseModel):
@@ -89,6 +96,14 @@ def router(manager: AttemptManager) -> APIRouter:
     @r.post("/attempts/{attempt_id}/hint")
     def hint(attempt_id: str) -> Any:
         return call(manager.take_hint, attempt_id)
+
+    @r.post("/attempts/{attempt_id}/declare")
+    def declare(attempt_id: str) -> Any:
+        return call(manager.declare, attempt_id)
+
+    @r.post("/attempts/{attempt_id}/pin")
+    def pin(attempt_id: str, body: PinBody) -> Any:
+        return call(manager.pin, attempt_id, body.seq)
 
     @r.post("/attempts/{attempt_id}/diagnosis")
     def diagnosis(attempt_id: str, body: DiagnosisBody) -> Any:

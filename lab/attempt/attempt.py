@@ -69,6 +69,8 @@ class Attempt:
         self.reverted: set[str] = set()
         self.hints_taken: list[dict[str, Any]] = []
         self.diagnosis: dict[str, str] | None = None
+        self.declared_at: float | None = None
+        self.pinned: list[int] = []  # seqs of console outputs pinned as evidence
         self.claims = 0
         self.last_claim: str | None = None
         self.verifying: dict[str, Any] | None = None
@@ -291,13 +293,14 @@ class Attempt:
 
     # --- the learner ------------------------------------------------------------------------------------------
 
-    def record_op(self, data: dict[str, Any]) -> None:
-        """A console operation ran (or was refused): journal it; it may trigger a fault waiting on an action."""
+    def record_op(self, data: dict[str, Any]) -> int:
+        """A console operation ran (or was refused): journal it (returns its seq, what the learner pins); it may
+        trigger a fault waiting on an action."""
         with self._lock:
             self.labels.update(data.get("labels") or {})
-        self.journal.append(self.id, "console_op", data)
+        seq = int(self.journal.append(self.id, "console_op", data)["seq"])
         if not data.get("ok") or self.ready_at is None:
-            return
+            return seq
         args = data.get("args") or {}
         for fault in self.scenario.faults:
             w = fault.when
@@ -306,6 +309,7 @@ class Attempt:
             if w.target is not None and w.target not in args.values():
                 continue
             self.triggered[fault.id] = time.time() + (w.delay_s or 0.0) * self.scale
+        return seq
 
     def _check_running(self) -> None:
         if self.status != "running":
@@ -323,27 +327,74 @@ class Attempt:
             self.journal.append(self.id, "hint_taken", {"index": index, "cost": hint.cost, "solution": hint.solution})
             return taken
 
-    def submit_diagnosis(self, answers: Any) -> dict[str, str]:
-        questions = self.scenario.diagnosis.questions
-        if not isinstance(answers, dict):
-            raise AttemptError("answers must be an object {question id: option id}", 422)
-        unknown = sorted(set(answers) - {q.id for q in questions})
-        if unknown:
-            raise AttemptError(f"unknown question(s) {', '.join(unknown)}; questions are: "
-                               f"{', '.join(q.id for q in questions)}", 422)
-        missing = [q.id for q in questions if q.id not in answers]
-        if missing:
-            raise AttemptError(f"answer every question; missing: {', '.join(missing)}", 422)
-        for q in questions:
-            ids = [o.id for o in q.options]
-            if answers[q.id] not in ids:
-                raise AttemptError(f"{q.id}: {answers[q.id]!r} is not an option; options are: {', '.join(ids)}", 422)
+    def questions(self) -> list[dict[str, Any]]:
+        """The diagnosis questions: the shared taxonomy's options, shuffled for this attempt's seed."""
+        from lab.scenario import taxonomy
+
+        return taxonomy.questions(self.scenario, self.seed)
+
+    def diagnosis_open(self) -> bool:
+        """The form opens when the page fires or the learner declares an incident, never at T+0."""
+        return self.paged_at is not None or self.declared_at is not None
+
+    def declare(self) -> dict[str, Any]:
+        """The learner declares an incident before (or without) a page: the diagnosis opens."""
+        with self._lock:
+            self._check_running()
+            if self.ready_at is None:
+                raise AttemptError(f"the scenario has not started yet: the attempt is {self.phase}")
+            if self.declared_at is None:
+                self.declared_at = time.time()
+                self.journal.append(self.id, "incident_declared", {"paged": self.paged_at is not None})
+            return {"declared": True, "diagnosis_open": True}
+
+    def pin(self, seq: Any) -> dict[str, Any]:
+        """Pin a journaled console output (its event seq) as evidence for the diagnosis."""
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise AttemptError("seq must be the integer seq of a console operation of this attempt", 422)
         with self._lock:
             self._check_running()
             if self.diagnosis is not None:
+                raise AttemptError("the diagnosis was already submitted: evidence is pinned before it")
+            event = next((e for e in self.journal.events(self.id) if e["seq"] == seq), None)
+            if event is None or event["type"] != "console_op":
+                raise AttemptError(f"no console output with seq {seq} in this attempt", 404)
+            if not event["data"].get("ok"):
+                raise AttemptError(f"console output {seq} is a refused operation: nothing to pin", 422)
+            if seq in self.pinned:
+                return {"pinned": sorted(self.pinned)}
+            self.pinned.append(seq)
+            data = event["data"]
+            self.journal.append(self.id, "evidence_pinned", {"seq": seq, "op": data["op"],
+                                                             "args": data.get("args") or {}})
+            return {"pinned": sorted(self.pinned)}
+
+    def submit_diagnosis(self, answers: Any) -> dict[str, str]:
+        questions = self.questions()
+        if not isinstance(answers, dict):
+            raise AttemptError("answers must be an object {question id: option id}", 422)
+        unknown = sorted(set(answers) - {q["id"] for q in questions})
+        if unknown:
+            raise AttemptError(f"unknown question(s) {', '.join(unknown)}; questions are: "
+                               f"{', '.join(q['id'] for q in questions)}", 422)
+        missing = [q["id"] for q in questions if q["id"] not in answers]
+        if missing:
+            raise AttemptError(f"answer every question; missing: {', '.join(missing)}", 422)
+        for q in questions:
+            ids = [o["id"] for o in q["options"]]
+            if answers[q["id"]] not in ids:
+                raise AttemptError(f"{q['id']}: {answers[q['id']]!r} is not an option; options are: "
+                                   f"{', '.join(sorted(ids))}", 422)
+        with self._lock:
+            self._check_running()
+            if not self.diagnosis_open():
+                raise AttemptError("the diagnosis opens when the page fires or when you declare an incident "
+                                   "(POST /api/attempts/{id}/declare, `faultline declare`)", 409)
+            if self.diagnosis is not None:
                 raise AttemptError("a diagnosis was already submitted for this attempt")
-            self.diagnosis = {q.id: answers[q.id] for q in questions}
-            self.journal.append(self.id, "diagnosis_submitted", {"answers": self.diagnosis})
+            self.diagnosis = {q["id"]: answers[q["id"]] for q in questions}
+            self.journal.append(self.id, "diagnosis_submitted", {"answers": self.diagnosis,
+                                                                 "pinned": sorted(self.pinned)})
             return dict(self.diagnosis)
 
     def claim_fixed(self) -> dict[str, Any]:
@@ -500,9 +551,8 @@ class Attempt:
             "hints": {"taken": [dict(h) for h in self.hints_taken], "left": len(sc.hints) - len(self.hints_taken),
                       "next_cost": sc.hints[len(self.hints_taken)].cost if len(self.hints_taken) < len(sc.hints)
                       else None},
-            "diagnosis": {"questions": [{"id": q.id, "kind": q.kind, "prompt": q.prompt,
-                                         "options": [{"id": o.id, "label": o.label} for o in q.options]}
-                                        for q in sc.diagnosis.questions],
+            "diagnosis": {"open": self.diagnosis_open(), "declared": self.declared_at is not None,
+                          "questions": self.questions(), "pinned": sorted(self.pinned),
                           "submitted": self.diagnosis},
             "fix": {"claims": self.claims, "verifying": self.verifying is not None, "last": self.last_claim},
             "end_reason": self.end_reason, "score": self.score,

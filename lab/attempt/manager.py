@@ -232,6 +232,12 @@ class AttemptManager:
     def submit_diagnosis(self, attempt_id: str, answers: Any) -> dict[str, Any]:
         return {"submitted": self._running(attempt_id).submit_diagnosis(answers)}
 
+    def declare(self, attempt_id: str) -> dict[str, Any]:
+        return self._running(attempt_id).declare()
+
+    def pin(self, attempt_id: str, seq: Any) -> dict[str, Any]:
+        return self._running(attempt_id).pin(seq)
+
     def claim_fixed(self, attempt_id: str) -> dict[str, Any]:
         return self._running(attempt_id).claim_fixed()
 

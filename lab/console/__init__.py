@@ -87,7 +87,7 @@ def run(lab: Any, attempt_id: str | None, op: str, args: Any = None) -> OpResult
         _journal(attempt, op, given, None, error)
         raise error from exc
     result.summary = result.summary or first_line(result.text)
-    _journal(attempt, op, given, result, None, time.monotonic() - t0)
+    result.seq = _journal(attempt, op, given, result, None, time.monotonic() - t0)
     return result
 
 
@@ -110,9 +110,10 @@ def _translate(op: str, exc: Exception) -> ConsoleError:
 
 
 def _journal(attempt: Any, op: str, given: dict[str, Any], result: OpResult | None, error: ConsoleError | None,
-             seconds: float | None = None) -> None:
+             seconds: float | None = None) -> int | None:
+    """Journal the operation in the attempt; its event seq (what the learner pins), or None outside attempts."""
     if attempt is None:
-        return
+        return None
     # versions are journaled as the vN they stood for, so patterns match whatever label a scenario used
     args = {k: attempt.labels.get(v, v) if isinstance(v, str) and k == "version" else v for k, v in given.items()}
     if result is not None and result.resolved:
@@ -129,7 +130,7 @@ def _journal(attempt: Any, op: str, given: dict[str, Any], result: OpResult | No
             data["labels"] = result.labels
     if seconds is not None:
         data["seconds"] = round(seconds, 3)
-    attempt.record_op(data)
+    return attempt.record_op(data)
 
 
 def operations() -> list[dict[str, Any]]:

@@ -32,9 +32,11 @@ class OpResult:
     summary: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     resolved: dict[str, Any] | None = None  # the args as carried out (labels -> vN), when they differ
+    seq: int | None = None  # the journal event of this output in an attempt: what the learner pins as evidence
 
     def to_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "text": self.text, "summary": self.summary or first_line(self.text)}
+        return {"data": self.data, "text": self.text, "summary": self.summary or first_line(self.text),
+                "seq": self.seq}
 
 
 def first_line(text: str, limit: int = 160) -> str:

@@ -8,7 +8,8 @@ a LabError they raise is printed by lab/cli.py's main as `faultline: MESSAGE`, e
   `POST /api/console/{op}`. Commands lab/cli.py already has for the stack (status, logs, scale, restart,
   traffic, and metrics/drift/slo if present) keep their own behaviour in the sandbox and go through the console
   while an attempt runs, so every learner action is journaled;
-- the attempt: `attempt start|status|abort`, `hint`, `diagnose`, `fixed`, `debrief`, `history`, `progress`;
+- the attempt: `attempt start|status|abort`, `hint`, `declare`, `pin N`, `diagnose`, `fixed`, `debrief`,
+  `history`, `progress`;
 - the headless runner: `run SCENARIO [--solve|--wrong-fix] [--seed N] [--time-scale X] [--json]` (lab/runner.py).
 """
 
@@ -38,6 +39,8 @@ def console(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> int:
     body = {k: v for k, v in op_args.items() if v is not None}
     res = api(args, "POST", f"/api/console/{op}", body)
     print(json.dumps(res["data"], indent=2) if getattr(args, "json", False) else res["text"])
+    if res.get("seq") is not None and not getattr(args, "json", False):
+        print(f"[output #{res['seq']}: `faultline pin {res['seq']}` to keep it as evidence for your diagnosis]")
     return EXIT_OK
 
 
@@ -269,10 +272,24 @@ def cmd_hint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_declare(args: argparse.Namespace) -> int:
+    api(args, "POST", f"/api/attempts/{_current(args)}/declare")
+    print("incident declared: the diagnosis is open (`faultline diagnose`)")
+    return EXIT_OK
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    res = api(args, "POST", f"/api/attempts/{_current(args)}/pin", {"seq": args.seq})
+    print("pinned as evidence: " + ", ".join(f"#{s}" for s in res["pinned"]))
+    return EXIT_OK
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     attempt = _current(args)
     if not args.answers:
         st = api(args, "GET", f"/api/attempts/{attempt}")
+        if not st["diagnosis"].get("open"):
+            print("the diagnosis opens when the page fires, or declare an incident: `faultline declare`")
         for q in st["diagnosis"]["questions"]:
             print(f"{q['id']}: {q['prompt']}")
             for o in q["options"]:
@@ -369,6 +386,15 @@ def _add_attempt_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     common(sp)
     sp.add_argument("--attempt")
     sp.set_defaults(func=cmd_hint)
+    sp = sub.add_parser("declare", help="declare an incident before the page: the diagnosis opens")
+    common(sp)
+    sp.add_argument("--attempt")
+    sp.set_defaults(func=cmd_declare)
+    sp = sub.add_parser("pin", help="pin a console output (#N, printed under it) as evidence for the diagnosis")
+    common(sp)
+    sp.add_argument("seq", type=int)
+    sp.add_argument("--attempt")
+    sp.set_defaults(func=cmd_pin)
     sp = sub.add_parser("diagnose", help="show the diagnosis questions, or answer them: QUESTION=OPTION ...")
     common(sp)
     sp.add_argument("answers", nargs="*")

@@ -53,6 +53,10 @@ def _entry(e: dict[str, Any]) -> tuple[str, str] | None:
     if t == "diagnosis_submitted":
         answers = ", ".join(f"{k}={v}" for k, v in (d.get("answers") or {}).items())
         return "diagnosis", f"diagnosis submitted: {answers}"
+    if t == "incident_declared":
+        return "diagnosis", "incident declared: the diagnosis opens"
+    if t == "evidence_pinned":
+        return "diagnosis", f"pinned as evidence: $ {op_text(d.get('op', '?'), d.get('args') or {})}"
     if t == "fix_claimed":
         return "fix", "claimed fixed"
     if t == "fix_verified":
@@ -130,10 +134,11 @@ def debrief_text(d: dict[str, Any]) -> str:
                  + ("" if diag["submitted"] else "  (none submitted)"))
     for kind in ("category", "component", "cause"):
         q = diag[kind]
-        mark = "right" if q["correct"] else f"wrong (answer: {q['expected']})"
+        mark = "right" if q["correct"] else f"wrong (answer: {' or '.join(q.get('accepted') or [q['expected']])})"
         lines.append(f"  {kind:10} {q['answer'] or '-':22} {mark}")
     ev = diag["evidence"]
-    lines.append(f"  evidence   looked at: {', '.join(ev['seen']) or '-'}; missed: {', '.join(ev['missed']) or '-'}")
+    lines.append(f"  evidence   pinned: {', '.join(ev.get('pinned') or []) or '-'}; "
+                 f"matched: {', '.join(ev['seen']) or '-'}; missed: {', '.join(ev['missed']) or '-'}")
     fix = b["fix"]
     lines.append(f"fix        {fix['points']:6.2f} / {fix['max']}  "
                  + (f"verified: {fix['state']}" if fix["verified"] else f"not verified ({fix['claims']} claim(s))"))

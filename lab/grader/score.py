@@ -1,9 +1,10 @@
 """The grade: a pure, deterministic function of (rendered scenario, journal events) -> score 0..100 and breakdown.
 
 Rules (docs/grading.md explains and argues each):
-- diagnosis (weight `diagnosis`): category 25 %, component 25 %, cause 30 % of the weight for the right option;
-  evidence 20 %, in proportion to the scenario's evidence patterns the learner ran between the injection and
-  the diagnosis. No diagnosis submitted: nothing.
+- diagnosis (weight `diagnosis`): category 25 %, component 25 %, cause 30 % of the weight for an accepted option
+  (any of the scenario's `diagnosis.answer` list for that question; the options come from lab/scenario/taxonomy);
+  evidence 20 %, in proportion to the scenario's evidence patterns matched by console outputs the learner
+  PINNED (evidence_pinned) before the diagnosis — outputs merely looked at earn nothing. No diagnosis: nothing.
 - fix (weight `fix`): all of it when a fix was verified (an accepted state held its probes for hold_s), else 0.
 - time (weight `time`): half for detection, half for mitigation. Full credit up to par, falling linearly to
   nothing at 3 x par. Par times are scaled by the run's time_scale. Detection = the first investigation after
@@ -22,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab.grader.match import labels_from, matches, op_text, pattern_text
+from lab.scenario import taxonomy
 from lab.scenario.ops import ACT_OPS
 
 DIAGNOSIS_PARTS: dict[str, float] = {"category": 0.25, "component": 0.25, "cause": 0.30, "evidence": 0.20}
@@ -62,33 +64,46 @@ def time_credit(seconds: float | None, par: float) -> float:
     return max(0.0, 1.0 - (seconds - par) / (par * LATE_SPAN))
 
 
+def pinned_ops(events: list[dict[str, Any]], until: float | None) -> list[dict[str, Any]]:
+    """The console outputs the learner pinned as evidence (before `until`, the diagnosis), as their console_op
+    events; only successful operations run after the first injection count."""
+    since = injected_at(events)
+    ops = {e["seq"]: e for e in successful_ops(events) if "seq" in e}
+    out = []
+    for e in events:
+        if e["type"] != "evidence_pinned" or (until is not None and e["at"] > until):
+            continue
+        op = ops.get(e["data"].get("seq"))
+        if op is not None and (since is None or op["at"] >= since) and op not in out:
+            out.append(op)
+    return out
+
+
 def _diagnosis(scenario: Any, events: list[dict[str, Any]], labels: dict[str, str]) -> tuple[dict[str, Any], float]:
     weight = scenario.scoring.weights.diagnosis
     submitted = first(events, "diagnosis_submitted")
     answers: dict[str, Any] = (submitted or {"data": {}})["data"].get("answers") or {}
     out: dict[str, Any] = {"max": weight, "submitted": submitted is not None}
     points = 0.0
-    for q in scenario.diagnosis.questions:
-        expected = next(o.id for o in q.options if o.correct)
-        given = answers.get(q.id)
-        correct = submitted is not None and given == expected
-        part = weight * DIAGNOSIS_PARTS[q.kind] if correct else 0.0
+    for kind, expected in taxonomy.answers(scenario).items():
+        given = answers.get(kind)
+        correct = submitted is not None and given in expected
+        part = weight * DIAGNOSIS_PARTS[kind] if correct else 0.0
         points += part
-        out[q.kind] = {"question": q.id, "answer": given, "expected": expected, "correct": correct,
-                       "points": round(part, 2)}
-    since = injected_at(events)
+        out[kind] = {"question": kind, "answer": given, "expected": expected[0], "accepted": expected,
+                     "correct": correct, "points": round(part, 2)}
     until = submitted["at"] if submitted is not None else None
-    looked = [e for e in successful_ops(events)
-              if (since is None or e["at"] >= since) and (until is None or e["at"] <= until)]
+    pinned = pinned_ops(events, until) if submitted is not None else []
     seen, missed = [], []
     for pattern in scenario.diagnosis.evidence:
-        hit = any(matches(pattern, e["data"]["op"], e["data"].get("args") or {}, labels) for e in looked)
+        hit = any(matches(pattern, e["data"]["op"], e["data"].get("args") or {}, labels) for e in pinned)
         (seen if hit else missed).append(pattern_text(pattern))
     share = len(seen) / len(scenario.diagnosis.evidence) if submitted is not None else 0.0
     part = weight * DIAGNOSIS_PARTS["evidence"] * share
     points += part
     out["evidence"] = {"seen": seen if submitted is not None else [], "missed": missed if submitted is not None
-                       else [pattern_text(p) for p in scenario.diagnosis.evidence], "points": round(part, 2)}
+                       else [pattern_text(p) for p in scenario.diagnosis.evidence], "points": round(part, 2),
+                       "pinned": [op_text(e["data"]["op"], e["data"].get("args") or {}) for e in pinned]}
     out["points"] = round(points, 2)
     return out, points
 

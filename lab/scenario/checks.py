@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from lab.scenario import vocab
+from lab.scenario import taxonomy, vocab
 from lab.scenario.faults import FAULT_KINDS, PROCESS_STARTING
 from lab.scenario.ops import ACT_OPS, INVESTIGATE_OPS, op_args
 from lab.scenario.variables import Loc
@@ -95,10 +95,9 @@ def _names(s: Scenario) -> Iterator[tuple[Loc, str]]:
         for j, p in enumerate(state.probes):
             if not isinstance(p, str):
                 yield from _probe_names(p, ("fix", "accepted", i, "probes", j))
-    for i, q in enumerate(s.diagnosis.questions):
-        if q.kind == "component":
-            for j, o in enumerate(q.options):
-                yield ("diagnosis", "questions", i, "options", j, "id"), o.id
+    for j, name in enumerate(s.diagnosis.answer.component):
+        if name != taxonomy.HOST:
+            yield ("diagnosis", "answer", "component", j), name
     for i, op in enumerate(s.diagnosis.evidence):
         yield from _op_names(op, ("diagnosis", "evidence", i))
     for i, op in enumerate(s.fix.collateral):
@@ -164,35 +163,30 @@ def _fix_probes(s: Scenario) -> Iterator[Problem]:
 
 
 def _questions(s: Scenario) -> Iterator[Problem]:
-    questions = s.diagnosis.questions
-    base: Loc = ("diagnosis", "questions")
-    yield from _duplicates([((*base, i, "id"), q.id) for i, q in enumerate(questions)], "question id")
-    yield from _duplicates([((*base, i, "kind"), q.kind) for i, q in enumerate(questions)], "question kind")
-    for kind in ("category", "component", "cause"):
-        if not any(q.kind == kind for q in questions):
-            yield base, f"missing a question of kind '{kind}'"
+    """Answers must be options of the shared taxonomy; distractors must not shadow a shared cause."""
+    d = s.diagnosis
+    base: Loc = ("diagnosis", "answer")
+    shared = taxonomy.causes(d.track)
+    for j, extra in enumerate(d.distractors):
+        if extra.id in shared:
+            yield ("diagnosis", "distractors", j, "id"), f"'{extra.id}' is already a cause of the {d.track} track"
+    opts = taxonomy.options(s)
     fault_kinds = {f.kind for f in s.faults}
-    for i, q in enumerate(questions):
-        loc = (*base, i)
-        yield from _duplicates([((*loc, "options", j, "id"), o.id) for j, o in enumerate(q.options)], "option id")
-        correct = [j for j, o in enumerate(q.options) if o.correct]
-        if not correct:
-            yield (*loc, "options"), "no option is marked correct: mark exactly one with correct: true"
-        for j in correct[1:]:
-            first = q.options[correct[0]].id
-            yield (*loc, "options", j, "correct"), f"only one option may be correct; '{first}' already is"
-        if q.kind != "category":
-            continue
-        for j, o in enumerate(q.options):
-            if o.id not in FAULT_KINDS:
-                yield (*loc, "options", j, "id"), (
-                    f"category options are fault kinds; '{o.id}' is not one of: {', '.join(FAULT_KINDS)}"
-                )
-            elif o.correct and o.id not in fault_kinds:
+    distractor_ids = {x.id for x in d.distractors}
+    for kind in taxonomy.QUESTION_KINDS:
+        given = getattr(d.answer, kind)
+        yield from _duplicates([((*base, kind, j), v) for j, v in enumerate(given)], f"{kind} answer")
+        for j, v in enumerate(given):
+            loc = (*base, kind, j)
+            if kind == "cause" and v in distractor_ids:
+                yield loc, f"'{v}' is one of this scenario's distractors: a distractor is a wrong answer"
+            elif v not in opts[kind]:
+                if kind == "component" and vocab.replica_number(v) is not None:
+                    continue  # reported by the replica check, at the same place
+                yield loc, f"'{v}' is not a {kind} of the taxonomy; expected one of: {', '.join(opts[kind])}"
+            elif kind == "category" and v in FAULT_KINDS and v not in fault_kinds:
                 kinds = ", ".join(sorted(fault_kinds))
-                yield (*loc, "options", j, "correct"), (
-                    f"the correct category '{o.id}' is not the kind of any fault here ({kinds})"
-                )
+                yield loc, f"the category '{v}' is not the kind of any fault here ({kinds})"
 
 
 def _evidence_and_collateral(s: Scenario) -> Iterator[Problem]:

@@ -61,23 +61,28 @@ class Stack(Strict):
     traffic: Traffic = Field(default_factory=Traffic)
 
 
-class Option(Strict):
+class Distractor(Strict):
+    """A scenario-specific wrong cause, added to the track's shared causes (same length and tone as theirs)."""
+
     id: Ident
     label: Text
-    correct: bool = False
 
 
-class Question(Strict):
-    """category: which kind of fault (option ids are fault kinds); component: where; cause: what exactly."""
+class Answer(Strict):
+    """The correct options; several in one list are each accepted (a compound incident, docs/grading.md)."""
 
-    id: Ident
-    kind: Literal["category", "component", "cause"]
-    prompt: Text
-    options: list[Option] = Field(min_length=2)
+    category: list[Ident] = Field(min_length=1, description="fault kinds, or none / transient for a control")
+    component: list[Ident] = Field(min_length=1, description="parts of the stack (model-N for a replica), or host")
+    cause: list[Ident] = Field(min_length=1, description="cause ids of the track's taxonomy (lab/scenario/taxonomy.py)")
 
 
 class Diagnosis(Strict):
-    questions: list[Question] = Field(min_length=3)
+    """Only the answers: the options come from the shared taxonomy (docs/taxonomy.md), the same in every scenario."""
+
+    track: Literal["fraud"] = "fraud"
+    answer: Answer
+    distractors: list[Distractor] = Field(default_factory=list, max_length=3,
+                                          description="a few scenario-specific wrong causes, optional")
     evidence: list[OpPattern] = Field(
         min_length=1, description="investigations a good diagnosis rests on; args given must match, others are free"
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from lab.parts.gateway import NAME as GATEWAY
@@ -190,6 +190,16 @@ def router(ui: UI, route_class: type) -> APIRouter:
         await act(ui.engine.submit_diagnosis, attempt_id, answers)
         return ui.fragment("_diagnosis.html", a=_full(ui, await run(ui.engine.state, attempt_id)))
 
+    @r.post("/attempts/{attempt_id}/declare")
+    async def declare(attempt_id: str, request: Request) -> Response:
+        await act(ui.engine.declare, attempt_id)
+        return ui.fragment("_diagnosis.html", a=_full(ui, await run(ui.engine.state, attempt_id)))
+
+    @r.post("/attempts/{attempt_id}/pin/{seq}")
+    async def pin(attempt_id: str, seq: int, request: Request) -> Response:
+        await act(ui.engine.pin, attempt_id, seq)
+        return HTMLResponse(f'<span class="pinned" data-pinned="{seq}">Pinned as evidence</span>')
+
     @r.post("/attempts/{attempt_id}/fixed")
     async def fixed(attempt_id: str, request: Request) -> Response:
         claim = await act(ui.engine.claim_fixed, attempt_id)
@@ -261,7 +271,7 @@ def _full(ui: UI, a: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("steady_state", [])
     out.setdefault("briefing", "")
     out.setdefault("hints", {"taken": [], "left": 0, "next_cost": None})
-    out.setdefault("diagnosis", {"questions": [], "submitted": None})
+    out.setdefault("diagnosis", {"open": False, "questions": [], "submitted": None})
     out.setdefault("fix", {"claims": 0, "verifying": False, "last": None})
     out.setdefault("end_reason", None)
     out.setdefault("score", None)
@@ -274,7 +284,8 @@ async def _op(ui: UI, request: Request, attempt_id: str | None, op: str) -> Resp
     data = await read_form(request)
     choices = await run_in_threadpool(console.live_choices, ui.lab, op)
     form = console.op_form(op, choices)
-    ctx: dict[str, Any] = {"op": op, "at": time.strftime("%H:%M:%S"), "uid": f"{op}-{time.time_ns()}"}
+    ctx: dict[str, Any] = {"op": op, "at": time.strftime("%H:%M:%S"), "uid": f"{op}-{time.time_ns()}",
+                           "pin_base": f"/attempts/{attempt_id}/pin" if attempt_id else None}
     try:
         args = values_from_form(form["fields"], data)
     except FormError as exc:

@@ -49,6 +49,7 @@ CAUSES: dict[str, dict[str, str]] = {
         "link-latency": "Added latency on one network link",
         "network-partition": "A network link drops its traffic",
         "crash-loop": "A service crashes each time it starts",
+        "frozen-process": "A service froze and stops answering",
         "slow-dependency": "A dependency answers slowly",
         "bad-model-version": "A model version makes wrong calls",
         "corrupt-artifact": "A model artifact fails its checks",

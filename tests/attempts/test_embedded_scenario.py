@@ -256,7 +256,7 @@ def test_an_inline_scenario_document_is_validated_and_never_swapped(lab: Any, tm
     # `faultline run PATH` for a file outside the catalog sends the document; the lab journals it like any other
     path = tmp_path / "slow-replica-inline.yaml"
     path.write_text(lab.file.read_text().replace("id: slow-replica\n", "id: slow-replica-inline\n", 1)
-                    .replace("title: One replica's link degrades", "title: An inline variant", 1))
+                    .replace("title: Fraud checks that sometimes hang", "title: An inline variant", 1))
     sent = load_scenario(path)._template
     proc = faultline_cli("run", str(path), "--seed", "2", "--time-scale", str(SCALE), "--lab-url",
                          lab.stack.lab_url, "--give-up-after", "1", "--json", timeout=400)
@@ -306,7 +306,7 @@ def test_a_debrief_never_changes_when_its_scenario_file_does(lab: Any) -> None:
 
     # (1) edit the file: title, ideal path, solution, scoring weights — still a valid scenario the lab serves
     text = lab.file.read_text()
-    edits = [("title: One replica's link degrades", "title: An edited title"),
+    edits = [("title: Fraud checks that sometimes hang", "title: An edited title"),
              ("weights: {diagnosis: 35, fix: 35, time: 10, hints: 20}",
               "weights: {diagnosis: 10, fix: 10, time: 40, hints: 40}"),
              ("    - \"`slo`: the p99 objective", "    - \"`status` first. `slo`: the p99 objective"),

@@ -41,7 +41,7 @@ def test_list_json_and_table(capsys: pytest.CaptureFixture[str]) -> None:
     entries = {e["id"]: e for e in json.loads(capsys.readouterr().out)}
     assert entries["slow-replica"] == {
         "id": "slow-replica",
-        "title": "One replica's link degrades",
+        "title": "Fraud checks that sometimes hang",
         "difficulty": "intro",
         "skills": ["networking", "observability", "resilience"],
         "estimated_minutes": 10,
@@ -65,7 +65,7 @@ def test_list_reports_broken_files_but_lists_the_rest(capsys: pytest.CaptureFixt
 def test_show_gives_the_briefing_without_spoilers(capsys: pytest.CaptureFixture[str]) -> None:
     assert cmd_show("slow-replica") == 0
     out = capsys.readouterr().out
-    assert out.startswith("One replica's link degrades  [slow-replica]")
+    assert out.startswith("Fraud checks that sometimes hang  [slow-replica]")
     assert "p99 latency SLO burning" in out
     for spoiler in ("slow-link", "toxic", "drain", "latency on", "model-1", "model-2", "{{"):
         assert spoiler not in out

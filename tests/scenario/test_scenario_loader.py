@@ -33,7 +33,7 @@ def test_example_scenario_loads_with_every_section() -> None:
     assert s.values["layout"] == {"slow": "model-1", "healthy": "model-2"}
     assert fault.target == "model-1" and fault.params.latency == 300 and fault.when.at_s == 20
     assert s.seed is None
-    assert {q.kind for q in s.diagnosis.questions} == {"category", "component", "cause"}
+    assert s.diagnosis.answer.category == ["network"] and s.diagnosis.answer.cause == ["link-latency"]
     assert s.hints[-1].solution and "drain model-1" in s.hints[-1].text
     assert [op.op for op in s.solution][-1] == "drain" and s.solution[-1].args.replica == "model-1"
     assert s.wrong_fix is not None and s.wrong_fix[0].op == "restart"
@@ -72,7 +72,7 @@ def test_every_problem_in_a_file_is_reported_in_line_order(tmp_path: Path) -> No
         f"{path}:19: faults[0].colour: unknown field; expected one of: id, description, when, until, kind, action, "
         "target, params",
         f"{path}:20: faults[0].target: unknown variable 'replika' (declared: replica)",
-        f"{path}:57: fix.accepted[0].hold_s: expected a number, got 'soon'",
+        f"{path}:42: fix.accepted[0].hold_s: expected a number, got 'soon'",
     ]
 
 
@@ -119,8 +119,8 @@ def test_references_in_keys_and_malformed_references(tmp_path: Path) -> None:
     path = write(tmp_path, "refs", text)
     assert validate_paths([path]) == [
         f"{path}:15: stack.services.{{{{ replica }}}}: variables are not substituted in keys, only in values",
-        f"{path}:63: hints[1].text: malformed variable reference; write {{{{ name }}}} or {{{{ name.key }}}}",
-        f"{path}:73: debrief.lesson: variable 'replica' has no keys; write {{{{ replica }}}}",
+        f"{path}:48: hints[1].text: malformed variable reference; write {{{{ name }}}} or {{{{ name.key }}}}",
+        f"{path}:58: debrief.lesson: variable 'replica' has no keys; write {{{{ replica }}}}",
     ]
 
 
@@ -179,9 +179,9 @@ def test_patterns_check_the_arguments_they_give(tmp_path: Path) -> None:
     )
     path = write(tmp_path, "patterns", text)
     assert validate_paths([path]) == [
-        f"{path}:51: diagnosis.evidence[1].args.service: unknown service 'gatewy'; expected one of: gateway, "
+        f"{path}:36: diagnosis.evidence[1].args.service: unknown service 'gatewy'; expected one of: gateway, "
         "feature-store, registry, model-N",
-        f"{path}:59: fix.collateral[1].args.replicas: must be <= 16, got 99",
+        f"{path}:44: fix.collateral[1].args.replicas: must be <= 16, got 99",
     ]
 
 
@@ -202,6 +202,6 @@ def test_a_mapping_choice_out_of_the_stack_is_reported_once_at_its_key(tmp_path:
     line = next(i for i, t in enumerate(text.splitlines(), start=1) if "slow: model-3" in t)
     assert validate_paths([path]) == [
         f"{path}:{line}: variables.layout.choice[1].slow: 'model-3' does not exist: the stack has 2 replica(s) "
-        "(model-1 .. model-2) (used by faults[0].target, diagnosis.questions[1].options[0].id, "
+        "(model-1 .. model-2) (used by faults[0].target, diagnosis.answer.component[0], "
         "diagnosis.evidence[2].args.service and 3 more)"
     ]

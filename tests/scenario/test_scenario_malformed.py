@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.scenario import ScenarioError, load_scenario, validate_paths
+from lab.scenario import ScenarioError, load_scenario, taxonomy, validate_paths
 
 HERE = Path(__file__).resolve().parent
 MALFORMED = HERE / "malformed"
@@ -47,24 +47,26 @@ EXPECTED: dict[str, list[str]] = {
     # A variable's every choice is validated; a value that is exactly one variable is reported once, at the choice.
     "variable-out-of-stack": [
         f"10: variables.replica.choice[1]: 'model-3' {REPLICAS_2} (used by faults[0].target, "
-        "diagnosis.questions[1].options[0].id, solution[1].args.replica)",
+        "diagnosis.answer.component[0], solution[1].args.replica)",
     ],
     "undeclared-variable": ["17: faults[0].target: unknown variable 'replica_name' (declared: replica)"],
     "after-unknown-fault": ["18: faults[0].when.after: unknown fault 'deploy'; faults are: freeze"],
     "fix-missing-probe": [
-        "53: fix.accepted[0].probes[1]: unknown probe 'latency'; steady_state probes are: errors, ready"
+        "38: fix.accepted[0].probes[1]: unknown probe 'latency'; steady_state probes are: errors, ready"
     ],
-    "weights-not-100": ["64: scoring.weights: weights must add up to 100, got 105"],
-    "hints-no-solution": ["60: hints[1]: the last hint must give the solution: add solution: true"],
+    "weights-not-100": ["49: scoring.weights: weights must add up to 100, got 105"],
+    "hints-no-solution": ["45: hints[1]: the last hint must give the solution: add solution: true"],
     "hint-costs-decrease": [
-        "61: hints[1].cost: hint costs must not go down: 10 after 15",
-        "64: scoring.weights.hints: the hints cost 25 in all, more than the hints weight 20",
+        "46: hints[1].cost: hint costs must not go down: 10 after 15",
+        "49: scoring.weights.hints: the hints cost 25 in all, more than the hints weight 20",
     ],
-    "two-correct-options": [
-        "47: diagnosis.questions[2].options[1].correct: only one option may be correct; 'frozen' already is"
+    # Answers are options of the shared taxonomy (lab/scenario/taxonomy.py), never made up by the scenario.
+    "answer-not-an-option": [
+        "32: diagnosis.answer.cause[0]: 'frozen' is not a cause of the taxonomy; expected one of: "
+        + ", ".join(taxonomy.causes())
     ],
     "evidence-is-action": [
-        "50: diagnosis.evidence[1].op: evidence is something looked at; 'restart' is an action (use one of: "
+        "35: diagnosis.evidence[1].op: evidence is something looked at; 'restart' is an action (use one of: "
         "config_show, decisions, deploys, distributions, drift, inspect, logs, metrics, reference, send, slo, status, "
         "status_codes, trace, upstreams)"
     ],

@@ -45,8 +45,13 @@ class J:
         self.events.append({"seq": len(self.events) + 1, "at": T0 + t, "type": type_, "data": data})
         return self
 
-    def op(self, t: float, op: str, ok: bool = True, **args: Any) -> J:
-        return self.add(t, "console_op", op=op, args=args, ok=ok)
+    def op(self, t: float, op: str, ok: bool = True, pin: bool = False, **args: Any) -> J:
+        self.add(t, "console_op", op=op, args=args, ok=ok)
+        return self.pin(t, self.events[-1]["seq"]) if pin else self
+
+    def pin(self, t: float, seq: int) -> J:
+        e = next(e for e in self.events if e["seq"] == seq)
+        return self.add(t, "evidence_pinned", seq=seq, op=e["data"]["op"], args=e["data"]["args"])
 
     def inject(self, t: float = 60) -> J:
         return self.add(t, "fault_applied", fault_id="slow-link", description="latency on model-2")
@@ -65,7 +70,8 @@ class J:
 
 def ideal(t_fix: float = 120) -> J:
     j = J().inject().broke()
-    j.op(70, "slo").op(75, "trace").op(80, "metrics", service="gateway").op(85, "metrics", service="model-2")
+    j.op(70, "slo").op(75, "trace", pin=True).op(80, "metrics", pin=True, service="gateway")
+    j.op(85, "metrics", pin=True, service="model-2")
     j.op(90, "drain", replica="model-2").diagnose(95).add(96, "fix_claimed")
     return j.verified(t_fix + 60, held_since=t_fix).add(t_fix + 61, "attempt_finished")
 
@@ -90,30 +96,42 @@ def test_doing_nothing_scores_0(scenario: Any) -> None:
 
 
 def test_each_wrong_answer_costs_its_share(scenario: Any) -> None:
-    j = J().inject().broke().op(75, "trace").op(80, "metrics", service="gateway").op(85, "metrics", service="model-2")
-    j.diagnose(95, component="model-1", cause="slow-model").verified(180, held_since=120)
+    j = J().inject().broke().op(75, "trace", pin=True).op(80, "metrics", pin=True, service="gateway")
+    j.op(85, "metrics", pin=True, service="model-2")
+    j.diagnose(95, component="model-1", cause="slow-model-version").verified(180, held_since=120)
     d = grade(scenario, j.events)["breakdown"]["diagnosis"]
     assert d["category"]["correct"] and not d["component"]["correct"] and not d["cause"]["correct"]
     assert d["component"]["expected"] == "model-2"
     assert d["points"] == pytest.approx(35 * (0.25 + 0.20))
 
 
-def test_evidence_counts_only_between_injection_and_diagnosis(scenario: Any) -> None:
-    j = J().op(30, "trace").inject().broke()  # a trace before the injection looked at nothing
-    j.op(80, "metrics", service="gateway").diagnose(95).op(100, "metrics", service="model-2")
+def test_evidence_is_what_was_pinned_between_injection_and_diagnosis(scenario: Any) -> None:
+    j = J().op(30, "trace").inject().broke()
+    j.pin(70, 3)  # the trace ran before the injection: it looked at nothing
+    j.op(80, "metrics", pin=True, service="gateway").op(82, "metrics", service="model-2")  # looked at, not pinned
+    j.diagnose(95).op(100, "trace").pin(101, len(j.events))  # pinned after the diagnosis: too late
     ev = grade(scenario, j.events)["breakdown"]["diagnosis"]["evidence"]
     assert ev["seen"] == ["metrics service=gateway"]
     assert set(ev["missed"]) == {"trace", "metrics service=model-2"}
+    assert ev["pinned"] == ["metrics service=gateway"]
     assert ev["points"] == pytest.approx(35 * 0.20 / 3, abs=0.01)
 
 
+def test_a_compound_answer_accepts_each_listed_option(scenario: Any) -> None:
+    assert scenario.diagnosis.answer.component == ["model-2", "netproxy"]
+    for component in ("model-2", "netproxy"):
+        j = J().inject().broke().diagnose(95, component=component)
+        assert grade(scenario, j.events)["breakdown"]["diagnosis"]["component"]["correct"]
+
+
 def test_a_bare_metrics_does_not_match_a_pattern_naming_a_service(scenario: Any) -> None:
-    j = J().inject().broke().op(75, "metrics").diagnose(95)
+    j = J().inject().broke().op(75, "metrics", pin=True).diagnose(95)
     assert grade(scenario, j.events)["breakdown"]["diagnosis"]["evidence"]["seen"] == []
 
 
 def test_refused_operations_are_not_evidence_nor_collateral(scenario: Any) -> None:
-    j = J().inject().broke().op(75, "trace", ok=False).op(80, "restart", ok=False, service="gateway").diagnose(95)
+    j = J().inject().broke().op(75, "trace", ok=False, pin=True).op(80, "restart", ok=False, service="gateway")
+    j.diagnose(95)
     g = grade(scenario, j.events)["breakdown"]
     assert g["diagnosis"]["evidence"]["seen"] == [] and g["collateral"] == []
 

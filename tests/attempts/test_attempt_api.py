@@ -50,7 +50,14 @@ def test_an_attempt_from_start_to_giving_up(api: LabApi) -> None:
     st = api.wait(attempt, lambda s: s["phase"] == "running", 120, "the scenario clock")
     assert st["clock_s"] < 4  # the link degrades at 4 s at the earliest (20 s x 0.2)
     assert "nothing is broken yet" in api.call("POST", f"/api/attempts/{attempt}/fixed", expect=409)["detail"]
+    if not api.call("GET", f"/api/attempts/{attempt}")["paged"]:  # the form is closed until the page (or a declare)
+        early = {"category": "network", "component": "model-1", "cause": "link-latency"}
+        refused = api.call("POST", f"/api/attempts/{attempt}/diagnosis", {"answers": early}, 409)["detail"]
+        assert "opens when the page fires" in refused
+        api.call("POST", f"/api/attempts/{attempt}/declare")  # a learner who saw it coming opens it early
+        assert api.call("GET", f"/api/attempts/{attempt}")["diagnosis"]["declared"]
     st = api.wait(attempt, lambda s: s["paged"], 120, "the page")
+    assert st["diagnosis"]["open"]
     slow = render(load_scenario(ROOT / "scenarios" / "slow-replica.yaml"), SEED).values["layout"]["slow"]
     view = json.dumps(st)
     for secret in ("slow-link", "toxic", "fl_", "\"correct\""):
@@ -68,14 +75,20 @@ def test_an_attempt_from_start_to_giving_up(api: LabApi) -> None:
 
     # the console, journaled to the attempt
     res = api.console("trace", limit=3)
-    assert res["attempt_id"] == attempt
-    api.console("metrics", service=slow)
+    assert res["attempt_id"] == attempt and isinstance(res["seq"], int)
+    looked = api.console("metrics", service=slow)
     assert "sandbox operation" in api.console("traffic", 409, rps=50)["detail"]
     # the JSON API and the CLI follow the same rule (lab/rules.py): the scenario owns the traffic
     for method, body in (("POST", {"rps": 50}), ("DELETE", None)):
         assert "changing the traffic is refused" in api.call(method, "/api/traffic", body, 409)["detail"]
     api.console("kill", 403, pid=1)
 
+    # evidence is what the learner pins: console outputs of this attempt, by their journal seq
+    assert api.call("POST", f"/api/attempts/{attempt}/pin", {"seq": res["seq"]})["pinned"] == [res["seq"]]
+    assert api.call("POST", f"/api/attempts/{attempt}/pin", {"seq": looked["seq"]})["pinned"] == sorted(
+        [res["seq"], looked["seq"]])
+    assert "no console output" in api.call("POST", f"/api/attempts/{attempt}/pin", {"seq": 1}, 404)["detail"]
+    api.call("POST", f"/api/attempts/{attempt}/pin", {"seq": "x"}, 422)
     hint = api.call("POST", f"/api/attempts/{attempt}/hint")
     assert hint["index"] == 0 and hint["cost"] == 3 and hint["text"]
     bad = [({"category": "network"}, "missing"), ({"category": "network", "component": slow, "cause": "x",
@@ -94,8 +107,8 @@ def test_an_attempt_from_start_to_giving_up(api: LabApi) -> None:
 
     events = api.call("GET", f"/api/attempts/{attempt}/events")
     types = [e["type"] for e in events]
-    for t in ("attempt_started", "stack_ready", "fault_applied", "probe_result", "console_op", "hint_taken",
-              "diagnosis_submitted", "fault_reverted", "attempt_aborted", "graded"):
+    for t in ("attempt_started", "stack_ready", "fault_applied", "probe_result", "console_op", "evidence_pinned",
+              "hint_taken", "diagnosis_submitted", "fault_reverted", "attempt_aborted", "graded"):
         assert t in types, t
     assert types.index("fault_applied") < types.index("console_op") < types.index("attempt_aborted")
     ops = [e["data"] for e in events if e["type"] == "console_op"]

@@ -41,3 +41,11 @@ def test_option_order_is_shuffled_per_seed_and_stable() -> None:
     orders = {tuple(o["id"] for o in taxonomy.questions(s, seed)[2]["options"]) for seed in range(6)}
     assert len(orders) > 1
     assert taxonomy.questions(s, 4) == taxonomy.questions(s, 4)
+
+
+def test_the_docs_page_lists_every_option() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "taxonomy.md").read_text()
+    for ident in [*taxonomy.categories(), *taxonomy.causes(), taxonomy.HOST]:
+        assert f"`{ident}`" in page, ident

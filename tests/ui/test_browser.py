@@ -117,6 +117,14 @@ def run_op(page: Any, op: str, **fields: str) -> Any:
     return out
 
 
+def pin(out: Any) -> None:
+    """Pin a console output as evidence for the diagnosis (only pinned outputs count)."""
+    from playwright.sync_api import expect
+
+    out.get_by_role("button", name="Pin as evidence").click()
+    expect(out.locator(".pinned")).to_be_visible()
+
+
 def journey(page: Any, lab_url: str, right: bool, name: str) -> float:
     """One attempt at slow-replica through the browser; returns the debrief's score."""
     from playwright.sync_api import expect
@@ -128,22 +136,25 @@ def journey(page: Any, lab_url: str, right: bool, name: str) -> float:
     shot(page, f"{name}-1-incident")
     # the steady state breaks a few (compressed) seconds after the clock starts: the learner is paged
     page.locator('.attempt-status[data-paged="true"]').wait_for(timeout=120_000)
+    page.locator('form.diagnosis[data-open="true"]').wait_for(timeout=30_000)  # the page opens the diagnosis
     expect(page.locator("#clock .timer")).to_contain_text("T+")
 
     run_op(page, "slo")
     trace = run_op(page, "trace")
+    pin(trace)
     rows = trace.locator("table.by-replica tr[data-replica]")
     means = {rows.nth(i).get_attribute("data-replica"): float(rows.nth(i).get_attribute("data-mean-ms"))
              for i in range(rows.count())}
     # what the gateway measured per replica over its window, as a learner reads it in `metrics gateway`
     gateway = run_op(page, "metrics", service="gateway")
+    pin(gateway)
     ups = gateway.locator("table.upstreams tr[data-upstream^=model-]")
     p99 = {ups.nth(i).get_attribute("data-upstream"): ups.nth(i).get_attribute("data-p99-ms")
            for i in range(ups.count())}
     seen = {r: float(v) for r, v in p99.items() if v not in (None, "", "None")}
     slow = max(seen, key=lambda r: seen[r])
     assert seen[slow] > 250, f"the gateway sees no slow replica: p99 {seen}, trace means {means}"
-    run_op(page, "metrics", service=slow)
+    pin(run_op(page, "metrics", service=slow))
     logs = run_op(page, "logs", service="gateway")
     logs.get_by_label("Filter these lines").fill("no line has this text")
     expect(logs.locator(".ln:visible")).to_have_count(0)
@@ -151,7 +162,7 @@ def journey(page: Any, lab_url: str, right: bool, name: str) -> float:
     run_op(page, "drain", replica=slow)
 
     answers = ({"category": "network", "component": slow, "cause": "link-latency"} if right else
-               {"category": "cpu", "component": "gateway", "cause": "retry-storm"})
+               {"category": "cpu", "component": "gateway", "cause": "retry-budget"})
     for question, option in answers.items():
         page.locator(f'fieldset[data-question="{question}"] input[value="{option}"]').check()
     page.get_by_role("button", name="Submit diagnosis").click()

@@ -11,7 +11,9 @@ running    faults are injected when their `when` says (at_s on the clock, after 
 verifying  after a fix claim: once the probes' windows have rolled over past the claim, one accepted end state
            must hold all its probes for hold_s -> fix_verified (faults `until: fixed` are reverted and the
            attempt finishes); if none has begun holding a window (at least 10 s) after that, or every one that
-           began has broken since, the claim is rejected (fix_rejected) and the attempt runs on;
+           began has broken since, the claim is rejected (fix_rejected) and the attempt runs on. Before the
+           windows roll over, a claim whose errors since the claim already doom the first window is rejected
+           at once (`_doomed`, within 10 s), naming each failing probe, its value and its limit;
 ending     every fault is reverted, the attempt is journaled finished or aborted (given up, timed out, lab
            stopping), graded, and the stack is put back to its baseline.
 
@@ -34,6 +36,11 @@ TICK_S = 1.0
 WARM_TIMEOUT_S = 120.0
 VERIFY_GRACE_S = 2.0
 RECOVERY_MIN_S = 10.0  # after the windows rolled over, a fix gets this long (or a window) to take effect
+# A claim's early check (fair verification): from EARLY_CHECK_S after the claim (+ grace) until the windows roll
+# over, a claim whose error rate since the claim already dooms the first window (even if every later request
+# succeeded) and is still over the limit over the last EARLY_RECENT_S is rejected at once, well within 10 s.
+EARLY_CHECK_S = 5.0
+EARLY_RECENT_S = 3.0
 END_JOIN_S = 120.0
 
 
@@ -284,6 +291,25 @@ class Attempt:
         except Exception as exc:  # noqa: BLE001 - on the monitor's thread: never break its loop
             log.warning("could not journal SLO event: %r", exc)
 
+    def verification_view(self, now: float) -> dict[str, Any] | None:
+        """A claim under verification, for the countdown: the phase (settling: the windows roll over past the claim;
+        holding: an accepted state must hold), seconds left in it, and the steady-state probes' live values —
+        never which accepted state is holding (that would name the fix)."""
+        v = self.verifying
+        if v is None:
+            return None
+        holds = [s.hold_s * self.scale for s in self.scenario.fix.accepted]
+        if now < v["settle_until"]:
+            stage, left = "settling", v["settle_until"] - now
+        else:
+            since = min(v["held_since"].values(), default=None)
+            stage = "holding" if since is not None else "waiting"
+            left = (max(0.0, min(holds) - (now - since)) if since is not None
+                    else max(0.0, v["recover_by"] - now))
+        return {"stage": stage, "left_s": round(left, 1), "claimed_s_ago": round(now - v["claimed_at"], 1),
+                "hold_s": [round(h, 1) for h in holds], "give_up_in_s": round(max(0.0, v["give_up_at"] - now), 1),
+                "probes": [r.to_dict() for r in self.steady]}  # measured every tick, the steady state only
+
     def steady_state_view(self) -> list[dict[str, Any]]:
         if self.steady:
             return [r.to_dict() for r in self.steady]
@@ -427,12 +453,54 @@ class Attempt:
                 out.append((i, self.scenario.probe(ref) if isinstance(ref, str) else ref))
         return out
 
+    def _doomed(self, pairs: list[tuple[int, Any]], now: float) -> list[dict[str, Any]] | None:
+        """The probes that cannot hold in the first window since the claim, when every accepted state has one
+        (else None): error-rate probes whose errors since the claim, spread over the whole window, already pass
+        the limit, and that are still over it over the last few seconds (not a fix still taking effect)."""
+        v = self.verifying
+        assert v is not None
+        start = v["claimed_at"] + VERIFY_GRACE_S
+        elapsed = now - start
+        probes = list({p.id: p for _, p in pairs if p.kind == "error_rate" and p.tolerance.max is not None}.values())
+        if elapsed < EARLY_CHECK_S or not probes:
+            return None
+        since = {r.id: r for r in self.evaluator.evaluate(probes, span_s=elapsed)}
+        recent = {r.id: r for r in self.evaluator.evaluate(probes, span_s=EARLY_RECENT_S)}
+        doomed: dict[str, dict[str, Any]] = {}
+        for p in probes:
+            value, last = since[p.id].value, recent[p.id].value
+            if value is None or last is None:
+                continue
+            floor = float(value) * min(1.0, elapsed / window_s(p, self.scale))
+            if floor > p.tolerance.max and float(last) > p.tolerance.max:
+                doomed[p.id] = {"id": p.id, "value": round(float(value), 4), "tolerance": since[p.id].tolerance,
+                                "limit": p.tolerance.max, "since_claim_s": round(elapsed, 1)}
+        for i, _state in enumerate(self.scenario.fix.accepted):
+            if not any(p.id in doomed for j, p in pairs if j == i):
+                return None
+        return list(doomed.values())
+
+    def _reject(self, now: float, reason: str, broken: list[dict[str, Any]], told: str) -> None:
+        self.verifying = None
+        self.phase = "running"
+        self.last_claim = "rejected: " + told
+        self.journal.append(self.id, "fix_rejected", {"reason": reason, "probes": broken, "told": self.last_claim},
+                            at=now)
+
     def _verify(self, now: float) -> None:
         v = self.verifying
         assert v is not None
-        if now < v["settle_until"]:
-            return
         pairs = self._accepted_probes()
+        if now < v["settle_until"]:
+            doomed = self._doomed(pairs, now)
+            if doomed:
+                steady = {p.id for p in self.scenario.steady_state}
+                text = "; ".join(f"{d['id']} = {d['value']} since the claim (limit {d['tolerance']}): it cannot "
+                                 f"hold in the first window" for d in doomed)
+                public = "; ".join(f"{d['id']} = {d['value']} since the claim (limit {d['tolerance']})"
+                                   for d in doomed if d["id"] in steady)
+                self._reject(now, text, doomed, public or "the steady state cannot hold as any accepted fix requires")
+            return
         results = {r.id: r for r in self.evaluator.evaluate(list({p.id: p for _, p in pairs}.values()))}
         holding_any = False
         for i, state in enumerate(self.scenario.fix.accepted):
@@ -452,11 +520,7 @@ class Attempt:
             broken = [r.to_dict() for r in results.values() if r.ok is False]
             reason = ("; ".join(f"{r['id']} = {r['value']} (wanted {r['tolerance']})" for r in broken)
                       or "no accepted end state held long enough")
-            self.verifying = None
-            self.phase = "running"
-            self.last_claim = "rejected: " + rejection_text(self.scenario, pairs, results)
-            self.journal.append(self.id, "fix_rejected", {"reason": reason, "probes": broken,
-                                                          "told": self.last_claim}, at=now)
+            self._reject(now, reason, broken, rejection_text(self.scenario, pairs, results))
 
     def _verified(self, index: int, state: Any, since: float, now: float, results: list[ProbeResult]) -> None:
         self.journal.append(self.id, "fix_verified", {
@@ -554,7 +618,8 @@ class Attempt:
             "diagnosis": {"open": self.diagnosis_open(), "declared": self.declared_at is not None,
                           "questions": self.questions(), "pinned": sorted(self.pinned),
                           "submitted": self.diagnosis},
-            "fix": {"claims": self.claims, "verifying": self.verifying is not None, "last": self.last_claim},
+            "fix": {"claims": self.claims, "verifying": self.verifying is not None, "last": self.last_claim,
+                    "verification": self.verification_view(now)},
             "end_reason": self.end_reason, "score": self.score,
         }
 

@@ -87,14 +87,17 @@ def window_s(probe: Any, time_scale: float) -> float:
     return max(MIN_WINDOW_S, float(probe.window_s) * time_scale)
 
 
-def _windowed_values(monitor: Any, probes: list[Any], time_scale: float, labels: dict[str, str]) -> dict[str, Any]:
-    """Runs on the monitor's loop: {probe id: value} for latency, error-rate and quality probes."""
+def _windowed_values(monitor: Any, probes: list[Any], time_scale: float, labels: dict[str, str],
+                     span_s: float | None = None) -> dict[str, Any]:
+    """Runs on the monitor's loop: {probe id: value} for latency, error-rate and quality probes, each over its own
+    window, or over the last `span_s` seconds when given (a claim's early check: the time since the claim)."""
     now = monitor.clock()
     out: dict[str, Any] = {}
     for p in probes:
         target = p.target if p.kind in REQUEST_KINDS else GATEWAY
         ring = monitor.rings.get(target)
-        w = None if ring is None else window(ring, window_s(p, time_scale), now)
+        seconds = window_s(p, time_scale) if span_s is None else span_s
+        w = None if ring is None else window(ring, seconds, now)
         if w is None:
             out[p.id] = None
             continue
@@ -157,7 +160,8 @@ class ProbeEvaluator:
     def http(self) -> Any:
         return lab_clients(self.lab)
 
-    def evaluate(self, probes: list[Any]) -> list[ProbeResult]:
+    def evaluate(self, probes: list[Any], span_s: float | None = None) -> list[ProbeResult]:
+        """Every probe's value and verdict; `span_s` measures the windowed ones over the last span_s seconds."""
         windowed = [p for p in probes if p.kind in WINDOWED]
         values: dict[str, Any] = {}
         runner = self.lab.components.get("monitor")
@@ -165,7 +169,7 @@ class ProbeEvaluator:
             labels = dict(self.labels)
 
             async def compute() -> dict[str, Any]:
-                return _windowed_values(runner.monitor, windowed, self.time_scale, labels)
+                return _windowed_values(runner.monitor, windowed, self.time_scale, labels, span_s)
 
             try:
                 values = runner.call(compute(), timeout_s=10)

@@ -206,7 +206,8 @@ def router(ui: UI, route_class: type) -> APIRouter:
         hold = max(claim.get("hold_s") or [0])
         return ui.fragment("_result.html", level="warn",
                            message=f"Claim received: the lab waits {claim.get('settle_s', 0):g} s for fresh "
-                                   f"measurements, then the steady state must hold for {hold:g} s.")
+                                   f"measurements, then the steady state must hold for {hold:g} s. A claim that "
+                                   "cannot hold is rejected sooner.")
 
     @r.post("/attempts/{attempt_id}/abort")
     async def abort(attempt_id: str, request: Request) -> Response:
@@ -272,7 +273,7 @@ def _full(ui: UI, a: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("briefing", "")
     out.setdefault("hints", {"taken": [], "left": 0, "next_cost": None})
     out.setdefault("diagnosis", {"open": False, "questions": [], "submitted": None})
-    out.setdefault("fix", {"claims": 0, "verifying": False, "last": None})
+    out.setdefault("fix", {"claims": 0, "verifying": False, "last": None, "verification": None})
     out.setdefault("end_reason", None)
     out.setdefault("score", None)
     return out

@@ -27,7 +27,7 @@ VIEWS = ("sandbox", "attempt", "plain")
 # The incident view's live parts, each its own event so that one changing (the clock, every second) never
 # re-renders another (the diagnosis form the learner is filling in).
 ATTEMPT_PARTS = {"clock": "_attempt_clock.html", "attempt": "_attempt_status.html", "steady": "_attempt_steady.html",
-                 "hints": "_hints.html", "diagnosis": "_diagnosis.html"}
+                 "hints": "_hints.html", "diagnosis": "_diagnosis.html", "verify": "_verify.html"}
 POLL_S = 0.25
 
 

@@ -39,7 +39,7 @@ EVENT_TYPES: frozenset[str] = frozenset({
     "attempt_started", "stack_ready", "fault_applied", "fault_reverted", "slo_violated", "slo_restored",
     "probe_result", "console_op", "hint_taken", "diagnosis_submitted", "fix_claimed", "fix_verified",
     "fix_rejected", "attempt_aborted", "attempt_finished", "graded", "paged", "measured", "incident_declared",
-    "evidence_pinned",
+    "evidence_pinned", "stack_snapshot",
 })
 STATUSES = ("running", "finished", "aborted")
 CRASH_REASON = "the lab stopped while the attempt was running (crash or kill)"

@@ -156,6 +156,7 @@ class Attempt:
                                                      "warm_s": round(self.ready_at - self.started_at, 2),
                                                      "reset": self.reset_info, "setup": self.setup_info},
                             at=self.ready_at)
+        self._snapshot("start")
         self.phase = "running"
         self.progress = "the scenario is running"
 
@@ -571,6 +572,8 @@ class Attempt:
                 pass
             except Exception as exc:  # noqa: BLE001 - ending must complete
                 log.error("measuring %s failed: %r", self.id, exc)
+        if self.ready_at is not None:
+            self._snapshot("end")  # after the faults were reverted: what still differs is the learner's doing
         self.ended_at = time.time()
         self.end_reason = reason
         if status == "finished":
@@ -594,6 +597,18 @@ class Attempt:
                 log.error("baseline reset after %s failed: %r", self.id, exc)
         self.manager.ended(self)
         self._done.set()
+
+    def _snapshot(self, when: str) -> None:
+        """Journal the stack's settings (configs, registry stages, replica count) for the side-effects grade."""
+        from lab.attempt.baseline import Baseline
+
+        try:
+            snap = Baseline(self.lab).capture()
+        except Exception as exc:  # noqa: BLE001 - no snapshot, no side-effects grade; the attempt goes on
+            log.warning("stack snapshot (%s) of %s failed: %r", when, self.id, exc)
+            return
+        state = {"replicas": snap["replicas"], "configs": snap["configs"], "stages": snap["stages"]}
+        self.journal.append(self.id, "stack_snapshot", {"when": when, "state": state})
 
     # --- the learner's view -----------------------------------------------------------------------------------
 

@@ -145,6 +145,9 @@ def debrief_text(d: dict[str, Any]) -> str:
     tm = b["time"]
     lines.append(f"time       {tm['points']:6.2f} / {tm['max']}  detect {_secs(tm['detect_s'])} "
                  f"(par {tm['par_detect_s']:g}s), mitigate {_secs(tm['mitigate_s'])} (par {tm['par_mitigate_s']:g}s)")
+    if tm.get("disruptive_before_diagnosis"):
+        lines.append(f"           x{tm['disruptive_factor']:g}: actions before the diagnosis that no fix needed: "
+                     + ", ".join(tm["disruptive_before_diagnosis"]))
     h = b["hints"]
     lines.append(f"hints      {h['points']:6.2f} / {h['max']}  {len(h['taken'])} taken, cost {h['cost']}"
                  + ("" if h["kept"] else " (kept only with a verified fix)"))

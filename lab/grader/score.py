@@ -9,12 +9,16 @@ Rules (docs/grading.md explains and argues each):
 - time (weight `time`): half for detection, half for mitigation. Full credit up to par, falling linearly to
   nothing at 3 x par. Par times are scaled by the run's time_scale. Detection = the first investigation after
   the injection that matches an evidence pattern, or the diagnosis, whichever came first; mitigation = when the
-  verified state began holding. Nothing detected / mitigated: no credit for that half.
+  verified state began holding. Nothing detected / mitigated: no credit for that half. Each successful action
+  taken before the diagnosis that matches no step of the reference solution (thrashing) takes 20 % of the time
+  credit (lab/grader/sideeffects.py).
 - hints (weight `hints`): the weight minus the cost of every hint taken, floored at 0 — kept only when the fix
   was verified (no points for not asking while not fixing either).
 - collateral, taken off the total: each of the scenario's collateral patterns the learner's successful actions
   matched (once per pattern); scaling to an absurd size (beyond max(2 x, +2) the scenario's replicas); every
-  fix claim rejected while the steady state was still broken (at most two counted).
+  fix claim rejected while the steady state was still broken (at most two counted); every setting, version,
+  drain or scale left different from the start of the incident that no accepted fix needs (side effects, 3
+  points each, at most three counted; lab/grader/sideeffects.py).
 The total is clamped to 0..100 and rounded to one decimal.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab.grader.match import labels_from, matches, op_text, pattern_text
+from lab.grader.sideeffects import DISRUPTIVE_TIME_SHARE, disruptive_before_diagnosis, side_effects
 from lab.scenario import taxonomy
 from lab.scenario.ops import ACT_OPS
 
@@ -139,8 +144,11 @@ def _time(scenario: Any, events: list[dict[str, Any]], labels: dict[str, str]) -
         mitigate_s = max(0.0, float(verified["data"].get("held_since", verified["at"])) - t0)
     detect_points = weight / 2 * time_credit(detect_s, par_detect)
     mitigate_points = weight / 2 * time_credit(mitigate_s, par_mitigate)
-    points = detect_points + mitigate_points
+    thrash = disruptive_before_diagnosis(scenario, events, labels)
+    keep = max(0.0, 1.0 - DISRUPTIVE_TIME_SHARE * len(thrash))
+    points = (detect_points + mitigate_points) * keep
     return {
+        "disruptive_before_diagnosis": thrash, "disruptive_factor": round(keep, 2),
         "max": weight, "points": round(points, 2),
         "detect_s": None if detect_s is None else round(detect_s, 2),
         "mitigate_s": None if mitigate_s is None else round(mitigate_s, 2),
@@ -176,6 +184,7 @@ def _collateral(scenario: Any, events: list[dict[str, Any]], labels: dict[str, s
                     "penalty": ABSURD_SCALE_PENALTY,
                     "reason": f"Scaling to {big['data']['args']['replicas']} replicas from {replicas} is out of "
                               "proportion: capacity was not the problem, and it costs every other tenant."})
+    out.extend(side_effects(scenario, events))
     rejected = [e for e in events if e["type"] == "fix_rejected"][:FALSE_CLAIMS_COUNTED]
     for e in rejected:
         out.append({"op": "fixed", "pattern": "fix claim rejected", "penalty": FALSE_CLAIM_PENALTY,

@@ -115,6 +115,10 @@ class FixState(Strict):
 class Fix(Strict):
     accepted: list[FixState] = Field(min_length=1)
     collateral: list[Collateral] = Field(default_factory=list)
+    allowed_changes: list[Annotated[str, Field(pattern=r"^(versions|replicas|[a-z0-9-]+\.[a-z_][a-z0-9_]*)$")]] = Field(
+        default_factory=list,
+        description="changes an accepted fix may leave that the solution does not make: SERVICE.KEY, versions, "
+                    "replicas (anything else left different from the start is a graded side effect)")
 
 
 class Hint(Strict):

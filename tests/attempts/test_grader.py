@@ -184,7 +184,9 @@ def test_collateral_penalties_come_off_the_total(scenario: Any) -> None:
     g = grade(scenario, j.events)
     reasons = {c["pattern"]: c["penalty"] for c in g["breakdown"]["collateral"]}
     assert reasons == {"restart service=model-1": 10, "rollback": 10}
-    assert g["score"] == 80.0
+    # and the three actions, taken before the diagnosis and in no fix, cost 3 x 20 % of the time credit (10)
+    assert g["breakdown"]["time"]["disruptive_factor"] == 0.4
+    assert g["score"] == 74.0
 
 
 def test_absurd_scaling_and_rejected_claims_are_penalised(scenario: Any) -> None:
@@ -230,3 +232,33 @@ def test_debrief_tells_the_story(scenario: Any) -> None:
     assert "model-2" in d["what_happened"] and d["lesson"]
     text = debrief_text(d)
     assert "score 100/100" in text and "FAULT slow-link" in text and "drain replica=model-2" in text
+
+
+def _snap(drained: list[str], timeout: int = 1000, retries: int = 2, fs: int = 50) -> dict[str, Any]:
+    return {"replicas": 2, "stages": {"production": "v1"},
+            "configs": {"gateway": {"drained": drained, "model_timeout_ms": timeout, "max_retries": retries,
+                                    "feature_timeout_ms": fs}}}
+
+
+def test_settings_left_changed_that_no_fix_needs_are_penalised(scenario: Any) -> None:
+    j = ideal()
+    j.add(10, "stack_snapshot", when="start", state=_snap([]))
+    # the drain is the fix (the solution's); the timeout and retries the other accepted route may leave; the
+    # feature-store timeout nothing needs
+    j.add(182, "stack_snapshot", when="end", state=_snap(["model-2"], timeout=300, retries=1, fs=2000))
+    g = grade(scenario, j.events)
+    left = [c for c in g["breakdown"]["collateral"] if c["op"] == "left changed"]
+    assert [c["pattern"] for c in left] == ["gateway feature_timeout_ms: 50 -> 2000"]
+    assert g["score"] == 100.0 - left[0]["penalty"]
+
+
+def test_thrashing_before_the_diagnosis_costs_time_credit(scenario: Any) -> None:
+    calm = grade(scenario, ideal().events)["breakdown"]["time"]
+    j = ideal()
+    j.events.insert(3, {"seq": 90, "at": T0 + 66, "type": "console_op",
+                        "data": {"op": "restart", "args": {"service": "model-2"}, "ok": True}})
+    j.events.insert(3, {"seq": 91, "at": T0 + 67, "type": "console_op",
+                        "data": {"op": "scale", "args": {"replicas": 3}, "ok": True}})
+    t = grade(scenario, j.events)["breakdown"]["time"]
+    assert sorted(t["disruptive_before_diagnosis"]) == ["restart service=model-2", "scale replicas=3"]
+    assert t["points"] == pytest.approx(calm["points"] * 0.6)

@@ -99,8 +99,12 @@ def _names(part: parts.Part, by_name: dict[str, Any], replicas: int | None) -> l
     return found or ([part.instance(n) for n in range(1, replicas + 1)] if replicas else [])
 
 
+# During an attempt the traffic is labelled neutrally: a profile's name (`unit-change`) would name the fault.
+NEUTRAL_TRAFFIC = "checkout traffic"
+
+
 def build(services: list[dict[str, Any]], hops: dict[str, dict[str, Any]], traffic: dict[str, Any] | None,
-          replicas: int | None = None) -> StackMap:
+          replicas: int | None = None, neutral_traffic: bool = False) -> StackMap:
     """Lay out the stack from service entries ({name, health, state, ...}) and hops by name ({health, label})."""
     by_name = {s["name"]: s for s in services}
     drawn = _drawn()
@@ -125,7 +129,7 @@ def build(services: list[dict[str, Any]], hops: dict[str, dict[str, Any]], traff
     t = traffic or {}
     if t.get("running"):
         rate = t.get("achieved_rps", t.get("target_rps"))
-        profile = t.get("profile", "")
+        profile = NEUTRAL_TRAFFIC if neutral_traffic else t.get("profile", "")
         tlines = [f"{rate:.1f} rps" if isinstance(rate, int | float) else "running", str(profile)]
         thealth = "ok"
     else:
@@ -182,7 +186,8 @@ def from_frame(frame: Frame, reveal_faults: bool) -> StackMap:
             told += p.get("toxics_text") or []
             label = "; ".join(told + ([label] if label else []))
         hops[name] = {"health": health, "label": label}
-    return build(frame.services(), hops, frame.traffic, replicas if isinstance(replicas, int) else None)
+    return build(frame.services(), hops, frame.traffic, replicas if isinstance(replicas, int) else None,
+                 neutral_traffic=not reveal_faults)
 
 
 def planned(replicas: int) -> StackMap:

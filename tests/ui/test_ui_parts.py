@@ -91,6 +91,16 @@ def test_stack_map_lays_out_every_replica_and_hop() -> None:
     assert all(n.x + n.w <= planned.width and n.y + n.h <= planned.height for n in planned.nodes)
 
 
+def test_an_attempts_stack_map_labels_the_traffic_neutrally() -> None:
+    services = [{"name": "loadgen", "health": "ok", "state": "running"}]
+    traffic = {"running": True, "achieved_rps": 20.0, "profile": "unit-change"}
+    shown = stackmap.build(services, {}, traffic, 2, neutral_traffic=True)
+    lines = [line for n in shown.nodes if n.name == "traffic" for line in n.lines]
+    assert stackmap.NEUTRAL_TRAFFIC in lines and "unit-change" not in lines
+    sandbox = stackmap.build(services, {}, traffic, 2)
+    assert "unit-change" in [line for n in sandbox.nodes if n.name == "traffic" for line in n.lines]
+
+
 def test_vendored_libraries_are_the_pinned_unmodified_files() -> None:
     assert check() == []
     versions = pinned_versions()

@@ -82,7 +82,7 @@ class Attempt:
         self.last_claim: str | None = None
         self.verifying: dict[str, Any] | None = None
         self.steady: list[ProbeResult] = []
-        self._last_ok: dict[str, bool] = {}
+        self._last_ok: dict[str, tuple[bool, bool]] = {}  # probe id -> (ok, journaled after the injection)
         self._stop = threading.Event()
         self._stop_reason = ""
         self._stop_status = "aborted"
@@ -151,7 +151,7 @@ class Attempt:
         self.ready_at = time.time()
         for r in self.steady:
             if r.ok is not None:
-                self._last_ok[r.id] = r.ok
+                self._last_ok[r.id] = (r.ok, False)
         self.journal.append(self.id, "stack_ready", {"steady_state": [r.to_dict() for r in self.steady],
                                                      "warm_s": round(self.ready_at - self.started_at, 2),
                                                      "reset": self.reset_info, "setup": self.setup_info},
@@ -259,9 +259,12 @@ class Attempt:
     def _journal_probes(self, results: list[ProbeResult], now: float) -> None:
         injected = bool(self.applied)
         for r in results:
-            if r.ok is None or self._last_ok.get(r.id) == r.ok:
+            # a probe already failing when the fault lands (noise on a loaded host) is journaled again after the
+            # injection: otherwise no transition would come and the page would never fire
+            last = self._last_ok.get(r.id)
+            if r.ok is None or (last is not None and last[0] == r.ok and (last[1] or not injected or r.ok)):
                 continue
-            self._last_ok[r.id] = r.ok
+            self._last_ok[r.id] = (r.ok, injected)
             self.journal.append(self.id, "probe_result", {
                 "probe": r.id, "kind": r.kind, "ok": r.ok, "value": r.to_dict()["value"], "tolerance": r.tolerance,
                 "phase": "after injection" if injected else "before injection"}, at=now)

@@ -8,11 +8,13 @@ slow-replica at time scale 0.2: the link degrades 4-12 s after the stack is heal
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from attemptkit import LabApi
 
+from lab.cli import main
 from lab.grader import grade
 from lab.scenario import load_scenario, render
 
@@ -38,7 +40,7 @@ def test_start_refuses_bad_requests(api: LabApi) -> None:
     api.call("POST", "/api/attempts", {"scenario_id": "Bad Id"}, 422)
 
 
-def test_an_attempt_from_start_to_giving_up(api: LabApi) -> None:
+def test_an_attempt_from_start_to_giving_up(api: LabApi, capsys: pytest.CaptureFixture[str]) -> None:
     st = api.call("POST", "/api/attempts", {"scenario_id": "slow-replica", "seed": SEED, "time_scale": SCALE}, 201)
     attempt = st["attempt_id"]
     assert st["phase"] in ("preparing", "warming", "running") and st["status"] == "running"
@@ -82,11 +84,17 @@ def test_an_attempt_from_start_to_giving_up(api: LabApi) -> None:
     for method, body in (("POST", {"rps": 50}), ("DELETE", None)):
         assert "changing the traffic is refused" in api.call(method, "/api/traffic", body, 409)["detail"]
     api.console("kill", 403, pid=1)
+    # the CLI prints each output's seq under it, and `faultline pin N` pins it
+    main(["status", "--lab-url", api.url])
+    printed = capsys.readouterr().out
+    seq = int(re.search(r"faultline pin (\d+)", printed).group(1))
+    main(["pin", str(seq), "--lab-url", api.url])
+    assert f"#{seq}" in capsys.readouterr().out
 
     # evidence is what the learner pins: console outputs of this attempt, by their journal seq
-    assert api.call("POST", f"/api/attempts/{attempt}/pin", {"seq": res["seq"]})["pinned"] == [res["seq"]]
+    assert api.call("POST", f"/api/attempts/{attempt}/pin", {"seq": res["seq"]})["pinned"] == sorted([res["seq"], seq])
     assert api.call("POST", f"/api/attempts/{attempt}/pin", {"seq": looked["seq"]})["pinned"] == sorted(
-        [res["seq"], looked["seq"]])
+        [res["seq"], looked["seq"], seq])
     assert "no console output" in api.call("POST", f"/api/attempts/{attempt}/pin", {"seq": 1}, 404)["detail"]
     api.call("POST", f"/api/attempts/{attempt}/pin", {"seq": "x"}, 422)
     hint = api.call("POST", f"/api/attempts/{attempt}/hint")
@@ -113,7 +121,7 @@ def test_an_attempt_from_start_to_giving_up(api: LabApi) -> None:
     assert types.index("fault_applied") < types.index("console_op") < types.index("attempt_aborted")
     ops = [e["data"] for e in events if e["type"] == "console_op"]
     assert [(o["op"], o["ok"]) for o in ops] == [("trace", True), ("metrics", True), ("traffic", False),
-                                                 ("kill", False)]
+                                                 ("kill", False), ("status", True)]
     assert ops[2]["status"] == 409 and ops[1]["args"] == {"service": slow}
 
     # the debrief; and the grade is a function of the journal alone

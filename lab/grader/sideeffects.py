@@ -25,6 +25,7 @@ SIDE_EFFECT_PENALTY = 3
 SIDE_EFFECTS_COUNTED = 3
 DISRUPTIVE_TIME_SHARE = 0.2  # of the time credit, per disruptive action before the diagnosis
 VERSION_OPS = frozenset({"deploy", "rollback", "promote", "retrain"})
+ROLLOUT_KEYS = frozenset({"routing"})  # the gateway's version split: deploy, rollback and promote set it
 NOT_DISRUPTIVE = frozenset({"kill", "traffic"})  # killing a process the scenario started harms nothing of ours
 
 
@@ -39,6 +40,15 @@ def _subset_keys() -> dict[str, set[str]]:
 def _replica_keys() -> dict[str, str]:
     """Caller -> the config key that lists the replicas (changed by `scale`)."""
     return {dial.caller: dial.config_key for dial in parts.replica_dials()}
+
+
+def _settable(service: str, key: str) -> bool:
+    """Whether a learner sets this key directly (config_set, drain, scale); others follow from rollouts."""
+    part = parts.part_for(service)
+    if part is None:
+        return True
+    return (key in part.settable or key in _subset_keys().get(service, set())
+            or _replica_keys().get(service) == key)
 
 
 def snapshots(events: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -85,7 +95,8 @@ def needed(scenario: Any, diff: dict[str, Any]) -> bool:
     solution = scenario.solution
     ops = {op.op for op in solution}
     what, target, key = diff["what"], diff["target"], diff["key"]
-    if what == "stages":
+    if what == "config" and (key in ROLLOUT_KEYS or not _settable(target, key)):
+        what = "stages"  # the version split, or a key no one sets by hand: rollouts change them
         return bool(ops & VERSION_OPS) or "versions" in allowed or any(
             p.kind == "deployed_version" for p in _accepted_probes(scenario))
     if what == "replicas" or (what == "config" and _replica_keys().get(target) == key):

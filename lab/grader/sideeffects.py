@@ -25,6 +25,7 @@ SIDE_EFFECT_PENALTY = 3
 SIDE_EFFECTS_COUNTED = 3
 DISRUPTIVE_TIME_SHARE = 0.2  # of the time credit, per disruptive action before the diagnosis
 VERSION_OPS = frozenset({"deploy", "rollback", "promote", "retrain"})
+SERVING = frozenset({"production", "canary"})
 ROLLOUT_KEYS = frozenset({"routing"})  # the gateway's version split: deploy, rollback and promote set it
 NOT_DISRUPTIVE = frozenset({"kill", "traffic"})  # killing a process the scenario started harms nothing of ours
 
@@ -76,9 +77,14 @@ def differences(start: dict[str, Any], end: dict[str, Any]) -> list[dict[str, An
             if a.get(key) != b.get(key):
                 out.append({"what": "config", "target": service, "key": key, "before": a.get(key),
                             "after": b.get(key)})
-    if (start.get("stages") or {}) != (end.get("stages") or {}):
-        out.append({"what": "stages", "target": None, "key": None, "before": start.get("stages"),
-                    "after": end.get("stages")})
+    stages_a, stages_b = start.get("stages") or {}, end.get("stages") or {}
+    # versions registered during the attempt (a fault's variant, a retrain) count only if they serve
+    changed = {v: s for v, s in stages_b.items() if stages_a.get(v) != s and (v in stages_a or s in SERVING)}
+    gone = {v: s for v, s in stages_a.items() if v not in stages_b}
+    if changed or gone:
+        out.append({"what": "stages", "target": None, "key": None,
+                    "before": {v: stages_a.get(v) for v in sorted({*changed, *gone})},
+                    "after": {v: stages_b.get(v) for v in sorted({*changed, *gone})}})
     return out
 
 
@@ -97,6 +103,7 @@ def needed(scenario: Any, diff: dict[str, Any]) -> bool:
     what, target, key = diff["what"], diff["target"], diff["key"]
     if what == "config" and (key in ROLLOUT_KEYS or not _settable(target, key)):
         what = "stages"  # the version split, or a key no one sets by hand: rollouts change them
+    if what == "stages":
         return bool(ops & VERSION_OPS) or "versions" in allowed or any(
             p.kind == "deployed_version" for p in _accepted_probes(scenario))
     if what == "replicas" or (what == "config" and _replica_keys().get(target) == key):

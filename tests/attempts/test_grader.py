@@ -262,3 +262,17 @@ def test_thrashing_before_the_diagnosis_costs_time_credit(scenario: Any) -> None
     t = grade(scenario, j.events)["breakdown"]["time"]
     assert sorted(t["disruptive_before_diagnosis"]) == ["restart service=model-2", "scale replicas=3"]
     assert t["points"] == pytest.approx(calm["points"] * 0.6)
+
+
+def test_a_rollout_the_solution_makes_is_no_side_effect_and_new_archived_versions_do_not_count() -> None:
+    from lab.grader.sideeffects import differences, needed
+
+    canary = render(load_scenario(ROOT / "scenarios" / "bad-canary.yaml"), seed=1)
+    start = {"replicas": 2, "configs": {"gateway": {"routing": {}}}, "stages": {"v1": "production", "v2": "staging"}}
+    end = {"replicas": 2, "configs": {"gateway": {"routing": {"v1": 1.0}}},
+           "stages": {"v1": "production", "v2": "staging", "v3": "archived"}}
+    diffs = differences(start, end)
+    assert [d["what"] for d in diffs] == ["config"]  # v3 (the fault's variant), archived, is not a change
+    assert needed(canary, diffs[0])  # the solution rolls back: the split is its doing
+    end["stages"]["v2"] = "production"
+    assert [d["what"] for d in differences(start, end)] == ["config", "stages"]

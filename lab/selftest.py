@@ -105,7 +105,8 @@ class RunResult:
         lines = []
         for e in self.events:
             data = e["data"]
-            keys = ("fault_id", "probe", "ok", "value", "op", "args", "seq", "reason", "slo", "state", "summary", "error")
+            keys = ("fault_id", "probe", "ok", "value", "op", "args", "seq", "reason", "slo", "state", "summary",
+                    "error")
             brief = {k: data[k] for k in keys if k in data}
             lines.append(f"  +{e['at'] - t0:6.1f}s {e['type']} {brief}"[:240])
         return "\n".join(lines)

@@ -65,7 +65,7 @@ def routes(stack: Any) -> Iterator[list[Route]]:
     component could fail to attach because of state earlier tests left behind (the lab swallows that, by design),
     and the walk would silently miss its routes."""
     scenario_id = stack.client.get(stack.lab_url + "/api/scenarios").json()[0]["id"]
-    values = {"name": "registry", "attempt_id": "a-20261206-0001", "fault_id": "f-0001", "pid": "1",
+    values = {"name": "registry", "attempt_id": "a-20261206-0001", "fault_id": "f-0001", "pid": "1", "seq": "1",
               "scenario_id": scenario_id, "op": "status", "path": "app.css"}
     with tempfile.TemporaryDirectory() as home:
         out = subprocess.run([sys.executable, "-c", _LIST_ROUTES, home], capture_output=True, text=True,

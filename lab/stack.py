@@ -148,12 +148,11 @@ class Stack:
         self._proxies_ready.set()
 
     def preflight(self) -> None:
-        """Checks before anything starts: trained models present, every port free."""
-        if not (self.settings.registry_dir / "versions").is_dir():
-            raise StackError(
-                f"no trained models in {self.settings.registry_dir} — run `make setup` "
-                f"(or `python -m services.trainer defaults --home {self.settings.home}`)"
-            )
+        """Checks before anything starts: what the track's parts need (trained models), every port free."""
+        for part in parts.parts():
+            if part.preflight is not None and self.topology.instances(part) and (
+                    problem := part.preflight(self.settings)):
+                raise StackError(problem)
         check_free(stack_ports(self.topology, include_netproxy=not self.external_proxy, include_lab=False),
                    self.topology.host)
 
@@ -481,6 +480,7 @@ class Stack:
             "home": str(self.settings.home),
             "log_dir": str(self.log_dir),
             "replicas": self.topology.replicas,
+            "tracks": list(self.topology.tracks),
             "public_url": self.topology.public_url,
             "netproxy_url": self.netproxy_url,
             "started_at": iso_utc(self.started_at) if self.started_at else None,

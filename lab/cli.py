@@ -140,6 +140,9 @@ def _preflight(args: argparse.Namespace) -> Path:
     topo = _topology(args)
     from lab import parts
 
+    if args.rps and not topo.runs(parts.replica_part()):
+        raise LabError(f"--rps: the load generator sends card transactions (the {parts.DEFAULT_TRACK} track), "
+                       f"not run by --track {args.track}; use --track all")
     settings = specs.StackSettings(home=home)
     for part in parts.parts():
         if part.preflight is not None and topo.instances(part) and (problem := part.preflight(settings)):

@@ -2,8 +2,8 @@
 
 `python -m lab.compose generate [--check]` (and `faultline compose generate [--check]`) writes both files, or with
 `--check` exits 1 naming the stale file. Every command is the process backend's argv (lab/specs.py) for the
-default ports, two replicas and every track (`faultline up --track all`), inside the container (`python`, data in /data); tests/stack/test_compose.py fails
-when the committed files differ from what this produces.
+default ports, two replicas and every track (`faultline up --track all`), inside the container (`python`, data in
+/data); tests/stack/test_compose.py fails when the committed files differ from what this produces.
 """
 
 from __future__ import annotations

@@ -376,6 +376,11 @@ class Stack:
         from lab.parts.loadgen import LoadgenClient, LoadgenError
 
         rules.check_traffic_rate(rps)
+        if not self.topology.runs(parts.replica_part(parts.DEFAULT_TRACK)):
+            # Its profiles are card transactions for /v1/score; an LLM profile is issue 16.
+            raise StackError(f"the load generator sends card transactions (the {parts.DEFAULT_TRACK} track); this "
+                             f"stack runs the {', '.join(self.topology.tracks)} track only — start it with "
+                             "`faultline up -d --track all` for traffic")
         with self._lock:
             if self.phase not in ("running", "degraded"):
                 raise StackError(f"the stack is not running (phase {self.phase})")

@@ -85,6 +85,14 @@ def test_up_runs_the_llm_track_and_status_lists_it(track: StackHandle) -> None:
     assert all(n in out for n in REPLICAS)
 
 
+def test_traffic_needs_the_fraud_track(track: StackHandle, tmp_path: Path) -> None:
+    refused = faultline("traffic", "--rps", "5", "--home", str(track.home))
+    assert refused.returncode != 0 and "--track all" in refused.stderr, refused.stderr
+    assert not track.status()["services"][-1]["name"].startswith("loadgen")
+    up = faultline("up", "-d", "--track", "llm", "--rps", "5", "--home", str(tmp_path))
+    assert up.returncode != 0 and "--rps" in up.stderr and "--track all" in up.stderr, up.stderr
+
+
 def test_openai_client_streams_a_chat_completion_through_the_gateway(track: StackHandle) -> None:
     stream = _client(track).chat.completions.create(model="v1", messages=CHAT, max_tokens=24, stream=True,
                                                     stream_options={"include_usage": True})

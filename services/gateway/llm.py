@@ -1,9 +1,9 @@
 """The gateway's LLM routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, proxied to the
 LLM replicas (`llm_replicas`, each through its hop) — the LLM track's entry (docs/gateway.md, docs/llm.md).
 
-- Routing: the replica with the fewest outstanding requests (ties at random); one that refused a connection is
-  skipped for `DOWN_S` unless every replica is, and a request that could not connect tries the next one once
-  (nothing was sent yet, so this never duplicates work).
+- Routing: the replica with the fewest outstanding requests (ties at random); one that refused a connection (or
+  whose hop closed it before any answer: the proxy could not reach the replica) is skipped for `DOWN_S` unless
+  every replica is, and the request tries the next one.
 - Streams pass through unbuffered: every chunk the replica sends is forwarded as it arrives (`X-Accel-Buffering:
   no` for any proxy in front). `llm_stream_timeout_ms` bounds the wait for the upstream's next bytes: a stalled
   stream ends with an OpenAI-shaped error event (`data: {"error": ...}`), a stalled plain answer is a 504.
@@ -189,7 +189,7 @@ class LLMRoutes:
                                            timeout=timeout)
             try:
                 answer = await self.http.send(sent, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
                 self._leave(upstream)
                 upstream.down_until = time.monotonic() + DOWN_S
                 log.warning("llm upstream=%s connect failed: %s", upstream.name, exc or type(exc).__name__)

@@ -159,6 +159,23 @@ def test_a_stalled_stream_ends_with_an_error_event(track: StackHandle) -> None:
             _patch(url, step_delay_ms=0)
 
 
+def test_a_replica_behind_a_disabled_hop_is_skipped(track: StackHandle) -> None:
+    netproxy = track.topology.netproxy_url
+    down = REPLICAS[1]
+    r = httpx.post(f"{netproxy}/proxies/{down}", json={"enabled": False}, timeout=10)
+    assert r.status_code == 200, r.text
+    try:
+        served = []
+        for _ in range(6):
+            answer = httpx.post(track.public_url + "/v1/completions", timeout=60,
+                                json={"prompt": "And", "max_tokens": 2})
+            assert answer.status_code == 200, answer.text
+            served.append(answer.headers["x-replica"])
+        assert set(served) == {REPLICAS[0]}, served
+    finally:
+        httpx.post(f"{netproxy}/proxies/{down}", json={"enabled": True}, timeout=10)
+
+
 def test_least_outstanding_routing_spreads_concurrent_streams(track: StackHandle) -> None:
     replicas = {n: track.topology.service_url(n) for n in REPLICAS}
     before = {n: _metric(u, "vllm:request_success_total") for n, u in replicas.items()}

@@ -305,6 +305,11 @@ class Stack:
         """Add or remove model replicas, their proxies, and tell the gateway its new replica set."""
         if not 1 <= replicas <= MAX_REPLICAS:
             raise StackError(f"replicas must be between 1 and {MAX_REPLICAS}, got {replicas}")
+        fraud = parts.replica_part(parts.DEFAULT_TRACK)
+        if not self.topology.runs(fraud):
+            raise StackError(f"scale sets the {parts.DEFAULT_TRACK} track's {fraud.pattern.replace('{n}', 'N')} "
+                             f"replicas; this stack runs the {', '.join(self.topology.tracks)} track only "
+                             "(`faultline up --llm-replicas N` sets the LLM replicas)")
         with self._lock:
             if self.phase not in ("running", "degraded"):
                 raise StackError(f"the stack is not running (phase {self.phase})")

@@ -67,6 +67,15 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _topology(args: argparse.Namespace) -> Topology:
+    """The stack `up`/`serve` asks for: ports, the fraud track's replicas, the tracks and the LLM replicas."""
+    from lab import parts
+
+    tracks = parts.resolve_tracks(getattr(args, "track", parts.DEFAULT_TRACK))
+    counts = ((parts.replica_part("llm").name, args.llm_replicas),) if "llm" in tracks else ()
+    return Topology(ports=_ports(args), replicas=args.replicas, tracks=tracks, counts=counts)
+
+
 def _ports(args: argparse.Namespace) -> Ports:
     return Ports(base=args.base_port, netproxy=args.netproxy_port, lab=args.lab_port)
 
@@ -128,10 +137,16 @@ def _preflight(args: argparse.Namespace) -> Path:
     info = running_lab(home)
     if info is not None:
         raise LabError(f"a lab is already running for {home} (pid {info.pid}, {info.url}) — `faultline down` first")
-    if not (home / "registry" / "versions").is_dir():
-        raise LabError(f"no trained models in {home / 'registry'} — run `make setup` "
-                       f"(or `python -m services.trainer defaults --home {home}`)")
-    topo = Topology(ports=_ports(args), replicas=args.replicas)
+    topo = _topology(args)
+    from lab import parts
+
+    if args.rps and not topo.runs(parts.replica_part()):
+        raise LabError(f"--rps: the load generator sends card transactions (the {parts.DEFAULT_TRACK} track), "
+                       f"not run by --track {args.track}; use --track all")
+    settings = specs.StackSettings(home=home)
+    for part in parts.parts():
+        if part.preflight is not None and topo.instances(part) and (problem := part.preflight(settings)):
+            raise LabError(problem)
     try:
         check_free(stack_ports(topo, include_netproxy=_server_choice(args).kind != "external"), topo.host)
     except PortInUse as exc:
@@ -141,6 +156,7 @@ def _preflight(args: argparse.Namespace) -> Path:
 
 def _serve_argv(args: argparse.Namespace, home: Path) -> list[str]:
     return [sys.executable, "-m", "lab.cli", "serve", "--home", str(home), "--replicas", str(args.replicas),
+            "--track", args.track, "--llm-replicas", str(args.llm_replicas),
             "--base-port", str(args.base_port), "--netproxy-port", str(args.netproxy_port),
             "--lab-port", str(args.lab_port), "--ready-timeout", str(args.ready_timeout),
             "--rps", str(args.rps), "--profile", args.profile, "--restart-policy", args.restart_policy,
@@ -284,7 +300,9 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
     choice = _server_choice(args)
     stack_settings = StackSettings(home=home, netproxy_argv=choice.argv if choice.kind == "binary" else None,
                                    restart_policy=args.restart_policy)
+    topo = _topology(args)
     settings = LabSettings(home=home, ports=_ports(args), replicas=args.replicas, stack=stack_settings,
+                           tracks=topo.tracks, replica_counts=dict(topo.counts),
                            toxiproxy_url=choice.url if choice.kind == "external" else None,
                            ready_timeout_s=args.ready_timeout, traffic_rps=args.rps, traffic_profile=args.profile,
                            backend=args.backend)
@@ -486,6 +504,16 @@ def _replicas(text: str) -> int:
     return n
 
 
+def _llm_replicas(text: str) -> int:
+    from lab import parts
+
+    most = parts.replica_part("llm").max_replicas
+    n = int(text)
+    if not 1 <= n <= most:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {most}")
+    return n
+
+
 def _port(text: str) -> int:
     n = int(text)
     if not 1 <= n <= 65535:
@@ -507,6 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the services as processes (default) or as containers of docker-compose.yml on "
                              "a Docker-API engine (docs/compose.md)")
         sp.add_argument("--replicas", type=_replicas, default=2, help="model replicas (default 2)")
+        sp.add_argument("--track", choices=("fraud", "llm", "all"), default="fraud",
+                        help="which stack: the fraud-scoring track (default), the LLM-serving track (gateway, "
+                             "registry, netproxy, llm-1..N) or all of both (docs/llm.md)")
+        sp.add_argument("--llm-replicas", type=_llm_replicas, default=2,
+                        help="LLM replicas with --track llm|all (default 2)")
         sp.add_argument("--base-port", type=_port, default=DEFAULT_BASE_PORT,
                         help=f"first port of the stack's block (default {DEFAULT_BASE_PORT})")
         sp.add_argument("--netproxy-port", type=_port, default=DEFAULT_NETPROXY_PORT,

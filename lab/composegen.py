@@ -2,8 +2,8 @@
 
 `python -m lab.compose generate [--check]` (and `faultline compose generate [--check]`) writes both files, or with
 `--check` exits 1 naming the stale file. Every command is the process backend's argv (lab/specs.py) for the
-default ports and two replicas, inside the container (`python`, data in /data); tests/stack/test_compose.py fails
-when the committed files differ from what this produces.
+default ports, two replicas and every track (`faultline up --track all`), inside the container (`python`, data in
+/data); tests/stack/test_compose.py fails when the committed files differ from what this produces.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import parts, specs
-from lab.parts.base import MiB, Part
+from lab.parts.base import DEFAULT_TRACK, TRACKS, MiB, Part
 from lab.topology import Topology
 
 HEADER = """\
@@ -29,7 +29,8 @@ HEADER = """\
 # lab/specs.py. Only the public proxy ({public}) and the Toxiproxy API ({api}) listen beyond loopback, published
 # on the host's 127.0.0.1. Models are trained once into ./.faultline by the `models` job (the same as
 # `make setup`). The project name is given on the command line (`docker compose -p faultline`, as
-# lab/compose.py does).
+# lab/compose.py does). `docker compose up` runs the fraud track; the LLM track's replicas are behind the
+# profile `llm` (`docker compose --profile llm up -d`; the gateway routes /v1/chat/completions to them).
 
 x-python-service: &python-service
   image: faultline:dev
@@ -46,7 +47,9 @@ x-python-service: &python-service
 
 services:
 """
-TOPOLOGY = Topology()  # compose runs the default ports and two replicas
+# Compose runs the default ports, two replicas of each replicated part and every track; parts outside the default
+# track carry a profile (their declaration's compose_extra), so a plain `up` is the fraud track.
+TOPOLOGY = Topology(tracks=TRACKS)
 IN_CONTAINER = specs.StackSettings(home=Path("/data"), python="python")
 MODELS_JOB = "models"
 _PLAIN = re.compile(r"^[A-Za-z0-9_./-]+$")
@@ -106,7 +109,8 @@ def _depends_on(part: Part) -> dict[str, Any]:
     elif part.after_proxies:
         deps[server] = {"condition": "service_healthy"}
         for other in parts.parts():
-            if any(d.caller == part.name for d in other.dials):
+            # A part of another track may be off (its profile): the caller must not wait for it.
+            if DEFAULT_TRACK in other.tracks and any(d.caller == part.name for d in other.dials):
                 for n in TOPOLOGY.instances(other):
                     deps[n] = {"condition": "service_healthy"}
     elif not deps:
@@ -155,6 +159,9 @@ def compose_text() -> str:
         note = ""
         if part.on_demand:
             note = f"  # {part.doc}: `docker compose --profile traffic up -d`.\n"
+        elif DEFAULT_TRACK not in part.tracks:
+            profile = ",".join(part.compose_extra.get("profiles", []))
+            note = f"  # {part.doc}: `docker compose --profile {profile} up -d`.\n"
         for name in TOPOLOGY.instances(part):
             blocks.append((name, _python_service(name, part), note))
     chunks = []

@@ -26,6 +26,9 @@ class LabSettings:
     home: Path
     ports: Ports = field(default_factory=Ports)
     replicas: int = 2
+    # The tracks the stack runs (lab/parts: `faultline up --track`) and other replicated parts' counts.
+    tracks: tuple[str, ...] = ("fraud",)
+    replica_counts: dict[str, int] = field(default_factory=dict)
     toxiproxy_url: str | None = None
     ready_timeout_s: float = 90.0
     stack: StackSettings | None = None
@@ -42,7 +45,8 @@ class Lab:
         self.settings = settings
         self.home = settings.home
         self.run_id = run_id or new_run_id()
-        self.topology = Topology(ports=settings.ports, replicas=settings.replicas)
+        self.topology = Topology(ports=settings.ports, replicas=settings.replicas, tracks=settings.tracks,
+                                 counts=tuple(sorted(settings.replica_counts.items())))
         self.stack = make_stack(
             settings.backend,
             self.topology,

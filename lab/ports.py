@@ -118,7 +118,8 @@ def find_free_block(
     rng.shuffle(blocks)
     for base in blocks[:attempts]:
         ports = block_ports(base)
-        topo = Topology(ports=ports, replicas=min(replicas + extra_replicas, 16))
+        # Every track's ports: the block fits whichever track a caller starts in it.
+        topo = Topology(ports=ports, replicas=min(replicas + extra_replicas, 16), tracks=parts.TRACKS)
         if all(is_free(u.port) for u in stack_ports(topo)):
             return ports
     raise RuntimeError(f"no free block of {BLOCK_SIZE} ports found between {low} and {high}")

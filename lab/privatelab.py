@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from lab import parts
 from lab.client import LabError
 from lab.ports import find_free_block
 from lab.specs import PACKAGE_ROOT
@@ -89,6 +90,9 @@ class PrivateLab:
     ports: Ports
     replicas: int
     up_output: str = ""
+    # The tracks it runs (`faultline up --track`) and the LLM replicas of the LLM track.
+    tracks: tuple[str, ...] = ("fraud",)
+    llm_replicas: int = 2
     # For callers that talk to the lab's API or the services directly (tests, benchmarks); closed by stop().
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30, trust_env=False), repr=False)
 
@@ -102,7 +106,8 @@ class PrivateLab:
 
     @property
     def topology(self) -> Topology:
-        return Topology(ports=self.ports, replicas=self.replicas)
+        counts = ((parts.replica_part("llm").name, self.llm_replicas),) if "llm" in self.tracks else ()
+        return Topology(ports=self.ports, replicas=self.replicas, tracks=self.tracks, counts=counts)
 
     @property
     def public_url(self) -> str:
@@ -110,11 +115,13 @@ class PrivateLab:
 
     @classmethod
     def start(cls, registry: Path, replicas: int = 2, home: Path | None = None, exit_with: int | None = None,
-              up_args: tuple[str, ...] = (), timeout_s: float = UP_TIMEOUT_S) -> PrivateLab:
+              up_args: tuple[str, ...] = (), timeout_s: float = UP_TIMEOUT_S, track: str = "fraud",
+              llm_replicas: int = 2) -> PrivateLab:
         """`faultline up -d` in `home` (a new temporary one by default) on a free block of ports.
 
         The lab exits with `exit_with` (this process by default). `up_args` go to `faultline up` as they are
-        (e.g. `--token T`, `--ready-timeout S`). Raises LabError with up's output when the stack does not start.
+        (e.g. `--token T`, `--ready-timeout S`); `track` / `llm_replicas` are up's `--track` / `--llm-replicas`.
+        Raises LabError with up's output when the stack does not start.
         """
         owns = home is None
         home = Path(tempfile.mkdtemp(prefix="faultline-run-")) if home is None else home
@@ -126,12 +133,13 @@ class PrivateLab:
             proc = lab_cli("up", "-d", "--home", str(home), "--replicas", str(replicas),
                            "--base-port", str(ports.base), "--netproxy-port", str(ports.netproxy),
                            "--lab-port", str(ports.lab), "--exit-with", str(exit_with or os.getpid()),
-                           "--timeout", f"{timeout_s:g}", *up_args, timeout=timeout_s + 30)
+                           "--timeout", f"{timeout_s:g}", "--track", track, "--llm-replicas", str(llm_replicas),
+                           *up_args, timeout=timeout_s + 30)
             if proc.returncode == 0:
                 info = json.loads((home / "lab.json").read_text())
                 return cls(home=home, url=info["url"], pid=info["pid"], owns_home=owns,
                            up_seconds=round(time.monotonic() - t0, 2), ports=ports, replicas=replicas,
-                           up_output=proc.stdout)
+                           up_output=proc.stdout, tracks=parts.resolve_tracks(track), llm_replicas=llm_replicas)
             last = proc.stdout + proc.stderr
             down(home)
             if "already in use" not in last:

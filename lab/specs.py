@@ -47,6 +47,8 @@ class StackSettings:
     home: Path
     python: str = sys.executable
     model_versions: list[str] = field(default_factory=lambda: ["v1"])
+    # The LLM version the LLM track's replicas serve (registry/llm/versions/<v>).
+    llm_version: str = "v1"
     feature_seed: int = 7
     restart_policy: str = "on-failure"
     # Per-service overrides of restart_policy ("model" applies to every replica).

@@ -148,12 +148,11 @@ class Stack:
         self._proxies_ready.set()
 
     def preflight(self) -> None:
-        """Checks before anything starts: trained models present, every port free."""
-        if not (self.settings.registry_dir / "versions").is_dir():
-            raise StackError(
-                f"no trained models in {self.settings.registry_dir} — run `make setup` "
-                f"(or `python -m services.trainer defaults --home {self.settings.home}`)"
-            )
+        """Checks before anything starts: what the track's parts need (trained models), every port free."""
+        for part in parts.parts():
+            if part.preflight is not None and self.topology.instances(part) and (
+                    problem := part.preflight(self.settings)):
+                raise StackError(problem)
         check_free(stack_ports(self.topology, include_netproxy=not self.external_proxy, include_lab=False),
                    self.topology.host)
 
@@ -306,6 +305,11 @@ class Stack:
         """Add or remove model replicas, their proxies, and tell the gateway its new replica set."""
         if not 1 <= replicas <= MAX_REPLICAS:
             raise StackError(f"replicas must be between 1 and {MAX_REPLICAS}, got {replicas}")
+        fraud = parts.replica_part(parts.DEFAULT_TRACK)
+        if not self.topology.runs(fraud):
+            raise StackError(f"scale sets the {parts.DEFAULT_TRACK} track's {fraud.pattern.replace('{n}', 'N')} "
+                             f"replicas; this stack runs the {', '.join(self.topology.tracks)} track only "
+                             "(`faultline up --llm-replicas N` sets the LLM replicas)")
         with self._lock:
             if self.phase not in ("running", "degraded"):
                 raise StackError(f"the stack is not running (phase {self.phase})")
@@ -377,6 +381,11 @@ class Stack:
         from lab.parts.loadgen import LoadgenClient, LoadgenError
 
         rules.check_traffic_rate(rps)
+        if not self.topology.runs(parts.replica_part(parts.DEFAULT_TRACK)):
+            # Its profiles are card transactions for /v1/score; an LLM profile is issue 16.
+            raise StackError(f"the load generator sends card transactions (the {parts.DEFAULT_TRACK} track); this "
+                             f"stack runs the {', '.join(self.topology.tracks)} track only — start it with "
+                             "`faultline up -d --track all` for traffic")
         with self._lock:
             if self.phase not in ("running", "degraded"):
                 raise StackError(f"the stack is not running (phase {self.phase})")
@@ -481,6 +490,7 @@ class Stack:
             "home": str(self.settings.home),
             "log_dir": str(self.log_dir),
             "replicas": self.topology.replicas,
+            "tracks": list(self.topology.tracks),
             "public_url": self.topology.public_url,
             "netproxy_url": self.netproxy_url,
             "started_at": iso_utc(self.started_at) if self.started_at else None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab import parts as _parts
-from lab.parts.base import Part
+from lab.parts.base import DEFAULT_TRACK, Part
 
 DEFAULT_BASE_PORT = 8100
 DEFAULT_NETPROXY_PORT = 8474
@@ -28,7 +28,7 @@ def _part_and_n(name: str) -> tuple[Part, int | None]:
         raise KeyError(f"unknown service {name!r}")
     n = part.replica_number(name)
     if n is not None:
-        _check_replica(n)
+        _check_replica(n, part.max_replicas)
     return part, n
 
 
@@ -79,9 +79,9 @@ class Ports:
         return ports
 
 
-def _check_replica(n: int) -> None:
-    if not 1 <= n <= MAX_REPLICAS:
-        raise ValueError(f"replica number must be 1..{MAX_REPLICAS}, got {n}")
+def _check_replica(n: int, most: int = MAX_REPLICAS) -> None:
+    if not 1 <= n <= min(most, MAX_REPLICAS):
+        raise ValueError(f"replica number must be 1..{min(most, MAX_REPLICAS)}, got {n}")
 
 
 @dataclass(frozen=True)
@@ -108,16 +108,44 @@ class Hop:
 
 @dataclass(frozen=True)
 class Topology:
+    """`replicas` is the fraud track's replica count (`--replicas`, `scale`); `counts` holds other replicated
+    parts' counts as (part, n) pairs (a part not named runs its `default_replicas`); `tracks` are the tracks the
+    stack runs: a part of no chosen track has no instances here."""
+
     ports: Ports = field(default_factory=Ports)
     replicas: int = 2
     host: str = HOST
+    tracks: tuple[str, ...] = (DEFAULT_TRACK,)
+    counts: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, n in self.counts:
+            _check_replica(n, _parts.get(name).max_replicas)
+
+    def replica_count(self, part: Part) -> int:
+        """How many replicas of the replicated `part` this stack runs."""
+        given = dict(self.counts)
+        if part.name in given:
+            return given[part.name]
+        if DEFAULT_TRACK in part.tracks:
+            return self.replicas
+        return part.default_replicas
+
+    def runs(self, part: Part) -> bool:
+        """True when `part` belongs to one of the stack's tracks."""
+        return any(t in part.tracks for t in self.tracks)
 
     def instances(self, part: Part) -> list[str]:
-        """A part's service names here: `name`, or `name-1 .. name-N` for the replicated part."""
-        return [part.instance(n) for n in range(1, self.replicas + 1)] if part.replicated else [part.name]
+        """A part's service names here: `name`, or `name-1 .. name-N` for a replicated part; none when the part
+        belongs to none of the stack's tracks."""
+        if not self.runs(part):
+            return []
+        if part.replicated:
+            return [part.instance(n) for n in range(1, self.replica_count(part) + 1)]
+        return [part.name]
 
     def model_names(self) -> list[str]:
-        """The replicas (`model-1 .. model-N`, the replicated part's pattern)."""
+        """The fraud track's replicas (`model-1 .. model-N`, its replicated part's pattern)."""
         return self.instances(_parts.replica_part())
 
     def service_names(self, with_proxy_server: bool = True, with_on_demand: bool = False) -> list[str]:
@@ -175,4 +203,4 @@ class Topology:
 
     def with_replicas(self, replicas: int) -> Topology:
         _check_replica(replicas)
-        return Topology(ports=self.ports, replicas=replicas, host=self.host)
+        return Topology(ports=self.ports, replicas=replicas, host=self.host, tracks=self.tracks, counts=self.counts)

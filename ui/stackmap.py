@@ -92,11 +92,20 @@ def _drawn() -> list[parts.Part]:
                                                                                 p.status_rank))
 
 
-def _names(part: parts.Part, by_name: dict[str, Any], replicas: int | None) -> list[str]:
+def _tracks(by_name: dict[str, Any]) -> set[str]:
+    """The tracks the listed services run: those of the parts of one track only (the fraud track when none)."""
+    found = {t for n in by_name if (p := parts.part_for(n)) is not None and len(p.tracks) == 1 for t in p.tracks}
+    return found or {parts.DEFAULT_TRACK}
+
+
+def _names(part: parts.Part, by_name: dict[str, Any], replicas: int | None, tracks: set[str]) -> list[str]:
+    if not tracks & part.tracks:
+        return []  # a part of a track this stack does not run
     if not part.replicated:
         return [part.name]
     found = sorted((n for n in by_name if part.matches(n)), key=lambda n: part.replica_number(n) or 0)
-    return found or ([part.instance(n) for n in range(1, replicas + 1)] if replicas else [])
+    placeholders = replicas if parts.DEFAULT_TRACK in part.tracks else part.default_replicas
+    return found or ([part.instance(n) for n in range(1, placeholders + 1)] if replicas else [])
 
 
 # During an attempt the traffic is labelled neutrally: a profile's name (`unit-change`) would name the fault.
@@ -108,11 +117,12 @@ def build(services: list[dict[str, Any]], hops: dict[str, dict[str, Any]], traff
     """Lay out the stack from service entries ({name, health, state, ...}) and hops by name ({health, label})."""
     by_name = {s["name"]: s for s in services}
     drawn = _drawn()
+    tracks = _tracks(by_name)
     entry = next((p for p in drawn if _place(p) == "entry"), None)
-    right = [n for p in drawn if _place(p) == "downstream" for n in _names(p, by_name, replicas)]
+    right = [n for p in drawn if _place(p) == "downstream" for n in _names(p, by_name, replicas, tracks)]
     infra_left = [p.name for p in drawn if _place(p) == "infra-left"]
     infra_right = [p.name for p in drawn if _place(p) == "infra-right"]
-    others = [n for p in drawn if _place(p) == "infra" for n in _names(p, by_name, replicas)]
+    others = [n for p in drawn if _place(p) == "infra" for n in _names(p, by_name, replicas, tracks)]
     top = 16
     col_h = len(right) * ROW
     mid = top + col_h / 2 - NODE_H / 2

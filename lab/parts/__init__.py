@@ -13,10 +13,11 @@ import os
 import pkgutil
 import threading
 
-from lab.parts.base import Dial, Launch, MapPlace, Part
+from lab.parts.base import DEFAULT_TRACK, TRACKS, Dial, Launch, MapPlace, Part
 
-__all__ = ["Dial", "Launch", "MapPlace", "Part", "dependencies", "get", "hop_parts", "part_for", "parts", "providing",
-           "register", "replica_dials", "replica_part", "target_parts"]
+__all__ = ["DEFAULT_TRACK", "TRACKS", "Dial", "Launch", "MapPlace", "Part", "dependencies", "get", "hop_parts",
+           "part_for", "parts", "providing", "register", "replica_dials", "replica_part", "replica_parts",
+           "resolve_tracks", "target_parts"]
 
 ENV_VAR = "FAULTLINE_PARTS"
 _NOT_PARTS = frozenset({"base", "client"})
@@ -70,12 +71,28 @@ def part_for(service: str) -> Part | None:
     return None
 
 
-def replica_part() -> Part:
-    """The replicated part (the stack's replica count applies to it)."""
-    found = [p for p in parts() if p.replicated]
+def replica_parts() -> list[Part]:
+    """Every replicated part (each has its own replica count in a topology)."""
+    return [p for p in parts() if p.replicated]
+
+
+def replica_part(track: str = DEFAULT_TRACK) -> Part:
+    """The replicated part of `track` (the fraud track's: the one `--replicas`, `scale` and the scenarios'
+    `stack.replicas` apply to)."""
+    found = [p for p in replica_parts() if track in p.tracks]
     if len(found) != 1:
-        raise RuntimeError(f"expected exactly one replicated part, found {[p.name for p in found]}")
+        raise RuntimeError(f"expected exactly one replicated part in track {track!r}, found "
+                           f"{[p.name for p in found]}")
     return found[0]
+
+
+def resolve_tracks(choice: str) -> tuple[str, ...]:
+    """`--track` as the tracks it runs: one of TRACKS, or `all`; ValueError naming the choices otherwise."""
+    if choice == "all":
+        return TRACKS
+    if choice not in TRACKS:
+        raise ValueError(f"unknown track {choice!r}; one of {', '.join((*TRACKS, 'all'))}")
+    return (choice,)
 
 
 def hop_parts() -> list[Part]:

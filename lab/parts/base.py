@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MiB = 1024 * 1024
+# The tracks a stack can run (`faultline up --track`): the fraud-scoring stack and the LLM-serving stack.
+TRACKS = ("fraud", "llm")
+DEFAULT_TRACK = "fraud"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,13 @@ class Part:
     doc: str = ""
     replicated: bool = False
     max_replicas: int = 16
+    # How many replicas a stack runs when nothing else says (the fraud track's `--replicas` sets its own).
+    default_replicas: int = 2
+    # The tracks this part belongs to (TRACKS); a stack runs the parts of its chosen track(s) only.
+    tracks: frozenset[str] = frozenset({DEFAULT_TRACK})
+    # Checked before the stack starts: a message for the user when something it needs is missing (e.g. trained
+    # models), else None.
+    preflight: Callable[[Any], str | None] | None = None
     # Port of the service: base + port_offset (+ N for a replica); None: the Ports field named `port_field`.
     port_offset: int | None = None
     port_field: str | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab.parts import register
-from lab.parts.base import Launch, MapPlace, MiB, Part
+from lab.parts.base import TRACKS, Launch, MapPlace, MiB, Part
 from lab.parts.client import PartClient
 
 NAME = "gateway"
@@ -18,6 +18,8 @@ def _args(_name: str, launch: Launch) -> list[str]:
 
     argv: list[str] = []
     for part in parts():
+        if not launch.topology.instances(part):
+            continue  # not in the stack's track(s): the gateway runs without it
         for dial in part.dials:
             if dial.caller == NAME:
                 argv += [dial.flag, launch.topology.dial_value(part)]
@@ -55,6 +57,7 @@ PART = register(Part(
     tier=2,
     after_proxies=True,
     public=True,
+    tracks=frozenset(TRACKS),
     memory_limit=384 * MiB,
     status_rank=0,
     metrics_prefix="gateway",
@@ -62,9 +65,10 @@ PART = register(Part(
         "drained", "routing", "feature_timeout_ms", "model_timeout_ms", "max_retries", "retry_backoff_ms",
         "retry_budget_ratio", "breaker_failures", "breaker_reset_ms", "outlier_errors", "outlier_ejection_ms",
         "health_check_ms", "feature_fallback", "model_fallback", "decision_threshold", "amount_scale", "amount_max",
+        "llm_rate_limit_rps", "llm_rate_limit_burst", "llm_stream_timeout_ms", "llm_connect_timeout_ms",
     }),
     map=MapPlace("entry"),
     client=GatewayClient,
     config_model="services.gateway.config:GatewayConfig",
-    lab_managed_keys=frozenset({"replicas"}),
+    lab_managed_keys=frozenset({"replicas", "llm_replicas"}),
 ))

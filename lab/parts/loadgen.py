@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.parts import register
-from lab.parts.base import Launch, MiB, Part
+from lab.parts.base import TRACKS, Launch, MiB, Part
 from lab.parts.client import PartClient, PartError
 
 NAME = "loadgen"
@@ -136,6 +136,7 @@ PART = register(Part(
     port_offset=89,
     custom_argv=_custom_argv,
     on_demand=True,
+    tracks=frozenset(TRACKS),
     memory_limit=512 * MiB,
     status_rank=95,
     metrics_prefix="loadgen",

@@ -39,6 +39,13 @@ def with_version(versions: list[str], new: str, first: bool) -> list[str]:
     return out[:MAX_VERSIONS] if first else out[-MAX_VERSIONS:]
 
 
+def _preflight(settings: Any) -> str | None:
+    if not (settings.registry_dir / "versions").is_dir():
+        return (f"no trained models in {settings.registry_dir} — run `make setup` "
+                f"(or `python -m services.trainer defaults --home {settings.home}`)")
+    return None
+
+
 class ModelClient(PartClient):
     what = "model replica"
 
@@ -66,6 +73,7 @@ PART = register(Part(
     port_offset=50,
     proxy_offset=30,
     args=_args,
+    preflight=_preflight,
     # First: the slowest to become ready (torch import, model load).
     tier=0,
     memory_limit=1024 * MiB,

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from lab.parts import register
-from lab.parts.base import Launch, MapPlace, MiB, Part
+from lab.parts.base import TRACKS, Launch, MapPlace, MiB, Part
 
 NAME = "netproxy"
 
@@ -23,6 +23,7 @@ PART = register(Part(
     custom_argv=_custom_argv,
     tier=1,
     proxy_server=True,
+    tracks=frozenset(TRACKS),
     ready_path="/version",
     memory_limit=256 * MiB,
     status_rank=90,

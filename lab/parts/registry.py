@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab.parts import register
-from lab.parts.base import Launch, MapPlace, MiB, Part
+from lab.parts.base import TRACKS, Launch, MapPlace, MiB, Part
 from lab.parts.client import PartClient
 
 NAME = "registry"
@@ -51,6 +51,7 @@ PART = register(Part(
     metrics_prefix="registry",
     settable=frozenset({"variant_timeout_s", "train_timeout_s"}),
     dependency=True,
+    tracks=frozenset(TRACKS),
     map=MapPlace("infra-left"),
     compose_extra={"depends_on": {"models": {"condition": "service_completed_successfully"}}},
     client=RegistryClient,

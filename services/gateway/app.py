@@ -9,7 +9,8 @@ answer carries a small trace: per-hop timings and each model attempt's replica, 
 Late labels (POST /v1/feedback) are stamped into the scored row; GET /v1/recent?labelled=1 serves the labelled
 rows (services/gateway/ledger.py), which the lab's `retrain` trains on.
 
-The three /v1 routes are raw ASGI handlers (services.common.fastroutes) to keep the hot path lean.
+The three /v1 routes are raw ASGI handlers (services.common.fastroutes) to keep the hot path lean. The LLM track's
+OpenAI-compatible routes (/v1/chat/completions, /v1/completions, /v1/models) are services/gateway/llm.py's.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from services.common.service import create_app
 from services.gateway.config import GatewayConfig, GatewayConfigHolder, parse_loopback_url
 from services.gateway.contract import KNOWN_CATEGORIES, KNOWN_COUNTRIES, FeedbackRequest, ScoreRequest, describe
 from services.gateway.ledger import ALREADY, LABELLED_CAPACITY, RECENT_CAPACITY, UNKNOWN, Ledger
+from services.gateway.llm import LLMRoutes
+from services.gateway.llm import attach as attach_llm
 from services.gateway.metrics import GatewayMetrics, register_collector
 from services.gateway.openapi import document_hot_routes
 from services.gateway.replicas import Replica, ReplicaPool, RetryBudget, VersionRouter
@@ -60,8 +63,9 @@ class UnknownCard(Exception):
 
 
 class Gateway:
-    def __init__(self, feature_store_url: str, config: GatewayConfig) -> None:
-        self.fs_host, self.fs_port = parse_loopback_url(feature_store_url)
+    def __init__(self, feature_store_url: str | None, config: GatewayConfig) -> None:
+        # None: the fraud track is not running (an LLM-track gateway); scoring finds no features then.
+        self.fs_host, self.fs_port = parse_loopback_url(feature_store_url) if feature_store_url else ("", 0)
         self.metrics = GatewayMetrics()
         self.pool = ReplicaPool(on_event=lambda event, name: self.metrics.replica_events(name, event).inc())
         self.budget = RetryBudget()
@@ -72,6 +76,7 @@ class Gateway:
         self.pool.sync(config)
         self.router.sync(config.routing)
         self.client = HttpClient(user_agent="faultline-gateway")
+        self.llm = LLMRoutes(lambda: self.cfg)
         self._health_task: asyncio.Task[None] | None = None
         self._health_wakeup = asyncio.Event()
         register_collector(self.pool, self.budget)
@@ -83,6 +88,7 @@ class Gateway:
         self.cfg = new
         self.pool.sync(new)
         self.router.sync(new.routing)
+        self.llm.sync(new)
         self._health_wakeup.set()  # check new replicas (or a new interval) at once
 
     # ----- POST /v1/score -------------------------------------------------------------------------------------
@@ -218,6 +224,9 @@ class Gateway:
     async def _features(self, card_id: str, cfg: GatewayConfig) -> dict[str, Any]:
         started = time.perf_counter()
         outcome = "ok"
+        if not self.fs_host:
+            self.metrics.upstream(FEATURE_STORE, FEATURE_STORE, "not_configured").inc()
+            raise FeatureFailure("not_configured", "no feature store (the fraud track is not running)")
         try:
             response = await self.client.request(
                 "GET", self.fs_host, self.fs_port, "/v1/features/" + card_id, timeout=cfg.feature_timeout_ms / 1000.0
@@ -415,9 +424,9 @@ class Gateway:
         self.pool.set_health(replica.name, ok, reason)
 
     def ready(self) -> tuple[bool, str]:
-        if self.pool.replicas or self.cfg.model_fallback == "rule_based":
+        if self.pool.replicas or self.cfg.model_fallback == "rule_based" or self.cfg.llm_replicas:
             return True, ""
-        return False, "no model replicas configured (PATCH /admin/config replicas)"
+        return False, "no model replicas configured (PATCH /admin/config replicas or llm_replicas)"
 
 
 def _parse_prediction(status: int, body: bytes) -> tuple[str, tuple[float, str] | None]:
@@ -446,7 +455,7 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 
 
-def build_app(feature_store_url: str, config: GatewayConfig) -> FastRoutes:
+def build_app(feature_store_url: str | None, config: GatewayConfig) -> FastRoutes:
     gateway = Gateway(feature_store_url, config)
 
     @asynccontextmanager
@@ -459,6 +468,7 @@ def build_app(feature_store_url: str, config: GatewayConfig) -> FastRoutes:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await gateway.client.aclose()
+            await gateway.llm.aclose()
 
     app = create_app("gateway", gateway.holder, ready=gateway.ready, lifespan=lifespan)
     app.state.gateway = gateway
@@ -468,6 +478,7 @@ def build_app(feature_store_url: str, config: GatewayConfig) -> FastRoutes:
         """Live routing state per replica (healthy, drained, ejected, breaker, in-flight)."""
         return {"replicas": gateway.pool.describe(), "retry_budget_tokens": round(gateway.budget.tokens, 3)}
 
+    attach_llm(app, gateway.llm)
     document_hot_routes(app, gateway)  # /openapi.json describes the routes the fast path answers
     fast = FastRoutes(app)
     fast.exact("/v1/score", gateway.handle_score)

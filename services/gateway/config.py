@@ -58,8 +58,17 @@ class GatewayConfig(BaseModel):
     decision_threshold: float = Field(default=0.5, ge=0, le=1)
     amount_scale: float = Field(default=1.0, gt=0, le=1_000_000)
     amount_max: float = Field(default=50_000.0, gt=0, le=1e12)
+    # The LLM track's routes (/v1/chat/completions, /v1/completions, /v1/models; services/gateway/llm.py).
+    llm_replicas: dict[str, str] = Field(default_factory=dict, description="LLM replica name -> base URL (its proxy)")
+    llm_rate_limit_rps: float = Field(default=0.0, ge=0, le=1_000_000,
+                                      description="requests/s each client may send to the LLM routes; 0: no limit")
+    llm_rate_limit_burst: int = Field(default=20, ge=1, le=1_000_000, description="requests a client may burst")
+    llm_stream_timeout_ms: float = Field(default=30_000.0, gt=0, le=3_600_000,
+                                         description="longest wait for the upstream's next bytes (a stalled stream "
+                                                     "ends with an error event)")
+    llm_connect_timeout_ms: float = Field(default=2_000.0, gt=0, le=60_000)
 
-    @field_validator("replicas")
+    @field_validator("replicas", "llm_replicas")
     @classmethod
     def _check_replicas(cls, value: dict[str, str]) -> dict[str, str]:
         for name, url in value.items():

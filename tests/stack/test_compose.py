@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from lab import composegen, specs
+from lab import composegen, parts, specs
 from lab.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def _compose_schema() -> dict:
 
 
 SCHEMA = _compose_schema()
-TOPOLOGY = Topology()  # compose runs the default ports and two replicas
+TOPOLOGY = Topology(tracks=parts.TRACKS)  # compose runs the default ports, two replicas, every track
 IN_CONTAINER = specs.StackSettings(home=Path("/data"), python="python")
 PY_SERVICES = [n for n in specs.service_names(TOPOLOGY) if n != "netproxy"]
 
@@ -91,6 +91,17 @@ def test_the_schema_check_would_catch_a_bad_file():
 
 def test_same_services_as_the_process_backend():
     assert set(COMPOSE["services"]) - {"models", "loadgen"} == set(specs.service_names(TOPOLOGY))
+
+
+def test_a_plain_up_is_the_fraud_track_and_the_llm_track_is_behind_its_profile():
+    fraud = set(specs.service_names(Topology()))
+    plain = {n for n, svc in COMPOSE["services"].items() if "profiles" not in svc} - {"models"}
+    assert plain == fraud
+    llm = Topology(tracks=("llm",)).instances(parts.replica_part("llm"))
+    assert llm and all(COMPOSE["services"][n]["profiles"] == ["llm"] for n in llm)
+    # The gateway dials the LLM replicas but does not wait for them: they may be off (no profile).
+    assert "--llm" in COMPOSE["services"]["gateway"]["command"]
+    assert not set(llm) & set(COMPOSE["services"]["gateway"]["depends_on"])
 
 
 def test_traffic_is_the_process_backends_load_generator_behind_a_profile():

@@ -185,4 +185,5 @@ def test_a_part_module_that_cannot_be_imported_is_a_clear_error() -> None:
     proc = subprocess.run([sys.executable, "-c", code],
                           capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == ["gateway", "feature-store", "model", NAME, "registry", "netproxy", "loadgen"]
+    assert json.loads(proc.stdout) == ["gateway", "feature-store", "model", "llm", NAME, "registry", "netproxy",
+                                       "loadgen"]

@@ -22,7 +22,6 @@ LIMIT = 2
 
 KNOWN: dict[str, dict[str, str]] = {
     "registry": {
-        "lab/cli.py": "the registry *directory* under FAULTLINE_HOME",
         "lab/specs.py": "the registry directory (StackSettings.registry_dir)",
         "lab/privatelab.py": "the registry directory a private lab copies",
     },

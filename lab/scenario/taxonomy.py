@@ -84,10 +84,13 @@ def categories() -> dict[str, str]:
     return out
 
 
-def components(replicas: int) -> dict[str, str]:
-    """Every part of a stack with `replicas` model replicas -> label, plus the host."""
+def components(replicas: int, track: str = DEFAULT_TRACK) -> dict[str, str]:
+    """Every part of `track`'s stack with `replicas` replicas -> label, plus the host (another track's parts are
+    not running in the scenario's stack, so they are no option)."""
     out: dict[str, str] = {}
     for p in parts.parts():
+        if track not in p.tracks:
+            continue
         if p.replicated:
             for n in range(1, replicas + 1):
                 name = p.pattern.replace("{n}", str(n))
@@ -108,7 +111,7 @@ def options(scenario: Any) -> dict[str, dict[str, str]]:
     cause = causes(d.track)
     for extra in d.distractors:
         cause.setdefault(extra.id, extra.label)
-    return {"category": categories(), "component": components(scenario.stack.replicas), "cause": cause}
+    return {"category": categories(), "component": components(scenario.stack.replicas, d.track), "cause": cause}
 
 
 def questions(scenario: Any, seed: int | None) -> list[dict[str, Any]]:

@@ -346,6 +346,12 @@ def test_unit_change_journey_a_data_incident(page: Any, ui_lab: Any) -> None:
     seed = random.randrange(1, 1_000_000)
     answers = unit_change_answers(seed)
     print(f"unit-change seed {seed}, accepted answers {answers}")  # in the report on a failure
+    t0 = time.monotonic()
+    steps: list[str] = []
+
+    def step(what: str) -> None:  # where the time goes, printed at the end (and in the report on a failure)
+        steps.append(f"{what} +{time.monotonic() - t0:.0f}s")
+        print("unit-change:", ", ".join(steps))
     page.goto(f"{ui_lab.lab_url}/scenarios/unit-change?seed={seed}&time_scale={TIME_SCALE}")
     expect(page.get_by_text("The stack is up")).to_be_visible()
     page.get_by_role("button", name="Start the incident").click()
@@ -361,6 +367,7 @@ def test_unit_change_journey_a_data_incident(page: Any, ui_lab: Any) -> None:
     shot(page, "unit-change-1-incident")
     page.locator('.attempt-status[data-paged="true"]').wait_for(timeout=180_000)
     page.locator('form.diagnosis[data-open="true"]').wait_for(timeout=30_000)  # the page opens the diagnosis
+    step("paged")
 
     # nothing gives the answer away: the load generator runs the fault's profile, the map calls it checkout traffic
     s = Session(ui_lab.lab_url)
@@ -377,6 +384,7 @@ def test_unit_change_journey_a_data_incident(page: Any, ui_lab: Any) -> None:
     drift = rerun_until(page, "drift", lambda o: "slo-violated" in (
         o.locator('table.drift tr[data-feature="amount"]').get_attribute("class") or ""))
     pin(drift)
+    step("drifted")
     assert "slo-violated" not in (drift.locator('table.drift tr[data-feature="hour"]').get_attribute("class") or "")
     dist = rerun_until(page, "distributions", lambda o: float(
         o.locator('[data-feature-detail="amount"]').get_attribute("data-median-ratio") or 0) > 20, feature="amount")
@@ -387,6 +395,7 @@ def test_unit_change_journey_a_data_incident(page: Any, ui_lab: Any) -> None:
     decline = float(re.search(r"decline rate ([0-9.]+)%", decisions.inner_text()).group(1))
     pin(run_op(page, "metrics", service="gateway"))
     shot(page, "unit-change-2-investigating")
+    step("investigated")
 
     # the request inspector: a declined purchase, sent again with its amount in dollars
     inspect = run_op(page, "inspect")
@@ -432,8 +441,10 @@ def test_unit_change_journey_a_data_incident(page: Any, ui_lab: Any) -> None:
 
     # the fix at the contract, from the console; then wait, as `slo` would show, for accuracy to come back
     run_op(page, "config_set", service="gateway", key="amount_scale", value="0.01")
+    step("fixed")
     expect(page.locator('#steady-panel tr[data-probe="accuracy"]')).not_to_have_class(
         re.compile("slo-violated"), timeout=120_000)
+    step("accuracy back")
     page.get_by_role("button", name="I fixed it").click()
     expect(page.locator("#fix-result")).to_contain_text("Claim received")
     verification = page.locator("#verify-panel .verification")
@@ -441,11 +452,13 @@ def test_unit_change_journey_a_data_incident(page: Any, ui_lab: Any) -> None:
     stage = verification.get_attribute("data-stage")
     left = float(verification.locator(".countdown").get_attribute("data-left"))
     assert stage in ("settling", "waiting", "holding") and left > 0, (stage, left)
+    step(f"verifying ({stage}, {left:.0f} s left)")
     expect(verification.locator(".countdown")).to_contain_text(re.compile(r"\d+ s"))
     expect(verification.locator('.verify-probes li[data-probe="accuracy"]')).to_be_visible()
     shot(page, "unit-change-4-verifying")
 
     page.wait_for_url(re.compile(r"/debrief$"), timeout=180_000)
+    step("debrief")
     shot(page, "unit-change-5-debrief")
     score = float(page.locator(".score").get_attribute("data-score"))
     assert score >= 90, f"unit-change solved as a learner would scored {score}"

@@ -22,6 +22,7 @@ from markupsafe import Markup
 
 from ui import markdown
 from ui.catalog import Catalog
+from ui.console import resend_query
 from ui.forms import FormError
 from ui.live import Live
 from ui.security import CSRF_FIELD, Guard, Refused
@@ -100,6 +101,7 @@ def make_environment() -> Environment:
     env.filters.update(md=markdown.render, mib=_mib, ms=_ms, pct=_pct, num=_num, clock=_clock, when=_when,
                        pretty=_json_text)
     env.filters["jsonscript"] = safe_json
+    env.filters["resend_query"] = resend_query  # the inspector's "Send this request"
     env.globals["static"] = static_url
     return env
 

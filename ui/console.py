@@ -7,7 +7,9 @@ and picks templates.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from lab.scenario.ops import INVESTIGATE_OPS, OP_ARGS
 from services.common.schema import MODEL_FEATURES, REQUEST_CATEGORICAL, REQUEST_NUMERIC
@@ -41,7 +43,11 @@ HELP: dict[str, str] = {
     "send": "send one scoring request through the gateway (e.g. dollars vs cents) and see the answer",
 }
 SPECIFIC = frozenset({"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show",
-                      "distributions"})
+                      "distributions", "inspect"})
+# The request fields the inspector's "Send this request" carries over to the send form (the card too: its stored
+# features are part of the score).
+RESENT_FIELDS = ("amount", "merchant_category", "hour", "country", "card_present", "device_age_days", "card_id")
+PREFILL_CHARS = 100
 
 
 def live_choices(lab: Any, op: str | None = None) -> dict[str, list[str]]:
@@ -82,6 +88,30 @@ def op_form(op: str, choices: dict[str, list[str]]) -> dict[str, Any]:
             f.json_type = "integer"
     return {"op": op, "kind": "investigate" if op in INVESTIGATE_OPS else "act", "help": HELP.get(op, ""),
             "fields": fields}
+
+
+def prefill(form: dict[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+    """The form with starting values from the address (the inspector's "Send this request" link): only the form's
+    own fields, as text shown in the inputs; the submitted form is checked by the operation's model as ever."""
+    for f in form["fields"]:
+        value = values.get(f.name)
+        if value is None or len(value) > PREFILL_CHARS or f.kind == "hidden":
+            continue
+        f.default = value in ("true", "1", "on") if f.kind == "checkbox" else value
+    return form
+
+
+def resend_query(item: Mapping[str, Any]) -> str:
+    """An inspected request as the send form's starting values, for its address (a field the row lacks keeps the
+    form's default). The amount is the one the model saw, after the gateway's `amount_scale`."""
+    out: dict[str, str] = {}
+    for name in RESENT_FIELDS:
+        value = item.get(name)
+        if isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        elif isinstance(value, int | float | str):
+            out[name] = f"{value:.12g}" if isinstance(value, float) else str(value)
+    return urlencode(out)
 
 
 def op_list() -> list[dict[str, str]]:

@@ -5,6 +5,10 @@ the real lab (the session's shared stack, UI mounted at /).
   operations, drain the slow replica, submit the right diagnosis, claim the fix, read a debrief scoring >= 90
   with its timeline chart;
 - the same journey with a wrong diagnosis scores lower, and the debrief says which answers were wrong;
+- a data incident, unit-change (time compressed 10x): the diagnosis closed until the page fires, a neutral traffic
+  label on the stack map, drift, the amount's distribution, decisions, the request inspector and "Send this request"
+  with the amount in dollars, evidence pinned, the scenario's own taxonomy answers, `config_set gateway
+  amount_scale 0.01` from the console, the verification countdown, a debrief >= 90 quoting this attempt's figures;
 - the sandbox: inject a toxic from the form, watch it reach a second tab through the event stream, revert all;
 - the catalog lists every scenario and filters from the keyboard.
 
@@ -14,9 +18,11 @@ Screenshots go to test-artifacts/ui/ (git-ignored) as the tests' artefacts.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,7 +112,11 @@ def run_op(page: Any, op: str, **fields: str) -> Any:
             print(f"run_op {op}: no form after click {attempt + 1}, clicking again")  # in the report on a failure
     settled(page)
     for name, value in fields.items():
-        form.get_by_label(re.compile(f"^{name}", re.I)).select_option(value)
+        box = form.get_by_label(re.compile(f"^{name}", re.I))
+        if box.evaluate("el => el.tagName") == "SELECT":
+            box.select_option(value)
+        else:
+            box.fill(value)
     outputs = page.locator(f'#console-output article[data-op="{op}"]')
     count = outputs.count()
     form.get_by_role("button", name=f"Run {op}").click()
@@ -181,6 +191,33 @@ def journey(page: Any, lab_url: str, right: bool, name: str) -> float:
         assert verdict == ("true" if right else "false"), question
     assert "verified:" in page.locator('[data-part="fix"]').inner_text(), "the drain was verified as the fix"
     return float(page.locator(".score").get_attribute("data-score"))
+
+
+def rerun_until(page: Any, op: str, ready: Any, timeout: float = 120.0, **fields: str) -> Any:
+    """Run an investigation again until its output shows what it should (the monitor's live window turns over in
+    seconds, not at once): what a learner does with a view that has not caught up yet. The last output."""
+    deadline = time.time() + timeout
+    while True:
+        out = run_op(page, op, **fields)
+        if ready(out):
+            return out
+        assert time.time() < deadline, f"{op} never showed it: {out.inner_text()[:2000]}"
+        page.wait_for_timeout(3_000)
+
+
+def unit_change_answers(seed: int) -> dict[str, list[str]]:
+    """The accepted answers of unit-change as this seed renders them (read from the scenario, never written here)."""
+    from lab.scenario.loader import CATALOG_DIR, load_scenario, render
+
+    answer = render(load_scenario(CATALOG_DIR / "unit-change.yaml"), seed).diagnosis.answer
+    return {"category": list(answer.category), "component": list(answer.component), "cause": list(answer.cause)}
+
+
+def score_of(text: str) -> tuple[float, str]:
+    """The score and decision of a `send` output's summary ("200: score 0.9731, decision decline (...)")."""
+    found = re.search(r"200: score ([0-9.]+), decision (approve|decline)", text)
+    assert found, f"send did not score the request: {text[:500]}"
+    return float(found.group(1)), found.group(2)
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +331,159 @@ def test_catalog_lists_every_scenario_and_filters_from_the_keyboard(page: Any, u
     expect(page.locator("article.card")).to_have_count(len(advanced))
     assert "difficulty=advanced" in page.url, "the filter is in the address (shareable, back button)"
     shot(page, "catalog-filtered")
+
+
+def test_unit_change_journey_a_data_incident(page: Any, ui_lab: Any) -> None:
+    """unit-change as a learner plays it: paged (the diagnosis closed until then), investigated with the evidence
+    views its debrief cites (drift, the amount's distribution, decisions, the request inspector and "send this
+    request" in dollars), evidence pinned, the taxonomy's answers, the contract fixed from the console, the
+    verification's countdown watched, and a debrief >= 90 quoting the figures this attempt measured."""
+    from playwright.sync_api import expect
+
+    from lab.monitor.measured import NOT_MEASURED, fill
+
+    Session(ui_lab.lab_url).wait_no_attempt()
+    seed = random.randrange(1, 1_000_000)
+    answers = unit_change_answers(seed)
+    print(f"unit-change seed {seed}, accepted answers {answers}")  # in the report on a failure
+    t0 = time.monotonic()
+    steps: list[str] = []
+
+    def step(what: str) -> None:  # where the time goes, printed at the end (and in the report on a failure)
+        steps.append(f"{what} +{time.monotonic() - t0:.0f}s")
+        print("unit-change:", ", ".join(steps))
+    page.goto(f"{ui_lab.lab_url}/scenarios/unit-change?seed={seed}&time_scale={TIME_SCALE}")
+    expect(page.get_by_text("The stack is up")).to_be_visible()
+    page.get_by_role("button", name="Start the incident").click()
+    page.wait_for_url(re.compile(r"/attempts/[^/]+$"), timeout=60_000)
+    attempt = page.url.rsplit("/", 1)[1]
+    # before the page fires the diagnosis is closed: no question, no option to read the answer from (the incident
+    # page opens while the stack is prepared, before the scenario clock and its fault)
+    closed = page.locator('#diagnosis-panel .diagnosis-closed[data-open="false"]')
+    expect(closed).to_be_visible()
+    expect(closed.get_by_role("button", name="Declare an incident")).to_be_visible()
+    assert page.locator("#diagnosis-panel fieldset, #diagnosis-panel input[type=radio]").count() == 0
+    assert page.locator('.attempt-status[data-paged="true"]').count() == 0, "the diagnosis was open before the page"
+    shot(page, "unit-change-1-incident")
+    page.locator('.attempt-status[data-paged="true"]').wait_for(timeout=180_000)
+    page.locator('form.diagnosis[data-open="true"]').wait_for(timeout=30_000)  # the page opens the diagnosis
+    step("paged")
+
+    # nothing gives the answer away: the load generator runs the fault's profile, the map calls it checkout traffic
+    s = Session(ui_lab.lab_url)
+    try:
+        assert s.api("GET", "/api/traffic")["profile"] == "unit-change", "the fault is not the traffic profile"
+    finally:
+        s.close()
+    stackmap = page.locator("#stackmap-panel")
+    expect(stackmap).to_contain_text("checkout traffic")
+    assert "unit-change" not in stackmap.inner_text() and "unit-change" not in stackmap.inner_html()
+
+    run_op(page, "slo")
+    pin(run_op(page, "deploys"))
+    decisions = run_op(page, "decisions")
+    pin(decisions)
+    decline = float(re.search(r"decline rate ([0-9.]+)%", decisions.inner_text()).group(1))
+    pin(run_op(page, "metrics", service="gateway"))
+
+    # the request inspector: a declined purchase, sent again with its amount in dollars
+    inspect = run_op(page, "inspect")
+    declined = inspect.locator('table.inspect tr[data-decision="decline"]')
+    assert declined.count() >= 1, inspect.inner_text()[:2000]
+    tried = []
+    for i in range(min(3, declined.count())):
+        row = declined.nth(i)
+        cents, row_score = float(row.get_attribute("data-amount")), float(row.get_attribute("data-score"))
+        shown = page.locator("#op-form form.op-form")
+        before = shown.get_attribute("data-nonce") if shown.count() else None
+        row.get_by_role("button", name="Send this request").click()
+        form = page.locator(f'#op-form form.op-form[data-op="send"]:not([data-nonce="{before}"])')
+        form.wait_for()
+        settled(page)
+        amount = form.get_by_label(re.compile("^amount", re.I))
+        assert float(amount.input_value()) == pytest.approx(cents), "the send form carries the inspected request"
+        amount.fill(f"{cents / 100:.2f}")
+        outputs = page.locator('#console-output article[data-op="send"]')
+        count = outputs.count()
+        form.get_by_role("button", name="Run send").click()
+        expect(outputs).to_have_count(count + 1, timeout=60_000)
+        settled(page)
+        score, decision = score_of(outputs.first.inner_text())
+        tried.append((cents, row_score, score, decision))
+        if decision == "approve":
+            pin(outputs.first)
+            break
+    print("inspected (cents, score) sent in dollars (score, decision):", tried)
+    assert any(d == "approve" and s < rs for _, rs, s, d in tried), f"dollars never approved: {tried}"
+    shot(page, "unit-change-2-inspected")
+    step("inspected")
+
+    # what the model receives against what it was trained on: the monitor's drift report refreshes every few
+    # seconds, and the amount's median moves once most of its live window is the new client's
+    drift = rerun_until(page, "drift", lambda o: "slo-violated" in (
+        o.locator('table.drift tr[data-feature="amount"]').get_attribute("class") or ""))
+    pin(drift)
+    assert "slo-violated" not in (drift.locator('table.drift tr[data-feature="hour"]').get_attribute("class") or "")
+    dist = rerun_until(page, "distributions", lambda o: float(
+        o.locator('[data-feature-detail="amount"]').get_attribute("data-median-ratio") or 0) > 20, feature="amount")
+    pin(dist)
+    ratio = float(dist.locator('[data-feature-detail="amount"]').get_attribute("data-median-ratio"))
+    shot(page, "unit-change-3-drifted")
+    step("drifted")
+
+    # the diagnosis: the taxonomy's options, answered from the scenario (the component as the page offers it)
+    for question, accepted in answers.items():
+        offered = page.locator(f'fieldset[data-question="{question}"] input[type=radio]')
+        ids = [offered.nth(i).get_attribute("value") for i in range(offered.count())]
+        option = next((a for a in accepted if a in ids), None)
+        assert option is not None, f"{question}: none of {accepted} among the options {ids}"
+        page.locator(f'fieldset[data-question="{question}"] input[value="{option}"]').check()
+    page.get_by_role("button", name="Submit diagnosis").click()
+    page.locator(".diagnosis-done").wait_for()
+    settled(page)
+
+    # the fix at the contract, from the console; then wait, as `slo` would show, for accuracy to come back
+    run_op(page, "config_set", service="gateway", key="amount_scale", value="0.01")
+    step("fixed")
+    expect(page.locator('#steady-panel tr[data-probe="accuracy"]')).not_to_have_class(
+        re.compile("slo-violated"), timeout=120_000)
+    step("accuracy back")
+    page.get_by_role("button", name="I fixed it").click()
+    expect(page.locator("#fix-result")).to_contain_text("Claim received")
+    verification = page.locator("#verify-panel .verification")
+    expect(verification).to_be_visible(timeout=30_000)
+    stage = verification.get_attribute("data-stage")
+    left = float(verification.locator(".countdown").get_attribute("data-left"))
+    assert stage in ("settling", "waiting", "holding") and left > 0, (stage, left)
+    step(f"verifying ({stage}, {left:.0f} s left)")
+    expect(verification.locator(".countdown")).to_contain_text(re.compile(r"\d+ s"))
+    expect(verification.locator('.verify-probes li[data-probe="accuracy"]')).to_be_visible()
+    shot(page, "unit-change-4-verifying")
+
+    page.wait_for_url(re.compile(r"/debrief$"), timeout=180_000)
+    step("debrief")
+    shot(page, "unit-change-5-debrief")
+    score = float(page.locator(".score").get_attribute("data-score"))
+    assert score >= 90, f"unit-change solved as a learner would scored {score}"
+    for question in ("category", "component", "cause"):
+        verdict = page.locator(f'[data-part="diagnosis"] [data-question="{question}"]').get_attribute("data-correct")
+        assert verdict == "true", question
+    assert "missed" not in page.locator('[data-part="diagnosis"]').inner_text(), "every evidence op was pinned"
+    assert "verified:" in page.locator('[data-part="fix"]').inner_text()
+    assert page.locator('[data-part="penalty"]').count() == 0
+    # the figures the debrief quotes are this attempt's, measured, and shown on the page
+    s = Session(ui_lab.lab_url)
+    try:
+        measured = s.api("GET", f"/api/attempts/{attempt}/debrief")["measured"]
+    finally:
+        s.close()
+    assert "[[" not in page.locator("main").inner_text()
+    what = page.locator('section[aria-labelledby="what-h"]').inner_text()
+    assert NOT_MEASURED not in what, what
+    for figure in ("decisions.decline_rate.max_pct", "quality.accuracy.min_pct", "drift.amount.psi.max",
+                   "drift.amount.median_ratio.max"):
+        shown = fill(f"[[ measured.{figure} ]]", measured)
+        assert shown != NOT_MEASURED and shown in what, (figure, shown, what)
+    # and they agree with what the learner saw in the console
+    assert measured["drift.amount.median_ratio"]["max"] >= 0.5 * ratio
+    assert 100 * measured["decisions.decline_rate"]["max"] >= 0.5 * decline

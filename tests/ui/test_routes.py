@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 import time
+from html import unescape
+from urllib.parse import parse_qsl
 
 import pytest
 from uikit import Session, sse_events, valid_scenarios
@@ -328,10 +330,22 @@ def test_console_renders_the_evidence_operations(web: Session) -> None:
                                ("decisions", {}, "confusion matrix"),
                                ("status_codes", {"service": "gateway"}, "ROUTE"),
                                ("upstreams", {}, "P99 MS"),
-                               ("inspect", {"limit": "5"}, "DECISION"),
+                               ("inspect", {"limit": "5"}, "Send this request"),
                                ("send", {"amount": "4250"}, "decision")):
             r = web.post(f"/sandbox/console/{op}", data=data)
             assert r.status_code == 200 and want in r.text, (op, r.status_code, r.text[:3000])
+        # the inspector's "Send this request": a row's request as the send form's starting values
+        r = web.post("/sandbox/console/inspect", data={"limit": "3"})
+        link = re.search(r'hx-get="(/sandbox/console/send\?[^"]+)"', r.text)
+        assert link and 'class="inspect"' in r.text, r.text[:3000]
+        form = web.page(unescape(link.group(1)))
+        assert form.status_code == 200 and 'data-op="send"' in form.text
+        sent = dict(parse_qsl(unescape(link.group(1)).split("?", 1)[1]))
+        assert f'name="amount" step="any" value="{sent["amount"]}"' in form.text, form.text
+        assert f'value="{sent["card_id"]}"' in form.text
+        form = web.page("/sandbox/console/send", params={"amount": HOSTILE, "bogus": "1"})
+        assert form.status_code == 200 and "bogus" not in form.text
+        assert_escaped(form.text)
         r = web.post("/sandbox/console/drift")
         assert "<th scope=\"col\" class=\"n\">JS</th>" in r.text
         r = web.post("/sandbox/console/metrics", data={"service": "gateway"})

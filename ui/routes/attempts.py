@@ -236,6 +236,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         _known_op(op)
         await run(ui.engine.state, attempt_id)
         form = await run(console.op_form, op, await run(console.live_choices, ui.lab, op))
+        console.prefill(form, request.query_params)  # e.g. the inspector's "Send this request"
         return ui.fragment("_op_form.html", form=form, post_base=f"/attempts/{attempt_id}/console", focus=True)
 
     @r.post("/attempts/{attempt_id}/console/{op}")
@@ -248,6 +249,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
     async def sandbox_op_form(op: str, request: Request) -> Response:
         _known_op(op)
         form = await run(console.op_form, op, await run(console.live_choices, ui.lab, op))
+        console.prefill(form, request.query_params)
         return ui.fragment("_op_form.html", form=form, post_base="/sandbox/console", focus=True)
 
     @r.post("/sandbox/console/{op}")
@@ -286,7 +288,8 @@ async def _op(ui: UI, request: Request, attempt_id: str | None, op: str) -> Resp
     choices = await run_in_threadpool(console.live_choices, ui.lab, op)
     form = console.op_form(op, choices)
     ctx: dict[str, Any] = {"op": op, "at": time.strftime("%H:%M:%S"), "uid": f"{op}-{time.time_ns()}",
-                           "pin_base": f"/attempts/{attempt_id}/pin" if attempt_id else None}
+                           "pin_base": f"/attempts/{attempt_id}/pin" if attempt_id else None,
+                           "post_base": f"/attempts/{attempt_id}/console" if attempt_id else "/sandbox/console"}
     try:
         args = values_from_form(form["fields"], data)
     except FormError as exc:

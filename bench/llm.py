@@ -45,15 +45,17 @@ GOAL_RATIO = 5.0
 GOAL_PCT_OF_CEILING = 60.0
 TEMPERATURE, TOP_P = 0.7, 0.95
 
-def prompts(n: int) -> list[str]:
-    """A fixed mix: every other prompt short (a verse's first words), the rest long (a verse and a half)."""
+def prompts(n: int, max_chars: int = 160) -> list[str]:
+    """A fixed mix: every other prompt short (a verse's first words), the rest long (a verse and a half, cut to
+    `max_chars` so that prompt and completion fit the model's context)."""
     from services.llm.corpus import load_corpus
 
     verses = load_corpus().val
     out = []
     for i in range(n):
         v = verses[(i * 37) % len(verses)]
-        out.append(" ".join(v.split()[:4]) if i % 2 == 0 else (v + " " + verses[(i * 37 + 1) % len(verses)])[:160])
+        long = (v + " " + verses[(i * 37 + 1) % len(verses)])[:max_chars]
+        out.append(" ".join(v.split()[:4])[:max_chars] if i % 2 == 0 else long)
     return out
 
 
@@ -97,7 +99,8 @@ def ceiling(registry: Path, version: str, batch: int, steps: int, threads: int) 
                 x = x + b.mlp(b.ln_2(x))
             nxt = m.head(x).argmax(-1)
         dt = time.perf_counter() - t0
-    return {"ceiling_tok_s": round(batch * steps / dt, 1), "batch": batch, "steps": steps, "threads": threads}
+    return {"ceiling_tok_s": round(batch * steps / dt, 1), "batch": batch, "steps": steps, "threads": threads,
+            "n_ctx": cfg.n_ctx}
 
 
 @dataclass
@@ -231,7 +234,8 @@ def run(quick: bool = False, scale: float = 1.0, registry: Path | None = None, v
                               "max_tokens": max_tokens, "requests": n_requests, "rounds": rounds,
                               "slo": {"ttft_s": TTFT_SLO_S, "itl_mean_s": ITL_SLO_S}}
     ceil = ceiling(registry, version, concurrency, 64 if quick else 192, threads=1)
-    texts = prompts(n_requests)
+    max_chars = min(160, ceil["n_ctx"] - max_tokens - 2)  # byte tokens: BOS + one per byte (ASCII verses)
+    texts = prompts(n_requests, max_chars)
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="faultline-bench-llm-") as tmp, children() as started:
         srv = servers(registry, version, concurrency)
@@ -240,7 +244,7 @@ def run(quick: bool = False, scale: float = 1.0, registry: Path | None = None, v
             started.append(s.child)
         result["ready_s"] = {s.key: round(wait_http(s.url + s.ready_path, 180, s.child), 2) for s in srv}
         for s in srv:  # warm-up: first requests pay for lazy set-up (threads, allocator, LitServe's queues)
-            asyncio.run(drive(s.url, prompts(concurrency), concurrency, 8))
+            asyncio.run(drive(s.url, prompts(concurrency, max_chars), concurrency, 8))
         for rnd in range(rounds):
             for s in srv[rnd % len(srv):] + srv[:rnd % len(srv)]:
                 runs.setdefault(s.key, []).append(_measure(s, texts, concurrency, max_tokens))

@@ -240,24 +240,45 @@ class LLMServer:
     async def _stream(self, rid: str, q: asyncio.Queue[Delta], fmt: _Format) -> AsyncIterator[bytes]:
         finished = False
         try:
-            for first in fmt.opening():
-                yield _sse(first)
-            while True:
-                d = await q.get()
-                if d.error:
-                    finished = True
-                    yield _sse(OpenAIError(500, d.error, type_="server_error").body())
-                    break
-                for chunk in fmt.chunks(d):
-                    yield _sse(chunk)
-                if d.finish_reason is not None:
-                    finished = True
-                    break
-            yield b"data: [DONE]\n\n"
+            opening = b"".join(_sse(first) for first in fmt.opening())
+            if opening:
+                yield opening
+            while not finished:
+                pending = [await q.get()]
+                while not q.empty():  # the loop fell behind the engine: what piled up goes in one write
+                    pending.append(q.get_nowait())
+                parts: list[bytes] = []
+                for d in _coalesce(pending):
+                    if d.error:
+                        finished = True
+                        parts.append(_sse(OpenAIError(500, d.error, type_="server_error").body()))
+                        break
+                    parts.extend(_sse(chunk) for chunk in fmt.chunks(d))
+                    if d.finish_reason is not None:
+                        finished = True
+                        break
+                if finished:
+                    parts.append(b"data: [DONE]\n\n")
+                yield b"".join(parts)
         finally:
             if not finished and self.config.cancel_on_disconnect and self.engine is not None:
                 self.engine.abort(rid)
                 log.info("client gone request=%s aborted", rid)
+
+
+def _coalesce(deltas: list[Delta]) -> list[Delta]:
+    """Consecutive deltas of one request as one (texts and logprobs joined, the last one's finish and usage); a
+    delta carrying an error stays apart, so the text before it is still sent."""
+    out: list[Delta] = []
+    for d in deltas:
+        prev = out[-1] if out else None
+        if prev is None or d.error or prev.error or prev.finish_reason is not None:
+            out.append(d)
+            continue
+        out[-1] = Delta(text=prev.text + d.text, token_ids=prev.token_ids + d.token_ids,
+                        logprobs=prev.logprobs + d.logprobs, finish_reason=d.finish_reason, usage=d.usage,
+                        prompt_logprobs=d.prompt_logprobs)
+    return out
 
 
 def _deliver(items: list[tuple[Any, Delta]]) -> None:

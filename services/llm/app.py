@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from services.common.service import ConfigHolder, create_app
@@ -402,8 +402,71 @@ class _Format:
         return out
 
 
+class LLMFront:
+    """`POST /v1/completions` and `POST /v1/chat/completions` straight to the server; the rest to FastAPI.
+
+    A stream writes one chunk per engine step per request: Starlette's StreamingResponse (its task group) and the
+    middleware stack's wrapped `send` cost about as much event-loop time per chunk as writing it (py-spy, see
+    docs/llm.md), so the two hot routes skip them. The routes stay registered on the app (other methods get its
+    405); what they answer is unchanged. A client that hangs up mid-stream cancels the stream, as Starlette does,
+    and the stream's own clean-up aborts the request (config `cancel_on_disconnect`).
+    """
+
+    ROUTES = {"/v1/completions": False, "/v1/chat/completions": True}
+
+    def __init__(self, app: FastAPI, server: LLMServer) -> None:
+        self.app, self.server, self.state = app, server, app.state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        chat = self.ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if chat is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await (self.server.chat if chat else self.server.completions)(request)
+        except ClientDisconnect:
+            return
+        except Exception:
+            log.exception("request failed path=%s", scope["path"])
+            response = _error(OpenAIError(500, "internal error (see the replica's log)", type_="server_error"))
+        if isinstance(response, StreamingResponse):
+            await _stream_out(response, receive, send)
+        else:
+            await response(scope, receive, send)
+
+
+async def _stream_out(response: StreamingResponse, receive: Any, send: Any) -> None:
+    """Send a stream's chunks as they come; a disconnect cancels it (its generator's clean-up runs)."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    watcher = asyncio.create_task(watch())
+    body = response.body_iterator
+    try:
+        async for chunk in body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+    finally:
+        watcher.cancel()
+        await body.aclose()  # type: ignore[attr-defined]
+
+
 def build_app(registry: str | Path, replica: str, version: str, config: LLMConfig,
-              draft: str | None = None) -> FastAPI:
+              draft: str | None = None) -> LLMFront:
     server = LLMServer(registry, replica, version, config, draft)
     app = create_app(f"llm.{replica}", server.holder, server.readiness)
     app.state.server = server
@@ -439,4 +502,4 @@ def build_app(registry: str | Path, replica: str, version: str, config: LLMConfi
             return _json({"detail": f"not ready: {server.reason}"}, 503)
         return _json({"replica": server.replica, "version": server.version, **server.engine.stats()})
 
-    return app
+    return LLMFront(app, server)

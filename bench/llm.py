@@ -269,6 +269,11 @@ def run(quick: bool = False, scale: float = 1.0, registry: Path | None = None, v
         "ratio_vs_ceiling": round(ours["output_tok_s"] / c, 3) if c else None,
         "goodput_rps": ours["goodput_rps"], "peer_best_goodput_rps": best_good,
         "goodput_ratio_vs_best_peer": good_ratio,
+        # load-independent view: CPU each peer's processes spent per output token, over ours
+        "cpu_ratio_vs_peers": {k: round(v["cpu_us_per_token"] / ours["cpu_us_per_token"], 2)
+                               if ours["cpu_us_per_token"] else None for k, v in peers.items()},
+        "load_average_rounds": [min(x["load_average"] for rs in runs.values() for x in rs),
+                                max(x["load_average"] for rs in runs.values() for x in rs)],
         "servers": per, "ceiling": ceil,
         "goal": {"ratio_vs_best_peer": GOAL_RATIO, "goodput_ratio_vs_best_peer": GOAL_RATIO,
                  "pct_of_ceiling": GOAL_PCT_OF_CEILING,
@@ -315,7 +320,10 @@ def summary(r: dict[str, Any]) -> str:
             f"req/s: **{r['goodput_ratio_vs_best_peer']}x** ({mark(g['goodput_met'])}); "
             f"{r['pct_of_ceiling']}% of the raw batched-decode ceiling ({r['ceiling_tok_s']:,.0f} tok/s; goal ≥ "
             f"{GOAL_PCT_OF_CEILING:.0f}%: {mark(g['ceiling_met'])}). SLOs for goodput: TTFT ≤ {TTFT_SLO_S:.0f} s, "
-            f"mean ITL ≤ {ITL_SLO_S * 1000:.0f} ms. The client shares the machine's cores with the server it drives.")
+            f"mean ITL ≤ {ITL_SLO_S * 1000:.0f} ms. CPU per output token, the load-independent view: "
+            + ", ".join(f"{k} spends {v}x ours" for k, v in r["cpu_ratio_vs_peers"].items())
+            + f". Load average during the rounds {r['load_average_rounds'][0]}–{r['load_average_rounds'][1]}; the "
+            "client shares the machine's cores with the server it drives.")
 
 
 def main(argv: list[str] | None = None) -> int:

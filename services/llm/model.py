@@ -71,7 +71,7 @@ class AttnGroup:
 
     rows: (B * Q,) the flattened token rows of the group, sequence by sequence; block_tables: (B, NB) each
     sequence's blocks (padded with block 0: key l of sequence b is its position l); mask: (B, 1, Q, NB *
-    block_size) bool, True where query q may attend key l (causal: l <= the query's position).
+    block_size) float, 0 where query q may attend key l (causal: l <= the query's position), -inf elsewhere.
     """
 
     rows: torch.Tensor

@@ -54,7 +54,9 @@ def _group(runs: list[Run], offsets: list[int], block_size: int) -> AttnGroup:
         used = -(-(r.start + q_len) // block_size)
         tables.append(r.block_table[:used] + [0] * (n_blocks - used))
     q_pos = torch.tensor([r.start for r in runs])[:, None] + torch.arange(q_len)[None, :]
-    mask = torch.arange(n_blocks * block_size)[None, None, :] <= q_pos[:, :, None]
+    allowed = torch.arange(n_blocks * block_size)[None, None, :] <= q_pos[:, :, None]
+    # additive (0 / -inf), built once per step: a boolean mask is converted to this by every layer's attention
+    mask = torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf"))
     return AttnGroup(rows=torch.tensor(rows), block_tables=torch.tensor(tables), mask=mask.unsqueeze(1))
 
 
@@ -104,10 +106,10 @@ def _generator(seq: Sequence) -> torch.Generator:
 def sample_rows(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
     """One token per row of logits (M, V), temperature + top-p, all rows in a handful of batched ops.
 
-    Each request draws its uniform number from its own generator (seeded by `seed`: reproducible whatever else
-    is in the batch); the token is where that number falls in the cumulative distribution of the kept mass
-    (the smallest set of most likely tokens whose mass reaches top_p), so no per-row softmax, sort or
-    multinomial call is needed.
+    A request with a `seed` draws its uniform number from its own generator (reproducible whatever else is in
+    the batch), the others share one draw from torch's generator; the token is where that number falls in the
+    cumulative distribution of the kept mass (the smallest set of most likely tokens whose mass reaches top_p),
+    so no per-row softmax, sort or multinomial call is needed.
     """
     temps = torch.tensor([s.params.temperature for s in seqs])
     top_ps = torch.tensor([s.params.top_p for s in seqs])
@@ -115,7 +117,11 @@ def sample_rows(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
     sorted_p, order = probs.sort(dim=-1, descending=True)
     keep = sorted_p.cumsum(-1) - sorted_p < top_ps[:, None]
     cdf = (sorted_p * keep).cumsum(-1)
-    u = torch.cat([torch.rand(1, generator=_generator(s)) for s in seqs]) * cdf[:, -1]
+    u = torch.rand(len(seqs))  # requests without a seed: one draw for all of them
+    for i, s in enumerate(seqs):
+        if s.params.seed is not None:
+            u[i] = torch.rand(1, generator=_generator(s))
+    u = u * cdf[:, -1]
     idx = torch.searchsorted(cdf, u[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
     return order.gather(1, idx).squeeze(1).tolist()
 

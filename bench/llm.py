@@ -218,6 +218,7 @@ def _measure(s: Server, texts: list[str], concurrency: int, max_tokens: int) -> 
     r["cpu_s"] = round(cpu, 3)
     # what the server's processes spent per output token, whatever share of the cores they were given
     r["cpu_us_per_token"] = round(cpu / max(1, r["output_tokens"]) * 1e6, 1)
+    r["cpu_cores_used"] = round(cpu / max(0.01, r["duration_s"]), 2)  # the share of the cores it got
     return r
 
 
@@ -301,8 +302,8 @@ def _ms(v: float | None) -> str:
 
 def table(r: dict[str, Any]) -> str:
     rows = ["| server | output tok/s | ours vs it | goodput (req/s) | % of ceiling | TTFT p50 / p99 | "
-            "ITL p50 / p99 | e2e p50 / p99 | CPU per token | RSS |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "ITL p50 / p99 | e2e p50 / p99 | CPU per token | cores used | RSS |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ours = r["servers"]["ours"]["output_tok_s"]
     for key, s in r["servers"].items():
         vs = "—" if key == "ours" else (f"{ours / s['output_tok_s']:.2f}x" if s["output_tok_s"] else "-")
@@ -311,9 +312,9 @@ def table(r: dict[str, Any]) -> str:
             f"{_ms(s['ttft_ms']['p50'])} / {_ms(s['ttft_ms']['p99'])} | "
             f"{_ms(s['itl_ms']['p50'])} / {_ms(s['itl_ms']['p99'])} | "
             f"{_ms(s['e2e_ms']['p50'])} / {_ms(s['e2e_ms']['p99'])} | {s['cpu_us_per_token']:.0f} µs | "
-            f"{s['rss_bytes'] / 2**20:.0f} MiB |")
+            f"{s['cpu_cores_used']:.2f} | {s['rss_bytes'] / 2**20:.0f} MiB |")
     rows.append(f"| raw batched decode (ceiling, no server) | {r['ceiling_tok_s']:,.0f} | "
-                f"{ours / r['ceiling_tok_s']:.2f}x | - | 100% | - | - | - | - | - |")
+                f"{ours / r['ceiling_tok_s']:.2f}x | - | 100% | - | - | - | - | 1 thread | - |")
     return "\n".join(rows)
 
 

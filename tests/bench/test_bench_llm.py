@@ -45,6 +45,7 @@ def test_llm_quick_json_compares_every_server(tiny_home: Path) -> None:
         assert s["requests"] >= 16 and s["failed"] == 0, (name, s)
         assert s["output_tokens"] > 0 and s["output_tok_s"] > 0, (name, s)
         assert s["ttft_ms"]["p50"] is not None and s["pct_of_ceiling"] > 0, (name, s)
+        assert s["cpu_us_per_token"] > 0 and s["cpu_cores_used"] > 0 and s["rss_bytes"] > 10 * 2**20, (name, s)
     peers = {k: v for k, v in r["servers"].items() if k != "ours"}
     assert r["peer_best_tok_s"] == max(v["output_tok_s"] for v in peers.values())
     assert r["peer_best_goodput_rps"] == max(v["goodput_rps"] for v in peers.values())

@@ -23,6 +23,7 @@ HEADER_COMMANDS = """\
 | `faultline bench startup [--quick] [--json]` | `faultline up -d` to all-ready; scenario reset between attempts |
 | `faultline bench retrain [--quick] [--json]` | retrain on recent traffic → canary → promote, on a running stack |
 | `faultline bench memory [--quick] [--json]` | RSS of the whole stack with two replicas under light traffic |
+| `faultline bench llm [--quick] [--json]` | LLM server vs `transformers` vs LitServe, same weights; decode ceiling |
 | `faultline bench all [--quick]` | all of the above; `make bench` = `python -m bench all --update-docs` |
 | `python -m bench.drift --update-docs` | monitor: drift report latency, scrape-loop CPU (the monitor section) |
 """

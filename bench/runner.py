@@ -1,6 +1,6 @@
 """Runs the benchmarks by name, prints their tables (or JSON) and, on request, writes docs/benchmarks.md.
 
-    python -m bench [serving|fullpath|proxy|startup|retrain|memory|all] [--quick] [--json] [--update-docs]
+    python -m bench [serving|fullpath|proxy|startup|retrain|memory|llm|all] [--quick] [--json] [--update-docs]
     faultline bench ...   (the same, through lab/benchcmd.py)
 
 With one benchmark `--json` prints its result object as is (e.g. `{"rps", "litserve_rps", "ratio_vs_litserve",
@@ -28,6 +28,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "startup": ("bench.startup", "Start-up and scenario reset"),
     "retrain": ("bench.retrain", "Retrain → canary → promote"),
     "memory": ("bench.memory", "Memory"),
+    "llm": ("bench.llm", "LLM serving: ours vs transformers vs LitServe, and the raw decode ceiling"),
 }
 
 

@@ -1,4 +1,4 @@
-"""`faultline bench [serving|fullpath|proxy|startup|retrain|memory|all] [--quick] [--json] [--update-docs]`.
+"""`faultline bench [serving|fullpath|proxy|startup|retrain|memory|llm|all] [--quick] [--json] [--update-docs]`.
 
 The command's body: the benchmarks themselves live in bench/ (a top-level package of the repository, imported
 only when the command runs, so the rest of the CLI never pays for it). See docs/benchmarks.md.

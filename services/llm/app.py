@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from services.common.service import ConfigHolder, create_app
@@ -240,24 +240,45 @@ class LLMServer:
     async def _stream(self, rid: str, q: asyncio.Queue[Delta], fmt: _Format) -> AsyncIterator[bytes]:
         finished = False
         try:
-            for first in fmt.opening():
-                yield _sse(first)
-            while True:
-                d = await q.get()
-                if d.error:
-                    finished = True
-                    yield _sse(OpenAIError(500, d.error, type_="server_error").body())
-                    break
-                for chunk in fmt.chunks(d):
-                    yield _sse(chunk)
-                if d.finish_reason is not None:
-                    finished = True
-                    break
-            yield b"data: [DONE]\n\n"
+            opening = b"".join(_sse(first) for first in fmt.opening())
+            if opening:
+                yield opening
+            while not finished:
+                pending = [await q.get()]
+                while not q.empty():  # the loop fell behind the engine: what piled up goes in one write
+                    pending.append(q.get_nowait())
+                parts: list[bytes] = []
+                for d in _coalesce(pending):
+                    if d.error:
+                        finished = True
+                        parts.append(_sse(OpenAIError(500, d.error, type_="server_error").body()))
+                        break
+                    parts.extend(_sse(chunk) for chunk in fmt.chunks(d))
+                    if d.finish_reason is not None:
+                        finished = True
+                        break
+                if finished:
+                    parts.append(b"data: [DONE]\n\n")
+                yield b"".join(parts)
         finally:
             if not finished and self.config.cancel_on_disconnect and self.engine is not None:
                 self.engine.abort(rid)
                 log.info("client gone request=%s aborted", rid)
+
+
+def _coalesce(deltas: list[Delta]) -> list[Delta]:
+    """Consecutive deltas of one request as one (texts and logprobs joined, the last one's finish and usage); a
+    delta carrying an error stays apart, so the text before it is still sent."""
+    out: list[Delta] = []
+    for d in deltas:
+        prev = out[-1] if out else None
+        if prev is None or d.error or prev.error or prev.finish_reason is not None:
+            out.append(d)
+            continue
+        out[-1] = Delta(text=prev.text + d.text, token_ids=prev.token_ids + d.token_ids,
+                        logprobs=prev.logprobs + d.logprobs, finish_reason=d.finish_reason, usage=d.usage,
+                        prompt_logprobs=d.prompt_logprobs)
+    return out
 
 
 def _deliver(items: list[tuple[Any, Delta]]) -> None:
@@ -381,8 +402,71 @@ class _Format:
         return out
 
 
+class LLMFront:
+    """`POST /v1/completions` and `POST /v1/chat/completions` straight to the server; the rest to FastAPI.
+
+    A stream writes one chunk per engine step per request: Starlette's StreamingResponse (its task group) and the
+    middleware stack's wrapped `send` cost about as much event-loop time per chunk as writing it (py-spy, see
+    docs/llm.md), so the two hot routes skip them. The routes stay registered on the app (other methods get its
+    405); what they answer is unchanged. A client that hangs up mid-stream cancels the stream, as Starlette does,
+    and the stream's own clean-up aborts the request (config `cancel_on_disconnect`).
+    """
+
+    ROUTES = {"/v1/completions": False, "/v1/chat/completions": True}
+
+    def __init__(self, app: FastAPI, server: LLMServer) -> None:
+        self.app, self.server, self.state = app, server, app.state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        chat = self.ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if chat is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await (self.server.chat if chat else self.server.completions)(request)
+        except ClientDisconnect:
+            return
+        except Exception:
+            log.exception("request failed path=%s", scope["path"])
+            response = _error(OpenAIError(500, "internal error (see the replica's log)", type_="server_error"))
+        if isinstance(response, StreamingResponse):
+            await _stream_out(response, receive, send)
+        else:
+            await response(scope, receive, send)
+
+
+async def _stream_out(response: StreamingResponse, receive: Any, send: Any) -> None:
+    """Send a stream's chunks as they come; a disconnect cancels it (its generator's clean-up runs)."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    watcher = asyncio.create_task(watch())
+    body = response.body_iterator
+    try:
+        async for chunk in body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+    finally:
+        watcher.cancel()
+        await body.aclose()  # type: ignore[attr-defined]
+
+
 def build_app(registry: str | Path, replica: str, version: str, config: LLMConfig,
-              draft: str | None = None) -> FastAPI:
+              draft: str | None = None) -> LLMFront:
     server = LLMServer(registry, replica, version, config, draft)
     app = create_app(f"llm.{replica}", server.holder, server.readiness)
     app.state.server = server
@@ -418,4 +502,4 @@ def build_app(registry: str | Path, replica: str, version: str, config: LLMConfi
             return _json({"detail": f"not ready: {server.reason}"}, 503)
         return _json({"replica": server.replica, "version": server.version, **server.engine.stats()})
 
-    return app
+    return LLMFront(app, server)

@@ -282,12 +282,13 @@ class Engine:
             metrics.ITL.observe(now - seq.last_token)
         seq.last_token = now
         finish: str | None = None
+        appended = 0
         for tok, row in zip(new, rows, strict=True):
             if tok == self.tok.eos_id:
                 finish = "stop"
                 break
             seq.tokens.append(tok)
-            metrics.GENERATION_TOKENS.inc()
+            appended += 1
             if p.logprobs is not None:
                 seq.out_logprobs.append(self._lp_entry(torch.log_softmax(row.float(), -1), tok, p.logprobs))
             seq.text += seq.decoder.feed([tok])
@@ -300,6 +301,8 @@ class Engine:
             if seq.num_output >= p.max_tokens or len(seq.tokens) >= self.n_ctx:
                 finish = "length"
                 break
+        if appended:
+            metrics.GENERATION_TOKENS.inc(appended)
         if finish is not None:
             self._finish(seq, finish)
         else:

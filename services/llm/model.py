@@ -71,7 +71,7 @@ class AttnGroup:
 
     rows: (B * Q,) the flattened token rows of the group, sequence by sequence; block_tables: (B, NB) each
     sequence's blocks (padded with block 0: key l of sequence b is its position l); mask: (B, 1, Q, NB *
-    block_size) bool, True where query q may attend key l (causal: l <= the query's position).
+    block_size) float, 0 where query q may attend key l (causal: l <= the query's position), -inf elsewhere.
     """
 
     rows: torch.Tensor
@@ -103,6 +103,21 @@ class KVCache:
         self.num_blocks, self.block_size = num_blocks, block_size
         self.k = [torch.zeros(shape) for _ in range(cfg.n_layer)]
         self.v = [torch.zeros(shape) for _ in range(cfg.n_layer)]
+        # where a group's blocks are gathered for attention, reused layer after layer and step after step (grown
+        # when a larger group comes): a fresh megabyte-sized tensor per gather costs more than the copy itself
+        self._gather_k = torch.empty((0, *shape[1:]))
+        self._gather_v = torch.empty((0, *shape[1:]))
+
+    def gather(self, layer: int, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of the blocks `tables` (flat), as (len(tables), block_size, heads, head_dim) views of the
+        workspace: valid until the next gather."""
+        n = tables.shape[0]
+        if self._gather_k.shape[0] < n:
+            self._gather_k = torch.empty((n, *self._gather_k.shape[1:]))
+            self._gather_v = torch.empty((n, *self._gather_v.shape[1:]))
+        kb = torch.index_select(self.k[layer], 0, tables, out=self._gather_k[:n])
+        vb = torch.index_select(self.v[layer], 0, tables, out=self._gather_v[:n])
+        return kb, vb
 
     @property
     def nbytes(self) -> int:
@@ -161,9 +176,9 @@ class GPT(nn.Module):
                 q_ = g.rows.shape[0] // b_
                 qb = qn.index_select(0, g.rows).view(b_, q_, h, d).transpose(1, 2)  # (B, H, Q, D)
                 # whole blocks are gathered (rows of block_size * H * D floats): far cheaper than slot by slot
-                tables = g.block_tables.reshape(-1)
-                kb = k_cache.index_select(0, tables).view(b_, nb * cache.block_size, h, d).transpose(1, 2)
-                vb = v_cache.index_select(0, tables).view(b_, nb * cache.block_size, h, d).transpose(1, 2)
+                kb, vb = cache.gather(layer, g.block_tables.reshape(-1))
+                kb = kb.view(b_, nb * cache.block_size, h, d).transpose(1, 2)
+                vb = vb.view(b_, nb * cache.block_size, h, d).transpose(1, 2)
                 yg = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=g.mask).transpose(1, 2).reshape(-1, c)
                 if y is None:
                     y = yg  # one group: its rows are all the tokens, in order

@@ -54,7 +54,9 @@ def _group(runs: list[Run], offsets: list[int], block_size: int) -> AttnGroup:
         used = -(-(r.start + q_len) // block_size)
         tables.append(r.block_table[:used] + [0] * (n_blocks - used))
     q_pos = torch.tensor([r.start for r in runs])[:, None] + torch.arange(q_len)[None, :]
-    mask = torch.arange(n_blocks * block_size)[None, None, :] <= q_pos[:, :, None]
+    allowed = torch.arange(n_blocks * block_size)[None, None, :] <= q_pos[:, :, None]
+    # additive (0 / -inf), built once per step: a boolean mask is converted to this by every layer's attention
+    mask = torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf"))
     return AttnGroup(rows=torch.tensor(rows), block_tables=torch.tensor(tables), mask=mask.unsqueeze(1))
 
 
@@ -91,22 +93,44 @@ def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slic
     return batch, rows
 
 
+def _generator(seq: Sequence) -> torch.Generator:
+    if seq.generator is None:
+        seq.generator = torch.Generator()
+        if seq.params.seed is not None:
+            seq.generator.manual_seed(seq.params.seed)
+        else:
+            seq.generator.seed()
+    return seq.generator
+
+
+def sample_rows(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
+    """One token per row of logits (M, V), temperature + top-p, all rows in a handful of batched ops.
+
+    A request with a `seed` draws its uniform number from its own generator (reproducible whatever else is in
+    the batch), the others share one draw from torch's generator; the token is where that number falls in the
+    cumulative distribution of the kept mass (the smallest set of most likely tokens whose mass reaches top_p),
+    so no per-row softmax, sort or multinomial call is needed.
+    """
+    temps = torch.tensor([s.params.temperature for s in seqs])
+    top_ps = torch.tensor([s.params.top_p for s in seqs])
+    probs = torch.softmax(logits / temps[:, None], dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    keep = sorted_p.cumsum(-1) - sorted_p < top_ps[:, None]
+    cdf = (sorted_p * keep).cumsum(-1)
+    u = torch.rand(len(seqs))  # requests without a seed: one draw for all of them
+    for i, s in enumerate(seqs):
+        if s.params.seed is not None:
+            u[i] = torch.rand(1, generator=_generator(s))
+    u = u * cdf[:, -1]
+    idx = torch.searchsorted(cdf, u[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
+    return order.gather(1, idx).squeeze(1).tolist()
+
+
 def sample_token(logits: torch.Tensor, seq: Sequence) -> int:
     p = seq.params
     if p.greedy:
         return int(logits.argmax())
-    probs = torch.softmax(logits / p.temperature, dim=-1)
-    if p.top_p < 1.0:
-        sorted_p, order = probs.sort(descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < p.top_p  # the smallest set whose mass reaches top_p
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-    if seq.generator is None:
-        seq.generator = torch.Generator()
-        if p.seed is not None:
-            seq.generator.manual_seed(p.seed)
-        else:
-            seq.generator.seed()
-    return int(torch.multinomial(probs, 1, generator=seq.generator))
+    return sample_rows(logits[None], [seq])[0]
 
 
 class Worker:
@@ -157,6 +181,7 @@ class Worker:
         batch, rows = build_batch(runs, self.block_size)
         logits = self.model.forward_paged(batch, self.cache)
         argmax = logits.argmax(-1).tolist()  # every row's greedy token at once
+        to_sample: list[tuple[int, int, Sequence]] = []  # (result index, logit row, sequence)
         for s, run, sl in zip(scheduled, runs, rows, strict=True):
             seq = s.seq
             out = logits[sl]
@@ -190,6 +215,15 @@ class Worker:
                 res.logprob_rows.append([])
                 continue
             last = out[-1]
-            res.new_tokens.append([argmax[sl.stop - 1] if seq.params.greedy else sample_token(last, seq)])
+            if seq.params.greedy:
+                res.new_tokens.append([argmax[sl.stop - 1]])
+            else:  # sampled below, all such rows together
+                res.new_tokens.append([-1])
+                to_sample.append((len(res.new_tokens) - 1, sl.stop - 1, seq))
             res.logprob_rows.append([last])
+        if to_sample:
+            rows_idx = torch.tensor([r for _, r, _ in to_sample])
+            tokens = sample_rows(logits.index_select(0, rows_idx).float(), [q for _, _, q in to_sample])
+            for (i, _, _), tok in zip(to_sample, tokens, strict=True):
+                res.new_tokens[i] = [tok]
         return res

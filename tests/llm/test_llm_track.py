@@ -182,7 +182,8 @@ def test_least_outstanding_routing_spreads_concurrent_streams(track: StackHandle
     replicas = {n: track.topology.service_url(n) for n in REPLICAS}
     before = {n: _metric(u, "vllm:request_success_total") for n, u in replicas.items()}
     for url in replicas.values():
-        _patch(url, step_delay_ms=100)  # every stream lasts ~4 s: all eight are outstanding together, even on a busy machine
+        # every stream lasts ~4 s: all eight are outstanding together, even on a busy machine
+        _patch(url, step_delay_ms=100)
     errors: list[BaseException] = []
     client = _client(track)
 

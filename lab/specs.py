@@ -65,8 +65,9 @@ class StackSettings:
         return self.home / "registry"
 
 
-def _config_flag(settings: StackSettings, name: str) -> list[str]:
-    config = settings.service_config.get(name) or settings.service_config.get(kind_of(name))
+def _config_flag(settings: StackSettings, name: str, derived: dict[str, Any] | None = None) -> list[str]:
+    config = {**(derived or {}),
+              **(settings.service_config.get(name) or settings.service_config.get(kind_of(name)) or {})}
     return ["--config", json.dumps(config, separators=(",", ":"))] if config else []
 
 
@@ -89,7 +90,8 @@ def service_argv(name: str, topology: Topology, settings: StackSettings) -> list
         return custom
     common = ["--host", topology.host, "--port", str(topology.service_port(name))]
     argv = [settings.python, "-m", part.module, *common, *part.args(name, launch)]
-    return argv if part.proxy_server else argv + _config_flag(settings, name)
+    derived = part.start_config(launch) if part.start_config is not None else None
+    return argv if part.proxy_server else argv + _config_flag(settings, name, derived)
 
 
 def service_names(topology: Topology, with_netproxy: bool = True) -> list[str]:

@@ -212,8 +212,8 @@ def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
                                    else "every replica's default version"),
             "drained: " + (", ".join(gateway.get("drained") or []) or "none"),
             "gateway decision threshold: " + num(gateway.get("decision_threshold"), "{:g}")
-            + " (decline when score >= it; THRESHOLD above is the model's own calibrated value, where its metrics"
-            " were measured: the gateway does not read it)"]
+            + " (decline when score >= it; THRESHOLD above is each version's calibrated value, where its metrics were"
+            " measured: the lab starts the gateway at the served version's, and rollouts do not change it)"]
     for replica, s in serving.items():
         text.append(f"{replica}: " + (f"serves {s['default']} (loaded: {', '.join(s['versions'])})"
                                       if "error" not in s else f"unreachable: {s['error']}"))

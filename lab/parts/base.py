@@ -84,6 +84,8 @@ class Part:
     # The hop (proxy) in front of it: listen on base + proxy_offset (+ N); None: no proxy in front.
     proxy_offset: int | None = None
     args: ArgsFn = _no_args
+    # Its start-up `--config` values derived from the launch (the stack settings' own `service_config` for it wins).
+    start_config: Callable[[Launch], dict[str, Any]] | None = None
     # Replaces the whole argv when it returns a list (the netproxy: a `toxiproxy-server` binary instead).
     custom_argv: Callable[[str, Launch], list[str] | None] | None = None
     # Start order: lower tiers are added first; `after_proxies` parts wait until every hop exists (they dial).

@@ -3,6 +3,7 @@ parts through their hops. Its declaration and its typed client."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from lab.parts import register
@@ -24,6 +25,25 @@ def _args(_name: str, launch: Launch) -> list[str]:
             if dial.caller == NAME:
                 argv += [dial.flag, launch.topology.dial_value(part)]
     return argv
+
+
+def calibrated_threshold(registry_dir: Any, version: str) -> float | None:
+    """The decision threshold `version` was calibrated at (its registry meta's `metrics.threshold`, F1-best on
+    validation, where its precision and recall were measured); None when the registry does not hold it here."""
+    try:
+        meta = json.loads((registry_dir / "versions" / version / "meta.json").read_text())
+        value = float(meta["metrics"]["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if 0.0 <= value <= 1.0 else None
+
+
+def _start_config(launch: Launch) -> dict[str, Any]:
+    # The threshold ships with the model: the gateway starts deciding at the calibrated threshold of the version the
+    # replicas serve by default (read from the lab's own registry directory; the registry service may not be up yet).
+    s = launch.settings
+    threshold = calibrated_threshold(s.registry_dir, s.model_versions[0]) if s.model_versions else None
+    return {"decision_threshold": threshold} if threshold is not None else {}
 
 
 def canary_routing(before: dict[str, float], default: str, new: str, weight: float) -> dict[str, float]:
@@ -54,6 +74,7 @@ PART = register(Part(
     port_offset=1,
     proxy_offset=0,
     args=_args,
+    start_config=_start_config,
     tier=2,
     after_proxies=True,
     public=True,

@@ -59,6 +59,12 @@ def test_status_and_deploys_show_what_an_engineer_would_see(api: LabApi) -> None
     stages = {v["version"]: v["stage"] for v in dep["versions"]}
     assert stages["v1"] == "production"
     assert dep["replicas"]["model-1"]["default"] == "v1" and dep["routing"] == {}
+    # the gateway decides at the served version's calibrated threshold, which the text table shows
+    calibrated = next(v for v in dep["versions"] if v["version"] == "v1")["metrics"]["threshold"]
+    assert api.service_config("gateway")["decision_threshold"] == pytest.approx(calibrated)
+    text = api.console("deploys")["text"]
+    assert "THRESHOLD" in text and f"{calibrated:.3f}" in text
+    assert f"gateway decision threshold: {calibrated:g}" in text
 
 
 def test_logs_grep_and_tail(api: LabApi) -> None:

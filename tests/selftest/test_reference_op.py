@@ -28,8 +28,10 @@ def test_reference_gives_score_quantiles_histogram_and_the_expected_decline_rate
     config = http.post("/api/console/config_show", json={"service": "gateway"}).json()["data"]
     live = config.get("config", config).get("decision_threshold")
     assert s["gateway_threshold"] == live
-    # the share above the gateway's threshold is the share above the nearest round threshold when they coincide
-    assert s["expected_decline_rate"] == s["decline_share_at"][f"{live:g}"]
+    # the lab starts the gateway at the served model's calibrated threshold: the decline rate to expect is the share
+    # of reference scores at or above that threshold
+    assert live == pytest.approx(s["threshold"])
+    assert s["expected_decline_rate"] == s["decline_share"]
     assert 0 < s["threshold"] < 1 and 0 <= s["decline_share"] <= s["decline_share_at"]["0.5"] + 0.05
     names = {f["name"]: f for f in data["features"]}
     assert names["amount"]["type"] == "numeric" and names["amount"]["quantiles"]["p50"] > 0
@@ -53,4 +55,4 @@ def test_deploys_text_table_shows_the_calibrated_threshold(http: httpx.Client) -
     assert "THRESHOLD" in text.splitlines()[0]
     v1 = next(m for m in r.json()["data"]["versions"] if m["version"] == "v1")
     assert f"{v1['metrics']['threshold']:.3f}" in text
-    assert "gateway decision threshold: 0.5" in text
+    assert f"gateway decision threshold: {v1['metrics']['threshold']:g}" in text

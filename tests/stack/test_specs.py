@@ -75,3 +75,25 @@ def test_port_in_use_names_the_port_the_role_and_the_flag():
             with pytest.raises(PortInUse) as err:
                 check_free(stack_ports(topo))
         assert f"port {port} ({role}) is already in use" in str(err.value) and flag in str(err.value)
+
+
+def test_the_gateway_starts_at_the_served_versions_calibrated_threshold(tmp_path: Path) -> None:
+    import json
+
+    meta = tmp_path / "registry" / "versions" / "v3" / "meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"version": "v3", "metrics": {"threshold": 0.612}}))
+    topo = Topology(ports=Ports(base=31000, netproxy=31098, lab=31099), replicas=2)
+
+    def config(**kw) -> dict:
+        argv = specs.service_argv("gateway", topo, specs.StackSettings(home=tmp_path, python="py", **kw))
+        return json.loads(_flag(argv, "--config")) if "--config" in argv else {}
+
+    assert config(model_versions=["v3"]) == {"decision_threshold": 0.612}
+    # the caller's own start-up config is merged, and wins
+    assert config(model_versions=["v3"], service_config={"gateway": {"max_retries": 1}}) == {
+        "decision_threshold": 0.612, "max_retries": 1}
+    assert config(model_versions=["v3"], service_config={"gateway": {"decision_threshold": 0.3}}) == {
+        "decision_threshold": 0.3}
+    # no meta for the served version (a compose file's container paths): the service's own default applies
+    assert config(model_versions=["v9"]) == {}

@@ -12,9 +12,7 @@ Two forwards share the weights:
   their slots of the paged cache (`slot = block_table[pos // block_size] * block_size + pos % block_size`) and
   every sequence's queries attend over the K/V blocks gathered from its own block table (sequences with the
   same number of new tokens share one attention call, so a prefill chunk never pads the decodes). The cache
-  never moves; the block manager decides which blocks a sequence owns. Single-token runs (decodes) instead
-  attend over a dense per-sequence copy of their K/V (`KVCache` lanes): the new token's K/V is appended to its
-  lane in place, so a decode step copies one token's K/V per sequence instead of gathering every block.
+  never moves; the block manager decides which blocks a sequence owns.
 """
 
 from __future__ import annotations
@@ -79,26 +77,6 @@ class AttnGroup:
     rows: torch.Tensor
     block_tables: torch.Tensor
     mask: torch.Tensor
-    lanes: Lanes | None = None
-
-
-@dataclass
-class Lanes:
-    """A single-token group that attends over the cache's dense lanes instead of gathered blocks.
-
-    lanes, positions: (B,) each sequence's lane and the position of its new token; count: lanes [0, count)
-    are attended (a lane of no sequence of this group gets a zero query and its output is dropped); length:
-    keys [0, length) per lane; mask: (count, 1, 1, length) 0 / -inf; fills: (lane, blocks, n) for sequences
-    new to their lane: positions [0, n) are copied from those blocks before the step.
-    """
-
-    lanes: torch.Tensor
-    positions: torch.Tensor
-    count: int
-    length: int
-    mask: torch.Tensor
-    fills: list[tuple[int, torch.Tensor, int]]
-    identity: bool  # lanes == arange(count): no scatter of queries nor pick of outputs
 
 
 @dataclass
@@ -129,29 +107,6 @@ class KVCache:
         # when a larger group comes): a fresh megabyte-sized tensor per gather costs more than the copy itself
         self._gather_k = torch.empty((0, *shape[1:]))
         self._gather_v = torch.empty((0, *shape[1:]))
-        # dense lanes (lane, heads, n_ctx, head_dim) per layer: a decoding sequence's K/V in position order, so
-        # decode attention reads it as a strided view (grown on demand: most configs never use max_num_seqs)
-        self.n_ctx = cfg.n_ctx
-        self.lane_k = [torch.zeros((0, cfg.n_head, cfg.n_ctx, cfg.head_dim)) for _ in range(cfg.n_layer)]
-        self.lane_v = [torch.zeros((0, cfg.n_head, cfg.n_ctx, cfg.head_dim)) for _ in range(cfg.n_layer)]
-
-    def ensure_lanes(self, n: int) -> None:
-        have = self.lane_k[0].shape[0]
-        if have >= n:
-            return
-        cap = max(n, 2 * have, 8)
-        for lanes in (self.lane_k, self.lane_v):
-            for i, t in enumerate(lanes):
-                grown = torch.zeros((cap, *t.shape[1:]))
-                grown[:have] = t
-                lanes[i] = grown
-
-    def fill_lane(self, lane: int, blocks: torch.Tensor, n: int) -> None:
-        """Copy positions [0, n) of a sequence, held in `blocks`, into its lane (every layer)."""
-        for layer in range(len(self.k)):
-            for paged, dense in ((self.k[layer], self.lane_k[layer]), (self.v[layer], self.lane_v[layer])):
-                src = paged.index_select(0, blocks).flatten(0, 1)[:n]  # (n, heads, head_dim)
-                dense[lane, :, :n].copy_(src.transpose(0, 1))
 
     def gather(self, layer: int, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V of the blocks `tables` (flat), as (len(tables), block_size, heads, head_dim) views of the
@@ -209,10 +164,6 @@ class GPT(nn.Module):
         x = self.wte(batch.tokens) + self.wpe(batch.positions)
         n, c = x.shape
         h, d = self.cfg.n_head, self.cfg.head_dim
-        for g in batch.groups:
-            if g.lanes is not None:
-                for lane, blocks, length in g.lanes.fills:
-                    cache.fill_lane(lane, blocks, length)
         for layer, block in enumerate(self.blocks):
             q, k, v = block.c_attn(block.ln_1(x)).split(c, dim=1)
             k_cache, v_cache = cache.k[layer], cache.v[layer]
@@ -221,13 +172,6 @@ class GPT(nn.Module):
             qn = q.reshape(n, h, d)
             y = torch.empty(n, c) if len(batch.groups) > 1 else None
             for g in batch.groups:
-                if g.lanes is not None:
-                    yg = self._attend_lanes(layer, g, qn, k.reshape(n, h, d), v.reshape(n, h, d), cache)
-                    if y is None:
-                        y = yg
-                    else:
-                        y.index_copy_(0, g.rows, yg)
-                    continue
                 b_, nb = g.block_tables.shape
                 q_ = g.rows.shape[0] // b_
                 qb = qn.index_select(0, g.rows).view(b_, q_, h, d).transpose(1, 2)  # (B, H, Q, D)
@@ -243,26 +187,6 @@ class GPT(nn.Module):
             x = x + block.attn_proj(y)
             x = x + block.mlp(block.ln_2(x))
         return self.head(x[batch.logit_index])
-
-    def _attend_lanes(self, layer: int, g: AttnGroup, qn: torch.Tensor, kn: torch.Tensor, vn: torch.Tensor,
-                      cache: KVCache) -> torch.Tensor:
-        """Single-token attention over the dense lanes: append the new K/V in place, attend over a view."""
-        ln = g.lanes
-        assert ln is not None
-        h, d = self.cfg.n_head, self.cfg.head_dim
-        lk, lv = cache.lane_k[layer], cache.lane_v[layer]
-        lk[ln.lanes, :, ln.positions, :] = kn.index_select(0, g.rows)
-        lv[ln.lanes, :, ln.positions, :] = vn.index_select(0, g.rows)
-        qb = qn.index_select(0, g.rows).unsqueeze(2)  # (B, H, 1, D)
-        if not ln.identity:
-            qfull = torch.zeros((ln.count, h, 1, d))
-            qfull[ln.lanes] = qb
-            qb = qfull
-        kv = (lk[: ln.count, :, : ln.length], lv[: ln.count, :, : ln.length])
-        y = F.scaled_dot_product_attention(qb, *kv, attn_mask=ln.mask)  # (count, H, 1, D)
-        if not ln.identity:
-            y = y[ln.lanes]
-        return y.reshape(-1, h * d)
 
 
 def quantize_int8(model: GPT) -> GPT:

@@ -15,13 +15,11 @@ iteration:
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from services.llm.model import GPT, AttnGroup, KVCache, Lanes, PagedBatch
+from services.llm.model import GPT, AttnGroup, KVCache, PagedBatch
 from services.llm.scheduler import Scheduled
 from services.llm.sequence import Sequence
 
@@ -32,7 +30,6 @@ class Run:
     start: int
     block_table: list[int]
     all_logits: bool
-    seq: Sequence | None = None  # whose run: a single-token run of the target keeps its K/V in a dense lane
 
 
 @dataclass
@@ -63,10 +60,8 @@ def _group(runs: list[Run], offsets: list[int], block_size: int) -> AttnGroup:
     return AttnGroup(rows=torch.tensor(rows), block_tables=torch.tensor(tables), mask=mask.unsqueeze(1))
 
 
-def build_batch(runs: list[Run], block_size: int,
-                single: Callable[[list[Run]], Lanes] | None = None) -> tuple[PagedBatch, list[slice]]:
-    """The flattened batch, and for each run the slice of its logit rows in the output. With `single`, the
-    single-token runs attend over dense lanes (`single` assigns them) instead of gathered blocks."""
+def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slice]]:
+    """The flattened batch, and for each run the slice of its logit rows in the output."""
     tokens: list[int] = []
     positions: list[int] = []
     slots: list[int] = []
@@ -90,16 +85,9 @@ def build_batch(runs: list[Run], block_size: int,
         else:
             logit_index.append(offset + n - 1)
         rows.append(slice(first, len(logit_index)))
-    groups = []
-    for n, (rs, offs) in by_len.items():
-        if n == 1 and single is not None:
-            empty = torch.empty(0)
-            groups.append(AttnGroup(rows=torch.tensor(offs), block_tables=empty, mask=empty, lanes=single(rs)))
-        else:
-            groups.append(_group(rs, offs, block_size))
     batch = PagedBatch(
         tokens=torch.tensor(tokens), positions=torch.tensor(positions), slots=torch.tensor(slots),
-        groups=groups,
+        groups=[_group(rs, offs, block_size) for rs, offs in by_len.values()],
         logit_index=torch.tensor(logit_index),
     )
     return batch, rows
@@ -149,52 +137,10 @@ class Worker:
     def __init__(self, model: GPT, cache: KVCache, draft: GPT | None = None, draft_cache: KVCache | None = None):
         self.model, self.cache = model, cache
         self.draft, self.draft_cache = draft, draft_cache
-        # dense lanes of the target's cache: id(seq) -> [seq, lane, positions held]; a sequence keeps its lane
-        # while it is scheduled with a single token every step, and loses it the first step it is not (finished,
-        # aborted, preempted, speculating, or waiting): its next single-token run refills a lane from its blocks
-        self._lane_of: dict[int, list] = {}
-        self._free_lanes: list[int] = []
-        self._num_lanes = 0
-
-    def _assign_lanes(self, runs: list[Run]) -> Lanes:
-        present = {id(r.seq) for r in runs}
-        for key in [k for k in self._lane_of if k not in present]:
-            heapq.heappush(self._free_lanes, self._lane_of.pop(key)[1])
-        lanes: list[int] = []
-        fills: list[tuple[int, torch.Tensor, int]] = []
-        bs = self.block_size
-        for r in runs:
-            entry = self._lane_of.get(id(r.seq))
-            if entry is None:
-                if self._free_lanes:
-                    lane = heapq.heappop(self._free_lanes)
-                else:
-                    lane, self._num_lanes = self._num_lanes, self._num_lanes + 1
-                entry = self._lane_of[id(r.seq)] = [r.seq, lane, 0]
-            if entry[2] != r.start and r.start > 0:  # new to its lane (or the lane is stale): copy its past in
-                fills.append((entry[1], torch.tensor(r.block_table[: -(-r.start // bs)]), r.start))
-            entry[2] = r.start + 1
-            lanes.append(entry[1])
-        count = max(lanes) + 1
-        self.cache.ensure_lanes(count)
-        lane_pos = [0] * count  # a lane of no run here attends its key 0 only (its output is dropped)
-        for lane, r in zip(lanes, runs, strict=True):
-            lane_pos[lane] = r.start
-        length = max(r.start for r in runs) + 1
-        allowed = torch.arange(length)[None, :] <= torch.tensor(lane_pos)[:, None]
-        mask = torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf")).view(count, 1, 1, length)
-        return Lanes(lanes=torch.tensor(lanes), positions=torch.tensor([r.start for r in runs]), count=count,
-                     length=length, mask=mask, fills=fills, identity=lanes == list(range(count)))
 
     @property
     def block_size(self) -> int:
         return self.cache.block_size
-
-    def _assign_lanes_none(self) -> None:
-        """A step without single-token runs: every lane is given up."""
-        self._free_lanes.extend(entry[1] for entry in self._lane_of.values())
-        heapq.heapify(self._free_lanes)
-        self._lane_of.clear()
 
     def _propose(self, items: list[Scheduled]) -> list[list[int]]:
         """k greedy draft proposals per speculating sequence (batched across sequences, step by step)."""
@@ -227,14 +173,12 @@ class Worker:
         for s in scheduled:
             seq = s.seq
             if s.spec and id(s) in proposals:
-                runs.append(Run([seq.tokens[-1], *proposals[id(s)]], seq.num_computed, seq.block_table, True, seq))
+                runs.append(Run([seq.tokens[-1], *proposals[id(s)]], seq.num_computed, seq.block_table, True))
             else:
                 toks = seq.tokens[seq.num_computed: seq.num_computed + (s.num_tokens - s.spec)]
                 prompt_rows = seq.params.prompt_logprobs and seq.num_computed < len(seq.prompt)
-                runs.append(Run(toks, seq.num_computed, seq.block_table, prompt_rows, seq))
-        if not any(len(r.tokens) == 1 for r in runs):
-            self._assign_lanes_none()
-        batch, rows = build_batch(runs, self.block_size, single=self._assign_lanes)
+                runs.append(Run(toks, seq.num_computed, seq.block_table, prompt_rows))
+        batch, rows = build_batch(runs, self.block_size)
         logits = self.model.forward_paged(batch, self.cache)
         argmax = logits.argmax(-1).tolist()  # every row's greedy token at once
         to_sample: list[tuple[int, int, Sequence]] = []  # (result index, logit row, sequence)

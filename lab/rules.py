@@ -38,6 +38,22 @@ def check_traffic_rate(rps: Any) -> float:
     return float(rps)
 
 
+def check_traffic_track(track: Any, retry_policy: Any = None, retries: Any = None) -> None:
+    """Refuse (RuleError 422) a track the load generator cannot drive, or a bad retry policy."""
+    from services.loadgen.profiles import TRAFFIC_TRACKS
+    from services.loadgen.retry import check_retry
+
+    if track == "all":
+        raise RuleError("one load generator drives one track at a time; `--track all` is not a traffic track: "
+                        f"pick one of {', '.join(TRAFFIC_TRACKS)} (naming the other later switches it)")
+    if track is not None and track not in TRAFFIC_TRACKS:
+        raise RuleError(f"unknown traffic track {track!r}; tracks: {', '.join(TRAFFIC_TRACKS)}")
+    try:
+        check_retry(retry_policy, retries)
+    except ValueError as exc:
+        raise RuleError(str(exc)) from None
+
+
 def check_traffic(rps: Any, profile: str | None, known_profiles: Iterable[str],
                   feedback_delay_s: Any = None, seed: Any = None) -> None:
     """Refuse (RuleError 422, naming the valid choices) what the load generator would refuse or crash on."""

@@ -143,9 +143,6 @@ def _preflight(args: argparse.Namespace) -> Path:
     topo = _topology(args)
     from lab import parts
 
-    if args.rps and not topo.runs(parts.replica_part()):
-        raise LabError(f"--rps: the load generator sends card transactions (the {parts.DEFAULT_TRACK} track), "
-                       f"not run by --track {args.track}; use --track all")
     settings = specs.StackSettings(home=home)
     for part in parts.parts():
         if part.preflight is not None and topo.instances(part) and (problem := part.preflight(settings)):
@@ -625,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--retry-policy", choices=("honour-retry-after", "immediate"),
                     help="LLM clients on 429/503: wait Retry-After, or retry at once (a retry storm)")
     tr.add_argument("--retries", type=int, help="LLM clients' retries per request (0..20)")
-    tr.add_argument("--concurrency", type=int, help="most requests in flight (the user pool's cap, 1..5000)")
+    tr.add_argument("--concurrency", type=int, help="most requests in flight (the user pool's cap, 4..5000)")
     tr.add_argument("--stop", action="store_true", help="stop sending traffic")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_traffic)

@@ -38,8 +38,8 @@ def check_traffic_rate(rps: Any) -> float:
     return float(rps)
 
 
-def check_traffic_track(track: Any, retry_policy: Any = None, retries: Any = None) -> None:
-    """Refuse (RuleError 422) a track the load generator cannot drive, or a bad retry policy."""
+def check_traffic_track(track: Any, retry_policy: Any = None, retries: Any = None, max_users: Any = None) -> None:
+    """Refuse (RuleError 422) a track the load generator cannot drive, a bad retry policy or concurrency cap."""
     from services.loadgen.profiles import TRAFFIC_TRACKS
     from services.loadgen.retry import check_retry
 
@@ -52,6 +52,9 @@ def check_traffic_track(track: Any, retry_policy: Any = None, retries: Any = Non
         check_retry(retry_policy, retries)
     except ValueError as exc:
         raise RuleError(str(exc)) from None
+    if max_users is not None and (isinstance(max_users, bool) or not isinstance(max_users, int)
+                                  or not 4 <= max_users <= 5000):
+        raise RuleError(f"max_users (the concurrency cap) must be an integer in 4..5000, got {max_users!r}")
 
 
 def check_traffic(rps: Any, profile: str | None, known_profiles: Iterable[str],

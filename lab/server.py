@@ -65,7 +65,7 @@ class TrafficBody(BaseModel):
     track: str | None = Field(default=None, min_length=1, max_length=20)
     retry_policy: str | None = Field(default=None, min_length=1, max_length=40)
     retries: int | None = Field(default=None, ge=0, le=20)
-    max_users: int | None = Field(default=None, ge=1, le=5000)
+    max_users: int | None = Field(default=None, ge=4, le=5000)
 
 
 def _error(status: int, detail: str) -> JSONResponse:

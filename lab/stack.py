@@ -385,7 +385,7 @@ class Stack:
         from lab.parts.loadgen import DEFAULT_PROFILES, LoadgenClient, LoadgenError, default_track
 
         rules.check_traffic_rate(rps)
-        rules.check_traffic_track(track, retry_policy, retries)
+        rules.check_traffic_track(track, retry_policy, retries, max_users)
         with self._lock:
             if self.phase not in ("running", "degraded"):
                 raise StackError(f"the stack is not running (phase {self.phase})")

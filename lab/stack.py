@@ -377,8 +377,9 @@ class Stack:
                 max_users: int | None = None) -> dict[str, Any]:
         """Start the load generator at `rps` (or change its rate/profile/settings when it runs); returns its state.
 
-        One load generator drives one track: `track` None keeps the running one's, else the stack's fraud track
-        when it runs, else llm; naming another track than the running one's restarts it on that track. Every
+        One load generator drives one track: `track` None means the track of a built-in `profile` named (when the
+        stack runs it), else the running one's, else the stack's fraud track when it runs, else llm; another track
+        than the running one's restarts it on that track. Every
         value is checked first (lab/rules.py: RuleError 422 naming the valid choices), so a refusal is quick and
         starts, stops or changes nothing: an unknown profile once started a load generator that crash-looped
         while this waited `wait_s` for it."""
@@ -391,7 +392,7 @@ class Stack:
                 raise StackError(f"the stack is not running (phase {self.phase})")
             running = self._has_loadgen() and self.supervisor.service_status(LOADGEN)["pid"] is not None
             current_track = self._loadgen_track() if running else None
-            wanted = track or current_track or default_track(self.topology)
+            wanted = track or self._profile_track(profile) or current_track or default_track(self.topology)
             if not self.topology.runs(parts.replica_part(wanted)):
                 raise StackError(f"this stack runs the {', '.join(self.topology.tracks)} track only: no {wanted} "
                                  f"traffic — start it with `faultline up -d --track {wanted}` (or `--track all`)")
@@ -427,6 +428,18 @@ class Stack:
                                          retries=state.get("retries", retries))
             self.supervisor.update_spec(LOADGEN, argv=current.argv)
             return state
+
+    def _profile_track(self, profile: str | None) -> str | None:
+        """The track whose built-in profile `profile` is, when the stack runs it (a fraud scenario's `baseline`
+        keeps meaning the fraud track whatever the load generator drove before); None when it says nothing."""
+        from services.loadgen.profiles import TRAFFIC_TRACKS, profile_names
+
+        if profile is None:
+            return None
+        owners = [t for t in TRAFFIC_TRACKS if profile in profile_names(t)]
+        if len(owners) == 1 and self.topology.runs(parts.replica_part(owners[0])):
+            return owners[0]
+        return None
 
     def _loadgen_track(self) -> str:
         """The running load generator's track, from its command line (no --track: fraud)."""

@@ -108,8 +108,11 @@ def _check_start_traffic(args: argparse.Namespace) -> None:
     from services.loadgen.profiles import profile_names
 
     if args.rps:
+        track = "llm" if getattr(args, "track", "fraud") == "llm" else "fraud"
+        if track == "llm" and args.profile == "baseline":
+            args.profile = "chat"  # --profile's default is the fraud track's; the LLM track's first is chat
         try:
-            check_traffic(args.rps, args.profile, profile_names())
+            check_traffic(args.rps, args.profile, profile_names(track))
         except RuleError as exc:
             raise LabError(str(exc)) from exc
 
@@ -140,9 +143,6 @@ def _preflight(args: argparse.Namespace) -> Path:
     topo = _topology(args)
     from lab import parts
 
-    if args.rps and not topo.runs(parts.replica_part()):
-        raise LabError(f"--rps: the load generator sends card transactions (the {parts.DEFAULT_TRACK} track), "
-                       f"not run by --track {args.track}; use --track all")
     settings = specs.StackSettings(home=home)
     for part in parts.parts():
         if part.preflight is not None and topo.instances(part) and (problem := part.preflight(settings)):
@@ -443,14 +443,17 @@ def cmd_traffic(args: argparse.Namespace) -> int:
         api(args, "DELETE", "/api/traffic", timeout=60)
         print("traffic stopped")
         return EXIT_OK
-    if args.rps is None and args.profile is None:
+    settings = {k: v for k, v in (("profile", args.profile), ("track", args.track),
+                                  ("retry_policy", args.retry_policy), ("retries", args.retries),
+                                  ("max_users", args.concurrency)) if v is not None}
+    if args.rps is None and not settings:
         st = api(args, "GET", "/api/traffic", timeout=15)
     else:
         if args.rps is None:
             cur = api(args, "GET", "/api/traffic", timeout=15)
             # base_rps: the rate before the profile's multiplier (a surge's target_rps is 4x it)
             args.rps = cur.get("base_rps", 0.0) if cur.get("running") else 0.0
-        body = {"rps": args.rps, **({"profile": args.profile} if args.profile else {})}
+        body = {"rps": args.rps, **settings}
         st = api(args, "POST", "/api/traffic", body, timeout=120)
     print(json.dumps(st, indent=2) if args.json else _traffic_text(st))
     return EXIT_OK
@@ -460,7 +463,7 @@ def _traffic_text(st: dict[str, Any]) -> str:
     if not st.get("running", True):
         why = f": {st['error']}" if st.get("error") else ""
         return f"no traffic (start it with `faultline traffic --rps 20`){why}"
-    keys = ("target_rps", "achieved_rps", "profile", "users")
+    keys = ("track", "target_rps", "achieved_rps", "profile", "users", "retry_policy", "retries")
     return "traffic: " + ", ".join(f"{k} {st[k]}" for k in keys if k in st)
 
 
@@ -612,7 +615,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(tr)
     tr.add_argument("--rps", type=float, help=f"requests per second before the profile's multiplier "
                     f"(0..{MAX_TRAFFIC_RPS:,})")
-    tr.add_argument("--profile", help="traffic profile (baseline, ...)")
+    tr.add_argument("--profile", help="traffic profile (fraud: baseline, ...; llm: chat, mixed, abandon, ...)")
+    tr.add_argument("--track", choices=("fraud", "llm", "all"),
+                    help="which track's traffic (default: the running load generator's, else fraud when the stack "
+                         "runs it, else llm); one track at a time, so `all` is refused")
+    tr.add_argument("--retry-policy", choices=("honour-retry-after", "immediate"),
+                    help="LLM clients on 429/503: wait Retry-After, or retry at once (a retry storm)")
+    tr.add_argument("--retries", type=int, help="LLM clients' retries per request (0..20)")
+    tr.add_argument("--concurrency", type=int, help="most requests in flight (the user pool's cap, 4..5000)")
     tr.add_argument("--stop", action="store_true", help="stop sending traffic")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_traffic)

@@ -38,6 +38,25 @@ def check_traffic_rate(rps: Any) -> float:
     return float(rps)
 
 
+def check_traffic_track(track: Any, retry_policy: Any = None, retries: Any = None, max_users: Any = None) -> None:
+    """Refuse (RuleError 422) a track the load generator cannot drive, a bad retry policy or concurrency cap."""
+    from services.loadgen.profiles import TRAFFIC_TRACKS
+    from services.loadgen.retry import check_retry
+
+    if track == "all":
+        raise RuleError("one load generator drives one track at a time; `--track all` is not a traffic track: "
+                        f"pick one of {', '.join(TRAFFIC_TRACKS)} (naming the other later switches it)")
+    if track is not None and track not in TRAFFIC_TRACKS:
+        raise RuleError(f"unknown traffic track {track!r}; tracks: {', '.join(TRAFFIC_TRACKS)}")
+    try:
+        check_retry(retry_policy, retries)
+    except ValueError as exc:
+        raise RuleError(str(exc)) from None
+    if max_users is not None and (isinstance(max_users, bool) or not isinstance(max_users, int)
+                                  or not 4 <= max_users <= 5000):
+        raise RuleError(f"max_users (the concurrency cap) must be an integer in 4..5000, got {max_users!r}")
+
+
 def check_traffic(rps: Any, profile: str | None, known_profiles: Iterable[str],
                   feedback_delay_s: Any = None, seed: Any = None) -> None:
     """Refuse (RuleError 422, naming the valid choices) what the load generator would refuse or crash on."""

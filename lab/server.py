@@ -61,6 +61,11 @@ class TrafficBody(BaseModel):
     profile: str | None = Field(default=None, min_length=1, max_length=100)
     feedback_delay_s: float | None = Field(default=None, ge=0, le=MAX_FEEDBACK_DELAY_S)
     seed: int | None = Field(default=None, ge=0, le=MAX_TRAFFIC_SEED)
+    # The LLM track's settings (docs/loadgen.md): which track, the clients' retry policy, the concurrency cap.
+    track: str | None = Field(default=None, min_length=1, max_length=20)
+    retry_policy: str | None = Field(default=None, min_length=1, max_length=40)
+    retries: int | None = Field(default=None, ge=0, le=20)
+    max_users: int | None = Field(default=None, ge=4, le=5000)
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -119,7 +124,8 @@ def core_router(lab: Lab) -> APIRouter:
     @r.post("/traffic")
     def traffic(body: TrafficBody) -> dict[str, Any]:
         refuse_during_attempt(lab, "traffic")
-        return lab.stack.traffic(body.rps, body.profile, body.feedback_delay_s, body.seed)
+        return lab.stack.traffic(body.rps, body.profile, body.feedback_delay_s, body.seed, track=body.track,
+                                 retry_policy=body.retry_policy, retries=body.retries, max_users=body.max_users)
 
     @r.delete("/traffic")
     def stop_traffic() -> dict[str, Any]:

@@ -100,13 +100,15 @@ def service_names(topology: Topology, with_netproxy: bool = True) -> list[str]:
 
 
 def loadgen_spec(topology: Topology, settings: StackSettings, rps: float, profile: str,
-                 feedback_delay_s: float = 2.0, seed: int | None = None) -> ServiceSpec:
+                 feedback_delay_s: float = 2.0, seed: int | None = None, *, track: str = "fraud",
+                 retry_policy: str | None = None, retries: int | None = None) -> ServiceSpec:
     """The load generator: locust in its own process, sending to the public (gateway proxy) URL."""
     from lab.parts.loadgen import NAME, loadgen_argv
 
     port = topology.service_port(NAME)
     argv = loadgen_argv(topology.public_url, rps, profile, port, feedback_delay_s=feedback_delay_s, seed=seed,
-                        data_seed=settings.feature_seed, python=settings.python)
+                        data_seed=settings.feature_seed, track=track, retry_policy=retry_policy, retries=retries,
+                        python=settings.python)
     spec = service_spec(NAME, topology, settings)
     spec.argv = argv
     return spec

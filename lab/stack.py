@@ -372,32 +372,43 @@ class Stack:
         return f"http://{self.topology.host}:{self.topology.ports.locust_web}"
 
     def traffic(self, rps: float, profile: str | None = None, feedback_delay_s: float | None = None,
-                seed: int | None = None, wait_s: float = 60.0) -> dict[str, Any]:
-        """Start the load generator at `rps` (or change its rate/profile when it runs); returns its state.
+                seed: int | None = None, wait_s: float = 60.0, *, track: str | None = None,
+                retry_policy: str | None = None, retries: int | None = None,
+                max_users: int | None = None) -> dict[str, Any]:
+        """Start the load generator at `rps` (or change its rate/profile/settings when it runs); returns its state.
 
-        Every value is checked first (lab/rules.py: RuleError 422 naming the valid choices), so a refusal is
-        quick and starts, stops or changes nothing: an unknown profile once started a load generator that
-        crash-looped while this waited `wait_s` for it."""
-        from lab.parts.loadgen import LoadgenClient, LoadgenError
+        One load generator drives one track: `track` None means the track of a built-in `profile` named (when the
+        stack runs it), else the running one's, else the stack's fraud track when it runs, else llm; another track
+        than the running one's restarts it on that track. Every
+        value is checked first (lab/rules.py: RuleError 422 naming the valid choices), so a refusal is quick and
+        starts, stops or changes nothing: an unknown profile once started a load generator that crash-looped
+        while this waited `wait_s` for it."""
+        from lab.parts.loadgen import DEFAULT_PROFILES, LoadgenClient, LoadgenError, default_track
 
         rules.check_traffic_rate(rps)
-        if not self.topology.runs(parts.replica_part(parts.DEFAULT_TRACK)):
-            # Its profiles are card transactions for /v1/score; an LLM profile is issue 16.
-            raise StackError(f"the load generator sends card transactions (the {parts.DEFAULT_TRACK} track); this "
-                             f"stack runs the {', '.join(self.topology.tracks)} track only — start it with "
-                             "`faultline up -d --track all` for traffic")
+        rules.check_traffic_track(track, retry_policy, retries, max_users)
         with self._lock:
             if self.phase not in ("running", "degraded"):
                 raise StackError(f"the stack is not running (phase {self.phase})")
             running = self._has_loadgen() and self.supervisor.service_status(LOADGEN)["pid"] is not None
-            rules.check_traffic(rps, profile, self._traffic_profiles(running), feedback_delay_s, seed)
+            current_track = self._loadgen_track() if running else None
+            wanted = track or self._profile_track(profile) or current_track or default_track(self.topology)
+            if not self.topology.runs(parts.replica_part(wanted)):
+                raise StackError(f"this stack runs the {', '.join(self.topology.tracks)} track only: no {wanted} "
+                                 f"traffic — start it with `faultline up -d --track {wanted}` (or `--track all`)")
+            if running and current_track != wanted:
+                self.supervisor.remove(LOADGEN, grace_s=10)  # one track at a time: switch it
+                running = False
+            rules.check_traffic(rps, profile, self._traffic_profiles(running, wanted), feedback_delay_s, seed)
+            start_profile = profile or DEFAULT_PROFILES[wanted]
             if not running:
                 if LOADGEN in self.supervisor.names():
                     self.supervisor.remove(LOADGEN)
                 port = self.topology.ports.locust_web
                 check_free([PortUse(port, "loadgen web UI", "--base-port")], self.topology.host)
-                spec = specs.loadgen_spec(self.topology, self.settings, rps, profile or "baseline",
-                                          2.0 if feedback_delay_s is None else feedback_delay_s, seed)
+                spec = specs.loadgen_spec(self.topology, self.settings, rps, start_profile,
+                                          2.0 if feedback_delay_s is None else feedback_delay_s, seed,
+                                          track=wanted, retry_policy=retry_policy, retries=retries)
                 self.supervisor.add(spec)
                 pending = self.supervisor.wait_ready([LOADGEN], wait_s)
                 if pending:
@@ -405,24 +416,44 @@ class Stack:
                                      "see `faultline logs loadgen`")
             with LoadgenClient(self.loadgen_url) as client:
                 try:
-                    state = client.configure(rps=rps, profile=profile, feedback_delay_s=feedback_delay_s)
+                    state = client.configure(rps=rps, profile=profile, feedback_delay_s=feedback_delay_s,
+                                             retry_policy=retry_policy, retries=retries, max_users=max_users)
                 except LoadgenError as exc:
                     raise StackError(str(exc)) from exc
             # A restart (crash, OOM) must come back at the rate asked for last, not the first one.
             current = specs.loadgen_spec(self.topology, self.settings, state.get("base_rps", rps),
-                                         state.get("profile", profile or "baseline"),
-                                         state.get("feedback_delay_s", feedback_delay_s or 2.0), seed)
+                                         state.get("profile", start_profile),
+                                         state.get("feedback_delay_s", feedback_delay_s or 2.0), seed,
+                                         track=wanted, retry_policy=state.get("retry_policy", retry_policy),
+                                         retries=state.get("retries", retries))
             self.supervisor.update_spec(LOADGEN, argv=current.argv)
             return state
 
-    def _traffic_profiles(self, running: bool) -> list[str]:
+    def _profile_track(self, profile: str | None) -> str | None:
+        """The track whose built-in profile `profile` is, when the stack runs it (a fraud scenario's `baseline`
+        keeps meaning the fraud track whatever the load generator drove before); None when it says nothing."""
+        from services.loadgen.profiles import TRAFFIC_TRACKS, profile_names
+
+        if profile is None:
+            return None
+        owners = [t for t in TRAFFIC_TRACKS if profile in profile_names(t)]
+        if len(owners) == 1 and self.topology.runs(parts.replica_part(owners[0])):
+            return owners[0]
+        return None
+
+    def _loadgen_track(self) -> str:
+        """The running load generator's track, from its command line (no --track: fraud)."""
+        argv = self.supervisor.spec(LOADGEN).argv
+        return argv[argv.index("--track") + 1] if "--track" in argv else "fraud"
+
+    def _traffic_profiles(self, running: bool, track: str = "fraud") -> list[str]:
         """The profiles the load generator knows: a running one's (scenarios may have added some), else the
         built-ins a new one starts with (services/loadgen/profiles.py is data, importable without locust)."""
         from lab.parts.loadgen import LoadgenClient, LoadgenError
         from services.loadgen.profiles import profile_names
 
         if not running:
-            return profile_names()
+            return profile_names(track)
         with LoadgenClient(self.loadgen_url) as client:
             try:
                 return list(client.profiles())

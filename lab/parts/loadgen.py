@@ -1,5 +1,6 @@
 """The load generator: locust in its own process sending to the stack's public URL, started by
 `faultline traffic`. Its declaration, its command line and its typed client for the /control API.
+One load generator drives one track (`--track fraud`: scored transactions; `--track llm`: streamed chats).
 
 Plain httpx, no locust or gevent import: the lab process must never be monkey-patched.
 """
@@ -18,6 +19,14 @@ NAME = "loadgen"
 DEFAULT_RPS = 20.0
 DEFAULT_PROFILE = "baseline"
 DEFAULT_FEEDBACK_DELAY_S = 2.0
+DEFAULT_PROFILES = {"fraud": DEFAULT_PROFILE, "llm": "chat"}
+
+
+def default_track(topology: Any) -> str:
+    """The track a load generator drives when none is named: fraud when the stack runs it, else llm."""
+    from lab import parts
+
+    return "fraud" if topology.runs(parts.replica_part("fraud")) else "llm"
 
 
 class LoadgenError(PartError):
@@ -36,6 +45,9 @@ def loadgen_argv(
     profiles_file: str | Path | None = None,
     timeout_s: float | None = None,
     max_users: int | None = None,
+    track: str = "fraud",
+    retry_policy: str | None = None,
+    retries: int | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The argv (no shell) that starts the load generator; its control API is on http://127.0.0.1:web_port."""
@@ -56,15 +68,22 @@ def loadgen_argv(
         argv += ["--timeout-s", f"{float(timeout_s):g}"]
     if max_users is not None:
         argv += ["--max-users", str(int(max_users))]
+    if track != "fraud":
+        argv += ["--track", track]
+    if retry_policy is not None:
+        argv += ["--retry-policy", retry_policy]
+    if retries is not None:
+        argv += ["--retries", str(int(retries))]
     return argv
 
 
 def _custom_argv(name: str, launch: Launch) -> list[str] | None:
     """The argv at the default rate (what the compose file runs); `faultline traffic` passes its own."""
     t = launch.topology
-    return loadgen_argv(t.public_url, DEFAULT_RPS, DEFAULT_PROFILE, t.ports.port(name),
+    track = default_track(t)
+    return loadgen_argv(t.public_url, DEFAULT_RPS, DEFAULT_PROFILES[track], t.ports.port(name),
                         feedback_delay_s=DEFAULT_FEEDBACK_DELAY_S, data_seed=launch.settings.feature_seed,
-                        python=launch.settings.python)
+                        track=track, python=launch.settings.python)
 
 
 class LoadgenClient(PartClient):
@@ -97,12 +116,19 @@ class LoadgenClient(PartClient):
         return self._call("POST", "/control/profile", {"name": name})
 
     def configure(
-        self, rps: float | None = None, profile: str | None = None, feedback_delay_s: float | None = None
+        self, rps: float | None = None, profile: str | None = None, feedback_delay_s: float | None = None,
+        retry_policy: str | None = None, retries: int | None = None, max_users: int | None = None,
     ) -> dict[str, Any]:
-        """Change several things at once; nothing changes unless all are valid."""
-        body = {k: v for k, v in (("rps", rps), ("profile", profile), ("feedback_delay_s", feedback_delay_s))
+        """Change several things at once; nothing changes unless all are valid. The retry policy is the LLM
+        clients'; max_users caps the requests in flight (concurrency)."""
+        body = {k: v for k, v in (("rps", rps), ("profile", profile), ("feedback_delay_s", feedback_delay_s),
+                                  ("retry_policy", retry_policy), ("retries", retries), ("max_users", max_users))
                 if v is not None}
         return self._call("POST", "/control", body)
+
+    def canary(self) -> dict[str, Any]:
+        """The LLM track's canary set: {"corpus", "split", "canaries": [{"id", "prompt", "reference"}]}."""
+        return self._call("GET", "/control/canary")
 
     def profiles(self) -> dict[str, dict[str, Any]]:
         return self._call("GET", "/control/profiles")

@@ -1,5 +1,8 @@
 """`python -m services.loadgen`: locust (programmatic API, own process) sending profile traffic at a target rate.
 
+`--track fraud` (default) scores card transactions and delivers their labels late; `--track llm` streams chat
+completions (services/loadgen/llmuser.py) and exports the clients' TTFT, ITL, latency and tokens on /metrics.
+
 Starts locust's runner and web UI on 127.0.0.1:--web-port, with the control API (/control/...) on the same
 port, and begins sending at once. SIGTERM/SIGINT stop sending, deliver every pending label, then exit.
 gevent must patch the standard library before anything else imports it, hence the first two lines.
@@ -25,13 +28,19 @@ from gevent import pywsgi  # noqa: E402
 from locust import stats as locust_stats  # noqa: E402
 from locust.contrib.fasthttp import FastHttpSession  # noqa: E402
 from locust.env import Environment  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
 
 from services.common.service import setup_logging  # noqa: E402
 from services.loadgen.control import install  # noqa: E402
-from services.loadgen.controller import Controller, PoolPolicy, check_delay, check_rps  # noqa: E402
+from services.loadgen.controller import SCORE_PATH, Controller, PoolPolicy, check_delay, check_rps  # noqa: E402
 from services.loadgen.feedback import FeedbackQueue  # noqa: E402
+from services.loadgen.llmmetrics import LLMClientMetrics  # noqa: E402
+from services.loadgen.llmprofiles import LLMProfileRegistry  # noqa: E402
+from services.loadgen.llmtraffic import LLMSource  # noqa: E402
+from services.loadgen.llmuser import CHAT_PATH, LLMUser  # noqa: E402
 from services.loadgen.locustfile import JSON_HEADERS, ScoringUser  # noqa: E402
-from services.loadgen.profiles import ProfileError, ProfileRegistry  # noqa: E402
+from services.loadgen.profiles import TRAFFIC_TRACKS, ProfileError, ProfileRegistry  # noqa: E402
+from services.loadgen.retry import POLICIES, check_retry  # noqa: E402
 from services.loadgen.traffic import TrafficSource  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -41,20 +50,31 @@ log = logging.getLogger("loadgen")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m services.loadgen", description=__doc__.splitlines()[0])
     p.add_argument("--target", required=True, help="base URL of the gateway proxy, e.g. http://127.0.0.1:8100")
+    p.add_argument("--track", choices=TRAFFIC_TRACKS, default="fraud",
+                   help="fraud: scored transactions; llm: streamed chat completions")
+    p.add_argument("--retry-policy", choices=POLICIES, default="honour-retry-after",
+                   help="LLM clients on 429/503: wait Retry-After, or retry at once")
+    p.add_argument("--retries", type=int, default=3, help="LLM clients' retries per request (0..20)")
     p.add_argument("--rps", type=float, default=10.0, help="target requests/s before the profile's multiplier")
-    p.add_argument("--profile", default="baseline", help="traffic profile name")
+    p.add_argument("--profile", default=None, help="traffic profile name (default: baseline, or chat for llm)")
     p.add_argument("--web-port", type=int, required=True, help="locust web UI and control API port (127.0.0.1)")
     p.add_argument("--feedback-delay-s", type=float, default=2.0, help="how late labels reach /v1/feedback")
     p.add_argument("--feedback-max-attempts", type=int, default=12, help="tries per label on transient errors")
     p.add_argument("--seed", type=int, default=None, help="transaction stream seed (default: fresh entropy)")
     p.add_argument("--data-seed", type=int, default=7, help="card population seed (must match the feature store)")
     p.add_argument("--profiles-file", type=Path, default=None, help="YAML/JSON {name: profile} to add at start")
-    p.add_argument("--timeout-s", type=float, default=10.0, help="per-request timeout towards the gateway")
+    p.add_argument("--timeout-s", type=float, default=None,
+                   help="per-request timeout towards the gateway (default 10; llm: 60, per streamed read)")
     p.add_argument("--min-users", type=int, default=4, help="smallest user pool")
     p.add_argument("--max-users", type=int, default=200, help="largest user pool (max requests in flight)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
+    if args.profile is None:
+        args.profile = "chat" if args.track == "llm" else "baseline"
+    if args.timeout_s is None:
+        args.timeout_s = 60.0 if args.track == "llm" else 10.0
     try:
+        check_retry(args.retry_policy, args.retries)
         _check_target(args.target)
         check_rps(args.rps)
         check_delay(args.feedback_delay_s)
@@ -82,12 +102,34 @@ def _check_target(url: str) -> None:
         raise ValueError(f"--target must be a loopback address (the lab only sends traffic on loopback), got {host!r}")
 
 
-def _load_profiles(registry: ProfileRegistry, path: Path) -> None:
+def _load_profiles(registry: ProfileRegistry | LLMProfileRegistry, path: Path) -> None:
     try:
         data: Any = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ProfileError(f"cannot read profiles file {path}: {exc}") from None
     registry.register(data)
+
+
+def _ask_model(target: str, source: LLMSource) -> None:
+    """The served model's name and context length (`GET /v1/models`), so long documents fit; the defaults stay
+    when the gateway cannot tell yet (the LLM track still starting, or down: the traffic shows it)."""
+    import http.client
+
+    parts = urlsplit(target)
+    conn = http.client.HTTPConnection(parts.hostname or HOST, parts.port or 80, timeout=5)
+    try:
+        conn.request("GET", "/v1/models", headers={"Authorization": "Bearer faultline-loadgen"})
+        resp = conn.getresponse()
+        data = json.loads(resp.read()) if resp.status == 200 else {}
+        models = data.get("data") or []
+        if models:
+            source.model = models[0].get("id")
+            source.max_model_len = int(models[0].get("max_model_len") or source.max_model_len)
+        log.info("llm model=%s max_model_len=%d", source.model, source.max_model_len)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        log.warning("could not read /v1/models from %s (%s); max_model_len=%d", target, exc, source.max_model_len)
+    finally:
+        conn.close()
 
 
 def _feedback_poster(target: str, env: Environment, timeout_s: float, concurrency: int) -> Any:
@@ -118,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     # does not know, i.e. ours: leave it only the program name.
     sys.argv = sys.argv[:1]
     setup_logging("loadgen", args.log_level)
-    registry = ProfileRegistry()
+    llm = args.track == "llm"
+    registry: ProfileRegistry | LLMProfileRegistry = LLMProfileRegistry() if llm else ProfileRegistry()
     try:
         if args.profiles_file is not None:
             _load_profiles(registry, args.profiles_file)
@@ -128,11 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     target = args.target.rstrip("/")
-    env = Environment(user_classes=[ScoringUser], host=target, locustfile="services/loadgen/locustfile.py")
+    user_class: Any = LLMUser if llm else ScoringUser
+    locustfile = "services/loadgen/llmuser.py" if llm else "services/loadgen/locustfile.py"
+    env = Environment(user_classes=[user_class], host=target, locustfile=locustfile)
     # Users mid-request finish it (and queue its label) before a pool change or shutdown stops them.
     env.stop_timeout = args.timeout_s + 1.0
     ScoringUser.network_timeout = args.timeout_s
     ScoringUser.connection_timeout = min(args.timeout_s, 5.0)
+    LLMUser.network_timeout = args.timeout_s
     runner = env.create_local_runner()
 
     concurrency = 32
@@ -142,14 +188,27 @@ def main(argv: list[str] | None = None) -> int:
         max_attempts=args.feedback_max_attempts,
         concurrency=concurrency,
     )
-    source = TrafficSource(profile, data_seed=args.data_seed, seed=args.seed)
+    metrics = CollectorRegistry()
+    source: TrafficSource | LLMSource
+    if llm:
+        source = LLMSource(profile, registry, seed=args.seed)  # type: ignore[arg-type]
+        _ask_model(target, source)
+        # A stream holds its user for seconds, not milliseconds: one user per request/s before the pool grows.
+        pool = PoolPolicy(min_users=args.min_users, max_users=args.max_users, users_per_rps=1.0)
+    else:
+        source = TrafficSource(profile, data_seed=args.data_seed, seed=args.seed)  # type: ignore[arg-type]
+        pool = PoolPolicy(min_users=args.min_users, max_users=args.max_users)
     controller = Controller(
-        env, registry, source, feedback, args.rps, PoolPolicy(min_users=args.min_users, max_users=args.max_users)
+        env, registry, source, feedback, args.rps, pool,  # type: ignore[arg-type]
+        track=args.track, path=CHAT_PATH if llm else SCORE_PATH, retry=check_retry(args.retry_policy, args.retries),
     )
     ScoringUser.controller = controller
+    LLMUser.controller = controller
+    if llm:
+        LLMUser.metrics = LLMClientMetrics(metrics)
 
     web_ui = env.create_web_ui(host=HOST, port=args.web_port, delayed_start=True)
-    install(web_ui.app, controller)
+    install(web_ui.app, controller, metrics)
     # Bind here rather than in locust's greenlet so a busy port is a clear error and exit code, not a log line.
     server = pywsgi.WSGIServer((HOST, args.web_port), web_ui.app, log=None, error_log=logging.getLogger("loadgen.web"))
     try:
@@ -172,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
 
     controller.start(on_crash)
     log.info(
-        "loadgen ready web=http://%s:%d target=%s rps=%g profile=%s feedback_delay_s=%g run_tag=%s",
+        "loadgen ready track=%s web=http://%s:%d target=%s rps=%g profile=%s feedback_delay_s=%g run_tag=%s",
+        args.track,
         HOST,
         port,
         target,

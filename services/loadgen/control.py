@@ -4,9 +4,12 @@ Routes (all JSON; bad input is 400/422 with {"detail": ...}):
   GET  /control/state                 what is configured and what is actually happening
   POST /control/rate     {"rps": N}
   POST /control/profile  {"name": P}
-  POST /control          {"rps"?, "profile"?, "feedback_delay_s"?}   all fields validated before any applies
-  GET  /control/profiles              every known profile as data
-  POST /control/profiles {name: {shift, rate_multiplier, description}, ...}   add scenario profiles
+  POST /control          {"rps"?, "profile"?, "feedback_delay_s"?, "retry_policy"?, "retries"?, "max_users"?}
+                                      all fields validated before any applies
+  GET  /control/profiles              every known profile (of this load generator's track) as data
+  POST /control/profiles {name: {...}, ...}   add scenario profiles (fraud: shift, rate_multiplier, description;
+                                      llm: services/loadgen/llmprofiles.py's keys)
+  GET  /control/canary                the LLM track's canary set: reference prompts and continuations (404 on fraud)
 plus the service conventions /healthz, /readyz and /metrics (Prometheus text).
 """
 
@@ -20,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
 from services.loadgen.controller import Controller
+from services.loadgen.llmtraffic import LLMSource
 from services.loadgen.profiles import ProfileError, UnknownProfile
 
 _CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
@@ -67,7 +71,7 @@ def control_blueprint(controller: Controller) -> Blueprint:
     @bp.post("")
     def combined() -> tuple[Response, int]:
         body = _json_object()
-        allowed = {"rps", "profile", "feedback_delay_s"}
+        allowed = {"rps", "profile", "feedback_delay_s", "retry_policy", "retries", "max_users"}
         if body is None:
             return _error('body must be a JSON object like {"rps": 40, "profile": "baseline"}', 400)
         unknown = sorted(set(body) - allowed)
@@ -76,6 +80,13 @@ def control_blueprint(controller: Controller) -> Blueprint:
         if "profile" in body and not isinstance(body["profile"], str):
             return _error("profile must be a string", 422)
         return configure(**body)
+
+    @bp.get("/canary")
+    def canary() -> tuple[Response, int]:
+        source = controller.source
+        if not isinstance(source, LLMSource):
+            return _error("the canary set is the LLM track's; this load generator drives the fraud track", 404)
+        return jsonify({"corpus": source.corpus, "split": "held-out", "canaries": source.canaries}), 200
 
     @bp.get("/profiles")
     def profiles() -> Response:
@@ -133,10 +144,11 @@ class _LoadgenCollector:
         )
 
 
-def install(app: Flask, controller: Controller) -> None:
-    """Add the control routes and /healthz, /readyz, /metrics to locust's web UI app."""
+def install(app: Flask, controller: Controller, metrics: CollectorRegistry | None = None) -> None:
+    """Add the control routes and /healthz, /readyz, /metrics to locust's web UI app; `metrics` may already hold
+    the LLM clients' figures (services/loadgen/llmmetrics.py)."""
     app.register_blueprint(control_blueprint(controller))
-    metrics = CollectorRegistry()
+    metrics = metrics or CollectorRegistry()
     metrics.register(_LoadgenCollector(controller))
     ProcessCollector(registry=metrics)
 

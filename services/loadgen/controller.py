@@ -23,6 +23,7 @@ from locust.env import Environment
 from services.loadgen.feedback import FeedbackQueue
 from services.loadgen.pacer import Pacer
 from services.loadgen.profiles import Profile, ProfileRegistry
+from services.loadgen.retry import RetryPolicy, check_retry
 from services.loadgen.traffic import TrafficSource
 
 log = logging.getLogger("loadgen")
@@ -30,6 +31,7 @@ log = logging.getLogger("loadgen")
 SCORE_PATH = "/v1/score"
 WINDOW_S = 10.0
 MAX_RPS = 5000.0
+MAX_USERS = 5000
 _AUTOSCALE_EVERY_S = 1.0
 
 
@@ -56,6 +58,10 @@ class Controller:
         rps: float,
         pool: PoolPolicy | None = None,
         pacer: Pacer | None = None,
+        *,
+        track: str = "fraud",
+        path: str = SCORE_PATH,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.environment = environment
         self.registry = registry
@@ -63,6 +69,10 @@ class Controller:
         self.feedback = feedback
         self.pool = pool or PoolPolicy()
         self.pacer = pacer or Pacer()
+        # The track decides the user (scored transactions or streamed chats); path is the one its stats are under.
+        self.track = track
+        self.path = path
+        self.retry = retry or RetryPolicy()
         self.base_rps = check_rps(rps)
         self.started_at = time.monotonic()
         self.codes: Counter[int] = Counter()
@@ -81,12 +91,18 @@ class Controller:
     # --- changes from the control API ---------------------------------------------------------------------
 
     def configure(
-        self, rps: float | None = None, profile: str | None = None, feedback_delay_s: float | None = None
+        self, rps: float | None = None, profile: str | None = None, feedback_delay_s: float | None = None,
+        retry_policy: str | None = None, retries: int | None = None, max_users: int | None = None,
     ) -> None:
         """Validate everything first, then apply: a bad field leaves the running config untouched."""
         new_rps = check_rps(rps) if rps is not None else None
         new_profile = self.registry.get(profile) if profile is not None else None
         new_delay = check_delay(feedback_delay_s) if feedback_delay_s is not None else None
+        new_retry = check_retry(retry_policy, retries, self.retry)
+        new_pool = check_max_users(max_users, self.pool) if max_users is not None else None
+        self.retry = new_retry
+        if new_pool is not None:
+            self.pool = new_pool
         if new_profile is not None and new_profile != self.profile:
             self.source.set_profile(new_profile)
         if new_rps is not None:
@@ -94,13 +110,21 @@ class Controller:
         if new_delay is not None:
             self.feedback.delay_s = new_delay
         log.info(
-            "traffic rps=%g profile=%s target_rps=%g feedback_delay_s=%g",
+            "traffic rps=%g profile=%s target_rps=%g feedback_delay_s=%g retry=%s/%d max_users=%d",
             self.base_rps,
             self.profile.name,
             self.target_rps,
             self.feedback.delay_s,
+            self.retry.policy,
+            self.retry.retries,
+            self.pool.max_users,
         )
         self._apply()
+        runner = self.environment.runner
+        if new_pool is not None and runner is not None and runner.state not in ("ready", "stopped") \
+                and runner.target_user_count > new_pool.max_users:
+            # A lower concurrency cap is the one case the pool shrinks: users stop after their request ends.
+            runner.start(new_pool.max_users, spawn_rate=100)
 
     def _apply(self) -> None:
         self.pacer.set_rate(self.target_rps)
@@ -176,7 +200,8 @@ class Controller:
         runner = self.environment.runner
         if runner is None:
             return None, None
-        entry = runner.stats.entries.get((SCORE_PATH, "POST"))
+        # The LLM user's entries are per profile; their total is the track's.
+        entry = runner.stats.entries.get((self.path, "POST")) if self.track == "fraud" else runner.stats.total
         if entry is None or not entry.num_requests:
             return None, None
         return entry.get_current_response_time_percentile(0.5), entry.get_current_response_time_percentile(0.99)
@@ -187,6 +212,7 @@ class Controller:
         p50, p99 = self._percentiles()
         fb = self.feedback.stats
         return {
+            "track": self.track,
             "target_rps": round(self.target_rps, 3),
             "base_rps": self.base_rps,
             "rate_multiplier": self.profile.rate_multiplier,
@@ -194,6 +220,8 @@ class Controller:
             "profile": self.profile.name,
             "feedback_delay_s": self.feedback.delay_s,
             "users": runner.user_count if runner is not None else 0,
+            "max_users": self.pool.max_users,
+            **self.retry.to_dict(),
             "inflight": self.inflight,
             "runner_state": runner.state if runner is not None else "none",
             "target": self.environment.host,
@@ -224,6 +252,13 @@ def check_rps(value: Any) -> float:
     if not 0 <= value <= MAX_RPS:
         raise ValueError(f"rps must be between 0 and {MAX_RPS:g}, got {value!r}")
     return float(value)
+
+
+def check_max_users(value: Any, pool: PoolPolicy) -> PoolPolicy:
+    """A pool with a new concurrency cap (max requests in flight); the pool never shrinks below what runs."""
+    if isinstance(value, bool) or not isinstance(value, int) or not pool.min_users <= value <= MAX_USERS:
+        raise ValueError(f"max_users must be an integer in {pool.min_users}..{MAX_USERS}, got {value!r}")
+    return PoolPolicy(min_users=pool.min_users, max_users=value, users_per_rps=pool.users_per_rps)
 
 
 def check_delay(value: Any) -> float:

@@ -194,5 +194,17 @@ def get_profile(name: str) -> Profile:
     return _default_registry.get(name)
 
 
-def profile_names() -> list[str]:
+def profile_names(track: str = "fraud") -> list[str]:
+    """The built-in (and this process's registered) profiles of a track: the one list of profiles, per track."""
+    if track == "llm":
+        from services.loadgen.llmprofiles import LLMProfileRegistry
+
+        return LLMProfileRegistry().names()
+    if track != "fraud":
+        raise ValueError(f"unknown track {track!r}; tracks with traffic: {', '.join(TRAFFIC_TRACKS)}")
     return _default_registry.names()
+
+
+# The tracks the load generator drives, each with its own user (services/loadgen/locustfile.py for fraud's
+# scored transactions, services/loadgen/llmuser.py for the LLM track's streamed chats) and its own profiles.
+TRAFFIC_TRACKS = ("fraud", "llm")

@@ -19,6 +19,7 @@ from typing import Any
 
 from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation
+from lab.console.llm import check_llm_replica, is_llm_replica, llm_only, llm_replicas, llm_rollout
 from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
 from lab.console.settable import settable
 from lab.parts.gateway import NAME as GATEWAY
@@ -208,16 +209,18 @@ def scale(ctx: ConsoleContext, args: Any) -> OpResult:
 
 
 def _drained(ctx: ConsoleContext, replica: str, drain: bool) -> OpResult:
-    name = ctx.check_replica(replica)
+    llm = is_llm_replica(replica)  # the gateway's one `drained` list holds both tracks' replicas
+    name = check_llm_replica(ctx, replica) if llm else ctx.check_replica(replica)
     current = list(_http(ctx.http.get_config, GATEWAY).get("drained") or [])
     wanted = sorted(set(current) | {name}) if drain else [r for r in current if r != name]
     if wanted != current:
         set_config(ctx, GATEWAY, {"drained": wanted})
-    serving = [r for r in ctx.stack.topology.model_names() if r not in wanted]
+    serving = [r for r in (llm_replicas(ctx) if llm else ctx.stack.topology.model_names()) if r not in wanted]
     verb = "drained" if drain else "back in rotation"
     text = f"{name} {verb}; the gateway routes to: {', '.join(serving) or 'NO replica'}"
     if drain and not serving:
-        text += " — every replica is drained: scoring now fails (or falls back)"
+        text += (" — every LLM replica is drained: completions now fail" if llm
+                 else " — every replica is drained: scoring now fails (or falls back)")
     return OpResult({"replica": name, "drained": wanted, "serving": serving}, text)
 
 
@@ -238,6 +241,8 @@ def _rollout_result(res: dict[str, Any], text: str, **resolved: Any) -> OpResult
 @operation("deploy")
 def deploy(ctx: ConsoleContext, args: Any) -> OpResult:
     version = ctx.resolve_version(args.version)
+    if llm_only(ctx):
+        return llm_rollout(ctx, version, args.canary, "deployed")
     replicas = ctx.stack.topology.model_names()
     if args.canary is not None:
         res = canary_rollout(ctx.http, replicas, version, args.canary)
@@ -250,6 +255,8 @@ def deploy(ctx: ConsoleContext, args: Any) -> OpResult:
 @operation("promote")
 def promote(ctx: ConsoleContext, args: Any) -> OpResult:
     version = ctx.resolve_version(args.version)
+    if llm_only(ctx):
+        return llm_rollout(ctx, version, None, "promoted")
     res = full_rollout(ctx.http, ctx.stack.topology.model_names(), version, archive_canary=False)
     return _rollout_result(res, f"{version} promoted: production, 100% of traffic")
 
@@ -257,6 +264,8 @@ def promote(ctx: ConsoleContext, args: Any) -> OpResult:
 @operation("rollback")
 def rollback(ctx: ConsoleContext, args: Any) -> OpResult:
     version = ctx.resolve_version(args.version)
+    if llm_only(ctx):
+        return llm_rollout(ctx, version, None, "rolled back to")
     res = full_rollout(ctx.http, ctx.stack.topology.model_names(), version, archive_canary=True)
     extra = f"; canary {res['canary_archived']} archived" if res.get("canary_archived") else ""
     return _rollout_result(res, f"rolled back to {version}: production, 100% of traffic{extra}")

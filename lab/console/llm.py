@@ -22,11 +22,11 @@ from lab.parts.gateway import NAME as GATEWAY
 from lab.parts.llm import TRACK, stream_completion
 from lab.stackclients import ServiceCallError
 
-# Held out of the LLM's training corpus (services/llm/corpus.py trains on other text): plain English prose, so a
-# healthy model scores it far better than chance and a broken one does not.
-EVAL_TEXT = ("The morning train was late again, so the two of them walked along the river to the old bridge. "
-             "She told him that the house would be sold in the spring, and that nobody in the family wanted it. "
-             "He said nothing for a long time, and then he asked whether the garden would be kept.")
+# Not in the LLM's training text (services/llm/corpus.py: the King James Bible, or a generated English corpus): an
+# invented sentence in the same plain English, under 256 bytes (the byte-level model's context), so a healthy model
+# scores it far better than chance (256 choices a byte) and a broken one does not.
+EVAL_TEXT = ("And the men of the city went out into the field at evening, and they found the well that their "
+             "fathers had digged, and they rested there until the morning.")
 GENERATE_TIMEOUT_S = 60.0
 ROLLOUT_READY_S = 120.0
 

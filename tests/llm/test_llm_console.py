@@ -1,8 +1,9 @@
 """The console on the LLM track: one `faultline up -d --track llm` stack (two replicas) on free ports, driven through
 the lab's API (`POST /api/console/{op}`) and the real CLI: `metrics llm-N` (the replica's own vLLM figures),
-`generate` (through the gateway and to one replica, with timings), `eval` (canary perplexity: the int8 variant close
-to v1, a corrupted model far off), `deploys` / `deploy` / `rollback` for LLM versions, `config show|set` on a
-replica's knobs, `drain` / `undrain` (the gateway's LLM routes honour them) and `restart` — each with one refusal.
+`generate` (through the gateway and to one replica, with timings), `eval` (canary perplexity: the int8 variant
+close to v1, an untrained model far off), `deploys` / `deploy` / `promote` / `rollback` for LLM versions,
+`config show|set` on a replica's knobs, `drain` / `undrain` (the gateway's LLM routes honour them) and `restart` —
+each with one refusal.
 """
 
 from __future__ import annotations
@@ -132,24 +133,50 @@ def test_drain_takes_a_replica_out_of_the_llm_routes(track: StackHandle) -> None
     console(track, "drain", 404, replica=LLM.instance(5))
 
 
-def test_eval_then_deploy_int8_and_roll_back(track: StackHandle) -> None:
-    """Canary perplexity on v1; the int8 variant deployed (a rolling restart) is close; back on v1 after rollback."""
+def _untrained_version(track: StackHandle, name: str) -> None:
+    """Register `name` in the stack's registry: v1's architecture, tokenizer and generation config around freshly
+    initialised (untrained) weights — a model that loads and answers, and knows nothing."""
+    import torch
+
+    from services.llm.model import GPT, GPTConfig
+    from services.registry.llm import LLMRegistry
+
+    registry = LLMRegistry(track.home / "registry")
+    meta = registry.get("v1")
+    staged = track.home / f"staged-{name}"
+    staged.mkdir()
+    torch.manual_seed(0)
+    torch.save(GPT(GPTConfig(**meta["architecture"])).state_dict(), staged / "model.pt")
+    for file in ("tokenizer.json", "generation_config.json"):
+        shutil.copyfile(registry.dir("v1") / file, staged / file)
+    registry.register(name, staged, {"architecture": meta["architecture"], "metrics": {}, "stage": "staging",
+                                     "lineage": {"parent": "v1", "note": "untrained weights (test)"}})
+
+
+def test_eval_then_deploy_int8_untrained_and_roll_back(track: StackHandle) -> None:
+    """Canary perplexity on v1; the int8 variant deployed (a rolling restart) is close; an untrained model promoted
+    is far off; back on v1 after a rollback from the CLI."""
     before = console(track, "eval")["data"]
-    ppl = {n: r["perplexity"] for n, r in before["replicas"].items()}
-    assert set(ppl) == {ONE, TWO} and all(1 < p < 1000 for p in ppl.values())
-    assert before["replicas"][ONE]["version"] == "v1"
+    ppl = {n: r.get("perplexity") for n, r in before["replicas"].items()}
+    assert set(ppl) == {ONE, TWO} and all(ppl.values()), before["replicas"]
+    assert all(1 < p < 256 for p in ppl.values()) and before["replicas"][ONE]["version"] == "v1"
     listing = console(track, "deploys")["data"]
     assert {"v1", "v1-int8"} <= {v["version"] for v in listing["versions"]}
     assert listing["replicas"][ONE]["version"] == "v1"
     console(track, "deploy", 422, version="v1-int8", canary=0.1)  # no canary split on the LLM routes
     console(track, "deploy", 404, version="v9")
-    deployed = console(track, "deploy", version="v1-int8")["data"]
-    assert set(deployed["replicas"]) == {ONE, TWO}
+    _untrained_version(track, "v1-untrained")
     try:
-        after = console(track, "eval")["data"]
-        assert after["replicas"][ONE]["version"] == "v1-int8"
-        int8 = after["replicas"][ONE]["perplexity"]
-        assert abs(int8 - ppl[ONE]) / ppl[ONE] < 0.15, (int8, ppl[ONE])
+        deployed = console(track, "deploy", version="v1-int8")["data"]
+        assert set(deployed["replicas"]) == {ONE, TWO}
+        int8 = console(track, "eval")["data"]["replicas"][ONE]
+        assert int8["version"] == "v1-int8"
+        assert abs(int8["perplexity"] - ppl[ONE]) / ppl[ONE] < 0.15, (int8, ppl[ONE])
+        console(track, "promote", version="v1-untrained")
+        broken = console(track, "eval")["data"]
+        assert broken["replicas"][TWO]["version"] == "v1-untrained"
+        assert broken["replicas"][TWO]["perplexity"] > 3 * ppl[TWO], (broken, ppl)
+        assert broken["versions"]["v1"]["registered_val_perplexity"] > 1  # not served: the registry's figure
     finally:
         out = cli(track, "rollback", "v1")
     assert out.returncode == 0, out.stdout + out.stderr

@@ -242,7 +242,10 @@ def _rollout_result(res: dict[str, Any], text: str, **resolved: Any) -> OpResult
 def deploy(ctx: ConsoleContext, args: Any) -> OpResult:
     version = ctx.resolve_version(args.version)
     if llm_only(ctx):
-        return llm_rollout(ctx, version, args.canary, "deployed")
+        return llm_rollout(ctx, version, args.canary, "deployed", args.part)
+    if args.part not in (None, "all"):
+        raise ConsoleError(f"part {args.part!r}: a model version of this track deploys whole (parts are the LLM "
+                           "track's: weights, tokenizer, generation_config)", 422)
     replicas = ctx.stack.topology.model_names()
     if args.canary is not None:
         res = canary_rollout(ctx.http, replicas, version, args.canary)

@@ -178,7 +178,10 @@ def _add_console_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     sp = new("deploy", "roll a model version out to every replica, or as a canary")
     sp.add_argument("version")
     sp.add_argument("--canary", type=float, help="share of traffic for the new version (0..1, exclusive)")
-    sp.set_defaults(func=_console_cmd("deploy", lambda a: {"version": a.version, "canary": a.canary}))
+    sp.add_argument("--part", choices=("all", "weights", "tokenizer", "generation_config"),
+                    help="LLM track: deploy one part of the version alone (default: all)")
+    sp.set_defaults(func=_console_cmd("deploy", lambda a: {"version": a.version, "canary": a.canary,
+                                                           "part": a.part}))
     for name, help_text in (("rollback", "back to VERSION: production, 100%% of traffic, canary removed"),
                             ("promote", "make VERSION production, 100%% of traffic")):
         sp = new(name, help_text)

@@ -203,7 +203,8 @@ def llm_deploys(ctx: ConsoleContext) -> OpResult:
     for name in llm_replicas(ctx):
         try:
             served = (_client(ctx, name).models().get("data") or [{}])[0]
-            serving[name] = {"version": served.get("id"), "sha256": served.get("sha256"), "draft": served.get("draft")}
+            serving[name] = {"version": served.get("id"), "sha256": served.get("sha256"), "draft": served.get("draft"),
+                             "tokenizer": served.get("tokenizer"), "generation_config": served.get("generation_config")}
         except PartError as exc:
             serving[name] = {"error": exc.message}
     gateway = _gateway_config(ctx)
@@ -213,7 +214,8 @@ def llm_deploys(ctx: ConsoleContext) -> OpResult:
               num((m.get("metrics") or {}).get("val_perplexity"), "{:.2f}"), str(m.get("draft") or "-"),
               str(m.get("created_at") or "-")[:19]] for m in listing]
     text = [table(rows), "", "drained: " + (", ".join(drained) or "none")]
-    text += [f"{n}: " + (f"serves {s['version']}" if "error" not in s else f"unreachable: {s['error']}")
+    text += [f"{n}: " + (f"serves {s['version']} (tokenizer {s.get('tokenizer')}, generation config "
+                         f"{s.get('generation_config')})" if "error" not in s else f"unreachable: {s['error']}")
              for n, s in serving.items()]
     return OpResult({"track": TRACK, "versions": listing, "replicas": serving, "drained": drained}, "\n".join(text))
 
@@ -225,18 +227,46 @@ def _gateway_config(ctx: ConsoleContext) -> dict[str, Any]:
         raise ConsoleError(str(exc), exc.status) from exc
 
 
-def argv_with_version(argv: list[str], version: str) -> list[str]:
+# The replica's flags naming where each part of what it serves comes from (services/llm/__main__.py); the
+# tokenizer and generation config default to --version's own.
+PART_FLAGS = {"weights": "--version", "tokenizer": "--tokenizer", "generation_config": "--generation"}
+
+
+def _flag(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else None
+
+
+def _without(argv: list[str], flag: str) -> list[str]:
+    if flag not in argv:
+        return list(argv)
+    i = argv.index(flag)
+    return argv[:i] + argv[i + 2:]
+
+
+def served_parts(argv: list[str]) -> dict[str, str]:
+    """{part: version} a replica started with `argv` serves."""
+    weights = _flag(argv, "--version") or "v1"
+    return {"weights": weights, "tokenizer": _flag(argv, "--tokenizer") or weights,
+            "generation_config": _flag(argv, "--generation") or weights}
+
+
+def argv_with_parts(argv: list[str], wanted: dict[str, str]) -> list[str]:
+    """`argv` serving `wanted` ({part: version}); a part from the weights' own version needs no flag."""
     out = list(argv)
-    if "--version" in out:
-        out[out.index("--version") + 1] = version
-    else:
-        out += ["--version", version]
+    for flag in PART_FLAGS.values():
+        out = _without(out, flag)
+    out += ["--version", wanted["weights"]]
+    for part in ("tokenizer", "generation_config"):
+        if wanted[part] != wanted["weights"]:
+            out += [PART_FLAGS[part], wanted[part]]
     return out
 
 
-def llm_rollout(ctx: ConsoleContext, version: str, canary: float | None, verb: str) -> OpResult:
-    """Every LLM replica restarted on `version`, one at a time; refused before anything changes when the version is
-    unknown or corrupt, or when a canary split is asked (the gateway's LLM routes do not split by version)."""
+def llm_rollout(ctx: ConsoleContext, version: str, canary: float | None, verb: str,
+                part: str | None = None) -> OpResult:
+    """Every LLM replica restarted on `version` (or on one `part` of it, the others as each replica serves them),
+    one at a time; refused before anything changes when the version is unknown or corrupt, or when a canary split
+    is asked (the gateway's LLM routes do not split by version)."""
     if canary is not None:
         raise ConsoleError("a canary split is not available on the LLM track (the gateway's LLM routes pick the "
                            "least busy replica, not a version): deploy without --canary", 422)
@@ -252,18 +282,22 @@ def llm_rollout(ctx: ConsoleContext, version: str, canary: float | None, verb: s
         raise ConsoleError(f"LLM {version} fails its sha256 check, nothing was changed: {check.get('detail')}", 409)
     t0 = time.monotonic()
     done: dict[str, Any] = {}
+    whole = part in (None, "all")
     for name in llm_replicas(ctx):
         http = ctx.http
-        http.set_argv(name, argv_with_version(http.spec_argv(name), version))
+        argv = http.spec_argv(name)
+        wanted = dict.fromkeys(PART_FLAGS, version) if whole else {**served_parts(argv), part: version}
+        http.set_argv(name, argv_with_parts(argv, wanted))
         ctx.stack.restart(name)
         missing = http.wait_ready([name], ROLLOUT_READY_S)
         st = http.status(name)
-        done[name] = {"ready": st["ready"], "state": st["state"]}
+        done[name] = {"ready": st["ready"], "state": st["state"], "serves": wanted}
         if missing:
             raise ConsoleError(f"{name} did not become ready on LLM {version} within {ROLLOUT_READY_S:.0f}s "
                                f"(state {st['state']}: {st.get('not_ready_reason') or '-'}); the replicas after "
                                "it were left on their version", 409)
     took = time.monotonic() - t0
-    text = f"LLM {version} {verb}: {', '.join(done)} restarted on it one at a time in {took:.1f}s"
-    return OpResult({"track": TRACK, "version": version, "replicas": done, "seconds": round(took, 2)}, text,
-                    resolved={"version": version})
+    what = f"LLM {version}" if whole else f"the {part} of LLM {version}"
+    text = f"{what} {verb}: {', '.join(done)} restarted on it one at a time in {took:.1f}s"
+    return OpResult({"track": TRACK, "version": version, "part": part or "all", "replicas": done,
+                     "seconds": round(took, 2)}, text, resolved={"version": version})

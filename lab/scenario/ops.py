@@ -104,8 +104,12 @@ class ReplicaArgs(Strict):
 
 
 class DeployArgs(Strict):
+    """`part` (LLM track only): deploy one part of an LLM version alone — its weights, its tokenizer or its
+    generation config — keeping the others as each replica serves them; none or `all`: the version whole."""
+
     version: VersionRef
     canary: float | None = Field(default=None, gt=0, lt=1)
+    part: Literal["all", "weights", "tokenizer", "generation_config"] | None = None
 
 
 class VersionArgs(Strict):

@@ -147,8 +147,10 @@ def _untrained_version(track: StackHandle, name: str) -> None:
     staged.mkdir()
     torch.manual_seed(0)
     torch.save(GPT(GPTConfig(**meta["architecture"])).state_dict(), staged / "model.pt")
-    for file in ("tokenizer.json", "generation_config.json"):
-        shutil.copyfile(registry.dir("v1") / file, staged / file)
+    shutil.copyfile(registry.dir("v1") / "tokenizer.json", staged / "tokenizer.json")
+    # its own generation config, so that deploying that part alone shows: answers of 3 tokens by default
+    generation = json.loads((registry.dir("v1") / "generation_config.json").read_text())
+    (staged / "generation_config.json").write_text(json.dumps({**generation, "max_tokens": 3}))
     registry.register(name, staged, {"architecture": meta["architecture"], "metrics": {}, "stage": "staging",
                                      "lineage": {"parent": "v1", "note": "untrained weights (test)"}})
 
@@ -177,10 +179,22 @@ def test_eval_then_deploy_int8_untrained_and_roll_back(track: StackHandle) -> No
         assert broken["replicas"][TWO]["version"] == "v1-untrained"
         assert broken["replicas"][TWO]["perplexity"] > 3 * ppl[TWO], (broken, ppl)
         assert broken["versions"]["v1"]["registered_val_perplexity"] > 1  # not served: the registry's figure
+        console(track, "rollback", version="v1")
+        # the generation config alone: v1's weights keep serving (same perplexity), answers default to 3 tokens
+        part = console(track, "deploy", version="v1-untrained", part="generation_config")["data"]
+        assert part["replicas"][ONE]["serves"] == {"weights": "v1", "tokenizer": "v1",
+                                                    "generation_config": "v1-untrained"}
+        served = console(track, "deploys")["data"]["replicas"][ONE]
+        assert served["version"] == "v1" and served["generation_config"] == "v1-untrained"
+        assert abs(console(track, "eval")["data"]["replicas"][ONE]["perplexity"] - ppl[ONE]) < 1e-3 * ppl[ONE]
+        r = httpx.post(f"{track.public_url}/v1/completions", json={"prompt": "In the"}, timeout=60, trust_env=False)
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3, r.text
     finally:
         out = cli(track, "rollback", "v1")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert console(track, "deploys")["data"]["replicas"][TWO]["version"] == "v1"
+    served = console(track, "deploys")["data"]["replicas"][TWO]
+    assert served["version"] == served["generation_config"] == "v1"
+    console(track, "deploy", 422, version="v1", part="everything")
 
 
 def test_restart_and_scale(track: StackHandle) -> None:

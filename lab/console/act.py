@@ -200,7 +200,8 @@ def _wait_up_or_down(ctx: ConsoleContext, name: str) -> tuple[dict[str, Any], bo
 def scale(ctx: ConsoleContext, args: Any) -> OpResult:
     if not 1 <= args.replicas <= MAX_CONSOLE_REPLICAS:
         raise ConsoleError(f"replicas must be between 1 and {MAX_CONSOLE_REPLICAS} on this console", 422)
-    before = ctx.stack.topology.replicas
+    # on a stack without the fraud track, scale sets the LLM replicas (lab/stack.py)
+    before = len(llm_replicas(ctx)) if llm_only(ctx) else ctx.stack.topology.replicas
     t0 = time.monotonic()
     res = _stack(ctx.stack.scale, args.replicas)
     took = time.monotonic() - t0

@@ -20,6 +20,7 @@ from kit import StackHandle, faultline
 
 from lab import parts
 from lab.client import LabError
+from lab.parts.gateway import NAME as GATEWAY
 
 LLM = parts.replica_part("llm")
 ONE, TWO = LLM.instance(1), LLM.instance(2)
@@ -200,6 +201,17 @@ def test_eval_then_deploy_int8_untrained_and_roll_back(track: StackHandle) -> No
 def test_restart_and_scale(track: StackHandle) -> None:
     res = console(track, "restart", service=TWO)["data"]
     assert res["ready"] and res["service"] == TWO
-    refused = console(track, "scale", 409, replicas=3)
-    assert "--llm-replicas" in refused["detail"]
     console(track, "restart", 404, service="llm-8")
+    three = LLM.instance(3)
+    grown = console(track, "scale", replicas=3)["data"]
+    try:
+        assert grown["before"] == 2 and grown["models"] == [ONE, TWO, three]
+        assert console(track, "generate", prompt="Hi", max_tokens=2, replica=three)["data"]["text"]
+        console(track, "drain", replica=three)
+    finally:
+        out = cli(track, "scale", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    gateway = console(track, "config_show", service=GATEWAY)["data"]["config"]
+    assert gateway["drained"] == [] and sorted(gateway["llm_replicas"]) == [ONE, TWO]  # llm-3 left both
+    console(track, "drain", 404, replica=three)
+    console(track, "scale", 422, replicas=0)

@@ -175,21 +175,21 @@ def test_eval_then_deploy_int8_untrained_and_roll_back(track: StackHandle) -> No
         int8 = console(track, "eval")["data"]["replicas"][ONE]
         assert int8["version"] == "v1-int8"
         assert abs(int8["perplexity"] - ppl[ONE]) / ppl[ONE] < 0.15, (int8, ppl[ONE])
+        # the generation config alone: the int8 weights keep serving (same perplexity), answers default to 3 tokens
+        part = console(track, "deploy", version="v1-untrained", part="generation_config")["data"]
+        assert part["replicas"][ONE]["serves"] == {"weights": "v1-int8", "tokenizer": "v1-int8",
+                                                    "generation_config": "v1-untrained"}
+        served = console(track, "deploys")["data"]["replicas"][ONE]
+        assert served["version"] == "v1-int8" and served["generation_config"] == "v1-untrained"
+        same = console(track, "eval")["data"]["replicas"][ONE]["perplexity"]
+        assert abs(same - int8["perplexity"]) < 1e-3 * same
+        r = httpx.post(f"{track.public_url}/v1/completions", json={"prompt": "In the"}, timeout=60, trust_env=False)
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3, r.text
         console(track, "promote", version="v1-untrained")
         broken = console(track, "eval")["data"]
         assert broken["replicas"][TWO]["version"] == "v1-untrained"
         assert broken["replicas"][TWO]["perplexity"] > 3 * ppl[TWO], (broken, ppl)
         assert broken["versions"]["v1"]["registered_val_perplexity"] > 1  # not served: the registry's figure
-        console(track, "rollback", version="v1")
-        # the generation config alone: v1's weights keep serving (same perplexity), answers default to 3 tokens
-        part = console(track, "deploy", version="v1-untrained", part="generation_config")["data"]
-        assert part["replicas"][ONE]["serves"] == {"weights": "v1", "tokenizer": "v1",
-                                                    "generation_config": "v1-untrained"}
-        served = console(track, "deploys")["data"]["replicas"][ONE]
-        assert served["version"] == "v1" and served["generation_config"] == "v1-untrained"
-        assert abs(console(track, "eval")["data"]["replicas"][ONE]["perplexity"] - ppl[ONE]) < 1e-3 * ppl[ONE]
-        r = httpx.post(f"{track.public_url}/v1/completions", json={"prompt": "In the"}, timeout=60, trust_env=False)
-        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3, r.text
     finally:
         out = cli(track, "rollback", "v1")
     assert out.returncode == 0, out.stdout + out.stderr

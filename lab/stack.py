@@ -303,26 +303,27 @@ class Stack:
 
     def scale(self, replicas: int, wait_s: float | None = None) -> dict[str, Any]:
         """Add or remove model replicas, their proxies, and tell the gateway its new replica set."""
-        if not 1 <= replicas <= MAX_REPLICAS:
-            raise StackError(f"replicas must be between 1 and {MAX_REPLICAS}, got {replicas}")
-        fraud = parts.replica_part(parts.DEFAULT_TRACK)
-        if not self.topology.runs(fraud):
-            raise StackError(f"scale sets the {parts.DEFAULT_TRACK} track's {fraud.pattern.replace('{n}', 'N')} "
-                             f"replicas; this stack runs the {', '.join(self.topology.tracks)} track only "
-                             "(`faultline up --llm-replicas N` sets the LLM replicas)")
+        # The fraud track's replicas when it runs; on a stack without it, the replicas of the track it runs (llm-N).
+        part = parts.replica_part(parts.DEFAULT_TRACK)
+        if not self.topology.runs(part):
+            part = next((p for p in parts.replica_parts() if self.topology.runs(p)), part)
+        limit = MAX_REPLICAS if parts.DEFAULT_TRACK in part.tracks else part.max_replicas
+        if not 1 <= replicas <= limit:
+            raise StackError(f"replicas must be between 1 and {limit}, got {replicas}")
         with self._lock:
             if self.phase not in ("running", "degraded"):
                 raise StackError(f"the stack is not running (phase {self.phase})")
             old = self.topology
-            new = old.with_replicas(replicas)
-            if replicas > old.replicas:
-                self._scale_up(old, new, self.ready_timeout_s if wait_s is None else wait_s)
-            elif replicas < old.replicas:
-                self._scale_down(old, new)
-            return {"replicas": replicas, "models": new.model_names()}
+            new = old.with_count(part, replicas)
+            if replicas > old.replica_count(part):
+                self._scale_up(old, new, self.ready_timeout_s if wait_s is None else wait_s, part)
+            elif replicas < old.replica_count(part):
+                self._scale_down(old, new, part)
+            return {"replicas": replicas, "models": new.instances(part)}
 
-    def _scale_up(self, old: Topology, new: Topology, wait_s: float) -> None:
-        added = [n for n in new.model_names() if n not in old.model_names()]
+    def _scale_up(self, old: Topology, new: Topology, wait_s: float, part: Any = None) -> None:
+        part = part or parts.replica_part()
+        added = [n for n in new.instances(part) if n not in old.instances(part)]
         wanted = [u for u in stack_ports(new, include_netproxy=False, include_lab=False)
                   if any(u.role.endswith(n) for n in added)]
         check_free(wanted, new.host)
@@ -332,14 +333,16 @@ class Stack:
         for name in added:
             self.supervisor.add(self._spec(name))
         pending = self._wait_ready(added, wait_s)
-        self._push_replicas()
+        self._push_replicas(part)
         if pending:
-            raise StackError(f"scaled to {new.replicas}, but not ready after {wait_s:.0f}s: {', '.join(pending)}")
+            raise StackError(f"scaled to {new.replica_count(part)}, but not ready after {wait_s:.0f}s: "
+                             f"{', '.join(pending)}")
 
-    def _scale_down(self, old: Topology, new: Topology) -> None:
-        removed = [n for n in old.model_names() if n not in new.model_names()]
+    def _scale_down(self, old: Topology, new: Topology, part: Any = None) -> None:
+        part = part or parts.replica_part()
+        removed = [n for n in old.instances(part) if n not in new.instances(part)]
         self.topology = new
-        self._push_replicas()  # first stop sending traffic, then stop the processes
+        self._push_replicas(part)  # first stop sending traffic, then stop the processes
         for name in removed:
             self.supervisor.remove(name)
             try:
@@ -347,9 +350,9 @@ class Stack:
             except Exception as exc:  # noqa: BLE001 - the replica is gone either way; say so in status
                 self.error = f"could not delete proxy {name}: {exc}"
 
-    def _push_replicas(self) -> None:
+    def _push_replicas(self, part: Any = None) -> None:
         """The replicas' caller learns them by PATCH /admin/config, and from its argv if it restarts later."""
-        part = parts.replica_part()
+        part = part or parts.replica_part()
         for dial in part.dials:
             self.supervisor.update_spec(dial.caller, argv=specs.service_argv(dial.caller, self.topology,
                                                                               self.settings))

@@ -204,3 +204,10 @@ class Topology:
     def with_replicas(self, replicas: int) -> Topology:
         _check_replica(replicas)
         return Topology(ports=self.ports, replicas=replicas, host=self.host, tracks=self.tracks, counts=self.counts)
+
+    def with_count(self, part: Part, n: int) -> Topology:
+        """This topology with `n` replicas of the replicated `part` (the fraud track's: `with_replicas`)."""
+        if DEFAULT_TRACK in part.tracks:
+            return self.with_replicas(n)
+        counts = tuple((name, c) for name, c in self.counts if name != part.name) + ((part.name, n),)
+        return Topology(ports=self.ports, replicas=self.replicas, host=self.host, tracks=self.tracks, counts=counts)

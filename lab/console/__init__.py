@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from lab.console import act, evidence, investigate, reference, trace  # noqa: F401 - registers the operations
+from lab import parts
+from lab.console import act, evidence, investigate, llm, reference, trace  # noqa: F401 - registers the operations
 from lab.console.base import OPERATIONS, ConsoleContext, ConsoleError, OpResult, first_line
 from lab.logsearch import BadSearch
 from lab.rules import RuleError
@@ -29,7 +30,11 @@ from lab.stack import StackError
 from lab.stackclients import ServiceCallError
 from lab.supervisor import UnknownService
 
-VERSION_NUMBER = re.compile(r"v[0-9]{1,6}")
+# A concrete version: the fraud registry's vN, or an LLM version (v1, v1-int8: services/registry/llm.py's names).
+VERSION_NUMBER = re.compile(r"v[0-9]{1,6}(-[a-z0-9]{1,16})?")
+# The schema's service and replica names are the fraud track's; a console may name any part's replica (llm-N),
+# which the operation then checks against the running stack.
+NAMED_FIELDS = ("service", "replica")
 
 __all__ = ["ConsoleError", "OpResult", "attach", "operations", "parse_args", "run"]
 
@@ -47,14 +52,28 @@ def parse_args(op: str, raw: Any) -> Any:
         raise ConsoleError(f"{op}: args must be a JSON object", 422)
     version = raw.get("version")
     concrete = isinstance(version, str) and VERSION_NUMBER.fullmatch(version) is not None
+    named = {k: raw[k] for k in NAMED_FIELDS if isinstance(raw.get(k), str) and _other_replica(raw[k])}
+    stand_in = parts.replica_part().instance(1)
     try:
-        model = OP_ARGS[op].model_validate({**raw, "version": "v1"} if concrete else raw)
+        model = OP_ARGS[op].model_validate({**raw, **({"version": "v1"} if concrete else {}),
+                                            **{k: stand_in for k in named}})
     except ValidationError as exc:
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()]
-        raise ConsoleError(f"{op}: " + "; ".join(parts), 422) from None
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()]
+        raise ConsoleError(f"{op}: " + "; ".join(problems), 422) from None
     # The schema's version refs are what a scenario may name (v1, v2, labels); a learner names the vN the
     # registry really holds (v3 after a retrain), which the registry then checks.
-    return model.model_copy(update={"version": version}) if concrete else model
+    return model.model_copy(update={**({"version": version} if concrete else {}), **named})
+
+
+def _other_replica(name: str) -> bool:
+    """`name` is a replica of a replicated part other than the fraud track's (llm-3), within its bounds."""
+    for part in parts.replica_parts():
+        if part is parts.replica_part():
+            continue
+        stem = part.instance(1)[:-1]
+        if name.startswith(stem) and name[len(stem):].isdigit():
+            return 1 <= int(name[len(stem):]) <= part.max_replicas
+    return False
 
 
 def _attempts(lab: Any) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 
 from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation
+from lab.console.llm import check_llm_replica, is_llm_replica, llm_only, llm_replicas, llm_rollout
 from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
 from lab.console.settable import settable
 from lab.parts.gateway import NAME as GATEWAY
@@ -199,7 +200,8 @@ def _wait_up_or_down(ctx: ConsoleContext, name: str) -> tuple[dict[str, Any], bo
 def scale(ctx: ConsoleContext, args: Any) -> OpResult:
     if not 1 <= args.replicas <= MAX_CONSOLE_REPLICAS:
         raise ConsoleError(f"replicas must be between 1 and {MAX_CONSOLE_REPLICAS} on this console", 422)
-    before = ctx.stack.topology.replicas
+    # on a stack without the fraud track, scale sets the LLM replicas (lab/stack.py)
+    before = len(llm_replicas(ctx)) if llm_only(ctx) else ctx.stack.topology.replicas
     t0 = time.monotonic()
     res = _stack(ctx.stack.scale, args.replicas)
     took = time.monotonic() - t0
@@ -208,16 +210,18 @@ def scale(ctx: ConsoleContext, args: Any) -> OpResult:
 
 
 def _drained(ctx: ConsoleContext, replica: str, drain: bool) -> OpResult:
-    name = ctx.check_replica(replica)
+    llm = is_llm_replica(replica)  # the gateway's one `drained` list holds both tracks' replicas
+    name = check_llm_replica(ctx, replica) if llm else ctx.check_replica(replica)
     current = list(_http(ctx.http.get_config, GATEWAY).get("drained") or [])
     wanted = sorted(set(current) | {name}) if drain else [r for r in current if r != name]
     if wanted != current:
         set_config(ctx, GATEWAY, {"drained": wanted})
-    serving = [r for r in ctx.stack.topology.model_names() if r not in wanted]
+    serving = [r for r in (llm_replicas(ctx) if llm else ctx.stack.topology.model_names()) if r not in wanted]
     verb = "drained" if drain else "back in rotation"
     text = f"{name} {verb}; the gateway routes to: {', '.join(serving) or 'NO replica'}"
     if drain and not serving:
-        text += " — every replica is drained: scoring now fails (or falls back)"
+        text += (" — every LLM replica is drained: completions now fail" if llm
+                 else " — every replica is drained: scoring now fails (or falls back)")
     return OpResult({"replica": name, "drained": wanted, "serving": serving}, text)
 
 
@@ -238,6 +242,11 @@ def _rollout_result(res: dict[str, Any], text: str, **resolved: Any) -> OpResult
 @operation("deploy")
 def deploy(ctx: ConsoleContext, args: Any) -> OpResult:
     version = ctx.resolve_version(args.version)
+    if llm_only(ctx):
+        return llm_rollout(ctx, version, args.canary, "deployed", args.part)
+    if args.part not in (None, "all"):
+        raise ConsoleError(f"part {args.part!r}: a model version of this track deploys whole (parts are the LLM "
+                           "track's: weights, tokenizer, generation_config)", 422)
     replicas = ctx.stack.topology.model_names()
     if args.canary is not None:
         res = canary_rollout(ctx.http, replicas, version, args.canary)
@@ -250,6 +259,8 @@ def deploy(ctx: ConsoleContext, args: Any) -> OpResult:
 @operation("promote")
 def promote(ctx: ConsoleContext, args: Any) -> OpResult:
     version = ctx.resolve_version(args.version)
+    if llm_only(ctx):
+        return llm_rollout(ctx, version, None, "promoted")
     res = full_rollout(ctx.http, ctx.stack.topology.model_names(), version, archive_canary=False)
     return _rollout_result(res, f"{version} promoted: production, 100% of traffic")
 
@@ -257,6 +268,8 @@ def promote(ctx: ConsoleContext, args: Any) -> OpResult:
 @operation("rollback")
 def rollback(ctx: ConsoleContext, args: Any) -> OpResult:
     version = ctx.resolve_version(args.version)
+    if llm_only(ctx):
+        return llm_rollout(ctx, version, None, "rolled back to")
     res = full_rollout(ctx.http, ctx.stack.topology.model_names(), version, archive_canary=True)
     extra = f"; canary {res['canary_archived']} archived" if res.get("canary_archived") else ""
     return _rollout_result(res, f"rolled back to {version}: production, 100% of traffic{extra}")

@@ -3,7 +3,7 @@ a LabError they raise is printed by lab/cli.py's main as `faultline: MESSAGE`, e
 
 `add_commands(sub, common)` (called by lab/cli.py's build_parser) adds:
 - the console: `status`, `logs`, `metrics`, `trace`, `drift`, `slo`, `deploys`, `config show|set`, `distributions`,
-  `decisions`, `status-codes`, `upstreams`, `inspect`, `send`, `restart`,
+  `decisions`, `status-codes`, `upstreams`, `inspect`, `send`, `generate`, `eval`, `restart`,
   `scale`, `drain`, `undrain`, `deploy`, `rollback`, `promote`, `retrain`, `kill`, `traffic` — each one
   `POST /api/console/{op}`. Commands lab/cli.py already has for the stack (status, logs, scale, restart,
   traffic, and metrics/drift/slo if present) keep their own behaviour in the sandbox and go through the console
@@ -52,7 +52,9 @@ def _wrap(original: Handler | None, op: str, to_args: Callable[[argparse.Namespa
         read_only = op == "traffic" and args.rps is None and args.profile is None and not args.stop
         if original is not None and read_only:
             return original(args)  # showing the traffic changes nothing: the stack's own command
-        if original is None or active_attempt(args) is not None:
+        # an LLM replica's metrics are its own vLLM figures, which only the console reads
+        own_figures = op == "metrics" and _other_replica(getattr(args, "service", None))
+        if original is None or own_figures or active_attempt(args) is not None:
             code = console(args, op, to_args(args))
             if op == "logs" and getattr(args, "follow", False):
                 return _follow(args)
@@ -60,6 +62,14 @@ def _wrap(original: Handler | None, op: str, to_args: Callable[[argparse.Namespa
         return original(args)
 
     return run
+
+
+def _other_replica(name: str | None) -> bool:
+    """`name` is a replica of another track than the fraud one (llm-N)."""
+    from lab import parts
+
+    part = parts.part_for(name) if name else None
+    return part is not None and part.replicated and part is not parts.replica_part()
 
 
 def _follow(args: argparse.Namespace) -> int:
@@ -168,7 +178,10 @@ def _add_console_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     sp = new("deploy", "roll a model version out to every replica, or as a canary")
     sp.add_argument("version")
     sp.add_argument("--canary", type=float, help="share of traffic for the new version (0..1, exclusive)")
-    sp.set_defaults(func=_console_cmd("deploy", lambda a: {"version": a.version, "canary": a.canary}))
+    sp.add_argument("--part", choices=("all", "weights", "tokenizer", "generation_config"),
+                    help="LLM track: deploy one part of the version alone (default: all)")
+    sp.set_defaults(func=_console_cmd("deploy", lambda a: {"version": a.version, "canary": a.canary,
+                                                           "part": a.part}))
     for name, help_text in (("rollback", "back to VERSION: production, 100%% of traffic, canary removed"),
                             ("promote", "make VERSION production, 100%% of traffic")):
         sp = new(name, help_text)
@@ -204,6 +217,17 @@ def _add_console_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     sp.add_argument("--card-id", dest="card_id")
     sp.set_defaults(func=_console_cmd("send", lambda a: {k: getattr(a, k) for k in (
         "amount", "merchant_category", "hour", "country", "card_present", "device_age_days", "card_id")}))
+
+    sp = new("generate", "LLM track: stream one completion through the gateway (or to one replica) with its "
+             "timings: TTFT, ITL, tokens/s")
+    sp.add_argument("prompt")
+    sp.add_argument("--max-tokens", dest="max_tokens", type=int, help="1..256 (default 32)")
+    sp.add_argument("--replica", help="send to this LLM replica (llm-N) instead of the gateway")
+    sp.add_argument("--temperature", type=float, help="0..2 (default: the version's generation config)")
+    sp.set_defaults(func=_console_cmd("generate", lambda a: {k: getattr(a, k) for k in (
+        "prompt", "max_tokens", "replica", "temperature")}))
+    sp = new("eval", "LLM track: canary perplexity of a fixed held-out text on each replica and each version")
+    sp.set_defaults(func=_console_cmd("eval", lambda a: {}))
 
     sp = new("kill", "kill a process the scenario started (see `status`)")
     sp.add_argument("pid", type=int)

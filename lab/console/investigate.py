@@ -11,6 +11,7 @@ from typing import Any
 
 from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
+from lab.console.llm import is_llm_replica, llm_deploys, llm_only, replica_metrics
 from lab.logbuffer import iso_utc
 from lab.logsearch import BadSearch
 from lab.parts.gateway import NAME as GATEWAY
@@ -114,10 +115,14 @@ def _service_metrics_text(name: str, s: dict[str, Any]) -> str:
 def metrics(ctx: ConsoleContext, args: Any) -> OpResult:
     from lab.monitor.text import format_metrics
 
+    if args.service is not None and is_llm_replica(args.service):
+        return replica_metrics(ctx, ctx.check_service(args.service))
     snapshot = ctx.monitor.metrics()
     if args.service is None:
         return OpResult(snapshot, format_metrics(snapshot))
     name = ctx.check_service(args.service)
+    if is_llm_replica(name):  # its own vLLM figures, read from its /metrics
+        return replica_metrics(ctx, name)
     entry = (snapshot.get("services") or {}).get(name)
     if entry is None:
         raise ConsoleError(f"no metrics for {name} yet (the monitor scrapes once a second)", 404)
@@ -181,6 +186,8 @@ def slo(ctx: ConsoleContext, args: Any) -> OpResult:
 
 @operation("deploys")
 def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
+    if llm_only(ctx):
+        return llm_deploys(ctx)
     http = ctx.http
     try:
         versions = http.registry("GET", "/v1/models")

@@ -79,6 +79,16 @@ class SendArgs(Strict):
     card_id: str = Field(default="c000001", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
+class GenerateArgs(Strict):
+    """One completion streamed through the gateway, or to one LLM replica (`replica`, checked against the stack),
+    with its timings; prompt and output bounded."""
+
+    prompt: str = Field(min_length=1, max_length=2000)
+    max_tokens: int = Field(default=32, ge=1, le=256)
+    replica: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9]{0,15}-[0-9]{1,2}$")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
 class ConfigSetArgs(Strict):
     service: ServiceName
     key: ConfigKey
@@ -94,8 +104,12 @@ class ReplicaArgs(Strict):
 
 
 class DeployArgs(Strict):
+    """`part` (LLM track only): deploy one part of an LLM version alone — its weights, its tokenizer or its
+    generation config — keeping the others as each replica serves them; none or `all`: the version whole."""
+
     version: VersionRef
     canary: float | None = Field(default=None, gt=0, lt=1)
+    part: Literal["all", "weights", "tokenizer", "generation_config"] | None = None
 
 
 class VersionArgs(Strict):
@@ -155,11 +169,13 @@ OP_ARGS: dict[str, type[Strict]] = {
     "upstreams": NoArgs,
     "inspect": InspectArgs,
     "send": SendArgs,
+    "generate": GenerateArgs,
+    "eval": NoArgs,
 }
 OP_NAMES: tuple[str, ...] = tuple(OP_ARGS)
 INVESTIGATE_OPS: frozenset[str] = frozenset(
     {"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show", "reference",
-     "distributions", "decisions", "status_codes", "upstreams", "inspect", "send"}
+     "distributions", "decisions", "status_codes", "upstreams", "inspect", "send", "generate", "eval"}
 )
 ACT_OPS: frozenset[str] = frozenset(OP_NAMES) - INVESTIGATE_OPS
 

@@ -91,10 +91,11 @@ class GatewayConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_drained(self) -> GatewayConfig:
-        unknown = sorted(set(self.drained) - set(self.replicas))
+        known = set(self.replicas) | set(self.llm_replicas)  # one list drains both tracks' replicas
+        unknown = sorted(set(self.drained) - known)
         if unknown:
             raise ValueError(f"drained: unknown replica(s) {', '.join(unknown)}; replicas are: "
-                             f"{', '.join(sorted(self.replicas)) or 'none'}")
+                             f"{', '.join(sorted(known)) or 'none'}")
         return self
 
 
@@ -106,8 +107,10 @@ class GatewayConfigHolder(ConfigHolder):
     """
 
     def patch(self, changes: dict[str, Any]) -> BaseModel:
-        replicas = changes.get("replicas")
-        if isinstance(replicas, dict) and "drained" not in changes:
+        replicas, llm = changes.get("replicas"), changes.get("llm_replicas")
+        if (isinstance(replicas, dict) or isinstance(llm, dict)) and "drained" not in changes:
             current: GatewayConfig = self.value  # type: ignore[assignment]
-            changes = {**changes, "drained": [n for n in current.drained if n in replicas]}
+            known = set(replicas if isinstance(replicas, dict) else current.replicas) | set(
+                llm if isinstance(llm, dict) else current.llm_replicas)
+            changes = {**changes, "drained": [n for n in current.drained if n in known]}
         return super().patch(changes)

@@ -122,9 +122,11 @@ class LLMRoutes:
     # --- decisions ------------------------------------------------------------------------------------------------
 
     def pick(self, exclude: set[str]) -> Upstream | None:
-        """Least outstanding requests among replicas not tried yet, preferring ones not marked down."""
+        """Least outstanding requests among replicas not tried yet and not drained, preferring ones not marked
+        down."""
         now = time.monotonic()
-        left = [u for u in self.upstreams.values() if u.name not in exclude]
+        drained = set(self.config().drained)
+        left = [u for u in self.upstreams.values() if u.name not in exclude and u.name not in drained]
         found = [u for u in left if now >= u.down_until] or left
         if not found:
             return None
@@ -178,6 +180,10 @@ class LLMRoutes:
         tried: set[str] = set()
         while True:
             upstream = self.pick(tried)
+            if upstream is None and not tried:  # every LLM replica is drained
+                self._done(route, "", 503, started, None, {}, request)
+                return openai_error(503, "every LLM replica is drained (gateway config `drained`)",
+                                    "service_unavailable", "all_replicas_drained")
             if upstream is None:
                 self._done(route, "", 502, started, None, {}, request)
                 return openai_error(502, f"no LLM replica accepted the connection (tried {', '.join(sorted(tried))})",

@@ -1,5 +1,5 @@
 """LLM replica CLI: `python -m services.llm --host 127.0.0.1 --port P --registry DIR --replica llm-1 --version v1
-[--draft v1-draft] [--config JSON]`. See docs/llm.md."""
+[--draft v1-draft] [--tokenizer V] [--generation V] [--config JSON]`. See docs/llm.md."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replica", default="llm-1")
     parser.add_argument("--version", default="v1")
     parser.add_argument("--draft", default=None, help="draft version for speculative decoding (default: meta's)")
+    parser.add_argument("--tokenizer", default=None, help="serve the tokenizer of this version (default: --version's)")
+    parser.add_argument("--generation", default=None,
+                        help="serve the generation config of this version (default: --version's)")
     parser.add_argument("--config", default=None, help="initial config as a JSON object")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -31,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = LLMConfig.model_validate(json.loads(args.config) if args.config else {})
         check_llm_version(args.version)
-        if args.draft:
-            check_llm_version(args.draft)
-        app = build_app(args.registry, args.replica, args.version, config, args.draft)
+        for other in (args.draft, args.tokenizer, args.generation):
+            if other:
+                check_llm_version(other)
+        app = build_app(args.registry, args.replica, args.version, config, args.draft, args.tokenizer,
+                        args.generation)
     except (ValueError, ValidationError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ from starlette.responses import Response, StreamingResponse
 
 from services.common.service import ConfigHolder, create_app
 from services.llm import metrics
-from services.llm.artifacts import GenerationConfig, LoadedLLM, load_llm
+from services.llm.artifacts import GenerationConfig, LoadedLLM, load_llm, with_parts
 from services.llm.config import LLMConfig
 from services.llm.engine import Engine, QueueFull
 from services.llm.protocol import ChatRequest, CompletionRequest, OpenAIError, parse
@@ -59,8 +59,10 @@ def _sse(payload: Any) -> bytes:
 
 class LLMServer:
     def __init__(self, registry: str | Path, replica: str, version: str, config: LLMConfig,
-                 draft: str | None = None) -> None:
+                 draft: str | None = None, tokenizer: str | None = None, generation: str | None = None) -> None:
         self.registry, self.replica, self.version, self.draft_version = Path(registry), replica, version, draft
+        # a part deployed alone: the tokenizer / generation config of another version (None: the version's own)
+        self.tokenizer_version, self.generation_version = tokenizer, generation
         self.holder = ConfigHolder(config, self._on_config_change)
         self.engine: Engine | None = None
         self.target: LoadedLLM | None = None
@@ -93,7 +95,8 @@ class LLMServer:
             # the engine thread and the event loop share the GIL: with the default 5 ms switch interval a step
             # can wait a whole interval for the loop to let go; 0.5 ms keeps the two interleaving finely
             sys.setswitchinterval(0.0005)
-            target = load_llm(self.registry, self.version)
+            target = with_parts(load_llm(self.registry, self.version), self.registry, self.tokenizer_version,
+                                self.generation_version)
             draft_name = self.draft_version or target.meta.get("draft")
             draft = None
             if draft_name:
@@ -466,8 +469,8 @@ async def _stream_out(response: StreamingResponse, receive: Any, send: Any) -> N
 
 
 def build_app(registry: str | Path, replica: str, version: str, config: LLMConfig,
-              draft: str | None = None) -> LLMFront:
-    server = LLMServer(registry, replica, version, config, draft)
+              draft: str | None = None, tokenizer: str | None = None, generation: str | None = None) -> LLMFront:
+    server = LLMServer(registry, replica, version, config, draft, tokenizer, generation)
     app = create_app(f"llm.{replica}", server.holder, server.readiness)
     app.state.server = server
 
@@ -493,6 +496,8 @@ def build_app(registry: str | Path, replica: str, version: str, config: LLMConfi
                          "owned_by": "faultline", "root": server.version, "parent": None,
                          "max_model_len": server.target.model.cfg.n_ctx, "replica": server.replica,
                          "sha256": meta.get("sha256"), "variant": meta.get("variant"), "metrics": meta.get("metrics"),
+                         "tokenizer": server.tokenizer_version or server.version,
+                         "generation_config": server.generation_version or server.version,
                          "draft": server.engine.draft.version if server.engine and server.engine.draft else None})
         return _json({"object": "list", "data": data})
 

@@ -68,3 +68,21 @@ def load_llm(registry_root: str | Path, version: str) -> LoadedLLM:
     tokenizer = ByteTokenizer.load(paths["tokenizer.json"])
     generation = GenerationConfig(**json.loads(paths["generation_config.json"].read_text()))
     return LoadedLLM(version, meta, model, tokenizer, generation)
+
+
+def with_parts(loaded: LoadedLLM, registry_root: str | Path, tokenizer: str | None,
+               generation: str | None) -> LoadedLLM:
+    """`loaded` with its tokenizer and/or generation config taken from other versions (each file verified): a
+    deploy of one part alone. A tokenizer whose vocabulary does not fit the weights is a ValueError."""
+    registry = LLMRegistry(registry_root)
+    if tokenizer:
+        _, paths = registry.verified_paths(tokenizer)
+        tok = ByteTokenizer.load(paths["tokenizer.json"])
+        if tok.vocab_size != loaded.model.cfg.vocab_size:
+            raise ValueError(f"tokenizer of {tokenizer} has {tok.vocab_size} tokens, the weights of "
+                             f"{loaded.version} {loaded.model.cfg.vocab_size}")
+        loaded.tokenizer = tok
+    if generation:
+        _, paths = registry.verified_paths(generation)
+        loaded.generation = GenerationConfig(**json.loads(paths["generation_config.json"].read_text()))
+    return loaded

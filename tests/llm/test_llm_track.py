@@ -89,8 +89,8 @@ def test_traffic_needs_the_fraud_track(track: StackHandle, tmp_path: Path) -> No
     refused = faultline("traffic", "--rps", "5", "--home", str(track.home))
     assert refused.returncode != 0 and "--track all" in refused.stderr, refused.stderr
     assert not track.status()["services"][-1]["name"].startswith("loadgen")
-    scaled = faultline("scale", "3", "--home", str(track.home))
-    assert scaled.returncode != 0 and "--llm-replicas" in scaled.stderr, scaled.stderr
+    scaled = faultline("scale", "9", "--home", str(track.home))  # scale sets llm-N here: at most 8
+    assert scaled.returncode != 0 and "between 1 and 8" in scaled.stderr, scaled.stderr
     up = faultline("up", "-d", "--track", "llm", "--rps", "5", "--home", str(tmp_path))
     assert up.returncode != 0 and "--rps" in up.stderr and "--track all" in up.stderr, up.stderr
 

@@ -373,8 +373,7 @@ def probe_value(monitor: Any, probe: Any, seconds: float, now: float) -> float |
             w = win(n)
             if w is None:
                 continue
-            done = monitor._canary_done.get(n) or ()  # noqa: SLF001 - the monitor's own canary record
-            shares, finished = finish_shares(w, float(sum(1 for t in done if now - w.span_s < t <= now)))
+            shares, finished = finish_shares(w, monitor._canary_finishes(n, w))  # noqa: SLF001 - its own canaries
             total += finished
             hits += (shares.get(probe.reason) or 0.0) * finished
         return hits / total if total >= MIN_REQUESTS else None

@@ -421,8 +421,9 @@ class Monitor:
         done = self._canary_done.get(name)
         if not done:
             return 0.0
+        # a canary is sent after a tick's scrapes, so one answered at the window's first scrape time finished in it
         end = w.ring.timestamps()[-1]
-        return float(sum(1 for t in done if end - w.span_s < t <= end))
+        return float(sum(1 for t in done if end - w.span_s <= t <= end))
 
     def _llm_entry(self, name: str, w: Window | None, now: float) -> dict[str, Any]:
         """An LLM replica's entry: its vllm figures (lab/monitor/llm.py) and process figures."""

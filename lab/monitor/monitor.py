@@ -468,6 +468,14 @@ class Monitor:
         self._canary_at = now
         self._canary_task = asyncio.create_task(self.run_canaries(names))
 
+    async def settle_canaries(self, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
+        """Wait for the canaries the loop sent in the background, if any; the latest result per replica."""
+        task = self._canary_task
+        if task is not None and not task.done():
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        with self._lock:
+            return {n: dict(c) for n, c in self.canaries.items()}
+
     async def run_canaries(self, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """Send the canary to each LLM replica (direct URL) now; keeps and returns the results."""
         names = [n for n in self.targets if llm_signals.is_llm(n)] if names is None else names

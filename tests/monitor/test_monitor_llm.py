@@ -190,3 +190,49 @@ def test_llm_probe_kinds_validate() -> None:
     ]:
         with pytest.raises(ValueError, match=words):
             PROBES.validate_python({"id": "b", "tolerance": {"max": 1}, **bad})
+
+
+def test_client_figures_and_goodput_from_the_agreed_metric_names() -> None:
+    """The load generator's `faultline_llm_client_*` (names agreed in issue 16), exported by prometheus_client as the
+    load generator will, read through the monitor's parser and rings: client TTFT/ITL, outcomes, goodput."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from lab.monitor import prom
+    from lab.monitor.llm import client_signals, goodput
+    from lab.monitor.series import ScrapeRing
+    from lab.monitor.signals import window
+
+    reg = CollectorRegistry()
+    buckets = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+    ttft = Histogram("faultline_llm_client_ttft_seconds", "ttft", buckets=buckets, registry=reg)
+    itl = Histogram("faultline_llm_client_itl_seconds", "itl", buckets=buckets, registry=reg)
+    Histogram("faultline_llm_client_e2e_seconds", "e2e", buckets=buckets, registry=reg)
+    tokens = Counter("faultline_llm_client_output_tokens", "tokens", registry=reg)
+    requests = Counter("faultline_llm_client_requests", "requests", ["outcome"], registry=reg)
+    ring = ScrapeRing(10)
+    ring.add(0.0, prom.parse(generate_latest(reg).decode()).samples)
+    for s in [0.2] * 6 + [2.0] * 2:  # 8 answered: 6 with TTFT <= 1 s
+        ttft.observe(s)
+        requests.labels("ok").inc()
+    for _ in range(2):
+        requests.labels("rate_limited").inc()
+    requests.labels("abandoned").inc()  # the client's own choice: not counted against goodput
+    for _ in range(90):
+        itl.observe(0.04)
+    for _ in range(10):
+        itl.observe(0.4)
+    tokens.inc(800)
+    ring.add(10.0, prom.parse(generate_latest(reg).decode()).samples)
+    w = window(ring, 10.0, 10.0)
+    c = client_signals(w)
+    assert c["client_rps"] == pytest.approx(1.1)
+    assert c["client_output_tokens_per_s"] == pytest.approx(80.0)
+    assert c["client_rate_limited_rate"] == pytest.approx(2 / 11)
+    assert c["client_outcomes"]["ok"] == pytest.approx(8 / 11) and c["client_outcomes"]["error"] == 0
+    assert 100 < c["client_ttft_p50_ms"] <= 200 and c["client_ttft_p99_ms"] > 1000
+    assert c["client_itl_p99_ms"] > 200
+    g = goodput(w, [], None)
+    assert g["goodput_source"] == "client"
+    # answered 8/10 (abandoned left out) x TTFT <= 1 s 6/8 x gaps <= 200 ms 90/100
+    assert g["goodput_ratio"] == pytest.approx(0.8 * 0.75 * 0.9)
+    assert client_signals(None)["client_ttft_p99_ms"] is None

@@ -18,6 +18,7 @@ from kit import REPO, ServiceProc, child_env, start_service, wait_until
 from monhelpers import FakeClock
 from pydantic import TypeAdapter
 
+from lab.attempt.probes import _windowed_values
 from lab.monitor import Monitor, MonitorConfig
 from lab.monitor.llm import probe_value
 from lab.monitor.text import format_metrics
@@ -139,6 +140,10 @@ async def test_replica_figures_then_a_tiny_kv_cache(replicas: dict[str, ServiceP
         assert e["kv_blocks_total"] == 16
         assert len(mon.series("llm-1.kv_cache_usage")) == len(mon.series("llm-1.num_requests_waiting")) > 1
         assert probe(mon, clock, kind="preemption_rate") > 0
+        # as an attempt measures a scenario's steady state (lab/attempt/probes.py), on the probe's own window
+        pre = PROBES.validate_python({"id": "pre", "kind": "preemption_rate", "window_s": 3000,
+                                      "tolerance": {"max": 0}})
+        assert _windowed_values(mon, [pre], 1.0, {})["pre"] > 0
         assert probe(mon, clock, kind="kv_cache_usage", target="llm-1") == e["kv_cache_usage_max"]
     finally:
         await mon.stop()
@@ -169,6 +174,8 @@ async def test_canary_perplexity_per_replica_and_version(replicas: dict[str, Ser
         assert [p[1] for p in mon.series("llm-2.canary_perplexity")] == [int8["perplexity"]]
         assert probe(mon, clock, kind="canary_perplexity") == max(v1["perplexity"], int8["perplexity"])
         assert probe(mon, clock, kind="canary_perplexity", target="llm-1") == v1["perplexity"]
+        ppl = PROBES.validate_python({"id": "ppl", "kind": "canary_perplexity", "tolerance": {"max": 1000}})
+        assert _windowed_values(mon, [ppl], 1.0, {})["ppl"] == max(v1["perplexity"], int8["perplexity"])
         text = format_metrics(mon.metrics())
         assert "LLM version v1-int8: llm-2, canary perplexity" in text and f"{v1['perplexity']:.2f}" in text
         print(f"canary perplexity: v1 {v1['perplexity']}, v1-int8 {int8['perplexity']}")

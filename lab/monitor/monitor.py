@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -54,6 +55,9 @@ log = logging.getLogger("faultline.monitor")
 
 # Supervisor states in which a service is not serving, whatever its /metrics says: no process, or an unready one.
 DOWN_STATES = PROCESS_DOWN_STATES | {"unready"}
+# SLO kinds of the LLM track -> the probe kind that measures them (target: an `llm-N`, `all` replicas, `gateway`,
+# `loadgen` for the clients)
+LLM_SLO_KINDS = {"ttft_p99": "ttft_p99_ms", "itl_p99": "itl_p99_ms", "goodput_min": "goodput_ratio"}
 # Numbers from a service's signals worth a chart; everything else stays in the snapshot only.
 CHARTED = (
     "up", "rps", "error_rate", "error_rate_5xx", "p50_ms", "p95_ms", "p99_ms", "queue_ms", "compute_ms",
@@ -578,6 +582,11 @@ class Monitor:
             _, v = series.arrays(since=max(first_up, now - spec.window_s + 1e-9), until=now)
             v = v[~np.isnan(v)]
             return (float(v.mean()), None) if len(v) else (None, None)
+        if spec.kind in LLM_SLO_KINDS:  # the LLM track: measured as the scenario probes are (lab/monitor/llm.py)
+            kind = LLM_SLO_KINDS[spec.kind]
+            everywhere = spec.target in ("all", "*", "") or (kind == "itl_p99_ms" and spec.target == GATEWAY)
+            probe = SimpleNamespace(kind=kind, target=None if everywhere else spec.target)
+            return llm_signals.probe_value(self, probe, spec.window_s, now), None
         if spec.kind == "drift_max":
             report = self._drift
             if not report or not report.get("enough_data"):

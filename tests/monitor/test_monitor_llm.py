@@ -19,7 +19,7 @@ from monhelpers import FakeClock
 from pydantic import TypeAdapter
 
 from lab.attempt.probes import _windowed_values
-from lab.monitor import Monitor, MonitorConfig
+from lab.monitor import Monitor, MonitorConfig, SLOSpec
 from lab.monitor.llm import probe_value
 from lab.monitor.text import format_metrics
 from lab.scenario.probes import Probe
@@ -89,10 +89,10 @@ def idle(procs: dict[str, ServiceProc]) -> None:
     wait_until(done, 60, interval=0.2, what="idle replicas")
 
 
-def monitor(procs: dict[str, ServiceProc], clock: FakeClock) -> Monitor:
+def monitor(procs: dict[str, ServiceProc], clock: FakeClock, slos: list[SLOSpec] | None = None) -> Monitor:
     idle(procs)
-    # one window covers the whole run; canaries only when a test sends them
-    return Monitor(lambda: {n: p.url for n, p in procs.items()}, clock=clock, slos=[],
+    # one window covers the whole run
+    return Monitor(lambda: {n: p.url for n, p in procs.items()}, clock=clock, slos=slos or [],
                    config=MonitorConfig(window_s=3000, canary_interval_s=3600))
 
 
@@ -131,11 +131,17 @@ async def test_replica_figures_then_a_tiny_kv_cache(replicas: dict[str, ServiceP
     # 16 blocks of 16 tokens hold about two of these requests: the rest wait, and running ones are preempted
     r = llm1.client.patch("/admin/config", json={"num_kv_blocks": 16})
     assert r.status_code == 200, r.text
-    mon = monitor({"llm-1": llm1}, clock)
+    slos = [SLOSpec(name="ttft", kind="ttft_p99", target="llm-1", threshold=1.0, window_s=3000),
+            SLOSpec(name="itl", kind="itl_p99", target="all", threshold=1e6, window_s=3000)]
+    mon = monitor({"llm-1": llm1}, clock, slos)
     try:
         snap = await under_load(mon, clock, lambda: drive(llm1.url, 12, 80))
         e = snap["services"]["llm-1"]
         assert e["preemptions_per_s"] > 0
+        # the LLM SLO kinds, measured as the probes are: a 1 ms TTFT objective breaks, a 1,000 s ITL one holds
+        states = {x["name"]: x for x in mon.slo()["slos"]}
+        assert states["ttft"]["state"] == "violated" and states["ttft"]["value"] > states["ttft"]["threshold"]
+        assert states["itl"]["state"] == "ok"
         assert e["kv_cache_usage_max"] > max(0.4, 2 * healthy_usage)  # sampled by the scrapes: full between them
         assert e["kv_blocks_total"] == 16
         assert len(mon.series("llm-1.kv_cache_usage")) == len(mon.series("llm-1.num_requests_waiting")) > 1

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from lab.monitor.llm import PROBE_KINDS as LLM_KINDS
+from lab.monitor.llm import probe_value as llm_probe_value
 from lab.monitor.signals import (
     gateway_score_routes,
     prediction_totals,
@@ -32,7 +34,7 @@ MIN_WINDOW_S = 10.0  # compressed runs: shorter windows hold too few requests, a
 MIN_REQUESTS = 5
 MIN_LABELS = {"accuracy": 20, "recall": 5, "precision": 5}
 WINDOWED = ("latency_p99_ms", "error_rate", "accuracy", "recall", "precision", "decline_rate", "score_quantile",
-            "status_share")
+            "status_share", *LLM_KINDS)
 REQUEST_KINDS = ("latency_p99_ms", "error_rate", "status_share")  # measured on the target's own request counters
 SCORE_KINDS = ("decline_rate", "score_quantile")  # measured on the gateway's predictions
 
@@ -94,6 +96,11 @@ def _windowed_values(monitor: Any, probes: list[Any], time_scale: float, labels:
     now = monitor.clock()
     out: dict[str, Any] = {}
     for p in probes:
+        if p.kind in LLM_KINDS:  # the LLM track's figures (lab/monitor/llm.py)
+            seconds = span_s if span_s is not None else window_s(p, time_scale) if hasattr(p, "window_s") \
+                else MIN_WINDOW_S
+            out[p.id] = llm_probe_value(monitor, p, seconds, now)
+            continue
         target = p.target if p.kind in REQUEST_KINDS else GATEWAY
         ring = monitor.rings.get(target)
         seconds = window_s(p, time_scale) if span_s is None else span_s

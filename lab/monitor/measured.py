@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 # Series worth keeping for the debrief (the journal is not a time-series store).
-KEPT_PREFIXES = ("drift.", "decisions.", "version.", "quality.", "gateway.", "score.", "slo.")
+KEPT_PREFIXES = ("drift.", "decisions.", "version.", "quality.", "gateway.", "score.", "slo.", "llm.", "llm-")
 AGGREGATES = ("max", "min", "mean", "last")
 FIGURE = re.compile(r"\[\[\s*measured\.([A-Za-z0-9_.\-]+?)\.(max|min|mean|last)(_pct)?\s*\]\]")
 NOT_MEASURED = "n/a (not measured)"
@@ -29,6 +29,13 @@ KNOWN_SERIES: tuple[str, ...] = (
     r"gateway\.code\.[0-9]{3}\.share",
     r"gateway\.(rps|error_rate|error_rate_5xx|p50_ms|p95_ms|p99_ms|fallback_rate|retry_rps)",
     r"score\.(mean|p90)",
+    # the LLM track (lab/monitor/llm.py)
+    r"llm\.(ttft_p50_ms|ttft_p99_ms|itl_p50_ms|itl_p99_ms|output_tokens_per_s|goodput_ratio)",
+    r"llm\.finish_reason\.(stop|length|abort)",
+    r"llm-[0-9]+\.(ttft_p50_ms|ttft_p99_ms|itl_p99_ms|output_tokens_per_s|kv_cache_usage|kv_cache_usage_max|"
+    r"num_requests_waiting|num_requests_running|preemptions_per_s|prefix_cache_hit_rate|canary_perplexity)",
+    r"llm-[0-9]+\.finish_reason\.(stop|length|abort)",
+    r"gateway\.(rate_limited_rate|llm_ttft_p99_ms|client_ttft_p99_ms|client_itl_p99_ms|goodput_ratio)",
 )
 
 

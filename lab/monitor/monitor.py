@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from lab.monitor import evidence, prom
+from lab.monitor import llm as llm_signals
 from lab.monitor.drift import DriftConfig, Reference, drift_report
 from lab.monitor.series import ScrapeRing, SeriesStore
 from lab.monitor.signals import (
@@ -34,6 +36,7 @@ from lab.monitor.signals import (
     gateway_score_routes,
     honest_quality,
     prediction_signals,
+    process_signals,
     quality_signals,
     request_signals,
     score_distribution,
@@ -45,17 +48,28 @@ from lab.monitor.signals import (
 from lab.monitor.slo import SLOBook, SLOSpec, default_slos
 from lab.parts.gateway import NAME as GATEWAY
 from lab.parts.gateway import PART as GATEWAY_PART
+from lab.parts.loadgen import NAME as LOADGEN
 from lab.process import DOWN_STATES as PROCESS_DOWN_STATES
 
 log = logging.getLogger("faultline.monitor")
 
 # Supervisor states in which a service is not serving, whatever its /metrics says: no process, or an unready one.
 DOWN_STATES = PROCESS_DOWN_STATES | {"unready"}
+# SLO kinds of the LLM track -> the probe kind that measures them (target: an `llm-N`, `all` replicas, `gateway`,
+# `loadgen` for the clients)
+LLM_SLO_KINDS = {"ttft_p99": "ttft_p99_ms", "itl_p99": "itl_p99_ms", "goodput_min": "goodput_ratio"}
 # Numbers from a service's signals worth a chart; everything else stays in the snapshot only.
 CHARTED = (
     "up", "rps", "error_rate", "error_rate_5xx", "p50_ms", "p95_ms", "p99_ms", "queue_ms", "compute_ms",
     "queue_p99_ms", "compute_p99_ms", "batch_size", "queue_depth", "inflight", "rss_bytes", "cpu_percent",
     "restarts", "fallback_rate", "retry_rps", "scrape_ms", "target_rps", "achieved_rps", "no_answer_rate",
+    # the LLM track (lab/monitor/llm.py): replicas, the gateway's LLM routes, the clients
+    "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "e2e_p99_ms", "output_tokens_per_s",
+    "num_requests_running", "num_requests_waiting", "kv_cache_usage", "kv_cache_usage_max", "preemptions_per_s",
+    "prefix_cache_hit_rate", "spec_acceptance_rate", "canary_perplexity", "llm_rps", "llm_error_rate",
+    "rate_limited_rate", "llm_ttft_p50_ms", "llm_ttft_p99_ms", "client_ttft_p50_ms", "client_ttft_p99_ms",
+    "client_itl_p50_ms", "client_itl_p99_ms", "client_e2e_p99_ms", "client_output_tokens_per_s", "goodput_ratio",
+    "goodput_rps",
 )
 
 
@@ -73,6 +87,8 @@ class MonitorConfig(BaseModel):
     drift_interval_s: float = Field(default=10.0, gt=0, le=3600)
     drift_window: int = Field(default=2000, ge=10, le=10_000, description="rows of the live window")
     max_attempts: int = Field(default=50, ge=1, le=10_000)
+    canary_interval_s: float = Field(default=30.0, gt=0, le=3600, description="LLM canary perplexity, per replica")
+    canary_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
 
 Provider = Callable[..., Any]
@@ -196,6 +212,12 @@ class Monitor:
         self._client: httpx.AsyncClient | None = None
         self.ticks = 0
         self.tick_cpu_s: deque[float] = deque(maxlen=600)
+        # LLM canaries: the latest result per replica, and when each answered one (its finish is taken out of the
+        # replica's finish_reason shares)
+        self.canaries: dict[str, dict[str, Any]] = {}
+        self._canary_done: dict[str, deque[float]] = {}
+        self._canary_at = -math.inf
+        self._canary_task: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -206,14 +228,14 @@ class Monitor:
         self._task = asyncio.create_task(self.run(), name="faultline-monitor")
 
     async def stop(self) -> None:
-        for task in (self._task, self._drift_task):
+        for task in (self._task, self._drift_task, self._canary_task):
             if task is not None and not task.done():
                 task.cancel()
                 try:
                     await task
                 except (asyncio.CancelledError, Exception):
                     pass
-        self._task = self._drift_task = None
+        self._task = self._drift_task = self._canary_task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -271,6 +293,7 @@ class Monitor:
             self._append_series(now, snapshot)
             self._evaluate_slos(now)
         self._maybe_refresh_drift(now)
+        self._maybe_canary(now)
         self.ticks += 1
         self.tick_cpu_s.append(time.thread_time() - cpu0)
         return snapshot
@@ -341,6 +364,8 @@ class Monitor:
         for name in names:
             w = self._window(name, cfg.window_s, now, self._windows)
             entry: dict[str, Any] = service_signals(name, w) if w is not None else {}
+            if llm_signals.is_llm(name):
+                entry = self._llm_entry(name, w, now)
             entry["up"] = self._is_up(name, now)
             if entry["up"]:
                 self._first_up.setdefault(name, now)
@@ -376,6 +401,7 @@ class Monitor:
                     services[replica]["via_gateway"] = figures
             snapshot["versions"] = prediction_signals(gw)
             snapshot["score"] = score_distribution(gw)
+        self._llm_snapshot(snapshot, now)
         gq = self._window(GATEWAY, cfg.quality_window_s, now, self._windows)
         quality = quality_signals(gq) if gq is not None else None
         # failed requests count as wrong decisions: the one definition every view shows (signals.honest_quality)
@@ -393,13 +419,93 @@ class Monitor:
         }
         return snapshot
 
+    # ---- the LLM track ---------------------------------------------------------------------------------
+
+    def _canary_finishes(self, name: str, w: Window) -> float:
+        done = self._canary_done.get(name)
+        if not done:
+            return 0.0
+        # a canary is sent after a tick's scrapes, so one answered at the window's first scrape time finished in it
+        end = w.ring.timestamps()[-1]
+        return float(sum(1 for t in done if end - w.span_s <= t <= end))
+
+    def _llm_entry(self, name: str, w: Window | None, now: float) -> dict[str, Any]:
+        """An LLM replica's entry: its vllm figures (lab/monitor/llm.py) and process figures."""
+        canary = self.canaries.get(name)
+        if w is None:
+            return {"canary_perplexity": (canary or {}).get("perplexity"), "version": (canary or {}).get("version"),
+                    "canary": canary}
+        entry = llm_signals.server_signals(w, canary, self._canary_finishes(name, w))
+        entry.update(process_signals(w))
+        entry["window_s"] = round(w.span_s, 3)
+        return entry
+
+    def _llm_snapshot(self, snapshot: dict[str, Any], now: float) -> None:
+        """The gateway's LLM figures, the clients' figures, goodput and the track summary (LLM stacks only)."""
+        services = snapshot["services"]
+        cfg = self.config
+        replicas = {n: w for n in services if llm_signals.is_llm(n)
+                    and (w := self._window(n, cfg.window_s, now, self._windows)) is not None}
+        gw = self._window(GATEWAY, cfg.window_s, now, self._windows)
+        gateway_llm = gw is not None and bool(gw.ring.columns("gateway_llm_requests_total"))
+        if not replicas and not gateway_llm and not any(llm_signals.is_llm(n) for n in services):
+            return  # the fraud track alone: nothing changes
+        client = self._window(LOADGEN, cfg.window_s, now, self._windows)
+        figures = llm_signals.client_signals(client)
+        if client is not None and client.ring.columns(llm_signals.CLIENT_REQUESTS) and LOADGEN in services:
+            services[LOADGEN].update(figures)
+        if gw is not None and GATEWAY in services:
+            services[GATEWAY].update(llm_signals.gateway_signals(gw))
+            services[GATEWAY].update(figures)
+            services[GATEWAY].update(llm_signals.goodput(client, list(replicas.values()), gw))
+        finishes = {n: self._canary_finishes(n, w) for n, w in replicas.items()}
+        summary = llm_signals.track_summary(replicas, self.canaries, finishes)
+        summary.update(llm_signals.goodput(client, list(replicas.values()), gw))
+        snapshot["llm"] = summary
+
+    def _maybe_canary(self, now: float) -> None:
+        names = [n for n in self.targets if llm_signals.is_llm(n)]
+        if not names or now - self._canary_at < self.config.canary_interval_s:
+            return
+        if self._canary_task is not None and not self._canary_task.done():
+            return
+        self._canary_at = now
+        self._canary_task = asyncio.create_task(self.run_canaries(names))
+
+    async def settle_canaries(self, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
+        """Wait for the canaries the loop sent in the background, if any; the latest result per replica."""
+        task = self._canary_task
+        if task is not None and not task.done():
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        with self._lock:
+            return {n: dict(c) for n, c in self.canaries.items()}
+
+    async def run_canaries(self, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Send the canary to each LLM replica (direct URL) now; keeps and returns the results."""
+        names = [n for n in self.targets if llm_signals.is_llm(n)] if names is None else names
+        timeout = httpx.Timeout(self.config.canary_timeout_s)
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+            results = await asyncio.gather(*(llm_signals.canary(client, self.targets[n]) for n in names
+                                             if n in self.targets))
+        at = self.clock()
+        with self._lock:
+            for name, result in zip([n for n in names if n in self.targets], results, strict=True):
+                result["at"] = at
+                self.canaries[name] = result
+                if result.get("perplexity") is not None:
+                    self._canary_done.setdefault(name, deque(maxlen=64)).append(at)
+                self.store.append(f"{name}.canary_perplexity", at, result.get("perplexity"))
+        return {n: self.canaries[n] for n in names if n in self.canaries}
+
     def _append_series(self, now: float, snapshot: dict[str, Any]) -> None:
         store = self.store
         for name, entry in snapshot["services"].items():
             for key in CHARTED:
-                if key in entry:
+                if key in entry and key != "canary_perplexity":  # recorded when a canary answers
                     value = entry[key]
                     store.append(f"{name}.{key}", now, float(value) if isinstance(value, bool) else value)
+            for reason, share in (entry.get("finish_reason") or {}).items():
+                store.append(f"{name}.finish_reason.{reason}", now, share)
             for replica, figures in (entry.get("upstreams") or {}).items():
                 for key, value in figures.items():
                     store.append(f"gateway.upstream.{replica}.{key}", now, value)
@@ -420,6 +526,12 @@ class Monitor:
         total = sum(gateway_codes.values())
         for code, n in gateway_codes.items():  # the share of each status code among the gateway's answers
             store.append(f"gateway.code.{code}.share", now, n / total if total else None)
+        llm = snapshot.get("llm") or {}
+        for key in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "output_tokens_per_s", "goodput_ratio"):
+            if key in llm:
+                store.append(f"llm.{key}", now, llm[key])
+        for reason, share in (llm.get("finish_reason") or {}).items():
+            store.append(f"llm.finish_reason.{reason}", now, share)
         score = snapshot.get("score") or {}
         if score:
             store.append("score.mean", now, score.get("mean"))
@@ -470,6 +582,11 @@ class Monitor:
             _, v = series.arrays(since=max(first_up, now - spec.window_s + 1e-9), until=now)
             v = v[~np.isnan(v)]
             return (float(v.mean()), None) if len(v) else (None, None)
+        if spec.kind in LLM_SLO_KINDS:  # the LLM track: measured as the scenario probes are (lab/monitor/llm.py)
+            kind = LLM_SLO_KINDS[spec.kind]
+            everywhere = spec.target in ("all", "*", "") or (kind == "itl_p99_ms" and spec.target == GATEWAY)
+            probe = SimpleNamespace(kind=kind, target=None if everywhere else spec.target)
+            return llm_signals.probe_value(self, probe, spec.window_s, now), None
         if spec.kind == "drift_max":
             report = self._drift
             if not report or not report.get("enough_data"):

@@ -18,14 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lab.parts.gateway import NAME as GATEWAY
 
 Kind = Literal[
-    "latency_p99", "error_rate", "accuracy_min", "precision_min", "recall_min", "drift_max", "availability"
+    "latency_p99", "error_rate", "accuracy_min", "precision_min", "recall_min", "drift_max", "availability",
+    "ttft_p99", "itl_p99", "goodput_min",
 ]
 State = Literal["unknown", "ok", "violated"]
 Event = dict[str, Any]
 Subscriber = Callable[[Event], None]
 
 # Which direction breaks the objective: "above" the threshold (latency, errors, drift) or "below" it.
-BREACH_ABOVE = {"latency_p99", "error_rate", "drift_max"}
+BREACH_ABOVE = {"latency_p99", "error_rate", "drift_max", "ttft_p99", "itl_p99"}
 
 log = logging.getLogger("faultline.monitor.slo")
 
@@ -51,11 +52,12 @@ class SLOSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_threshold(self) -> SLOSpec:
-        if self.kind in ("error_rate", "accuracy_min", "precision_min", "recall_min", "availability") and not (
+        if self.kind in ("error_rate", "accuracy_min", "precision_min", "recall_min", "availability",
+                         "goodput_min") and not (
             0.0 <= self.threshold <= 1.0
         ):
             raise ValueError(f"{self.kind} threshold is a fraction in 0..1, got {self.threshold}")
-        if self.kind in ("latency_p99", "drift_max") and self.threshold <= 0:
+        if self.kind in ("latency_p99", "drift_max", "ttft_p99", "itl_p99") and self.threshold <= 0:
             raise ValueError(f"{self.kind} threshold must be > 0, got {self.threshold}")
         return self
 

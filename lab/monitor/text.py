@@ -47,6 +47,26 @@ def format_metrics(m: dict[str, Any]) -> str:
             f"{_num(s.get('restarts'), '{:d}'):>8}"
             + (f"   scrape failed: {s['scrape_error']}" if s.get("scrape_error") else "")
         )
+    llm = m.get("llm")
+    if llm:
+        lines.append(f"{'LLM':16} {'ttft p50':>9} {'ttft p99':>9} {'itl p99':>8} {'tok/s':>7} {'kv':>6} {'wait':>5} "
+                     f"{'preempt/s':>9} {'prefix hit':>10} {'perplexity':>10}  finish")
+        for name in llm.get("replicas") or []:
+            s = (m.get("services") or {}).get(name) or {}
+            finish = ", ".join(f"{r} {_pct(v)}" for r, v in (s.get("finish_reason") or {}).items() if v)
+            lines.append(f"{name:16} {_num(s.get('ttft_p50_ms')):>9} {_num(s.get('ttft_p99_ms')):>9} "
+                         f"{_num(s.get('itl_p99_ms')):>8} {_num(s.get('output_tokens_per_s')):>7} "
+                         f"{_pct(s.get('kv_cache_usage')):>6} {_num(s.get('num_requests_waiting'), '{:.0f}'):>5} "
+                         f"{_num(s.get('preemptions_per_s'), '{:.2f}'):>9} {_pct(s.get('prefix_cache_hit_rate')):>10} "
+                         f"{_num(s.get('canary_perplexity'), '{:.2f}'):>10}  {finish or '-'}")
+        g = (m.get("services") or {}).get("gateway") or {}
+        lines.append(f"gateway LLM: {_num(g.get('llm_rps'))} rps, TTFT p50/p99 {_num(g.get('llm_ttft_p50_ms'))}/"
+                     f"{_num(g.get('llm_ttft_p99_ms'))} ms, 429s {_pct(g.get('rate_limited_rate'))}; clients: TTFT p99 "
+                     f"{_num(g.get('client_ttft_p99_ms'))} ms, ITL p99 {_num(g.get('client_itl_p99_ms'))} ms; goodput "
+                     f"{_pct(g.get('goodput_ratio'))}")
+        for version, v in (llm.get("versions") or {}).items():
+            lines.append(f"LLM version {version}: {', '.join(v.get('replicas') or [])}, canary perplexity "
+                         f"{_num(v.get('canary_perplexity'), '{:.2f}')}")
     for version, v in (m.get("versions") or {}).items():
         lines.append(f"version {version}: {_num(v.get('rps'))} rps, declines {_pct(v.get('decline_rate'))}, "
                      f"mean score {_num(v.get('score_mean'), '{:.3f}')}")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
+from lab import parts
 from lab.parts.gateway import NAME as GATEWAY
+from lab.parts.loadgen import NAME as LOADGEN
 from lab.scenario import vocab
 from lab.scenario.fields import FeatureName, Ident, Seconds, ServiceName, Strict, VersionRef
 
@@ -271,6 +273,170 @@ class StatusShareProbe(_Windowed):
         return _within(_allow(tol, "status_share", {"min", "max"}), 0, 1)
 
 
+# ---- the LLM track (measured by lab/monitor/llm.py over the probe's window) ----------------------------------------
+
+
+def _llm_replica(name: str) -> str:
+    part = parts.replica_part(track="llm")
+    n = part.replica_number(name)
+    if n is None or not 1 <= n <= part.max_replicas:
+        raise ValueError(f"'{name}' is not an LLM replica; expected {part.name}-1 .. {part.name}-{part.max_replicas}")
+    return name
+
+
+def _llm_where(*allowed: str) -> Any:
+    """A target check: an LLM replica, or one of `allowed` (the gateway, the load generator: the clients)."""
+    def check(name: str) -> str:
+        if name in allowed:
+            return name
+        try:
+            return _llm_replica(name)
+        except ValueError:
+            part = parts.replica_part(track="llm")
+            raise ValueError(f"unknown target '{name}'; expected {', '.join(allowed) + ', ' if allowed else ''}"
+                             f"or an LLM replica ({part.name}-N); leave it out for every replica") from None
+    return AfterValidator(check)
+
+
+LLMReplica = Annotated[str, _llm_where()]
+
+
+class _LLMProbe(_Windowed):
+    """An LLM figure over the window; without `target`, every LLM replica together."""
+
+    target: LLMReplica | None = None
+
+
+class TTFTProbe(_LLMProbe):
+    """p99 time to first token (ms): the replicas' (`vllm:time_to_first_token_seconds`, default or `llm-N`), the
+    gateway's (`gateway`) or the clients' (`loadgen`, the load generator's `faultline_llm_client_ttft_seconds`)."""
+
+    kind: Literal["ttft_p99_ms"]
+    target: Annotated[str, _llm_where(GATEWAY, LOADGEN)] | None = None
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "ttft_p99_ms", {"min", "max"}), 0, 600_000)
+
+
+class ITLProbe(_LLMProbe):
+    """p99 inter-token latency (ms): the replicas' (default or `llm-N`) or the clients' (`loadgen`)."""
+
+    kind: Literal["itl_p99_ms"]
+    target: Annotated[str, _llm_where(LOADGEN)] | None = None
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "itl_p99_ms", {"min", "max"}), 0, 600_000)
+
+
+class TTFTGapProbe(_LLMProbe):
+    """Client-side against server-side TTFT: the clients' q-quantile TTFT minus the replicas' (ms). Near zero on a
+    healthy path; a buffering or slow hop between them shows here while the servers' TTFT stays flat."""
+
+    kind: Literal["ttft_gap_ms"]
+    q: float = Field(default=0.5, gt=0, lt=1)
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "ttft_gap_ms", {"min", "max"}), -600_000, 600_000)
+
+
+class GoodputProbe(_Windowed):
+    """Share of LLM requests answered with TTFT <= 1 s and ITL <= 200 ms (docs/monitoring.md: an estimate from
+    the clients' histograms, else the replicas')."""
+
+    kind: Literal["goodput_ratio"]
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "goodput_ratio", {"min", "max"}), 0, 1)
+
+
+class FinishReasonProbe(_LLMProbe):
+    """Share of the requests finished in the window with `reason` (`stop`, `length`, `abort`)."""
+
+    kind: Literal["finish_reason_share"]
+    reason: Literal["stop", "length", "abort"]
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "finish_reason_share", {"min", "max"}), 0, 1)
+
+
+class KVCacheUsageProbe(_LLMProbe):
+    """The highest KV-cache usage (0..1, `vllm:kv_cache_usage_perc`) scraped in the window (of every replica)."""
+
+    kind: Literal["kv_cache_usage"]
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "kv_cache_usage", {"min", "max"}), 0, 1)
+
+
+class PreemptionRateProbe(_LLMProbe):
+    """Preemptions per second over the window (summed over the replicas)."""
+
+    kind: Literal["preemption_rate"]
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "preemption_rate", {"min", "max"}), 0, 100_000)
+
+
+class PrefixCacheHitRateProbe(_LLMProbe):
+    """Prompt tokens found in the prefix cache / prompt tokens looked up, over the window."""
+
+    kind: Literal["prefix_cache_hit_rate"]
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "prefix_cache_hit_rate", {"min", "max"}), 0, 1)
+
+
+class CanaryPerplexityProbe(_Probe):
+    """The latest canary perplexity (the monitor's echo + logprobs completion of a fixed held-out text) of a
+    replica, or the highest of every replica."""
+
+    kind: Literal["canary_perplexity"]
+    target: LLMReplica | None = None
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "canary_perplexity", {"min", "max"}), 0, 1_000_000)
+
+
+class RateLimitedRateProbe(_Windowed):
+    """Share of LLM requests refused with 429: at the gateway (default), or as the clients saw it (`loadgen`)."""
+
+    kind: Literal["rate_limited_rate"]
+    target: Annotated[str, _llm_where(GATEWAY, LOADGEN)] = GATEWAY
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, target: str) -> str:
+        if target not in (GATEWAY, LOADGEN):
+            raise ValueError(f"a rate_limited_rate probe is measured at {GATEWAY} or {LOADGEN}, not '{target}'")
+        return target
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "rate_limited_rate", {"min", "max"}), 0, 1)
+
+
+LLM_PROBE_MODELS = (TTFTProbe, ITLProbe, TTFTGapProbe, GoodputProbe, FinishReasonProbe, KVCacheUsageProbe,
+                    PreemptionRateProbe, PrefixCacheHitRateProbe, CanaryPerplexityProbe, RateLimitedRateProbe)
+
 PROBE_MODELS = (
     LatencyProbe,
     ErrorRateProbe,
@@ -287,7 +453,9 @@ PROBE_MODELS = (
     DeclineRateProbe,
     ScoreQuantileProbe,
     StatusShareProbe,
+    *LLM_PROBE_MODELS,
 )
+LLM_PROBE_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].annotation.__args__[0] for m in LLM_PROBE_MODELS)
 PROBE_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].annotation.__args__[0] for m in PROBE_MODELS)
 
 Probe = Annotated[Union[PROBE_MODELS], Field(discriminator="kind")]  # noqa: UP007  (a runtime tuple of members)

@@ -67,8 +67,8 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "evidence-is-action": [
         "35: diagnosis.evidence[1].op: evidence is something looked at; 'restart' is an action (use one of: "
-        "config_show, decisions, deploys, distributions, drift, eval, generate, inspect, logs, metrics, reference, send, slo, "
-        "status, status_codes, trace, upstreams)"
+        "config_show, decisions, deploys, distributions, drift, eval, generate, inspect, logs, metrics, reference, "
+        "send, slo, status, status_codes, trace, upstreams)"
     ],
 }
 

@@ -17,10 +17,13 @@ tests/conftest.py turns these into fixtures (the session's shared `stack`, `stac
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +191,40 @@ class StackHandle(PrivateLab):
 
     def all_pids(self) -> list[int]:
         return [self.lab_pid] + [s["pid"] for s in self.status()["services"] if s["pid"]]
+
+
+# A tiny LLM for modules that need the LLM track where `make setup` did not train one (services/llm/train.py).
+TINY_LLM_TRAIN = ("--tiny", "--seconds", "0", "--steps", "150", "--draft-seconds", "0", "--draft-steps", "100",
+                  "--batch", "8")
+
+
+def registry_with_llm(registry: Path, scratch: Path) -> Path:
+    """`registry` if it holds the LLM versions `make setup` trains; else a copy of it with a tiny LLM trained in
+    `scratch` by the real trainer CLI."""
+    if (registry / "llm" / "versions" / "v1" / "meta.json").is_file():
+        return registry
+    home = scratch / "llm-train"
+    proc = subprocess.run([sys.executable, "-m", "services.llm.train", "--home", str(home), *TINY_LLM_TRAIN],
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    combined = scratch / "registry"
+    shutil.copytree(registry, combined)
+    shutil.copytree(home / "registry" / "llm", combined / "llm")
+    return combined
+
+
+@contextmanager
+def llm_track(registry: Path, home: Path, llm_replicas: int) -> Iterator[StackHandle]:
+    """`faultline up -d --track llm` on a free block of ports in `home`, stopped on exit."""
+    try:
+        handle = StackHandle.start(registry, home=home, track="llm", llm_replicas=llm_replicas, timeout_s=240)
+    except LabError as exc:
+        raise AssertionError(f"faultline up -d --track llm failed: {exc}") from None
+    assert isinstance(handle, StackHandle)
+    try:
+        yield handle
+    finally:
+        handle.stop()
 
 
 def start_stack(home: Path, registry: Path, replicas: int = 2, extra: tuple[str, ...] = ()) -> StackHandle:

@@ -16,10 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from kit import StackHandle, faultline
+from kit import StackHandle, faultline, llm_track
 
 from lab import parts
-from lab.client import LabError
 from lab.parts.gateway import NAME as GATEWAY
 
 LLM = parts.replica_part("llm")
@@ -42,16 +41,8 @@ def track_registry(trained_registry: Path, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="module")
 def track(track_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
-    try:
-        handle = StackHandle.start(track_registry, home=tmp_path_factory.mktemp("llm-console"), track="llm",
-                                   llm_replicas=2, timeout_s=240)
-    except LabError as exc:
-        raise AssertionError(f"faultline up -d --track llm failed: {exc}") from None
-    assert isinstance(handle, StackHandle)
-    try:
+    with llm_track(track_registry, tmp_path_factory.mktemp("llm-console"), llm_replicas=2) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 def console(track: StackHandle, op: str, expect: int = 200, **args: Any) -> dict[str, Any]:

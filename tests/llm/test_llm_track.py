@@ -17,11 +17,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from kit import StackHandle, faultline, service_argv, start_service, wait_until
+from kit import StackHandle, faultline, llm_track, service_argv, start_service, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab import parts
-from lab.client import LabError
 
 LLM = parts.replica_part("llm")
 REPLICAS = [LLM.instance(n) for n in (1, 2)]
@@ -43,16 +42,8 @@ def track_registry(trained_registry: Path, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="module")
 def track(track_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
-    try:
-        handle = StackHandle.start(track_registry, home=tmp_path_factory.mktemp("llm-track"), track="llm",
-                                   llm_replicas=2, timeout_s=240)
-    except LabError as exc:
-        raise AssertionError(f"faultline up -d --track llm failed: {exc}") from None
-    assert isinstance(handle, StackHandle)
-    try:
+    with llm_track(track_registry, tmp_path_factory.mktemp("llm-track"), llm_replicas=2) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 def _client(track: StackHandle, key: str = "test-key") -> openai.OpenAI:

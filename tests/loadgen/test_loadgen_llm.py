@@ -13,26 +13,20 @@ by the real CLI and lab API; the real locust process streams chats through the g
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from kit import REPO, StackHandle, child_env, wait_until
+from kit import StackHandle, llm_track, registry_with_llm, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab import parts
-from lab.client import LabError
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 LLM_1 = parts.replica_part("llm").instance(1)
-TINY_TRAIN = ["--tiny", "--seconds", "0", "--steps", "150", "--draft-seconds", "0", "--draft-steps", "100",
-              "--batch", "8"]
 
 
 def metric(url: str, name: str, **labels: str) -> float:
@@ -43,26 +37,9 @@ def metric(url: str, name: str, **labels: str) -> float:
 
 @pytest.fixture(scope="module")
 def llm_stack(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
-    registry = trained_registry
-    if not (registry / "llm" / "versions" / "v1" / "meta.json").is_file():
-        # No LLM from `make setup`: a tiny one, trained here by the real trainer CLI.
-        home = tmp_path_factory.mktemp("llm-train")
-        proc = subprocess.run([sys.executable, "-m", "services.llm.train", "--home", str(home), *TINY_TRAIN],
-                              cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        registry = tmp_path_factory.mktemp("llm-registry") / "registry"
-        shutil.copytree(trained_registry, registry)
-        shutil.copytree(home / "registry" / "llm", registry / "llm")
-    try:
-        handle = StackHandle.start(registry, home=tmp_path_factory.mktemp("llm-load"), track="llm",
-                                   llm_replicas=1, timeout_s=240)
-    except LabError as exc:
-        raise AssertionError(f"faultline up -d --track llm failed: {exc}") from None
-    assert isinstance(handle, StackHandle)
-    try:
+    registry = registry_with_llm(trained_registry, tmp_path_factory.mktemp("llm-registry"))
+    with llm_track(registry, tmp_path_factory.mktemp("llm-load"), llm_replicas=1) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 def traffic(stack: StackHandle, *args: str) -> dict:

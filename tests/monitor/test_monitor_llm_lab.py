@@ -5,9 +5,6 @@ the gateway's public proxy, then `faultline metrics --json` carries every LLM fi
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from kit import REPO, StackHandle, child_env, faultline, wait_until
+from kit import StackHandle, faultline, llm_track, registry_with_llm, wait_until
 
 from lab import parts
-from lab.client import LabError
 
 pytestmark = [pytest.mark.timeout(420)]
 
@@ -28,31 +24,13 @@ SERVER_KEYS = ("ttft_p50_ms", "ttft_p99_ms", "itl_p99_ms", "output_tokens_per_s"
                "num_requests_waiting", "preemptions_per_s", "prefix_cache_hit_rate", "finish_reason")
 GATEWAY_KEYS = ("llm_rps", "llm_ttft_p50_ms", "llm_ttft_p99_ms", "rate_limited_rate", "client_ttft_p99_ms",
                 "client_itl_p99_ms", "client_output_tokens_per_s", "goodput_ratio")
-TRAIN_ARGS = ["--tiny", "--seconds", "0", "--steps", "150", "--draft-seconds", "0", "--draft-steps", "100",
-              "--batch", "8"]
 
 
 @pytest.fixture(scope="module")
 def llm_stack(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
-    registry = trained_registry
-    if not (registry / "llm" / "versions" / "v1" / "meta.json").is_file():  # no `make setup` LLM: a tiny one
-        home = tmp_path_factory.mktemp("llm-train")
-        proc = subprocess.run([sys.executable, "-m", "services.llm.train", "--home", str(home), *TRAIN_ARGS],
-                              cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        registry = tmp_path_factory.mktemp("llm-registry") / "registry"
-        shutil.copytree(trained_registry, registry)
-        shutil.copytree(home / "registry" / "llm", registry / "llm")
-    try:
-        handle = StackHandle.start(registry, home=tmp_path_factory.mktemp("llm-mon-lab"), track="llm",
-                                   llm_replicas=1, timeout_s=240)
-    except LabError as exc:
-        raise AssertionError(f"faultline up -d --track llm failed: {exc}") from None
-    assert isinstance(handle, StackHandle)
-    try:
+    registry = registry_with_llm(trained_registry, tmp_path_factory.mktemp("llm-registry"))
+    with llm_track(registry, tmp_path_factory.mktemp("llm-mon-lab"), llm_replicas=1) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 class Streams:

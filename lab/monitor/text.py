@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from lab.parts.gateway import NAME as GATEWAY
+
 
 def _num(value: Any, fmt: str = "{:.1f}", none: str = "-") -> str:
     if value is None:
@@ -59,7 +61,7 @@ def format_metrics(m: dict[str, Any]) -> str:
                          f"{_pct(s.get('kv_cache_usage')):>6} {_num(s.get('num_requests_waiting'), '{:.0f}'):>5} "
                          f"{_num(s.get('preemptions_per_s'), '{:.2f}'):>9} {_pct(s.get('prefix_cache_hit_rate')):>10} "
                          f"{_num(s.get('canary_perplexity'), '{:.2f}'):>10}  {finish or '-'}")
-        g = (m.get("services") or {}).get("gateway") or {}
+        g = (m.get("services") or {}).get(GATEWAY) or {}
         lines.append(f"gateway LLM: {_num(g.get('llm_rps'))} rps, TTFT p50/p99 {_num(g.get('llm_ttft_p50_ms'))}/"
                      f"{_num(g.get('llm_ttft_p99_ms'))} ms, 429s {_pct(g.get('rate_limited_rate'))}; clients: TTFT p99 "
                      f"{_num(g.get('client_ttft_p99_ms'))} ms, ITL p99 {_num(g.get('client_itl_p99_ms'))} ms; goodput "

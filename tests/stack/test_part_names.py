@@ -28,6 +28,9 @@ KNOWN: dict[str, dict[str, str]] = {
     "netproxy": {
         "lab/cli.py": "the `faultline netproxy` command",
     },
+    "llm": {
+        "lab/monitor/measured.py": "the series names a debrief may quote (`llm-N.ttft_p99_ms`), a list of figures",
+    },
     "model": {
         "lab/faults/__init__.py": "the module docstring's example",
         "lab/monitor/slo.py": "SLO names (model-accuracy, model-recall), not replicas",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,6 +62,13 @@ def start_llm(registry: Path, log_dir: Path, *extra: str, name: str = "llm-1", w
     argv = [sys.executable, "-m", "services.llm", "--host", "127.0.0.1", "--port", str(port), "--registry",
             str(registry), "--replica", name, *extra]
     return LLMProc(name, argv, port, log_dir, wait=wait)
+
+
+@pytest.fixture(scope="session")
+def llm_starter() -> Callable[..., LLMProc]:
+    """start_llm for test modules: a fixture, because `from conftest import ...` resolves to whichever
+    conftest.py pytest imported last when several test folders are collected together."""
+    return start_llm
 
 
 @pytest.fixture(scope="session")

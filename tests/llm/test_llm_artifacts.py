@@ -7,9 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from conftest import start_llm
 from kit import wait_until
 
 from services.registry.llm import LLMRegistry
@@ -38,14 +39,15 @@ def test_trainer_registers_target_draft_and_int8(llm_registry: Path) -> None:
     assert v1["samples"] and v1["samples"][0]["prompt"]
 
 
-def test_corrupt_artifact_leaves_the_replica_unready(llm_registry: Path, tmp_path: Path) -> None:
+def test_corrupt_artifact_leaves_the_replica_unready(llm_registry: Path, tmp_path: Path,
+                                                     llm_starter: Callable[..., Any]) -> None:
     root = tmp_path / "registry"
     shutil.copytree(llm_registry, root)
     model = LLMRegistry(root).dir("v1") / "model.pt"
     data = bytearray(model.read_bytes())
     data[-100] ^= 0xFF
     model.write_bytes(bytes(data))
-    proc = start_llm(root, tmp_path, "--version", "v1", wait=False)
+    proc = llm_starter(root, tmp_path, "--version", "v1", wait=False)
     try:
         proc.wait_ready("/healthz")
         body = wait_until(lambda: (r := proc.client.get("/readyz")).status_code == 503 and "sha256" in r.text
@@ -57,8 +59,8 @@ def test_corrupt_artifact_leaves_the_replica_unready(llm_registry: Path, tmp_pat
         proc.stop()
 
 
-def test_int8_variant_serves(llm_registry: Path, tmp_path: Path) -> None:
-    proc = start_llm(llm_registry, tmp_path, "--version", "v1-int8", name="llm-2")
+def test_int8_variant_serves(llm_registry: Path, tmp_path: Path, llm_starter: Callable[..., Any]) -> None:
+    proc = llm_starter(llm_registry, tmp_path, "--version", "v1-int8", name="llm-2")
     try:
         models = proc.client.get("/v1/models").json()["data"][0]
         assert models["id"] == "v1-int8" and models["variant"] == "int8"

@@ -73,8 +73,10 @@ def test_traffic_cli_streams_and_exports_client_figures(llm_stack: StackHandle) 
     assert metric(lg, "faultline_llm_client_output_tokens_total") >= 2 * done
     assert 0 < metric(lg, "faultline_llm_client_ttft_seconds_sum") < metric(lg, "faultline_llm_client_e2e_seconds_sum")
     assert metric(lg, "faultline_llm_client_requests_total", outcome="error") == 0
-    # The gateway saw (at least) every answered chat the clients counted, as 200s on the chat route.
-    assert metric(gateway, "gateway_llm_requests_total", route="chat_completions", code="200") >= done
+    # The gateway saw (at least) every answered chat the clients counted, as 200s on the chat route (it counts a
+    # stream once its relay has finished, a moment after the client read the last chunk: wait for that moment).
+    wait_until(lambda: metric(gateway, "gateway_llm_requests_total", route="chat_completions", code="200") >= done,
+               timeout=10, what=f"the gateway counting the {done:g} chats the clients counted")
     # The canary set: held-out prompts with their reference continuations.
     canary = httpx.get(lg + "/control/canary", timeout=10).json()
     assert canary["split"] == "held-out" and len(canary["canaries"]) >= 8

@@ -49,10 +49,12 @@ system-deps:
 # share two cores). The second part runs even when the first fails, so one run reports everything;
 # `make test-catalog` runs the catalog alone.
 CATALOG_WORKERS ?= 3
+# How many of the slowest tests pytest lists (`make test DURATIONS=0` lists every test's time).
+DURATIONS ?= 15
 
 test: setup lint system-deps
-	$(VENV)/bin/pytest -q -ra --durations=15 --ignore=tests/catalog --ignore=tests/compose; first=$$?; \
-	$(VENV)/bin/pytest -q -ra --durations=15 -n $(CATALOG_WORKERS) tests/catalog; second=$$?; \
+	$(VENV)/bin/pytest -q -ra --durations=$(DURATIONS) --ignore=tests/catalog --ignore=tests/compose; first=$$?; \
+	$(VENV)/bin/pytest -q -ra --durations=$(DURATIONS) -n $(CATALOG_WORKERS) tests/catalog; second=$$?; \
 	test $$first -eq 0 -a $$second -eq 0
 
 test-catalog: setup system-deps

@@ -89,6 +89,7 @@ class Engine:
         self._shape = (cfg.num_kv_blocks, cfg.block_size)
         self._active = cfg
         metrics.KV_BLOCKS_TOTAL.set(cfg.num_kv_blocks)
+        metrics.KV_CACHE_BYTES.set(cache.nbytes + (draft_cache.nbytes if draft_cache is not None else 0))
 
     def start(self) -> None:
         self.thread.start()

@@ -3,7 +3,7 @@
 Counters are exposed with prometheus_client's `_total` suffix (`vllm:num_preemptions_total`), as vLLM's are.
 Registered on the default registry, which also carries `process_resident_memory_bytes` (the replica's RSS: a KV
 cache is allocated and written when built, so it shows there at once). Besides vLLM's names:
-`llm_kv_blocks_used` / `llm_kv_blocks_total` (the leak check), `llm_rejected_total{reason}`,
+`llm_kv_blocks_used` / `llm_kv_blocks_total` (the leak check), `llm_kv_cache_bytes`, `llm_rejected_total{reason}`,
 `llm_engine_steps_total`, `llm_ready`.
 """
 
@@ -40,6 +40,7 @@ SPEC_DRAFT_TOKENS = Counter("vllm:spec_decode_num_draft_tokens", "Tokens propose
 SPEC_ACCEPTED = Counter("vllm:spec_decode_num_accepted_tokens", "Draft tokens accepted by the target")
 KV_BLOCKS_USED = Gauge("llm_kv_blocks_used", "KV-cache blocks owned by at least one request")
 KV_BLOCKS_TOTAL = Gauge("llm_kv_blocks_total", "KV-cache blocks (num_kv_blocks)")
+KV_CACHE_BYTES = Gauge("llm_kv_cache_bytes", "Bytes of the KV caches (target and draft), allocated when built")
 REJECTED = Counter("llm_rejected_total", "Requests refused before queueing", ["reason"])
 STEPS = Counter("llm_engine_steps_total", "Engine iterations that ran the model")
 READY = Gauge("llm_ready", "1 when the model is loaded and warmed")

@@ -194,3 +194,24 @@ def test_int4_variant_is_measurably_worse(server, variants: dict) -> None:
     print(f"canary NLL: v1 {good:.3f}, v1-int4 {worse:.3f} nats/token")
     assert worse > good  # deterministic: the same texts, the same positions, no sampling
     assert variants["int4"].client.get("/v1/models").json()["data"][0]["variant"] == "int4"
+
+
+def test_without_chunked_prefill_a_long_prompt_takes_a_step_of_its_own() -> None:
+    """The scheduler alone (a pure class): with chunking, a long prompt's chunk rides along with the decodes; without,
+    it runs whole in a prefill-only step and every running stream waits for it (vLLM V0's default)."""
+    from services.llm.blocks import BlockManager
+    from services.llm.scheduler import Scheduler, SchedulerConfig
+    from services.llm.sequence import SamplingParams, Sequence
+
+    def step_with_long_prompt(chunked: bool) -> list[tuple[str, int]]:
+        sched = Scheduler(BlockManager(64, 16), SchedulerConfig(enable_chunked_prefill=chunked, n_ctx=256))
+        for i in range(2):
+            sched.add(Sequence(f"short-{i}", [256, 65 + i, 66], SamplingParams(), lambda d: None))
+        for s in sched.schedule():  # their prefills
+            s.seq.num_computed = len(s.seq.tokens)
+            s.seq.tokens.append(67)  # one generated token each: decoding from now on
+        sched.add(Sequence("long", [256] + [70] * 200, SamplingParams(), lambda d: None))
+        return [(s.seq.request_id, s.num_tokens) for s in sched.schedule()]
+
+    assert step_with_long_prompt(True) == [("short-0", 1), ("short-1", 1), ("long", 126)]
+    assert step_with_long_prompt(False) == [("long", 201)]

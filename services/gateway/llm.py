@@ -57,7 +57,7 @@ E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.
 TIMESTAMP = re.compile(r"\s*[\[(]?(?:\d{9,20}(?:\.\d{1,9})?|\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?"
                        r"(?:Z|[+-]\d{2}:?\d{2})?)[\])]?[ \t]*")
 TIMESTAMP_SCAN = 64
-MAX_TRIM_ROUNDS = 64  # /tokenize calls one request may spend on trimming
+MAX_TRIM_ROUNDS = 32  # /tokenize probes one request may spend on trimming (a binary search: ~log2(turns) + 1)
 NOT_RUNNING = ("the LLM track is not running: this gateway has no LLM replicas "
                "(start it with `faultline up -d --track llm` or `--track all`)")
 
@@ -269,16 +269,9 @@ class LLMRoutes:
             want = data.get(key)
             want = want if isinstance(want, int) and not isinstance(want, bool) and want > 0 else None
             counted = await self._count(upstream, data, chat, timeout)
-            trimmed = 0
-            if counted is not None and chat and cfg.llm_trim_history:
-                while counted is not None and counted[0] + (want or 1) > counted[1] and trimmed < MAX_TRIM_ROUNDS:
-                    drop = next((i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"), None)
-                    if drop is None:
-                        break
-                    del messages[drop]
-                    trimmed += 1
-                    counted = await self._count(upstream, data, chat, timeout)
-                if trimmed:
+            if counted is not None and chat and cfg.llm_trim_history and counted[0] + (want or 1) > counted[1]:
+                counted, dropped = await self._trim(upstream, data, want or 1, counted, timeout)
+                if dropped:
                     changed = True
                     self.metrics.rewrites.labels("trim").inc()
             if counted is not None and cfg.llm_clamp_max_tokens and want is not None:
@@ -288,6 +281,38 @@ class LLMRoutes:
                     changed = True
                     self.metrics.rewrites.labels("clamp").inc()
         return json.dumps(data).encode() if changed else body
+
+    async def _trim(self, upstream: Upstream, data: dict[str, Any], room: int, counted: tuple[int, int],
+                    timeout: httpx.Timeout) -> tuple[tuple[int, int] | None, int]:
+        """Drop the fewest oldest turns (never a system message nor the last message) so that the prompt plus
+        `room` fits the context, all of them if even that does not: a binary search over how many, each probe
+        counted by the replica (about log2(turns) + 1 calls). (The count of what is left, turns dropped.)"""
+        messages: list[dict[str, Any]] = data["messages"]
+        droppable = [i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"]
+        if not droppable:
+            return counted, 0
+
+        def without(k: int) -> list[dict[str, Any]]:
+            gone = set(droppable[:k])
+            return [m for i, m in enumerate(messages) if i not in gone]
+
+        lo, hi = 1, len(droppable)  # the fewest that fit is in lo..hi (hi: all of them, fitting or not)
+        measured: dict[int, tuple[int, int]] = {}
+        rounds = 0
+        while lo < hi and rounds < MAX_TRIM_ROUNDS:
+            rounds += 1
+            mid = (lo + hi) // 2
+            probe = await self._count(upstream, {**data, "messages": without(mid)}, True, timeout)
+            if probe is None:
+                break
+            measured[mid] = probe
+            if probe[0] + room <= probe[1]:
+                hi = mid
+            else:
+                lo = mid + 1
+        data["messages"] = without(hi)
+        found = measured.get(hi) or await self._count(upstream, data, True, timeout)
+        return found, hi
 
     async def _count(self, upstream: Upstream, data: dict[str, Any], chat: bool,
                      timeout: httpx.Timeout) -> tuple[int, int] | None:

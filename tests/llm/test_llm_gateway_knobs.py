@@ -93,6 +93,12 @@ def test_trim_history_drops_the_oldest_turns(gw, server) -> None:
     prompt = r.json()["usage"]["prompt_tokens"]
     kept = server.client.post("/tokenize", json={"messages": [system, messages[-1]]}).json()["count"]
     assert kept < prompt <= 128 - 16  # some turns kept, the system message and the question among them
+    for turns in range(1, len(history) + 1):  # the fewest oldest turns dropped: the newest that fit are all kept
+        count = server.client.post("/tokenize", json={"messages": [system, *history[-turns:], messages[-1]]}).json()
+        if count["count"] + 16 > 128:
+            break
+        fitting = count["count"]
+    assert prompt == fitting
     assert server.metric("vllm:request_prompt_tokens_bucket", {"le": "128.0"}) == before + 1
 
 

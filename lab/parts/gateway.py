@@ -87,6 +87,7 @@ PART = register(Part(
         "retry_budget_ratio", "breaker_failures", "breaker_reset_ms", "outlier_errors", "outlier_ejection_ms",
         "health_check_ms", "feature_fallback", "model_fallback", "decision_threshold", "amount_scale", "amount_max",
         "llm_rate_limit_rps", "llm_rate_limit_burst", "llm_stream_timeout_ms", "llm_connect_timeout_ms",
+        "llm_stream_buffer_bytes", "llm_clamp_max_tokens", "llm_trim_history", "llm_system_timestamp",
     }),
     map=MapPlace("entry"),
     client=GatewayClient,

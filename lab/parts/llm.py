@@ -201,7 +201,8 @@ PART = register(Part(
     metrics_prefix="llm",
     settable=frozenset({
         "num_kv_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill",
-        "enable_prefix_caching", "speculative_enabled", "num_speculative_tokens", "cancel_on_disconnect",
+        "enable_prefix_caching", "speculative_enabled", "num_speculative_tokens", "speculative_draft",
+        "cancel_on_disconnect",
         "max_queue", "default_temperature", "default_top_p", "default_max_tokens", "default_stop",
         "torch_threads", "readiness",
     }),

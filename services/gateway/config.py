@@ -67,6 +67,16 @@ class GatewayConfig(BaseModel):
                                          description="longest wait for the upstream's next bytes (a stalled stream "
                                                      "ends with an error event)")
     llm_connect_timeout_ms: float = Field(default=2_000.0, gt=0, le=60_000)
+    llm_stream_buffer_bytes: int = Field(default=0, ge=0, le=16 * 1024 * 1024,
+                                         description="hold a stream's bytes until this many are in hand (or it "
+                                                     "ends), like nginx proxy_buffering; 0: unbuffered")
+    llm_clamp_max_tokens: bool = Field(default=False, description="lower a request's max_tokens to the context "
+                                                                  "left after its prompt (the replica counts it)")
+    llm_trim_history: bool = Field(default=False, description="drop a chat's oldest turns (never the system "
+                                                              "messages or the last message) until it fits")
+    llm_system_timestamp: Literal["keep", "strip", "move_to_end"] = Field(
+        default="keep", description="a timestamp at the start of a system message: kept, removed, or moved to "
+                                    "its end (so the prompts share a cacheable prefix)")
 
     @field_validator("replicas", "llm_replicas")
     @classmethod

@@ -4,9 +4,15 @@ LLM replicas (`llm_replicas`, each through its hop) — the LLM track's entry (d
 - Routing: the replica with the fewest outstanding requests (ties at random); one that refused a connection (or
   whose hop closed it before any answer: the proxy could not reach the replica) is skipped for `DOWN_S` unless
   every replica is, and the request tries the next one.
-- Streams pass through unbuffered: every chunk the replica sends is forwarded as it arrives (`X-Accel-Buffering:
-  no` for any proxy in front). `llm_stream_timeout_ms` bounds the wait for the upstream's next bytes: a stalled
-  stream ends with an OpenAI-shaped error event (`data: {"error": ...}`), a stalled plain answer is a 504.
+- Streams pass through unbuffered by default: every chunk the replica sends is forwarded as it arrives
+  (`X-Accel-Buffering: no` for any proxy in front). `llm_stream_buffer_bytes` > 0 holds the bytes until that many
+  are in hand or the stream ends (nginx's `proxy_buffering`: the text then arrives in bursts).
+  `llm_stream_timeout_ms` bounds the wait for the upstream's next bytes: a stalled stream ends with an
+  OpenAI-shaped error event (`data: {"error": ...}`), a stalled plain answer is a 504.
+- Request rewrites, each off by default: `llm_system_timestamp` strips a timestamp from the start of system
+  messages or moves it to their end (a fixed, anchored pattern over the first 64 characters, no user regex);
+  `llm_trim_history` drops a chat's oldest turns and `llm_clamp_max_tokens` lowers `max_tokens` until the
+  request fits the context, both counting with the replica's own tokenizer (`POST /tokenize`, vLLM's route).
 - Per-client rate limits (`llm_rate_limit_rps`, `llm_rate_limit_burst`; a token bucket per API key, or per
   address without one): 429 with `Retry-After` and an OpenAI-shaped error.
 - No LLM replicas (the gateway of the fraud track alone): an OpenAI-shaped 503 saying the LLM track is not running.
@@ -22,6 +28,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -45,6 +52,12 @@ DOWN_S = 1.0
 MAX_CLIENTS = 10_000
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# A timestamp at the very start of a system message: epoch digits or ISO 8601, optionally in brackets. Fixed and
+# anchored, applied to at most TIMESTAMP_SCAN characters: linear, no user-supplied pattern.
+TIMESTAMP = re.compile(r"\s*[\[(]?(?:\d{9,20}(?:\.\d{1,9})?|\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?"
+                       r"(?:Z|[+-]\d{2}:?\d{2})?)[\])]?[ \t]*")
+TIMESTAMP_SCAN = 64
+MAX_TRIM_ROUNDS = 32  # /tokenize probes one request may spend on trimming (a binary search: ~log2(turns) + 1)
 NOT_RUNNING = ("the LLM track is not running: this gateway has no LLM replicas "
                "(start it with `faultline up -d --track llm` or `--track all`)")
 
@@ -95,6 +108,8 @@ class LLMMetrics:
         self.rate_limited = Counter("gateway_llm_rate_limited_total", "LLM requests refused by the rate limit")
         self.stream_timeouts = Counter("gateway_llm_stream_timeouts_total", "Streams ended by llm_stream_timeout_ms")
         self.inflight = Gauge("gateway_llm_inflight", "Outstanding LLM requests per replica", ["replica"])
+        self.rewrites = Counter("gateway_llm_rewrites_total", "Requests changed by a rewrite knob",
+                                ["kind"])  # timestamp | trim | clamp
 
 
 class LLMRoutes:
@@ -178,6 +193,7 @@ class LLMRoutes:
         timeout = httpx.Timeout(connect=cfg.llm_connect_timeout_ms / 1000, read=cfg.llm_stream_timeout_ms / 1000,
                                 write=cfg.llm_connect_timeout_ms / 1000, pool=cfg.llm_connect_timeout_ms / 1000)
         tried: set[str] = set()
+        rewritten = False
         while True:
             upstream = self.pick(tried)
             if upstream is None and not tried:  # every LLM replica is drained
@@ -189,6 +205,10 @@ class LLMRoutes:
                 return openai_error(502, f"no LLM replica accepted the connection (tried {', '.join(sorted(tried))})",
                                     "upstream_error", "upstream_unreachable")
             tried.add(upstream.name)
+            if not rewritten and (cfg.llm_clamp_max_tokens or cfg.llm_trim_history
+                                  or cfg.llm_system_timestamp != "keep"):
+                rewritten = True
+                body = await self._rewrite(body, route, upstream, cfg, timeout)
             self._enter(upstream)
             sent = self.http.build_request(request.method, upstream.url + request.url.path, content=body or None,
                                            headers={"content-type": "application/json"} if body else None,
@@ -216,6 +236,108 @@ class LLMRoutes:
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Replica": upstream.name})
             return await self._whole(answer, upstream, route, started, request, cfg)
+
+    # --- rewrites (llm_system_timestamp, llm_trim_history, llm_clamp_max_tokens) ----------------------------------
+
+    async def _rewrite(self, body: bytes, route: str, upstream: Upstream, cfg: GatewayConfig,
+                       timeout: httpx.Timeout) -> bytes:
+        """The body after the rewrite knobs; unchanged when it is not a JSON object of the route's shape or the
+        replica cannot count it (the replica then answers it as it is, errors included)."""
+        if route not in ("chat_completions", "completions"):
+            return body
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return body
+        if not isinstance(data, dict):
+            return body
+        messages = data.get("messages") if route == "chat_completions" else None
+        chat = isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
+        changed = False
+        if chat and cfg.llm_system_timestamp != "keep":
+            for m in messages:
+                if m.get("role") == "system" and isinstance(m.get("content"), str):
+                    new = _move_timestamp(m["content"], cfg.llm_system_timestamp)
+                    if new != m["content"]:
+                        m["content"] = new
+                        changed = True
+            if changed:
+                self.metrics.rewrites.labels("timestamp").inc()
+        if cfg.llm_trim_history or cfg.llm_clamp_max_tokens:
+            key = "max_completion_tokens" if chat and isinstance(data.get("max_completion_tokens"), int) \
+                else "max_tokens"
+            want = data.get(key)
+            want = want if isinstance(want, int) and not isinstance(want, bool) and want > 0 else None
+            counted = await self._count(upstream, data, chat, timeout)
+            if counted is not None and chat and cfg.llm_trim_history and counted[0] + (want or 1) > counted[1]:
+                counted, dropped = await self._trim(upstream, data, want or 1, counted, timeout)
+                if dropped:
+                    changed = True
+                    self.metrics.rewrites.labels("trim").inc()
+            if counted is not None and cfg.llm_clamp_max_tokens and want is not None:
+                count, n_ctx = counted
+                if count + want > n_ctx and count < n_ctx:
+                    data[key] = n_ctx - count
+                    changed = True
+                    self.metrics.rewrites.labels("clamp").inc()
+        return json.dumps(data).encode() if changed else body
+
+    async def _trim(self, upstream: Upstream, data: dict[str, Any], room: int, counted: tuple[int, int],
+                    timeout: httpx.Timeout) -> tuple[tuple[int, int] | None, int]:
+        """Drop the fewest oldest turns (never a system message nor the last message) so that the prompt plus
+        `room` fits the context, all of them if even that does not: a binary search over how many, each probe
+        counted by the replica (about log2(turns) + 1 calls). (The count of what is left, turns dropped.)"""
+        messages: list[dict[str, Any]] = data["messages"]
+        droppable = [i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"]
+        if not droppable:
+            return counted, 0
+
+        def without(k: int) -> list[dict[str, Any]]:
+            gone = set(droppable[:k])
+            return [m for i, m in enumerate(messages) if i not in gone]
+
+        lo, hi = 1, len(droppable)  # the fewest that fit is in lo..hi (hi: all of them, fitting or not)
+        measured: dict[int, tuple[int, int]] = {}
+        rounds = 0
+        while lo < hi and rounds < MAX_TRIM_ROUNDS:
+            rounds += 1
+            mid = (lo + hi) // 2
+            probe = await self._count(upstream, {**data, "messages": without(mid)}, True, timeout)
+            if probe is None:
+                break
+            measured[mid] = probe
+            if probe[0] + room <= probe[1]:
+                hi = mid
+            else:
+                lo = mid + 1
+        data["messages"] = without(hi)
+        found = measured.get(hi) or await self._count(upstream, data, True, timeout)
+        return found, hi
+
+    async def _count(self, upstream: Upstream, data: dict[str, Any], chat: bool,
+                     timeout: httpx.Timeout) -> tuple[int, int] | None:
+        """(prompt tokens, context length) by the replica's tokenizer, or None if it could not say."""
+        if chat:
+            ask: dict[str, Any] = {"messages": data["messages"]}
+        elif isinstance(data.get("prompt"), str):
+            ask = {"prompt": data["prompt"]}
+        elif isinstance(data.get("prompt"), list) and data["prompt"] and all(
+                isinstance(t, int) for t in data["prompt"]):
+            ask = {"prompt": ""}  # token ids: counted here; only the context length is asked for
+        else:
+            return None
+        if isinstance(data.get("model"), str):
+            ask["model"] = data["model"]
+        try:
+            answer = await self.http.post(upstream.url + "/tokenize", json=ask, timeout=timeout)
+            found = answer.json() if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        if not isinstance(found, dict) or not isinstance(found.get("count"), int) or \
+                not isinstance(found.get("max_model_len"), int):
+            return None
+        count = len(data["prompt"]) if ask.get("prompt") == "" else found["count"]
+        return count, found["max_model_len"]
 
     async def _whole(self, answer: httpx.Response, upstream: Upstream, route: str, started: float,
                      request: Request, cfg: GatewayConfig) -> Response:
@@ -252,11 +374,21 @@ class LLMRoutes:
         pieces = 0
         tail = b""
         status = answer.status_code
+        hold = cfg.llm_stream_buffer_bytes
+        held: list[bytes] = []
+        held_size = 0
         try:
             async for chunk in answer.aiter_raw():
                 if ttft is None:
-                    ttft = time.perf_counter() - started
-                yield chunk
+                    ttft = time.perf_counter() - started  # the upstream's first bytes (buffering does not move it)
+                if hold:
+                    held.append(chunk)
+                    held_size += len(chunk)
+                    if held_size >= hold:
+                        yield b"".join(held)
+                        held, held_size = [], 0
+                else:
+                    yield chunk
                 # Count what went by (the usage chunk when the client asked for one, else content chunks).
                 lines = (tail + chunk).split(b"\n")
                 tail = lines.pop()
@@ -270,13 +402,19 @@ class LLMRoutes:
                                 found = None
                             if isinstance(found, dict):
                                 usage = found
+            if held:
+                yield b"".join(held)
         except httpx.TimeoutException:
             status = 504
             self.metrics.stream_timeouts.inc()
+            if held:
+                yield b"".join(held)
             yield _sse_error(f"{upstream.name} stalled: no bytes within llm_stream_timeout_ms "
                              f"{cfg.llm_stream_timeout_ms:g}; the stream was ended", "stream_timeout")
         except httpx.HTTPError as exc:
             status = 502
+            if held:
+                yield b"".join(held)
             yield _sse_error(f"{upstream.name} broke off the stream: {exc or type(exc).__name__}", "upstream_error")
         finally:
             # Also on a client disconnect (the generator is cancelled): closing the upstream lets the replica
@@ -315,6 +453,17 @@ class LLMRoutes:
                  prompt if prompt is not None else "-",
                  completion if completion is not None else usage.get("completion_chunks", "-"), elapsed * 1000,
                  request.client.host if request.client else "-")
+
+
+def _move_timestamp(content: str, how: str) -> str:
+    """`content` without the timestamp at its start ("strip"), or with it moved to its end ("move_to_end")."""
+    found = TIMESTAMP.match(content[:TIMESTAMP_SCAN])
+    if found is None or not found.group().strip():
+        return content
+    rest = content[found.end():]
+    if how == "strip":
+        return rest
+    return rest.rstrip() + " " + found.group().strip()
 
 
 def attach(app: FastAPI, routes: LLMRoutes) -> None:

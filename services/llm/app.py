@@ -36,7 +36,7 @@ from services.llm import metrics
 from services.llm.artifacts import GenerationConfig, LoadedLLM, load_llm, with_parts
 from services.llm.config import LLMConfig
 from services.llm.engine import Engine, QueueFull
-from services.llm.protocol import ChatRequest, CompletionRequest, OpenAIError, parse
+from services.llm.protocol import ChatRequest, CompletionRequest, OpenAIError, TokenizeRequest, parse
 from services.llm.sequence import Delta, SamplingParams
 from services.registry.store import RegistryError
 
@@ -81,12 +81,38 @@ class LLMServer:
 
     def _on_config_change(self, old: Any, new: Any) -> None:
         if self.engine is not None:
-            error = self.engine.set_config(new)
+            if new.speculative_draft != old.speculative_draft:
+                try:
+                    draft = self._load_draft(new.speculative_draft)
+                except ValueError:
+                    self.holder.value = old
+                    raise
+                error = self.engine.set_config(new, draft=draft)
+            else:
+                error = self.engine.set_config(new)
             if error is not None:
                 self.holder.value = old  # refused as a whole: the live config stays what the engine runs
                 raise ValueError(error)
 
     # ------------------------------------------------------------------------------------------ loading
+    def _load_draft(self, name: str | None) -> LoadedLLM | None:
+        """The draft to speculate with: `name` (config `speculative_draft`), else --draft, else the version's
+        `draft` field; ValueError naming the problem if it cannot draft for the target."""
+        assert self.target is not None
+        name = name or self.draft_version or self.target.meta.get("draft")
+        if not name:
+            return None
+        try:
+            draft = load_llm(self.registry, name)
+        except RegistryError as exc:
+            raise ValueError(f"speculative_draft: {exc}") from None
+        if draft.model.cfg.vocab_size != self.target.model.cfg.vocab_size or \
+                draft.model.cfg.n_ctx < self.target.model.cfg.n_ctx:
+            raise ValueError(f"speculative_draft: {name} (vocabulary {draft.model.cfg.vocab_size}, context "
+                             f"{draft.model.cfg.n_ctx}) cannot draft for {self.version} (vocabulary "
+                             f"{self.target.model.cfg.vocab_size}, context {self.target.model.cfg.n_ctx})")
+        return draft
+
     def load(self) -> None:
         try:
             import torch
@@ -97,13 +123,12 @@ class LLMServer:
             sys.setswitchinterval(0.0005)
             target = with_parts(load_llm(self.registry, self.version), self.registry, self.tokenizer_version,
                                 self.generation_version)
-            draft_name = self.draft_version or target.meta.get("draft")
+            self.target = target
             draft = None
-            if draft_name:
-                try:
-                    draft = load_llm(self.registry, draft_name)
-                except RegistryError as exc:
-                    log.warning("draft not loaded draft=%s error=%s", draft_name, exc)
+            try:
+                draft = self._load_draft(self.config.speculative_draft)
+            except ValueError as exc:
+                log.warning("draft not loaded error=%s", exc)
             engine = Engine(target, draft, self.config)
             loop = self.loop
             if loop is not None:
@@ -150,6 +175,7 @@ class LLMServer:
         engine = self._check_ready()
         n_ctx = engine.n_ctx
         gen = self._generation()
+        metrics.REQUEST_PROMPT_TOKENS.observe(prompt_len)
         if prompt_len >= n_ctx:
             raise OpenAIError(400, f"This model's maximum context length is {n_ctx} tokens. However, your prompt "
                               f"has {prompt_len} tokens. Please reduce the length of the prompt.",
@@ -500,6 +526,25 @@ def build_app(registry: str | Path, replica: str, version: str, config: LLMConfi
                          "generation_config": server.generation_version or server.version,
                          "draft": server.engine.draft.version if server.engine and server.engine.draft else None})
         return _json({"object": "list", "data": data})
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> Response:
+        """vLLM's route: the prompt's token ids, their count and the context length (a gateway trims with it)."""
+        try:
+            req: TokenizeRequest = parse(TokenizeRequest, await _body(request))
+            server._check_model(req.model)
+            engine = server._check_ready()
+            if req.messages is not None:
+                try:
+                    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+                except ValueError as exc:
+                    raise OpenAIError(400, f"messages: {exc}", param="messages") from None
+                tokens = engine.tok.apply_chat_template(messages)
+            else:
+                tokens = engine.tok.encode(req.prompt or "", bos=True)
+        except OpenAIError as exc:
+            return _error(exc)
+        return _json({"count": len(tokens), "max_model_len": engine.n_ctx, "tokens": tokens})
 
     @app.get("/v1/engine")
     async def engine_stats() -> Response:

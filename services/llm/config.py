@@ -1,8 +1,9 @@
 """The LLM replica's live config (GET/PATCH /admin/config): every serving knob a fault can push.
 
-Changing `num_kv_blocks` or `block_size` rebuilds the KV cache at the engine's next step: running requests
-are preempted and recomputed, none is dropped. `default_*` override the version's generation config for
-requests that omit the parameter (null: the version's own default).
+Changing `num_kv_blocks` or `block_size` (or `speculative_draft`) rebuilds the KV cache at the engine's next
+step: running requests are preempted and recomputed, none is dropped. The cache's memory is allocated (and
+written) then, not lazily: a size over the replica's memory limit is a real OOM kill. `default_*` override the
+version's generation config for requests that omit the parameter (null: the version's own default).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class LLMConfig(BaseModel):
     # speculative decoding with the version's draft model (greedy requests only; exact target output)
     speculative_enabled: bool = False
     num_speculative_tokens: int = Field(4, ge=1, le=16)
+    # the draft version to speculate with (null: the served version's `draft`, or --draft); loaded on PATCH
+    speculative_draft: str | None = Field(None, min_length=1, max_length=64)
     # a client that disconnects mid-request: abort it and free its blocks (false: it runs to the end unread)
     cancel_on_disconnect: bool = True
     # requests waiting to be scheduled; beyond it: 503 + Retry-After

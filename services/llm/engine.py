@@ -38,6 +38,9 @@ class QueueFull(Exception):
     pass
 
 
+_KEEP: Any = object()  # set_config's draft: leave the draft as it is
+
+
 def _call_each(items: list[tuple[Emit, Delta]]) -> None:
     for emit, delta in items:
         emit(delta)
@@ -59,6 +62,7 @@ class Engine:
         self._config_gen = 0
         self._applied_gen = 0
         self._seen_gen = -1  # the config generation the loop last applied (-1: none yet, so the first applies)
+        self._next_draft: LoadedLLM | None = _KEEP  # a draft swap (config `speculative_draft`) to apply
         self.config_error: str | None = None
         self.by_id: dict[str, Sequence] = {}
         self._outbox: list[tuple[Emit, Delta]] = []
@@ -85,6 +89,7 @@ class Engine:
         self._shape = (cfg.num_kv_blocks, cfg.block_size)
         self._active = cfg
         metrics.KV_BLOCKS_TOTAL.set(cfg.num_kv_blocks)
+        metrics.KV_CACHE_BYTES.set(cache.nbytes + (draft_cache.nbytes if draft_cache is not None else 0))
 
     def start(self) -> None:
         self.thread.start()
@@ -93,12 +98,13 @@ class Engine:
         self._stop = True
         self._wake.set()
 
-    def set_config(self, cfg: LLMConfig, timeout: float = 10.0) -> str | None:
-        """Hand the engine a new config and wait until its thread has applied it (at most one step): a PATCH
-        answers once the change is in force. An error message if it could not be applied (the engine keeps
-        its previous config), None otherwise."""
+    def set_config(self, cfg: LLMConfig, timeout: float = 10.0, draft: LoadedLLM | None = _KEEP) -> str | None:
+        """Hand the engine a new config (and a new draft model, or None for none) and wait until its thread has
+        applied it (at most one step): a PATCH answers once the change is in force. An error message if it could
+        not be applied (the engine keeps its previous config), None otherwise."""
         with self._applied:
             self.config = cfg
+            self._next_draft = draft
             self.config_error = None
             self._config_gen += 1
             gen = self._config_gen
@@ -119,6 +125,8 @@ class Engine:
             metrics.REJECTED.labels(reason="queue_full").inc()
             raise QueueFull(f"{waiting} requests waiting (max_queue {self.config.max_queue})")
         seq = Sequence(request_id, prompt, params, emit)
+        if self.tok.byte_map is not None:  # a permuted tokenizer (registry v2) decodes through its own map
+            seq.decoder = self.tok.stream_decoder()
         with self._pending_lock:
             self.pending += 1
         self._inbox.put(("add", seq))
@@ -159,7 +167,11 @@ class Engine:
 
     def _apply_config(self) -> None:
         cfg = self.config
-        if (cfg.num_kv_blocks, cfg.block_size) != self._shape:
+        old_draft, new_draft = self.draft, self._next_draft
+        self._next_draft = _KEEP
+        if new_draft is not _KEEP:
+            self.draft = new_draft  # its cache is built below, with the target's
+        if (cfg.num_kv_blocks, cfg.block_size) != self._shape or new_draft is not _KEEP:
             log.info("kv cache rebuild num_kv_blocks=%d block_size=%d running=%d", cfg.num_kv_blocks,
                      cfg.block_size, len(self.scheduler.running))
             old_blocks = self.blocks
@@ -172,6 +184,7 @@ class Engine:
                 self._build(cfg)
             except (MemoryError, RuntimeError) as exc:  # the old cache keeps serving; the PATCH is refused
                 self.config = cfg = self._active
+                self.draft = old_draft
                 self.config_error = f"cannot allocate a KV cache of {self.config.num_kv_blocks} blocks: {exc}"
                 log.error("kv cache rebuild failed error=%s", exc)
         self._active = cfg
@@ -361,6 +374,7 @@ class Engine:
         metrics.SUCCESS.labels(finished_reason=reason).inc()
         metrics.E2E.observe(now - seq.arrival)
         metrics.PROMPT_TOKENS.inc(len(seq.prompt))
+        metrics.REQUEST_GENERATION_TOKENS.observe(seq.num_output)
         if seq.first_scheduled is not None:
             metrics.QUEUE_TIME.observe(seq.first_scheduled - seq.arrival)
         ttft = f"{(seq.first_token - seq.arrival) * 1000:.1f}" if seq.first_token is not None else "-"

@@ -118,3 +118,18 @@ def parse(model: type[BaseModel], body: Any) -> Any:
         param = str(err["loc"][0]) if err["loc"] else None  # the top-level field, as OpenAI names it
         where = ".".join(str(p) for p in err["loc"]) or "body"
         raise OpenAIError(400, f"{where}: {err['msg']}", param=param) from None
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's `POST /tokenize`: a completion prompt or chat messages (with the chat template), counted."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt and messages")
+        return self

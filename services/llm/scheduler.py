@@ -7,8 +7,11 @@ Every step spends a token budget (`max_num_batched_tokens`) over at most `max_nu
    (blocks freed, `num_computed` = 0, back to the front of the waiting queue) until it can;
 2. then waiting sequences, first come first served, while budget, seats and blocks last (never by preempting:
    a step that preempted admits nobody). A waiting sequence first shares the prefix-cached blocks of its
-   prompt. Without chunked prefill a prompt that does not fit the remaining budget waits for the next step
-   (alone in a step, it runs whole even beyond the budget: a long prefill then stalls every stream).
+   prompt.
+Without chunked prefill the scheduler does what vLLM's did before chunking (V0's default): waiting prompts go
+first, each whole, in a step of prefills only (the first even beyond the budget, the next ones while the budget
+lasts), and the running decodes wait for that step: a long prompt's arrival stalls every stream for as long as
+its prefill takes. `max_num_batched_tokens` bounds how many prompts share one such step.
 """
 
 from __future__ import annotations
@@ -84,8 +87,35 @@ class Scheduler:
         room = min(seq.params.max_tokens - seq.num_output - 1, self.config.n_ctx - len(seq.tokens))
         return max(0, min(k, room))
 
+    def _prefills_first(self) -> list[Scheduled]:
+        """Without chunked prefill: the waiting prompts that fit, whole, in a step of their own."""
+        cfg = self.config
+        budget = cfg.max_num_batched_tokens
+        out: list[Scheduled] = []
+        while self.waiting and len(self.running) < cfg.max_num_seqs:
+            seq = self.waiting[0]
+            if seq.num_computed == 0 and not seq.block_table and not seq.params.prompt_logprobs:
+                seq.num_computed = self.blocks.allocate_prefix(seq, seq.tokens, len(seq.tokens) - 1)
+            n = len(seq.tokens) - seq.num_computed
+            if out and n > budget:
+                break
+            if not self.blocks.ensure(seq, seq.num_computed + n):
+                break
+            self.waiting.popleft()
+            seq.status = Status.RUNNING
+            if seq.first_scheduled is None:
+                seq.first_scheduled = time.monotonic()
+            self.running.append(seq)
+            out.append(Scheduled(seq, n, 0))
+            budget -= n
+        return out
+
     def schedule(self) -> list[Scheduled]:
         cfg = self.config
+        if not cfg.enable_chunked_prefill and self.waiting:
+            first = self._prefills_first()
+            if first:
+                return first
         budget = cfg.max_num_batched_tokens
         out: list[Scheduled] = []
         preempted = False

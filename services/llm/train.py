@@ -3,8 +3,15 @@
 Trains, evaluates and registers three versions under `<home>/registry/llm/versions/`:
 - `v1`: the target GPT (production), 2,400 steps or 60 s, whichever comes first;
 - `v1-draft`: a much smaller GPT on the same tokenizer and corpus (for speculative decoding);
-- `v1-int8`: v1 after torch dynamic int8 quantisation of every Linear, evaluated on its own.
-Each carries held-out loss, perplexity per byte, bits per byte, training time and greedy/sampled samples.
+- `v1-int8`: v1 after torch dynamic int8 quantisation of every Linear, evaluated on its own;
+- `v1-int4`: v1 badly fake-quantised to 4 bits (one scale per tensor, truncated instead of rounded, the
+  embeddings and tied head included): float weights on 16 levels, so v1's speed and a measurably worse model;
+- `v2`: v1's weights with the byte tokens' embedding rows permuted, and tokenizer `bytes-2` permuting the bytes
+  the same way: the same model under its own tokenizer, gibberish with any other (and v1's weights are gibberish
+  with bytes-2): the wrong-tokenizer deploy;
+- `v2-draft`: v1-draft permuted the same way: v2's draft, a stale draft for v1 (acceptance collapses).
+Derived versions cost no training, one evaluation each (seconds). Each version carries held-out loss,
+perplexity per byte, bits per byte, training time and (trained ones) greedy/sampled samples.
 
 The corpus is one verse per sequence, BOS + UTF-8 bytes + EOS, concatenated; batches are random windows of
 n_ctx + 1 tokens. The learning-rate schedule follows progress = max(step / steps, elapsed / seconds), so a
@@ -15,6 +22,7 @@ worse model: the step count and seconds are in the version's `training`).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -44,7 +52,7 @@ def encode_verses(verses: list[str], tok: ByteTokenizer) -> np.ndarray:
     out: list[int] = []
     for v in verses:
         out.append(tok.bos_id)
-        out.extend(v.encode())
+        out.extend(tok.encode(v))
         out.append(tok.eos_id)
     return np.asarray(out, dtype=np.int16)
 
@@ -134,6 +142,87 @@ def samples_of(model: GPT, tok: ByteTokenizer) -> list[dict[str, str]]:
     return out
 
 
+def byte_permutation(seed: int) -> tuple[int, ...]:
+    """The byte_map of tokenizer bytes-2: a fixed shuffle of 0..255 (no byte keeps its id)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(256)
+        if not np.any(perm == np.arange(256)):
+            return tuple(int(t) for t in perm)
+
+
+@torch.no_grad()
+def permute_tokens(model: GPT, byte_map: tuple[int, ...]) -> GPT:
+    """A copy whose byte b's embedding row (and, tied, output row) moves to token byte_map[b]: the same function
+    of the text under a tokenizer with that byte_map."""
+    out = copy.deepcopy(model)
+    index = torch.tensor(byte_map)
+    out.wte.weight[index] = model.wte.weight[:256]
+    return out
+
+
+@torch.no_grad()
+def fake_quantize(model: GPT, bits: int = 4) -> GPT:
+    """A badly quantised copy: every nn.Linear and nn.Embedding weight (the tied output head too) stored at
+    2**bits levels, symmetric, one scale per tensor, and truncated toward zero instead of rounded (the classic
+    bug: an int cast). The weights stay float: v1's speed, measurably worse (docs/llm.md has the figures)."""
+    out = copy.deepcopy(model)
+    levels = 2 ** (bits - 1) - 1
+    for module in out.modules():
+        if isinstance(module, torch.nn.Linear | torch.nn.Embedding):
+            scale = module.weight.abs().max() / levels
+            module.weight.copy_((module.weight / scale).trunc().clamp(-levels - 1, levels) * scale)
+    return out
+
+
+DERIVED = ("v1-int4", "v2", "v2-draft")
+
+
+def register_derived(registry: LLMRegistry, stage_dir: Path, model: GPT, draft: GPT, corpus: Any,
+                     lineage: dict[str, Any], seed: int, log: Any, only_missing: bool = False) -> list[dict[str, Any]]:
+    """v1-int4, v2 and v2-draft from v1 and v1-draft (only_missing: those not registered yet): no training, an
+    evaluation each."""
+    t0 = time.monotonic()
+    tok, gen_cfg, cfg, dcfg = ByteTokenizer(), GenerationConfig(), model.cfg, draft.cfg
+    registered: list[dict[str, Any]] = []
+    have = set(registry.versions()) if only_missing else set()
+    if "v1-int4" not in have:
+        val_data = torch.from_numpy(encode_verses(corpus.val, tok).astype(np.int64))
+        q4 = fake_quantize(model, 4)
+        q4metrics = evaluate(q4, val_data, cfg.n_ctx)
+        log(f"v1-int4 {q4metrics}")
+        save_files(stage_dir / "int4", q4, tok, gen_cfg)
+        registered.append(registry.register("v1-int4", stage_dir / "int4", {
+            "stage": "staging", "variant": "int4", "draft": "v1-draft", "metrics": q4metrics,
+            "lineage": {**lineage, "parent": "v1",
+                        "quantisation": "fake 4-bit, symmetric, one scale per tensor, truncated toward zero "
+                                        "(nn.Linear and nn.Embedding, so the tied head too)"},
+            "architecture": cfg.to_dict(), "training": {"from": "v1"}}))
+    tok2 = ByteTokenizer(version="bytes-2", byte_map=byte_permutation(seed))
+    val2 = torch.from_numpy(encode_verses(corpus.val, tok2).astype(np.int64))
+    lineage2 = {**lineage, "tokenizer": tok2.version, "parent": "v1",
+                "derivation": "v1's weights, byte embedding rows permuted by bytes-2's byte_map"}
+    if "v2" not in have:
+        v2 = permute_tokens(model, tok2.byte_map or ())
+        v2metrics = evaluate(v2, val2, cfg.n_ctx)
+        log(f"v2 {v2metrics}")
+        save_files(stage_dir / "v2", v2, tok2, gen_cfg)
+        registered.append(registry.register("v2", stage_dir / "v2", {
+            "stage": "staging", "draft": "v2-draft", "metrics": v2metrics, "lineage": lineage2,
+            "architecture": cfg.to_dict(), "training": {"from": "v1"}}))
+    if "v2-draft" not in have:
+        d2 = permute_tokens(draft, tok2.byte_map or ())
+        d2metrics = evaluate(d2, val2, dcfg.n_ctx)
+        save_files(stage_dir / "v2-draft", d2, tok2, gen_cfg)
+        registered.append(registry.register("v2-draft", stage_dir / "v2-draft", {
+            "stage": "staging", "variant": "draft", "metrics": d2metrics,
+            "lineage": {**lineage2, "parent": "v1-draft", "derivation": "v1-draft's weights, byte embedding rows "
+                        "permuted by bytes-2's byte_map", "draft_for": "v2"},
+            "architecture": dcfg.to_dict(), "training": {"from": "v1-draft"}}))
+    log(f"derived versions {[m['version'] for m in registered]} seconds={time.monotonic() - t0:.1f}")
+    return registered
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.llm.train", description="Train and register the LLMs.")
     parser.add_argument("--home", required=True, help="FAULTLINE_HOME; versions go to <home>/registry/llm")
@@ -152,13 +241,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--if-missing", action="store_true", help="do nothing when v1 is already registered")
     args = parser.parse_args(argv)
     registry = LLMRegistry(Path(args.home) / "registry")
-    if args.if_missing and "v1" in registry.versions():
-        print("LLM v1 already registered; skipping", file=sys.stderr)
-        return 0
     torch.set_num_threads(args.threads)
 
     def log(msg: str) -> None:
         print(f"llm-train {msg}", file=sys.stderr, flush=True)
+
+    if args.if_missing and "v1" in registry.versions():
+        missing = [v for v in DERIVED if v not in registry.versions()]
+        if missing and "v1-draft" in registry.versions():  # a home from before they existed: derive them only
+            from services.llm.artifacts import load_llm
+
+            v1, v1_draft = load_llm(registry.root.parent, "v1"), load_llm(registry.root.parent, "v1-draft")
+            corpus = load_corpus(v1.meta["lineage"]["corpus"].get("source", args.corpus), seed=args.seed)
+            with tempfile.TemporaryDirectory() as tmp:
+                register_derived(registry, Path(tmp), v1.model, v1_draft.model, corpus, v1.meta["lineage"],
+                                 args.seed, log, only_missing=True)
+            return 0
+        print("LLM v1 already registered; skipping", file=sys.stderr)
+        return 0
 
     t0 = time.monotonic()
     tok = ByteTokenizer()
@@ -202,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             "stage": "staging", "variant": "int8", "draft": "v1-draft", "metrics": qmetrics,
             "lineage": {**lineage, "parent": "v1", "quantisation": "torch dynamic int8 (nn.Linear), head float"},
             "architecture": cfg.to_dict(), "training": {"from": "v1"}}))
+
+        registered += register_derived(registry, stage_dir, model, draft, corpus, lineage, args.seed, log)
     total = time.monotonic() - t0
     log(f"done seconds={total:.1f}")
     print(json.dumps({"seconds": round(total, 2), "versions": [

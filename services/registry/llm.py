@@ -2,7 +2,7 @@
 
 A version directory holds `model.pt` (weights), `tokenizer.json` (the tokenizer artifact), `generation_config.json`
 (default temperature, top_p, max_tokens, stop) and `meta.json`: `{"version", "created_at", "stage", "kind": "llm",
-"variant": null|"draft"|"int8", "draft": <the version to draft with, on a target>, "metrics": {...held-out...},
+"variant": null|"draft"|"int8"|"int4", "draft": <the version to draft with, on a target>, "metrics": {...held-out...},
 "lineage": {"corpus": provenance with sha256, "parent", ...}, "architecture": {...}, "training": {...},
 "files": {name: sha256}, "sha256": <of model.pt>, "samples": [...]}`. Every file is checked against its sha256
 when loaded (`verified_paths`): a mismatch raises the registry's `CorruptArtifact`. No torch here: the server

@@ -18,8 +18,8 @@ from services.registry.llm import LLMRegistry
 
 def test_trainer_registers_target_draft_and_int8(llm_registry: Path) -> None:
     reg = LLMRegistry(llm_registry)
-    assert reg.versions() == ["v1", "v1-draft", "v1-int8"]
-    v1, draft, q = (reg.get(v) for v in reg.versions())
+    assert reg.versions() == ["v1", "v1-draft", "v1-int4", "v1-int8", "v2", "v2-draft"]  # the last three derived
+    v1, draft, q = (reg.get(v) for v in ("v1", "v1-draft", "v1-int8"))
     assert v1["stage"] == "production" and v1["draft"] == "v1-draft"
     assert draft["variant"] == "draft" and q["variant"] == "int8" and q["lineage"]["parent"] == "v1"
     assert draft["training"]["params"] * 3 < v1["training"]["params"]
@@ -82,7 +82,7 @@ def test_registry_service_lists_and_verifies_llm_versions(llm_registry: Path, tm
                                     str(port), "--root", str(llm_registry)], port, tmp_path)
     try:
         listed = proc.client.get("/v1/llm/models").json()
-        assert [m["version"] for m in listed] == ["v1", "v1-draft", "v1-int8"]
+        assert [m["version"] for m in listed] == ["v1", "v1-draft", "v1-int4", "v1-int8", "v2", "v2-draft"]
         assert proc.client.get("/v1/llm/models/v1-int8").json()["variant"] == "int8"
         assert proc.client.get("/v1/llm/models/v1/verify").json() == {"version": "v1", "ok": True, "detail": "ok"}
         assert proc.client.get("/v1/llm/models/v9").status_code == 404

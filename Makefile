@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PIP) install -q --disable-pip-version-check -c requirements.lock -e '.[ml,loadgen,test,bench]'
 	touch $@
 
-# The LLM track's GPT, its draft and int8 variant (services/llm/train.py, about 80 s on 2 cores; skipped when
+# The LLM track's GPT, its draft, int8 variant and derived incident versions (v1-int4, v2, v2-draft;
+# services/llm/train.py, about 80 s on 2 cores; skipped when
 # registered). Its corpus is Debian's bible-kjv (installed here when missing; without it the trainer falls back to
 # a seeded generated corpus and says so in the versions' lineage).
 models: $(VENV)/.installed

@@ -38,7 +38,7 @@ from lab.grader import grade
 from lab.parts.loadgen import NAME as LOADGEN
 from lab.parts.registry import NAME as REGISTRY
 from lab.scenario import ScenarioError, check_file, load_scenario, render
-from lab.scenario.loader import SUFFIX
+from lab.scenario.loader import CATALOG_DIR, SUFFIX
 from lab.scenario.vocab import replica_number, replica_of
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_FAILED = 0, 1, 2, 4
@@ -77,9 +77,13 @@ def rendered(path: Path, seed: int, time_scale: float) -> Any:
 
 
 def scenario_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Files named, and every scenario file of the folders named, in order."""
+    """Files named, and every scenario file of the folders named, in order; a bare catalog id (`frozen-streams`,
+    not a file here) is the catalog's scenarios/ID.yaml, as `faultline run ID` takes it."""
     out: list[Path] = []
     for p in map(Path, paths):
+        catalog = CATALOG_DIR / f"{p.name}{SUFFIX}"
+        if not p.exists() and p.suffix != SUFFIX and p.name == str(p) and catalog.is_file():
+            p = catalog
         out += sorted(p.glob(f"*{SUFFIX}")) if p.is_dir() else [p]
     return out
 

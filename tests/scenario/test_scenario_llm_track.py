@@ -214,3 +214,10 @@ def test_the_llm_causes_are_neutral_and_of_one_length_band() -> None:
     # no label names a fix
     for word in ("restore", "rollback", "roll back", "restart", "raise", "lower", "drain", "scale"):
         assert not any(word in v.lower() for v in labels.values()), word
+
+
+def test_the_self_test_takes_a_catalog_id_as_faultline_run_does() -> None:
+    from lab.selftest import scenario_files
+
+    assert scenario_files(["frozen-streams"]) == [ROOT / "scenarios" / "frozen-streams.yaml"]
+    assert scenario_files(["no-such-scenario"]) == [Path("no-such-scenario")]  # reported as no such file

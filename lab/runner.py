@@ -201,9 +201,12 @@ def run(scenario: str, seed: int, mode: str = "none", time_scale: float | None =
         raise LabError(f"scenario {sc.id} has no wrong_fix")
     private = None
     if lab_url is None:
-        log(f"starting a private stack ({sc.stack.replicas} replicas)")
-        private = PrivateLab.start(source_registry(Path(home) if home else None), replicas=sc.stack.replicas,
-                                   up_args=("--backend", backend))
+        # on the scenario's track: an LLM scenario's private stack runs llm-N (and no fraud replicas)
+        fraud = sc.track == "fraud"
+        log(f"starting a private stack ({sc.track} track, {sc.stack.replicas} replicas)")
+        private = PrivateLab.start(source_registry(Path(home) if home else None),
+                                   replicas=sc.stack.replicas if fraud else 2, up_args=("--backend", backend),
+                                   track=sc.track, llm_replicas=2 if fraud else sc.stack.replicas)
         lab_url = private.url
         log(f"stack up in {private.up_seconds}s at {lab_url} (home {private.home})")
     client = LabClient(lab_url)

@@ -9,7 +9,8 @@ running one, `--lab-url`), for each file and each of N seeds,
 - `wrong-fix` (seeds N+1..2N, when the scenario has a `wrong_fix`): it breaks, the wrong fix's claim is rejected
   and penalised, the grade stays below 90;
 - after every run, the stack is back at its baseline: no attempt, fault or scenario process left, every service
-  ready, configs, versions, replicas and proxies as before, and a real scoring request answered by v1.
+  ready, configs, versions, replicas and proxies as before, and a real scoring request answered by v1 (on the LLM
+  track: a real completion streamed through the gateway, every LLM replica serving v1).
 The report lists per scenario, per run, per check: ok or not, the grade and, for a failed check, the failing
 probes (value and limit) from the attempt's journal.
 
@@ -37,8 +38,8 @@ from lab.grader import grade
 from lab.parts.loadgen import NAME as LOADGEN
 from lab.parts.registry import NAME as REGISTRY
 from lab.scenario import ScenarioError, check_file, load_scenario, render
-from lab.scenario.loader import SUFFIX
-from lab.scenario.vocab import replica_number
+from lab.scenario.loader import CATALOG_DIR, SUFFIX
+from lab.scenario.vocab import replica_number, replica_of
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_FAILED = 0, 1, 2, 4
 DEFAULT_SEEDS = 2
@@ -65,14 +66,24 @@ def config_services() -> list[str]:
     return [p.name for p in parts.parts() if p.settable and not p.replicated]
 
 
+def lab_track(tracks: Sequence[str]) -> str:
+    """`faultline up --track` for a lab that runs scenarios of these tracks: the one, or `all` for several."""
+    wanted = sorted(set(tracks)) or ["fraud"]
+    return wanted[0] if len(wanted) == 1 else "all"
+
+
 def rendered(path: Path, seed: int, time_scale: float) -> Any:
     return render(load_scenario(path), seed, time_scale)
 
 
 def scenario_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Files named, and every scenario file of the folders named, in order."""
+    """Files named, and every scenario file of the folders named, in order; a bare catalog id (`frozen-streams`,
+    not a file here) is the catalog's scenarios/ID.yaml, as `faultline run ID` takes it."""
     out: list[Path] = []
     for p in map(Path, paths):
+        catalog = CATALOG_DIR / f"{p.name}{SUFFIX}"
+        if not p.exists() and p.suffix != SUFFIX and p.name == str(p) and catalog.is_file():
+            p = catalog
         out += sorted(p.glob(f"*{SUFFIX}")) if p.is_dir() else [p]
     return out
 
@@ -211,11 +222,25 @@ class SelfTestLab:
         return r.json()
 
     def replicas(self) -> list[str]:
-        return sorted(s["name"] for s in self.status()["services"] if replica_number(s["name"]) is not None)
+        """Every track's replicas that run (model-N, llm-N)."""
+        return sorted(s["name"] for s in self.status()["services"] if replica_of(s["name"]) is not None)
+
+    def running_services(self) -> list[str]:
+        return [s["name"] for s in self.status()["services"]]
 
     def capture_baseline(self) -> None:
         """Configs of every service before any attempt: what a run must leave behind."""
-        self.baseline = {n: self.config(n) for n in [*config_services(), *self.replicas()]}
+        running = set(self.running_services())
+        self.baseline = {n: self.config(n) for n in [*config_services(), *self.replicas()] if n in running}
+
+    def _extend_baseline(self) -> None:
+        """A track the lab started for an attempt (beside the running one) joins the baseline as the lab reset it:
+        its replicas were not there when the baseline was captured."""
+        known = {replica_of(n)[0] for n in self.baseline if replica_of(n) is not None}  # type: ignore[index]
+        for name in self.replicas():
+            track = replica_of(name)[0]  # type: ignore[index]
+            if track not in known and name not in self.baseline:
+                self.baseline[name] = self.config(name)
 
     def abort_active(self) -> None:
         active = self.call("GET", "/api/attempts/active")["attempt"]
@@ -279,8 +304,9 @@ class SelfTestLab:
                 continue
             if not s["ready"] or s["state"] != "running":
                 problems.append(f"{s['name']} is {s['state']} (ready={s['ready']})")
-        replicas = sorted(s["name"] for s in st["services"] if replica_number(s["name"]) is not None)
-        if replicas != sorted(n for n in self.baseline if replica_number(n) is not None):
+        self._extend_baseline()
+        replicas = sorted(s["name"] for s in st["services"] if replica_of(s["name"]) is not None)
+        if replicas != sorted(n for n in self.baseline if replica_of(n) is not None):
             problems.append(f"replicas {replicas}")
         for p in st["proxies"]:
             if not p["enabled"] or p["toxics"]:
@@ -300,9 +326,18 @@ class SelfTestLab:
             problems.append(f"registry production={production} canary={canary}")
         for r in replicas:
             served = self.http.get(self.service_url(r) + "/v1/models").json()
-            if served.get("default") != "v1":
-                problems.append(f"{r} serves {served.get('default')} by default")
+            # a model replica names its default version; an LLM replica lists the one it serves (OpenAI's shape)
+            default = served.get("default") if replica_number(r) is not None else (served.get("data") or [{}])[0].get(
+                "id")
+            if default != "v1":
+                problems.append(f"{r} serves {default} by default")
         return problems
+
+    def complete_once(self, public_url: str) -> dict[str, Any]:
+        """A short completion through the gateway's LLM route, as a client sends it."""
+        r = self.http.post(public_url + "/v1/completions", json={"prompt": "The weather today", "max_tokens": 4})
+        ctype = r.headers.get("content-type", "")
+        return {"status": r.status_code, **(r.json() if ctype.startswith("application/json") else {})}
 
     def score_once(self, public_url: str) -> dict[str, Any]:
         from services.trainer.generator import Generator
@@ -321,11 +356,24 @@ class SelfTestLab:
         while time.monotonic() < deadline:
             problems = self.health_problems()
             if not problems:
-                answer = self.score_once(public_url)
-                if answer["status"] == 200 and answer.get("fallback") is None and answer.get("model_version") == "v1":
+                problems = self._requests_answered(public_url)
+                if not problems:
                     return []
-                problems = [f"a scoring request answered {answer}"]
             time.sleep(1.0)
+        return problems
+
+    def _requests_answered(self, public_url: str) -> list[str]:
+        """A real request of every track the lab runs, answered as at the baseline."""
+        tracks = {replica_of(n)[0] for n in self.replicas()}  # type: ignore[index]
+        problems = []
+        if "fraud" in tracks:
+            answer = self.score_once(public_url)
+            if not (answer["status"] == 200 and answer.get("fallback") is None and answer.get("model_version") == "v1"):
+                problems.append(f"a scoring request answered {answer}")
+        if "llm" in tracks:
+            answer = self.complete_once(public_url)
+            if answer["status"] != 200 or not answer.get("choices"):
+                problems.append(f"a completion answered {str(answer)[:300]}")
         return problems
 
     def wait_healthy(self, public_url: str | None = None, timeout_s: float = HEALTHY_WAIT_S) -> None:
@@ -366,13 +414,15 @@ def selftest_file(lab: SelfTestLab, path: Path, seeds: int, time_scale: float) -
 
 
 @contextlib.contextmanager
-def _lab(lab_url: str | None, home: str | None, replicas: int) -> Iterator[SelfTestLab]:
+def _lab(lab_url: str | None, home: str | None, replicas: int, track: str = "fraud",
+         llm_replicas: int = 2) -> Iterator[SelfTestLab]:
     from lab.privatelab import PrivateLab, source_registry
 
     private = None
     if lab_url is None:
-        log(f"starting a private stack ({replicas} replicas)")
-        private = PrivateLab.start(source_registry(Path(home) if home else None), replicas=replicas)
+        log(f"starting a private stack ({track} track, {replicas} replicas)")
+        private = PrivateLab.start(source_registry(Path(home) if home else None), replicas=replicas, track=track,
+                                   llm_replicas=llm_replicas)
         lab_url = private.url
     lab = SelfTestLab(lab_url)
     try:
@@ -430,9 +480,13 @@ def self_test(paths: Sequence[str | Path], seeds: int = DEFAULT_SEEDS, time_scal
         print(f"{len(invalid)} invalid scenario file(s); nothing was run", file=sys.stderr)
         return EXIT_INVALID
     try:
-        replicas = max(load_scenario(p).stack.replicas for p in valid)
+        loaded = [load_scenario(p) for p in valid]
+        # The private lab runs the tracks of the scenarios under test (a lab at --lab-url starts a missing track
+        # itself, beside the running one, when an attempt needs it).
+        replicas = max([s.stack.replicas for s in loaded if s.track == "fraud"] or [2])
+        llm_replicas = max([s.stack.replicas for s in loaded if s.track == "llm"] or [2])
         results = []
-        with _lab(lab_url, home, max(2, replicas)) as lab:
+        with _lab(lab_url, home, max(2, replicas), lab_track([s.track for s in loaded]), llm_replicas) as lab:
             for path in valid:
                 results.append(selftest_file(lab, path, seeds, time_scale))
     except (LabError, ScenarioError) as exc:

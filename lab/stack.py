@@ -301,12 +301,15 @@ class Stack:
         self.supervisor.update_spec(name, **changes)
         return self.supervisor.service_status(name)
 
-    def scale(self, replicas: int, wait_s: float | None = None) -> dict[str, Any]:
+    def scale(self, replicas: int, wait_s: float | None = None, track: str | None = None) -> dict[str, Any]:
         """Add or remove model replicas, their proxies, and tell the gateway its new replica set."""
-        # The fraud track's replicas when it runs; on a stack without it, the replicas of the track it runs (llm-N).
-        part = parts.replica_part(parts.DEFAULT_TRACK)
-        if not self.topology.runs(part):
+        # The fraud track's replicas when it runs; on a stack without it, the replicas of the track it runs (llm-N);
+        # `track` names one (an LLM scenario's setup on a stack running both).
+        part = parts.replica_part(track or parts.DEFAULT_TRACK)
+        if track is None and not self.topology.runs(part):
             part = next((p for p in parts.replica_parts() if self.topology.runs(p)), part)
+        if not self.topology.runs(part):
+            raise StackError(f"this stack does not run the {track} track")
         limit = MAX_REPLICAS if parts.DEFAULT_TRACK in part.tracks else part.max_replicas
         if not 1 <= replicas <= limit:
             raise StackError(f"replicas must be between 1 and {limit}, got {replicas}")
@@ -320,6 +323,47 @@ class Stack:
             elif replicas < old.replica_count(part):
                 self._scale_down(old, new, part)
             return {"replicas": replicas, "models": new.instances(part)}
+
+    def add_track(self, track: str, wait_s: float | None = None) -> dict[str, Any]:
+        """Bring up `track`'s parts beside the running ones (an attempt on a scenario of a track this stack does not
+        run yet): their hops, their processes by tier, then their callers told (replicas by PATCH, as `scale` does;
+        a single part's caller restarted on its new flag). Nothing running is stopped."""
+        wait = self.ready_timeout_s if wait_s is None else wait_s
+        with self._lock:
+            if self.phase not in ("running", "degraded"):
+                raise StackError(f"the stack is not running (phase {self.phase})")
+            old = self.topology
+            if track in old.tracks:
+                return {"track": track, "added": []}
+            parts.replica_part(track)  # an unknown track raises here, before anything changes
+            new = Topology(ports=old.ports, replicas=old.replicas, host=old.host, tracks=(*old.tracks, track),
+                           counts=old.counts)
+            added_parts = [p for p in sorted(parts.parts(), key=lambda p: p.tier)
+                           if not p.on_demand and not p.proxy_server and new.instances(p) and not old.instances(p)]
+            added = [n for p in added_parts for n in new.instances(p)]
+            check_free([u for u in stack_ports(new, include_netproxy=False, include_lab=False)
+                        if any(u.role.endswith(n) for n in added)], new.host)
+            self.topology = new
+            self.toxiproxy.populate(hop_records(new, only=added))
+            for name in added:
+                self.supervisor.add(self._spec(name))
+            pending = self._wait_ready(added, wait)
+            restart: set[str] = set()
+            for part in added_parts:
+                if part.replicated:
+                    self._push_replicas(part)
+                else:
+                    for dial in part.dials:
+                        self.supervisor.update_spec(dial.caller, argv=specs.service_argv(dial.caller, new,
+                                                                                          self.settings))
+                        restart.add(dial.caller)
+            for caller in sorted(restart):
+                self.supervisor.restart_service(caller)
+            pending += self._wait_ready(sorted(restart), wait) if restart else []
+            if pending:
+                raise StackError(f"the {track} track was started, but not ready after {wait:.0f}s: "
+                                 f"{self._describe(pending)}")
+            return {"track": track, "added": added, "restarted": sorted(restart)}
 
     def _scale_up(self, old: Topology, new: Topology, wait_s: float, part: Any = None) -> None:
         part = part or parts.replica_part()

@@ -1,8 +1,11 @@
 """The stack's baseline, and putting it back between attempts.
 
-Captured once, when the lab's stack first runs: replica count, every service's live config and start-up argv,
-the versions each replica holds, the registry stages, the traffic. `reset()` compares the stack with it and
-changes only what differs — scale, replicas' versions, registry stages, configs and argv, stopped services,
+Captured when the lab's stack first runs (and again when an attempt starts another track's parts beside it):
+replica counts of every track, every service's live config and start-up argv, the versions each replica holds (a
+model replica's loaded versions, an LLM replica's weights, tokenizer and generation config), the registry stages,
+the traffic (its track, profile, rate and, on the LLM track, the clients' retry policy and concurrency).
+`reset()` compares the stack with it and changes only what differs — scale, replicas' versions, registry stages,
+configs and argv, stopped services,
 the traffic (a stack that had none keeps its load generator, idle at 0 rps, so the next attempt starts it at
 once) — so a reset after a typical attempt takes well under the 2 s goal.
 """
@@ -38,6 +41,11 @@ class Baseline:
         snap = {
             "at": time.time(),
             "replicas": len(replicas),
+            # other tracks' replica counts ({part: n}): the LLM track's llm-N
+            "counts": {p.name: stack.topology.replica_count(p) for p in parts.replica_parts()
+                       if p.name != parts.replica_part().name and stack.topology.runs(p)},
+            "served": {n: _served(http.spec_argv(n)) for p in _other_replica_parts(stack)
+                       for n in stack.topology.instances(p)},
             "configs": {n: http.get_config(n) for n in self.services()},
             "argv": {n: list(stack.supervisor.spec(n).argv) for n in self.services()},
             "versions": {r: http.loaded_versions(r) for r in replicas},
@@ -66,6 +74,11 @@ class Baseline:
 
         step("faults", self._revert_faults)  # sandbox faults must not leak into an attempt
         step("replicas", lambda: self._scale(snap["replicas"]))
+        for part_name, count in snap.get("counts", {}).items():
+            step(f"{part_name} replicas", lambda p=part_name, c=count: self._scale_other(p, c))
+        # Before the argv step puts the start-up flags back: an LLM replica deployed elsewhere restarts on its own.
+        for replica, served in snap.get("served", {}).items():
+            step(f"{replica} served", lambda r=replica, v=served: self._served(r, v))
         # Start-up configs before (re)starting anything: a service in a crash loop or backoff comes back on them.
         for name, argv in snap["argv"].items():
             step(f"{name} argv", lambda n=name, a=argv: self._argv(n, a))
@@ -104,6 +117,29 @@ class Baseline:
         if self.lab.stack.topology.replicas == replicas:
             return False
         self.lab.stack.scale(replicas)
+        return True
+
+    def _scale_other(self, part_name: str, count: int) -> bool:
+        part = next(p for p in parts.replica_parts() if p.name == part_name)
+        topology = self.lab.stack.topology
+        if not topology.runs(part) or topology.replica_count(part) == count:
+            return False
+        track = sorted(part.tracks)[0]
+        self.lab.stack.scale(count, track=track)
+        return True
+
+    def _served(self, replica: str, served: dict[str, str]) -> bool:
+        """An LLM replica serves what its start-up flags name (weights, tokenizer, generation config): one deployed
+        on something else during the attempt restarts on the baseline's flags."""
+        stack = self.lab.stack
+        if replica not in stack.supervisor.names():
+            return False
+        argv = self.http.spec_argv(replica)
+        if _served(argv) == served:
+            return False
+        self.http.set_argv(replica, self.snapshot["argv"].get(replica, argv))  # type: ignore[index]
+        stack.restart(replica)
+        stack.supervisor.wait_ready([replica], READY_WAIT_S)
         return True
 
     def _start_stopped(self) -> bool:
@@ -161,22 +197,45 @@ class Baseline:
         return True
 
     def _traffic(self, wanted: dict[str, Any]) -> bool:
+        from lab.parts.loadgen import DEFAULT_PROFILES, default_track
+
         stack = self.lab.stack
         current = _traffic(stack.traffic_state())
         if wanted["running"]:
             if current == wanted:
                 return False
-            stack.traffic(wanted["rps"], wanted["profile"])
+            stack.traffic(wanted["rps"], wanted["profile"], **_track_args(wanted))
             return True
-        if not current["running"] or (current["rps"] == 0 and current["profile"] == "baseline"):
+        # No traffic at the baseline: an idle load generator (0 rps) on the stack's default track and profile.
+        track = default_track(stack.topology)
+        idle = DEFAULT_PROFILES[track]
+        if not current["running"] or (current["rps"] == 0 and current["profile"] == idle
+                                      and current.get("track", "fraud") == track):
             return False
-        stack.traffic(0.0, "baseline")
+        stack.traffic(0.0, idle, track=track)
         return True
 
 
 def _traffic(state: dict[str, Any]) -> dict[str, Any]:
     if not state.get("running"):
         return {"running": False, "rps": 0.0, "profile": "baseline"}
-    return {"running": True, "rps": float(state.get("base_rps", state.get("target_rps", 0.0)) or 0.0),
-            "profile": state.get("profile", "baseline")}
+    out = {"running": True, "rps": float(state.get("base_rps", state.get("target_rps", 0.0)) or 0.0),
+           "profile": state.get("profile", "baseline")}
+    if state.get("track", "fraud") != "fraud":  # the LLM clients' settings (a fraud load generator has none)
+        out.update({k: state.get(k) for k in ("track", "retry_policy", "retries", "max_users")})
+    return out
+
+
+def _track_args(wanted: dict[str, Any]) -> dict[str, Any]:
+    return {k: wanted[k] for k in ("track", "retry_policy", "retries", "max_users") if wanted.get(k) is not None}
+
+
+def _other_replica_parts(stack: Any) -> list[Any]:
+    return [p for p in parts.replica_parts() if p.name != parts.replica_part().name and stack.topology.runs(p)]
+
+
+def _served(argv: list[str]) -> dict[str, str]:
+    from lab.console.llm import served_parts
+
+    return served_parts(argv)
 

@@ -94,7 +94,7 @@ class AttemptManager:
         s = self._load(scenario_id)
         if seed is not None:
             s = render(s, seed)
-        return {**_card(s), "briefing": s.briefing, "stack": {"replicas": s.stack.replicas,
+        return {**_card(s), "briefing": s.briefing, "stack": {"track": s.track, "replicas": s.stack.replicas,
                                                                "traffic": s.stack.traffic.model_dump()}}
 
     # --- attempts -----------------------------------------------------------------------------------------------
@@ -417,4 +417,4 @@ def _file_sha256(path: Path) -> str | None:
 
 def _card(s: Any) -> dict[str, Any]:
     return {"id": s.id, "title": s.title, "summary": s.summary, "difficulty": s.difficulty,
-            "skills": list(s.skills), "estimated_minutes": s.estimated_minutes}
+            "skills": list(s.skills), "estimated_minutes": s.estimated_minutes, "track": s.track}

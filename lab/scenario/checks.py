@@ -24,6 +24,7 @@ def cross_check(s: Scenario) -> list[Problem]:
     for check in (
         _fault_ids,
         _fault_triggers,
+        _track,
         _replicas_exist,
         _probe_ids,
         _fix_probes,
@@ -117,17 +118,18 @@ def _op_names(op: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
             yield (*loc, "args", key), value
 
 
-def _missing_replica(name: str, replicas: int) -> str | None:
-    n = vocab.replica_number(name)
-    if n is None or n <= replicas:
-        return None
-    return f"'{name}' does not exist: the stack has {replicas} replica(s) (model-1 .. model-{replicas})"
+def _missing_replica(name: str, replicas: int, track: str = vocab.DEFAULT_TRACK) -> str | None:
+    rep = vocab.replica_of(name)
+    if rep is None or rep[0] != track or rep[1] <= replicas:
+        return None  # another track's replica is reported by the track check
+    stem = vocab.track_replica(track)
+    return f"'{name}' does not exist: the stack has {replicas} replica(s) ({stem}-1 .. {stem}-{replicas})"
 
 
 def _replicas_exist(s: Scenario) -> Iterator[Problem]:
-    replicas = s.stack.replicas
+    replicas, track = s.stack.replicas, s.stack.track
     for loc, name in _names(s):
-        msg = _missing_replica(name, replicas)
+        msg = _missing_replica(name, replicas, track)
         if msg:
             yield loc, msg
     # Operations run in order: after a `scale`, the new replicas exist.
@@ -137,9 +139,123 @@ def _replicas_exist(s: Scenario) -> Iterator[Problem]:
             if op.op == "scale":
                 current = op.args.replicas
             for loc, name in _op_names(op, (field, i)):
-                msg = _missing_replica(name, current)
+                msg = _missing_replica(name, current, track)
                 if msg:
                     yield loc, msg
+
+
+# Probe kinds, console operations and fault kinds that measure or touch one track's parts only (the LLM probe kinds
+# are lab.scenario.probes.LLM_PROBE_KINDS; the rest work on either track: configs, states, restarts, uptime).
+FRAUD_ONLY_PROBES = frozenset({"latency_p99_ms", "error_rate", "accuracy", "recall", "precision", "drift_psi",
+                               "deployed_version", "replicas_ready", "decline_rate", "score_quantile",
+                               "status_share"})
+FRAUD_ONLY_OPS = frozenset({"trace", "drift", "reference", "retrain", "distributions", "decisions", "inspect",
+                            "send", "upstreams", "traffic"})
+LLM_ONLY_OPS = frozenset({"generate", "eval"})
+FRAUD_ONLY_FAULTS = frozenset({"data", "deploy", "dependency", "memory.batch_blowup", "memory.leak"})
+
+
+def _track_names(track: str, replicas: int) -> str:
+    stem = vocab.track_replica(track)
+    return f"{', '.join(vocab.track_services(track))}, {stem}-1 .. {stem}-{replicas}"
+
+
+def _track(s: Scenario) -> Iterator[Problem]:
+    """One track per scenario: the stack's traffic, versions, names, probes, operations and faults are of it."""
+    from lab.scenario.probes import LLM_PROBE_KINDS
+
+    track, st = s.stack.track, s.stack
+    top = vocab.track_max_replicas(track)
+    if st.replicas > top:
+        yield ("stack", "replicas"), f"the {track} track runs at most {top} replicas, got {st.replicas}"
+    profiles = vocab.TRACK_PROFILES[track]
+    if st.traffic.profile not in profiles:
+        yield ("stack", "traffic", "profile"), (f"'{st.traffic.profile}' is not a {track}-track traffic profile; "
+                                                f"expected one of: {', '.join(profiles)}")
+    if track == vocab.DEFAULT_TRACK:
+        for key in ("concurrency", "retry_policy", "retries"):
+            if getattr(st.traffic, key) is not None:
+                yield ("stack", "traffic", key), f"{key} is a setting of the LLM track's clients (stack.track: llm)"
+    else:
+        if st.versions.production not in vocab.LLM_BASE_VERSIONS:
+            yield ("stack", "versions", "production"), (
+                f"'{st.versions.production}' is not an LLM version; expected one of: "
+                f"{', '.join(vocab.LLM_BASE_VERSIONS)}")
+        if st.versions.canary is not None:
+            yield ("stack", "versions", "canary"), ("the LLM track has no canary split (its gateway routes pick the "
+                                                    "least busy replica, not a version): production only")
+        yield from _llm_service_config(s)
+    if s.diagnosis.track is not None and s.diagnosis.track != track:
+        yield ("diagnosis", "track"), (f"the diagnosis is on the {s.diagnosis.track} track but the stack runs the "
+                                       f"{track} track (stack.track); leave diagnosis.track out")
+    for loc, name in [*_names(s), *_action_names(s)]:
+        on = vocab.track_of_name(name)
+        if on and track not in on:
+            yield loc, (f"'{name}' is not part of the {track} track's stack; its services are: "
+                        f"{_track_names(track, st.replicas)}")
+    for loc, p in _all_probes(s):
+        if track == vocab.DEFAULT_TRACK and p.kind in LLM_PROBE_KINDS:
+            yield (*loc, "kind"), f"'{p.kind}' measures the LLM track; this scenario runs the fraud track"
+        elif track != vocab.DEFAULT_TRACK and p.kind in FRAUD_ONLY_PROBES:
+            yield (*loc, "kind"), (f"'{p.kind}' measures the fraud track; on the {track} track use one of: "
+                                   f"{', '.join(LLM_PROBE_KINDS)}, config_value, service_state, restarts, uptime_s")
+    wrong_ops = LLM_ONLY_OPS if track == vocab.DEFAULT_TRACK else FRAUD_ONLY_OPS
+    for field in ("solution", "wrong_fix", "diagnosis.evidence", "fix.collateral"):
+        obj: Any = s
+        for attr in field.split("."):
+            obj = getattr(obj, attr)
+        for i, op in enumerate(obj or []):
+            if op.op in wrong_ops:
+                other = "LLM" if track == vocab.DEFAULT_TRACK else "fraud"
+                yield (*field.split("."), i, "op"), f"'{op.op}' is an operation of the {other} track"
+    if track != vocab.DEFAULT_TRACK:
+        for i, f in enumerate(s.faults):
+            if f.kind in FRAUD_ONLY_FAULTS or f"{f.kind}.{f.action}" in FRAUD_ONLY_FAULTS:
+                yield ("faults", i, "kind"), f"'{f.kind}.{f.action}' acts on the fraud track's parts only"
+
+
+def _action_names(s: Scenario) -> Iterator[tuple[Loc, str]]:
+    for field in ("solution", "wrong_fix"):
+        for i, op in enumerate(getattr(s, field) or []):
+            yield from _op_names(op, (field, i))
+
+
+def _all_probes(s: Scenario) -> Iterator[tuple[Loc, Any]]:
+    for i, p in enumerate(s.steady_state):
+        yield ("steady_state", i), p
+    for i, state in enumerate(s.fix.accepted):
+        for j, p in enumerate(state.probes):
+            if not isinstance(p, str):
+                yield ("fix", "accepted", i, "probes", j), p
+    for i, p in enumerate((s.page.probes or []) if s.page is not None else []):
+        yield ("page", "probes", i), p
+
+
+def _llm_service_config(s: Scenario) -> Iterator[Problem]:
+    """On the LLM track, `stack.services` keys and values are checked against each service's own config model
+    (services/llm/config.py for llm-N, the gateway's `llm_*` keys among its others)."""
+    import importlib
+
+    from lab import parts
+
+    for name, values in s.stack.services.items():
+        part = parts.part_for(name)
+        if part is None or part.config_model is None:
+            continue
+        module, _, attr = part.config_model.partition(":")
+        model = getattr(importlib.import_module(module), attr)
+        known = list(model.model_fields)
+        for key, value in values.items():
+            loc: Loc = ("stack", "services", name, key)
+            if key not in known:
+                yield loc, f"{name} has no config key '{key}'; its keys are: {', '.join(known)}"
+                continue
+            try:
+                model.model_validate({key: value})
+            except ValueError as exc:
+                errors = getattr(exc, "errors", lambda: [])()
+                msg = errors[0]["msg"] if errors else str(exc)
+                yield loc, f"{name} refuses {key}={value!r}: {msg}"
 
 
 def _probe_ids(s: Scenario) -> Iterator[Problem]:
@@ -181,8 +297,8 @@ def _questions(s: Scenario) -> Iterator[Problem]:
             if kind == "cause" and v in distractor_ids:
                 yield loc, f"'{v}' is one of this scenario's distractors: a distractor is a wrong answer"
             elif v not in opts[kind]:
-                if kind == "component" and vocab.replica_number(v) is not None:
-                    continue  # reported by the replica check, at the same place
+                if kind == "component" and vocab.replica_of(v) is not None:
+                    continue  # reported by the replica or the track check, at the same place
                 yield loc, f"'{v}' is not a {kind} of the taxonomy; expected one of: {', '.join(opts[kind])}"
             elif kind == "category" and v in FAULT_KINDS and v not in fault_kinds:
                 kinds = ", ".join(sorted(fault_kinds))

@@ -59,6 +59,7 @@ def _entry(s: Scenario) -> dict[str, Any]:
         "skills": list(s.skills),
         "estimated_minutes": s.estimated_minutes,
         "summary": s.summary,
+        "track": s.track,
     }
 
 

@@ -46,19 +46,38 @@ class Versions(Strict):
 
 
 class Traffic(Strict):
-    profile: Literal[vocab.TRAFFIC_PROFILES] = "baseline"  # type: ignore[valid-type]
+    """The load: a profile of the scenario's track (fraud: `baseline` by default; llm: `chat`) and a rate; on the
+    LLM track also the clients' concurrency cap and retry policy (`faultline traffic --track llm`)."""
+
+    profile: Literal[vocab.TRAFFIC_PROFILES + vocab.LLM_TRAFFIC_PROFILES] = Field(  # type: ignore[valid-type]
+        default="baseline", description="a profile of the scenario's track; default baseline (fraud), chat (llm)")
     rps: float = Field(default=20.0, gt=0, le=MAX_TRAFFIC_RPS)
+    concurrency: int | None = Field(default=None, ge=4, le=5000,
+                                    description="LLM track: most requests in flight (the user pool's cap)")
+    retry_policy: Literal[vocab.RETRY_POLICIES] | None = Field(  # type: ignore[valid-type]
+        default=None, description="LLM track: what clients do on 429/503 (default honour-retry-after)")
+    retries: int | None = Field(default=None, ge=0, le=20, description="LLM track: retries per request (default 3)")
 
 
 class Stack(Strict):
     """The stack the scenario starts from, healthy, before any fault."""
 
-    replicas: int = Field(default=2, ge=1, le=vocab.MAX_REPLICAS)
+    track: Literal[vocab.TRACKS] = Field(  # type: ignore[valid-type]
+        default=vocab.DEFAULT_TRACK, description="fraud (model-N, feature store) or llm (llm-N); one per scenario")
+    replicas: int = Field(default=2, ge=1, le=vocab.MAX_REPLICAS,
+                          description="the track's replicas: model-1..N (fraud, <= 16) or llm-1..N (llm, <= 8)")
     versions: Versions = Field(default_factory=Versions)
     services: dict[ServiceName, dict[ConfigKey, Any]] = Field(
         default_factory=dict, description="config overrides per service, applied with PATCH /admin/config"
     )
     traffic: Traffic = Field(default_factory=Traffic)
+
+    @model_validator(mode="after")
+    def _track_profile(self) -> Stack:
+        # The profile's default follows the track: an LLM scenario that names none streams chats.
+        if self.track != vocab.DEFAULT_TRACK and "profile" not in self.traffic.model_fields_set:
+            self.traffic.profile = vocab.TRACK_PROFILES[self.track][0]
+        return self
 
 
 class Distractor(Strict):
@@ -79,7 +98,8 @@ class Answer(Strict):
 class Diagnosis(Strict):
     """Only the answers: the options come from the shared taxonomy (docs/taxonomy.md), the same in every scenario."""
 
-    track: Literal["fraud"] = "fraud"
+    track: Literal[vocab.TRACKS] | None = Field(  # type: ignore[valid-type]
+        default=None, description="the taxonomy's track: stack.track's (the default); another is an error")
     answer: Answer
     distractors: list[Distractor] = Field(default_factory=list, max_length=3,
                                           description="a few scenario-specific wrong causes, optional")
@@ -200,12 +220,19 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Scenario:
+        if self.diagnosis.track is None:  # one track per scenario: the diagnosis follows the stack
+            self.diagnosis.track = self.stack.track
         if info.context and info.context.get(DEFER_CHECKS):
             return self
         problems = cross_check(self)
         if problems:
             raise ValueError("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems))
         return self
+
+    @property
+    def track(self) -> str:
+        """The track the scenario runs on (`stack.track`)."""
+        return self.stack.track
 
     @property
     def values(self) -> dict[str, Any]:

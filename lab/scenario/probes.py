@@ -293,8 +293,9 @@ def _llm_where(*allowed: str) -> Any:
             return _llm_replica(name)
         except ValueError:
             part = parts.replica_part(track="llm")
-            raise ValueError(f"unknown target '{name}'; expected {', '.join(allowed) + ', ' if allowed else ''}"
-                             f"or an LLM replica ({part.name}-N); leave it out for every replica") from None
+            where = f"{', '.join(allowed)} or an" if allowed else "an"
+            raise ValueError(f"unknown target '{name}'; expected {where} LLM replica ({part.name}-N); leave it out "
+                             "for every replica") from None
     return AfterValidator(check)
 
 

@@ -72,6 +72,28 @@ CAUSES: dict[str, dict[str, str]] = {
         "gc-pauses": "Runtime pauses stall the requests",
         "registry-down": "The model registry cannot be reached",
     },
+    # The LLM track's causes: every incident of issue 17's catalog and plausible distractors (docs/taxonomy.md).
+    "llm": {
+        "kv-cache-budget": "The KV cache is too small for the load",
+        "prefill-stalls": "Long prompts stall the decoding steps",
+        "stream-buffering": "A proxy holds back streamed tokens",
+        "context-overflow": "Prompts outgrow the model's context",
+        "tokenizer-mismatch": "Weights and tokenizer do not match",
+        "sampling-defaults": "Default sampling settings changed",
+        "bad-quantisation": "A quantised model lost its accuracy",
+        "retry-storm": "Client retries multiply the requests",
+        "draft-mismatch": "The draft model does not fit the target",
+        "prefix-cache-miss": "Prompts no longer share a prefix",
+        "abandoned-streams": "Abandoned requests keep generating",
+        "rate-limit-low": "The rate limit is set too low",
+        "traffic-surge": "Traffic rose beyond the capacity",
+        "link-latency": "Added latency on one network link",
+        "crash-loop": "A service crashes each time it starts",
+        "memory-limit": "A memory limit is below what it needs",
+        "cpu-contention": "Another process takes the CPU",
+        "bad-model-version": "A model version generates poorly",
+        "timeout-too-short": "A timeout is shorter than the work",
+    },
 }
 
 

@@ -13,6 +13,19 @@ from lab import parts
 from lab.topology import MAX_REPLICAS
 from services.common.schema import MODEL_FEATURES
 
+
+def _llm_profile_names() -> list[str]:
+    from services.loadgen.profiles import profile_names
+
+    return profile_names("llm")
+
+
+def _retry_policies() -> tuple[str, ...]:
+    from services.loadgen.retry import POLICIES
+
+    return POLICIES
+
+
 DIFFICULTIES: tuple[str, ...] = ("intro", "intermediate", "advanced")
 
 SKILLS: tuple[str, ...] = (
@@ -40,6 +53,45 @@ FIXED_HOPS: tuple[str, ...] = tuple(p.name for p in parts.hop_parts() if not p.r
 DEPENDENCIES: tuple[str, ...] = parts.dependencies()
 _REPLICATED = parts.replica_part()
 
+# The tracks a scenario runs on (`stack.track`); one per scenario, fraud the default. Which single parts belong to
+# which track, and each track's replicated part (`model-N`, `llm-N`), come from the part declarations.
+DEFAULT_TRACK = "fraud"
+TRACKS: tuple[str, ...] = tuple(dict.fromkeys(t for p in parts.replica_parts() for t in sorted(p.tracks)))
+_TRACK_REPLICAS = {t: parts.replica_part(t) for t in TRACKS}
+
+
+def track_services(track: str) -> tuple[str, ...]:
+    """The single parts (not replicas) a learner may name on `track`'s stack."""
+    return tuple(p.name for p in parts.target_parts() if not p.replicated and track in p.tracks)
+
+
+def track_replica(track: str) -> str:
+    """The stem of `track`'s replicas (`model`, `llm`)."""
+    return _TRACK_REPLICAS[track].name
+
+
+def track_max_replicas(track: str) -> int:
+    part = _TRACK_REPLICAS[track]
+    return MAX_REPLICAS if DEFAULT_TRACK in part.tracks else part.max_replicas
+
+
+def replica_of(name: str) -> tuple[str, int] | None:
+    """(track, N) for a replica of any track (`model-3` -> ("fraud", 3), `llm-2` -> ("llm", 2)), else None."""
+    for track, part in _TRACK_REPLICAS.items():
+        n = part.replica_number(name)
+        if n is not None:
+            return track, n
+    return None
+
+
+def track_of_name(name: str) -> tuple[str, ...]:
+    """The tracks whose stack has `name` (a single part or a replica); () for a name no track knows."""
+    rep = replica_of(name)
+    if rep is not None:
+        return (rep[0],)
+    part = parts.part_for(name)
+    return tuple(t for t in TRACKS if part is not None and t in part.tracks)
+
 # Versions the registry holds when a scenario starts (`make setup` trains both).
 BASE_VERSIONS: tuple[str, ...] = ("v1", "v2")
 # Broken variants the registry can derive from a base version; a deploy fault names one, and probes or console
@@ -58,6 +110,13 @@ TRAFFIC_PROFILES: tuple[str, ...] = (
     "concept-shift",
     "surge",
 )
+
+# The LLM track's load profiles and client retry policies (services/loadgen: data, importable without locust).
+LLM_TRAFFIC_PROFILES: tuple[str, ...] = tuple(_llm_profile_names())
+RETRY_POLICIES: tuple[str, ...] = tuple(_retry_policies())
+TRACK_PROFILES: dict[str, tuple[str, ...]] = {"fraud": TRAFFIC_PROFILES, "llm": LLM_TRAFFIC_PROFILES}
+# Versions each track's registry holds when a scenario starts: the fraud models (`make setup`), the LLM's v1.
+LLM_BASE_VERSIONS: tuple[str, ...] = ("v1",)
 
 TOXIC_STREAMS: tuple[str, ...] = ("upstream", "downstream")
 
@@ -80,6 +139,15 @@ def replica_number(name: str) -> int | None:
 
 
 def _check_replica_name(name: str) -> str:
+    """`model-N` (N <= 16) or, on the LLM track, `llm-N` (N <= its max); which track a scenario runs is checked
+    against its `stack.track` by the cross-field checks."""
+    rep = replica_of(name)
+    if rep is not None and rep[0] != DEFAULT_TRACK:
+        top = track_max_replicas(rep[0])
+        if not 1 <= rep[1] <= top:
+            stem = track_replica(rep[0])
+            raise ValueError(f"'{name}' is not an {rep[0].upper()} replica; expected {stem}-1 .. {stem}-{top}")
+        return name
     n = replica_number(name)
     if n is None or not 1 <= n <= MAX_REPLICAS:
         stem = _REPLICATED.name
@@ -94,7 +162,7 @@ def check_replica(name: str) -> str:
 def check_service(name: str) -> str:
     if name in FIXED_SERVICES:
         return name
-    if replica_number(name) is not None:
+    if replica_of(name) is not None:
         return _check_replica_name(name)
     raise ValueError(f"unknown service '{name}'; expected one of: {', '.join(FIXED_SERVICES)}, {REPLICA_PATTERN}")
 
@@ -102,7 +170,7 @@ def check_service(name: str) -> str:
 def check_hop(name: str) -> str:
     if name in FIXED_HOPS:
         return name
-    if replica_number(name) is not None:
+    if replica_of(name) is not None:
         return _check_replica_name(name)
     raise ValueError(f"unknown hop '{name}'; expected one of: {', '.join(FIXED_HOPS)}, {REPLICA_PATTERN}")
 

@@ -8,7 +8,7 @@ keeps the versions they create; other suites should never see those.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,31 @@ def cpu_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def catalog_lab(tmp_path_factory: pytest.TempPathFactory, cpu_lock_dir: Path) -> Iterator[Any]:
-    private = PrivateLab.start(source_registry(), replicas=2, home=tmp_path_factory.mktemp("catalog-home"))
-    lab = CatalogLab(private.url, cpu_lock_dir)
+def catalog_labs(tmp_path_factory: pytest.TempPathFactory, cpu_lock_dir: Path) -> Iterator[Callable[[str], Any]]:
+    """`lab_for(track)`: the private lab of one track (`faultline up --track`), started the first time a scenario of
+    that track runs, so a fraud-only selection (`-k`) never starts the LLM track and the fraud scenarios run on the
+    stack they always did."""
+    started: dict[str, tuple[Any, Any]] = {}
+
+    def lab_for(track: str) -> Any:
+        if track not in started:
+            private = PrivateLab.start(source_registry(), replicas=2, track=track,
+                                       home=tmp_path_factory.mktemp(f"catalog-home-{track}"))
+            lab = CatalogLab(private.url, cpu_lock_dir)
+            started[track] = (private, lab)
+            lab.capture_baseline()
+            lab.wait_healthy(lab.status()["public_url"])
+        return started[track][1]
+
     try:
-        lab.capture_baseline()
-        lab.wait_healthy(lab.status()["public_url"])
-        yield lab
+        yield lab_for
     finally:
-        lab.close()
-        private.stop()
+        for private, lab in started.values():
+            lab.close()
+            private.stop()
+
+
+@pytest.fixture(scope="session")
+def catalog_lab(catalog_labs: Callable[[str], Any]) -> Any:
+    """The fraud track's lab (the catalog's scenarios before the LLM track)."""
+    return catalog_labs("fraud")

@@ -44,6 +44,11 @@ PATHS = scenario_paths()
 IDS = [p.stem for p in PATHS]
 
 
+def track_of(path: Path) -> str:
+    """The scenario's track: its runs go to that track's private lab."""
+    return rendered(path, 1, TIME_SCALE).track
+
+
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_scenario_validates_and_renders_for_every_seed(path: Path) -> None:
     scenario, problems = check_file(path)
@@ -57,7 +62,8 @@ def test_scenario_validates_and_renders_for_every_seed(path: Path) -> None:
 
 @pytest.mark.parametrize(("path", "seed"), [(p, s) for p in PATHS for s in SOLVE_SEEDS],
                          ids=[f"{p.stem}-seed{s}" for p in PATHS for s in SOLVE_SEEDS])
-def test_it_breaks_and_the_reference_solution_fixes_it(catalog_lab: CatalogLab, path: Path, seed: int) -> None:
+def test_it_breaks_and_the_reference_solution_fixes_it(catalog_labs: Any, path: Path, seed: int) -> None:
+    catalog_lab: CatalogLab = catalog_labs(track_of(path))
     res = catalog_lab.run(path, seed, "solve", TIME_SCALE)
     print(res.summary())
     failed = [c for c in solve_checks(res) if not c.ok]  # the same checks as `faultline scenarios test`
@@ -67,7 +73,8 @@ def test_it_breaks_and_the_reference_solution_fixes_it(catalog_lab: CatalogLab, 
 
 @pytest.mark.parametrize(("path", "seed"), [(p, s) for p in PATHS for s in WRONG_FIX_SEEDS],
                          ids=[f"{p.stem}-seed{s}" for p in PATHS for s in WRONG_FIX_SEEDS])
-def test_the_wrong_fix_does_not_pass(catalog_lab: CatalogLab, path: Path, seed: int) -> None:
+def test_the_wrong_fix_does_not_pass(catalog_labs: Any, path: Path, seed: int) -> None:
+    catalog_lab: CatalogLab = catalog_labs(track_of(path))
     res = catalog_lab.run(path, seed, "wrong-fix", TIME_SCALE)
     print(res.summary())
     failed = [c for c in wrong_fix_checks(res) if not c.ok]  # the same checks as `faultline scenarios test`

@@ -46,7 +46,9 @@ def test_list_json_and_table(capsys: pytest.CaptureFixture[str]) -> None:
         "skills": ["networking", "observability", "resilience"],
         "estimated_minutes": 10,
         "summary": entries["slow-replica"]["summary"],
+        "track": "fraud",
     }
+    assert entries["frozen-streams"]["track"] == "llm"
     assert cmd_list(CATALOG_DIR) == 0
     header, *rows = capsys.readouterr().out.splitlines()
     assert header.split() == ["ID", "DIFFICULTY", "MIN", "SKILLS", "TITLE"]

@@ -55,11 +55,11 @@ DURATIONS ?= 15
 
 test: setup lint system-deps
 	$(VENV)/bin/pytest -q -ra --durations=$(DURATIONS) --ignore=tests/catalog --ignore=tests/compose; first=$$?; \
-	$(VENV)/bin/pytest -q -ra --durations=$(DURATIONS) -n $(CATALOG_WORKERS) tests/catalog; second=$$?; \
+	$(VENV)/bin/pytest -q -ra --durations=$(DURATIONS) -n $(CATALOG_WORKERS) --dist loadgroup tests/catalog; second=$$?; \
 	test $$first -eq 0 -a $$second -eq 0
 
 test-catalog: setup system-deps
-	$(VENV)/bin/pytest -q -ra -n $(CATALOG_WORKERS) tests/catalog
+	$(VENV)/bin/pytest -q -ra -n $(CATALOG_WORKERS) --dist loadgroup tests/catalog
 
 # --- the compose backend (docs/compose.md) ---------------------------------------------------------------------
 # Images built with no registry: a Debian bookworm base from debootstrap (Debian's python3 is 3.11), Python packages

@@ -49,6 +49,17 @@ def track_of(path: Path) -> str:
     return rendered(path, 1, TIME_SCALE).track
 
 
+def runs(seeds: tuple[int, ...]) -> list[Any]:
+    """(path, seed) for every scenario and seed. Runs of another track than fraud share one xdist group (`make test`
+    runs the catalog with `--dist loadgroup`), so one worker starts that track's private lab, not every worker."""
+    cases = []
+    for p in PATHS:
+        track = track_of(p)
+        marks = [] if track == "fraud" else [pytest.mark.xdist_group(f"track-{track}")]
+        cases += [pytest.param(p, s, id=f"{p.stem}-seed{s}", marks=marks) for s in seeds]
+    return cases
+
+
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_scenario_validates_and_renders_for_every_seed(path: Path) -> None:
     scenario, problems = check_file(path)
@@ -60,8 +71,7 @@ def test_scenario_validates_and_renders_for_every_seed(path: Path) -> None:
         assert sc.seed == seed and sc.time_scale == TIME_SCALE
 
 
-@pytest.mark.parametrize(("path", "seed"), [(p, s) for p in PATHS for s in SOLVE_SEEDS],
-                         ids=[f"{p.stem}-seed{s}" for p in PATHS for s in SOLVE_SEEDS])
+@pytest.mark.parametrize(("path", "seed"), runs(SOLVE_SEEDS))
 def test_it_breaks_and_the_reference_solution_fixes_it(catalog_labs: Any, path: Path, seed: int) -> None:
     catalog_lab: CatalogLab = catalog_labs(track_of(path))
     res = catalog_lab.run(path, seed, "solve", TIME_SCALE)
@@ -71,8 +81,7 @@ def test_it_breaks_and_the_reference_solution_fixes_it(catalog_labs: Any, path: 
     catalog_lab.wait_healthy(catalog_lab.status()["public_url"])
 
 
-@pytest.mark.parametrize(("path", "seed"), [(p, s) for p in PATHS for s in WRONG_FIX_SEEDS],
-                         ids=[f"{p.stem}-seed{s}" for p in PATHS for s in WRONG_FIX_SEEDS])
+@pytest.mark.parametrize(("path", "seed"), runs(WRONG_FIX_SEEDS))
 def test_the_wrong_fix_does_not_pass(catalog_labs: Any, path: Path, seed: int) -> None:
     catalog_lab: CatalogLab = catalog_labs(track_of(path))
     res = catalog_lab.run(path, seed, "wrong-fix", TIME_SCALE)

@@ -29,7 +29,8 @@ QUALITY_KEYS = ("quality.accuracy", "quality.recall")
 # The LLM track's charted series: the replicas together (the monitor's `llm.*`), per replica (`llm-N.<figure>`) and
 # the finish-reason shares (`llm.finish_reason.<reason>`).
 LLM_KEYS = ("llm.ttft_p50_ms", "llm.ttft_p99_ms", "llm.itl_p50_ms", "llm.itl_p99_ms", "llm.output_tokens_per_s")
-LLM_REPLICA_FIGURES = ("num_requests_waiting", "num_requests_running", "kv_cache_usage", "preemptions_per_s")
+LLM_REPLICA_FIGURES = ("output_tokens_per_s", "num_requests_waiting", "num_requests_running", "kv_cache_usage_max",
+                       "preemptions_per_s")
 LLM_FINISH_PREFIX = "llm.finish_reason."
 # The LLM track's SLO bands when no scenario sets its own: issue 16's TTFT p99 <= 1 s and ITL p99 <= 200 ms (the
 # goodput definition of lab/monitor/llm.py). A running attempt's steady-state probes of these kinds, else the

@@ -20,9 +20,10 @@
             bands: [["ttft", "TTFT p99"]], unit: "ms", fit: true },
     itl: { series: [["llm.itl_p50_ms", "p50", "#1f5fbf"], ["llm.itl_p99_ms", "p99", "#c0392b"]],
            bands: [["itl", "ITL p99"]], unit: "ms", fit: true },
-    tokens: { series: [["llm.output_tokens_per_s", "tokens/s", "#1a7f37"]], unit: "tokens/s" },
+    tokens: { series: [["llm.output_tokens_per_s", "all replicas", "#1a7f37"]],
+              dynamic: [[".output_tokens_per_s", ""]], unit: "tokens/s" },
     sched: { dynamic: [[".num_requests_waiting", "waiting"], [".num_requests_running", "running"]], unit: "requests" },
-    kv: { dynamic: [[".kv_cache_usage", "KV"]], factor: 100, unit: "%", fixed: [0, 100] },
+    kv: { dynamic: [[".kv_cache_usage_max", "KV"]], factor: 100, unit: "%", fixed: [0, 100] },
     preempt: { dynamic: [[".preemptions_per_s", "preemptions/s"]], unit: "/s" },
     finish: { prefix: "llm.finish_reason.", factor: 100, unit: "%", fixed: [0, 100] }
   };
@@ -39,10 +40,11 @@
     if (def.prefix) {
       return Object.keys(state.v).filter(function (k) { return k.indexOf(def.prefix) === 0; }).sort();
     }
-    if (!def.dynamic) return def.series.map(function (s) { return s[0]; });
-    return Object.keys(state.v).filter(function (k) {
-      return suffixes(def).some(function (s) { return k.endsWith(s[0]); });
-    }).sort();
+    var fixed = (def.series || []).map(function (s) { return s[0]; });
+    if (!def.dynamic) return fixed;
+    return fixed.concat(Object.keys(state.v).filter(function (k) {
+      return fixed.indexOf(k) === -1 && suffixes(def).some(function (s) { return k.endsWith(s[0]); });
+    }).sort());
   }
 
   function dynamicLabel(def, k) {

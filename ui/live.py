@@ -28,7 +28,9 @@ GATEWAY_KEYS = ("gateway.p50_ms", "gateway.p99_ms", "gateway.error_rate", "gatew
 QUALITY_KEYS = ("quality.accuracy", "quality.recall")
 # The LLM track's charted series: the replicas together (the monitor's `llm.*`), per replica (`llm-N.<figure>`) and
 # the finish-reason shares (`llm.finish_reason.<reason>`).
-LLM_KEYS = ("llm.ttft_p50_ms", "llm.ttft_p99_ms", "llm.itl_p50_ms", "llm.itl_p99_ms", "llm.output_tokens_per_s")
+LLM_KEYS = ("llm.ttft_p50_ms", "llm.ttft_p99_ms", "llm.itl_p50_ms", "llm.itl_p99_ms", "llm.output_tokens_per_s",
+            "llm.goodput_ratio")
+LLM_GATEWAY_KEYS = ("gateway.llm_error_rate", "gateway.rate_limited_rate")  # the gateway's LLM routes
 LLM_REPLICA_FIGURES = ("output_tokens_per_s", "num_requests_waiting", "num_requests_running", "kv_cache_usage_max",
                        "preemptions_per_s")
 LLM_FINISH_PREFIX = "llm.finish_reason."
@@ -240,6 +242,8 @@ class Frame:
         """The LLM charts' point: the replicas together, each replica's scheduler figures, finish shares."""
         llm = self.metrics.get("llm") or {}
         v: dict[str, float | None] = {key: _finite(llm.get(key.split(".", 1)[1])) for key in LLM_KEYS}
+        gw = self.figures(GATEWAY)
+        v.update({key: _finite(gw.get(key.split(".", 1)[1])) for key in LLM_GATEWAY_KEYS})
         for name in self.llm_replicas():
             f = self.figures(name)
             for figure in LLM_REPLICA_FIGURES:

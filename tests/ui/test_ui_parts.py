@@ -139,7 +139,8 @@ def test_the_llm_tracks_stack_map_has_its_replicas_and_labels_its_clients_neutra
 
 def _llm_frame(probes: list[dict] | None = None, slos: list[dict] | None = None) -> Frame:
     status = {"tracks": ["llm"], "services": [{"name": "gateway"}, {"name": "llm-1"}, {"name": "llm-2"}]}
-    metrics = {"services": {"llm-1": {"output_tokens_per_s": 12.5, "num_requests_waiting": 3.0,
+    metrics = {"services": {"gateway": {"llm_error_rate": 0.1, "rate_limited_rate": 0.0},
+                            "llm-1": {"output_tokens_per_s": 12.5, "num_requests_waiting": 3.0,
                                       "num_requests_running": 2.0, "kv_cache_usage_max": 0.75,
                                       "preemptions_per_s": 0.5},
                             "llm-2": {"output_tokens_per_s": float("nan")}},
@@ -156,7 +157,7 @@ def test_a_frame_of_the_llm_track_charts_its_figures_with_slo_bands() -> None:
     assert v["llm.ttft_p99_ms"] == 900.0 and v["llm.itl_p50_ms"] == 5.0 and v["llm.output_tokens_per_s"] == 12.5
     assert v["llm-1.num_requests_waiting"] == 3.0 and v["llm-1.kv_cache_usage_max"] == 0.75
     assert v["llm-1.preemptions_per_s"] == 0.5 and v["llm-2.output_tokens_per_s"] is None  # NaN is no point
-    assert v["llm.finish_reason.length"] == 0.75
+    assert v["llm.finish_reason.length"] == 0.75 and v["gateway.llm_error_rate"] == 0.1
     point = frame.chart_point()
     assert point["bands"] == {"ttft": {"threshold": 1000.0, "source": "default"},
                               "itl": {"threshold": 200.0, "source": "default"}}

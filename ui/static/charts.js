@@ -20,6 +20,8 @@
             bands: [["ttft", "TTFT p99"]], unit: "ms", fit: true },
     itl: { series: [["llm.itl_p50_ms", "p50", "#1f5fbf"], ["llm.itl_p99_ms", "p99", "#c0392b"]],
            bands: [["itl", "ITL p99"]], unit: "ms", fit: true },
+    llmerrors: { series: [["gateway.llm_error_rate", "errors", "#c0392b"], ["gateway.rate_limited_rate", "429", "#a86400"],
+                          ["llm.goodput_ratio", "goodput", "#1a7f37"]], factor: 100, unit: "%", fixed: [0, 100] },
     tokens: { series: [["llm.output_tokens_per_s", "all replicas", "#1a7f37"]],
               dynamic: [[".output_tokens_per_s", ""]], unit: "tokens/s" },
     sched: { dynamic: [[".num_requests_waiting", "waiting"], [".num_requests_running", "running"]], unit: "requests" },

@@ -17,6 +17,7 @@ from ui.catalog import track_of
 from ui.console import op_form
 from ui.forms import FormError, fields_from_schema, values_from_form, variants
 from ui.live import Frame
+from ui.routes.attempts import probe_lines
 from ui.routes.sandbox import applicable, fault_form
 from ui.vendor import MANIFEST, PACKAGES, check, pinned_versions
 
@@ -217,3 +218,19 @@ def test_a_scenario_without_a_track_is_of_the_fraud_track() -> None:
     assert track_of(SimpleNamespace(stack=Stack())) == "fraud"
     assert track_of(SimpleNamespace(stack=LLMStack())) == "llm"
     assert track_of(SimpleNamespace()) == "fraud"
+
+
+def test_the_debrief_charts_the_llm_tracks_probes_from_their_series() -> None:
+    probes = [{"id": "ttft", "kind": "ttft_p99_ms", "target": None, "tolerance": {"max": 1000}},
+              {"id": "ttft-1", "kind": "ttft_p99_ms", "target": "llm-1", "tolerance": {"max": 800}},
+              {"id": "clients", "kind": "itl_p99_ms", "target": "loadgen", "tolerance": {"max": 200}},
+              {"id": "good", "kind": "goodput_ratio", "target": None, "tolerance": {"min": 0.9}},
+              {"id": "kv", "kind": "kv_cache_usage", "target": "llm-2", "tolerance": {"max": 0.9}},
+              {"id": "kv-all", "kind": "kv_cache_usage", "target": None, "tolerance": {"max": 0.9}},
+              {"id": "p99", "kind": "latency_p99_ms", "target": None, "tolerance": {"max": 250}}]
+    points = {name: [[1.0, 1.0]] for name in ("llm.ttft_p99_ms", "llm-1.ttft_p99_ms", "loadgen.client_itl_p99_ms",
+                                               "llm.goodput_ratio", "llm-2.kv_cache_usage_max", "gateway.p99_ms")}
+    lines = {line["id"]: (line["series"], line["unit"]) for line in probe_lines(probes, points)}
+    assert lines == {"ttft": ("llm.ttft_p99_ms", "ms"), "ttft-1": ("llm-1.ttft_p99_ms", "ms"),
+                     "clients": ("loadgen.client_itl_p99_ms", "ms"), "good": ("llm.goodput_ratio", "ratio"),
+                     "kv": ("llm-2.kv_cache_usage_max", "ratio"), "p99": ("gateway.p99_ms", "ms")}

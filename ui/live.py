@@ -124,6 +124,7 @@ def toxic_text(toxic: dict[str, Any]) -> str:
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
+DRAINED_EVERY_S = 2.0  # how often the LLM track's map asks the gateway which replicas are drained
 ATTEMPT_WINDOW_S = 3600.0  # an attempt's live charts keep everything since it began, up to an hour
 
 
@@ -280,6 +281,7 @@ class Live:
         self._dirty = False
         self._ids = itertools.count(1)
         self._probe_cache: tuple[str, list[dict[str, Any]]] | None = None
+        self._drained_cache: tuple[float, list[str]] | None = None
 
     @property
     def monitor(self) -> Any:
@@ -312,6 +314,7 @@ class Live:
     def invalidate(self) -> None:
         """After the learner changed something: the next page gets a fresh frame, not one from before it."""
         self._dirty = True
+        self._drained_cache = None
 
     def _compute(self) -> Frame:
         lab = self.lab
@@ -329,23 +332,29 @@ class Live:
         frame = Frame(id=next(self._ids), at=time.time(), status=status, metrics=metrics, slo=slo, faults=faults,
                       traffic=traffic_from(status, metrics), attempt_id=active)
         if frame.runs_llm:
-            frame.drained = self._drained()
+            frame.drained = self._drained(frame.at)
             if active is not None:
                 frame.probes = self._probes(attempts, active)
         return frame
 
-    def _drained(self) -> list[str]:
-        """The gateway's drained replicas (its live config; one local call a second, only on the LLM track, where
-        the monitor's figures do not say it)."""
+    def _drained(self, now: float) -> list[str]:
+        """The gateway's drained replicas (its live config, only on the LLM track, where the monitor's figures do
+        not say it): asked at most every DRAINED_EVERY_S with a short timeout, so a frozen gateway slows no frame
+        much; a learner's action (invalidate) asks again at once."""
         from lab.stackclients import lab_clients
 
+        cached = self._drained_cache
+        if cached is not None and now - cached[0] < DRAINED_EVERY_S:
+            return cached[1]
         try:
             clients = lab_clients(self.lab)
-            config = clients.call("GET", clients.service_url(GATEWAY) + "/admin/config", GATEWAY, timeout=1.0)
-        except Exception:  # noqa: BLE001 - the map shows no drained replica rather than no map
-            return []
-        drained = (config or {}).get("drained") if isinstance(config, dict) else None
-        return [str(d) for d in drained] if isinstance(drained, list) else []
+            config = clients.call("GET", clients.service_url(GATEWAY) + "/admin/config", GATEWAY, timeout=0.5)
+            listed = (config or {}).get("drained") if isinstance(config, dict) else None
+            drained = [str(d) for d in listed] if isinstance(listed, list) else []
+        except Exception:  # noqa: BLE001 - the map keeps what it last knew rather than no map
+            drained = cached[1] if cached is not None else []
+        self._drained_cache = (now, drained)
+        return drained
 
     def _probes(self, attempts: Any, attempt_id: str) -> list[dict[str, Any]]:
         """The running attempt's steady-state probes (kind, tolerance): where its LLM SLO bands come from."""

@@ -489,7 +489,9 @@ def test_llm_canary_panel_samples_one_replica(llm_web: Session) -> None:
 def test_canary_panel_needs_the_llm_track(web: Session) -> None:
     r = web.http.get("/ui/canary", params={"replica": "llm-1"}, headers={"HX-Request": "true"})
     assert r.status_code == 409 and "--track llm" in r.text
-    assert 'id="canary-replica"' not in web.page("/sandbox").text
+    page = web.page("/sandbox").text
+    assert 'id="canary-replica"' not in page and 'data-chart="ttft"' not in page, "no LLM view on the fraud track"
+    assert re.findall(r'data-chart="([a-z]+)"', page) == ["latency", "errors", "rps", "quality", "rss"]
 
 
 def test_llm_event_stream_sends_llm_points_with_bands(llm_web: Session) -> None:

@@ -86,7 +86,7 @@ def _figures(s: dict[str, Any]) -> list[str]:
         parts.append(f"p99 {s['p99_ms']:.0f} ms")
     if s.get("rps") is not None:
         parts.append(f"{s['rps']:.1f} rps")
-    if s.get("rss_bytes"):
+    if s.get("rss_bytes") and s.get("ttft_p99_ms") is None:  # an LLM replica's line has no room for it
         parts.append(f"{s['rss_bytes'] / 1048576:.0f} MiB")
     if parts:
         out.append(" · ".join(parts))

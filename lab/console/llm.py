@@ -12,6 +12,7 @@ time, each becoming ready before the next goes (the others keep serving).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -172,8 +173,15 @@ def canary_sample(lab: Any, replica: str, max_tokens: int = CANARY_SAMPLE_TOKENS
     check_llm_replica(ctx, replica)
     prompt = canary_prompt()
     t0 = time.perf_counter()
-    got = _part_call(_client(ctx, replica).call, "POST", "/v1/completions",
-                     {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}, timeout=timeout_s)
+    try:
+        got = _client(ctx, replica).call("POST", "/v1/completions",
+                                         {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
+                                         timeout=timeout_s)
+    except PartError as exc:
+        said = _openai_error(exc.body)  # the replica's own words (OpenAI's error shape), not its raw JSON
+        if said is None:
+            raise ConsoleError(exc.message, 503 if exc.status is None else 502) from exc
+        raise ConsoleError(f"{replica} refused the prompt ({exc.status}): {said}", 502) from exc
     at = time.time()
     choice = (got.get("choices") or [{}])[0]
     finish = choice.get("finish_reason")
@@ -183,6 +191,17 @@ def canary_sample(lab: Any, replica: str, max_tokens: int = CANARY_SAMPLE_TOKENS
     return {"replica": replica, "version": got.get("model"), "prompt": prompt, "text": choice.get("text") or "",
             "finish_reason": finish, "tokens": (got.get("usage") or {}).get("completion_tokens"),
             "ms": round((time.perf_counter() - t0) * 1000, 1), "at": at}
+
+
+def _openai_error(body: Any) -> str | None:
+    """The message of an OpenAI-shaped error body ({"error": {"message", "code"}}), else None."""
+    try:
+        error = json.loads(body).get("error") if isinstance(body, str) else None
+    except ValueError:
+        return None
+    if not isinstance(error, dict) or not error.get("message"):
+        return None
+    return str(error["message"]) + (f" ({error['code']})" if error.get("code") else "")
 
 
 # --- eval ---------------------------------------------------------------------------------------------------------

@@ -217,8 +217,11 @@ def from_frame(frame: Frame, reveal_faults: bool) -> StackMap:
 
 def planned(replicas: int, track: str = parts.DEFAULT_TRACK) -> StackMap:
     """The stack a scenario starts from, before it runs (the briefing's diagram): every part neutral. `track`: the
-    scenario's (`stack.track`), one of parts.TRACKS or `all`."""
+    scenario's (`stack.track`), one of parts.TRACKS or `all`; `replicas` is that track's replica count (a scenario's
+    `stack.replicas`: model-N on the fraud track, llm-N on the LLM track)."""
     tracks = parts.resolve_tracks(track) if track in (*parts.TRACKS, "all") else (parts.DEFAULT_TRACK,)
-    names = Topology(replicas=replicas, tracks=tracks).service_names()
+    counts = tuple((p.name, replicas) for p in parts.replica_parts()
+                   if track in p.tracks and parts.DEFAULT_TRACK not in p.tracks)
+    names = Topology(replicas=replicas, tracks=tracks, counts=counts).service_names()
     services = [{"name": n, "health": "idle", "state": "planned"} for n in names]
     return build(services, {}, None, replicas)

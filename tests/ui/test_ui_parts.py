@@ -124,6 +124,8 @@ def test_the_llm_tracks_stack_map_has_its_replicas_and_labels_its_clients_neutra
     assert not names & {"feature-store", "model-1"}, "a stack of the LLM track only has no fraud parts"
     assert {e.hop for e in llm.edges} == {"gateway", "llm-1", "llm-2"}
     assert "each LLM replica" in llm.title and "feature store" not in llm.title
+    three = {n.name for n in stackmap.planned(3, "llm").nodes}
+    assert "llm-3" in three and "model-1" not in three, "an LLM scenario's replicas are llm-N"
     both = stackmap.planned(2, "all")
     assert {"feature-store", "model-2", "llm-2"} <= {n.name for n in both.nodes}
     assert all(n.x + n.w <= both.width and n.y + n.h <= both.height for n in both.nodes)

@@ -196,9 +196,10 @@ def canary_sample(lab: Any, replica: str, max_tokens: int = CANARY_SAMPLE_TOKENS
 def _openai_error(body: Any) -> str | None:
     """The message of an OpenAI-shaped error body ({"error": {"message", "code"}}), else None."""
     try:
-        error = json.loads(body).get("error") if isinstance(body, str) else None
+        parsed = json.loads(body) if isinstance(body, str) else None
     except ValueError:
         return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
     if not isinstance(error, dict) or not error.get("message"):
         return None
     return str(error["message"]) + (f" ({error['code']})" if error.get("code") else "")

@@ -549,6 +549,22 @@ def test_llm_sandbox_charts_canary_config_push_generate_and_eval(llm_page: Any, 
         expect(canary.locator("[data-canary-version]")).to_have_text("v1")
         shot(page, "llm-sandbox-healthy")
 
+        # `generate` and `eval` from the console, at the bottom of the page: meanwhile the canary panel, off screen,
+        # sends nothing (it costs the replicas one short request per ~10 s only while a learner can see it)
+        asked: list[float] = []
+        page.on("request", lambda r: asked.append(time.time()) if "/ui/canary" in r.url else None)
+        page.locator("#console-h").scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        away = time.time()
+        out = run_op(page, "generate", prompt="And God said", replica="llm-2", max="8")
+        expect(out).to_contain_text("via llm-2")
+        expect(out).to_contain_text("TTFT")
+        out = run_op(page, "eval")
+        expect(out).to_contain_text("perplexity")
+        expect(out).to_contain_text("llm-2")
+        page.wait_for_timeout(max(0.0, away + 11 - time.time()) * 1000)
+        assert not [t for t in asked if t > away], "the canary panel refreshed while off screen"
+
         # a tiny KV cache on llm-1, from the fault form: picking the target re-renders the form with llm-1's keys
         page.get_by_label("Fault", exact=True).select_option("config.push")
         form = page.locator('form.fault-form[data-fault="config.push"]')
@@ -567,18 +583,14 @@ def test_llm_sandbox_charts_canary_config_push_generate_and_eval(llm_page: Any, 
             expect(page.locator("#fault-result")).to_contain_text("target")
             out = run_op(page, "config_set", service="llm-1", key="num_kv_blocks", value="4")
             expect(out).to_contain_text("512 -> 4")
+        # the panel refreshes only while it is on screen: look at it, on llm-1
+        page.locator("section.canary").scroll_into_view_if_needed()
         page.locator("section.canary").get_by_label("Replica").select_option("llm-1")
         expect(canary).to_contain_text("num_kv_blocks", timeout=30_000)  # the replica refuses the canary prompt
         page.wait_for_function("() => { const c = window.FaultlineCharts.state.v['gateway.llm_error_rate'] || [];"
                                " return c.some(x => x > 0.05); }", timeout=60_000)
         shot(page, "llm-sandbox-kv-push")
-
-        out = run_op(page, "generate", prompt="And God said", replica="llm-2", max="8")
-        expect(out).to_contain_text("via llm-2")
-        expect(out).to_contain_text("TTFT")
-        out = run_op(page, "eval")
-        expect(out).to_contain_text("perplexity")
-        expect(out).to_contain_text("llm-2")
+        assert [t for t in asked if t > away], "on screen again, it refreshes"
     finally:
         s = Session(llm_lab.lab_url)
         try:

@@ -86,6 +86,13 @@ def _when(epoch: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(epoch)))
 
 
+def _hms(epoch: Any) -> str:
+    """A time of day to the second (the canary panel's "generated at")."""
+    if not epoch:
+        return "–"
+    return time.strftime("%H:%M:%S", time.localtime(float(epoch)))
+
+
 def _json_text(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
@@ -98,7 +105,7 @@ def make_environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(md=markdown.render, mib=_mib, ms=_ms, pct=_pct, num=_num, clock=_clock, when=_when,
+    env.filters.update(md=markdown.render, mib=_mib, ms=_ms, pct=_pct, num=_num, clock=_clock, when=_when, hms=_hms,
                        pretty=_json_text)
     env.filters["jsonscript"] = safe_json
     env.filters["resend_query"] = resend_query  # the inspector's "Send this request"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.parts import DEFAULT_TRACK, TRACKS
 from lab.scenario import check_file
 from lab.scenario.folders import index
 from lab.scenario.loader import CATALOG_DIR
@@ -69,11 +70,18 @@ class Catalog:
     def get(self, scenario_id: str) -> Any | None:
         return next((s for s in self.scenarios() if s.id == scenario_id), None)
 
-    def filtered(self, skill: str | None, difficulty: str | None) -> list[Any]:
+    def filtered(self, skill: str | None, difficulty: str | None, track: str | None = None) -> list[Any]:
         order = {d: i for i, d in enumerate(DIFFICULTIES)}
         found = [s for s in self.scenarios()
-                 if (not skill or skill in s.skills) and (not difficulty or s.difficulty == difficulty)]
+                 if (not skill or skill in s.skills) and (not difficulty or s.difficulty == difficulty)
+                 and (not track or track_of(s) == track)]
         return sorted(found, key=lambda s: (order.get(s.difficulty, 99), s.title.lower()))
+
+
+def track_of(scenario: Any) -> str:
+    """The track a scenario runs (`stack.track`: fraud | llm; fraud when the scenario format does not say)."""
+    track = getattr(getattr(scenario, "stack", None), "track", None)
+    return str(track) if track in TRACKS else DEFAULT_TRACK
 
 
 def clean_filter(value: str | None, allowed: tuple[str, ...]) -> str | None:

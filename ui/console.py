@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
+from lab import parts
 from lab.scenario.ops import INVESTIGATE_OPS, OP_ARGS
 from services.common.schema import MODEL_FEATURES, REQUEST_CATEGORICAL, REQUEST_NUMERIC
 from ui.forms import FormField, fields_from_schema
@@ -22,14 +23,16 @@ HELP: dict[str, str] = {
     "trace": "send real scoring requests and show the slowest, hop by hop",
     "drift": "live request features against the model's training reference (PSI, tests, null rates)",
     "slo": "service level objectives and the scenario's steady state",
-    "deploys": "model versions in the registry, what each replica serves, gateway routing",
+    "deploys": "model versions in the registry (LLM versions on the LLM track), what each replica serves, gateway "
+               "routing",
     "config_show": "a service's live config and which keys config_set may change",
     "config_set": "change one config key of a service, live",
     "restart": "restart a service",
-    "scale": "set the number of model replicas",
+    "scale": "set the number of model replicas (LLM replicas on a stack of the LLM track only)",
     "drain": "stop routing traffic to a replica",
     "undrain": "route traffic to a drained replica again",
-    "deploy": "roll out a model version (to all replicas, or as a canary share)",
+    "deploy": "roll out a model version (to all replicas, or as a canary share; on the LLM track a version, or one "
+              "part of it: weights, tokenizer or generation config)",
     "rollback": "go back to a version",
     "promote": "make a version production",
     "retrain": "train a new version on recent labelled traffic",
@@ -41,6 +44,10 @@ HELP: dict[str, str] = {
     "upstreams": "latency of each upstream as the gateway sees it: feature store, each replica",
     "inspect": "the request inspector: recent requests with their features, score and decision",
     "send": "send one scoring request through the gateway (e.g. dollars vs cents) and see the answer",
+    "generate": "LLM track: stream one completion through the gateway, or to one replica, with its timings (time to "
+                "first token, gaps between tokens, tokens/s) and the text",
+    "eval": "LLM track: the perplexity each replica's model gives a fixed held-out text, and each version's (lower is "
+            "better; a broken model is far higher)",
 }
 SPECIFIC = frozenset({"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show",
                       "distributions", "inspect"})
@@ -54,7 +61,10 @@ def live_choices(lab: Any, op: str | None = None) -> dict[str, list[str]]:
     """Names a learner may pick, from the running stack (never the netproxy or the load generator). Versions
     (a registry call) and scenario processes are looked up only for the operations that take them."""
     stack = lab.stack
-    choices: dict[str, list[str]] = {"service": stack.targets(), "replica": list(stack.topology.model_names()),
+    topology = stack.topology
+    llm = _llm_replicas(topology)
+    replicas = llm if op == "generate" else [*topology.model_names(), *llm]
+    choices: dict[str, list[str]] = {"service": stack.targets(), "replica": replicas,
                                      "feature": list(MODEL_FEATURES)}
     if op in ("drift", "distributions"):  # what the monitor compares with training: request fields (and the score)
         choices["feature"] = [*REQUEST_NUMERIC, *REQUEST_CATEGORICAL, *(["score"] if op == "distributions" else [])]
@@ -63,8 +73,10 @@ def live_choices(lab: Any, op: str | None = None) -> dict[str, list[str]]:
     if faults is None or stack.phase not in ("running", "degraded"):
         return choices
     if "version" in takes:
+        # version operations are about LLM versions on a stack of the LLM track only (lab/console/llm.py)
+        listing = "/v1/llm/models" if llm and not topology.model_names() else "/v1/models"
         try:
-            versions = faults.ctx.registry("GET", "/v1/models", timeout=2.0)
+            versions = faults.ctx.registry("GET", listing, timeout=2.0)
             choices["version"] = [m["version"] for m in versions if isinstance(m, dict) and "version" in m]
         except Exception:  # noqa: BLE001 - the version field falls back to free text
             pass
@@ -76,6 +88,14 @@ def live_choices(lab: Any, op: str | None = None) -> dict[str, list[str]]:
         except Exception:  # noqa: BLE001
             pass
     return choices
+
+
+def _llm_replicas(topology: Any) -> list[str]:
+    """The LLM track's replicas this stack runs (none on the fraud track)."""
+    try:
+        return list(topology.instances(parts.replica_part("llm")))
+    except (RuntimeError, KeyError):
+        return []
 
 
 def op_form(op: str, choices: dict[str, list[str]]) -> dict[str, Any]:

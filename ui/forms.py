@@ -41,6 +41,10 @@ class FormField:
     help: str = ""
     nullable: bool = False
     json_type: str = "string"
+    # A field whose value changes the rest of its form (a toxic's type, a fault's target): a change re-renders the
+    # form from `refresh_url` into `refresh_target` (htmx), keeping what was typed.
+    refresh_url: str = ""
+    refresh_target: str = ""
 
     @property
     def input_id(self) -> str:

@@ -10,18 +10,40 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab import parts
+from lab.parts import DEFAULT_TRACK
 from lab.parts.gateway import NAME as GATEWAY
+from lab.parts.llm import TRACK as LLM_TRACK
 from lab.parts.loadgen import NAME as LOADGEN
 from lab.process import DOWN_STATES, WARN_STATES
 
 # Series plotted on every live page, by the monitor's series names (see lab/monitor: `series(name)`).
 GATEWAY_KEYS = ("gateway.p50_ms", "gateway.p99_ms", "gateway.error_rate", "gateway.rps")
 QUALITY_KEYS = ("quality.accuracy", "quality.recall")
+# The LLM track's charted series: the replicas together (the monitor's `llm.*`), per replica (`llm-N.<figure>`) and
+# the finish-reason shares (`llm.finish_reason.<reason>`).
+LLM_KEYS = ("llm.ttft_p50_ms", "llm.ttft_p99_ms", "llm.itl_p50_ms", "llm.itl_p99_ms", "llm.output_tokens_per_s",
+            "llm.goodput_ratio")
+LLM_GATEWAY_KEYS = ("gateway.llm_error_rate", "gateway.rate_limited_rate")  # the gateway's LLM routes
+LLM_REPLICA_FIGURES = ("output_tokens_per_s", "num_requests_waiting", "num_requests_running", "kv_cache_usage_max",
+                       "preemptions_per_s")
+LLM_FINISH_PREFIX = "llm.finish_reason."
+# The LLM track's SLO bands when no scenario sets its own: issue 16's TTFT p99 <= 1 s and ITL p99 <= 200 ms (the
+# goodput definition of lab/monitor/llm.py). A running attempt's steady-state probes of these kinds, else the
+# monitor's SLOs of these kinds, replace them.
+LLM_BANDS = {"ttft": ("ttft_p99_ms", "ttft_p99", 1000.0), "itl": ("itl_p99_ms", "itl_p99", 200.0)}
+_MAX = re.compile(r"\bmax (-?[0-9.]+(?:[eE][-+]?[0-9]+)?)")
+
+
+def _is_llm(name: str) -> bool:
+    part = parts.part_for(name)
+    return part is not None and part.replicated and part.tracks == frozenset({LLM_TRACK})
 
 
 def service_health(service: dict[str, Any], figures: dict[str, Any] | None) -> str:
@@ -74,8 +96,11 @@ def traffic_from(status: dict[str, Any], metrics: dict[str, Any]) -> dict[str, A
     if loadgen is None or loadgen.get("pid") is None:
         return {"running": False}
     f = (metrics.get("services") or {}).get(LOADGEN) or {}
+    argv = [str(a) for a in loadgen.get("argv") or []]
+    # the track it drives: its `--track` argument (a load generator of the fraud track may not pass one)
+    track = argv[argv.index("--track") + 1] if "--track" in argv[:-1] else DEFAULT_TRACK
     return {"running": True, "state": loadgen.get("state"), "target_rps": f.get("target_rps"),
-            "achieved_rps": f.get("achieved_rps", f.get("rps")), "profile": f.get("profile")}
+            "achieved_rps": f.get("achieved_rps", f.get("rps")), "profile": f.get("profile"), "track": track}
 
 
 def toxic_text(toxic: dict[str, Any]) -> str:
@@ -99,6 +124,7 @@ def toxic_text(toxic: dict[str, Any]) -> str:
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
+DRAINED_EVERY_S = 2.0  # how often the LLM track's map asks the gateway which replicas are drained
 ATTEMPT_WINDOW_S = 3600.0  # an attempt's live charts keep everything since it began, up to an hour
 
 
@@ -113,6 +139,43 @@ class Frame:
     traffic: dict[str, Any]
     attempt_id: str | None = None  # the running attempt, if any: fault details stay hidden while it runs
     cache: dict[str, Any] = field(default_factory=dict)
+    drained: list[str] = field(default_factory=list)  # replicas the gateway does not route to (LLM track)
+    probes: list[dict[str, Any]] = field(default_factory=list)  # the running attempt's steady-state probes
+
+    @property
+    def tracks(self) -> tuple[str, ...]:
+        """The tracks the stack runs (the lab's status; the fraud track when it does not say)."""
+        found = self.status.get("tracks")
+        return tuple(found) if isinstance(found, list) and found else (DEFAULT_TRACK,)
+
+    @property
+    def runs_llm(self) -> bool:
+        return LLM_TRACK in self.tracks
+
+    @property
+    def runs_fraud(self) -> bool:
+        return DEFAULT_TRACK in self.tracks
+
+    def llm_replicas(self) -> list[str]:
+        return [s["name"] for s in self.status.get("services", []) if _is_llm(s["name"])]
+
+    def llm_bands(self) -> dict[str, dict[str, Any]]:
+        """The TTFT and ITL p99 limits the LLM charts draw: {"ttft"|"itl": {"threshold" (ms), "source"}}."""
+        out: dict[str, dict[str, Any]] = {}
+        for band, (probe_kind, slo_kind, default) in LLM_BANDS.items():
+            limit, source = None, "default"
+            for p in self.probes:
+                found = _MAX.search(str(p.get("tolerance") or "")) if p.get("kind") == probe_kind else None
+                if found:
+                    limit, source = float(found.group(1)), "scenario"
+                    break
+            if limit is None:
+                slo = next((s for s in self.slo.get("slos", []) if s.get("kind") == slo_kind
+                            and s.get("threshold") is not None), None)
+                if slo is not None:
+                    limit, source = float(slo["threshold"]), "slo"
+            out[band] = {"threshold": default if limit is None else limit, "source": source}
+        return out
 
     @property
     def phase(self) -> str:
@@ -129,8 +192,14 @@ class Frame:
         out = []
         for s in self.status.get("services", []):
             f = self.figures(s["name"])
-            out.append({**s, "health": service_health(s, f or None), "rps": f.get("rps"), "p99_ms": f.get("p99_ms"),
-                        "error_rate": f.get("error_rate")})
+            entry = {**s, "health": service_health(s, f or None), "rps": f.get("rps"), "p99_ms": f.get("p99_ms"),
+                     "error_rate": f.get("error_rate")}
+            if _is_llm(s["name"]):  # an LLM replica: its TTFT, and whether the gateway routes to it
+                entry["ttft_p99_ms"] = f.get("ttft_p99_ms")
+                entry["drained"] = s["name"] in self.drained
+                if entry["drained"] and entry["health"] == "ok":
+                    entry["health"] = "warn"
+            out.append(entry)
         return out
 
     def proxies(self) -> dict[str, dict[str, Any]]:
@@ -166,6 +235,22 @@ class Frame:
         for name, f in (self.metrics.get("services") or {}).items():
             if f.get("rss_bytes") is not None:
                 v[f"{name}.rss_bytes"] = f["rss_bytes"]
+        if self.runs_llm:
+            v.update(self.llm_values())
+        return v
+
+    def llm_values(self) -> dict[str, float | None]:
+        """The LLM charts' point: the replicas together, each replica's scheduler figures, finish shares."""
+        llm = self.metrics.get("llm") or {}
+        v: dict[str, float | None] = {key: _finite(llm.get(key.split(".", 1)[1])) for key in LLM_KEYS}
+        gw = self.figures(GATEWAY)
+        v.update({key: _finite(gw.get(key.split(".", 1)[1])) for key in LLM_GATEWAY_KEYS})
+        for name in self.llm_replicas():
+            f = self.figures(name)
+            for figure in LLM_REPLICA_FIGURES:
+                v[f"{name}.{figure}"] = _finite(f.get(figure))
+        for reason, share in (llm.get("finish_reason") or {}).items():
+            v[LLM_FINISH_PREFIX + reason] = _finite(share)
         return v
 
     def chart_point(self) -> dict[str, Any]:
@@ -176,6 +261,7 @@ class Frame:
             "slo": {s["name"]: {"state": s["state"], "threshold": s["threshold"], "value": s["value"]}
                     for s in self.slo.get("slos", [])},
             "phase": self.phase,
+            **({"bands": self.llm_bands()} if self.runs_llm else {}),
         }
 
 
@@ -194,6 +280,8 @@ class Live:
         self._frame: Frame | None = None
         self._dirty = False
         self._ids = itertools.count(1)
+        self._probe_cache: tuple[str, list[dict[str, Any]]] | None = None
+        self._drained_cache: tuple[float, list[str]] | None = None
 
     @property
     def monitor(self) -> Any:
@@ -226,6 +314,7 @@ class Live:
     def invalidate(self) -> None:
         """After the learner changed something: the next page gets a fresh frame, not one from before it."""
         self._dirty = True
+        self._drained_cache = None
 
     def _compute(self) -> Frame:
         lab = self.lab
@@ -240,8 +329,45 @@ class Live:
         faults = [a.to_dict() for a in manager.active()] if manager is not None else []
         attempts = lab.components.get("attempts")
         active = attempts.active_id() if attempts is not None else None
-        return Frame(id=next(self._ids), at=time.time(), status=status, metrics=metrics, slo=slo, faults=faults,
-                     traffic=traffic_from(status, metrics), attempt_id=active)
+        frame = Frame(id=next(self._ids), at=time.time(), status=status, metrics=metrics, slo=slo, faults=faults,
+                      traffic=traffic_from(status, metrics), attempt_id=active)
+        if frame.runs_llm:
+            frame.drained = self._drained(frame.at)
+            if active is not None:
+                frame.probes = self._probes(attempts, active)
+        return frame
+
+    def _drained(self, now: float) -> list[str]:
+        """The gateway's drained replicas (its live config, only on the LLM track, where the monitor's figures do
+        not say it): asked at most every DRAINED_EVERY_S with a short timeout, so a frozen gateway slows no frame
+        much; a learner's action (invalidate) asks again at once."""
+        from lab.stackclients import lab_clients
+
+        cached = self._drained_cache
+        if cached is not None and now - cached[0] < DRAINED_EVERY_S:
+            return cached[1]
+        try:
+            clients = lab_clients(self.lab)
+            config = clients.call("GET", clients.service_url(GATEWAY) + "/admin/config", GATEWAY, timeout=0.5)
+            listed = (config or {}).get("drained") if isinstance(config, dict) else None
+            drained = [str(d) for d in listed] if isinstance(listed, list) else []
+        except Exception:  # noqa: BLE001 - the map keeps what it last knew rather than no map
+            drained = cached[1] if cached is not None else []
+        self._drained_cache = (now, drained)
+        return drained
+
+    def _probes(self, attempts: Any, attempt_id: str) -> list[dict[str, Any]]:
+        """The running attempt's steady-state probes (kind, tolerance): where its LLM SLO bands come from."""
+        cached = self._probe_cache
+        if cached is not None and cached[0] == attempt_id:
+            return cached[1]
+        try:
+            probes = list(attempts.state(attempt_id).get("steady_state") or [])
+        except Exception:  # noqa: BLE001 - the charts fall back to the default bands
+            return []
+        if probes:
+            self._probe_cache = (attempt_id, probes)
+        return probes
 
     def history(self, frame: Frame, seconds: float = 300.0, since: float | None = None,
                 markers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -251,13 +377,17 @@ class Live:
         An attempt's page passes `since` (when the attempt began): its charts start there, never with an earlier
         attempt's data, keep the whole attempt (up to an hour), and draw `markers` ({"t", "label"}: its start, the
         scenario clock's T+0)."""
-        rss = sorted(k for k in frame.values() if k.endswith(".rss_bytes"))
+        values = frame.values()
+        rss = sorted(k for k in values if k.endswith(".rss_bytes"))
         keys = [*GATEWAY_KEYS, *QUALITY_KEYS, *rss]
+        if frame.runs_llm:
+            finish = {LLM_FINISH_PREFIX + r for r in ("stop", "length", "abort")}
+            keys += sorted({k for k in values if k not in keys} | finish)
         mon = self.monitor
-        slo = frame.chart_point()["slo"]
+        point = frame.chart_point()
         window_s = seconds if since is None else ATTEMPT_WINDOW_S
-        out: dict[str, Any] = {"t": [], "v": {k: [] for k in keys}, "slo": slo, "markers": markers or [],
-                               "window_s": window_s, "since": since}
+        out: dict[str, Any] = {"t": [], "v": {k: [] for k in keys}, "slo": point["slo"], "markers": markers or [],
+                               "window_s": window_s, "since": since, "bands": point.get("bands") or {}}
         if mon is None:
             return out
         start = time.time() - seconds if since is None else max(since, time.time() - ATTEMPT_WINDOW_S)

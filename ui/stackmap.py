@@ -66,16 +66,27 @@ class StackMap:
     edges: list[Edge]
     width: int
     height: int
+    tracks: frozenset[str] = frozenset({parts.DEFAULT_TRACK})
+
+    @property
+    def title(self) -> str:
+        """The diagram's accessible title: what the gateway calls, by track."""
+        called = (["the feature store", "each model replica"] if parts.DEFAULT_TRACK in self.tracks else []) + \
+            (["each LLM replica"] if "llm" in self.tracks else [])
+        listed = called[0] if len(called) == 1 else ", ".join(called[:-1]) + " and " + called[-1]
+        return f"Stack map: traffic enters through the gateway proxy; the gateway calls {listed} through its own proxy"
 
 
 def _figures(s: dict[str, Any]) -> list[str]:
-    out = [str(s.get("state") or "not started")]
+    out = [str(s.get("state") or "not started") + (" · drained" if s.get("drained") else "")]
     parts = []
+    if s.get("ttft_p99_ms") is not None:
+        parts.append(f"TTFT p99 {s['ttft_p99_ms']:.0f} ms")
     if s.get("p99_ms") is not None:
         parts.append(f"p99 {s['p99_ms']:.0f} ms")
     if s.get("rps") is not None:
         parts.append(f"{s['rps']:.1f} rps")
-    if s.get("rss_bytes"):
+    if s.get("rss_bytes") and s.get("ttft_p99_ms") is None:  # an LLM replica's line has no room for it
         parts.append(f"{s['rss_bytes'] / 1048576:.0f} MiB")
     if parts:
         out.append(" · ".join(parts))
@@ -108,8 +119,10 @@ def _names(part: parts.Part, by_name: dict[str, Any], replicas: int | None, trac
     return found or ([part.instance(n) for n in range(1, placeholders + 1)] if replicas else [])
 
 
-# During an attempt the traffic is labelled neutrally: a profile's name (`unit-change`) would name the fault.
+# During an attempt the traffic is labelled neutrally: a profile's name (`unit-change`, `long-context`) would name
+# the fault. The LLM track's clients are chat users, whatever their profile.
 NEUTRAL_TRAFFIC = "checkout traffic"
+NEUTRAL_LLM_TRAFFIC = "client traffic"
 
 
 def build(services: list[dict[str, Any]], hops: dict[str, dict[str, Any]], traffic: dict[str, Any] | None,
@@ -139,7 +152,8 @@ def build(services: list[dict[str, Any]], hops: dict[str, dict[str, Any]], traff
     t = traffic or {}
     if t.get("running"):
         rate = t.get("achieved_rps", t.get("target_rps"))
-        profile = NEUTRAL_TRAFFIC if neutral_traffic else t.get("profile", "")
+        neutral = NEUTRAL_LLM_TRAFFIC if t.get("track") == "llm" else NEUTRAL_TRAFFIC
+        profile = neutral if neutral_traffic else t.get("profile", "")
         tlines = [f"{rate:.1f} rps" if isinstance(rate, int | float) else "running", str(profile)]
         thealth = "ok"
     else:
@@ -170,7 +184,8 @@ def build(services: list[dict[str, Any]], hops: dict[str, dict[str, Any]], traff
     for i, name in enumerate(rights):
         node(name, name, COLUMNS["right"], infra_y + i * ROW)
     rows = max(len(lefts), len(rights), 1)
-    return StackMap(nodes=nodes, edges=edges, width=WIDTH, height=int(infra_y + (rows - 1) * ROW + NODE_H + 12))
+    return StackMap(nodes=nodes, edges=edges, width=WIDTH, height=int(infra_y + (rows - 1) * ROW + NODE_H + 12),
+                    tracks=frozenset(tracks))
 
 
 _RANK = {"unknown": 0, "ok": 1, "warn": 2, "down": 3}
@@ -200,8 +215,13 @@ def from_frame(frame: Frame, reveal_faults: bool) -> StackMap:
                  neutral_traffic=not reveal_faults)
 
 
-def planned(replicas: int) -> StackMap:
-    """The stack a scenario starts from, before it runs (the briefing's diagram): every part neutral."""
-    names = Topology(replicas=replicas).service_names()
+def planned(replicas: int, track: str = parts.DEFAULT_TRACK) -> StackMap:
+    """The stack a scenario starts from, before it runs (the briefing's diagram): every part neutral. `track`: the
+    scenario's (`stack.track`), one of parts.TRACKS or `all`; `replicas` is that track's replica count (a scenario's
+    `stack.replicas`: model-N on the fraud track, llm-N on the LLM track)."""
+    tracks = parts.resolve_tracks(track) if track in (*parts.TRACKS, "all") else (parts.DEFAULT_TRACK,)
+    counts = tuple((p.name, replicas) for p in parts.replica_parts()
+                   if track in p.tracks and parts.DEFAULT_TRACK not in p.tracks)
+    names = Topology(replicas=replicas, tracks=tracks, counts=counts).service_names()
     services = [{"name": n, "health": "idle", "state": "planned"} for n in names]
     return build(services, {}, None, replicas)

@@ -12,6 +12,7 @@ time, each becoming ready before the next goes (the others keep serving).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -145,6 +146,63 @@ def generate(ctx: ConsoleContext, args: Any) -> OpResult:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(1000 * seconds, 2)
+
+
+# --- the canary sample (the browser's "canary output" panel) --------------------------------------------------------
+
+CANARY_SAMPLE_TOKENS = 32
+CANARY_SAMPLE_TIMEOUT_S = 10.0
+
+
+def canary_prompt() -> str:
+    """The first clause of the monitor's canary text, cut mid-sentence so that a model goes on writing (the whole
+    verse ends where a model stops)."""
+    from lab.monitor.llm import CANARY_TEXT
+
+    return CANARY_TEXT.split(";")[0] + "; and"
+
+
+def canary_sample(lab: Any, replica: str, max_tokens: int = CANARY_SAMPLE_TOKENS,
+                  timeout_s: float = CANARY_SAMPLE_TIMEOUT_S) -> dict[str, Any]:
+    """What `replica` generates right now for a fixed prompt (`canary_prompt()`; greedy, `max_tokens`), straight to the
+    replica's own port: {"replica", "version", "prompt", "text", "finish_reason", "tokens", "ms", "at"}. Not a
+    learner's action (nothing is journaled); its finish is left out of the replica's finish-reason shares."""
+    ctx = ConsoleContext(lab, None)
+    if not runs_llm(ctx):
+        raise ConsoleError("the canary sample needs the LLM track (`faultline up --track llm`)", 409)
+    check_llm_replica(ctx, replica)
+    prompt = canary_prompt()
+    t0 = time.perf_counter()
+    try:
+        got = _client(ctx, replica).call("POST", "/v1/completions",
+                                         {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
+                                         timeout=timeout_s)
+    except PartError as exc:
+        said = _openai_error(exc.body)  # the replica's own words (OpenAI's error shape), not its raw JSON
+        if said is None:
+            raise ConsoleError(exc.message, 503 if exc.status is None else 502) from exc
+        raise ConsoleError(f"{replica} refused the prompt ({exc.status}): {said}", 502) from exc
+    at = time.time()
+    choice = (got.get("choices") or [{}])[0]
+    finish = choice.get("finish_reason")
+    monitor = getattr(lab.components.get("monitor"), "monitor", None)
+    if finish == "length" and monitor is not None and hasattr(monitor, "note_canary_finish"):
+        monitor.note_canary_finish(replica, at)
+    return {"replica": replica, "version": got.get("model"), "prompt": prompt, "text": choice.get("text") or "",
+            "finish_reason": finish, "tokens": (got.get("usage") or {}).get("completion_tokens"),
+            "ms": round((time.perf_counter() - t0) * 1000, 1), "at": at}
+
+
+def _openai_error(body: Any) -> str | None:
+    """The message of an OpenAI-shaped error body ({"error": {"message", "code"}}), else None."""
+    try:
+        parsed = json.loads(body) if isinstance(body, str) else None
+    except ValueError:
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict) or not error.get("message"):
+        return None
+    return str(error["message"]) + (f" ({error['code']})" if error.get("code") else "")
 
 
 # --- eval ---------------------------------------------------------------------------------------------------------

@@ -421,6 +421,11 @@ class Monitor:
 
     # ---- the LLM track ---------------------------------------------------------------------------------
 
+    def note_canary_finish(self, name: str, at: float) -> None:
+        """A lab-side sample that finished with `length` on replica `name` at `at` (the UI's canary output panel):
+        left out of the replica's finish-reason shares, as the monitor's own canaries are."""
+        self._canary_done.setdefault(name, deque(maxlen=64)).append(at)
+
     def _canary_finishes(self, name: str, w: Window) -> float:
         done = self._canary_done.get(name)
         if not done:

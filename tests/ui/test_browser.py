@@ -60,6 +60,17 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, ui_lab: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    yield from open_page(browser, request)
+
+
+@pytest.fixture
+def llm_page(browser: Any, llm_lab: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A tab on the lab of the LLM track (tests/ui/conftest.py `llm_lab`)."""
+    yield from open_page(browser, request)
+
+
+def open_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A new tab that records the page's errors; a screenshot if its test failed; no 5xx or script error allowed."""
     pg = browser.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
@@ -487,3 +498,104 @@ def test_unit_change_journey_a_data_incident(page: Any, ui_lab: Any) -> None:
     # and they agree with what the learner saw in the console
     assert measured["drift.amount.median_ratio"]["max"] >= 0.5 * ratio
     assert 100 * measured["decisions.decline_rate"]["max"] >= 0.5 * decline
+
+
+def _fault_targets_take_llm_replicas() -> bool:
+    """Whether the faults' target vocabulary (lab/scenario/vocab.py) names LLM replicas yet: the scenario format's
+    LLM support lands on its own branch. Until it does, a config push on `llm-1` is refused (a 422 naming the
+    target) and the journey changes the replica's config from the console instead."""
+    from lab.scenario import vocab
+
+    try:
+        vocab.check_service("llm-1")
+    except ValueError:
+        return False
+    return True
+
+
+def _last(page: Any, series: str) -> Any:
+    return page.evaluate(f"(() => {{ const c = window.FaultlineCharts.state.v[{series!r}] || []; "
+                         "const seen = c.filter(x => x != null); "
+                         "return seen.length ? seen[seen.length - 1] : null; })()")
+
+
+def test_llm_sandbox_charts_canary_config_push_generate_and_eval(llm_page: Any, llm_lab: Any) -> None:
+    """The sandbox on a stack of the LLM track: its map and charts fill under chat traffic; a tiny `num_kv_blocks`
+    on llm-1 from the fault form shows in the canary panel (the replica refuses the prompt) and in the charts (the
+    gateway's LLM error rate); `generate` and `eval` from the console."""
+    from playwright.sync_api import expect
+
+    page = llm_page
+    page.goto(llm_lab.lab_url + "/sandbox")
+    expect(page.locator('#stackmap-panel g.node[data-service="llm-2"]')).to_be_visible()
+    expect(page.locator('#stackmap-panel g.node[data-service="model-1"]')).to_have_count(0)
+    # the time axis starts at the first sample (or spans the last minute): never decades wide ("years")
+    assert page.evaluate("(() => { const u = window.FaultlineCharts.state.charts.ttft.u; "
+                         "return u.scales.x.min > Date.now() / 1000 - 3600 && u.scales.x.max < Date.now() / 1000 + 60; "
+                         "})()")
+    traffic = page.locator('form[hx-post="/sandbox/traffic"]')
+    traffic.get_by_label("Profile").select_option("chat")
+    traffic.get_by_label("Requests per second").fill("3")
+    traffic.get_by_role("button", name="Start / change traffic").click()
+    expect(page.locator("#traffic-result")).to_contain_text("profile chat")
+    try:
+        expect(page.locator('#stackmap-panel g.node[data-service="traffic"]')).to_contain_text("rps")
+        page.wait_for_function("() => { const v = window.FaultlineCharts.state.v; "
+                               "return (v['llm.ttft_p99_ms'] || []).some(x => x != null) && "
+                               "(v['llm-1.output_tokens_per_s'] || []).some(x => x > 0); }", timeout=60_000)
+        assert _last(page, "gateway.llm_error_rate") in (0, None), "healthy before the push"
+        canary = page.locator("#canary-output")
+        expect(canary.locator("[data-canary-text]")).not_to_be_empty(timeout=30_000)
+        expect(canary.locator("[data-canary-version]")).to_have_text("v1")
+        shot(page, "llm-sandbox-healthy")
+
+        # `generate` and `eval` from the console, at the bottom of the page: meanwhile the canary panel, off screen,
+        # sends nothing (it costs the replicas one short request per ~10 s only while a learner can see it)
+        asked: list[float] = []
+        page.on("request", lambda r: asked.append(time.time()) if "/ui/canary" in r.url else None)
+        page.locator("#console-h").scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        away = time.time()
+        out = run_op(page, "generate", prompt="And God said", replica="llm-2", max="8")
+        expect(out).to_contain_text("via llm-2")
+        expect(out).to_contain_text("TTFT")
+        out = run_op(page, "eval")
+        expect(out).to_contain_text("perplexity")
+        expect(out).to_contain_text("llm-2")
+        page.wait_for_timeout(max(0.0, away + 11 - time.time()) * 1000)
+        assert not [t for t in asked if t > away], "the canary panel refreshed while off screen"
+
+        # a tiny KV cache on llm-1, from the fault form: picking the target re-renders the form with llm-1's keys
+        page.get_by_label("Fault", exact=True).select_option("config.push")
+        form = page.locator('form.fault-form[data-fault="config.push"]')
+        form.wait_for()
+        settled(page)
+        form.get_by_label(re.compile("^Target")).select_option("llm-1")
+        expect(form.locator("#ff-values-help")).to_contain_text("keys llm-1 takes")
+        expect(form.locator("#ff-values-help")).to_contain_text("num_kv_blocks")
+        settled(page)
+        form = page.locator('form.fault-form[data-fault="config.push"]')
+        form.get_by_label(re.compile("^Values")).fill('{"num_kv_blocks": 4}')
+        form.get_by_role("button", name="Inject").click()
+        if _fault_targets_take_llm_replicas():
+            expect(page.locator("#fault-result")).to_contain_text("injected")
+        else:
+            expect(page.locator("#fault-result")).to_contain_text("target")
+            out = run_op(page, "config_set", service="llm-1", key="num_kv_blocks", value="4")
+            expect(out).to_contain_text("512 -> 4")
+        # the panel refreshes only while it is on screen: look at it, on llm-1
+        page.locator("section.canary").scroll_into_view_if_needed()
+        page.locator("section.canary").get_by_label("Replica").select_option("llm-1")
+        expect(canary).to_contain_text("num_kv_blocks", timeout=30_000)  # the replica refuses the canary prompt
+        page.wait_for_function("() => { const c = window.FaultlineCharts.state.v['gateway.llm_error_rate'] || [];"
+                               " return c.some(x => x > 0.05); }", timeout=60_000)
+        shot(page, "llm-sandbox-kv-push")
+        assert [t for t in asked if t > away], "on screen again, it refreshes"
+    finally:
+        s = Session(llm_lab.lab_url)
+        try:
+            s.http.delete("/api/faults")
+            s.http.post("/api/console/config_set", json={"service": "llm-1", "key": "num_kv_blocks", "value": 512})
+            s.http.delete("/api/traffic", timeout=60)
+        finally:
+            s.close()

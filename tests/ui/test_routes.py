@@ -389,3 +389,113 @@ def test_event_stream_sends_snapshots_and_fragments(web: Session) -> None:
     assert r.status_code == 400 and "unknown view" in r.json()["detail"]
     r = web.page("/events", params={"view": "attempt"})
     assert r.status_code == 400
+
+
+def test_catalog_filters_by_track_and_cards_show_theirs(web: Session) -> None:
+    scenarios = valid_scenarios()
+    track = {s.id: getattr(s.stack, "track", "fraud") for s in scenarios}
+    for choice in ("fraud", "llm"):
+        r = web.page("/", params={"track": choice})
+        assert r.status_code == 200
+        shown = set(re.findall(r'<article class="card" data-scenario="([^"]+)"', r.text))
+        assert shown == {i for i, t in track.items() if t == choice}
+        assert f'<option value="{choice}" selected>' in r.text, "the filter keeps its choice"
+    r = web.page("/", params={"track": "all"})
+    assert set(re.findall(r'<article class="card" data-scenario="([^"]+)"', r.text)) == set(track)
+    assert r.text.count('<dt>Track</dt>') == len(track), "every card says its track"
+    r = web.page("/", params={"track": HOSTILE})
+    assert r.status_code == 400 and "unknown track" in r.text and "llm" in r.text
+    assert_escaped(r.text)
+
+
+# --- the LLM track (a second lab: `faultline up -d --track llm --llm-replicas 2`) -----------------------------------
+
+
+def _history(html: str) -> dict:
+    found = re.search(r'<script type="application/json" id="chart-history">(.*?)</script>', html, re.S)
+    assert found, "the page embeds its charts' history"
+    return json.loads(found.group(1))
+
+
+def test_llm_sandbox_shows_the_llm_stack_charts_and_forms(llm_web: Session) -> None:
+    r = llm_web.page("/sandbox")
+    assert r.status_code == 200
+    charts = re.findall(r'data-chart="([a-z]+)"', r.text)
+    assert charts == ["ttft", "itl", "llmerrors", "tokens", "sched", "kv", "preempt", "finish", "rss"], \
+        "the LLM charts, no fraud chart"
+    assert "SLO p99 ≤ 1000 ms" in r.text and "SLO p99 ≤ 200 ms" in r.text  # issue 16's defaults: no scenario runs
+    data = _history(r.text)
+    assert data["bands"]["ttft"] == {"threshold": 1000.0, "source": "default"}
+    assert {"llm.ttft_p99_ms", "llm.itl_p99_ms", "llm-1.kv_cache_usage_max", "llm-2.num_requests_waiting",
+            "llm.finish_reason.length", "gateway.llm_error_rate", "llm.goodput_ratio"} <= set(data["v"])
+    services = set(re.findall(r'<g class="node h-[a-z]+" data-service="([^"]+)"', r.text))
+    assert {"gateway", "llm-1", "llm-2", "registry", "netproxy", "traffic"} == services
+    assert {"llm-1", "llm-2", "gateway"} == set(re.findall(r'data-hop="([^"]+)"', r.text))
+    assert "each LLM replica" in r.text
+    assert 'id="canary-replica"' in r.text and '<option value="llm-2">' in r.text
+    kinds = set(re.findall(r'<option value="([a-z_]+\.[a-z_]+)"', r.text))
+    assert {"config.push", "process.kill", "network.toxic"} <= kinds
+    assert "memory.leak" not in kinds, "a model-replica fault has no target on a stack of the LLM track only"
+    assert '<option value="chat"' in r.text and '<option value="baseline"' not in r.text, "the LLM profiles"
+    r = llm_web.http.get("/sandbox/forms", params={"name": "config.push", "target": "llm-1"})
+    assert r.status_code == 200 and "num_kv_blocks" in r.text and "max_num_seqs" in r.text
+    assert '<option value="llm-1" selected>' in r.text and 'hx-get="/sandbox/forms"' in r.text
+    r = llm_web.http.get("/sandbox/forms", params={"name": "config.push", "target": "gateway"})
+    assert "llm_rate_limit_rps" in r.text and "num_kv_blocks" not in r.text
+    r = llm_web.page("/sandbox/console/generate")
+    assert r.status_code == 200 and 'name="prompt"' in r.text and '<option value="llm-1"' in r.text
+    assert "time to first token" in r.text
+    r = llm_web.page("/sandbox/console/deploy")
+    assert '<option value="v1"' in r.text, "version choices are the LLM versions"
+    assert '<option value="v1-draft"' in r.text or 'name="version"' in r.text
+
+
+def test_llm_console_generate_eval_and_drain_from_the_browser(llm_web: Session) -> None:
+    r = llm_web.post("/sandbox/console/generate", data={"prompt": "And God said", "max_tokens": "8",
+                                                         "replica": "llm-2", "temperature": "0"})
+    assert r.status_code == 200, r.text
+    assert "via llm-2" in r.text and "TTFT" in r.text and "And God said" in r.text
+    r = llm_web.post("/sandbox/console/generate", data={"prompt": "And God said", "replica": "model-1"})
+    assert r.status_code in (404, 422) and "llm-1" in r.text, "an unknown replica is refused, naming the real ones"
+    r = llm_web.post("/sandbox/console/eval")
+    assert r.status_code == 200 and "perplexity" in r.text and "llm-1" in r.text and "llm-2" in r.text
+    r = llm_web.post("/sandbox/console/drain", data={"replica": "llm-2"})
+    assert r.status_code == 200 and "llm-2 drained" in r.text
+    try:
+        got = sse_events(llm_web, "/events?view=sandbox", {"stackmap"})
+        assert "running · drained" in got["stackmap"], "the map shows the drained replica"
+    finally:
+        r = llm_web.post("/sandbox/console/undrain", data={"replica": "llm-2"})
+        assert r.status_code == 200
+
+
+def test_llm_canary_panel_samples_one_replica(llm_web: Session) -> None:
+    r = llm_web.http.get("/ui/canary", params={"replica": "llm-2"}, headers={"HX-Request": "true"})
+    assert r.status_code == 200 and 'data-replica="llm-2"' in r.text
+    version = re.search(r"<span data-canary-version>([^<]*)</span>", r.text)
+    assert version and version.group(1) == "v1"
+    text = re.search(r"<pre class=\"canary-text\" data-canary-text>(.*?)</pre>", r.text, re.S)
+    assert text and text.group(1).strip(), "the replica's output is shown"
+    assert "water the garden; and" in r.text, "with the fixed prompt"
+    again = llm_web.http.get("/ui/canary", params={"replica": "llm-2"}, headers={"HX-Request": "true"})
+    stamp = re.compile(r"<span data-canary-at>([^<]*)</span>")
+    assert stamp.search(again.text).group(1) == stamp.search(r.text).group(1), \
+        "a second tab within seconds gets the same sample, not a new request"
+    r = llm_web.http.get("/ui/canary", params={"replica": HOSTILE_NAME}, headers={"HX-Request": "true"})
+    assert r.status_code == 404 and "no LLM replica" in r.text and "llm-1, llm-2" in r.text
+    assert_escaped(r.text, HOSTILE_NAME)
+
+
+def test_canary_panel_needs_the_llm_track(web: Session) -> None:
+    r = web.http.get("/ui/canary", params={"replica": "llm-1"}, headers={"HX-Request": "true"})
+    assert r.status_code == 409 and "--track llm" in r.text
+    page = web.page("/sandbox").text
+    assert 'id="canary-replica"' not in page and 'data-chart="ttft"' not in page, "no LLM view on the fraud track"
+    assert re.findall(r'data-chart="([a-z]+)"', page) == ["latency", "errors", "rps", "quality", "rss"]
+
+
+def test_llm_event_stream_sends_llm_points_with_bands(llm_web: Session) -> None:
+    got = sse_events(llm_web, "/events?view=sandbox", {"snapshot"})
+    snap = json.loads(got["snapshot"])
+    assert {"llm.ttft_p99_ms", "llm-1.output_tokens_per_s", "llm-2.preemptions_per_s"} <= set(snap["v"])
+    assert snap["bands"]["itl"]["threshold"] == 200.0

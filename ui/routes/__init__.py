@@ -9,11 +9,11 @@ from ui.engine import Engine
 
 
 def build_router(ui: UI) -> APIRouter:
-    from ui.routes import attempts, pages, sandbox, static, stream
+    from ui.routes import attempts, llm, pages, sandbox, static, stream
 
     ui.engine = Engine(ui.lab)
     checked = route_class(ui)
     r = APIRouter(include_in_schema=False)
-    for module in (static, pages, sandbox, attempts, stream):
+    for module in (static, pages, sandbox, attempts, stream, llm):
         r.include_router(module.router(ui, checked))
     return r

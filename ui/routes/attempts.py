@@ -17,7 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from lab import parts
 from lab.parts.gateway import NAME as GATEWAY
+from lab.parts.loadgen import NAME as LOADGEN
 from lab.scenario import check_file
 from lab.scenario.loader import SUFFIX
 from lab.scenario.ops import OP_ARGS
@@ -71,14 +73,43 @@ PROBE_SERIES: dict[str, tuple[str, str]] = {
 }
 
 
+# The LLM track's probe kinds (lab/monitor/llm.py) -> ({target: series}, unit): a replica's own series for `llm-N`
+# ("{target}"), the gateway's or the clients' for those targets, else the replicas together (`*`).
+LLM_PROBE_SERIES: dict[str, tuple[dict[str, str], str]] = {
+    "ttft_p99_ms": ({"llm-N": "{target}.ttft_p99_ms", GATEWAY: "gateway.llm_ttft_p99_ms",
+                     LOADGEN: "loadgen.client_ttft_p99_ms", "*": "llm.ttft_p99_ms"}, "ms"),
+    "itl_p99_ms": ({"llm-N": "{target}.itl_p99_ms", LOADGEN: "loadgen.client_itl_p99_ms", "*": "llm.itl_p99_ms"},
+                   "ms"),
+    "goodput_ratio": ({"*": "llm.goodput_ratio"}, "ratio"),
+    "kv_cache_usage": ({"llm-N": "{target}.kv_cache_usage_max"}, "ratio"),
+    "prefix_cache_hit_rate": ({"llm-N": "{target}.prefix_cache_hit_rate"}, "ratio"),
+    "rate_limited_rate": ({GATEWAY: "gateway.rate_limited_rate", "*": "gateway.rate_limited_rate"}, "ratio"),
+}
+
+
+def _probe_series(kind: str, target: Any) -> tuple[str, str] | None:
+    """The monitor series a steady-state probe is charted from, and its unit; None: not charted."""
+    found = PROBE_SERIES.get(kind)
+    if found is not None:
+        return found[0].format(target=target or GATEWAY), found[1]
+    llm = LLM_PROBE_SERIES.get(kind)
+    if llm is None:
+        return None
+    by, unit = llm
+    part = parts.part_for(str(target)) if target else None
+    key = "llm-N" if part is not None and part.replicated else (target if target in by else "*")
+    pattern = by.get(key)
+    return None if pattern is None else (pattern.format(target=target), unit)
+
+
 def probe_lines(probes: list[dict[str, Any]], points: dict[str, list[list[Any]]]) -> list[dict[str, Any]]:
     """The scenario's own numeric steady-state probes as chart lines: {"id", "unit", "tolerance", "series"}."""
     out = []
     for p in probes:
-        found = PROBE_SERIES.get(p.get("kind", ""))
+        found = _probe_series(p.get("kind", ""), p.get("target"))
         if found is None:
             continue
-        name = found[0].format(target=p.get("target") or GATEWAY)
+        name = found[0]
         if name in points:
             out.append({"id": p["id"], "unit": found[1], "tolerance": p.get("tolerance") or {}, "series": name})
     return out

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from lab.parts import TRACKS
 from lab.scenario.vocab import DIFFICULTIES, SKILLS
 from ui import stackmap
 from ui.app import UI
+from ui.catalog import track_of
 from ui.forms import FormError, FormField, values_from_form
 from ui.security import Refused
 
@@ -28,9 +30,11 @@ def router(ui: UI, route_class: type) -> APIRouter:
     def catalog(request: Request) -> Response:
         skill = _filter(request, "skill", SKILLS)
         difficulty = _filter(request, "difficulty", DIFFICULTIES)
+        track = _filter(request, "track", (*TRACKS, "all"))
+        track = None if track == "all" else track
         return ui.page(request, "catalog.html", nav="catalog", title="Scenarios",
-                       scenarios=ui.catalog.filtered(skill, difficulty), problems=ui.catalog.problems(),
-                       local=ui.catalog.local_ids(),
+                       scenarios=ui.catalog.filtered(skill, difficulty, track), problems=ui.catalog.problems(),
+                       local=ui.catalog.local_ids(), tracks=TRACKS, track=track, track_of=track_of,
                        skills=SKILLS, difficulties=DIFFICULTIES, skill=skill, difficulty=difficulty,
                        best=ui.engine.best_scores())
 
@@ -46,7 +50,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         if "time_scale" in pinned and not 0 < pinned["time_scale"] <= 10:
             raise FormError("time_scale", "must be more than 0 and at most 10")
         return ui.page(request, "briefing.html", nav="catalog", title=scenario.title, scenario=scenario, pinned=pinned,
-                       diagram=stackmap.planned(scenario.stack.replicas), engine=ui.engine,
+                       diagram=stackmap.planned(scenario.stack.replicas, track_of(scenario)), engine=ui.engine,
                        attempts=ui.engine.history(limit=5, scenario_id=scenario.id),
                        running=ui.engine.running_attempt())
 

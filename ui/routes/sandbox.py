@@ -7,6 +7,7 @@ acceptable, is decided by lab.faults alone.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from typing import Any
 
@@ -14,6 +15,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from lab import parts
+from lab.parts import DEFAULT_TRACK
 from lab.rules import MAX_TRAFFIC_RPS, RuleError, attempt_refusal
 from lab.scenario.vocab import TRAFFIC_PROFILES
 from ui import stackmap
@@ -21,6 +24,16 @@ from ui.app import UI, read_form
 from ui.forms import FormError, FormField, field_from, fields_from_schema, values_from_form, variants, with_example
 from ui.routes.attempts import console_context
 from ui.security import Refused
+
+
+def traffic_profiles(tracks: tuple[str, ...]) -> list[str]:
+    """The built-in traffic profiles of the tracks the stack runs (the fraud track's first)."""
+    from services.loadgen.profiles import profile_names
+
+    out = list(TRAFFIC_PROFILES) if DEFAULT_TRACK in tracks else []
+    for track in tracks:
+        out += [p for p in profile_names(track) if p not in out]
+    return out
 
 
 def refuse_during_attempt(ui: UI, action: str) -> None:
@@ -45,8 +58,36 @@ def fault_kinds(ui: UI) -> list[dict[str, Any]]:
     return catalog(_manager(ui).ctx)
 
 
-def fault_form(entry: dict[str, Any], variant: str | None = None) -> dict[str, Any]:
-    """Fields for one fault kind: its target, then its params (for a union of toxics, the chosen type's)."""
+def applicable(kinds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The kinds this stack can take: a kind whose required target has no choice here (e.g. a model-replica fault
+    on a stack of the LLM track only) is left out of the sandbox's list."""
+    return [k for k in kinds if not (k.get("target") and k["target"].get("required")
+                                     and k["target"].get("choices") == [])]
+
+
+def config_keys(target: str | None) -> tuple[list[str], dict[str, Any]]:
+    """The keys `target`'s part lets a learner change (its declaration's `settable`, lab/parts/) and, from its config
+    model's defaults, an example value for the first of them: what a config-values field offers for that target."""
+    part = parts.part_for(target) if target else None
+    if part is None or not part.settable:
+        return [], {}
+    keys = sorted(part.settable)
+    example: dict[str, Any] = {}
+    if part.config_model:
+        try:
+            module, _, cls = part.config_model.partition(":")
+            fields = getattr(importlib.import_module(module), cls).model_fields
+            example = next(({k: fields[k].default} for k in keys if k in fields
+                            and isinstance(fields[k].default, int | float | str | bool)), {})
+        except (ImportError, AttributeError):
+            example = {}
+    return keys, example
+
+
+def fault_form(entry: dict[str, Any], variant: str | None = None, target: str | None = None) -> dict[str, Any]:
+    """Fields for one fault kind: its target, then its params (for a union of toxics, the chosen type's). A config
+    push's values (a service target, an object of keys) list the keys the chosen `target` takes; changing the target
+    re-renders the form."""
     schema = entry["params_schema"]
     example = entry.get("params_example") or {}
     found = variants(schema)
@@ -61,12 +102,24 @@ def fault_form(entry: dict[str, Any], variant: str | None = None) -> dict[str, A
         params = fields_from_schema(schema)
     with_example(params, example)
     fields: list[FormField] = []
-    target = entry.get("target")
-    if target is not None:
-        f = field_from("target", target["schema"], target["required"], {}, {"target": target.get("choices") or []})
-        f.label = f"Target ({target['kind']})"
-        f.default = target.get("default")
+    declared = entry.get("target")
+    if declared is not None:
+        choices = declared.get("choices") or []
+        f = field_from("target", declared["schema"], declared["required"], {}, {"target": choices})
+        f.label = f"Target ({declared['kind']})"
+        f.default = target if target in choices else declared.get("default")
         fields.append(f)
+        values = [p for p in params if p.json_type == "object"] if declared["kind"] == "service" else []
+        if values and choices:
+            chosen = f.default if f.default in choices else choices[0]
+            keys, key_example = config_keys(chosen)
+            f.refresh_url, f.refresh_target = "/sandbox/forms", "#fault-form"
+            for p in values:
+                if keys:
+                    p.help = f"a JSON object of keys {chosen} takes: {', '.join(keys)}"
+                    shown = p.default if isinstance(p.default, dict) else {}
+                    if key_example and not set(shown) <= set(keys):
+                        p.default = key_example
     return {"name": entry["name"], "label": entry.get("label"), "summary": entry["summary"], "fields": fields,
             "params": params, "variants": list(found), "variant": chosen}
 
@@ -89,11 +142,12 @@ def router(ui: UI, route_class: type) -> APIRouter:
 
     @r.get("/sandbox")
     def sandbox(request: Request) -> Response:
-        kinds = fault_kinds(ui)
+        kinds = applicable(fault_kinds(ui))
         frame = ui.live.current()
         form = fault_form(kinds[0])
         return ui.page(request, "sandbox.html", nav="sandbox", title="Sandbox", kinds=kinds, form=_merged(form),
-                       profiles=TRAFFIC_PROFILES, max_rps=MAX_TRAFFIC_RPS, running=ui.engine.running_attempt(),
+                       profiles=traffic_profiles(frame.tracks), max_rps=MAX_TRAFFIC_RPS,
+                       running=ui.engine.running_attempt(),
                        stackmap=stackmap.from_frame(frame, reveal_faults=frame.attempt_id is None),
                        history=ui.live.history(frame),
                        console=console_context(ui), post_base="/sandbox/console")
@@ -101,7 +155,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
     @r.get("/sandbox/forms")
     def form(request: Request) -> Response:
         name = request.query_params.get("name", "")
-        form = fault_form(entry_for(name), request.query_params.get("type"))
+        form = fault_form(entry_for(name), request.query_params.get("type"), request.query_params.get("target"))
         return ui.fragment("_fault_form.html", form=_merged(form))
 
     @r.post("/sandbox/faults")
@@ -112,7 +166,7 @@ def router(ui: UI, route_class: type) -> APIRouter:
         refuse_during_attempt(ui, "fault.inject")
         data = await read_form(request)
         entry = entry_for(data.get("name", ""))
-        form = fault_form(entry, data.get("type"))
+        form = fault_form(entry, data.get("type"), data.get("target"))
         body: dict[str, Any] = {"kind": entry["kind"], "action": entry["action"]}
         target = values_from_form(form["fields"], data)
         if "target" in target:
@@ -157,7 +211,8 @@ def router(ui: UI, route_class: type) -> APIRouter:
         refuse_during_attempt(ui, "traffic")
         data = await read_form(request)
         fields = [FormField("rps", "Requests per second", "number", required=True),
-                  FormField("profile", "Profile", "select", choices=list(TRAFFIC_PROFILES))]
+                  FormField("profile", "Profile", "select",
+                            choices=traffic_profiles(ui.live.current(wait=False).tracks))]
         values = values_from_form(fields, data)
         if not 0 < values["rps"] <= MAX_TRAFFIC_RPS:
             raise FormError("rps", f"between 0 and {MAX_TRAFFIC_RPS:,} requests per second")

@@ -13,21 +13,54 @@
     rps: { series: [["gateway.rps", "req/s", "#1a7f37"]], unit: "rps" },
     quality: { series: [["quality.accuracy", "accuracy", "#1f5fbf"], ["quality.recall", "recall", "#a86400"]],
                slo: [["model-accuracy", 1, "below"], ["model-recall", 1, "below"]], fixed: [0, 1] },
-    rss: { dynamic: ".rss_bytes", factor: 1 / 1048576, unit: "MiB" }
+    rss: { dynamic: ".rss_bytes", factor: 1 / 1048576, unit: "MiB" },
+    // the LLM track: the replicas together (bands: a running scenario's limits, else issue 16's defaults), then
+    // per replica (`llm-N.<figure>`) and the finish-reason shares
+    ttft: { series: [["llm.ttft_p50_ms", "p50", "#1f5fbf"], ["llm.ttft_p99_ms", "p99", "#c0392b"]],
+            bands: [["ttft", "TTFT p99"]], unit: "ms", fit: true },
+    itl: { series: [["llm.itl_p50_ms", "p50", "#1f5fbf"], ["llm.itl_p99_ms", "p99", "#c0392b"]],
+           bands: [["itl", "ITL p99"]], unit: "ms", fit: true },
+    llmerrors: { series: [["gateway.llm_error_rate", "errors", "#c0392b"], ["gateway.rate_limited_rate", "429", "#a86400"],
+                          ["llm.goodput_ratio", "goodput", "#1a7f37"]], factor: 100, unit: "%", fixed: [0, 100] },
+    tokens: { series: [["llm.output_tokens_per_s", "all replicas", "#1a7f37"]],
+              dynamic: [[".output_tokens_per_s", ""]], unit: "tokens/s" },
+    sched: { dynamic: [[".num_requests_waiting", "waiting"], [".num_requests_running", "running"]], unit: "requests" },
+    kv: { dynamic: [[".kv_cache_usage_max", "KV"]], factor: 100, unit: "%", fixed: [0, 100] },
+    preempt: { dynamic: [[".preemptions_per_s", "preemptions/s"]], unit: "/s" },
+    finish: { prefix: "llm.finish_reason.", factor: 100, unit: "%", fixed: [0, 100] }
   };
   var PALETTE = ["#1f5fbf", "#c0392b", "#1a7f37", "#a86400", "#6f42c1", "#0f7c8c", "#8a5a44", "#d63384", "#5b6472"];
 
-  var state = { t: [], v: {}, slo: {}, windowS: 300, charts: {}, markers: [] };
+  var state = { t: [], v: {}, slo: {}, bands: {}, windowS: 300, charts: {}, markers: [] };
+
+  // a dynamic chart's suffixes as [suffix, label] pairs (".rss_bytes" alone: the service's name is the label)
+  function suffixes(def) {
+    return typeof def.dynamic === "string" ? [[def.dynamic, ""]] : (def.dynamic || []);
+  }
 
   function keysFor(def) {
-    if (!def.dynamic) return def.series.map(function (s) { return s[0]; });
-    return Object.keys(state.v).filter(function (k) { return k.endsWith(def.dynamic); }).sort();
+    if (def.prefix) {
+      return Object.keys(state.v).filter(function (k) { return k.indexOf(def.prefix) === 0; }).sort();
+    }
+    var fixed = (def.series || []).map(function (s) { return s[0]; });
+    if (!def.dynamic) return fixed;
+    return fixed.concat(Object.keys(state.v).filter(function (k) {
+      return fixed.indexOf(k) === -1 && suffixes(def).some(function (s) { return k.endsWith(s[0]); });
+    }).sort());
+  }
+
+  function dynamicLabel(def, k) {
+    if (def.prefix) return k.slice(def.prefix.length);
+    var found = suffixes(def).find(function (s) { return k.endsWith(s[0]); });
+    if (!found) return k;
+    var stem = k.slice(0, k.length - found[0].length);
+    return found[1] && suffixes(def).length > 1 ? stem + " " + found[1] : stem;
   }
 
   function seriesFor(def, keys) {
     return keys.map(function (k, i) {
       var known = (def.series || []).find(function (s) { return s[0] === k; });
-      var label = known ? known[1] : k.replace(def.dynamic || "", "");
+      var label = known ? known[1] : dynamicLabel(def, k);
       var color = known ? known[2] : PALETTE[i % PALETTE.length];
       return { label: label, stroke: color, width: 2, spanGaps: false,
                value: function (u, v) { return v == null ? "–" : (+v).toFixed(v < 10 ? 2 : 0); } };
@@ -35,10 +68,25 @@
   }
 
   function thresholds(def) {
-    return (def.slo || []).map(function (s) {
+    var found = (def.slo || []).map(function (s) {
       var slo = state.slo[s[0]];
       return slo && slo.threshold != null ? { value: slo.threshold * s[1], side: s[2], name: s[0] } : null;
-    }).filter(Boolean);
+    });
+    (def.bands || []).forEach(function (b) {
+      var band = state.bands[b[0]];
+      if (band && band.threshold != null) {
+        found.push({ value: band.threshold, side: "above", name: b[1] });
+      }
+    });
+    return found.filter(Boolean);
+  }
+
+  // The time axis starts at the first sample; before any sample it spans the last minute up to now (uPlot's own
+  // range for no data is decades wide: the axis read "years").
+  function xRange(u, min, max) {
+    var now = Date.now() / 1000;
+    if (min == null || max == null || !isFinite(min) || !isFinite(max)) return [now - 60, now];
+    return [min, Math.max(max, min + 10)];
   }
 
   function sloBands(def) {
@@ -116,7 +164,7 @@
     var keys = keysFor(def);
     var opts = {
       width: Math.max(280, plot.clientWidth), height: 170,
-      scales: { x: { time: true }, y: { range: yRange(def) } },
+      scales: { x: { time: true, range: xRange }, y: { range: yRange(def) } },
       axes: [{ stroke: "#5b6472" }, { stroke: "#5b6472", size: 50 }],
       series: [{}].concat(seriesFor(def, keys)),
       legend: { live: true },
@@ -145,6 +193,7 @@
     });
     Object.keys(state.v).forEach(function (k) { state.v[k].push(point.v[k] == null ? null : point.v[k]); });
     state.slo = point.slo || state.slo;
+    state.bands = point.bands || state.bands;
     trim();
     return true;
   }
@@ -167,6 +216,7 @@
       state.t = h.t || [];
       state.v = h.v || {};
       state.slo = h.slo || {};
+      state.bands = h.bands || {};
       state.markers = h.markers || [];
     } catch (e) { /* no history: start empty */ }
     holder.querySelectorAll("figure.chart").forEach(build);

@@ -500,19 +500,6 @@ def test_unit_change_journey_a_data_incident(page: Any, ui_lab: Any) -> None:
     assert 100 * measured["decisions.decline_rate"]["max"] >= 0.5 * decline
 
 
-def _fault_targets_take_llm_replicas() -> bool:
-    """Whether the faults' target vocabulary (lab/scenario/vocab.py) names LLM replicas yet: the scenario format's
-    LLM support lands on its own branch. Until it does, a config push on `llm-1` is refused (a 422 naming the
-    target) and the journey changes the replica's config from the console instead."""
-    from lab.scenario import vocab
-
-    try:
-        vocab.check_service("llm-1")
-    except ValueError:
-        return False
-    return True
-
-
 def _last(page: Any, series: str) -> Any:
     return page.evaluate(f"(() => {{ const c = window.FaultlineCharts.state.v[{series!r}] || []; "
                          "const seen = c.filter(x => x != null); "
@@ -577,12 +564,7 @@ def test_llm_sandbox_charts_canary_config_push_generate_and_eval(llm_page: Any, 
         form = page.locator('form.fault-form[data-fault="config.push"]')
         form.get_by_label(re.compile("^Values")).fill('{"num_kv_blocks": 4}')
         form.get_by_role("button", name="Inject").click()
-        if _fault_targets_take_llm_replicas():
-            expect(page.locator("#fault-result")).to_contain_text("injected")
-        else:
-            expect(page.locator("#fault-result")).to_contain_text("target")
-            out = run_op(page, "config_set", service="llm-1", key="num_kv_blocks", value="4")
-            expect(out).to_contain_text("512 -> 4")
+        expect(page.locator("#fault-result")).to_contain_text("injected")
         # the panel refreshes only while it is on screen: look at it, on llm-1
         page.locator("section.canary").scroll_into_view_if_needed()
         page.locator("section.canary").get_by_label("Replica").select_option("llm-1")

@@ -111,12 +111,12 @@ def fault_form(entry: dict[str, Any], variant: str | None = None, target: str | 
         fields.append(f)
         values = [p for p in params if p.json_type == "object"] if declared["kind"] == "service" else []
         if values and choices:
-            chosen = f.default if f.default in choices else choices[0]
-            keys, key_example = config_keys(chosen)
+            service = f.default if f.default in choices else choices[0]
+            keys, key_example = config_keys(service)
             f.refresh_url, f.refresh_target = "/sandbox/forms", "#fault-form"
             for p in values:
                 if keys:
-                    p.help = f"a JSON object of keys {chosen} takes: {', '.join(keys)}"
+                    p.help = f"a JSON object of keys {service} takes: {', '.join(keys)}"
                     shown = p.default if isinstance(p.default, dict) else {}
                     if key_example and not set(shown) <= set(keys):
                         p.default = key_example

@@ -581,3 +581,52 @@ def test_llm_sandbox_charts_canary_config_push_generate_and_eval(llm_page: Any, 
             s.http.delete("/api/traffic", timeout=60)
         finally:
             s.close()
+
+
+def test_llm_scenario_journey_frozen_streams(llm_page: Any, llm_lab: Any) -> None:
+    """An LLM scenario end to end in the browser (frozen-streams, time compressed 20x, as the catalog runs it): start
+    it, get paged, compare the replicas' configs from the console, pin the evidence, restore the KV budget with
+    `config_set`, submit the taxonomy's answers, claim the fix and read a debrief scoring >= 90."""
+    from playwright.sync_api import expect
+
+    page = llm_page
+    Session(llm_lab.lab_url).wait_no_attempt()
+    page.goto(f"{llm_lab.lab_url}/scenarios/frozen-streams?time_scale=0.05")
+    expect(page.get_by_text("The stack is up")).to_be_visible()
+    page.get_by_role("button", name="Start the incident").click()
+    page.wait_for_url(re.compile(r"/attempts/[^/]+$"), timeout=120_000)
+    page.locator('.attempt-status[data-paged="true"]').wait_for(timeout=180_000)
+    page.locator('form.diagnosis[data-open="true"]').wait_for(timeout=30_000)
+    shot(page, "llm-journey-1-paged")
+
+    blocks: dict[str, int] = {}
+    shown: dict[str, Any] = {}
+    for replica in ("llm-1", "llm-2"):
+        out = run_op(page, "config_show", service=replica)
+        found = re.search(r"num_kv_blocks\D+(\d+)", out.inner_text())
+        assert found, out.inner_text()[:1000]
+        blocks[replica], shown[replica] = int(found.group(1)), out
+    bad = min(blocks, key=lambda r: blocks[r])
+    assert blocks[bad] < 512 <= max(blocks.values()), f"no replica shows a cut KV budget: {blocks}"
+    pin(shown[bad])
+    pin(run_op(page, "metrics", service=bad))
+    shot(page, "llm-journey-2-investigating")
+    out = run_op(page, "config_set", service=bad, key="num_kv_blocks", value="512")
+    expect(out).to_contain_text("512")
+
+    for question, option in {"category": "config", "component": bad, "cause": "kv-cache-budget"}.items():
+        page.locator(f'fieldset[data-question="{question}"] input[value="{option}"]').check()
+    page.get_by_role("button", name="Submit diagnosis").click()
+    page.locator(".diagnosis-done").wait_for()
+    settled(page)
+    page.get_by_role("button", name="I fixed it").click()
+    expect(page.locator("#fix-result")).to_contain_text("Claim received")
+    page.wait_for_url(re.compile(r"/debrief$"), timeout=180_000)
+    page.locator("#timeline-plot canvas").first.wait_for()
+    shot(page, "llm-journey-3-debrief")
+    for question in ("category", "component", "cause"):
+        verdict = page.locator(f'[data-part="diagnosis"] [data-question="{question}"]').get_attribute("data-correct")
+        assert verdict == "true", question
+    assert "verified:" in page.locator('[data-part="fix"]').inner_text()
+    score = float(page.locator(".score").get_attribute("data-score"))
+    assert score >= 90, f"the right diagnosis and a verified fix scored {score}"

@@ -58,7 +58,7 @@ def _group(runs: list[Run], offsets: list[int], block_size: int) -> AttnGroup:
     key_len = n_blocks * block_size
     # additive (0 / -inf), built once per step (a boolean mask is converted to this by every layer's attention):
     # the rows of a causal table, one index_select rather than half a dozen operators per group
-    mask = _causal_table(max(key_len, int(q_pos.max()) + 1))[:, :key_len].index_select(0, q_pos)
+    mask = _causal_table(key_len)[:, :key_len].index_select(0, q_pos)  # every query position < key_len
     return AttnGroup(rows=torch.tensor(rows), block_tables=torch.tensor(tables),
                      mask=mask.view(len(runs), 1, q_len, key_len))
 
@@ -67,9 +67,10 @@ _CAUSAL: list[torch.Tensor] = [torch.zeros(0, 0)]
 
 
 def _causal_table(n: int) -> torch.Tensor:
-    """(m, m) with m >= n: row p is 0 at keys 0..p and -inf after (grown by doubling, kept)."""
+    """(m, m) with m >= n: row p is 0 at keys 0..p and -inf after (kept; grown to the next multiple of 64, so
+    at most n_ctx + block_size rows however a fault sets the block size)."""
     if _CAUSAL[0].shape[0] < n:
-        m = max(n, 2 * _CAUSAL[0].shape[0], 64)
+        m = -(-n // 64) * 64
         _CAUSAL[0] = torch.zeros(m, m).masked_fill_(torch.ones(m, m, dtype=torch.bool).triu_(1), float("-inf"))
     return _CAUSAL[0]
 

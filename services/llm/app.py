@@ -282,7 +282,7 @@ class LLMServer:
                         finished = True
                         parts.append(_sse(OpenAIError(500, d.error, type_="server_error").body()))
                         break
-                    parts.extend(_sse(chunk) for chunk in fmt.chunks(d))
+                    parts.append(fmt.sse(d))
                     if d.finish_reason is not None:
                         finished = True
                         break
@@ -336,6 +336,16 @@ class _Format:
         self.created = int(time.time())
         self.echo = isinstance(req, CompletionRequest) and req.echo
         self.offset = 0
+        # a content chunk without logprobs is the same bytes but for its text: encoded once, the text spliced in
+        # (building and serialising the dict per chunk was most of the event loop's time per token)
+        self._plain: tuple[bytes, bytes] | None = None
+        if params.logprobs is None:
+            head = self._head("chat.completion.chunk" if chat else "text_completion")
+            marker = "\x00"
+            head["choices"] = [{"index": 0, "delta": {"content": marker}, "logprobs": None, "finish_reason": None}
+                               if chat else {"index": 0, "text": marker, "logprobs": None, "finish_reason": None}]
+            before, after = _sse(head).split(orjson.dumps(marker))
+            self._plain = before, after
 
     def _head(self, obj: str) -> dict[str, Any]:
         return {"id": self.rid, "object": obj, "created": self.created, "model": self.model}
@@ -409,6 +419,12 @@ class _Format:
             c["choices"] = [{"index": 0, "text": self._prompt_text(), "logprobs": None, "finish_reason": None}]
             return [c]
         return []
+
+    def sse(self, d: Delta) -> bytes:
+        """The SSE bytes of `chunks(d)`."""
+        if self._plain is not None and d.finish_reason is None and d.text:
+            return self._plain[0] + orjson.dumps(d.text) + self._plain[1]
+        return b"".join(_sse(chunk) for chunk in self.chunks(d))
 
     def chunks(self, d: Delta) -> list[dict[str, Any]]:
         out = []

@@ -161,11 +161,12 @@ class GPT(nn.Module):
 
     def forward_paged(self, batch: PagedBatch, cache: KVCache) -> torch.Tensor:
         """Logits (M, vocab) of the rows `batch.logit_index`; writes every new token's K/V into the cache."""
-        x = self.wte(batch.tokens) + self.wpe(batch.positions)
+        x = F.embedding(batch.tokens, self.wte.weight) + F.embedding(batch.positions, self.wpe.weight)
         n, c = x.shape
         h, d = self.cfg.n_head, self.cfg.head_dim
         for layer, block in enumerate(self.blocks):
-            q, k, v = block.c_attn(block.ln_1(x)).split(c, dim=1)
+            # .forward, not __call__: nn.Module's hook machinery cost ~5 % of a step at this model's size
+            q, k, v = block.c_attn.forward(block.ln_1.forward(x)).split(c, dim=1)
             k_cache, v_cache = cache.k[layer], cache.v[layer]
             k_cache.view(-1, h, d).index_copy_(0, batch.slots, k.reshape(n, h, d))
             v_cache.view(-1, h, d).index_copy_(0, batch.slots, v.reshape(n, h, d))
@@ -184,9 +185,9 @@ class GPT(nn.Module):
                     y = yg  # one group: its rows are all the tokens, in order
                 else:
                     y.index_copy_(0, g.rows, yg)
-            x = x + block.attn_proj(y)
-            x = x + block.mlp(block.ln_2(x))
-        return self.head(x[batch.logit_index])
+            x = x + block.attn_proj.forward(y)
+            x = x + block.mlp_proj.forward(F.gelu(block.c_fc.forward(block.ln_2.forward(x)), approximate="tanh"))
+        return F.linear(self.ln_f.forward(x[batch.logit_index]), self.wte.weight)
 
 
 def quantize_int8(model: GPT) -> GPT:

@@ -80,6 +80,15 @@ class Scheduler:
             self.preempt(seq)
         self.running.clear()
 
+    def _release(self, seq: Sequence) -> None:
+        """A waiting sequence that is not admitted this step gives back the prefix-cache blocks it was just lent (they
+        stay cached, so it hits them again next time): waiting sequences hold no blocks. Otherwise a few of them,
+        each left holding its shared prefix as preemptions push it back down the queue, can pin a small cache with
+        nothing running, and the replica stops for good."""
+        if seq.block_table:
+            self.blocks.free(seq)
+            seq.num_computed = 0
+
     def _spec_tokens(self, seq: Sequence) -> int:
         k = self.config.num_speculative_tokens
         if k <= 0 or not seq.params.greedy or seq.params.logprobs is not None:
@@ -98,8 +107,10 @@ class Scheduler:
                 seq.num_computed = self.blocks.allocate_prefix(seq, seq.tokens, len(seq.tokens) - 1)
             n = len(seq.tokens) - seq.num_computed
             if out and n > budget:
+                self._release(seq)
                 break
             if not self.blocks.ensure(seq, seq.num_computed + n):
+                self._release(seq)
                 break
             self.waiting.popleft()
             seq.status = Status.RUNNING
@@ -158,12 +169,14 @@ class Scheduler:
                 if cfg.enable_chunked_prefill:
                     n = budget
                 elif out:
+                    self._release(seq)
                     break
                 else:
                     n = remaining
             else:
                 n = remaining
             if not self.blocks.ensure(seq, seq.num_computed + n):
+                self._release(seq)
                 break
             self.waiting.popleft()
             seq.status = Status.RUNNING

@@ -164,3 +164,92 @@ def test_scale_chooses_its_track_in_api_and_cli(both: Lab) -> None:
     out = faultline("deploys", "--track", "llm", "--home", str(both.stack.home), timeout=60)
     assert out.returncode == 0 and "v1-int8" in out.stdout, out
     assert "llm-2" not in {s["name"] for s in both.status()["services"]}
+
+
+# --- an LLM attempt on the two-track lab: replicas_ready counts llm-N, the attempt's track is the default, and the
+# reset puts both tracks back -------------------------------------------------------------------------------------
+
+READY_SCENARIO = """\
+id: llm-ready
+title: Replicas of the LLM track
+summary: Counts the LLM replicas.
+difficulty: intro
+skills: [capacity]
+estimated_minutes: 5
+briefing: Nothing happens for a long while.
+stack:
+  track: llm
+  replicas: 1
+  traffic: {rps: 1}
+faults:
+  - {id: late, kind: config, action: push, target: llm-1, params: {values: {num_kv_blocks: 64}},
+     when: {at_s: 20000}, until: fixed}
+steady_state:
+  - {id: ready, kind: replicas_ready, tolerance: {min: 1}}
+diagnosis:
+  answer: {category: [config], component: [llm-1], cause: [kv-cache-budget]}
+  evidence:
+    - {op: metrics, args: {service: llm-1}}
+fix:
+  accepted:
+    - {description: ready, probes: [ready], hold_s: 30}
+hints:
+  - {text: Look., cost: 5}
+  - {text: Set it back., cost: 10, solution: true}
+scoring:
+  weights: {diagnosis: 40, fix: 30, time: 10, hints: 20}
+  par_detect_s: 60
+  par_mitigate_s: 180
+debrief:
+  what_happened: Nothing.
+  ideal_path: ["metrics llm-1"]
+  lesson: Count.
+solution:
+  - {op: metrics, args: {service: llm-1}}
+  - {op: config_set, args: {service: llm-1, key: num_kv_blocks, value: 512}}
+wrong_fix:
+  - {op: restart, args: {service: llm-1}}
+"""
+
+
+def _ready_probe(lab: Lab) -> Any:
+    probes = _console(lab, "slo")["data"]["steady_state"]
+    return next(p for p in probes if p["id"] == "ready")["value"]
+
+
+def test_an_llm_attempt_counts_llm_replicas_and_its_reset_restores_both_tracks(both: Lab) -> None:
+    import yaml
+
+    api = both.stack.lab_url + "/api"
+    _llm_ready(both)
+    r = both.http.post(api + "/attempts", json={"scenario": yaml.safe_load(READY_SCENARIO), "seed": 1,
+                                                "time_scale": 0.05})
+    assert r.status_code == 201, r.text
+    attempt_id = r.json()["attempt_id"]
+    st = wait_until(lambda: (s := both.http.get(f"{api}/attempts/{attempt_id}").json())["status"] != "running"
+                    or s["phase"] not in ("preparing", "warming") and s, 180, interval=0.3, what="attempt running")
+    assert st["status"] == "running", st
+    try:
+        wait_until(lambda: _ready_probe(both) == 1, 30, interval=0.5, what="replicas_ready 1 (llm-1)")
+        # the attempt's track is the default: v1 means the LLM v1, `scale 2` the LLM replicas
+        assert _console(both, "deploy", version="v1-int8")["data"]["track"] == "llm"
+        grown = _console(both, "scale", replicas=2)["data"]
+        assert grown["track"] == "llm" and grown["models"] == ["llm-1", "llm-2"]
+        assert _console(both, "deploy", version="v2", track="fraud")["data"]["track"] == "fraud"
+        wait_until(lambda: _ready_probe(both) == 2, 60, interval=0.5, what="replicas_ready 2 (llm-1, llm-2)")
+        _console(both, "drain", replica="llm-2")
+        wait_until(lambda: _ready_probe(both) == 1, 30, interval=0.5, what="replicas_ready 1 (llm-2 drained)")
+    finally:
+        both.http.post(f"{api}/attempts/{attempt_id}/abort", json={"reason": "test"})
+
+    def reset() -> bool:
+        if both.http.get(api + "/attempts/active").json()["attempt"] is not None:
+            return False
+        names = {s["name"] for s in both.status()["services"]}
+        return "llm-2" not in names
+    wait_until(reset, 180, interval=0.5, what="the reset after the attempt")
+    llm = _console(both, "deploys", track="llm")["data"]
+    assert llm["replicas"][LLM1]["version"] == "v1" and not llm["drained"]
+    fraud = _console(both, "deploys", track="fraud")["data"]
+    assert fraud["replicas"]["model-1"]["default"] == "v1"
+    _llm_ready(both)

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lab.scenario import vocab
 from lab.scenario.loader import CATALOG_DIR, SUFFIX, check_file, render, validate_paths
 from lab.scenario.models import Scenario
-from lab.scenario import vocab
 from lab.scenario.vocab import SLUG_PATTERN
 
 

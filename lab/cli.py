@@ -382,8 +382,9 @@ def _down_lab(args: argparse.Namespace, home: Path) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    res = api(args, "POST", "/api/scale", {"replicas": args.replicas}, timeout=300)
-    print(f"scaled to {res['replicas']} replicas: {', '.join(res['models'])}")
+    body = {"replicas": args.replicas, **({"track": args.track} if args.track else {})}
+    res = api(args, "POST", "/api/scale", body, timeout=300)
+    print(f"scaled the {res.get('track', 'fraud')} track to {res['replicas']} replicas: {', '.join(res['models'])}")
     return EXIT_OK
 
 
@@ -594,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scale", help="set the number of model replicas")
     common(sc)
     sc.add_argument("replicas", type=_replicas)
+    sc.add_argument("--track", choices=("fraud", "llm"),
+                    help="which track's replicas (model-N or llm-N); needed when the stack runs both")
     sc.set_defaults(func=cmd_scale)
 
     for name, fn, text in (("restart", cmd_restart, "restart a service"), ("stop", cmd_stop, "stop a service"),

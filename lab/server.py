@@ -44,6 +44,7 @@ COMPONENT_MODULES: tuple[str, ...] = (
 class ScaleBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    track: Literal["fraud", "llm"] | None = None  # required when the stack runs both tracks
 
 
 class ServicePatch(BaseModel):
@@ -85,7 +86,11 @@ def core_router(lab: Lab) -> APIRouter:
 
     @r.post("/scale")
     def scale(body: ScaleBody) -> dict[str, Any]:
-        return lab.stack.scale(body.replicas)
+        if body.track is None and len(lab.stack.topology.tracks) > 1:  # never a silent pick (docs/console.md)
+            raise StackError(f"this lab runs the fraud and LLM tracks: say which one to scale with "
+                             f"`faultline scale {body.replicas} --track llm` (or --track fraud; API: \"track\")")
+        return {"track": body.track or lab.stack.topology.tracks[0],
+                **lab.stack.scale(body.replicas, track=body.track)}
 
     @r.post("/services/{name}/restart")
     def restart(name: str) -> dict[str, Any]:

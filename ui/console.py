@@ -73,11 +73,13 @@ def live_choices(lab: Any, op: str | None = None) -> dict[str, list[str]]:
     if faults is None or stack.phase not in ("running", "degraded"):
         return choices
     if "version" in takes:
-        # version operations are about LLM versions on a stack of the LLM track only (lab/console/llm.py)
-        listing = "/v1/llm/models" if llm and not topology.model_names() else "/v1/models"
         try:
-            versions = faults.ctx.registry("GET", listing, timeout=2.0)
-            choices["version"] = [m["version"] for m in versions if isinstance(m, dict) and "version" in m]
+            # both registries' versions when the stack runs the LLM track (the console picks the track by them)
+            paths = ["/v1/models"] * ("fraud" in stack.topology.tracks) + ["/v1/llm/models"] * (
+                "llm" in stack.topology.tracks)
+            versions = [m for path in paths for m in faults.ctx.registry("GET", path, timeout=2.0)]
+            choices["version"] = list(dict.fromkeys(m["version"] for m in versions
+                                                    if isinstance(m, dict) and "version" in m))
         except Exception:  # noqa: BLE001 - the version field falls back to free text
             pass
     if "pid" in takes:

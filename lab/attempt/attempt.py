@@ -91,7 +91,8 @@ class Attempt:
         self._lock = threading.RLock()
         self._done = threading.Event()
         self._unsubscribe: Any = None
-        self.evaluator = ProbeEvaluator(self.lab, self.scale, self.labels)
+        self.evaluator = ProbeEvaluator(self.lab, self.scale, self.labels,
+                                        getattr(self.scenario.stack, "track", "fraud"))
         self._thread = threading.Thread(target=self._main, name=f"attempt-{attempt_id}", daemon=True)
 
     # --- lifecycle ------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from lab import parts
 from lab.monitor.llm import PROBE_KINDS as LLM_KINDS
 from lab.monitor.llm import probe_value as llm_probe_value
 from lab.monitor.signals import (
@@ -150,8 +151,9 @@ def _windowed_values(monitor: Any, probes: list[Any], time_scale: float, labels:
 class ProbeEvaluator:
     """Measures probes on a Lab. `labels` maps version labels of this run to vN (shared with the attempt)."""
 
-    def __init__(self, lab: Any, time_scale: float, labels: dict[str, str]) -> None:
+    def __init__(self, lab: Any, time_scale: float, labels: dict[str, str], track: str = "fraud") -> None:
         self.lab = lab
+        self.track = track  # the scenario's: whose replicas `replicas_ready` counts (model-N, or llm-N)
         self.time_scale = time_scale
         self.labels = labels
         # At the attempt's clock start: each service's process start count, and the time (restarts, uptime_s).
@@ -256,7 +258,7 @@ class ProbeEvaluator:
         if config is None:
             config = cache[("config", GATEWAY)] = self.http.get_config(GATEWAY)
         drained = set(config.get("drained") or [])
-        names = self.lab.stack.topology.model_names()
+        names = self.lab.stack.topology.instances(parts.replica_part(self.track))
         ready = 0
         for st in self.lab.stack.supervisor.status(names):
             if st.get("ready") and st["name"] not in drained:

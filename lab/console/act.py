@@ -19,9 +19,10 @@ from typing import Any
 
 from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation
-from lab.console.llm import check_llm_replica, is_llm_replica, llm_only, llm_replicas, llm_rollout
+from lab.console.llm import check_llm_replica, is_llm_replica, llm_replicas, llm_rollout
 from lab.console.rollout import TRAIN_TIMEOUT_S, canary_rollout, full_rollout, holder
 from lab.console.settable import settable
+from lab.console.tracks import LLM, op_track, version_track
 from lab.parts.gateway import NAME as GATEWAY
 from lab.rules import RuleError, attempt_refusal
 from lab.stack import StackError
@@ -200,13 +201,16 @@ def _wait_up_or_down(ctx: ConsoleContext, name: str) -> tuple[dict[str, Any], bo
 def scale(ctx: ConsoleContext, args: Any) -> OpResult:
     if not 1 <= args.replicas <= MAX_CONSOLE_REPLICAS:
         raise ConsoleError(f"replicas must be between 1 and {MAX_CONSOLE_REPLICAS} on this console", 422)
-    # on a stack without the fraud track, scale sets the LLM replicas (lab/stack.py)
-    before = len(llm_replicas(ctx)) if llm_only(ctx) else ctx.stack.topology.replicas
+    # the track named, the only one running, or the attempt's (lab/console/tracks.py)
+    track = op_track(ctx, "scale", args.track, str(args.replicas))
+    before = len(llm_replicas(ctx)) if track == LLM else ctx.stack.topology.replicas
     t0 = time.monotonic()
-    res = _stack(ctx.stack.scale, args.replicas)
+    res = _stack(ctx.stack.scale, args.replicas, track=track)
     took = time.monotonic() - t0
-    text = f"scaled from {before} to {res['replicas']} replicas ({', '.join(res['models'])}) in {took:.1f}s"
-    return OpResult({"before": before, **res, "seconds": round(took, 2)}, text)
+    what = "LLM replicas" if track == LLM else "replicas"
+    text = f"scaled from {before} to {res['replicas']} {what} ({', '.join(res['models'])}) in {took:.1f}s"
+    return OpResult({"track": track, "before": before, **res, "seconds": round(took, 2)}, text,
+                    resolved={"track": track})
 
 
 def _drained(ctx: ConsoleContext, replica: str, drain: bool) -> OpResult:
@@ -236,13 +240,13 @@ def undrain(ctx: ConsoleContext, args: Any) -> OpResult:
 
 
 def _rollout_result(res: dict[str, Any], text: str, **resolved: Any) -> OpResult:
-    return OpResult(res, text, resolved={"version": res["version"], **resolved})
+    return OpResult({"track": "fraud", **res}, text, resolved={"version": res["version"], "track": "fraud", **resolved})
 
 
 @operation("deploy")
 def deploy(ctx: ConsoleContext, args: Any) -> OpResult:
     version = ctx.resolve_version(args.version)
-    if llm_only(ctx):
+    if version_track(ctx, "deploy", version, args.track) == LLM:
         return llm_rollout(ctx, version, args.canary, "deployed", args.part)
     if args.part not in (None, "all"):
         raise ConsoleError(f"part {args.part!r}: a model version of this track deploys whole (parts are the LLM "
@@ -259,7 +263,7 @@ def deploy(ctx: ConsoleContext, args: Any) -> OpResult:
 @operation("promote")
 def promote(ctx: ConsoleContext, args: Any) -> OpResult:
     version = ctx.resolve_version(args.version)
-    if llm_only(ctx):
+    if version_track(ctx, "promote", version, args.track) == LLM:
         return llm_rollout(ctx, version, None, "promoted")
     res = full_rollout(ctx.http, ctx.stack.topology.model_names(), version, archive_canary=False)
     return _rollout_result(res, f"{version} promoted: production, 100% of traffic")
@@ -268,7 +272,7 @@ def promote(ctx: ConsoleContext, args: Any) -> OpResult:
 @operation("rollback")
 def rollback(ctx: ConsoleContext, args: Any) -> OpResult:
     version = ctx.resolve_version(args.version)
-    if llm_only(ctx):
+    if version_track(ctx, "rollback", version, args.track) == LLM:
         return llm_rollout(ctx, version, None, "rolled back to")
     res = full_rollout(ctx.http, ctx.stack.topology.model_names(), version, archive_canary=True)
     extra = f"; canary {res['canary_archived']} archived" if res.get("canary_archived") else ""

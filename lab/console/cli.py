@@ -44,6 +44,11 @@ def console(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> int:
     return EXIT_OK
 
 
+TRACKS = ("fraud", "llm")
+TRACK_HELP = ("which track: needed on a lab running both when the version does not say it (v1 is both a fraud and "
+              "an LLM version)")
+
+
 # --- commands lab/cli.py already has: the console while an attempt runs ------------------------------------------
 
 
@@ -88,7 +93,7 @@ WRAPPED: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] =
     "status": ("status", lambda a: {}),
     "logs": ("logs", lambda a: {"service": a.service, "grep": a.grep, "tail": a.tail,
                                 "regex": True if getattr(a, "regex", False) else None}),
-    "scale": ("scale", lambda a: {"replicas": a.replicas}),
+    "scale": ("scale", lambda a: {"replicas": a.replicas, "track": getattr(a, "track", None)}),
     "restart": ("restart", lambda a: {"service": a.service}),
     "traffic": ("traffic", lambda a: {"rps": a.rps, "profile": a.profile}),
     "metrics": ("metrics", lambda a: {"service": getattr(a, "service", None)}),
@@ -147,7 +152,8 @@ def _add_console_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     sp.set_defaults(func=_console_cmd("trace", lambda a: {"limit": a.limit}))
 
     sp = new("deploys", "model versions: registry stages, lineage, metrics; gateway routing; what each replica serves")
-    sp.set_defaults(func=_console_cmd("deploys", lambda a: {}))
+    sp.add_argument("--track", choices=TRACKS, help=TRACK_HELP)
+    sp.set_defaults(func=_console_cmd("deploys", lambda a: {"track": a.track}))
 
     sp = new("reference", "a model version's training reference: score quantiles and histogram, the share above "
              "its calibrated threshold, each feature's distribution (default: the production version)")
@@ -180,13 +186,15 @@ def _add_console_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
     sp.add_argument("--canary", type=float, help="share of traffic for the new version (0..1, exclusive)")
     sp.add_argument("--part", choices=("all", "weights", "tokenizer", "generation_config"),
                     help="LLM track: deploy one part of the version alone (default: all)")
+    sp.add_argument("--track", choices=TRACKS, help=TRACK_HELP)
     sp.set_defaults(func=_console_cmd("deploy", lambda a: {"version": a.version, "canary": a.canary,
-                                                           "part": a.part}))
+                                                           "part": a.part, "track": a.track}))
     for name, help_text in (("rollback", "back to VERSION: production, 100%% of traffic, canary removed"),
                             ("promote", "make VERSION production, 100%% of traffic")):
         sp = new(name, help_text)
         sp.add_argument("version")
-        sp.set_defaults(func=_console_cmd(name, lambda a: {"version": a.version}))
+        sp.add_argument("--track", choices=TRACKS, help=TRACK_HELP)
+        sp.set_defaults(func=_console_cmd(name, lambda a: {"version": a.version, "track": a.track}))
 
     sp = new("retrain", "train a new version on recent labelled traffic and register it (staging)")
     sp.add_argument("--window", type=float, dest="window_s", help="seconds of recent traffic (default 600)")

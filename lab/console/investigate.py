@@ -11,7 +11,8 @@ from typing import Any
 
 from lab import parts
 from lab.console.base import ConsoleContext, ConsoleError, OpResult, num, operation, table
-from lab.console.llm import is_llm_replica, llm_deploys, llm_only, replica_metrics
+from lab.console.llm import is_llm_replica, llm_deploys, replica_metrics
+from lab.console.tracks import LLM, op_track
 from lab.logbuffer import iso_utc
 from lab.logsearch import BadSearch
 from lab.parts.gateway import NAME as GATEWAY
@@ -186,7 +187,7 @@ def slo(ctx: ConsoleContext, args: Any) -> OpResult:
 
 @operation("deploys")
 def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
-    if llm_only(ctx):
+    if op_track(ctx, "deploys", args.track) == LLM:  # lab/console/tracks.py
         return llm_deploys(ctx)
     http = ctx.http
     try:
@@ -204,7 +205,7 @@ def deploys(ctx: ConsoleContext, args: Any) -> OpResult:
             serving[replica] = {"error": str(exc)}
     listing = [{k: m.get(k) for k in ("version", "stage", "created_at", "metrics", "lineage", "variant", "sha256")}
                for m in versions]
-    data = {"versions": listing, "routing": gateway.get("routing"), "drained": gateway.get("drained"),
+    data = {"track": "fraud", "versions": listing, "routing": gateway.get("routing"), "drained": gateway.get("drained"),
             "replicas": serving}
     rows = [["VERSION", "STAGE", "AUC", "RECALL", "PRECISION", "THRESHOLD", "PARENT", "SOURCE", "CREATED"]]
     for m in listing:

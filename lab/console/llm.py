@@ -40,11 +40,6 @@ def runs_llm(ctx: ConsoleContext) -> bool:
     return ctx.stack.topology.runs(llm_part())
 
 
-def llm_only(ctx: ConsoleContext) -> bool:
-    """The stack runs the LLM track and not the fraud one: version operations are about LLM versions."""
-    return runs_llm(ctx) and not ctx.stack.topology.runs(parts.replica_part())
-
-
 def llm_replicas(ctx: ConsoleContext) -> list[str]:
     return ctx.stack.topology.instances(llm_part())
 
@@ -358,4 +353,4 @@ def llm_rollout(ctx: ConsoleContext, version: str, canary: float | None, verb: s
     what = f"LLM {version}" if whole else f"the {part} of LLM {version}"
     text = f"{what} {verb}: {', '.join(done)} restarted on it one at a time in {took:.1f}s"
     return OpResult({"track": TRACK, "version": version, "part": part or "all", "replicas": done,
-                     "seconds": round(took, 2)}, text, resolved={"version": version})
+                     "seconds": round(took, 2)}, text, resolved={"version": version, "track": TRACK})

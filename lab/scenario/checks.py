@@ -147,7 +147,7 @@ def _replicas_exist(s: Scenario) -> Iterator[Problem]:
 # Probe kinds, console operations and fault kinds that measure or touch one track's parts only (the LLM probe kinds
 # are lab.scenario.probes.LLM_PROBE_KINDS; the rest work on either track: configs, states, restarts, uptime).
 FRAUD_ONLY_PROBES = frozenset({"latency_p99_ms", "error_rate", "accuracy", "recall", "precision", "drift_psi",
-                               "deployed_version", "replicas_ready", "decline_rate", "score_quantile",
+                               "deployed_version", "decline_rate", "score_quantile",
                                "status_share"})
 FRAUD_ONLY_OPS = frozenset({"trace", "drift", "reference", "retrain", "distributions", "decisions", "inspect",
                             "send", "upstreams", "traffic"})
@@ -208,6 +208,15 @@ def _track(s: Scenario) -> Iterator[Problem]:
             if op.op in wrong_ops:
                 other = "LLM" if track == vocab.DEFAULT_TRACK else "fraud"
                 yield (*field.split("."), i, "op"), f"'{op.op}' is an operation of the {other} track"
+            named = op_args(op).get("track")
+            if named is not None and named != track:
+                yield (*field.split("."), i, "args", "track"), (
+                    f"'{named}': this scenario runs the {track} track (stack.track); its operations act on it")
+    versions = vocab.FRAUD_VERSION_REFS if track == vocab.DEFAULT_TRACK else vocab.LLM_VERSIONS
+    for loc, version in _version_refs(s):
+        if version not in versions:
+            yield loc, (f"'{version}' is not a version of the {track} track; expected one of: "
+                        f"{', '.join(versions)}")
     if track != vocab.DEFAULT_TRACK:
         for i, f in enumerate(s.faults):
             if f.kind in FRAUD_ONLY_FAULTS or f"{f.kind}.{f.action}" in FRAUD_ONLY_FAULTS:

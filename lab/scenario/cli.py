@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lab.scenario import vocab
 from lab.scenario.loader import CATALOG_DIR, SUFFIX, check_file, render, validate_paths
 from lab.scenario.models import Scenario
 from lab.scenario.vocab import SLUG_PATTERN
@@ -63,21 +64,25 @@ def _entry(s: Scenario) -> dict[str, Any]:
     }
 
 
-def cmd_list(directory: str | Path = CATALOG_DIR, as_json: bool = False) -> int:
-    """The catalog: id, title, difficulty, skills, estimated minutes. Invalid files are reported, not listed."""
+def cmd_list(directory: str | Path = CATALOG_DIR, as_json: bool = False, track: str | None = None) -> int:
+    """The catalog: id, track, title, difficulty, skills, estimated minutes (one track's with `track`). Invalid files
+    are reported, not listed."""
     directory = Path(directory)
     if not directory.is_dir():
         print(f"{directory}: no such directory", file=sys.stderr)
         return 1
     scenarios, problems = _catalog(directory)
+    if track is not None:
+        scenarios = [s for s in scenarios if s.track == track]
     if as_json:
         print(json.dumps([_entry(s) for s in scenarios], indent=2))
     else:
-        rows = [("ID", "DIFFICULTY", "MIN", "SKILLS", "TITLE")]
-        rows += [(s.id, s.difficulty, str(s.estimated_minutes), ",".join(s.skills), s.title) for s in scenarios]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows = [("ID", "TRACK", "DIFFICULTY", "MIN", "SKILLS", "TITLE")]
+        rows += [(s.id, s.track, s.difficulty, str(s.estimated_minutes), ",".join(s.skills), s.title)
+                 for s in scenarios]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
         for r in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+            print("  ".join(cell.ljust(w) for cell, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
@@ -178,10 +183,11 @@ def add_command(sub: Any) -> None:
     va = ssub.add_parser("validate", help="check files or folders; every problem as file:line: field: message")
     va.add_argument("paths", nargs="*", help="scenario files or folders (default: the catalog)")
     va.set_defaults(func=lambda a: cmd_validate(a.paths))
-    ls = ssub.add_parser("list", help="the catalog: id, title, difficulty, skills, estimated minutes")
+    ls = ssub.add_parser("list", help="the catalog: id, track, title, difficulty, skills, estimated minutes")
     ls.add_argument("--dir", default=str(CATALOG_DIR), help="catalog folder (default: scenarios/)")
     ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=lambda a: cmd_list(a.dir, a.json))
+    ls.add_argument("--track", choices=vocab.TRACKS, help="only this track's scenarios")
+    ls.set_defaults(func=lambda a: cmd_list(a.dir, a.json, a.track))
     sh = ssub.add_parser("show", help="a scenario's card and briefing (no spoilers)")
     sh.add_argument("scenario_id", metavar="ID")
     sh.add_argument("--dir", default=str(CATALOG_DIR), help="catalog folder (default: scenarios/)")

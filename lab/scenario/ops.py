@@ -95,8 +95,20 @@ class ConfigSetArgs(Strict):
     value: Any
 
 
+# Which track an operation acts on, on a lab running both (docs/console.md, "Choosing the track"): none means
+# the only track the stack runs, else the track the version named belongs to, else the running attempt's.
+Track = Literal[vocab.TRACKS]  # type: ignore[valid-type]
+
+
+class TrackArgs(Strict):
+    track: Track | None = None
+
+
 class ScaleArgs(Strict):
+    """`replicas` of one track's model replicas (model-N on the fraud track, llm-N on the LLM track)."""
+
     replicas: int = Field(ge=1, le=vocab.MAX_REPLICAS)
+    track: Track | None = None
 
 
 class ReplicaArgs(Strict):
@@ -110,10 +122,12 @@ class DeployArgs(Strict):
     version: VersionRef
     canary: float | None = Field(default=None, gt=0, lt=1)
     part: Literal["all", "weights", "tokenizer", "generation_config"] | None = None
+    track: Track | None = None
 
 
 class VersionArgs(Strict):
     version: VersionRef
+    track: Track | None = None
 
 
 class RetrainArgs(Strict):
@@ -149,7 +163,7 @@ OP_ARGS: dict[str, type[Strict]] = {
     "trace": TraceArgs,
     "drift": DriftArgs,
     "slo": NoArgs,
-    "deploys": NoArgs,
+    "deploys": TrackArgs,
     "config_show": ServiceArgs,
     "reference": ReferenceArgs,
     "config_set": ConfigSetArgs,

@@ -189,7 +189,7 @@ class ServiceStateProbe(_Probe):
 
 
 class ReplicasReadyProbe(_Probe):
-    """How many model replicas are ready and not drained."""
+    """How many of the scenario's track's model replicas (model-N, or llm-N) are ready and not drained."""
 
     kind: Literal["replicas_ready"]
 

@@ -181,7 +181,12 @@ def check_feature(name: str) -> str:
     return name
 
 
-VERSION_REFS: tuple[str, ...] = (*BASE_VERSIONS, *MODEL_VARIANTS, CORRUPT_LABEL, RETRAINED_LABEL)
+# Every LLM version `make setup` registers (services/llm/train.py: v1, its draft and int8 variant, then the derived
+# incident versions): what an LLM scenario's deploy, rollback and promote may name.
+LLM_VERSIONS: tuple[str, ...] = ("v1", "v1-draft", "v1-int8", "v1-int4", "v2", "v2-draft")
+# The fraud track's version refs; an LLM scenario names LLM_VERSIONS (checked against stack.track).
+FRAUD_VERSION_REFS: tuple[str, ...] = (*BASE_VERSIONS, *MODEL_VARIANTS, CORRUPT_LABEL, RETRAINED_LABEL)
+VERSION_REFS: tuple[str, ...] = tuple(dict.fromkeys((*FRAUD_VERSION_REFS, *LLM_VERSIONS)))
 
 
 def check_version_ref(name: str) -> str:

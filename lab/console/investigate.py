@@ -129,11 +129,31 @@ def metrics(ctx: ConsoleContext, args: Any) -> OpResult:
         raise ConsoleError(f"no metrics for {name} yet (the monitor scrapes once a second)", 404)
     data = {"service": name, "at": snapshot.get("at"), "window_s": snapshot.get("window_s"), **entry}
     text = _service_metrics_text(name, entry)
-    if name == GATEWAY:  # where the model-quality figures are measured
+    if name == GATEWAY and "llm_rps" in entry:  # the LLM routes: server side, and as the clients measure them
+        text += "\n\n" + _gateway_llm_text(entry)
+    if name == GATEWAY and parts.DEFAULT_TRACK in ctx.stack.topology.tracks:  # the fraud model's quality
         data["versions"] = snapshot.get("versions")
         data["quality"] = {k: snapshot.get(k) for k in ("accuracy", "precision", "recall", "labels")}
         text += "\n\n" + _gateway_model_text(snapshot)
     return OpResult(data, text)
+
+
+def _gateway_llm_text(g: dict[str, Any]) -> str:
+    def pct(v: Any) -> str:
+        return num(None if v is None else 100 * v, "{:.1f}%")
+
+    return "\n".join([
+        "LLM routes (the gateway's own figures, then the clients')",
+        f"  requests/s       {num(g.get('llm_rps'))}   errors {pct(g.get('llm_error_rate'))}   "
+        f"rate-limited (429) {pct(g.get('rate_limited_rate'))}",
+        f"  TTFT p50/p99     gateway {num(g.get('llm_ttft_p50_ms'))}/{num(g.get('llm_ttft_p99_ms'))} ms   "
+        f"clients {num(g.get('client_ttft_p50_ms'))}/{num(g.get('client_ttft_p99_ms'))} ms",
+        f"  ITL p50/p99      clients {num(g.get('client_itl_p50_ms'))}/{num(g.get('client_itl_p99_ms'))} ms",
+        f"  e2e p50/p99      clients {num(g.get('client_e2e_p50_ms'))}/{num(g.get('client_e2e_p99_ms'))} ms",
+        f"  output tokens/s  gateway {num(g.get('llm_output_tokens_per_s'))}   clients "
+        f"{num(g.get('client_output_tokens_per_s'))}",
+        f"  goodput          {pct(g.get('goodput_ratio'))} ({num(g.get('goodput_rps'))} rps)",
+    ])
 
 
 def _gateway_model_text(snapshot: dict[str, Any]) -> str:

@@ -473,6 +473,31 @@ def test_llm_console_generate_eval_and_drain_from_the_browser(llm_web: Session) 
         assert r.status_code == 200
 
 
+def test_llm_metrics_show_the_vllm_figures_in_the_browser(llm_web: Session) -> None:
+    """`metrics llm-N` shows the replica's vLLM figures (latency, KV cache, preemptions, finish reasons), `metrics
+    gateway` its LLM routes and the clients' figures, `metrics` the LLM replicas' table; no fraud quality lines on a
+    stack without the fraud track."""
+    r = llm_web.post("/sandbox/console/metrics", data={"service": "llm-1"})
+    assert r.status_code == 200, r.text
+    for key in ("ttft", "itl", "kv_cache_usage", "preemptions", "prefix_cache_hit_rate", "finish_reason"):
+        assert f'data-key="{key}"' in r.text, key
+    assert "of 512 blocks" in r.text
+    r = llm_web.post("/sandbox/console/metrics", data={"service": "gateway"})
+    assert r.status_code == 200 and 'class="gateway-llm"' in r.text and "TTFT p50 / p99 (clients)" in r.text
+    assert "feedback labels" not in r.text and "By model version" not in r.text
+    deadline = time.time() + 30
+    while True:  # a lab just started: the monitor's first LLM scrapes take a few seconds
+        r = llm_web.post("/sandbox/console/metrics")
+        assert r.status_code == 200 and 'class="metrics-llm-all"' in r.text
+        if 'data-replica="llm-1"' in r.text and 'data-replica="llm-2"' in r.text or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert 'data-replica="llm-1"' in r.text and 'data-replica="llm-2"' in r.text
+    assert "feedback labels" not in r.text
+    text = llm_web.api("POST", "/api/console/metrics", json={"service": "gateway"})["text"]
+    assert "LLM routes" in text and "MODEL VERSION" not in text, "the CLI's text as well"
+
+
 def test_llm_canary_panel_samples_one_replica(llm_web: Session) -> None:
     r = llm_web.http.get("/ui/canary", params={"replica": "llm-2"}, headers={"HX-Request": "true"})
     assert r.status_code == 200 and 'data-replica="llm-2"' in r.text

@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from lab import parts
 from lab.monitor import evidence, prom
 from lab.monitor import llm as llm_signals
 from lab.monitor.drift import DriftConfig, Reference, drift_report
@@ -612,8 +613,19 @@ class Monitor:
         figures = q["overall"] if spec.target in ("all", "*", "") else q["versions"].get(spec.target)
         return honest_quality(figures, w).get(spec.kind.removesuffix("_min")) if figures else None
 
+    def running_tracks(self) -> set[str]:
+        """The tracks whose replicas the stack runs now (a track's objectives are judged and shown only then); the
+        default track's while no replica is known yet (a stack starting, or none)."""
+        running = {track for track in parts.TRACKS
+                   if any((p := parts.part_for(name)) is not None and p is parts.replica_part(track)
+                          for name in self.targets)}
+        return running or {parts.DEFAULT_TRACK}
+
     def _evaluate_slos(self, now: float) -> None:
+        running = self.running_tracks()
         for name, tracker in self.book.trackers.items():
+            if tracker.spec.track is not None and tracker.spec.track not in running:
+                continue  # the other track's objective: no verdict, no events, not shown
             try:
                 value, breached = self.slo_value(tracker.spec, now)
             except Exception:
@@ -739,8 +751,11 @@ class Monitor:
 
     def slo(self) -> dict[str, Any]:
         """{"slos": [{name, state, value, threshold, since, ...}], "events": [...]}."""
+        running = self.running_tracks()
         with self._lock:
-            return _clean(self.book.status())
+            status = self.book.status()
+        shown = {name for name, t in self.book.trackers.items() if t.spec.track is None or t.spec.track in running}
+        return _clean({**status, "slos": [s for s in status["slos"] if s["name"] in shown]})
 
     def series_names(self) -> list[str]:
         with self._lock:

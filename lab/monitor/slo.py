@@ -49,6 +49,8 @@ class SLOSpec(BaseModel):
         "actual frauds tp+fn (recall), declines tp+fp (precision)",
     )
     description: str = ""
+    track: str | None = Field(default=None, description="the track whose objective it is (judged and shown only "
+                              "while that track runs); None: every stack's")
 
     @model_validator(mode="after")
     def _check_threshold(self) -> SLOSpec:
@@ -80,18 +82,28 @@ def default_slos(model_metrics: dict[str, Any] | None = None) -> list[SLOSpec]:
     recall_floor = _half_of(metrics.get("recall"), 0.1)
     return [
         SLOSpec(name="gateway-latency", kind="latency_p99", target=GATEWAY, threshold=250.0, window_s=10.0,
-                min_samples=20, description="gateway /v1/score p99 <= 250 ms over 10 s"),
+                min_samples=20, description="gateway /v1/score p99 <= 250 ms over 10 s", track="fraud"),
         SLOSpec(name="gateway-errors", kind="error_rate", target=GATEWAY, threshold=0.02, window_s=10.0,
-                min_samples=20, description="gateway /v1/score non-2xx <= 2% over 10 s"),
+                min_samples=20, description="gateway /v1/score non-2xx <= 2% over 10 s", track="fraud"),
         SLOSpec(name="gateway-availability", kind="availability", target=GATEWAY, threshold=0.99,
                 window_s=60.0, description="gateway up (scraped and not down) >= 99% of the last 60 s"),
         SLOSpec(name="model-accuracy", kind="accuracy_min", target="all", threshold=0.8, window_s=120.0,
-                min_samples=200, for_s=10.0, description="accuracy on feedback labels >= 0.8 over 120 s"),
+                min_samples=200, for_s=10.0, description="accuracy on feedback labels >= 0.8 over 120 s",
+                track="fraud"),
         SLOSpec(name="model-recall", kind="recall_min", target="all", threshold=recall_floor, window_s=120.0,
                 min_samples=50, for_s=10.0,
-                description=f"recall on feedback labels >= {recall_floor:.3f} over 120 s (half the offline recall)"),
+                description=f"recall on feedback labels >= {recall_floor:.3f} over 120 s (half the offline recall)",
+                track="fraud"),
         SLOSpec(name="input-drift", kind="drift_max", target="all", threshold=0.25, window_s=30.0,
-                description="no request feature drifted (PSI < 0.25, null rate steady) in the live window"),
+                description="no request feature drifted (PSI < 0.25, null rate steady) in the live window",
+                track="fraud"),
+        # The LLM track's (issue 16's defaults, as `vllm bench serve` judges goodput): every replica's streams.
+        SLOSpec(name="llm-ttft", kind="ttft_p99", target="all", threshold=1000.0, window_s=30.0, track="llm",
+                description="LLM time to first token p99 <= 1 s over 30 s (the replicas')"),
+        SLOSpec(name="llm-itl", kind="itl_p99", target="all", threshold=200.0, window_s=30.0, track="llm",
+                description="LLM inter-token latency p99 <= 200 ms over 30 s (the replicas')"),
+        SLOSpec(name="llm-goodput", kind="goodput_min", target="all", threshold=0.9, window_s=30.0, track="llm",
+                description="LLM goodput >= 90% over 30 s (requests within the TTFT and ITL objectives)"),
     ]
 
 

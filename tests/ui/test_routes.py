@@ -498,6 +498,16 @@ def test_llm_metrics_show_the_vllm_figures_in_the_browser(llm_web: Session) -> N
     assert "LLM routes" in text and "MODEL VERSION" not in text, "the CLI's text as well"
 
 
+def test_llm_stack_shows_the_llm_objectives_not_the_fraud_ones(llm_web: Session) -> None:
+    """On a stack running the LLM track alone, the objectives are the LLM track's (TTFT, ITL, goodput) and the
+    shared availability; the fraud scoring route's latency, errors, model quality and drift are not shown."""
+    names = {s["name"] for s in llm_web.api("GET", "/api/slo")["slos"]}
+    assert {"llm-ttft", "llm-itl", "llm-goodput", "gateway-availability"} <= names, names
+    assert not names & {"gateway-latency", "gateway-errors", "model-accuracy", "model-recall", "input-drift"}, names
+    r = llm_web.page("/sandbox")
+    assert 'data-slo="llm-ttft"' in r.text and 'data-slo="model-accuracy"' not in r.text
+
+
 def test_llm_canary_panel_samples_one_replica(llm_web: Session) -> None:
     r = llm_web.http.get("/ui/canary", params={"replica": "llm-2"}, headers={"HX-Request": "true"})
     assert r.status_code == 200 and 'data-replica="llm-2"' in r.text

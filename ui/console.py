@@ -50,7 +50,7 @@ HELP: dict[str, str] = {
             "better; a broken model is far higher)",
 }
 SPECIFIC = frozenset({"status", "logs", "metrics", "trace", "drift", "slo", "deploys", "config_show",
-                      "distributions", "inspect"})
+                      "distributions", "inspect", "generate"})
 # The request fields the inspector's "Send this request" carries over to the send form (the card too: its stored
 # features are part of the score).
 RESENT_FIELDS = ("amount", "merchant_category", "hour", "country", "card_present", "device_age_days", "card_id")

@@ -130,13 +130,32 @@ def generate(ctx: ConsoleContext, args: Any) -> OpResult:
     rate = (tokens - 1) / (total - ttft) if tokens > 1 and total and ttft is not None and total > ttft else None
     timings = {"ttft_ms": _ms(ttft), "itl_ms": _ms(itl), "itl_max_ms": _ms(max(gaps) if gaps else None),
                "e2e_ms": _ms(total), "tokens_per_s": rate, "output_tokens": tokens, "chunks": len(times)}
+    # the stream as it arrived (ms after the request, text), so the browser can replay it at its own pace
+    stream = [[_ms(at), piece] for at, piece in zip(times, pieces, strict=True)][:STREAM_KEPT]
+    stalls = _stalls(gaps)
     data = {"via": target, "model": model, "prompt": args.prompt, "text": text, "finish_reason": finish,
-            "usage": usage, "timings": timings}
+            "usage": usage, "timings": timings, "stream": stream, "stalls": stalls}
     head = (f"via {target} ({model or '?'}): {tokens} tokens, finish {finish or '?'}; "
             f"TTFT {num(timings['ttft_ms'])} ms, ITL {num(timings['itl_ms'])} ms "
             f"(max {num(timings['itl_max_ms'])}), {num(rate)} tokens/s")
-    return OpResult(data, head + "\n\n" + args.prompt + text,
+    lines = [head]
+    if stalls:
+        lines.append("stalls: " + ", ".join(f"{s['wait_ms']:.0f} ms before chunk {s['chunk']}" for s in stalls))
+    return OpResult(data, "\n".join(lines) + "\n\n" + args.prompt + text,
                     summary=f"{head} :: {text[:60]!r}")
+
+
+STREAM_KEPT = 1024  # chunks kept for the replay (max_tokens is far below on this model's context)
+
+
+def _stalls(gaps: list[float], top: int = 3) -> list[dict[str, float]]:
+    """The longest waits between chunks that stand out (over 100 ms and 5x the median gap): a stream that froze."""
+    if not gaps:
+        return []
+    median = sorted(gaps)[len(gaps) // 2]
+    limit = max(0.1, 5 * median)
+    long = sorted(((g, i + 1) for i, g in enumerate(gaps) if g > limit), reverse=True)[:top]
+    return [{"chunk": i, "wait_ms": round(1000 * g, 1)} for g, i in sorted(long, key=lambda x: x[1])]
 
 
 def _ms(seconds: float | None) -> float | None:

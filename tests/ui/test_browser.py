@@ -546,6 +546,11 @@ def test_llm_sandbox_charts_canary_config_push_generate_and_eval(llm_page: Any, 
         out = run_op(page, "generate", prompt="And God said", replica="llm-2", max="8")
         expect(out).to_contain_text("via llm-2")
         expect(out).to_contain_text("TTFT")
+        generated = out.locator("pre.generated-text").inner_text()
+        replay = out.get_by_role("button", name="Replay the stream at its own pace")
+        replay.click()  # chunk by chunk, as it came
+        expect(replay).to_have_attribute("data-replayed", "1")
+        expect(out.locator("pre.generated-text")).to_have_text(generated)
         out = run_op(page, "eval")
         expect(out).to_contain_text("perplexity")
         expect(out).to_contain_text("llm-2")

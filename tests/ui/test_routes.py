@@ -459,6 +459,11 @@ def test_llm_console_generate_eval_and_drain_from_the_browser(llm_web: Session) 
                                                          "replica": "llm-2", "temperature": "0"})
     assert r.status_code == 200, r.text
     assert "via llm-2" in r.text and "TTFT" in r.text and "And God said" in r.text
+    stream = re.search(r'data-replay="gen-[^"]+" data-stream="([^"]*)"', r.text)
+    assert stream, "the stream as it arrived, for its replay"
+    chunks = json.loads(unescape(stream.group(1)))
+    assert chunks and all(a[0] <= b[0] for a, b in zip(chunks, chunks[1:], strict=False)),\
+        "arrival times in order"
     r = llm_web.post("/sandbox/console/generate", data={"prompt": "And God said", "replica": "model-1"})
     assert r.status_code in (404, 422) and "llm-1" in r.text, "an unknown replica is refused, naming the real ones"
     r = llm_web.post("/sandbox/console/eval")

@@ -1,5 +1,5 @@
 // Small behaviours that need a script: filtering a log view as you type; refreshing the LLM canary panel while it
-// is on screen. Everything else is htmx.
+// is on screen; replaying a `generate` stream at its own pace. Everything else is htmx.
 (function () {
   "use strict";
   document.addEventListener("input", function (e) {
@@ -38,6 +38,31 @@
     select.addEventListener("change", function () { last = Date.now(); });
     refresh();
   }
+  // `generate`'s output: replay the completion chunk by chunk at the times it arrived (a freeze shows as a pause).
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest ? e.target.closest("[data-replay]") : null;
+    if (!button) return;
+    var id = button.getAttribute("data-replay");
+    var out = document.getElementById(id);
+    if (!out) return;
+    var chunks = JSON.parse(button.getAttribute("data-stream") || "[]"), prompt = out.querySelector(".prompt");
+    out.textContent = "";
+    if (prompt) out.appendChild(prompt);
+    var text = document.createTextNode("");
+    out.appendChild(text);
+    button.disabled = true;
+    chunks.forEach(function (c, i) {
+      setTimeout(function () {
+        text.data += c[1];
+        if (i === chunks.length - 1) {
+          button.disabled = false;
+          button.setAttribute("data-replayed", String(+(button.getAttribute("data-replayed") || 0) + 1));
+        }
+      }, c[0] || 0);
+    });
+    if (!chunks.length) button.disabled = false;
+  });
+
   function init() { document.querySelectorAll("[data-canary-refresh]").forEach(canary); }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init); else init();
 })();

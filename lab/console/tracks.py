@@ -41,14 +41,20 @@ def _how(op: str, example: str) -> str:
             "API and scenarios: \"track\": \"llm\")")
 
 
-def op_track(ctx: ConsoleContext, op: str, track: str | None, example: str = "") -> str:
-    """The track a version-less operation (`scale`, `deploys`) acts on."""
+def _named_or_only(ctx: ConsoleContext, track: str | None) -> str | None:
+    """The track the learner named, else the only one the stack runs; None when that does not decide it."""
     named = _named(ctx, track)
     if named is not None:
         return named
     running = _running(ctx)
-    if len(running) == 1:
-        return running[0]
+    return running[0] if len(running) == 1 else None
+
+
+def op_track(ctx: ConsoleContext, op: str, track: str | None, example: str = "") -> str:
+    """The track a version-less operation (`scale`, `deploys`) acts on."""
+    plain = _named_or_only(ctx, track)
+    if plain is not None:
+        return plain
     during = _attempt_track(ctx)
     if during is not None:
         return during
@@ -64,12 +70,9 @@ def _names(ctx: ConsoleContext, path: str) -> set[str]:
 
 def version_track(ctx: ConsoleContext, op: str, version: str, track: str | None) -> str:
     """The track a version operation (`deploy`, `rollback`, `promote`) of `version` acts on."""
-    named = _named(ctx, track)
-    if named is not None:
-        return named
-    running = _running(ctx)
-    if len(running) == 1:
-        return running[0]
+    plain = _named_or_only(ctx, track)
+    if plain is not None:
+        return plain
     llm, fraud = _names(ctx, "/v1/llm/models"), _names(ctx, "/v1/models")
     if (version in llm) != (version in fraud):
         return LLM if version in llm else FRAUD

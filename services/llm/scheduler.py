@@ -80,6 +80,21 @@ class Scheduler:
             self.preempt(seq)
         self.running.clear()
 
+    def _admit(self, n: int) -> Scheduled:
+        """The head of the waiting queue starts running, fed n tokens this step."""
+        seq = self.waiting.popleft()
+        seq.status = Status.RUNNING
+        if seq.first_scheduled is None:
+            seq.first_scheduled = time.monotonic()
+        self.running.append(seq)
+        return Scheduled(seq, n, 0)
+
+    def _lend_prefix(self, seq: Sequence) -> None:
+        """A waiting sequence shares the prefix-cached blocks of its prompt (not with prompt logprobs: those need
+        every prompt position computed); at least the last token is computed again: its logits give the next."""
+        if seq.num_computed == 0 and not seq.block_table and not seq.params.prompt_logprobs:
+            seq.num_computed = self.blocks.allocate_prefix(seq, seq.tokens, len(seq.tokens) - 1)
+
     def _release(self, seq: Sequence) -> None:
         """A waiting sequence that is not admitted this step gives back the prefix-cache blocks it was just lent (they
         stay cached, so it hits them again next time): waiting sequences hold no blocks. Otherwise a few of them,
@@ -103,8 +118,7 @@ class Scheduler:
         out: list[Scheduled] = []
         while self.waiting and len(self.running) < cfg.max_num_seqs:
             seq = self.waiting[0]
-            if seq.num_computed == 0 and not seq.block_table and not seq.params.prompt_logprobs:
-                seq.num_computed = self.blocks.allocate_prefix(seq, seq.tokens, len(seq.tokens) - 1)
+            self._lend_prefix(seq)
             n = len(seq.tokens) - seq.num_computed
             if out and n > budget:
                 self._release(seq)
@@ -112,12 +126,7 @@ class Scheduler:
             if not self.blocks.ensure(seq, seq.num_computed + n):
                 self._release(seq)
                 break
-            self.waiting.popleft()
-            seq.status = Status.RUNNING
-            if seq.first_scheduled is None:
-                seq.first_scheduled = time.monotonic()
-            self.running.append(seq)
-            out.append(Scheduled(seq, n, 0))
+            out.append(self._admit(n))
             budget -= n
         return out
 
@@ -161,9 +170,7 @@ class Scheduler:
             return out
         while self.waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
             seq = self.waiting[0]
-            if seq.num_computed == 0 and not seq.block_table and not seq.params.prompt_logprobs:
-                # at least the last token is computed again: its logits give the next token
-                seq.num_computed = self.blocks.allocate_prefix(seq, seq.tokens, len(seq.tokens) - 1)
+            self._lend_prefix(seq)
             remaining = len(seq.tokens) - seq.num_computed
             if remaining > budget:
                 if cfg.enable_chunked_prefill:
@@ -178,11 +185,6 @@ class Scheduler:
             if not self.blocks.ensure(seq, seq.num_computed + n):
                 self._release(seq)
                 break
-            self.waiting.popleft()
-            seq.status = Status.RUNNING
-            if seq.first_scheduled is None:
-                seq.first_scheduled = time.monotonic()
-            self.running.append(seq)
-            out.append(Scheduled(seq, n, 0))
+            out.append(self._admit(n))
             budget -= n
         return out

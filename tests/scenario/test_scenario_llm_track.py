@@ -166,7 +166,11 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_scenario_mixing_the_tracks_is_refused_at_its_line(tmp_path: Path, case: str) -> None:
-    old, new, needle, expected = CASES[case]
+    _refused_at_its_line(tmp_path, *CASES[case])
+
+
+def _refused_at_its_line(tmp_path: Path, old: str, new: str, needle: str | None, expected: str) -> None:
+    """LLM_SCENARIO with `old` replaced by `new` is refused with `expected` at the line of `needle` (else new's)."""
     assert LLM_SCENARIO.count(old) == 1, old
     text = LLM_SCENARIO.replace(old, new)
     path = _write(tmp_path, text)
@@ -274,14 +278,7 @@ OTHER_TRACK = {
 
 @pytest.mark.parametrize("case", list(OTHER_TRACK))
 def test_an_operation_of_the_other_track_is_refused_at_its_line(tmp_path: Path, case: str) -> None:
-    old, new, needle, expected = OTHER_TRACK[case]
-    assert LLM_SCENARIO.count(old) == 1, old
-    text = LLM_SCENARIO.replace(old, new)
-    path = _write(tmp_path, text)
-    line = _line_of(text, needle or new.splitlines()[0].strip())
-    problems = validate_paths([path])
-    wanted = f"{path}:{line}: {expected}"
-    assert any(p.startswith(wanted) for p in problems), "\n".join([f"wanted: {wanted}", *problems])
+    _refused_at_its_line(tmp_path, *OTHER_TRACK[case])
 
 
 def test_an_llm_version_on_a_fraud_scenario_is_refused(tmp_path: Path) -> None:

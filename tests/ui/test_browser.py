@@ -184,17 +184,7 @@ def journey(page: Any, lab_url: str, right: bool, name: str) -> float:
 
     answers = ({"category": "network", "component": slow, "cause": "link-latency"} if right else
                {"category": "cpu", "component": "gateway", "cause": "retry-budget"})
-    for question, option in answers.items():
-        page.locator(f'fieldset[data-question="{question}"] input[value="{option}"]').check()
-    page.get_by_role("button", name="Submit diagnosis").click()
-    page.locator(".diagnosis-done").wait_for()
-    settled(page)
-    page.get_by_role("button", name="I fixed it").click()
-    expect(page.locator("#fix-result")).to_contain_text("Claim received")
-    # verified -> the attempt ends, is graded, and the page moves on to the debrief by itself
-    page.wait_for_url(re.compile(r"/debrief$"), timeout=120_000)
-    page.locator("#timeline-plot canvas").first.wait_for()
-    shot(page, f"{name}-3-debrief")
+    diagnose_claim_and_read_the_debrief(page, answers, name, timeout_ms=120_000)
     assert page.locator(".timeline-list li[data-kind=fault]").count() >= 1
     assert page.locator(".timeline-list li[data-kind=action]").count() >= 5
     for question in ("category", "component", "cause"):
@@ -202,6 +192,23 @@ def journey(page: Any, lab_url: str, right: bool, name: str) -> float:
         assert verdict == ("true" if right else "false"), question
     assert "verified:" in page.locator('[data-part="fix"]').inner_text(), "the drain was verified as the fix"
     return float(page.locator(".score").get_attribute("data-score"))
+
+
+def diagnose_claim_and_read_the_debrief(page: Any, answers: dict[str, str], name: str, timeout_ms: int) -> None:
+    """Submit the diagnosis, claim the fix, and wait for the debrief the page moves on to once the fix is verified
+    (the attempt ends and is graded); its timeline chart drawn."""
+    from playwright.sync_api import expect
+
+    for question, option in answers.items():
+        page.locator(f'fieldset[data-question="{question}"] input[value="{option}"]').check()
+    page.get_by_role("button", name="Submit diagnosis").click()
+    page.locator(".diagnosis-done").wait_for()
+    settled(page)
+    page.get_by_role("button", name="I fixed it").click()
+    expect(page.locator("#fix-result")).to_contain_text("Claim received")
+    page.wait_for_url(re.compile(r"/debrief$"), timeout=timeout_ms)
+    page.locator("#timeline-plot canvas").first.wait_for()
+    shot(page, f"{name}-3-debrief")
 
 
 def rerun_until(page: Any, op: str, ready: Any, timeout: float = 120.0, **fields: str) -> Any:
@@ -619,16 +626,8 @@ def test_llm_scenario_journey_frozen_streams(llm_page: Any, llm_lab: Any) -> Non
     out = run_op(page, "config_set", service=bad, key="num_kv_blocks", value="512")
     expect(out).to_contain_text("512")
 
-    for question, option in {"category": "config", "component": bad, "cause": "kv-cache-budget"}.items():
-        page.locator(f'fieldset[data-question="{question}"] input[value="{option}"]').check()
-    page.get_by_role("button", name="Submit diagnosis").click()
-    page.locator(".diagnosis-done").wait_for()
-    settled(page)
-    page.get_by_role("button", name="I fixed it").click()
-    expect(page.locator("#fix-result")).to_contain_text("Claim received")
-    page.wait_for_url(re.compile(r"/debrief$"), timeout=180_000)
-    page.locator("#timeline-plot canvas").first.wait_for()
-    shot(page, "llm-journey-3-debrief")
+    answers = {"category": "config", "component": bad, "cause": "kv-cache-budget"}
+    diagnose_claim_and_read_the_debrief(page, answers, "llm-journey", timeout_ms=180_000)
     for question in ("category", "component", "cause"):
         verdict = page.locator(f'[data-part="diagnosis"] [data-question="{question}"]').get_attribute("data-correct")
         assert verdict == "true", question

@@ -30,6 +30,7 @@ KNOWN: dict[str, dict[str, str]] = {
     },
     "llm": {
         "lab/monitor/measured.py": "the series names a debrief may quote (`llm-N.ttft_p99_ms`), a list of figures",
+        "lab/monitor/slo.py": "SLO names (llm-ttft, llm-itl, llm-goodput), not replicas",
     },
     "model": {
         "lab/faults/__init__.py": "the module docstring's example",

@@ -73,16 +73,18 @@ PROBE_SERIES: dict[str, tuple[str, str]] = {
 }
 
 
-# The LLM track's probe kinds (lab/monitor/llm.py) -> ({target: series}, unit): a replica's own series for `llm-N`
-# ("{target}"), the gateway's or the clients' for those targets, else the replicas together (`*`).
+# The LLM track's probe kinds (lab/monitor/llm.py) -> ({target: series}, unit): a replica's own series when the
+# target is one of its replicas (REPLICA; "{target}"), the gateway's or the clients' for those targets, else the
+# replicas together (`*`).
+REPLICA = "a replica"
 LLM_PROBE_SERIES: dict[str, tuple[dict[str, str], str]] = {
-    "ttft_p99_ms": ({"llm-N": "{target}.ttft_p99_ms", GATEWAY: "gateway.llm_ttft_p99_ms",
+    "ttft_p99_ms": ({REPLICA: "{target}.ttft_p99_ms", GATEWAY: "gateway.llm_ttft_p99_ms",
                      LOADGEN: "loadgen.client_ttft_p99_ms", "*": "llm.ttft_p99_ms"}, "ms"),
-    "itl_p99_ms": ({"llm-N": "{target}.itl_p99_ms", LOADGEN: "loadgen.client_itl_p99_ms", "*": "llm.itl_p99_ms"},
+    "itl_p99_ms": ({REPLICA: "{target}.itl_p99_ms", LOADGEN: "loadgen.client_itl_p99_ms", "*": "llm.itl_p99_ms"},
                    "ms"),
     "goodput_ratio": ({"*": "llm.goodput_ratio"}, "ratio"),
-    "kv_cache_usage": ({"llm-N": "{target}.kv_cache_usage_max"}, "ratio"),
-    "prefix_cache_hit_rate": ({"llm-N": "{target}.prefix_cache_hit_rate"}, "ratio"),
+    "kv_cache_usage": ({REPLICA: "{target}.kv_cache_usage_max"}, "ratio"),
+    "prefix_cache_hit_rate": ({REPLICA: "{target}.prefix_cache_hit_rate"}, "ratio"),
     "rate_limited_rate": ({GATEWAY: "gateway.rate_limited_rate", "*": "gateway.rate_limited_rate"}, "ratio"),
 }
 
@@ -97,7 +99,7 @@ def _probe_series(kind: str, target: Any) -> tuple[str, str] | None:
         return None
     by, unit = llm
     part = parts.part_for(str(target)) if target else None
-    key = "llm-N" if part is not None and part.replicated else (target if target in by else "*")
+    key = REPLICA if part is not None and part.replicated else (target if target in by else "*")
     pattern = by.get(key)
     return None if pattern is None else (pattern.format(target=target), unit)
 

@@ -427,9 +427,11 @@ def test_llm_sandbox_shows_the_llm_stack_charts_and_forms(llm_web: Session) -> N
     charts = re.findall(r'data-chart="([a-z]+)"', r.text)
     assert charts == ["ttft", "itl", "llmerrors", "tokens", "sched", "kv", "preempt", "finish", "rss"], \
         "the LLM charts, no fraud chart"
-    assert "SLO p99 ≤ 1000 ms" in r.text and "SLO p99 ≤ 200 ms" in r.text  # issue 16's defaults: no scenario runs
+    # no scenario runs: the bands are the LLM track's default objectives (llm-ttft, llm-itl: issue 16's numbers)
+    assert "SLO p99 ≤ 1000 ms" in r.text and "SLO p99 ≤ 200 ms" in r.text
     data = _history(r.text)
-    assert data["bands"]["ttft"] == {"threshold": 1000.0, "source": "default"}
+    assert data["bands"]["ttft"] == {"threshold": 1000.0, "source": "slo"}
+    assert data["bands"]["itl"] == {"threshold": 200.0, "source": "slo"}
     assert {"llm.ttft_p99_ms", "llm.itl_p99_ms", "llm-1.kv_cache_usage_max", "llm-2.num_requests_waiting",
             "llm.finish_reason.length", "gateway.llm_error_rate", "llm.goodput_ratio"} <= set(data["v"])
     services = set(re.findall(r'<g class="node h-[a-z]+" data-service="([^"]+)"', r.text))

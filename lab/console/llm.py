@@ -200,7 +200,7 @@ def canary_sample(lab: Any, replica: str, max_tokens: int = CANARY_SAMPLE_TOKENS
     choice = (got.get("choices") or [{}])[0]
     finish = choice.get("finish_reason")
     monitor = getattr(lab.components.get("monitor"), "monitor", None)
-    if finish == "length" and monitor is not None and hasattr(monitor, "note_canary_finish"):
+    if finish == "length" and monitor is not None:
         monitor.note_canary_finish(replica, at)
     return {"replica": replica, "version": got.get("model"), "prompt": prompt, "text": choice.get("text") or "",
             "finish_reason": finish, "tokens": (got.get("usage") or {}).get("completion_tokens"),

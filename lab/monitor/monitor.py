@@ -423,8 +423,8 @@ class Monitor:
     # ---- the LLM track ---------------------------------------------------------------------------------
 
     def note_canary_finish(self, name: str, at: float) -> None:
-        """A lab-side sample that finished with `length` on replica `name` at `at` (the UI's canary output panel):
-        left out of the replica's finish-reason shares, as the monitor's own canaries are."""
+        """A canary that finished on replica `name` at `at` (the monitor's own, or the UI's canary output panel's
+        sample): left out of the replica's finish-reason shares."""
         self._canary_done.setdefault(name, deque(maxlen=64)).append(at)
 
     def _canary_finishes(self, name: str, w: Window) -> float:
@@ -499,7 +499,7 @@ class Monitor:
                 result["at"] = at
                 self.canaries[name] = result
                 if result.get("perplexity") is not None:
-                    self._canary_done.setdefault(name, deque(maxlen=64)).append(at)
+                    self.note_canary_finish(name, at)
                 self.store.append(f"{name}.canary_perplexity", at, result.get("perplexity"))
         return {n: self.canaries[n] for n in names if n in self.canaries}
 
@@ -752,9 +752,9 @@ class Monitor:
     def slo(self) -> dict[str, Any]:
         """{"slos": [{name, state, value, threshold, since, ...}], "events": [...]}."""
         running = self.running_tracks()
-        with self._lock:
+        with self._lock:  # one book for both (set_slos may replace it meanwhile)
             status = self.book.status()
-        shown = {name for name, t in self.book.trackers.items() if t.spec.track is None or t.spec.track in running}
+            shown = {n for n, t in self.book.trackers.items() if t.spec.track is None or t.spec.track in running}
         return _clean({**status, "slos": [s for s in status["slos"] if s["name"] in shown]})
 
     def series_names(self) -> list[str]:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab import parts
+from lab.console.llm import is_llm_replica
 from lab.parts import DEFAULT_TRACK
 from lab.parts.gateway import NAME as GATEWAY
 from lab.parts.llm import TRACK as LLM_TRACK
@@ -39,11 +39,6 @@ LLM_FINISH_PREFIX = "llm.finish_reason."
 # monitor's SLOs of these kinds, replace them.
 LLM_BANDS = {"ttft": ("ttft_p99_ms", "ttft_p99", 1000.0), "itl": ("itl_p99_ms", "itl_p99", 200.0)}
 _MAX = re.compile(r"\bmax (-?[0-9.]+(?:[eE][-+]?[0-9]+)?)")
-
-
-def _is_llm(name: str) -> bool:
-    part = parts.part_for(name)
-    return part is not None and part.replicated and part.tracks == frozenset({LLM_TRACK})
 
 
 def service_health(service: dict[str, Any], figures: dict[str, Any] | None) -> str:
@@ -157,7 +152,7 @@ class Frame:
         return DEFAULT_TRACK in self.tracks
 
     def llm_replicas(self) -> list[str]:
-        return [s["name"] for s in self.status.get("services", []) if _is_llm(s["name"])]
+        return [s["name"] for s in self.status.get("services", []) if is_llm_replica(s["name"])]
 
     def llm_bands(self) -> dict[str, dict[str, Any]]:
         """The TTFT and ITL p99 limits the LLM charts draw: {"ttft"|"itl": {"threshold" (ms), "source"}}."""
@@ -194,7 +189,7 @@ class Frame:
             f = self.figures(s["name"])
             entry = {**s, "health": service_health(s, f or None), "rps": f.get("rps"), "p99_ms": f.get("p99_ms"),
                      "error_rate": f.get("error_rate")}
-            if _is_llm(s["name"]):  # an LLM replica: its TTFT, and whether the gateway routes to it
+            if is_llm_replica(s["name"]):  # an LLM replica: its TTFT, and whether the gateway routes to it
                 entry["ttft_p99_ms"] = f.get("ttft_p99_ms")
                 entry["drained"] = s["name"] in self.drained
                 if entry["drained"] and entry["health"] == "ok":

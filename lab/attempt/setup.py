@@ -15,7 +15,7 @@ from lab.console.act import set_config
 from lab.console.base import ConsoleContext
 from lab.console.rollout import canary_rollout, full_rollout
 
-FRAUD = "fraud"
+FRAUD = parts.DEFAULT_TRACK
 # An LLM scenario's clients, unless it says otherwise: the load generator's own defaults (services/loadgen).
 LLM_TRAFFIC_DEFAULTS = {"retry_policy": "honour-retry-after", "retries": 3, "max_users": 200}
 

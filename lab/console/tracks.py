@@ -10,9 +10,9 @@ a fraud one); during an attempt, the scenario's track. Anything else — `v1` (b
 from __future__ import annotations
 
 from lab.console.base import ConsoleContext, ConsoleError
+from lab.parts import DEFAULT_TRACK as FRAUD
+from lab.parts.llm import TRACK as LLM
 from lab.stackclients import ServiceCallError
-
-FRAUD, LLM = "fraud", "llm"
 
 
 def _running(ctx: ConsoleContext) -> tuple[str, ...]:

@@ -42,8 +42,7 @@ class Baseline:
             "at": time.time(),
             "replicas": len(replicas),
             # other tracks' replica counts ({part: n}): the LLM track's llm-N
-            "counts": {p.name: stack.topology.replica_count(p) for p in parts.replica_parts()
-                       if p.name != parts.replica_part().name and stack.topology.runs(p)},
+            "counts": {p.name: stack.topology.replica_count(p) for p in _other_replica_parts(stack)},
             "served": {n: _served(http.spec_argv(n)) for p in _other_replica_parts(stack)
                        for n in stack.topology.instances(p)},
             "configs": {n: http.get_config(n) for n in self.services()},
@@ -120,7 +119,7 @@ class Baseline:
         return True
 
     def _scale_other(self, part_name: str, count: int) -> bool:
-        part = next(p for p in parts.replica_parts() if p.name == part_name)
+        part = parts.get(part_name)
         topology = self.lab.stack.topology
         if not topology.runs(part) or topology.replica_count(part) == count:
             return False
@@ -210,7 +209,7 @@ class Baseline:
         track = default_track(stack.topology)
         idle = DEFAULT_PROFILES[track]
         if not current["running"] or (current["rps"] == 0 and current["profile"] == idle
-                                      and current.get("track", "fraud") == track):
+                                      and current.get("track", parts.DEFAULT_TRACK) == track):
             return False
         stack.traffic(0.0, idle, track=track)
         return True
@@ -221,7 +220,8 @@ def _traffic(state: dict[str, Any]) -> dict[str, Any]:
         return {"running": False, "rps": 0.0, "profile": "baseline"}
     out = {"running": True, "rps": float(state.get("base_rps", state.get("target_rps", 0.0)) or 0.0),
            "profile": state.get("profile", "baseline")}
-    if state.get("track", "fraud") != "fraud":  # the LLM clients' settings (a fraud load generator has none)
+    # the LLM clients' settings (a fraud load generator has none)
+    if state.get("track", parts.DEFAULT_TRACK) != parts.DEFAULT_TRACK:
         out.update({k: state.get(k) for k in ("track", "retry_policy", "retries", "max_users")})
     return out
 

@@ -40,7 +40,8 @@ class Baseline:
         replicas = stack.topology.model_names()
         snap = {
             "at": time.time(),
-            "replicas": len(replicas),
+            # the fraud replicas' count (the topology's own figure on a lab that does not run the fraud track)
+            "replicas": len(replicas) if replicas else stack.topology.replicas,
             # other tracks' replica counts ({part: n}): the LLM track's llm-N
             "counts": {p.name: stack.topology.replica_count(p) for p in _other_replica_parts(stack)},
             "served": {n: _served(http.spec_argv(n)) for p in _other_replica_parts(stack)
@@ -113,7 +114,9 @@ class Baseline:
         return bool(lab_faults(self.lab).revert_all())
 
     def _scale(self, replicas: int) -> bool:
-        if self.lab.stack.topology.replicas == replicas:
+        topology = self.lab.stack.topology
+        # An LLM-only lab runs no fraud replica: its snapshot counts 0 of them, which is not a scale to ask for.
+        if not topology.runs(parts.replica_part()) or topology.replicas == replicas:
             return False
         self.lab.stack.scale(replicas)
         return True

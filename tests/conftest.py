@@ -8,6 +8,7 @@ Tests that destroy things (SIGKILL the lab, `down`) start their own with `stack_
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # tests run from a fresh clone without `pip install -e .` too
     sys.path.insert(0, str(ROOT))
 
+import cpulock  # noqa: E402
+
 # The harness (tests/kit.py) holds the pieces; these names stay importable from here for older tests.
 from kit import (  # noqa: E402
     StackHandle,
@@ -30,6 +33,22 @@ from kit import (  # noqa: E402
     source_registry,
     start_stack,
 )
+
+
+@pytest.fixture(scope="session")
+def cpu_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where cpulock.py's locks live: under pytest-xdist, a directory every worker of this run sees."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cpu-locks"
+
+
+@pytest.fixture(autouse=True)
+def cpu_lock(request: pytest.FixtureRequest, cpu_lock_dir: Path) -> Iterator[None]:
+    """Every test holds the CPU lock (tests/cpulock.py) while it runs: shared, or the machine alone for a test
+    marked `exclusive` (it measures rates or latencies, or drives a real browser). tests/catalog/ overrides this
+    fixture: its runs take the lock themselves, per scenario."""
+    with cpulock.machine(cpu_lock_dir, exclusive=request.node.get_closest_marker("exclusive") is not None):
+        yield
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ keeps the versions they create; other suites should never see those.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,10 @@ from catalogkit import CatalogLab
 from lab.runner import PrivateLab, source_registry
 
 
-@pytest.fixture(scope="session")
-def cpu_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where cpulock.py's locks live: under pytest-xdist, a directory every worker of this run sees."""
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "catalog-cpu-locks"
+@pytest.fixture
+def cpu_lock() -> None:
+    """tests/conftest.py's per-test CPU lock is off here: each run takes the lock itself (catalogkit.CatalogLab),
+    exclusively for a CPU-heavy scenario; holding it around the test as well would wait on itself."""
 
 
 @pytest.fixture(scope="session")

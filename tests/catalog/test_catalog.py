@@ -49,15 +49,52 @@ def track_of(path: Path) -> str:
     return rendered(path, 1, TIME_SCALE).track
 
 
+# How many private labs the runs of a track other than fraud spread over (one xdist group each). An LLM run takes
+# 45-80 s and the LLM catalog has ~10 scenarios (4 runs each): on one lab they would run serially for ~40 min.
+TRACK_LABS = 2
+
+
+def lab_groups(paths: list[Path], tracks: dict[Path, str], labs: int = TRACK_LABS) -> dict[Path, str | None]:
+    """The xdist group of each scenario's runs: none for a fraud scenario (its runs spread over every worker's
+    fraud lab, one test at a time); for another track, `track-TRACK-a`, `-b`, ... dealt round-robin over that track's
+    scenarios in file order, so every run of one scenario goes to the same lab and the track's runs fill `labs` of
+    them. A worker that gets two groups of one track runs both on its one lab of that track."""
+    groups: dict[Path, str | None] = {}
+    dealt: dict[str, int] = {}
+    for p in paths:
+        track = tracks[p]
+        if track == "fraud":
+            groups[p] = None
+            continue
+        n = dealt.get(track, 0)
+        dealt[track] = n + 1
+        groups[p] = f"track-{track}-{'abcdefghijklmnopqrstuvwxyz'[n % labs]}"
+    return groups
+
+
+GROUPS = lab_groups(PATHS, {p: track_of(p) for p in PATHS})
+
+
 def runs(seeds: tuple[int, ...]) -> list[Any]:
-    """(path, seed) for every scenario and seed. Runs of another track than fraud share one xdist group (`make test`
-    runs the catalog with `--dist loadgroup`), so one worker starts that track's private lab, not every worker."""
+    """(path, seed) for every scenario and seed, each run of another track than fraud marked with its scenario's
+    xdist group (`make test` runs the catalog with `--dist loadgroup`; xdist hands out the biggest groups first)."""
     cases = []
     for p in PATHS:
-        track = track_of(p)
-        marks = [] if track == "fraud" else [pytest.mark.xdist_group(f"track-{track}")]
+        group = GROUPS[p]
+        marks = [] if group is None else [pytest.mark.xdist_group(group)]
         cases += [pytest.param(p, s, id=f"{p.stem}-seed{s}", marks=marks) for s in seeds]
     return cases
+
+
+def test_llm_scenarios_spread_over_labs_and_each_keeps_one() -> None:
+    """Ten LLM scenarios between fraud ones: their 40 runs split 20/20 over two groups, a scenario's runs in one."""
+    paths = [Path(f"s{i:02d}.yaml") for i in range(16)]
+    tracks = {p: ("llm" if i % 3 else "fraud") for i, p in enumerate(paths)}  # s01, s02, s04, ..., s14
+    groups = lab_groups(paths, tracks)
+    llm = [p for p in paths if tracks[p] == "llm"]
+    assert len(llm) == 10 and all(groups[p] is None for p in paths if tracks[p] == "fraud")
+    assert sorted(groups[p] for p in llm) == ["track-llm-a"] * 5 + ["track-llm-b"] * 5  # type: ignore[type-var]
+    assert lab_groups(paths, tracks, labs=1)[llm[-1]] == "track-llm-a"
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)

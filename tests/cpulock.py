@@ -1,11 +1,14 @@
-"""Runs that lean on the CPU get the machine to themselves when the catalog runs on several workers.
+"""Tests that lean on the CPU get the machine to themselves when the suite runs on several pytest-xdist workers.
 
-The catalog may run on several pytest-xdist workers (three in `make test`), each with its own private lab: most runs
-spend their time waiting for probe windows (the CPU is ~65 % idle with three labs on two cores), so the labs share the
-cores without touching each other's latency. A CPU hog, or replicas starting (torch imports on every core), would:
-those runs take the lock exclusively and the others share it. A turnstile in front keeps a waiting exclusive run
-from being starved by the other workers' stream of shared runs.
-Without xdist nothing contends and the locks cost nothing.
+Both parts of `make test` run on workers (see the Makefile). Most tests spend their time waiting on real processes
+(probe windows, readiness, sleeps), so workers share two cores without touching each other's timings. A few would:
+- in the catalog (tests/catalog/), a CPU hog, or replicas starting (torch imports on every core), or a whole stack
+  starting; those runs take the lock exclusively (`is_cpu_heavy`) and the others share it;
+- in the rest of the suite, tests marked `exclusive` (a real Chromium driving the UI, the benchmarks' smoke runs,
+  load generators held to a rate): tests/conftest.py holds the lock around every test, exclusively for those.
+A turnstile in front keeps a waiting exclusive holder from being starved by the other workers' stream of shared ones.
+Without xdist nothing contends and the locks cost nothing. The lock files live in a directory every worker of one
+pytest run sees (`cpu_lock_dir` in tests/conftest.py); two separate pytest runs do not see each other's locks.
 """
 
 from __future__ import annotations

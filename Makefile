@@ -44,9 +44,11 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-# The whole suite, in two parts, each on pytest-xdist workers (docs/testing.md: the layout and what it measured).
+# The whole suite, in two parts, each on pytest-xdist workers (the README's Testing section: the layout).
 # 1. `make test-suite`: everything but the catalog (and tests/compose) on TEST_WORKERS workers, one test file at a
-#    time per worker (`--dist loadfile`: a file's module fixtures, a private lab or a test peer, start once). Every
+#    time per worker (`--dist loadfile`: a file's module fixtures, a private lab or a test peer, start once), the
+#    files with `slow` tests first (tests/conftest.py orders them; `--no-loadscope-reorder` keeps that order, where
+#    xdist would hand out the files with the most tests first and a long file could run alone at the end). Every
 #    worker has its own session fixtures (its own shared stack in its own temporary home on a free block of ports).
 #    Most tests wait on real processes (probe windows, readiness, sleeps), so three workers share two cores; tests
 #    marked `exclusive` (a real Chromium driving the UI, the benchmarks' smoke runs, load generators held to a
@@ -63,7 +65,7 @@ CATALOG_WORKERS ?= 3
 # How many of the slowest tests pytest lists (`make test DURATIONS=0` lists every test's time).
 DURATIONS ?= 15
 SUITE := $(VENV)/bin/pytest -q -ra --durations=$(DURATIONS) -n $(TEST_WORKERS) --dist loadfile \
-	--ignore=tests/catalog --ignore=tests/compose
+	--no-loadscope-reorder --ignore=tests/catalog --ignore=tests/compose
 CATALOG := $(VENV)/bin/pytest -q -ra --durations=$(DURATIONS) -n $(CATALOG_WORKERS) --dist loadgroup tests/catalog
 
 test: setup lint system-deps

@@ -35,6 +35,16 @@ from kit import (  # noqa: E402
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with tests marked `slow` first, the most such tests first (a stable sort: a file's tests stay together
+    and in order). pytest-xdist hands files to workers in this order (`make test` passes `--no-loadscope-reorder`):
+    a long file handed out last would run alone at the end while the other workers sit idle."""
+    slow: dict[Path, int] = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.path])
+
+
 @pytest.fixture(scope="session")
 def cpu_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where cpulock.py's locks live: under pytest-xdist, a directory every worker of this run sees."""

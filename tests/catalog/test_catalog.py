@@ -30,7 +30,7 @@ from typing import Any
 import cpulock
 import psutil
 import pytest
-from catalogkit import ROOT, CatalogLab, rendered, scenario_paths, solve_checks, wrong_fix_checks
+from catalogkit import ROOT, CatalogLab, lab_groups, rendered, run_group, scenario_paths, solve_checks, wrong_fix_checks
 
 from lab.runner import child_env
 from lab.scenario import check_file
@@ -49,35 +49,13 @@ def track_of(path: Path) -> str:
     return rendered(path, 1, TIME_SCALE).track
 
 
-# How many private labs the runs of a track other than fraud spread over (one xdist group each). An LLM run takes
-# 45-80 s and the LLM catalog has ~10 scenarios (4 runs each): on one lab they would run serially for ~40 min.
-TRACK_LABS = 2
-
-
-def lab_groups(paths: list[Path], tracks: dict[Path, str], labs: int = TRACK_LABS) -> dict[Path, str | None]:
-    """The xdist group of each scenario's runs: none for a fraud scenario (its runs spread over every worker's
-    fraud lab, one test at a time); for another track, `track-TRACK-a`, `-b`, ... dealt round-robin over that track's
-    scenarios in file order, so every run of one scenario goes to the same lab and the track's runs fill `labs` of
-    them. A worker that gets two groups of one track runs both on its one lab of that track."""
-    groups: dict[Path, str | None] = {}
-    dealt: dict[str, int] = {}
-    for p in paths:
-        track = tracks[p]
-        if track == "fraud":
-            groups[p] = None
-            continue
-        n = dealt.get(track, 0)
-        dealt[track] = n + 1
-        groups[p] = f"track-{track}-{'abcdefghijklmnopqrstuvwxyz'[n % labs]}"
-    return groups
-
-
-GROUPS = lab_groups(PATHS, {p: track_of(p) for p in PATHS})
+GROUPS = lab_groups(PATHS, {p: track_of(p) for p in PATHS})  # the same as catalogkit.scenario_groups()
 
 
 def runs(seeds: tuple[int, ...]) -> list[Any]:
     """(path, seed) for every scenario and seed, each run of another track than fraud marked with its scenario's
-    xdist group (`make test` runs the catalog with `--dist loadgroup`; xdist hands out the biggest groups first)."""
+    xdist group (`make test` runs the catalog with `--dist loadgroup`; the groups are read off the test ids by
+    conftest.py's scheduler, which hands out the biggest groups first)."""
     cases = []
     for p in PATHS:
         group = GROUPS[p]
@@ -95,6 +73,19 @@ def test_llm_scenarios_spread_over_labs_and_each_keeps_one() -> None:
     assert len(llm) == 10 and all(groups[p] is None for p in paths if tracks[p] == "fraud")
     assert sorted(groups[p] for p in llm) == ["track-llm-a"] * 5 + ["track-llm-b"] * 5  # type: ignore[type-var]
     assert lab_groups(paths, tracks, labs=1)[llm[-1]] == "track-llm-a"
+
+
+def test_the_scheduler_reads_each_runs_group_off_its_test_id() -> None:
+    """What conftest.py's xdist scheduler keys on: every run of an LLM scenario, solved or wrongly fixed, has its
+    scenario's group; a fraud run and the other tests have none (one test, one unit)."""
+    for p in PATHS:
+        ids = [f"tests/catalog/test_catalog.py::test_it_breaks_and_the_reference_solution_fixes_it[{p.stem}-seed{s}]"
+               for s in SOLVE_SEEDS]
+        ids += [f"tests/catalog/test_catalog.py::test_the_wrong_fix_does_not_pass[{p.stem}-seed{s}]"
+                for s in WRONG_FIX_SEEDS]
+        assert {run_group(i) for i in ids} == {GROUPS[p]}, p.stem
+        validates = f"tests/catalog/test_catalog.py::test_scenario_validates_and_renders_for_every_seed[{p.stem}]"
+        assert run_group(validates) is None
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)

@@ -52,10 +52,12 @@ system-deps:
 #    worker has its own session fixtures (its own shared stack in its own temporary home on a free block of ports).
 #    Most tests wait on real processes (probe windows, readiness, sleeps), so three workers share two cores; tests
 #    marked `exclusive` (a real Chromium driving the UI, the benchmarks' smoke runs, load generators held to a
-#    rate) take the machine alone while they run (tests/cpulock.py, held around every test by tests/conftest.py).
+#    rate, CPU hogs whose share is measured, a 10 s bound) take the machine alone while they run (tests/cpulock.py,
+#    held around every test by tests/conftest.py).
 # 2. `make test-catalog`: the scenario catalog (every scenario broken, fixed and wrongly fixed for real, time
 #    compressed) on CATALOG_WORKERS workers, each with a private lab per track it runs; fraud runs spread one by
-#    one, the LLM track's scenarios are dealt to two xdist groups (two LLM labs; a scenario's runs stay on one), and
+#    one, the LLM track's scenarios are dealt to two groups (two LLM labs; a scenario's runs stay on one; scheduled by
+#    tests/catalog/conftest.py, as pytest 9 ignores xdist 3.8's `xdist_group` marks), and
 #    runs that load the CPU take it alone (tests/cpulock.py). Three labs share two cores: most runs wait on probe
 #    windows.
 # The second part runs even when the first fails, so one run reports everything. `TEST_WORKERS=0` runs part 1

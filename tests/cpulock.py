@@ -5,7 +5,8 @@ Both parts of `make test` run on workers (see the Makefile). Most tests spend th
 - in the catalog (tests/catalog/), a CPU hog, or replicas starting (torch imports on every core), or a whole stack
   starting; those runs take the lock exclusively (`is_cpu_heavy`) and the others share it;
 - in the rest of the suite, tests marked `exclusive` (a real Chromium driving the UI, the benchmarks' smoke runs,
-  load generators held to a rate): tests/conftest.py holds the lock around every test, exclusively for those.
+  load generators held to a rate, CPU hogs whose share is measured, a 10 s bound): tests/conftest.py holds the lock
+  around every test, exclusively for those.
 A turnstile in front keeps a waiting exclusive holder from being starved by the other workers' stream of shared ones.
 Without xdist nothing contends and the locks cost nothing. The lock files live in a directory every worker of one
 pytest run sees (`cpu_lock_dir` in tests/conftest.py); two separate pytest runs do not see each other's locks.

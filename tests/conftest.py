@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,19 +46,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: -slow[item.path])
 
 
+def xdist_lock_dir() -> Path | None:
+    """The CPU lock's directory for this pytest-xdist run, the same for every worker of it; None without xdist."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return None if run is None else Path(tempfile.gettempdir()) / f"faultline-cpu-locks-{run}"
+
+
 @pytest.fixture(scope="session")
 def cpu_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where cpulock.py's locks live: under pytest-xdist, a directory every worker of this run sees."""
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "cpu-locks"
+    return xdist_lock_dir() or tmp_path_factory.getbasetemp() / "cpu-locks"
 
 
-@pytest.fixture(autouse=True)
-def cpu_lock(request: pytest.FixtureRequest, cpu_lock_dir: Path) -> Iterator[None]:
-    """Every test holds the CPU lock (tests/cpulock.py) while it runs: shared, or the machine alone for a test
-    marked `exclusive` (it measures rates or latencies, or drives a real browser). tests/catalog/ overrides this
-    fixture: its runs take the lock themselves, per scenario."""
-    with cpulock.machine(cpu_lock_dir, exclusive=request.node.get_closest_marker("exclusive") is not None):
+CATALOG = ROOT / "tests" / "catalog"
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Under pytest-xdist every test holds the CPU lock (tests/cpulock.py) from its setup to its teardown: shared,
+    or the machine alone for a test marked `exclusive` (it measures rates, CPU shares or latencies, or drives a real
+    browser). Outermost (tryfirst), so the wait for the lock is not counted in the test's timeout. The catalog's
+    runs take the lock themselves, per scenario (catalogkit.CatalogLab): not here too, or a run would wait on itself."""
+    lock_dir = xdist_lock_dir()
+    if lock_dir is None or CATALOG in item.path.parents:
+        yield
+        return
+    with cpulock.machine(lock_dir, exclusive=item.get_closest_marker("exclusive") is not None):
         yield
 
 

@@ -9,7 +9,8 @@ Both parts of `make test` run on workers (see the Makefile). Most tests spend th
   around every test, exclusively for those.
 A turnstile in front keeps a waiting exclusive holder from being starved by the other workers' stream of shared ones.
 Without xdist nothing contends and the locks cost nothing. The lock files live in a directory every worker of one
-pytest run sees (`cpu_lock_dir` in tests/conftest.py); two separate pytest runs do not see each other's locks.
+pytest run sees (`xdist_lock_dir` in tests/conftest.py, keyed by xdist's run id); two separate pytest runs do not
+see each other's locks.
 """
 
 from __future__ import annotations

@@ -37,12 +37,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return CatalogScheduling(config, log)
 
 
-@pytest.fixture
-def cpu_lock() -> None:
-    """tests/conftest.py's per-test CPU lock is off here: each run takes the lock itself (catalogkit.CatalogLab),
-    exclusively for a CPU-heavy scenario; holding it around the test as well would wait on itself."""
-
-
 @pytest.fixture(scope="session")
 def catalog_labs(tmp_path_factory: pytest.TempPathFactory, cpu_lock_dir: Path) -> Iterator[Callable[[str], Any]]:
     """`lab_for(track)`: the private lab of one track (`faultline up --track`), started the first time a scenario of

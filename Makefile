@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export FAULTLINE_HOME ?= $(CURDIR)/.faultline
 
-.PHONY: setup run test test-catalog lint models system-deps bench soak clean \
+.PHONY: setup run test test-suite test-catalog lint models system-deps bench soak clean \
 	compose-tools compose-base compose-wheelhouse compose-image test-compose
 
 setup: $(VENV)/.installed models
@@ -44,22 +44,42 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-# The whole suite: first everything on the session's shared stack, then the scenario catalog (every scenario broken,
-# fixed and wrongly fixed for real, time compressed) on three workers, each with a private lab of its own (runs
-# that load the CPU take it alone: tests/catalog/cpulock.py; the rest mostly wait on probe windows, so three labs
-# share two cores). The second part runs even when the first fails, so one run reports everything;
-# `make test-catalog` runs the catalog alone.
+# The whole suite, in two parts, each on pytest-xdist workers (the README's Testing section: the layout).
+# 1. `make test-suite`: everything but the catalog (and tests/compose) on TEST_WORKERS workers, one test file at a
+#    time per worker (`--dist loadfile`: a file's module fixtures, a private lab or a test peer, start once), the
+#    files with `slow` tests first (tests/conftest.py orders them; `--no-loadscope-reorder` keeps that order, where
+#    xdist would hand out the files with the most tests first and a long file could run alone at the end). Every
+#    worker has its own session fixtures (its own shared stack in its own temporary home on a free block of ports).
+#    Most tests wait on real processes (probe windows, readiness, sleeps), so three workers share two cores; tests
+#    marked `exclusive` (a real Chromium driving the UI, the benchmarks' smoke runs, load generators held to a
+#    rate, CPU hogs whose share is measured, a 10 s bound) take the machine alone while they run (tests/cpulock.py,
+#    held around every test by tests/conftest.py).
+# 2. `make test-catalog`: the scenario catalog (every scenario broken, fixed and wrongly fixed for real, time
+#    compressed) on CATALOG_WORKERS workers, each with a private lab per track it runs; fraud runs spread one by
+#    one, the LLM track's scenarios are dealt to two groups (two LLM labs; a scenario's runs stay on one; scheduled by
+#    tests/catalog/conftest.py, as pytest 9 ignores xdist 3.8's `xdist_group` marks), and
+#    runs that load the CPU take it alone (tests/cpulock.py). Three labs share two cores: most runs wait on probe
+#    windows.
+# The second part runs even when the first fails, so one run reports everything. `TEST_WORKERS=0` runs part 1
+# serially, as before (`-n 0`: no workers).
+TEST_WORKERS ?= 3
 CATALOG_WORKERS ?= 3
 # How many of the slowest tests pytest lists (`make test DURATIONS=0` lists every test's time).
 DURATIONS ?= 15
+SUITE := $(VENV)/bin/pytest -q -ra --durations=$(DURATIONS) -n $(TEST_WORKERS) --dist loadfile \
+	--no-loadscope-reorder --ignore=tests/catalog --ignore=tests/compose
+CATALOG := $(VENV)/bin/pytest -q -ra --durations=$(DURATIONS) -n $(CATALOG_WORKERS) --dist loadgroup tests/catalog
 
 test: setup lint system-deps
-	$(VENV)/bin/pytest -q -ra --durations=$(DURATIONS) --ignore=tests/catalog --ignore=tests/compose; first=$$?; \
-	$(VENV)/bin/pytest -q -ra --durations=$(DURATIONS) -n $(CATALOG_WORKERS) --dist loadgroup tests/catalog; second=$$?; \
+	$(SUITE); first=$$?; \
+	$(CATALOG); second=$$?; \
 	test $$first -eq 0 -a $$second -eq 0
 
+test-suite: setup system-deps
+	$(SUITE)
+
 test-catalog: setup system-deps
-	$(VENV)/bin/pytest -q -ra -n $(CATALOG_WORKERS) --dist loadgroup tests/catalog
+	$(CATALOG)
 
 # --- the compose backend (docs/compose.md) ---------------------------------------------------------------------
 # Images built with no registry: a Debian bookworm base from debootstrap (Debian's python3 is 3.11), Python packages

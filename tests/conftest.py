@@ -8,7 +8,9 @@ Tests that destroy things (SIGKILL the lab, `down`) start their own with `stack_
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # tests run from a fresh clone without `pip install -e .` too
     sys.path.insert(0, str(ROOT))
 
+import cpulock  # noqa: E402
+
 # The harness (tests/kit.py) holds the pieces; these names stay importable from here for older tests.
 from kit import (  # noqa: E402
     StackHandle,
@@ -30,6 +34,45 @@ from kit import (  # noqa: E402
     source_registry,
     start_stack,
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with tests marked `slow` first, the most such tests first (a stable sort: a file's tests stay together
+    and in order). pytest-xdist hands files to workers in this order (`make test` passes `--no-loadscope-reorder`):
+    a long file handed out last would run alone at the end while the other workers sit idle."""
+    slow: dict[Path, int] = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.path])
+
+
+def xdist_lock_dir() -> Path | None:
+    """The CPU lock's directory for this pytest-xdist run, the same for every worker of it; None without xdist."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return None if run is None else Path(tempfile.gettempdir()) / f"faultline-cpu-locks-{run}"
+
+
+@pytest.fixture(scope="session")
+def cpu_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where cpulock.py's locks live: under pytest-xdist, a directory every worker of this run sees."""
+    return xdist_lock_dir() or tmp_path_factory.getbasetemp() / "cpu-locks"
+
+
+CATALOG = ROOT / "tests" / "catalog"
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Under pytest-xdist every test holds the CPU lock (tests/cpulock.py) from its setup to its teardown: shared,
+    or the machine alone for a test marked `exclusive` (it measures rates, CPU shares or latencies, or drives a real
+    browser). Outermost (tryfirst), so the wait for the lock is not counted in the test's timeout. The catalog's
+    runs take the lock themselves, per scenario (catalogkit.CatalogLab): not here too, or a run would wait on itself."""
+    lock_dir = xdist_lock_dir()
+    if lock_dir is None or CATALOG in item.path.parents:
+        yield
+        return
+    with cpulock.machine(lock_dir, exclusive=item.get_closest_marker("exclusive") is not None):
+        yield
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ SEED, SCALE = 2, 0.3
 EARLY_LIMIT_S = 10.0
 
 
+@pytest.mark.exclusive  # a 10 s bound on the rejection: the machine alone under xdist
 def test_a_claim_that_cannot_hold_is_rejected_within_10_s_with_its_reasons(api: LabApi) -> None:
     st = api.call("POST", "/api/attempts", {"scenario_id": "feature-store-outage", "seed": SEED,
                                             "time_scale": SCALE}, 201)

@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from test_bench_smoke import ROOT, assert_gone
 
+# A benchmark loads every core: under pytest-xdist it runs with the machine to itself (tests/cpulock.py).
+pytestmark = pytest.mark.exclusive
+
 TRAIN_ARGS = ["--tiny", "--seconds", "0", "--steps", "60", "--draft-seconds", "0", "--draft-steps", "20",
               "--batch", "8"]
 

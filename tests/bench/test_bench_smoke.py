@@ -17,6 +17,10 @@ from typing import Any
 import psutil
 import pytest
 
+# Benchmarks load every core: under pytest-xdist they run with the machine to themselves (tests/cpulock.py), or
+# they would slow the other workers' probes and be slowed by them.
+pytestmark = pytest.mark.exclusive
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -10,13 +10,15 @@ attempts — the same path a learner's lab takes between two scenarios.
 from __future__ import annotations
 
 import contextlib
+import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import cpulock
 
 from lab.runner import EXIT_OK
-from lab.selftest import RunResult, SelfTestLab, rendered, solve_checks, wrong_fix_checks
+from lab.selftest import DEFAULT_TIME_SCALE, RunResult, SelfTestLab, rendered, solve_checks, wrong_fix_checks
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
@@ -25,6 +27,43 @@ SCENARIOS = ROOT / "scenarios"
 def scenario_paths() -> list[Path]:
     """Every scenario of the catalog, by file name (a new file is picked up without touching this test)."""
     return sorted(SCENARIOS.glob("*.yaml"))
+
+
+# How many private labs the runs of a track other than fraud spread over (one xdist group each). An LLM run takes
+# 45-80 s and the LLM catalog has ~10 scenarios (4 runs each): on one lab they would run serially for ~40 min.
+TRACK_LABS = 2
+
+
+def lab_groups(paths: list[Path], tracks: dict[Path, str], labs: int = TRACK_LABS) -> dict[Path, str | None]:
+    """The xdist group of each scenario's runs: none for a fraud scenario (its runs spread over every worker's
+    fraud lab, one test at a time); for another track, `track-TRACK-a`, `-b`, ... dealt round-robin over that track's
+    scenarios in file order, so every run of one scenario goes to the same lab and the track's runs fill `labs` of
+    them. A worker that gets two groups of one track runs both on its one lab of that track."""
+    groups: dict[Path, str | None] = {}
+    dealt: dict[str, int] = {}
+    for p in paths:
+        track = tracks[p]
+        if track == "fraud":
+            groups[p] = None
+            continue
+        n = dealt.get(track, 0)
+        dealt[track] = n + 1
+        groups[p] = f"track-{track}-{'abcdefghijklmnopqrstuvwxyz'[n % labs]}"
+    return groups
+
+
+@cache
+def scenario_groups() -> dict[str, str]:
+    """{scenario id: its runs' group} for the catalog's scenarios that have one."""
+    paths = scenario_paths()
+    groups = lab_groups(paths, {p: rendered(p, 1, DEFAULT_TIME_SCALE).track for p in paths})
+    return {p.stem: g for p, g in groups.items() if g is not None}
+
+
+def run_group(nodeid: str) -> str | None:
+    """The group of a catalog run from its test id (`...[SCENARIO-seedN]`), None for any other test."""
+    m = re.search(r"\[(.+)-seed\d+\]$", nodeid)
+    return None if m is None else scenario_groups().get(m.group(1))
 
 
 class CatalogLab(SelfTestLab):
@@ -58,4 +97,5 @@ class CatalogLab(SelfTestLab):
         return "(the attempt did not end within 60 s)"
 
 
-__all__ = ["EXIT_OK", "CatalogLab", "RunResult", "rendered", "scenario_paths", "solve_checks", "wrong_fix_checks"]
+__all__ = ["EXIT_OK", "TRACK_LABS", "CatalogLab", "RunResult", "lab_groups", "rendered", "run_group", "scenario_groups",
+           "scenario_paths", "solve_checks", "wrong_fix_checks"]

@@ -7,22 +7,34 @@ keeps the versions they create; other suites should never see those.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from catalogkit import CatalogLab
+from catalogkit import CatalogLab, run_group
+from xdist.scheduler import LoadScopeScheduling
 
 from lab.runner import PrivateLab, source_registry
 
 
-@pytest.fixture(scope="session")
-def cpu_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where cpulock.py's locks live: under pytest-xdist, a directory every worker of this run sees."""
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "catalog-cpu-locks"
+class CatalogScheduling(LoadScopeScheduling):
+    """`--dist loadgroup` for the catalog: a run of a grouped scenario goes with its group (`run_group`), any other
+    test is a unit of its own; the biggest units are handed out first (xdist's `--loadscope-reorder`)."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return run_group(nodeid) or nodeid
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist 3.8 groups `xdist_group` tests by rewriting `item._nodeid`, which pytest 9 no longer reads (a
+    node's id is computed): the groups were silently ignored and every worker started an LLM lab. So the catalog
+    schedules its groups itself, off the test ids (any other test of the run is a unit of its own); with another
+    `--dist`, xdist's own scheduler."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    return CatalogScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

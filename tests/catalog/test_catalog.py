@@ -30,7 +30,7 @@ from typing import Any
 import cpulock
 import psutil
 import pytest
-from catalogkit import ROOT, CatalogLab, rendered, scenario_paths, solve_checks, wrong_fix_checks
+from catalogkit import ROOT, CatalogLab, lab_groups, rendered, run_group, scenario_paths, solve_checks, wrong_fix_checks
 
 from lab.runner import child_env
 from lab.scenario import check_file
@@ -49,15 +49,43 @@ def track_of(path: Path) -> str:
     return rendered(path, 1, TIME_SCALE).track
 
 
+GROUPS = lab_groups(PATHS, {p: track_of(p) for p in PATHS})  # the same as catalogkit.scenario_groups()
+
+
 def runs(seeds: tuple[int, ...]) -> list[Any]:
-    """(path, seed) for every scenario and seed. Runs of another track than fraud share one xdist group (`make test`
-    runs the catalog with `--dist loadgroup`), so one worker starts that track's private lab, not every worker."""
+    """(path, seed) for every scenario and seed, each run of another track than fraud marked with its scenario's
+    xdist group (`make test` runs the catalog with `--dist loadgroup`; the groups are read off the test ids by
+    conftest.py's scheduler, which hands out the biggest groups first)."""
     cases = []
     for p in PATHS:
-        track = track_of(p)
-        marks = [] if track == "fraud" else [pytest.mark.xdist_group(f"track-{track}")]
+        group = GROUPS[p]
+        marks = [] if group is None else [pytest.mark.xdist_group(group)]
         cases += [pytest.param(p, s, id=f"{p.stem}-seed{s}", marks=marks) for s in seeds]
     return cases
+
+
+def test_llm_scenarios_spread_over_labs_and_each_keeps_one() -> None:
+    """Ten LLM scenarios between fraud ones: their 40 runs split 20/20 over two groups, a scenario's runs in one."""
+    paths = [Path(f"s{i:02d}.yaml") for i in range(16)]
+    tracks = {p: ("llm" if i % 3 else "fraud") for i, p in enumerate(paths)}  # s01, s02, s04, ..., s14
+    groups = lab_groups(paths, tracks)
+    llm = [p for p in paths if tracks[p] == "llm"]
+    assert len(llm) == 10 and all(groups[p] is None for p in paths if tracks[p] == "fraud")
+    assert sorted(groups[p] for p in llm) == ["track-llm-a"] * 5 + ["track-llm-b"] * 5  # type: ignore[type-var]
+    assert lab_groups(paths, tracks, labs=1)[llm[-1]] == "track-llm-a"
+
+
+def test_the_scheduler_reads_each_runs_group_off_its_test_id() -> None:
+    """What conftest.py's xdist scheduler keys on: every run of an LLM scenario, solved or wrongly fixed, has its
+    scenario's group; a fraud run and the other tests have none (one test, one unit)."""
+    for p in PATHS:
+        ids = [f"tests/catalog/test_catalog.py::test_it_breaks_and_the_reference_solution_fixes_it[{p.stem}-seed{s}]"
+               for s in SOLVE_SEEDS]
+        ids += [f"tests/catalog/test_catalog.py::test_the_wrong_fix_does_not_pass[{p.stem}-seed{s}]"
+                for s in WRONG_FIX_SEEDS]
+        assert {run_group(i) for i in ids} == {GROUPS[p]}, p.stem
+        validates = f"tests/catalog/test_catalog.py::test_scenario_validates_and_renders_for_every_seed[{p.stem}]"
+        assert run_group(validates) is None
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)

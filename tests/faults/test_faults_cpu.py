@@ -18,6 +18,7 @@ def _cpu_percent(pid: int, span_s: float = 1.0) -> float:
     return p.cpu_percent(None)
 
 
+@pytest.mark.exclusive  # the hog's CPU share is measured: the machine alone under xdist
 def test_hog_burns_cpu_as_a_scenario_process_and_revert_ends_it(flab: Lab) -> None:
     applied = flab.apply({"id": "hog", "kind": "cpu", "action": "hog", "target": "model-1",
                           "params": {"cores": 1, "duty": 0.6}})

@@ -105,6 +105,7 @@ def test_memory_limit_oom_kills_an_llm_replica_and_revert_restores_it(both: Lab)
     assert _llm_ready(both)["memory_limit_bytes"] == before["memory_limit_bytes"]
 
 
+@pytest.mark.exclusive  # the hog's CPU share is measured: the machine alone under xdist
 def test_cpu_hog_beside_an_llm_replica(both: Lab) -> None:
     applied = both.apply({"id": "hog-llm", "kind": "cpu", "action": "hog", "target": LLM1,
                           "params": {"cores": 1, "duty": 0.5}})

@@ -19,6 +19,10 @@ from lgharness import Loadgen, Peer, free_port, loadgen_argv, run_loadgen, start
 
 from lab.parts.loadgen import LoadgenClient, LoadgenError
 
+# The load generator is held to its rate (within 20-25 %) by a peer measuring it: under pytest-xdist these tests run
+# with the machine to themselves (tests/cpulock.py).
+pytestmark = pytest.mark.exclusive
+
 FEEDBACK_DELAY_S = 1.0
 
 

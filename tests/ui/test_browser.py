@@ -37,6 +37,7 @@ TIME_SCALE = 0.1  # slow-replica's 20-60 s injection, 30 s windows and 60 s hold
 pytestmark = [
     pytest.mark.stack,
     pytest.mark.slow,
+    pytest.mark.exclusive,  # a real Chromium and whole journeys on page timeouts: the machine alone under xdist
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Debian's Chromium is not installed at {CHROMIUM} "
                        "(apt-get install chromium); the browser tests drive it through Playwright"),
 ]

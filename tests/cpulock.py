@@ -1,0 +1,47 @@
+"""Tests that lean on the CPU get the machine to themselves when the suite runs on several pytest-xdist workers.
+
+Both parts of `make test` run on workers (see the Makefile). Most tests spend their time waiting on real processes
+(probe windows, readiness, sleeps), so workers share two cores without touching each other's timings. A few would:
+- in the catalog (tests/catalog/), a CPU hog, or replicas starting (torch imports on every core), or a whole stack
+  starting; those runs take the lock exclusively (`is_cpu_heavy`) and the others share it;
+- in the rest of the suite, tests marked `exclusive` (a real Chromium driving the UI, the benchmarks' smoke runs,
+  load generators held to a rate, CPU hogs whose share is measured, a 10 s bound): tests/conftest.py holds the lock
+  around every test, exclusively for those.
+A turnstile in front keeps a waiting exclusive holder from being starved by the other workers' stream of shared ones.
+Without xdist nothing contends and the locks cost nothing. The lock files live in a directory every worker of one
+pytest run sees (`xdist_lock_dir` in tests/conftest.py, keyed by xdist's run id); two separate pytest runs do not
+see each other's locks.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+HEAVY_OPS = {"scale"}  # new replicas import torch on every core; a retrain is ~3 s of one thread, shared is fine
+
+
+def is_cpu_heavy(scenario: Any) -> bool:
+    """A CPU fault, or a reference or wrong fix that starts replicas."""
+    if any(f.kind == "cpu" for f in scenario.faults):
+        return True
+    ops = [*scenario.solution, *(scenario.wrong_fix or [])]
+    return any(op.op in HEAVY_OPS for op in ops)
+
+
+@contextmanager
+def machine(lock_dir: Path, exclusive: bool) -> Iterator[None]:
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "turnstile.lock", "a+") as turnstile, open(lock_dir / "cpu.lock", "a+") as cpu:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(cpu, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(cpu, fcntl.LOCK_UN)

@@ -157,12 +157,21 @@ def idle_grade(res: RunResult) -> dict[str, Any]:
     return grade(res.scenario, res.events[:cut])
 
 
+def reset_check(res: RunResult) -> Check:
+    """The engine's reset to the baseline before the attempt went through: a step that failed even after its retry
+    leaves the attempt on a stack that is not the one its scenario describes."""
+    ready = next((e["data"] for e in res.events if e["type"] == "stack_ready"), {})
+    errors = (ready.get("reset") or {}).get("errors") or []
+    return Check("reset to the baseline before it", not errors, "; ".join(errors))
+
+
 def solve_checks(res: RunResult) -> list[Check]:
     d = res.debrief
     weights = res.scenario.scoring.weights
     diag = d["breakdown"]["diagnosis"]
     idle = idle_grade(res)
     return [
+        reset_check(res),
         Check("breaks", bool(d["broke"]), "" if d["broke"] else "the steady state never broke and nothing paged"),
         Check("solution fixes it", res.code == 0 and bool(d["fixed"]),
               "" if d["fixed"] else "the reference solution's fix claim was not verified"),
@@ -180,6 +189,7 @@ def wrong_fix_checks(res: RunResult) -> list[Check]:
     d = res.debrief
     rejected = any(e["type"] == "fix_rejected" for e in res.events)
     return [
+        reset_check(res),
         Check("breaks", bool(d["broke"]), "" if d["broke"] else "the steady state never broke and nothing paged"),
         Check("wrong fix does not pass", res.code == 0 and not d["fixed"],
               "the wrong fix was verified as a fix" if d["fixed"] else ""),

@@ -79,6 +79,9 @@ def replica_metrics(ctx: ConsoleContext, name: str) -> OpResult:
         h = figures.get(key) or {}
         lines.append(f"  {key:22} p50 {num(h.get('p50_ms'))} ms  p99 {num(h.get('p99_ms'))} ms  "
                      f"({num(h.get('count'), '{:.0f}')} observations)")
+    p = figures.get("prompt_len") or {}
+    lines.append(f"  {'prompt_len':22} p50 {num(p.get('p50'), '{:.0f}')} p99 {num(p.get('p99'), '{:.0f}')} tokens  "
+                 f"({num(p.get('count'), '{:.0f}')} prompts; the context is the model's max_model_len)")
     for key in ("num_requests_running", "num_requests_waiting", "kv_cache_usage", "kv_blocks_used", "kv_blocks_total",
                 "preemptions", "prefix_cache_hit_rate", "spec_acceptance_rate", "prompt_tokens",
                 "generation_tokens", "engine_steps"):

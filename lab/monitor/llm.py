@@ -308,7 +308,7 @@ async def canary(client: httpx.AsyncClient, url: str, text: str = CANARY_TEXT) -
 # ---- scenario probes (lab/scenario/probes.py declares the kinds; lab/attempt/probes.py asks here) ----------------
 
 PROBE_KINDS = ("ttft_p99_ms", "itl_p99_ms", "ttft_gap_ms", "goodput_ratio", "finish_reason_share", "kv_cache_usage",
-               "preemption_rate", "prefix_cache_hit_rate", "canary_perplexity", "rate_limited_rate")
+               "preemption_rate", "prefix_cache_hit_rate", "canary_perplexity", "rate_limited_rate", "llm_status_share")
 MIN_REQUESTS = 3  # finished requests (or answers) a windowed figure needs, else no value
 
 
@@ -367,6 +367,15 @@ def probe_value(monitor: Any, probe: Any, seconds: float, now: float) -> float |
         by = w.by("gateway_llm_requests_total", "code")
         total = sum(by.values())
         return by.get("429", 0.0) / total if total >= MIN_REQUESTS else None
+    if kind == "llm_status_share":
+        w = win(GATEWAY)
+        if w is None:
+            return None
+        by = w.by("gateway_llm_requests_total", "code")
+        total = sum(by.values())
+        status = probe.status
+        hits = sum(v for c, v in by.items() if (c.startswith(status[0]) if status.endswith("xx") else c == status))
+        return hits / total if total >= MIN_REQUESTS else None
     if kind == "finish_reason_share":
         hits = total = 0.0
         for n in names:

@@ -35,7 +35,7 @@ KNOWN_SERIES: tuple[str, ...] = (
     r"llm-[0-9]+\.(ttft_p50_ms|ttft_p99_ms|itl_p99_ms|output_tokens_per_s|kv_cache_usage|kv_cache_usage_max|"
     r"num_requests_waiting|num_requests_running|preemptions_per_s|prefix_cache_hit_rate|canary_perplexity)",
     r"llm-[0-9]+\.finish_reason\.(stop|length|abort)",
-    r"gateway\.(rate_limited_rate|llm_ttft_p99_ms|client_ttft_p99_ms|client_itl_p99_ms|goodput_ratio)",
+    r"gateway\.(rate_limited_rate|llm_error_rate|llm_ttft_p99_ms|client_ttft_p99_ms|client_itl_p99_ms|goodput_ratio)",
 )
 
 

@@ -122,6 +122,7 @@ GAUGES = {"vllm:num_requests_running": "num_requests_running", "vllm:num_request
           "vllm:kv_cache_usage_perc": "kv_cache_usage", "llm_kv_blocks_used": "kv_blocks_used",
           "llm_kv_blocks_total": "kv_blocks_total", "llm_ready": "ready",
           "process_resident_memory_bytes": "rss_bytes"}
+PROMPT_LEN = "vllm:request_prompt_tokens"
 COUNTERS = {"vllm:num_preemptions_total": "preemptions", "vllm:prefix_cache_queries_total": "prefix_cache_queries",
             "vllm:prefix_cache_hits_total": "prefix_cache_hits", "vllm:prompt_tokens_total": "prompt_tokens",
             "vllm:generation_tokens_total": "generation_tokens", "vllm:spec_decode_num_drafts_total": "spec_drafts",
@@ -151,6 +152,8 @@ def summarize_vllm(text: str) -> dict[str, Any]:
     sums: dict[str, float] = {}
     finished: dict[str, float] = {}
     rejected: dict[str, float] = {}
+    prompt_rows: list[tuple[float, float]] = []
+    prompt_sum = 0.0
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name in GAUGES:
@@ -165,12 +168,21 @@ def summarize_vllm(text: str) -> dict[str, Any]:
                 buckets.setdefault(HISTOGRAMS[s.name[:-7]], []).append((float(s.labels["le"]), s.value))
             elif s.name.endswith("_sum") and s.name[:-4] in HISTOGRAMS:
                 sums[HISTOGRAMS[s.name[:-4]]] = s.value
+            elif s.name == PROMPT_LEN + "_bucket":
+                prompt_rows.append((float(s.labels["le"]), s.value))
+            elif s.name == PROMPT_LEN + "_sum":
+                prompt_sum = s.value
     for key, rows in buckets.items():
         rows.sort()
         count = rows[-1][1] if rows else 0.0
         p50, p99 = _quantile(rows, 0.5), _quantile(rows, 0.99)
         out[key] = {"count": count, "mean_ms": 1000 * sums.get(key, 0.0) / count if count else None,
                     "p50_ms": None if p50 is None else 1000 * p50, "p99_ms": None if p99 is None else 1000 * p99}
+    prompt_rows.sort()
+    prompts = prompt_rows[-1][1] if prompt_rows else 0.0
+    # Prompt lengths in tokens (refused prompts included): how close the prompts come to the model's context.
+    out["prompt_len"] = {"count": prompts, "mean": prompt_sum / prompts if prompts else None,
+                         "p50": _quantile(prompt_rows, 0.5), "p99": _quantile(prompt_rows, 0.99)}
     total = sum(finished.values())
     out["finished"] = finished
     out["finish_reason"] = {k: v / total for k, v in finished.items()} if total else {}

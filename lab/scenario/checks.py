@@ -217,10 +217,18 @@ def _track(s: Scenario) -> Iterator[Problem]:
         if version not in versions:
             yield loc, (f"'{version}' is not a version of the {track} track; expected one of: "
                         f"{', '.join(versions)}")
-    if track != vocab.DEFAULT_TRACK:
-        for i, f in enumerate(s.faults):
-            if f.kind in FRAUD_ONLY_FAULTS or f"{f.kind}.{f.action}" in FRAUD_ONLY_FAULTS:
-                yield ("faults", i, "kind"), f"'{f.kind}.{f.action}' acts on the fraud track's parts only"
+    for i, f in enumerate(s.faults):
+        if f"{f.kind}.{f.action}" == "data.profile":
+            # The load generator drives either track: the profile must be one of the scenario's track.
+            if f.params.profile not in profiles:
+                yield ("faults", i, "params", "profile"), (
+                    f"'{f.params.profile}' is not a {track}-track traffic profile; expected one of: "
+                    f"{', '.join(profiles)}")
+            elif track != vocab.DEFAULT_TRACK and f.params.strength is not None:
+                yield ("faults", i, "params", "strength"), "strength weakens the fraud track's profiles only"
+        elif track != vocab.DEFAULT_TRACK and (f.kind in FRAUD_ONLY_FAULTS
+                                               or f"{f.kind}.{f.action}" in FRAUD_ONLY_FAULTS):
+            yield ("faults", i, "kind"), f"'{f.kind}.{f.action}' acts on the fraud track's parts only"
 
 
 def _action_names(s: Scenario) -> Iterator[tuple[Loc, str]]:

@@ -435,8 +435,23 @@ class RateLimitedRateProbe(_Windowed):
         return _within(_allow(tol, "rate_limited_rate", {"min", "max"}), 0, 1)
 
 
+class LLMStatusShareProbe(_Windowed):
+    """Share of the LLM requests the gateway answered with `status`: a class (`2xx`, `4xx`, `5xx`) or one code
+    (`400`: refused as invalid, e.g. over the context; `503`). The fraud track's `status_share` counts the scoring
+    routes only."""
+
+    kind: Literal["llm_status_share"]
+    status: Annotated[str, StringConstraints(pattern=r"^[1-5]([0-9]{2}|xx)$")]
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "llm_status_share", {"min", "max"}), 0, 1)
+
+
 LLM_PROBE_MODELS = (TTFTProbe, ITLProbe, TTFTGapProbe, GoodputProbe, FinishReasonProbe, KVCacheUsageProbe,
-                    PreemptionRateProbe, PrefixCacheHitRateProbe, CanaryPerplexityProbe, RateLimitedRateProbe)
+                    PreemptionRateProbe, PrefixCacheHitRateProbe, CanaryPerplexityProbe, RateLimitedRateProbe,
+                    LLMStatusShareProbe)
 
 PROBE_MODELS = (
     LatencyProbe,

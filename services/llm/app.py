@@ -176,6 +176,10 @@ class LLMServer:
         n_ctx = engine.n_ctx
         gen = self._generation()
         metrics.REQUEST_PROMPT_TOKENS.observe(prompt_len)
+        if prompt_len >= n_ctx or (max_tokens is not None and prompt_len + max_tokens > n_ctx):
+            # one line per refusal, so that `logs llm-N` shows why clients get 400s (prompts outgrowing the context)
+            log.info("refused code=context_length_exceeded prompt_tokens=%d max_tokens=%s n_ctx=%d", prompt_len,
+                     max_tokens if max_tokens is not None else "-", n_ctx)
         if prompt_len >= n_ctx:
             raise OpenAIError(400, f"This model's maximum context length is {n_ctx} tokens. However, your prompt "
                               f"has {prompt_len} tokens. Please reduce the length of the prompt.",

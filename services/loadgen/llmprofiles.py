@@ -73,6 +73,10 @@ BUILTIN_LLM_PROFILES: dict[str, dict[str, Any]] = {
         "prompt_chars": [30, 90], "max_tokens": [24, 48], "history": True,
         "description": "Multi-turn chats whose history grows every turn until the context overflows (then a new chat).",
     },
+    "system-prompt": {
+        "prompt_chars": [20, 80], "max_tokens": [16, 32], "system_chars": 96,
+        "description": "Chats under a shared system prompt (the same for every request): prefix-cache friendly.",
+    },
     "timestamped-system-prompt": {
         "prompt_chars": [20, 80], "max_tokens": [16, 32], "system_chars": 96, "timestamp_system": True,
         "description": "A shared system prompt that starts with a per-request timestamp: no prefix-cache hits.",
@@ -84,6 +88,10 @@ BUILTIN_LLM_PROFILES: dict[str, dict[str, Any]] = {
     "abandon": {
         "prompt_chars": [20, 80], "max_tokens": [96, 128], "abandon_after_tokens": 4,
         "description": "Clients ask for long answers and disconnect after 4 tokens.",
+    },
+    "impatient": {
+        "mix": {"chat": 0.5, "abandon": 0.5},
+        "description": "Half the users stop the answer after a few tokens (a Stop button, a closed tab).",
     },
     "mixed": {
         "mix": {"chat": 0.6, "long-context": 0.15, "timestamped-system-prompt": 0.15, "abandon": 0.1},

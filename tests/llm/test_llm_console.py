@@ -62,9 +62,11 @@ def test_metrics_of_a_replica_are_its_vllm_figures(track: StackHandle) -> None:
     assert data["ttft"]["count"] >= 1 and data["ttft"]["p99_ms"] > 0
     assert data["generation_tokens"] >= 8 and data["kv_blocks_total"] > 0
     assert set(data["finish_reason"]) >= {"length"}
+    # the prompts' length in tokens (this one's, the warm-up's, the monitor's canaries'): within the context
+    assert data["prompt_len"]["count"] >= 1 and 0 < data["prompt_len"]["p50"] <= data["prompt_len"]["p99"] <= 256
     out = cli(track, "metrics", ONE)
     assert out.returncode == 0, out.stderr
-    assert "vLLM metrics" in out.stdout and "kv_cache_usage" in out.stdout
+    assert "vLLM metrics" in out.stdout and "kv_cache_usage" in out.stdout and "prompt_len" in out.stdout
     refused = console(track, "metrics", 404, service=LLM.instance(7))
     assert "llm-1, llm-2" in refused["detail"]
 

@@ -62,6 +62,9 @@ def test_tokenize_and_prompt_token_histogram(server) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
     assert server.metric("vllm:request_prompt_tokens_count") == total + 1  # the refused prompt is counted
     assert server.metric("vllm:request_prompt_tokens_bucket", {"le": "128.0"}) == below  # ... above the context
+    # and its log says why (what `logs llm-N` shows a learner whose clients get 400s)
+    wait_until(lambda: "refused code=context_length_exceeded prompt_tokens=141 max_tokens=1 n_ctx=128" in server.log(),
+               10, what="the refusal in the replica's log")
 
 
 def acceptance(server, prompts: list[str]) -> tuple[float, list[str]]:

@@ -25,8 +25,8 @@ def source(registry: LLMProfileRegistry) -> LLMSource:
 
 def test_both_tracks_profiles_are_listed_in_one_place() -> None:
     assert profile_names("llm") == list(BUILTIN_LLM_PROFILES)
-    assert {"chat", "long-context", "mixed", "growing-history", "timestamped-system-prompt", "burst",
-            "abandon"} == set(profile_names("llm"))
+    assert {"chat", "long-context", "mixed", "growing-history", "system-prompt", "timestamped-system-prompt",
+            "burst", "abandon", "impatient"} == set(profile_names("llm"))
     assert "baseline" in profile_names() and "chat" not in profile_names("fraud")
     with pytest.raises(ValueError, match="unknown track"):
         profile_names("all")
@@ -60,7 +60,8 @@ def test_builtins_cannot_be_replaced_and_unknown_names_list_the_known(registry: 
 
 def test_requests_fit_the_context_except_a_growing_history(registry: LLMProfileRegistry, source: LLMSource) -> None:
     source.max_model_len = 256
-    for name in ("chat", "long-context", "timestamped-system-prompt", "abandon", "mixed", "burst"):
+    for name in ("chat", "long-context", "system-prompt", "timestamped-system-prompt", "abandon", "mixed", "burst",
+                 "impatient"):
         source.set_profile(registry.get(name))
         for _ in range(20):
             plan = source.plan(Conversation())
@@ -81,6 +82,10 @@ def test_timestamps_lead_the_system_prompt(registry: LLMProfileRegistry, source:
     assert first["role"] == "system" and first["content"].startswith("[")
     assert first["content"] != second["content"]
     assert first["content"].split("] ", 1)[1] == second["content"].split("] ", 1)[1]
+    # its healthy twin: the same system prompt, identical on every request (what the prefix cache shares)
+    source.set_profile(registry.get("system-prompt"))
+    plain, again = (source.plan(Conversation()).body["messages"][0] for _ in range(2))
+    assert plain == again == {"role": "system", "content": first["content"].split("] ", 1)[1]}
 
 
 def test_growing_history_grows(registry: LLMProfileRegistry, source: LLMSource) -> None:

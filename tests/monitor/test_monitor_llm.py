@@ -249,3 +249,36 @@ def test_client_figures_and_goodput_from_the_agreed_metric_names() -> None:
     # answered 8/10 (abandoned left out) x TTFT <= 1 s 6/8 x gaps <= 200 ms 90/100
     assert g["goodput_ratio"] == pytest.approx(0.8 * 0.75 * 0.9)
     assert client_signals(None)["client_ttft_p99_ms"] is None
+
+
+def test_llm_status_share_counts_the_gateway_llm_answers_by_code_or_class() -> None:
+    """`llm_status_share` (the LLM routes' share of a status at the gateway, e.g. 400s from prompts over the context),
+    read from `gateway_llm_requests_total` as the gateway exports it, through the monitor's parser and rings."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    from lab.monitor import prom
+    from lab.monitor.series import ScrapeRing
+
+    reg = CollectorRegistry()
+    requests = Counter("gateway_llm_requests", "requests", ["route", "replica", "code"], registry=reg)
+    ring = ScrapeRing(10)
+    ring.add(0.0, prom.parse(generate_latest(reg).decode()).samples)
+    for code, n in (("200", 14), ("400", 5), ("429", 1)):
+        requests.labels("chat_completions", "llm-1", code).inc(n)
+    ring.add(10.0, prom.parse(generate_latest(reg).decode()).samples)
+    mon = SimpleNamespace(rings={"gateway": ring})
+
+    def share(status: str) -> Any:
+        p = PROBES.validate_python({"id": "p", "kind": "llm_status_share", "status": status,
+                                    "tolerance": {"max": 0.05}})
+        return probe_value(mon, p, 10.0, 10.0)
+
+    assert share("400") == pytest.approx(5 / 20)
+    assert share("4xx") == pytest.approx(6 / 20)
+    assert share("2xx") == pytest.approx(14 / 20) and share("503") == 0
+    assert probe_value(SimpleNamespace(rings={}), PROBES.validate_python(
+        {"id": "p", "kind": "llm_status_share", "status": "400", "tolerance": {"max": 1}}), 10.0, 10.0) is None
+    with pytest.raises(ValueError, match="String should match pattern"):
+        PROBES.validate_python({"id": "p", "kind": "llm_status_share", "status": "4x0", "tolerance": {"max": 1}})

@@ -159,6 +159,16 @@ CASES = {
     "a fraud operation on the llm track": (
         "    - {op: metrics, args: {service: \"{{ replica }}\"}}\nfix:", "    - {op: drift}\nfix:", "op: drift",
         "diagnosis.evidence[0].op: 'drift' is an operation of the fraud track"),
+    "a fraud traffic profile as an llm fault": (
+        "    until: fixed\nsteady_state:",
+        "    until: fixed\n  - {id: drift, kind: data, action: profile, params: {profile: covariate-shift},\n"
+        "     when: {at_s: 20}, until: fixed}\nsteady_state:", "id: drift",
+        "faults[1].params.profile: 'covariate-shift' is not a llm-track traffic profile; expected one of: chat"),
+    "strength on an llm traffic profile": (
+        "    until: fixed\nsteady_state:",
+        "    until: fixed\n  - {id: drift, kind: data, action: profile, params: {profile: abandon, strength: 0.5},\n"
+        "     when: {at_s: 20}, until: fixed}\nsteady_state:", "id: drift",
+        "faults[1].params.strength: strength weakens the fraud track's profiles only"),
     "too many llm replicas": (
         "  replicas: 2", "  replicas: 12", None, "stack.replicas: the llm track runs at most 8 replicas, got 12"),
 }
@@ -192,6 +202,13 @@ def test_an_llm_probe_or_operation_on_a_fraud_scenario_is_refused(tmp_path: Path
     assert f"{path}:{kind_line}: steady_state[1].kind: 'kv_cache_usage' measures the LLM track; this scenario " \
            "runs the fraud track" in problems, problems
     assert f"{path}:{op_line}: diagnosis.evidence[0].op: 'eval' is an operation of the LLM track" in problems, problems
+
+
+def test_an_llm_traffic_profile_change_is_a_data_profile_fault(tmp_path: Path) -> None:
+    text = LLM_SCENARIO.replace("    until: fixed\nsteady_state:", "    until: fixed\n  - {id: history, kind: data, "
+                                "action: profile, params: {profile: growing-history}, when: {at_s: 20}, "
+                                "until: fixed}\nsteady_state:")
+    assert validate_paths([_write(tmp_path, text)]) == []
 
 
 def test_the_catalog_llm_scenario_and_list_json_track(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,10 +1,13 @@
-"""data.profile: the load generator's traffic changes profile (drift, nulls, a unit change, a surge) and/or rate.
+"""data.profile: the load generator's traffic changes profile and/or rate, on either track: the fraud track's
+drift, nulls, unit change or surge, or the LLM track's clients (longer chat histories, a timestamped system
+prompt, abandoned streams, bursts: services/loadgen/llmprofiles.py).
 
 `strength` (0..1) weakens a built-in profile: its shift fractions (null_rate, new_category_rate, covariate,
 concept) and the surge's extra rate are multiplied by it; 1 is the profile as built in. A unit change is all or
 nothing and baseline has nothing to weaken, so `strength` is refused for those. The weakened profile is
-registered on the load generator under `<profile>-at-<percent>`. Revert goes back to the profile and base rate
-the load generator had before.
+registered on the load generator under `<profile>-at-<percent>`; an LLM profile has no shift to weaken, so
+`strength` is refused for those too. The profile must be of the track the load generator drives (a 422 naming
+that track's profiles otherwise). Revert goes back to the profile and base rate the load generator had before.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ SCALABLE_SHIFT = ("null_rate", "new_category_rate", "covariate", "concept")
 
 
 class ProfileParams(Strict):
-    profile: Literal[vocab.TRAFFIC_PROFILES]  # type: ignore[valid-type]
+    profile: Literal[vocab.TRAFFIC_PROFILES + vocab.LLM_TRAFFIC_PROFILES]  # type: ignore[valid-type]
     rps: float | None = Field(default=None, gt=0, le=MAX_TRAFFIC_RPS)
     strength: Fraction | None = None
 
@@ -74,7 +77,8 @@ class DataProfileInjector(Injector):
     position = 50
     catalog = Catalog(
         label="Traffic profile",
-        help="Switch the load generator's traffic profile (drift, nulls, unit change, surge) and/or its rate.",
+        help="Switch the load generator's traffic profile (fraud: drift, nulls, unit change, surge; LLM: growing "
+             "history, timestamped system prompt, abandoned streams, ...) and/or its rate.",
         example={"profile": "covariate-shift"},
     )
 
@@ -91,6 +95,14 @@ class DataProfileInjector(Injector):
         p = fault.params
         with loadgen(ctx) as lg:
             before = lg.state()
+            track = before.get("track", vocab.DEFAULT_TRACK)
+            profiles_of_track = vocab.TRACK_PROFILES.get(track, ())
+            if p.profile not in profiles_of_track:
+                raise FaultError(f"{p.profile!r} is not a {track}-track profile (the load generator drives the "
+                                 f"{track} track); expected one of: {', '.join(profiles_of_track)}", 422)
+            if p.strength is not None and p.profile in vocab.LLM_TRAFFIC_PROFILES:
+                raise FaultError(f"strength does not apply to the {p.profile} profile (an LLM profile has no shift "
+                                 "to weaken)", 422)
             name = p.profile
             if p.strength is not None and p.strength < 1:
                 profiles = lg.profiles()

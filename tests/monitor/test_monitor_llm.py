@@ -249,3 +249,31 @@ def test_client_figures_and_goodput_from_the_agreed_metric_names() -> None:
     # answered 8/10 (abandoned left out) x TTFT <= 1 s 6/8 x gaps <= 200 ms 90/100
     assert g["goodput_ratio"] == pytest.approx(0.8 * 0.75 * 0.9)
     assert client_signals(None)["client_ttft_p99_ms"] is None
+
+
+async def test_a_restarted_replica_gets_a_fresh_canary_at_the_next_tick(replicas: dict[str, ServiceProc],
+                                                                        clock: FakeClock) -> None:
+    """A rollout restarts a replica on another version: its canary must not wait for the next interval (an hour
+    here), or the latest figure would still be the previous process's when a fix is judged."""
+    mon = monitor(replicas, clock)
+    llm2 = replicas["llm-2"]
+    argv = list(llm2.argv)
+    try:
+        await mon.tick()
+        assert (await mon.settle_canaries())["llm-2"]["version"] == "v1-int8"
+        llm2.stop()
+        llm2.argv = [*argv, "--version", "v1"]  # the last --version counts
+        llm2.start()
+        for _ in range(10):  # the restart is seen at the first scrape that answers, the canary at the next tick
+            clock.advance(1.0)
+            await mon.tick()
+            got = await mon.settle_canaries()
+            if got["llm-2"]["version"] == "v1":
+                break
+        assert got["llm-2"]["version"] == "v1" and got["llm-2"]["perplexity"] is not None, got["llm-2"]
+        assert got["llm-1"]["at"] < got["llm-2"]["at"]  # only the restarted replica was asked again
+    finally:
+        await mon.stop()
+        llm2.stop()
+        llm2.argv = argv
+        llm2.start()

@@ -1,6 +1,6 @@
 """deploy.llm on a real LLM stack (`faultline up -d --track llm`, two replicas, one private stack for the module):
-one part of a version rolled out to every replica (v2's weights on v1's tokenizer: the canary perplexity far
-above v1's), a whole version to one replica (v1-int4 on llm-2 only, llm-1 untouched), each reverted to what the
+one part of a version rolled out to every replica at once (v2's weights on v1's tokenizer: the canary perplexity
+far above v1's), a whole version to one replica (v1-int4 on llm-2 only, llm-1 untouched), each reverted to what the
 replicas served; the refusals (another track's name, a replica the stack does not run) and a revert that finds
 the learner's own redeploy leave it alone.
 
@@ -56,9 +56,9 @@ def _ready(lab: Lab) -> None:
 def test_v2_weights_on_v1_tokenizer_everywhere_and_back(llm: Lab) -> None:
     _ready(llm)
     before = _perplexity(llm)
-    applied = llm.apply({"id": "half", "kind": "deploy", "action": "llm", "params": {"version": "v2",
-                                                                                     "part": "weights"}})
-    assert applied["description"] == "the weights of LLM v2 deployed to every LLM replica"
+    applied = llm.apply({"id": "half", "kind": "deploy", "action": "llm",
+                         "params": {"version": "v2", "part": "weights", "at_once": True}})
+    assert applied["description"] == "the weights of LLM v2 deployed to every LLM replica at once"
     assert all("--tokenizer" in applied["changes"]["argv"][n] for n in REPLICAS)
     served = _served(llm)
     for n in REPLICAS:

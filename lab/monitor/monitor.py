@@ -219,6 +219,9 @@ class Monitor:
         self._canary_done: dict[str, deque[float]] = {}
         self._canary_at = -math.inf
         self._canary_task: asyncio.Task[None] | None = None
+        # replicas restarted since their last canary answer: their latest figure is of the process before (a
+        # rollout restarts a replica on another version), so they get a canary at the next tick, not in 30 s
+        self._canary_stale: set[str] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -334,6 +337,8 @@ class Monitor:
             before = self._start_times.get(name)
             if before is not None and abs(started - before) > 0.5:
                 self._restarts_seen[name] = self._restarts_seen.get(name, 0) + 1
+                if llm_signals.is_llm(name):
+                    self._canary_stale.add(name)
             self._start_times[name] = started
         ring.add(now, samples)
 
@@ -471,12 +476,15 @@ class Monitor:
 
     def _maybe_canary(self, now: float) -> None:
         names = [n for n in self.targets if llm_signals.is_llm(n)]
-        if not names or now - self._canary_at < self.config.canary_interval_s:
+        due = now - self._canary_at >= self.config.canary_interval_s
+        stale = [n for n in names if n in self._canary_stale]
+        if not names or not (due or stale):
             return
         if self._canary_task is not None and not self._canary_task.done():
             return
-        self._canary_at = now
-        self._canary_task = asyncio.create_task(self.run_canaries(names))
+        if due:
+            self._canary_at = now
+        self._canary_task = asyncio.create_task(self.run_canaries(names if due else stale))
 
     async def settle_canaries(self, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
         """Wait for the canaries the loop sent in the background, if any; the latest result per replica."""
@@ -500,6 +508,7 @@ class Monitor:
                 self.canaries[name] = result
                 if result.get("perplexity") is not None:
                     self.note_canary_finish(name, at)
+                    self._canary_stale.discard(name)  # a replica still starting is asked again next tick
                 self.store.append(f"{name}.canary_perplexity", at, result.get("perplexity"))
         return {n: self.canaries[n] for n in names if n in self.canaries}
 

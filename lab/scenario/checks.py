@@ -152,7 +152,8 @@ FRAUD_ONLY_PROBES = frozenset({"latency_p99_ms", "error_rate", "accuracy", "reca
 FRAUD_ONLY_OPS = frozenset({"trace", "drift", "reference", "retrain", "distributions", "decisions", "inspect",
                             "send", "upstreams", "traffic"})
 LLM_ONLY_OPS = frozenset({"generate", "eval"})
-FRAUD_ONLY_FAULTS = frozenset({"data", "deploy", "dependency", "memory.batch_blowup", "memory.leak"})
+FRAUD_ONLY_FAULTS = frozenset({"data", "deploy.variant", "deploy.corrupt", "dependency", "memory.batch_blowup",
+                               "memory.leak"})
 
 
 def _track_names(track: str, replicas: int) -> str:

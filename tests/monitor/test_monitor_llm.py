@@ -282,3 +282,31 @@ def test_llm_status_share_counts_the_gateway_llm_answers_by_code_or_class() -> N
         {"id": "p", "kind": "llm_status_share", "status": "400", "tolerance": {"max": 1}}), 10.0, 10.0) is None
     with pytest.raises(ValueError, match="String should match pattern"):
         PROBES.validate_python({"id": "p", "kind": "llm_status_share", "status": "4x0", "tolerance": {"max": 1}})
+
+
+async def test_a_restarted_replica_gets_a_fresh_canary_at_the_next_tick(replicas: dict[str, ServiceProc],
+                                                                        clock: FakeClock) -> None:
+    """A rollout restarts a replica on another version: its canary must not wait for the next interval (an hour
+    here), or the latest figure would still be the previous process's when a fix is judged."""
+    mon = monitor(replicas, clock)
+    llm2 = replicas["llm-2"]
+    argv = list(llm2.argv)
+    try:
+        await mon.tick()
+        assert (await mon.settle_canaries())["llm-2"]["version"] == "v1-int8"
+        llm2.stop()
+        llm2.argv = [*argv, "--version", "v1"]  # the last --version counts
+        llm2.start()
+        for _ in range(10):  # the restart is seen at the first scrape that answers, the canary at the next tick
+            clock.advance(1.0)
+            await mon.tick()
+            got = await mon.settle_canaries()
+            if got["llm-2"]["version"] == "v1":
+                break
+        assert got["llm-2"]["version"] == "v1" and got["llm-2"]["perplexity"] is not None, got["llm-2"]
+        assert got["llm-1"]["at"] < got["llm-2"]["at"]  # only the restarted replica was asked again
+    finally:
+        await mon.stop()
+        llm2.stop()
+        llm2.argv = argv
+        llm2.start()

@@ -378,6 +378,7 @@ def probe_value(monitor: Any, probe: Any, seconds: float, now: float) -> float |
         return hits / total if total >= MIN_REQUESTS else None
     if kind == "finish_reason_share":
         hits = total = 0.0
+        each: list[float] = []
         for n in names:
             w = win(n)
             if w is None:
@@ -385,6 +386,11 @@ def probe_value(monitor: Any, probe: Any, seconds: float, now: float) -> float |
             shares, finished = finish_shares(w, monitor._canary_finishes(n, w))  # noqa: SLF001 - its own canaries
             total += finished
             hits += (shares.get(probe.reason) or 0.0) * finished
+            if finished >= MIN_REQUESTS:
+                each.append(shares.get(probe.reason) or 0.0)
+        if getattr(probe, "each_replica", False):
+            # the worst replica: the lowest share when the rule is a floor, else the highest
+            return (min(each) if probe.tolerance.min is not None else max(each)) if each else None
         return hits / total if total >= MIN_REQUESTS else None
     if kind == "kv_cache_usage":
         values = [v for w in replicas if (v := gauge_over_window(w, "vllm:kv_cache_usage_perc", "max")) is not None]

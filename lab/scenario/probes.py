@@ -359,10 +359,20 @@ class GoodputProbe(_Windowed):
 
 
 class FinishReasonProbe(_LLMProbe):
-    """Share of the requests finished in the window with `reason` (`stop`, `length`, `abort`)."""
+    """Share of the requests finished in the window with `reason` (`stop`, `length`, `abort`). Without `target`,
+    pooled over every replica; with `each_replica`, every replica is judged and the value is the worst one's (the
+    lowest share under a `min`, the highest under a `max`), so a probe can hold each replica to the rule without
+    naming, on screen, the one that breaks it."""
 
     kind: Literal["finish_reason_share"]
     reason: Literal["stop", "length", "abort"]
+    each_replica: bool = False
+
+    @model_validator(mode="after")
+    def _each(self) -> FinishReasonProbe:
+        if self.each_replica and self.target is not None:
+            raise ValueError("each_replica judges every replica: leave `target` out")
+        return self
 
     @field_validator("tolerance")
     @classmethod

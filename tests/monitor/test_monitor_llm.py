@@ -310,3 +310,41 @@ async def test_a_restarted_replica_gets_a_fresh_canary_at_the_next_tick(replicas
         llm2.stop()
         llm2.argv = argv
         llm2.start()
+
+
+def abandon(url: str, n: int) -> None:
+    """`n` streams, each dropped after its first chunk: the replica aborts them (cancel on disconnect)."""
+    body = {"prompt": "And God said", "max_tokens": 100, "temperature": 0, "stream": True}
+    for _ in range(n):
+        with httpx.Client(timeout=30, trust_env=False) as client, \
+                client.stream("POST", f"{url}/v1/completions", json=body) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())
+
+
+async def test_finish_reason_share_each_replica_reports_the_worst_one(replicas: dict[str, ServiceProc],
+                                                                     clock: FakeClock) -> None:
+    """Pooled, the aborts on llm-2 lift the whole track's abort share; `each_replica` holds every replica to the
+    floor and reports llm-1's share (none aborted), without naming either replica."""
+    idle(replicas)
+    mon = monitor(replicas, clock)
+    try:
+        def work() -> None:
+            drive(replicas["llm-1"].url, 4, 8)
+            abandon(replicas["llm-2"].url, 4)
+            idle(replicas)
+
+        await under_load(mon, clock, work)
+        pooled = probe(mon, clock, kind="finish_reason_share", reason="abort")
+        worst_floor = probe(mon, clock, kind="finish_reason_share", reason="abort", each_replica=True)
+        assert pooled is not None and pooled > 0.2, pooled
+        assert worst_floor == 0
+        spec = {"id": "p", "kind": "finish_reason_share", "reason": "abort", "each_replica": True,
+                "tolerance": {"max": 1}}
+        worst_ceiling = probe_value(mon, PROBES.validate_python(spec), 3000, clock.now)
+        assert worst_ceiling is not None and worst_ceiling > pooled  # llm-2's own share, all of its requests
+    finally:
+        await mon.stop()
+    with pytest.raises(ValueError, match="leave `target` out"):
+        PROBES.validate_python({"id": "b", "kind": "finish_reason_share", "reason": "abort", "each_replica": True,
+                                "target": "llm-1", "tolerance": {"min": 0.1}})

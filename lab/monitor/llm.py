@@ -308,8 +308,11 @@ async def canary(client: httpx.AsyncClient, url: str, text: str = CANARY_TEXT) -
 # ---- scenario probes (lab/scenario/probes.py declares the kinds; lab/attempt/probes.py asks here) ----------------
 
 PROBE_KINDS = ("ttft_p99_ms", "itl_p99_ms", "ttft_gap_ms", "goodput_ratio", "finish_reason_share", "kv_cache_usage",
-               "preemption_rate", "prefix_cache_hit_rate", "canary_perplexity", "rate_limited_rate", "llm_status_share")
+               "preemption_rate", "prefix_cache_hit_rate", "spec_acceptance_rate", "canary_perplexity",
+               "rate_limited_rate", "llm_status_share")
 MIN_REQUESTS = 3  # finished requests (or answers) a windowed figure needs, else no value
+# draft tokens a replica must have proposed in the window for its acceptance rate to count (a few steps' worth)
+MIN_DRAFT_TOKENS = 20
 
 
 def probe_value(monitor: Any, probe: Any, seconds: float, now: float) -> float | None:
@@ -402,4 +405,15 @@ def probe_value(monitor: Any, probe: Any, seconds: float, now: float) -> float |
     if kind == "prefix_cache_hit_rate":
         queries = sum(w.sum("vllm:prefix_cache_queries_total") for w in replicas)
         return _ratio(sum(w.sum("vllm:prefix_cache_hits_total") for w in replicas), queries)
+    if kind == "spec_acceptance_rate":
+        return spec_acceptance_rate(replicas)
     return None
+
+
+def spec_acceptance_rate(replicas: list[Window]) -> float | None:
+    """The lowest acceptance rate (accepted / proposed draft tokens) among the replicas that proposed at least
+    MIN_DRAFT_TOKENS in their window; None when none did (speculation off, or no greedy traffic). The lowest, not
+    the pooled ratio: one replica with a stale draft must not be averaged away by healthy ones."""
+    rates = [w.sum("vllm:spec_decode_num_accepted_tokens_total") / drafted for w in replicas
+             if (drafted := w.sum("vllm:spec_decode_num_draft_tokens_total")) >= MIN_DRAFT_TOKENS]
+    return min(rates) if rates else None

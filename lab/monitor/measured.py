@@ -33,7 +33,8 @@ KNOWN_SERIES: tuple[str, ...] = (
     r"llm\.(ttft_p50_ms|ttft_p99_ms|itl_p50_ms|itl_p99_ms|output_tokens_per_s|goodput_ratio)",
     r"llm\.finish_reason\.(stop|length|abort)",
     r"llm-[0-9]+\.(ttft_p50_ms|ttft_p99_ms|itl_p99_ms|output_tokens_per_s|kv_cache_usage|kv_cache_usage_max|"
-    r"num_requests_waiting|num_requests_running|preemptions_per_s|prefix_cache_hit_rate|canary_perplexity)",
+    r"num_requests_waiting|num_requests_running|preemptions_per_s|prefix_cache_hit_rate|spec_acceptance_rate|"
+    r"canary_perplexity)",
     r"llm-[0-9]+\.finish_reason\.(stop|length|abort)",
     r"gateway\.(rate_limited_rate|llm_error_rate|llm_ttft_p99_ms|client_ttft_p99_ms|client_itl_p99_ms|goodput_ratio)",
 )

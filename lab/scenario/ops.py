@@ -242,5 +242,7 @@ Collateral = Annotated[Union[_COLLATERAL], Field(discriminator="op")]  # noqa: U
 
 
 def op_args(op: Any) -> dict[str, Any]:
-    """The arguments an operation (or pattern) sets, without the unset ones."""
-    return {k: v for k, v in op.args.model_dump().items() if v is not None}
+    """The arguments an operation (or pattern) sets, without the unset ones. A null the file gives explicitly is kept:
+    `config_set ... value: null` puts a key back to its default (e.g. `speculative_draft: null`)."""
+    given = op.args.model_fields_set
+    return {k: v for k, v in op.args.model_dump().items() if v is not None or k in given}

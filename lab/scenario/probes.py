@@ -413,6 +413,19 @@ class PrefixCacheHitRateProbe(_LLMProbe):
         return _within(_allow(tol, "prefix_cache_hit_rate", {"min", "max"}), 0, 1)
 
 
+class SpecAcceptanceRateProbe(_LLMProbe):
+    """Speculative decoding's acceptance rate over the window: draft tokens the target accepted / draft tokens
+    proposed (`vllm:spec_decode_num_accepted_tokens_total` / `..._num_draft_tokens_total`), of a replica, or the
+    lowest of the replicas that speculated (one stale draft is not averaged away by healthy replicas)."""
+
+    kind: Literal["spec_acceptance_rate"]
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tol(cls, tol: Tolerance) -> Tolerance:
+        return _within(_allow(tol, "spec_acceptance_rate", {"min", "max"}), 0, 1)
+
+
 class CanaryPerplexityProbe(_Probe):
     """The latest canary perplexity (the monitor's echo + logprobs completion of a fixed held-out text) of a
     replica, or the highest of every replica."""
@@ -460,8 +473,8 @@ class LLMStatusShareProbe(_Windowed):
 
 
 LLM_PROBE_MODELS = (TTFTProbe, ITLProbe, TTFTGapProbe, GoodputProbe, FinishReasonProbe, KVCacheUsageProbe,
-                    PreemptionRateProbe, PrefixCacheHitRateProbe, CanaryPerplexityProbe, RateLimitedRateProbe,
-                    LLMStatusShareProbe)
+                    PreemptionRateProbe, PrefixCacheHitRateProbe, SpecAcceptanceRateProbe, CanaryPerplexityProbe,
+                    RateLimitedRateProbe, LLMStatusShareProbe)
 
 PROBE_MODELS = (
     LatencyProbe,

@@ -85,6 +85,7 @@ LLM_PROBE_SERIES: dict[str, tuple[dict[str, str], str]] = {
     "goodput_ratio": ({"*": "llm.goodput_ratio"}, "ratio"),
     "kv_cache_usage": ({REPLICA: "{target}.kv_cache_usage_max"}, "ratio"),
     "prefix_cache_hit_rate": ({REPLICA: "{target}.prefix_cache_hit_rate"}, "ratio"),
+    "spec_acceptance_rate": ({REPLICA: "{target}.spec_acceptance_rate"}, "ratio"),
     "rate_limited_rate": ({GATEWAY: "gateway.rate_limited_rate", "*": "gateway.rate_limited_rate"}, "ratio"),
 }
 

@@ -4,13 +4,17 @@ wait for the stack to be healthy again (every service running and ready, proxies
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
-from kit import status_problems
+from kit import llm_track, registry_with_llm, status_problems
 from kit import wait_until as wait_until
 
+from lab.parts.loadgen import LoadgenClient
 from services.trainer.generator import Generator
 
 
@@ -107,3 +111,30 @@ class Lab:
             wait_until(healthy, timeout, interval=0.25)
         except AssertionError:
             raise AssertionError(f"stack not healthy after {timeout}s: {last}") from None
+
+
+@contextmanager
+def llm_lab(trained_registry: Path, scratch: Path, llm_replicas: int) -> Iterator[Lab]:
+    """A private `faultline up -d --track llm` stack in `scratch` (with the LLM versions, trained tiny if `make setup`
+    has not), seen as a Lab; stopped on exit."""
+    registry = registry_with_llm(trained_registry, scratch / "registry-src")
+    with llm_track(registry, scratch / "home", llm_replicas=llm_replicas) as handle:
+        lab = Lab(handle)
+        try:
+            yield lab
+        finally:
+            lab.http.close()
+
+
+@contextmanager
+def lab_traffic(lab: Lab, **body: Any) -> Iterator[LoadgenClient]:
+    """The lab's own load generator started with `body` (POST /api/traffic), its client; traffic stopped on exit."""
+    traffic = lab.stack.lab_url + "/api/traffic"
+    r = lab.http.post(traffic, json=body)
+    assert r.status_code == 200, r.text
+    client = LoadgenClient(f"http://127.0.0.1:{lab.stack.topology.ports.locust_web}")
+    try:
+        yield client
+    finally:
+        client.close()
+        lab.http.delete(traffic)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from faultkit import Lab, wait_until
+from faultkit import Lab, lab_traffic, wait_until
 
 from lab.parts.loadgen import LoadgenClient
 
@@ -16,15 +16,8 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 @pytest.fixture(scope="module")
 def loadgen(lab: Lab) -> Iterator[LoadgenClient]:
     """The lab's own load generator (POST /api/traffic: locust under the supervisor, through the gateway proxy)."""
-    traffic = lab.stack.lab_url + "/api/traffic"
-    r = lab.http.post(traffic, json={"rps": 4, "profile": "baseline", "feedback_delay_s": 1.0, "seed": 3})
-    assert r.status_code == 200, r.text
-    client = LoadgenClient(f"http://127.0.0.1:{lab.stack.topology.ports.locust_web}")
-    try:
+    with lab_traffic(lab, rps=4, profile="baseline", feedback_delay_s=1.0, seed=3) as client:
         yield client
-    finally:
-        client.close()
-        lab.http.delete(traffic)
 
 
 def test_profile_switches_traffic_and_revert_restores_the_baseline(flab: Lab, loadgen: LoadgenClient) -> None:

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import Lab, wait_until
-from kit import llm_track, registry_with_llm
+from faultkit import Lab, llm_lab, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -25,13 +24,8 @@ V1 = {"weights": "v1", "tokenizer": "v1", "generation_config": "v1"}
 
 @pytest.fixture(scope="module")
 def llm(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    registry = registry_with_llm(trained_registry, tmp_path_factory.mktemp("llm-deploy-registry"))
-    with llm_track(registry, tmp_path_factory.mktemp("llm-deploy"), llm_replicas=2) as handle:
-        lab = Lab(handle)
-        try:
-            yield lab
-        finally:
-            lab.http.close()
+    with llm_lab(trained_registry, tmp_path_factory.mktemp("llm-deploy"), llm_replicas=2) as lab:
+        yield lab
 
 
 def _console(lab: Lab, op: str, expect: int = 200, **args: Any) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import faultkit
 import pytest
-from faultkit import Lab
-from kit import llm_track, registry_with_llm, wait_until
+from faultkit import Lab, lab_traffic
+from kit import wait_until
 
 from lab.parts.loadgen import LoadgenClient
 
@@ -19,26 +20,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def llm_lab(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    registry = registry_with_llm(trained_registry, tmp_path_factory.mktemp("llm-traffic-registry"))
-    with llm_track(registry, tmp_path_factory.mktemp("llm-traffic"), llm_replicas=1) as handle:
-        lab = Lab(handle)
-        try:
-            yield lab
-        finally:
-            lab.http.close()
+    with faultkit.llm_lab(trained_registry, tmp_path_factory.mktemp("llm-traffic"), llm_replicas=1) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")
 def loadgen(llm_lab: Lab) -> Iterator[LoadgenClient]:
-    traffic = llm_lab.stack.lab_url + "/api/traffic"
-    r = llm_lab.http.post(traffic, json={"rps": 4, "profile": "chat", "track": "llm", "seed": 3})
-    assert r.status_code == 200, r.text
-    client = LoadgenClient(f"http://127.0.0.1:{llm_lab.stack.topology.ports.locust_web}")
-    try:
+    with lab_traffic(llm_lab, rps=4, profile="chat", track="llm", seed=3) as client:
         yield client
-    finally:
-        client.close()
-        llm_lab.http.delete(traffic)
 
 
 def _codes(lg: LoadgenClient) -> dict[str, int]:

@@ -242,7 +242,9 @@ Collateral = Annotated[Union[_COLLATERAL], Field(discriminator="op")]  # noqa: U
 
 
 def op_args(op: Any) -> dict[str, Any]:
-    """The arguments an operation (or pattern) sets, without the unset ones. A null the file gives explicitly is kept:
-    `config_set ... value: null` puts a key back to its default (e.g. `speculative_draft: null`)."""
-    given = op.args.model_fields_set
-    return {k: v for k, v in op.args.model_dump().items() if v is not None or k in given}
+    """The arguments an operation (or pattern) sets, without the unset ones. `config_set`'s `value` is always kept,
+    null included: `config_set ... value: null` puts a key back to its default (e.g. `speculative_draft: null`).
+    (Not "every null the file gives": a rendered scenario's arguments all count as given, and a pattern would then
+    demand its unset arguments be null.)"""
+    keep = "value" if isinstance(op.args, ConfigSetArgs) else None
+    return {k: v for k, v in op.args.model_dump().items() if v is not None or k == keep}

@@ -23,7 +23,7 @@ LATENCY = {"type": "latency", "latency": 50}
 def test_every_scenario_fault_has_one_injector_with_a_summary() -> None:
     assert [i.name for i in all_injectors()] == ALL_NAMES
     assert ALL_NAMES[:3] == ["network.toxic", "network.down", "process.kill"]  # declared positions, not a-z
-    assert len(ALL_NAMES) == 16 and models.FAULT_KINDS == ("network", "process", "memory", "cpu", "data", "deploy",
+    assert len(ALL_NAMES) == 17 and models.FAULT_KINDS == ("network", "process", "memory", "cpu", "data", "deploy",
                                                            "config", "dependency")
     for injector in all_injectors():
         assert injector.summary and injector.catalog.label and models.MODELS[injector.name] is injector.model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from faultkit import Lab
+from faultkit import Lab, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 
@@ -13,7 +13,15 @@ def _attempt_ms(scored: list[dict], replica: str) -> list[float]:
     return [a["ms"] for s in scored for a in s["timings"]["attempts"] if a["replica"] == replica]
 
 
+def _both_replicas_take_traffic(flab: Lab) -> bool:
+    scored = flab.scores(6)
+    return bool(_attempt_ms(scored, "model-1") and _attempt_ms(scored, "model-2"))
+
+
 def test_latency_toxic_slows_exactly_that_replica_and_reverts(flab: Lab) -> None:
+    # A replica an earlier test restarted may still sit out of the rotation (a breaker or an ejection running out):
+    # the comparison below needs both in it first.
+    wait_until(lambda: _both_replicas_take_traffic(flab), 30, what="the gateway routing to both replicas")
     applied = flab.apply({"id": "slow-link", "kind": "network", "action": "toxic", "target": "model-1",
                           "params": {"type": "latency", "latency": 300, "jitter": 20}})
     assert applied["description"] == "latency 300±20 ms on the hop gateway→model-1 (downstream)"

@@ -44,6 +44,12 @@ class Lab:
     def active(self) -> list[dict[str, Any]]:
         return self.http.get(self.api("")).json()["active"]
 
+    def console(self, op: str, expect: int = 200, **args: Any) -> dict[str, Any]:
+        """One console operation through the lab's API (`POST /api/console/{op}`), its answer."""
+        r = self.http.post(f"{self.stack.lab_url}/api/console/{op}", json=args, timeout=300)
+        assert r.status_code == expect, (op, args, r.status_code, r.text)
+        return r.json()
+
     # --- the stack ----------------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:

@@ -28,19 +28,13 @@ def llm(trained_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield lab
 
 
-def _console(lab: Lab, op: str, expect: int = 200, **args: Any) -> dict[str, Any]:
-    r = lab.http.post(f"{lab.stack.lab_url}/api/console/{op}", json=args, timeout=300)
-    assert r.status_code == expect, (op, args, r.status_code, r.text)
-    return r.json()
-
-
 def _served(lab: Lab) -> dict[str, dict[str, Any]]:
     """Each replica's running version and tokenizer (its own /v1/models, through the console's `deploys`)."""
-    return _console(lab, "deploys")["data"]["replicas"]
+    return lab.console("deploys")["data"]["replicas"]
 
 
 def _perplexity(lab: Lab) -> dict[str, float]:
-    return {n: r["perplexity"] for n, r in _console(lab, "eval")["data"]["replicas"].items()}
+    return {n: r["perplexity"] for n, r in lab.console("eval")["data"]["replicas"].items()}
 
 
 def _ready(lab: Lab) -> None:
@@ -88,12 +82,12 @@ def test_revert_leaves_a_replica_the_learner_redeployed(llm: Lab) -> None:
     llm.apply({"id": "tok", "kind": "deploy", "action": "llm", "target": "llm-1",
                "params": {"version": "v2", "part": "tokenizer"}})
     assert _served(llm)["llm-1"]["tokenizer"] == "v2"
-    _console(llm, "deploy", version="v1-int8")  # the learner's own rollout, every replica
+    llm.console("deploy", version="v1-int8")  # the learner's own rollout, every replica
     pid = llm.service("llm-1")["pid"]
     notes = llm.revert("tok")
     assert "redeployed" in str(notes)
     assert llm.service("llm-1")["pid"] == pid and _served(llm)["llm-1"]["version"] == "v1-int8"
-    _console(llm, "rollback", version="v1")
+    llm.console("rollback", version="v1")
     _ready(llm)
     assert all(_served(llm)[n]["version"] == "v1" for n in REPLICAS)
 

@@ -47,14 +47,8 @@ def _llm_ready(lab: Lab, timeout: float = 120) -> dict[str, Any]:
     return wait_until(lambda: (s := lab.service(LLM1))["ready"] and s, timeout, interval=0.2, what="llm-1 ready")
 
 
-def _console(lab: Lab, op: str, expect: int = 200, **args: Any) -> dict[str, Any]:
-    r = lab.http.post(f"{lab.stack.lab_url}/api/console/{op}", json=args, timeout=300)
-    assert r.status_code == expect, (op, args, r.status_code, r.text)
-    return r.json()
-
-
 def _stream_ttft_ms(lab: Lab) -> float:
-    data = _console(lab, "generate", prompt="And the men", max_tokens=4, temperature=0)["data"]
+    data = lab.console("generate", prompt="And the men", max_tokens=4, temperature=0)["data"]
     return data["timings"]["ttft_ms"]
 
 
@@ -124,39 +118,39 @@ def test_cpu_hog_beside_an_llm_replica(both: Lab) -> None:
 
 def test_version_operations_choose_their_track(both: Lab) -> None:
     _llm_ready(both)
-    refused = _console(both, "deploy", 422, version="v1")["detail"]  # both registries hold a v1
+    refused = both.console("deploy", 422, version="v1")["detail"]  # both registries hold a v1
     assert "--track llm" in refused and "fraud" in refused
     for op in ("rollback", "promote"):
-        assert "--track" in _console(both, op, 422, version="v1")["detail"]
-    assert "--track" in _console(both, "deploys", 422)["detail"]
-    unknown = _console(both, "deploy", 404, version="v9")["detail"]
+        assert "--track" in both.console(op, 422, version="v1")["detail"]
+    assert "--track" in both.console("deploys", 422)["detail"]
+    unknown = both.console("deploy", 404, version="v9")["detail"]
     assert "v1-int8" in unknown and "fraud versions" in unknown
 
-    llm = _console(both, "deploys", track="llm")["data"]
+    llm = both.console("deploys", track="llm")["data"]
     assert llm["track"] == "llm" and {"v1", "v1-int8", "v1-int4"} <= {v["version"] for v in llm["versions"]}
     assert set(llm["replicas"]) == {LLM1}
-    fraud = _console(both, "deploys", track="fraud")["data"]
+    fraud = both.console("deploys", track="fraud")["data"]
     assert fraud["track"] == "fraud" and set(fraud["replicas"]) == {"model-1"}
 
     model_pid = both.service("model-1")["pid"]
-    deployed = _console(both, "deploy", version="v1-int8")["data"]  # only the LLM registry holds it
+    deployed = both.console("deploy", version="v1-int8")["data"]  # only the LLM registry holds it
     assert deployed["track"] == "llm" and deployed["replicas"][LLM1]["serves"]["weights"] == "v1-int8"
-    served = _console(both, "deploys", track="llm")["data"]["replicas"][LLM1]
+    served = both.console("deploys", track="llm")["data"]["replicas"][LLM1]
     assert served["version"] == "v1-int8"
-    back = _console(both, "rollback", version="v1", track="llm")["data"]
+    back = both.console("rollback", version="v1", track="llm")["data"]
     assert back["track"] == "llm" and back["replicas"][LLM1]["serves"]["weights"] == "v1"
-    fraud_deploy = _console(both, "deploy", version="v2", track="fraud")["data"]
+    fraud_deploy = both.console("deploy", version="v2", track="fraud")["data"]
     assert fraud_deploy["track"] == "fraud"
-    _console(both, "rollback", version="v1", track="fraud")
+    both.console("rollback", version="v1", track="fraud")
     assert both.service("model-1")["pid"] == model_pid  # a fraud rollout reloads live: nothing restarted
-    assert _console(both, "deploys", track="llm")["data"]["replicas"][LLM1]["version"] == "v1"
+    assert both.console("deploys", track="llm")["data"]["replicas"][LLM1]["version"] == "v1"
 
 
 def test_scale_chooses_its_track_in_api_and_cli(both: Lab) -> None:
-    assert "--track llm" in _console(both, "scale", 422, replicas=2)["detail"]
+    assert "--track llm" in both.console("scale", 422, replicas=2)["detail"]
     out = faultline("scale", "2", "--home", str(both.stack.home), timeout=60)
     assert out.returncode != 0 and "--track llm" in (out.stderr + out.stdout), out
-    grown = _console(both, "scale", replicas=2, track="llm")["data"]
+    grown = both.console("scale", replicas=2, track="llm")["data"]
     assert grown["track"] == "llm" and grown["models"] == ["llm-1", "llm-2"] and grown["before"] == 1
     names = {s["name"] for s in both.status()["services"]}
     assert {"llm-2", "model-1"} <= names and "model-2" not in names
@@ -214,7 +208,7 @@ wrong_fix:
 
 
 def _ready_probe(lab: Lab) -> Any:
-    probes = _console(lab, "slo")["data"]["steady_state"]
+    probes = lab.console("slo")["data"]["steady_state"]
     return next(p for p in probes if p["id"] == "ready")["value"]
 
 
@@ -233,12 +227,12 @@ def test_an_llm_attempt_counts_llm_replicas_and_its_reset_restores_both_tracks(b
     try:
         wait_until(lambda: _ready_probe(both) == 1, 30, interval=0.5, what="replicas_ready 1 (llm-1)")
         # the attempt's track is the default: v1 means the LLM v1, `scale 2` the LLM replicas
-        assert _console(both, "deploy", version="v1-int8")["data"]["track"] == "llm"
-        grown = _console(both, "scale", replicas=2)["data"]
+        assert both.console("deploy", version="v1-int8")["data"]["track"] == "llm"
+        grown = both.console("scale", replicas=2)["data"]
         assert grown["track"] == "llm" and grown["models"] == ["llm-1", "llm-2"]
-        assert _console(both, "deploy", version="v2", track="fraud")["data"]["track"] == "fraud"
+        assert both.console("deploy", version="v2", track="fraud")["data"]["track"] == "fraud"
         wait_until(lambda: _ready_probe(both) == 2, 60, interval=0.5, what="replicas_ready 2 (llm-1, llm-2)")
-        _console(both, "drain", replica="llm-2")
+        both.console("drain", replica="llm-2")
         wait_until(lambda: _ready_probe(both) == 1, 30, interval=0.5, what="replicas_ready 1 (llm-2 drained)")
     finally:
         both.http.post(f"{api}/attempts/{attempt_id}/abort", json={"reason": "test"})
@@ -249,8 +243,8 @@ def test_an_llm_attempt_counts_llm_replicas_and_its_reset_restores_both_tracks(b
         names = {s["name"] for s in both.status()["services"]}
         return "llm-2" not in names
     wait_until(reset, 180, interval=0.5, what="the reset after the attempt")
-    llm = _console(both, "deploys", track="llm")["data"]
+    llm = both.console("deploys", track="llm")["data"]
     assert llm["replicas"][LLM1]["version"] == "v1" and not llm["drained"]
-    fraud = _console(both, "deploys", track="fraud")["data"]
+    fraud = both.console("deploys", track="fraud")["data"]
     assert fraud["replicas"]["model-1"]["default"] == "v1"
     _llm_ready(both)

@@ -17,7 +17,7 @@ DOCS = REPO / "docs" / "benchmarks.md"
 HEADER_COMMANDS = """\
 | command | what it measures |
 |---|---|
-| `faultline bench serving [--quick] [--json]` | our model server vs LitServe vs plain FastAPI, same artifact |
+| `faultline bench serving [--quick] [--json]` | ours vs tuned LitServe, plain FastAPI, same artifact; ASGI ceiling |
 | `faultline bench fullpath [--quick] [--json]` | client → every proxy → gateway, feature store, model; fixed rates |
 | `faultline bench proxy [--quick] [--json]` | netproxy overhead per hop, fault fidelity (`python -m bench.proxy`) |
 | `faultline bench startup [--quick] [--json]` | `faultline up -d` to all-ready; scenario reset between attempts |

@@ -22,7 +22,7 @@ from bench.common import machine
 
 # name -> (module, section title); the order `all` runs them in (cheapest stack work last)
 BENCHES: dict[str, tuple[str, str]] = {
-    "serving": ("bench.serving", "Serving: model server vs LitServe vs plain FastAPI"),
+    "serving": ("bench.serving", "Serving: model server vs tuned peers, beside the raw-ASGI ceiling"),
     "fullpath": ("bench.fullpath", "Full path through every proxy"),
     "proxy": ("bench.proxy", "Network proxy"),
     "startup": ("bench.startup", "Start-up and scenario reset"),

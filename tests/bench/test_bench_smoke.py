@@ -8,6 +8,7 @@ same rows), and nothing the benchmark started is left running. `--scale` (hidden
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -50,16 +51,29 @@ def assert_gone(pids: list[int], timeout: float = 10) -> None:
 @pytest.mark.slow
 def test_serving_quick_json_has_the_ratio_against_litserve() -> None:
     r = bench_json("serving", "--quick", "--scale", "0.25")
-    for key in ("rps", "litserve_rps", "ratio_vs_litserve", "fastapi_rps", "ratio_vs_fastapi", "goal", "machine"):
+    for key in ("rps", "litserve_rps", "ratio_vs_litserve", "fastapi_rps", "ratio_vs_fastapi", "goal", "machine",
+                "ceiling_rps", "ratio_vs_ceiling", "litserve_config", "fastapi_config"):
         assert key in r, key
     assert r["agreement"]["agree"] and r["agreement"]["rows"] == 16
-    assert set(r["servers"]) == {"ours", "litserve", "fastapi"}
+    assert set(r["agreement"]["servers"]) == {"ours", "litserve", "fastapi"}  # every model server scored the rows
+    assert set(r["servers"]) == {"ours", "litserve", "fastapi", "ceiling"}
     for name, s in r["servers"].items():
         assert s["rps"] > 0 and s["errors"] == 0, (name, s)
         step = s["fixed_rates"][0]
         assert step["ok"] > 0 and step["p50_ms"] is not None and step["error_rate"] <= 0.05, (name, step)
         assert s["rss_bytes"] > 10 * 2**20
+        assert s["cpu_us_per_request"] > 0, name
     assert r["ratio_vs_litserve"] == pytest.approx(r["rps"] / r["litserve_rps"], rel=0.01)
+    # the ceiling is measured in the same run, in every round, beside ours
+    assert len(r["servers"]["ceiling"]["runs"]) == len(r["servers"]["ours"]["runs"]) == r["plan"]["rounds"]
+    assert r["ratio_vs_ceiling"] == pytest.approx(statistics.median(r["round_ratios_vs_ceiling"]), abs=0.002)
+    # the sweep: every config tried was measured, and the one that ran is the sweep's best
+    lit = r["litserve_config"]
+    assert len(lit["sweep"]) >= 2 and all(f["rps"] > 0 for f in lit["sweep"])
+    assert lit["best"]["name"] == max(lit["sweep"], key=lambda f: f["rps"])["name"]
+    assert r["servers"]["litserve"]["config"] == lit["best"]
+    assert {"workers", "fast_queue", "max_batch_size", "batch_timeout"} <= set(lit["best"])
+    assert {f["workers"] for f in r["fastapi_config"]["sweep"]} == {1, 2}
     assert r["machine"]["nproc"] >= 1 and r["machine"]["load_average"] >= 0
     assert_gone([s["pid"] for s in r["servers"].values()])
 

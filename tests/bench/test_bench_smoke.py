@@ -101,7 +101,11 @@ def test_fullpath_quick_json_reports_each_rate() -> None:
 @pytest.mark.slow
 def test_startup_and_retrain_quick_json() -> None:
     r = bench_json("startup", "--quick")
-    assert r["up_median_s"] > 0 and len(r["up"]) == 1
+    assert r["up_median_s"] > 0 and len(r["up"]) == 2
+    # cold (fresh home, page cache dropped) and warm (a second up in the same home) are reported apart
+    assert r["cold_s"] == r["up"][0]["up_s"] > 0 and r["warm_s"] == r["up"][1]["up_s"] > 0
+    assert r["cold_evicted"]["files"] > 1000 and r["up"][1]["cold"] is None
+    assert {"cold_met", "warm_met"} <= set(r["goal"])
     reset = r["resets"][0]["post_attempt_reset"]
     assert reset["errors"] == 0 and "gateway config" in reset["changed"]  # it undid what the learner changed
     assert {"up_met", "reset_met"} <= set(r["goal"])

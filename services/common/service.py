@@ -128,8 +128,11 @@ def create_app(
 
 
 def serve(app: FastAPI, host: str, port: int, log_level: str = "warning") -> None:
-    """Run the app with uvicorn on uvloop + httptools, without access logs (they would dominate CPU)."""
+    """Run the app with uvicorn on uvloop + httptools, without access logs (they would dominate CPU), one socket
+    write per response (services/common/onewrite.py)."""
     import uvicorn
+
+    from services.common.onewrite import OneWriteHttpTools
 
     uvicorn.run(
         app,
@@ -138,6 +141,6 @@ def serve(app: FastAPI, host: str, port: int, log_level: str = "warning") -> Non
         log_level=log_level,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttpTools,
         timeout_graceful_shutdown=2,
     )

@@ -4,10 +4,12 @@ model replica, on a real stack started with `faultline up -d` (two replicas, eve
     python -m bench fullpath [--quick] [--json]
 
 Real transactions from the seeded generator (unique ids) are posted to POST /v1/score at the gateway proxy by
-the open-loop generator (bench/openloop.py, its own process), one fixed rate after another. Per rate: achieved
-rps, p50/p99 from the scheduled send time, error rate, answers served by a fallback, and the CPU each process
-spent per request (from /proc, via psutil) — the profile of where the 2 cores go. The figure of merit is the
-highest offered rate with p99 ≤ 50 ms, ≥ 95% of it achieved and ≤ 1% errors. Goal: ≥ 1,000 rps.
+the open-loop generator (bench/openloop.py, its own process), one fixed rate after another, stepping up the
+ladder until a rate misses the budget twice in a row (or the ladder ends). Per rate: achieved rps, p50/p99 from
+the scheduled send time, error rate, answers served by a fallback, and the CPU each process spent per
+transaction (from /proc, via psutil) — the profile of where the 2 cores go. The figure of merit,
+`max_rps_within_p99`, is the highest offered rate with p99 ≤ 50 ms, ≥ 95% of it achieved and ≤ 1% errors.
+Goal (issue 18): ≥ 2,000 rps.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ import psutil
 from bench import stack as bstack
 from bench.common import PYTHON, REPO, child_env, dumps, load_average, machine, transactions
 
-GOAL_RPS = 1000.0
+GOAL_RPS = 2000.0
 P99_BUDGET_MS = 50.0
+STOP_AFTER_MISSES = 2  # consecutive rates over budget: the next, higher ones would only miss by more
 
 
 def plan(quick: bool, scale: float = 1.0) -> tuple[list[float], float]:
     if quick:
         return [250.0, 500.0, 1000.0], 5.0 * scale
-    return [250.0, 500.0, 750.0, 1000.0, 1250.0, 1500.0], 10.0 * scale
+    return [250.0, 500.0, 750.0, 1000.0, 1250.0, 1500.0, 1750.0, 2000.0, 2250.0, 2500.0, 3000.0], 10.0 * scale
 
 
 def _pids(status: dict[str, Any]) -> dict[str, int]:
@@ -75,7 +78,8 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="faultline-bench-") as tmp:
         tmpdir = Path(tmp)
-        needed = int(sum(r * (seconds + warmup) for r in rates) * 1.1) + 100
+        # every step's generator starts at the file's first line: the busiest step's worth is enough
+        needed = int(max(rates) * (seconds + warmup) * 1.1) + 100
         bodies_file = tmpdir / "transactions.txt"
         bodies_file.write_bytes(b"\n".join(dumps(t) for t in transactions(needed, seed=11)) + b"\n")
         with bstack.running(tmpdir / "home", tmpdir / "cache", replicas=2) as st:
@@ -88,8 +92,10 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
             status = st.status()
             pids = _pids(status)
             gateway_url = next(s["url"] for s in status["services"] if s["name"] == "gateway")
-            steps = []
+            steps: list[dict[str, Any]] = []
             for rate in rates:
+                if len(steps) >= STOP_AFTER_MISSES and not any(x["within_budget"] for x in steps[-STOP_AFTER_MISSES:]):
+                    break
                 fb0, cpu0, load = _fallbacks(gateway_url), _cpu(pids), load_average()
                 step = one_rate(url, bodies_file, rate, seconds, warmup)
                 cpu1 = _cpu(pids)
@@ -115,7 +121,8 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
                                   "cores": cores,
                                   "rps_if_cores_were_ours": round(cores * 1e6 / top["cpu_us_per_request_total"])}
     result.update({
-        "max_rps_p99_under_50ms": best,
+        "max_rps_within_p99": best,
+        "max_rps_p99_under_50ms": best,  # the older name of the same figure
         "rps": best,
         "goal": {"rps": GOAL_RPS, "p99_ms": P99_BUDGET_MS, "met": best >= GOAL_RPS},
         "load_average_end": load_average(),
@@ -153,7 +160,7 @@ def table(r: dict[str, Any]) -> str:
 def summary(r: dict[str, Any]) -> str:
     met = "✅ met" if r["goal"]["met"] else "❌ missed"
     return (f"Highest offered rate with p99 ≤ {P99_BUDGET_MS:g} ms (and ≥ 95% achieved, ≤ 1% errors): "
-            f"**{r['max_rps_p99_under_50ms']:,.0f} rps** (goal ≥ {GOAL_RPS:,.0f}: {met}). Two replicas; open loop "
+            f"**{r['max_rps_within_p99']:,.0f} rps** (goal ≥ {GOAL_RPS:,.0f}: {met}). Two replicas; open loop "
             f"from a separate process; every hop through the netproxy." + _estimate(r))
 
 

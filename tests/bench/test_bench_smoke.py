@@ -90,11 +90,14 @@ def test_memory_quick_json_sums_the_stack() -> None:
 @pytest.mark.slow
 def test_fullpath_quick_json_reports_each_rate() -> None:
     r = bench_json("fullpath", "--quick", "--scale", "0.2")
-    assert [s["target_rps"] for s in r["steps"]] == [250.0, 500.0, 1000.0]
+    assert [s["target_rps"] for s in r["steps"]] == [250.0, 500.0, 1000.0][:len(r["steps"])] and len(r["steps"]) >= 2
     first = r["steps"][0]
     assert first["ok"] > 0 and first["p99_ms"] is not None
     assert {"gateway", "model-1", "model-2", "feature-store", "lab"} <= set(first["cpu_us_per_request"])
-    assert r["max_rps_p99_under_50ms"] in (0.0, *[s["target_rps"] for s in r["steps"] if s["within_budget"]])
+    # the highest offered rate within the p99 budget (0 when none was)
+    within = [s["target_rps"] for s in r["steps"] if s["within_budget"]]
+    assert r["max_rps_within_p99"] == (max(within) if within else 0.0) == r["max_rps_p99_under_50ms"]
+    assert all(s["p99_ms"] <= 50.0 for s in r["steps"] if s["within_budget"])
     assert "met" in r["goal"]
 
 

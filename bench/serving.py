@@ -309,8 +309,8 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
                 "label": s.label,
                 "config": s.config,
                 "rps": round(median([r["rps"] for r in rs]), 1),
-                "p50_ms": round(median([r["p50_ms"] for r in rs]), 2),
-                "p99_ms": round(median([r["p99_ms"] for r in rs]), 2),
+                "p50_ms": _median_ms([r["p50_ms"] for r in rs]),
+                "p99_ms": _median_ms([r["p99_ms"] for r in rs]),
                 "cpu_us_per_request": round(median([r["cpu_us_per_request"] for r in rs]), 1),
                 "cpu_cores_used": round(median([r["cpu_cores_used"] for r in rs]), 2),
                 "errors": sum(r["errors"] for r in rs),
@@ -349,6 +349,11 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
         "wall_s": round(time.monotonic() - t_start, 1),
     })
     return result
+
+
+def _median_ms(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(median(known), 2) if known else None
 
 
 def _cpu_ratio(per_server: dict[str, Any], peer: str) -> float | None:

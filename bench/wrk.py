@@ -78,6 +78,11 @@ def write_script(dest: Path, path: str, bodies: list[bytes]) -> Path:
     return dest
 
 
+def _ms(us: float) -> float | None:
+    # wrk's histogram has printed negative percentiles for runs whose latencies overflowed it: no figure, not one
+    return round(us / 1000, 2) if us >= 0 else None
+
+
 def run(url: str, script: Path, seconds: float, connections: int = 32, threads: int = 1,
         timeout_s: float = 10.0) -> dict[str, Any]:
     """One wrk run; returns rps, latency percentiles (ms) and error counts."""
@@ -98,8 +103,8 @@ def run(url: str, script: Path, seconds: float, connections: int = 32, threads: 
         "rps": round(ok / duration_s, 1) if duration_s > 0 else 0.0,
         "errors": errors,
         "non_2xx": raw["status"],
-        "p50_ms": round(raw["p50_us"] / 1000, 2),
-        "p90_ms": round(raw["p90_us"] / 1000, 2),
-        "p99_ms": round(raw["p99_us"] / 1000, 2),
-        "max_ms": round(raw["max_us"] / 1000, 2),
+        "p50_ms": _ms(raw["p50_us"]),
+        "p90_ms": _ms(raw["p90_us"]),
+        "p99_ms": _ms(raw["p99_us"]),
+        "max_ms": _ms(raw["max_us"]),
     }

@@ -228,29 +228,34 @@ def _up_detached(args: argparse.Namespace, home: Path, t0: float) -> int:
             _serve_argv(args, home), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, env=env, cwd=str(specs.PACKAGE_ROOT),
         )
-    url = None
+    client: LabClient | None = None
     deadline = t0 + args.timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise LabError(f"the lab exited with code {proc.returncode}; its log ({log_path}) ends with:\n"
-                           + _tail(log_path, 20))
-        info = read_lab_info(home)
-        if url is None and info is not None and info.pid == proc.pid:
-            url = info.url
-        if url is not None:
-            try:
-                with LabClient(url, 5, token) as c:
-                    st = c.call("GET", "/api/status")
-            except LabError:  # not listening yet
-                st = None
-            if st is not None:
-                if st["phase"] == "running" and st["ready"]:
-                    _print_ready(st, time.time() - t0)
-                    return EXIT_OK
-                if st["phase"] in ("failed", "degraded"):
-                    _report_failure(st)
-                    return EXIT_ERROR
-        time.sleep(0.05)
+    try:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise LabError(f"the lab exited with code {proc.returncode}; its log ({log_path}) ends with:\n"
+                               + _tail(log_path, 20))
+            info = read_lab_info(home)
+            if client is None and info is not None and info.pid == proc.pid:
+                # one client for the whole wait: a new httpx client costs ~20 ms of CPU (its SSL context), which
+                # polled every 50 ms took half a core from the services starting meanwhile (bench startup)
+                client = LabClient(info.url, 5, token)
+            if client is not None:
+                try:
+                    st = client.call("GET", "/api/status")
+                except LabError:  # not listening yet
+                    st = None
+                if st is not None:
+                    if st["phase"] == "running" and st["ready"]:
+                        _print_ready(st, time.time() - t0)
+                        return EXIT_OK
+                    if st["phase"] in ("failed", "degraded"):
+                        _report_failure(st)
+                        return EXIT_ERROR
+            time.sleep(0.05)
+    finally:
+        if client is not None:
+            client.close()
     print(f"faultline: the stack was not ready after {args.timeout:.0f}s; the lab is still running — "
           "see `faultline status` and `faultline logs SERVICE`, stop it with `faultline down`", file=sys.stderr)
     return EXIT_ERROR

@@ -35,7 +35,7 @@ BENCHES: dict[str, tuple[str, str]] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("which", nargs="?", default="all", choices=[*BENCHES, "all"],
                         help="which benchmark (default all)")
-    parser.add_argument("--quick", action="store_true", help="shorter runs (serving: about a minute)")
+    parser.add_argument("--quick", action="store_true", help="shorter runs (serving: about two minutes)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--update-docs", action="store_true", help="rewrite measured sections of docs/benchmarks.md")
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)  # shrink durations (smoke tests)

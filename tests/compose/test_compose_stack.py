@@ -162,3 +162,36 @@ def test_teardown_leaves_nothing(compose_lab: PrivateLab) -> None:
     else:
         api = EngineAPI(engine.socket)
         assert [n for n in api.containers(every_project=True) if n.startswith("faultline")] == []
+
+
+def test_sweep_removes_what_a_killed_run_left() -> None:
+    """`make test-compose` ends with `python -m lab.compose sweep` whatever happened: what a killed lab would leave
+    (a container and a volume of a faultline project, its network) is removed, and nothing else."""
+    if compose.detect(start_podman=False).kind != "podman":
+        pytest.skip("the sweep only ever touches this checkout's Podman storage")
+    env = {**os.environ, **compose.podman_env()}
+    project = "faultline-sweeptest"
+    label = f"com.docker.compose.project={project}"
+
+    def podman(*args: str) -> str:
+        return subprocess.run(["podman", *args], capture_output=True, text=True, env=env, check=True,
+                              timeout=120).stdout.strip()
+
+    podman("network", "create", "--label", label, f"{project}_default")
+    podman("volume", "create", "--label", label, f"{project}_data")
+    left = podman("create", "--label", label, "--network", f"{project}_default", "-v", f"{project}_data:/data",
+                  compose.IMAGE, "true")
+    bystander = podman("create", compose.IMAGE, "true")  # no compose project: not the sweep's
+    try:
+        proc = subprocess.run([sys.executable, "-m", "lab.compose", "sweep"], capture_output=True, text=True,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert f"removed volume {project}_data" in proc.stderr and f"removed network {project}_default" in proc.stderr
+        assert podman("ps", "-a", "-q", "--no-trunc") == bystander
+        assert podman("volume", "ls", "-q") == ""
+        assert f"{project}_default" not in podman("network", "ls", "--format", "{{.Name}}").split()
+    finally:
+        podman("rm", "-f", bystander)
+        if left in podman("ps", "-a", "-q", "--no-trunc"):
+            podman("rm", "-f", left)
+    assert compose.podman_service_pid() is None and not compose.podman_socket().exists()

@@ -129,7 +129,11 @@ def test_oom_crash_loop_solved_in_compose_mode_with_a_real_oom_kill(compose_lab:
         out = _faultline_run(compose_lab, "oom-crash-loop")
     assert out["broke"] and out["fixed"] and out["score"] >= 90, {k: out[k] for k in ("score", "breakdown")}
     kills = watch.oom_kills()
-    assert kills, f"no container OOM kill with exit 137 among the engine's events: {watch.events[-10:]}"
+    deaths = [(e.get("Actor", {}).get("Attributes", {}).get("com.docker.compose.service"),
+               e.get("Actor", {}).get("Attributes", {}).get("exitCode")) for e in watch.events
+              if e.get("Action") == "die"]
+    assert kills, (f"no container OOM kill with exit 137 among the engine's events; deaths (service, exit): "
+                   f"{deaths}; the attempt's timeline: {out['timeline']}")
 
 
 def test_slow_replica_solved_in_compose_mode(compose_lab: PrivateLab) -> None:

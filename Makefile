@@ -129,8 +129,8 @@ compose-image: compose-base compose-wheelhouse
 # timeout (COMPOSE_TIMEOUT seconds: SIGINT, so pytest's fixtures still tear the lab down; SIGKILL 60 s later), then
 # `python -m lab.compose sweep` whatever happened: no container, volume, network or Podman socket of ours is left
 # behind by a failure or a timeout. Part 3 of `make test`; `compose-tests` is its inner part (no timeout, no sweep).
-# Measured in a fresh clone (budget 10 minutes; docs/compose.md):
-# MEASURED_TIMES
+# Measured in a fresh clone (budget 10 minutes; docs/compose.md, 2026-12-07, 2 cores shared with other jobs):
+# cold (empty .podman/ and wheelhouse, the CI case) 6 min 34 s at load average 13 -> 6; warm 3 min 39 s at 7 -> 9.
 COMPOSE_TIMEOUT ?= 1200
 
 test-compose: setup

@@ -12,6 +12,7 @@ under `.podman/`, never by editing /etc. Only argv lists are run, never a shell 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -211,6 +212,52 @@ def down(home: Path | None = None, offline: bool | None = None) -> int:
     return code
 
 
+def _podman_json(*args: str) -> list[dict]:
+    r = subprocess.run(["podman", *args, "--format", "json"], capture_output=True, text=True,  # noqa: S603, S607
+                       env={**os.environ, **podman_env()}, timeout=60)
+    if r.returncode != 0:
+        raise ComposeUnavailable(f"podman {' '.join(args)}: {r.stderr.strip()}")
+    return json.loads(r.stdout or "[]") or []
+
+
+def _podman_quiet(*args: str) -> bool:
+    return _ok(["podman", *args], env={**os.environ, **podman_env()}, timeout=120)
+
+
+def sweep() -> int:
+    """What a stopped or killed test run can leave in this checkout's Podman storage (`.podman/`): every container
+    and volume of a `faultline*` compose project, the networks of the projects whose containers it removed, and the
+    Podman service. `make test-compose` runs it after the tests, whatever happened (a failure, its hard timeout);
+    after a clean run there is nothing to remove. Podman only (a Docker engine's objects are the user's, never
+    swept); networks only by project, because Podman keeps them machine-wide (another checkout's lab may be using
+    one). Prints what it removed; exit 0."""
+    if not shutil.which("podman"):
+        return 0
+
+    def project(labels: dict | None) -> str:
+        name = str((labels or {}).get("com.docker.compose.project", ""))
+        return name if name.startswith(PROJECT) else ""
+
+    removed: list[str] = []
+    containers = [c for c in _podman_json("ps", "-a") if project(c.get("Labels"))]
+    projects = {project(c.get("Labels")) for c in containers}
+    if containers and _podman_quiet("rm", "-f", "-t", "2", *[c["Id"] for c in containers]):
+        removed += [f"container {(c.get('Names') or [c['Id'][:12]])[0]}" for c in containers]
+    for v in _podman_json("volume", "ls"):
+        if project(v.get("Labels")) and _podman_quiet("volume", "rm", "-f", v["Name"]):
+            removed.append(f"volume {v['Name']}")
+    for n in _podman_json("network", "ls"):
+        name = n.get("name") or n.get("Name", "")
+        # no -f: a network some other container still uses is not ours to take away
+        if project(n.get("labels") or n.get("Labels")) in projects - {""} and _podman_quiet("network", "rm", name):
+            removed.append(f"network {name}")
+    if not [c for c in _podman_json("ps", "-a") if project(c.get("Labels"))]:
+        stop_podman_service()
+    for what in removed:
+        print(f"faultline compose sweep: removed {what}", file=sys.stderr)
+    return 0
+
+
 def _projects(home: Path | None) -> list[str]:
     from lab.enginebackend import project_name
 
@@ -232,7 +279,8 @@ def ps(home: Path | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m lab.compose generate [--check]`: write docker-compose.yml and docker/toxiproxy.json from the
-    part declarations, or with --check exit 1 when the committed files are stale."""
+    part declarations, or with --check exit 1 when the committed files are stale; `engine`: the engine detected;
+    `sweep`: remove what a stopped test run left (`make test-compose` runs it last)."""
     import argparse
 
     from lab.composegen import generate
@@ -242,7 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     gen = sub.add_parser("generate", help="write docker-compose.yml and docker/toxiproxy.json from lab/parts/")
     gen.add_argument("--check", action="store_true", help="only compare; exit 1 when a file is stale")
     sub.add_parser("engine", help="print which container engine the compose backend would use")
+    sub.add_parser("sweep", help="remove what a stopped test run left in .podman/ (faultline containers, volumes, "
+                                 "networks; the Podman service)")
     args = parser.parse_args(argv)
+    if args.cmd == "sweep":
+        try:
+            return sweep()
+        except (ComposeUnavailable, subprocess.TimeoutExpired, ValueError) as exc:
+            print(f"faultline compose sweep: {exc}", file=sys.stderr)
+            return 1
     if args.cmd == "engine":
         try:
             engine = detect(start_podman=False)

@@ -320,12 +320,18 @@ class EngineSupervisor:
                 self._recreate(spec.name)
 
     def _recreate(self, name: str) -> None:
-        self._pending.discard(name)
-        self._stopped.discard(name)
-        self._ready[name] = False
-        self._compose("up", "-d", "--no-deps", "--force-recreate", "--no-build", self._service(name))
-        self._ids.pop(self._service(name), None)
-        self._last_state.pop(name, None)  # a new container: its first start is not a restart
+        # Under the lock, and never once shutdown began (which takes the lock to begin): a start racing the
+        # shutdown (a traffic start, the watcher's recreation) would otherwise create its container after
+        # `compose down`, and leave it behind.
+        with self._lock:
+            if self._closed.is_set():
+                raise StackError("the stack is shutting down")
+            self._pending.discard(name)
+            self._stopped.discard(name)
+            self._ready[name] = False
+            self._compose("up", "-d", "--no-deps", "--force-recreate", "--no-build", self._service(name))
+            self._ids.pop(self._service(name), None)
+            self._last_state.pop(name, None)  # a new container: its first start is not a restart
 
     def update_spec(self, name: str, **changes: Any) -> None:
         with self._lock:
@@ -411,9 +417,10 @@ class EngineSupervisor:
     def shutdown(self, grace_s: float = 5.0, order: list[list[str]] | None = None) -> None:
         """Stop tier by tier (traffic first, the proxy server last), then `compose down`: no container, network or
         volume of the project is left; the Podman service this lab started goes too when nothing else uses it."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
+        with self._lock:  # waits for a container being created: it is then stopped and removed below
+            if self._closed.is_set():
+                return
+            self._closed.set()
         for tier in order or []:
             for name in tier:
                 cid = self._cid(name) if name in self.specs else None

@@ -2,8 +2,9 @@
 
 Both parts of `make test` run on workers (see the Makefile). Most tests spend their time waiting on real processes
 (probe windows, readiness, sleeps), so workers share two cores without touching each other's timings. A few would:
-- in the catalog (tests/catalog/), a CPU hog, or replicas starting (torch imports on every core), or a whole stack
-  starting; those runs take the lock exclusively (`is_cpu_heavy`) and the others share it;
+- in the catalog (tests/catalog/), a CPU hog, or replicas starting (torch imports on every core: judged on the ops
+  the run applies), or a whole stack starting; those runs take the lock exclusively (`is_cpu_heavy`) and the others
+  share it;
 - in the rest of the suite, tests marked `exclusive` (a real Chromium driving the UI, the benchmarks' smoke runs,
   load generators held to a rate, CPU hogs whose share is measured, a 10 s bound): tests/conftest.py holds the lock
   around every test, exclusively for those.
@@ -24,12 +25,14 @@ from typing import Any
 HEAVY_OPS = {"scale"}  # new replicas import torch on every core; a retrain is ~3 s of one thread, shared is fine
 
 
-def is_cpu_heavy(scenario: Any) -> bool:
-    """A CPU fault, or a reference or wrong fix that starts replicas."""
+def is_cpu_heavy(scenario: Any, mode: str | None = None) -> bool:
+    """A CPU fault, or a run whose ops start replicas: `mode` "solve" applies the reference solution only,
+    "wrong-fix" the wrong fix only (a solved stale-draft never scales: only its wrong fix does); None, either."""
     if any(f.kind == "cpu" for f in scenario.faults):
         return True
-    ops = [*scenario.solution, *(scenario.wrong_fix or [])]
-    return any(op.op in HEAVY_OPS for op in ops)
+    solution = scenario.solution if mode in (None, "solve") else []
+    wrong = (scenario.wrong_fix or []) if mode in (None, "wrong-fix") else []
+    return any(op.op in HEAVY_OPS for op in [*solution, *wrong])
 
 
 @contextmanager

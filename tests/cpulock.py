@@ -8,7 +8,9 @@ Both parts of `make test` run on workers (see the Makefile). Most tests spend th
 - in the rest of the suite, tests marked `exclusive` (a real Chromium driving the UI, the benchmarks' smoke runs,
   load generators held to a rate, CPU hogs whose share is measured, a 10 s bound): tests/conftest.py holds the lock
   around every test, exclusively for those.
-A turnstile in front keeps a waiting exclusive holder from being starved by the other workers' stream of shared ones.
+A turnstile in front keeps a waiting exclusive holder from being starved by the other workers' stream of shared ones,
+and a shared taker also waits while any exclusive holder runs or waits (`exclusive.lock`): exclusive holders queued
+together (the catalog queues its exclusive runs first) take the machine one after the other, drained once.
 Without xdist nothing contends and the locks cost nothing. The lock files live in a directory every worker of one
 pytest run sees (`xdist_lock_dir` in tests/conftest.py, keyed by xdist's run id); two separate pytest runs do not
 see each other's locks.
@@ -38,7 +40,16 @@ def is_cpu_heavy(scenario: Any, mode: str | None = None) -> bool:
 @contextmanager
 def machine(lock_dir: Path, exclusive: bool) -> Iterator[None]:
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / "turnstile.lock", "a+") as turnstile, open(lock_dir / "cpu.lock", "a+") as cpu:
+    with (open(lock_dir / "exclusive.lock", "a+") as queued, open(lock_dir / "turnstile.lock", "a+") as turnstile,
+          open(lock_dir / "cpu.lock", "a+") as cpu):
+        if exclusive:
+            fcntl.flock(queued, fcntl.LOCK_SH)  # until the machine is released: see below
+        else:
+            # Wait until no exclusive holder runs or waits. Without this a shared taker that reached the turnstile
+            # between two exclusive ones got in, and the second then waited for that whole shared run to end (with
+            # every other worker waiting behind it): exclusive runs queued together alternated with shared ones.
+            fcntl.flock(queued, fcntl.LOCK_EX)
+            fcntl.flock(queued, fcntl.LOCK_UN)
         fcntl.flock(turnstile, fcntl.LOCK_EX)
         try:
             fcntl.flock(cpu, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
@@ -48,3 +59,4 @@ def machine(lock_dir: Path, exclusive: bool) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(cpu, fcntl.LOCK_UN)
+            fcntl.flock(queued, fcntl.LOCK_UN)

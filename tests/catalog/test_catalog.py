@@ -8,8 +8,9 @@ For every scenario (parametrized over the files, so a new scenario is covered wi
   learner's first move, which is exactly an attempt where nobody acted (the grade is a pure function of the
   journal); afterwards the stack is back to its baseline and healthy (faults reverted, configs, versions,
   replicas and proxies as before, a real scoring request answered by v1);
-- for two more seeds: the scenario's plausible wrong fix breaks nothing further but does not pass (the fix claim is
-  rejected, the grade stays below 90 and is penalised);
+- for one more seed: the scenario's plausible wrong fix breaks nothing further but does not pass (the fix claim is
+  rejected, the grade stays below 90 and is penalised): one seed proves it, as the brief asks of every scenario
+  (a second seed was 25 more runs; `faultline scenarios test --seeds 2` runs seeds 3 and 4);
 The checks are lab/selftest.py's `solve_checks` and `wrong_fix_checks`: `faultline scenarios test` runs the same.
 - once, on a stack of its own, the real `faultline run ID --json` (unsolved) breaks, scores below 50 and leaves
   nothing running.
@@ -49,7 +50,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 TIME_SCALE = 0.05
 SOLVE_SEEDS = (1, 2)
-WRONG_FIX_SEEDS = (3, 4)
+WRONG_FIX_SEEDS = (3,)
 PATHS = scenario_paths()
 IDS = [p.stem for p in PATHS]
 

@@ -30,7 +30,7 @@ def scenario_paths() -> list[Path]:
 
 
 # How many private labs the runs of a track other than fraud spread over (one xdist group each). An LLM run takes
-# 45-80 s and the LLM catalog has ~10 scenarios (4 runs each): on one lab they would run serially for ~40 min.
+# 45-80 s and the LLM catalog has ~10 scenarios (3 runs each): on one lab they would run serially for ~30 min.
 TRACK_LABS = 2
 
 

@@ -58,8 +58,9 @@ system-deps:
 #    compressed) on CATALOG_WORKERS workers, each with a private lab per track it runs; fraud runs spread one by
 #    one, the LLM track's scenarios are dealt to two groups (two LLM labs; a scenario's runs stay on one; scheduled by
 #    tests/catalog/conftest.py, as pytest 9 ignores xdist 3.8's `xdist_group` marks), and
-#    runs that load the CPU take it alone (tests/cpulock.py). Three labs share two cores: most runs wait on probe
-#    windows.
+#    runs that load the CPU take it alone (tests/cpulock.py), queued first so that they follow one another (each
+#    spread through the session made every worker wait for the others' runs to drain). Three labs share two cores:
+#    most runs wait on probe windows.
 # 3. `make test-compose`: the stack built and run in containers (below), last, so its containers take no CPU from
 #    the timing-sensitive parts.
 # Each part runs even when one before it fails, so one run reports everything; the target fails when any part

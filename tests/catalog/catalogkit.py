@@ -30,7 +30,7 @@ def scenario_paths() -> list[Path]:
 
 
 # How many private labs the runs of a track other than fraud spread over (one xdist group each). An LLM run takes
-# 45-80 s and the LLM catalog has ~10 scenarios (4 runs each): on one lab they would run serially for ~40 min.
+# 45-80 s and the LLM catalog has ~10 scenarios (3 runs each): on one lab they would run serially for ~30 min.
 TRACK_LABS = 2
 
 
@@ -66,18 +66,37 @@ def run_group(nodeid: str) -> str | None:
     return None if m is None else scenario_groups().get(m.group(1))
 
 
+# A catalog run's test id: `test_it_breaks_...[ID-seedN]` solves, `test_the_wrong_fix_...[ID-seedN]` wrongly fixes.
+RUN_ID = re.compile(r"::test_(?P<test>it_breaks|the_wrong_fix)\w*\[(?P<id>.+)-seed(?P<seed>\d+)\]$")
+
+
+@cache
+def run_takes_the_machine(nodeid: str) -> bool:
+    """Whether the catalog run of this test id holds the CPU lock exclusively (`cpulock.is_cpu_heavy` on the ops
+    that run applies); False for any other test."""
+    m = RUN_ID.search(nodeid)
+    path = SCENARIOS / f"{m.group('id')}.yaml" if m else None
+    if m is None or path is None or not path.is_file():
+        return False
+    mode = "solve" if m.group("test") == "it_breaks" else "wrong-fix"
+    return cpulock.is_cpu_heavy(rendered(path, int(m.group("seed")), DEFAULT_TIME_SCALE), mode)
+
+
 class CatalogLab(SelfTestLab):
-    """The self-test's lab, each run holding the catalog's CPU lock (exclusive for a CPU-heavy scenario)."""
+    """The self-test's lab, each run holding the catalog's CPU lock (exclusive when the run loads the CPU: a CPU
+    fault, or this run's ops start replicas)."""
 
     def __init__(self, url: str, lock_dir: Path) -> None:
         self.lock_dir = lock_dir
+        self.mode: str | None = None  # the run's, set by run(): a solved run does not apply the wrong fix's ops
 
         def guard(sc: Any) -> contextlib.AbstractContextManager[Any]:
-            return cpulock.machine(self.lock_dir, exclusive=cpulock.is_cpu_heavy(sc))
+            return cpulock.machine(self.lock_dir, exclusive=cpulock.is_cpu_heavy(sc, self.mode))
 
         super().__init__(url, guard)
 
     def run(self, path: Path, seed: int, mode: str, time_scale: float) -> RunResult:
+        self.mode = mode
         try:
             return super().run(path, seed, mode, time_scale)
         except Exception as exc:  # noqa: BLE001 - the test's message: the run, and the journal of its attempt
@@ -97,5 +116,5 @@ class CatalogLab(SelfTestLab):
         return "(the attempt did not end within 60 s)"
 
 
-__all__ = ["EXIT_OK", "TRACK_LABS", "CatalogLab", "RunResult", "lab_groups", "rendered", "run_group", "scenario_groups",
-           "scenario_paths", "solve_checks", "wrong_fix_checks"]
+__all__ = ["EXIT_OK", "TRACK_LABS", "CatalogLab", "RunResult", "lab_groups", "rendered", "run_group",
+           "run_takes_the_machine", "scenario_groups", "scenario_paths", "solve_checks", "wrong_fix_checks"]

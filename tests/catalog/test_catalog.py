@@ -8,8 +8,9 @@ For every scenario (parametrized over the files, so a new scenario is covered wi
   learner's first move, which is exactly an attempt where nobody acted (the grade is a pure function of the
   journal); afterwards the stack is back to its baseline and healthy (faults reverted, configs, versions,
   replicas and proxies as before, a real scoring request answered by v1);
-- for two more seeds: the scenario's plausible wrong fix breaks nothing further but does not pass (the fix claim is
-  rejected, the grade stays below 90 and is penalised);
+- for one more seed: the scenario's plausible wrong fix breaks nothing further but does not pass (the fix claim is
+  rejected, the grade stays below 90 and is penalised): one seed proves it, as the brief asks of every scenario
+  (a second seed was 25 more runs; `faultline scenarios test --seeds 2` runs seeds 3 and 4);
 The checks are lab/selftest.py's `solve_checks` and `wrong_fix_checks`: `faultline scenarios test` runs the same.
 - once, on a stack of its own, the real `faultline run ID --json` (unsolved) breaks, scores below 50 and leaves
   nothing running.
@@ -30,7 +31,17 @@ from typing import Any
 import cpulock
 import psutil
 import pytest
-from catalogkit import ROOT, CatalogLab, lab_groups, rendered, run_group, scenario_paths, solve_checks, wrong_fix_checks
+from catalogkit import (
+    ROOT,
+    CatalogLab,
+    lab_groups,
+    rendered,
+    run_group,
+    run_takes_the_machine,
+    scenario_paths,
+    solve_checks,
+    wrong_fix_checks,
+)
 
 from lab.runner import child_env
 from lab.scenario import check_file
@@ -39,7 +50,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 TIME_SCALE = 0.05
 SOLVE_SEEDS = (1, 2)
-WRONG_FIX_SEEDS = (3, 4)
+WRONG_FIX_SEEDS = (3,)
 PATHS = scenario_paths()
 IDS = [p.stem for p in PATHS]
 
@@ -86,6 +97,21 @@ def test_the_scheduler_reads_each_runs_group_off_its_test_id() -> None:
         assert {run_group(i) for i in ids} == {GROUPS[p]}, p.stem
         validates = f"tests/catalog/test_catalog.py::test_scenario_validates_and_renders_for_every_seed[{p.stem}]"
         assert run_group(validates) is None
+
+
+def test_only_runs_that_load_the_cpu_take_the_machine_and_they_are_queued_first(request: pytest.FixtureRequest) -> None:
+    """The CPU lock is taken exclusively on what a run does: stale-draft's wrong fix scales (a replica starting
+    imports torch on every core) but its solution does not; noisy-neighbour's CPU hog loads the machine whatever the
+    learner does. conftest.py queues those runs before every other test."""
+    solve = "tests/catalog/test_catalog.py::test_it_breaks_and_the_reference_solution_fixes_it[{}-seed1]"
+    wrong = "tests/catalog/test_catalog.py::test_the_wrong_fix_does_not_pass[{}-seed3]"
+    alone = {sid: (run_takes_the_machine(solve.format(sid)), run_takes_the_machine(wrong.format(sid)))
+             for sid in ("stale-draft", "noisy-neighbour", "retry-storm")}
+    assert alone == {"stale-draft": (False, True), "noisy-neighbour": (True, True), "retry-storm": (False, False)}
+    assert not run_takes_the_machine("tests/catalog/test_catalog.py::test_scenario_validates_and_renders_for_every_seed"
+                                     "[stale-draft]")
+    queued = [run_takes_the_machine(i.nodeid) for i in request.session.items]
+    assert queued == sorted(queued, reverse=True), "a run that takes the machine alone is queued after a shared one"
 
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)

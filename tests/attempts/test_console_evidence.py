@@ -30,8 +30,11 @@ def _until(api: LabApi, op: str, ready: Any, timeout: float = 60, **args: Any) -
 
 @pytest.fixture(scope="module")
 def traffic(api: LabApi) -> None:
-    if not api.call("GET", "/api/traffic").get("running"):
-        api.call("POST", "/api/traffic", {"rps": 30})
+    # A fresh load generator at a known rate and profile: the worker's shared stack has run other files first, and
+    # a CI run once found one "running" that sent nothing for two minutes (no decisions, no score route).
+    if api.call("GET", "/api/traffic").get("running"):
+        api.call("DELETE", "/api/traffic")
+    api.call("POST", "/api/traffic", {"rps": 30, "profile": "baseline"})
 
 
 def cli(api: LabApi, *args: str) -> str:

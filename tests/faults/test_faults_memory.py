@@ -38,7 +38,18 @@ def test_a_limit_below_the_working_set_gets_the_service_oom_killed(flab: Lab) ->
     applied = flab.apply({"id": "tight", "kind": "memory", "action": "limit", "target": "feature-store",
                           "params": {"limit_mb": 16}})
     assert applied["changes"]["limit_before"] == before["memory_limit_bytes"]
-    s = wait_until(lambda: _oom_killed(flab, "feature-store", before["restarts"]), 30, what="OOM kill")
+    # the supervisor kills at its next RSS sample and restarts after a back-off: seconds on a quiet machine; a CI
+    # run under load once waited more than 30 s, so the wait is 60 s and a failure shows the service's state
+    seen: list[dict[str, Any]] = []
+
+    def killed() -> dict[str, Any] | None:
+        seen[:] = [flab.service("feature-store")]
+        return _oom_killed(flab, "feature-store", before["restarts"])
+
+    try:
+        s = wait_until(killed, 60, what="OOM kill")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; feature-store: {seen}") from None
     assert s["memory_limit_bytes"] == 16 * MiB
     logs = flab.stack.client.get(flab.stack.lab_url + "/api/services/feature-store/logs",
                                  params={"grep": "memory limit exceeded"}).json()["lines"]

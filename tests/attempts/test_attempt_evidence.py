@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
 
 import pytest
 from attemptkit import LabApi
@@ -16,18 +15,6 @@ from attemptkit import LabApi
 pytestmark = pytest.mark.stack
 SEED, SCALE = 3, 0.2
 
-
-def _until(api: LabApi, op: str, ready: Any, timeout: float, **args: Any) -> dict[str, Any]:
-    """The op's answer once `ready(data)` holds; a 404 ("no distributions yet": the monitor's first drift refresh,
-    on a stack that had no traffic before this attempt) is waited out like a window that is not ready."""
-    deadline = time.time() + timeout
-    while True:
-        r = api.http.post(f"/api/console/{op}", json=args)
-        assert r.status_code in (200, 404), (op, r.status_code, r.text[:3000])
-        if r.status_code == 200 and ready(r.json()["data"]):
-            return r.json()
-        assert time.time() < deadline, (op, r.text[:3000])
-        time.sleep(2)
 
 
 def test_unit_change_evidence_and_measured_debrief(api: LabApi) -> None:
@@ -55,12 +42,12 @@ def test_unit_change_evidence_and_measured_debrief(api: LabApi) -> None:
         status = api.console("status")["data"]
         assert all(s["restarts"] == 0 for s in status["services"]), status["services"]
 
-        dist = _until(api, "distributions", lambda d: (d["features"][0].get("median_ratio") or 0) > 20, 240,
+        dist = api.console_until("distributions", lambda d: (d["features"][0].get("median_ratio") or 0) > 20, 240, 2,
                       feature="amount")
         amount = dist["data"]["features"][0]
         assert amount["live"]["p50"] > 20 * amount["reference"]["p50"]
         assert "histogram" in dist["text"]
-        decisions = _until(api, "decisions", lambda d: (d.get("decline_rate") or 0) > 0.5, 120)
+        decisions = api.console_until("decisions", lambda d: (d.get("decline_rate") or 0) > 0.5, 120, 2)
         assert "decline rate" in decisions["text"]
 
         dollars = api.console("send", amount=42.5, merchant_category="grocery", country="US", hour=14)["data"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,6 @@ from attemptkit import LabApi
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _until(api: LabApi, op: str, ready: Any, timeout: float = 60, **args: Any) -> dict[str, Any]:
-    """The op's answer once `ready(data)` holds (the monitor needs traffic and a drift refresh first)."""
-    deadline = time.time() + timeout
-    while True:
-        r = api.http.post(f"/api/console/{op}", json=args)
-        if r.status_code == 200 and ready(r.json()["data"]):
-            return r.json()
-        assert time.time() < deadline, (op, r.status_code, r.text[:2000])
-        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +42,7 @@ def test_distributions_show_quantiles_and_histograms_live_against_training(api: 
         ratio = next((f.get("median_ratio") for f in d.get("features", []) if f["name"] == "amount"), None)
         return d.get("window", 0) >= 50 and 0.2 < (ratio or 0) < 5
 
-    res = _until(api, "distributions", fresh, 120)
+    res = api.console_until("distributions", fresh, 120)
     feats = {f["name"]: f for f in res["data"]["features"]}
     assert {"amount", "hour", "device_age_days", "merchant_category", "country", "card_present", "score"} <= set(feats)
     amount = feats["amount"]
@@ -69,12 +58,12 @@ def test_distributions_show_quantiles_and_histograms_live_against_training(api: 
 
 
 def test_drift_picked_feature_shows_its_detail(api: LabApi, traffic: None) -> None:
-    res = _until(api, "drift", lambda d: "distribution" in d, feature="amount")
+    res = api.console_until("drift", lambda d: "distribution" in d, feature="amount")
     assert res["data"]["distribution"]["name"] == "amount" and "P95" in res["text"]
 
 
 def test_decisions_show_decline_rate_score_histogram_confusion_and_cost(api: LabApi, traffic: None) -> None:
-    res = _until(api, "decisions", lambda d: d.get("decline_rate") is not None and d["score"].get("buckets"))
+    res = api.console_until("decisions", lambda d: d.get("decline_rate") is not None and d["score"].get("buckets"))
     d = res["data"]
     assert 0 <= d["decline_rate"] <= 1
     assert abs(sum(f for _, f in d["score"]["buckets"]) - 1) < 0.01
@@ -85,10 +74,11 @@ def test_decisions_show_decline_rate_score_histogram_confusion_and_cost(api: Lab
 
 
 def test_status_codes_per_route_and_upstream_latency(api: LabApi, traffic: None) -> None:
-    res = _until(api, "status_codes", lambda d: "score" in (d["services"].get("gateway") or {}), service="gateway")
+    res = api.console_until("status_codes", lambda d: "score" in (d["services"].get("gateway") or {}),
+                            service="gateway")
     assert res["data"]["services"]["gateway"]["score"].get("200", 0) > 0
     assert "score" in res["text"] and "200" in res["text"]
-    up = _until(api, "upstreams", lambda d: len(d["upstreams"]) >= 2)
+    up = api.console_until("upstreams", lambda d: len(d["upstreams"]) >= 2)
     assert "feature-store" in up["data"]["upstreams"] or any("feature" in u for u in up["data"]["upstreams"])
     assert any(u.startswith("model-") for u in up["data"]["upstreams"])
     f = next(iter(up["data"]["upstreams"].values()))
@@ -112,7 +102,7 @@ def test_inspect_and_send_test_a_hypothesis(api: LabApi, traffic: None) -> None:
 
 
 def test_cli_prints_the_same_evidence(api: LabApi, traffic: None) -> None:
-    _until(api, "distributions", lambda d: d.get("window", 0) >= 50)
+    api.console_until("distributions", lambda d: d.get("window", 0) >= 50)
     assert "P50" in cli(api, "distributions")
     assert "confusion matrix" in cli(api, "decisions")
     assert "ROUTE" in cli(api, "status-codes", "gateway")
@@ -129,8 +119,8 @@ def test_every_operation_shows_the_evidence_it_is_credited_with(api: LabApi, tra
     """lab/console/evidence.py's SHOWS (what tests/scenario's ideal-path check trusts) against real output."""
     from lab.console.evidence import SHOWS
 
-    _until(api, "decisions", lambda d: d["score"].get("buckets") and d.get("decline_rate") is not None)
-    _until(api, "distributions", lambda d: d.get("window", 0) >= 50)
+    api.console_until("decisions", lambda d: d["score"].get("buckets") and d.get("decline_rate") is not None)
+    api.console_until("distributions", lambda d: d.get("window", 0) >= 50)
     for op, terms in SHOWS.items():
         text = api.console(op, **MARKER_ARGS.get(op, {}))["text"]
         for term, marker in terms.items():

@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +105,19 @@ def in_catalog(path: Path) -> bool:
 
 
 def run_attempt(client: LabClient, sc: Any, mode: str, give_up_after: float | None,
-                document: dict[str, Any] | None = None) -> tuple[str, int]:
+                document: dict[str, Any] | None = None,
+                before_acting: Callable[[], None] | None = None) -> tuple[str, int]:
     """Drive one attempt; returns (attempt id, exit code). `document`: the scenario file's data, for a file
-    outside the catalog (the lab validates it with the same loader and refuses a catalog id with other content)."""
+    outside the catalog (the lab validates it with the same loader and refuses a catalog id with other content).
+    `before_acting`: called after the page and before the first console op, for a caller that must see a symptom
+    happen before the solution removes its cause (tests/compose waits there for the container's OOM kill)."""
     body: dict[str, Any] = {"seed": sc.seed, "time_scale": sc.time_scale}
     body.update({"scenario": document} if document is not None else {"scenario_id": sc.id})
     st = client.call("POST", "/api/attempts", body)
     attempt_id = st["attempt_id"]
     log(f"attempt {attempt_id} started")
     try:
-        return _drive(client, sc, mode, give_up_after, attempt_id)
+        return _drive(client, sc, mode, give_up_after, attempt_id, before_acting)
     except BaseException as exc:  # an error or Ctrl-C: never leave an attempt running on someone's lab
         try:
             _abort(client, attempt_id, f"the headless run stopped: {exc!r}"[:300])
@@ -122,7 +126,8 @@ def run_attempt(client: LabClient, sc: Any, mode: str, give_up_after: float | No
         raise
 
 
-def _drive(client: LabClient, sc: Any, mode: str, give_up_after: float | None, attempt_id: str) -> tuple[str, int]:
+def _drive(client: LabClient, sc: Any, mode: str, give_up_after: float | None, attempt_id: str,
+           before_acting: Callable[[], None] | None = None) -> tuple[str, int]:
     st = _wait(client, attempt_id, lambda s: s["phase"] not in ("preparing", "warming"), 300)
     if st["phase"] != "running":
         raise LabError(f"the attempt did not start running: {st['phase']} ({st.get('end_reason')})")
@@ -133,6 +138,8 @@ def _drive(client: LabClient, sc: Any, mode: str, give_up_after: float | None, a
         _abort(client, attempt_id, "the scenario did not break")
         return attempt_id, EXIT_NOT_BROKEN
     log(f"broke: paged at {st['paged_at_s']}s on the scenario clock")
+    if before_acting is not None:
+        before_acting()
     code = EXIT_OK
     if mode == "solve":
         for op in sc.solution:

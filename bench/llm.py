@@ -15,7 +15,10 @@ Each server is a child process on a free loopback port; after a warm-up, the cli
 streams open (`POST /v1/completions`, `stream: true`, temperature 0.7, top_p 0.95) and measures what
 `vllm bench serve` measures: TTFT, ITL (time between content chunks), end-to-end latency (to `[DONE]`, where
 the `openai` client stops reading), output tokens/s (the usage chunk's `completion_tokens`) and goodput:
-requests per second meeting TTFT <= 1 s and a mean ITL <= 200 ms. The servers are measured one after
+requests per second meeting TTFT <= 1 s and a mean ITL <= 200 ms. The client (`SSEConnection`: keep-alive
+HTTP/1.1 on asyncio streams, SSE parsed from raw bytes) records its own CPU per token beside the servers'. A
+request succeeds when its stream ends as the protocol says (a finish_reason, then `[DONE]`), also when the
+model's end-of-text came first (0 tokens: counted in `finished_at_once`); `failures` counts the rest by cause. The servers are measured one after
 another (rounds rotate the order, so a burst of load from others hits every server), alone on the machine
 but for the client, and the CPU each one's process tree spent per output token is recorded beside: the
 load-independent view. Goals (measured, never asserted): output tok/s and goodput >= 5x the best peer,
@@ -30,11 +33,11 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from bench.common import HOST, PYTHON, Child, children, load_average, machine, percentile, wait_http
@@ -142,55 +145,144 @@ def servers(registry: Path, version: str, concurrency: int) -> list[Server]:
     ]
 
 
-async def _one(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> dict[str, Any]:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": TEMPERATURE, "top_p": TOP_P,
-            "stream": True, "stream_options": {"include_usage": True}}
+class SSEConnection:
+    """One keep-alive HTTP/1.1 connection of the benchmark's client, reading SSE streams straight from the socket.
+
+    The client shares the machine's two cores with the server it drives, so its CPU per token is taken from the
+    server's: httpx's `aiter_lines` (its stream, decoder and line splitter per chunk) cost about 100 µs per
+    token, half of what our server spent. This one parses the chunked body and the `data:` events from raw
+    bytes and decodes an event's JSON only where it needs to know something (whether a chunk has text, the
+    usage): what `vllm bench serve` does with aiohttp. It speaks just what the benchmark needs of HTTP/1.1:
+    a POST with a JSON body, a chunked or Content-Length answer, the connection reopened when the server
+    closes it.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.reader is None or self.writer is None or self.reader.at_eof():
+            self.close()
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=2**20)
+        return self.reader, self.writer
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, AsyncIterator[bytes]]:
+        """Send the request; the status and an iterator over the body's bytes as they arrive."""
+        reader, writer = await self._connect()
+        writer.write(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\nAccept: "
+                     b"text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
+                     % (path.encode(), self.host.encode(), self.port, len(body), body))
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(b":") for ln in lines[1:] if ln)}
+        if headers.get(b"connection", b"").lower() == b"close":
+            self.reader = None  # reopened for the next request, once this body has been read
+        return status, self._body(reader, headers)
+
+    async def _body(self, reader: asyncio.StreamReader, headers: dict[bytes, bytes]) -> AsyncIterator[bytes]:
+        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+                data = await reader.readexactly(size + 2)
+                if size == 0:
+                    return
+                yield data[:-2]
+        elif b"content-length" in headers:
+            yield await reader.readexactly(int(headers[b"content-length"]))
+        else:  # the body runs to the end of the connection
+            while chunk := await reader.read(65536):
+                yield chunk
+            self.reader = None
+
+
+async def _one(conn: SSEConnection, prompt: str, max_tokens: int) -> dict[str, Any]:
+    body = orjson.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": TEMPERATURE, "top_p": TOP_P,
+                         "stream": True, "stream_options": {"include_usage": True}})
     start = time.perf_counter()
     first = last = None
     gaps: list[float] = []
     tokens = 0
-    async with client.stream("POST", "/v1/completions", json=body) as r:
-        if r.status_code != 200:
-            return {"ok": False, "code": r.status_code}
-        async for line in r.aiter_lines():
-            if line == "data: [DONE]":
-                break  # where the openai client stops reading
-            if not line.startswith("data: {"):
+    finish: str | None = None
+    done = False
+    status, chunks = await conn.post("/v1/completions", body)
+    if status != 200:
+        async for _ in chunks:  # read the answer out, so the connection can carry the next request
+            pass
+        return {"ok": False, "code": status}
+    buf = b""
+    async for data in chunks:
+        now = time.perf_counter()  # every event of this read arrived now
+        buf += data
+        *events, buf = buf.split(b"\n\n")
+        for event in events:
+            if not event.startswith(b"data: "):
                 continue
-            chunk = orjson.loads(line[6:])
-            now = time.perf_counter()
+            if event == b"data: [DONE]":
+                done = True  # where the openai client stops reading; the body's end follows
+                continue
+            chunk = orjson.loads(event[6:])
+            choices = chunk.get("choices")
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
-            if chunk["choices"] and chunk["choices"][0]["text"]:
-                if first is None:
-                    first = now
-                elif last is not None:
-                    gaps.append(now - last)
-                last = now
+            if choices:
+                if choices[0].get("finish_reason"):
+                    finish = choices[0]["finish_reason"]
+                if choices[0].get("text"):
+                    if first is None:
+                        first = now
+                    elif last is not None:
+                        gaps.append(now - last)
+                    last = now
     end = time.perf_counter()
-    # a request that ended at once (EOS first) has no content chunk: its TTFT is its end
-    return {"ok": tokens > 0 or first is not None, "ttft": (first or end) - start, "gaps": gaps,
-            "e2e": end - start, "tokens": tokens}
+    # a stream is a success when it ended as the protocol says: a finish_reason, then [DONE]. A request that
+    # finished at once (the model's end-of-text first, for a prompt that is a whole verse) has no content
+    # chunk and 0 tokens: a success all the same (its TTFT is its end), counted apart in `finished_at_once`
+    return {"ok": done and finish is not None, "code": None if done else "stream ended without [DONE]",
+            "finish": finish, "ttft": (first or end) - start, "gaps": gaps, "e2e": end - start, "tokens": tokens,
+            "at_once": first is None}
 
 
 async def drive(url: str, texts: list[str], concurrency: int, max_tokens: int) -> dict[str, Any]:
     queue = list(texts)
     results: list[dict[str, Any]] = []
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits, trust_env=False) as client:
-        async def worker() -> None:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+
+    async def worker() -> None:
+        conn = SSEConnection(host, int(port))
+        try:
             while queue:
                 try:
-                    results.append(await _one(client, queue.pop(), max_tokens))
-                except httpx.HTTPError as exc:
+                    results.append(await asyncio.wait_for(_one(conn, queue.pop(), max_tokens), 300))
+                except (OSError, ValueError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                    conn.close()
                     results.append({"ok": False, "code": type(exc).__name__})
+        finally:
+            conn.close()
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        duration = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    duration = time.perf_counter() - t0
+    client_cpu = time.process_time() - cpu0
     ok = [r for r in results if r["ok"]]
     gaps = [g for r in ok for g in r["gaps"]]
     good = [r for r in ok if r["ttft"] <= TTFT_SLO_S and sum(r["gaps"]) <= ITL_SLO_S * max(1, len(r["gaps"]))]
+    failures: dict[str, int] = {}
+    for r in results:
+        if not r["ok"]:
+            failures[str(r.get("code"))] = failures.get(str(r.get("code")), 0) + 1
+    finishes: dict[str, int] = {}
+    for r in ok:
+        finishes[r["finish"]] = finishes.get(r["finish"], 0) + 1
+    out_tokens = sum(r["tokens"] for r in ok)
 
     def pct(values: list[float]) -> dict[str, float | None]:
         if not values:
@@ -198,12 +290,23 @@ async def drive(url: str, texts: list[str], concurrency: int, max_tokens: int) -
         return {"p50": round(percentile(values, 0.5) * 1000, 1), "p99": round(percentile(values, 0.99) * 1000, 1)}
 
     return {
-        "requests": len(results), "failed": len(results) - len(ok), "duration_s": round(duration, 3),
-        "output_tokens": sum(r["tokens"] for r in ok),
-        "output_tok_s": round(sum(r["tokens"] for r in ok) / duration, 1),
+        "requests": len(results), "failed": len(results) - len(ok), "failures": failures,
+        "finish_reasons": finishes, "finished_at_once": sum(1 for r in ok if r["at_once"]),
+        "duration_s": round(duration, 3), "output_tokens": out_tokens,
+        "output_tok_s": round(out_tokens / duration, 1),
         "request_rps": round(len(ok) / duration, 2), "goodput_rps": round(len(good) / duration, 2),
         "ttft_ms": pct([r["ttft"] for r in ok]), "itl_ms": pct(gaps), "e2e_ms": pct([r["e2e"] for r in ok]),
+        # the client's own CPU (this process: the one asyncio loop driving every stream) per output token
+        "client_cpu_s": round(client_cpu, 3),
+        "client_cpu_us_per_token": round(client_cpu / max(1, out_tokens) * 1e6, 1),
     }
+
+
+def run_client(coro: Any) -> Any:
+    """The client on uvloop, like the servers (the loop's own cost per event is part of the client's CPU)."""
+    import uvloop
+
+    return uvloop.run(coro)
 
 
 def _measure(s: Server, texts: list[str], concurrency: int, max_tokens: int) -> dict[str, Any]:
@@ -212,7 +315,7 @@ def _measure(s: Server, texts: list[str], concurrency: int, max_tokens: int) -> 
     pid = s.child.pid if s.child else 0
     load = load_average()
     cpu0 = tree_cpu_s(pid)
-    r = asyncio.run(drive(s.url, texts, concurrency, max_tokens))
+    r = run_client(drive(s.url, texts, concurrency, max_tokens))
     cpu = tree_cpu_s(pid) - cpu0
     r["load_average"] = load
     r["cpu_s"] = round(cpu, 3)
@@ -251,7 +354,7 @@ def run(quick: bool = False, scale: float = 1.0, registry: Path | None = None, v
             started.append(s.child)
         result["ready_s"] = {s.key: round(wait_http(s.url + s.ready_path, 180, s.child), 2) for s in srv}
         for s in srv:  # warm-up: first requests pay for lazy set-up (threads, allocator, LitServe's queues)
-            asyncio.run(drive(s.url, prompts(concurrency, max_chars), concurrency, 8))
+            run_client(drive(s.url, prompts(concurrency, max_chars), concurrency, 8))
         for rnd in range(rounds):
             for s in srv[rnd % len(srv):] + srv[:rnd % len(srv)]:
                 runs.setdefault(s.key, []).append(_measure(s, texts, concurrency, max_tokens))

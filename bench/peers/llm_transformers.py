@@ -56,8 +56,9 @@ def build_app(llm: PeerLLM) -> FastAPI:
                                       eos_token_id=eos, pad_token_id=eos, use_cache=True, streamer=streamer,
                                       **sampling)
             new = out[0, len(req.prompt):].tolist()
-            result["tokens"] = len(new)
             result["eos"] = int(bool(new) and new[-1] == eos)
+            # the end-of-text token is not an output token (ours and LitServe count it so: usage, the benchmark)
+            result["tokens"] = len(new) - result["eos"]
 
         thread = threading.Thread(target=generate, daemon=True)
         thread.start()

@@ -244,6 +244,7 @@ class Engine:
             metrics.SPEC_DRAFT_TOKENS.inc(result.drafted)
             metrics.SPEC_ACCEPTED.inc(result.accepted)
         now = time.monotonic()
+        generated = 0
         for s, new, rows, prompt_rows in zip(scheduled, result.new_tokens, result.logprob_rows,
                                              result.prompt_rows, strict=True):
             seq = s.seq
@@ -255,9 +256,11 @@ class Engine:
                 if seq.num_computed >= len(seq.tokens) and seq.num_output >= seq.params.max_tokens:
                     self._finish(seq, "length")
                 continue
-            self._append(seq, new, rows, now)
+            generated += self._append(seq, new, rows, result.logits, now)
             if seq.status is not Status.FINISHED:
                 self.blocks.commit(seq, seq.tokens, seq.num_computed)
+        if generated:
+            metrics.GENERATION_TOKENS.inc(generated)  # once per step, not once per request per step
         self._publish()
 
     def _unschedulable(self) -> None:
@@ -291,7 +294,9 @@ class Engine:
             entry["top"] = [(int(i), float(v)) for v, i in zip(vals, idx, strict=True)]
         return entry
 
-    def _append(self, seq: Sequence, new: list[int], rows: list[torch.Tensor], now: float) -> None:
+    def _append(self, seq: Sequence, new: list[int], rows: list[int], logits: torch.Tensor | None,
+                now: float) -> int:
+        """Append a step's new tokens to seq (stop conditions applied); the number of output tokens appended."""
         p = seq.params
         if seq.first_token is None:
             seq.first_token = now
@@ -307,8 +312,9 @@ class Engine:
                 break
             seq.tokens.append(tok)
             appended += 1
-            if p.logprobs is not None:
-                seq.out_logprobs.append(self._lp_entry(torch.log_softmax(row.float(), -1), tok, p.logprobs))
+            if p.logprobs is not None and logits is not None:
+                lps = torch.log_softmax(logits[row].float(), -1)
+                seq.out_logprobs.append(self._lp_entry(lps, tok, p.logprobs))
             seq.text += seq.decoder.feed([tok])
             if p.stop:
                 hit = self._find_stop(seq)
@@ -319,12 +325,11 @@ class Engine:
             if seq.num_output >= p.max_tokens or len(seq.tokens) >= self.n_ctx:
                 finish = "length"
                 break
-        if appended:
-            metrics.GENERATION_TOKENS.inc(appended)
         if finish is not None:
             self._finish(seq, finish)
         else:
             self._emit(seq, None)
+        return appended
 
     @staticmethod
     def _find_stop(seq: Sequence) -> int | None:

@@ -34,12 +34,14 @@ class Run:
 
 @dataclass
 class StepResult:
-    """Per scheduled sequence: tokens to append (maybe none: a prefill chunk), their logprob rows, and
-    the prompt log-probabilities computed by this chunk (echo with logprobs)."""
+    """Per scheduled sequence: tokens to append (maybe none: a prefill chunk), the rows of `logits` that scored
+    them (read only by a request that asked for logprobs: no tensor is sliced per sequence per step otherwise),
+    and the prompt log-probabilities computed by this chunk (echo with logprobs)."""
 
     new_tokens: list[list[int]] = field(default_factory=list)
-    logprob_rows: list[list[torch.Tensor]] = field(default_factory=list)
+    logprob_rows: list[list[int]] = field(default_factory=list)
     prompt_rows: list[tuple[torch.Tensor, list[int]] | None] = field(default_factory=list)
+    logits: torch.Tensor | None = None
     drafted: int = 0
     accepted: int = 0
 
@@ -100,12 +102,42 @@ def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slic
         else:
             logit_index.append(offset + n - 1)
         rows.append(slice(first, len(logit_index)))
+    groups: list[tuple[list[Run], list[int]]] = []
+    for n, (rs, offs) in by_len.items():
+        groups.extend(_split_by_length(rs, offs, block_size) if n == 1 else [(rs, offs)])
+    # the four index vectors as one tensor (one conversion from Python ints, not four), then views of it
+    flat = torch.tensor(tokens + positions + slots + logit_index)
+    n = len(tokens)
     batch = PagedBatch(
-        tokens=torch.tensor(tokens), positions=torch.tensor(positions), slots=torch.tensor(slots),
-        groups=[_group(rs, offs, block_size) for rs, offs in by_len.values()],
-        logit_index=torch.tensor(logit_index),
+        tokens=flat[:n], positions=flat[n:2 * n], slots=flat[2 * n:3 * n],
+        groups=[_group(rs, offs, block_size) for rs, offs in groups], logit_index=flat[3 * n:],
     )
     return batch, rows
+
+
+SPLIT_MIN_SAVING = 16  # blocks a second decode group must save to pay for its own gather and attention calls
+
+
+def _split_by_length(runs: list[Run], offsets: list[int], block_size: int) -> list[tuple[list[Run], list[int]]]:
+    """The decodes as one attention group, or two (the shorter sequences apart) when that gathers far fewer
+    blocks: a group gathers and attends over its longest sequence's blocks for every member, so a 20-token
+    sequence beside a 220-token one pays for 220 (py-spy/torch profiler: the K/V gather and the attention are
+    ~45 % of a decode step, and ~40 % of the gathered blocks were padding under the benchmark's mix)."""
+    if len(runs) < 4:
+        return [(runs, offsets)]
+    need = [-(-(r.start + 1) // block_size) for r in runs]
+    order = sorted(range(len(runs)), key=need.__getitem__)
+    whole = need[order[-1]] * len(runs)
+    best_k, best = 0, whole
+    for k in range(1, len(runs)):  # the k shortest apart: they pay for the k-th's blocks, the rest for the longest
+        cost = need[order[k - 1]] * k + need[order[-1]] * (len(runs) - k)
+        if cost < best:
+            best_k, best = k, cost
+    if whole - best < SPLIT_MIN_SAVING:
+        return [(runs, offsets)]
+    short, long_ = order[:best_k], order[best_k:]
+    return [([runs[i] for i in short], [offsets[i] for i in short]),
+            ([runs[i] for i in long_], [offsets[i] for i in long_])]
 
 
 TOP_K = 32  # the candidates sample_rows ranks first (see there)
@@ -202,47 +234,49 @@ class Worker:
                 runs.append(Run(toks, seq.num_computed, seq.block_table, prompt_rows))
         batch, rows = build_batch(runs, self.block_size)
         logits = self.model.forward_paged(batch, self.cache)
+        res.logits = logits
         argmax = logits.argmax(-1).tolist()  # every row's greedy token at once
         to_sample: list[tuple[int, int, Sequence]] = []  # (result index, logit row, sequence)
+        new_tokens, logprob_rows, prompt_rows = res.new_tokens, res.logprob_rows, res.prompt_rows
         for s, run, sl in zip(scheduled, runs, rows, strict=True):
             seq = s.seq
-            out = logits[sl]
+            speculated = bool(s.spec) and id(s) in proposals
             end = run.start + len(run.tokens)
             # prompt log-probabilities: the logits at position j score token j + 1
-            if run.all_logits and not (s.spec and id(s) in proposals):
+            if run.all_logits and not speculated:
                 targets = seq.tokens[run.start + 1: min(end + 1, len(seq.prompt))]
-                res.prompt_rows.append((out[: len(targets)], targets))
+                prompt_rows.append((logits[sl][: len(targets)], targets))
             else:
-                res.prompt_rows.append(None)
-            if s.spec and id(s) in proposals:
+                prompt_rows.append(None)
+            if speculated:
                 props = proposals[id(s)]
                 accepted: list[int] = []
                 lp_rows = []
                 for j in range(len(props) + 1):
                     g = argmax[sl.start + j]
                     accepted.append(g)
-                    lp_rows.append(out[j])
+                    lp_rows.append(sl.start + j)
                     if j == len(props) or props[j] != g:
                         break
                 res.drafted += len(props)
                 res.accepted += len(accepted) - 1
                 seq.num_computed = len(seq.tokens) - 1 + len(accepted)
                 seq.draft_computed = min(seq.draft_computed, seq.num_computed)
-                res.new_tokens.append(accepted)
-                res.logprob_rows.append(lp_rows)
+                new_tokens.append(accepted)
+                logprob_rows.append(lp_rows)
                 continue
             seq.num_computed = end
             if end < len(seq.tokens) or seq.num_output >= seq.params.max_tokens:
-                res.new_tokens.append([])  # a prefill chunk, or echo with max_tokens 0: nothing to sample
-                res.logprob_rows.append([])
+                new_tokens.append([])  # a prefill chunk, or echo with max_tokens 0: nothing to sample
+                logprob_rows.append([])
                 continue
-            last = out[-1]
-            if seq.params.greedy:
-                res.new_tokens.append([argmax[sl.stop - 1]])
+            last = sl.stop - 1
+            if seq.params.temperature == 0.0:  # greedy (SamplingParams.greedy, without the property call)
+                new_tokens.append([argmax[last]])
             else:  # sampled below, all such rows together
-                res.new_tokens.append([-1])
-                to_sample.append((len(res.new_tokens) - 1, sl.stop - 1, seq))
-            res.logprob_rows.append([last])
+                new_tokens.append([-1])
+                to_sample.append((len(new_tokens) - 1, last, seq))
+            logprob_rows.append([last])
         if to_sample:
             rows_idx = torch.tensor([r for _, r, _ in to_sample])
             tokens = sample_rows(logits.index_select(0, rows_idx).float(), [q for _, _, q in to_sample])

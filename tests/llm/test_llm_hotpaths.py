@@ -68,3 +68,33 @@ def test_causal_mask_rows_are_the_positionwise_mask() -> None:
         allowed = torch.arange(n_keys)[None, None, :] <= q_pos[:, :, None]
         expected = torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf")).unsqueeze(1)
         assert g.mask.shape == expected.shape and torch.equal(g.mask, expected)
+
+
+def test_decodes_split_by_length_compute_what_one_group_computes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short and long sequences decoding together: the two attention groups (the short ones apart, fewer blocks
+    gathered) give the logits of one group padded to the longest, and split only when that saves blocks."""
+    from services.llm import worker
+    from services.llm.model import GPT, GPTConfig, KVCache
+    from services.llm.worker import _split_by_length, build_batch
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_ctx=256)).eval()
+    bs = 16
+    cache = KVCache(model.cfg, 128, bs)
+    lengths = [3, 5, 9, 17, 20, 150, 160, 200]
+    runs, table0 = [], 0
+    with torch.inference_mode():
+        for n in lengths:  # prefill each sequence into blocks of its own
+            table = list(range(table0, table0 + -(-(n + 1) // bs)))
+            table0 += len(table)
+            toks = torch.randint(0, 256, (n,), generator=torch.Generator().manual_seed(n)).tolist()
+            model.forward_paged(build_batch([Run(toks, 0, table, False)], bs)[0], cache)
+            runs.append(Run([7], n, table, False))
+        split, rows = build_batch(runs, bs)
+        assert len(split.groups) == 2, "the short sequences decode in a group of their own"
+        monkeypatch.setattr(worker, "SPLIT_MIN_SAVING", 10**9)
+        whole, _ = build_batch(runs, bs)
+        assert len(whole.groups) == 1
+        assert torch.allclose(model.forward_paged(split, cache), model.forward_paged(whole, cache), atol=1e-5)
+    even = [Run([1], 100 + i, list(range(8)), False) for i in range(6)]
+    assert len(_split_by_length(even, list(range(6)), bs)) == 1, "similar lengths: one group"

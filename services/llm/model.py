@@ -96,32 +96,36 @@ class PagedBatch:
 
 
 class KVCache:
-    """The paged cache of one model: per layer, K and V of shape (num_blocks, block_size, heads, head_dim)."""
+    """The paged cache of one model: per layer, K and V side by side in one tensor of shape (num_blocks,
+    block_size, 2, heads, head_dim), so that a step writes a layer's new K/V with one index_copy_ and gathers a
+    group's blocks with one index_select (two of each per layer per step before: at this model's size a step is
+    mostly small operators, each paying torch's dispatch)."""
 
     def __init__(self, cfg: GPTConfig, num_blocks: int, block_size: int) -> None:
-        shape = (num_blocks, block_size, cfg.n_head, cfg.head_dim)
+        shape = (num_blocks, block_size, 2, cfg.n_head, cfg.head_dim)
         self.num_blocks, self.block_size = num_blocks, block_size
-        self.k = [torch.zeros(shape) for _ in range(cfg.n_layer)]
-        self.v = [torch.zeros(shape) for _ in range(cfg.n_layer)]
+        self.kv = [torch.zeros(shape) for _ in range(cfg.n_layer)]
         # where a group's blocks are gathered for attention, reused layer after layer and step after step (grown
         # when a larger group comes): a fresh megabyte-sized tensor per gather costs more than the copy itself
-        self._gather_k = torch.empty((0, *shape[1:]))
-        self._gather_v = torch.empty((0, *shape[1:]))
+        self._gather = torch.empty((0, *shape[1:]))
+
+    def write(self, layer: int, slots: torch.Tensor, kv: torch.Tensor) -> None:
+        """Store the new tokens' K/V, kv (N, 2, heads, head_dim), at their slots."""
+        cache = self.kv[layer]
+        cache.view(-1, *cache.shape[2:]).index_copy_(0, slots, kv)
 
     def gather(self, layer: int, tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V of the blocks `tables` (flat), as (len(tables), block_size, heads, head_dim) views of the
         workspace: valid until the next gather."""
         n = tables.shape[0]
-        if self._gather_k.shape[0] < n:
-            self._gather_k = torch.empty((n, *self._gather_k.shape[1:]))
-            self._gather_v = torch.empty((n, *self._gather_v.shape[1:]))
-        kb = torch.index_select(self.k[layer], 0, tables, out=self._gather_k[:n])
-        vb = torch.index_select(self.v[layer], 0, tables, out=self._gather_v[:n])
-        return kb, vb
+        if self._gather.shape[0] < n:
+            self._gather = torch.empty((n, *self._gather.shape[1:]))
+        kv = torch.index_select(self.kv[layer], 0, tables, out=self._gather[:n])
+        return kv[:, :, 0], kv[:, :, 1]
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+        return sum(t.numel() * t.element_size() for t in self.kv)
 
 
 class GPT(nn.Module):
@@ -166,16 +170,16 @@ class GPT(nn.Module):
         h, d = self.cfg.n_head, self.cfg.head_dim
         for layer, block in enumerate(self.blocks):
             # .forward, not __call__: nn.Module's hook machinery cost ~5 % of a step at this model's size
-            q, k, v = block.c_attn.forward(block.ln_1.forward(x)).split(c, dim=1)
-            k_cache, v_cache = cache.k[layer], cache.v[layer]
-            k_cache.view(-1, h, d).index_copy_(0, batch.slots, k.reshape(n, h, d))
-            v_cache.view(-1, h, d).index_copy_(0, batch.slots, v.reshape(n, h, d))
-            qn = q.reshape(n, h, d)
-            y = torch.empty(n, c) if len(batch.groups) > 1 else None
+            qkv = block.c_attn.forward(block.ln_1.forward(x))
+            cache.write(layer, batch.slots, qkv[:, c:].view(n, 2, h, d))  # K and V, side by side as cached
+            qn = qkv[:, :c].view(n, h, d)
+            one = len(batch.groups) == 1
+            y = None if one else torch.empty(n, c)
             for g in batch.groups:
                 b_, nb = g.block_tables.shape
                 q_ = g.rows.shape[0] // b_
-                qb = qn.index_select(0, g.rows).view(b_, q_, h, d).transpose(1, 2)  # (B, H, Q, D)
+                # one group: its rows are all the tokens, in order (no select)
+                qb = (qn if one else qn.index_select(0, g.rows)).view(b_, q_, h, d).transpose(1, 2)  # (B, H, Q, D)
                 # whole blocks are gathered (rows of block_size * H * D floats): far cheaper than slot by slot
                 kb, vb = cache.gather(layer, g.block_tables.reshape(-1))
                 kb = kb.view(b_, nb * cache.block_size, h, d).transpose(1, 2)

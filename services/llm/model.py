@@ -72,11 +72,16 @@ class AttnGroup:
     rows: (B * Q,) the flattened token rows of the group, sequence by sequence; block_tables: (B, NB) each
     sequence's blocks (padded with block 0: key l of sequence b is its position l); mask: (B, 1, Q, NB *
     block_size) float, 0 where query q may attend key l (causal: l <= the query's position), -inf elsewhere.
+
+    fresh: prompts prefilled from position 0 (no cached prefix): their keys are exactly this step's new tokens, so
+    attention runs causally on the new K/V themselves (vLLM's prefill path): no blocks gathered, no mask built,
+    and the kernel skips the masked half. block_tables and mask are then empty / None.
     """
 
     rows: torch.Tensor
     block_tables: torch.Tensor
-    mask: torch.Tensor
+    mask: torch.Tensor | None
+    fresh: bool = False
 
 
 @dataclass
@@ -171,7 +176,8 @@ class GPT(nn.Module):
         for layer, block in enumerate(self.blocks):
             # .forward, not __call__: nn.Module's hook machinery cost ~5 % of a step at this model's size
             qkv = block.c_attn.forward(block.ln_1.forward(x))
-            cache.write(layer, batch.slots, qkv[:, c:].view(n, 2, h, d))  # K and V, side by side as cached
+            kvn = qkv[:, c:].view(n, 2, h, d)
+            cache.write(layer, batch.slots, kvn)  # K and V, side by side as cached
             qn = qkv[:, :c].view(n, h, d)
             one = len(batch.groups) == 1
             y = None if one else torch.empty(n, c)
@@ -180,11 +186,16 @@ class GPT(nn.Module):
                 q_ = g.rows.shape[0] // b_
                 # one group: its rows are all the tokens, in order (no select)
                 qb = (qn if one else qn.index_select(0, g.rows)).view(b_, q_, h, d).transpose(1, 2)  # (B, H, Q, D)
-                # whole blocks are gathered (rows of block_size * H * D floats): far cheaper than slot by slot
-                kb, vb = cache.gather(layer, g.block_tables.reshape(-1))
-                kb = kb.view(b_, nb * cache.block_size, h, d).transpose(1, 2)
-                vb = vb.view(b_, nb * cache.block_size, h, d).transpose(1, 2)
-                yg = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=g.mask).transpose(1, 2).reshape(-1, c)
+                if g.fresh:  # prompts from position 0: the new K/V are all their keys
+                    kvg = (kvn if one else kvn.index_select(0, g.rows)).view(b_, q_, 2, h, d)
+                    yg = F.scaled_dot_product_attention(qb, kvg[:, :, 0].transpose(1, 2), kvg[:, :, 1].transpose(1, 2),
+                                                        is_causal=True).transpose(1, 2).reshape(-1, c)
+                else:
+                    # whole blocks are gathered (rows of block_size * H * D floats): far cheaper than slot by slot
+                    kb, vb = cache.gather(layer, g.block_tables.reshape(-1))
+                    kb = kb.view(b_, nb * cache.block_size, h, d).transpose(1, 2)
+                    vb = vb.view(b_, nb * cache.block_size, h, d).transpose(1, 2)
+                    yg = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=g.mask).transpose(1, 2).reshape(-1, c)
                 if y is None:
                     y = yg  # one group: its rows are all the tokens, in order
                 else:

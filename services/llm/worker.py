@@ -48,6 +48,10 @@ class StepResult:
 
 def _group(runs: list[Run], offsets: list[int], block_size: int) -> AttnGroup:
     q_len = len(runs[0].tokens)
+    if q_len > 1 and all(r.start == 0 for r in runs):  # fresh prefills: attention on their own new K/V
+        rows = [i for offset in offsets for i in range(offset, offset + q_len)]
+        return AttnGroup(rows=torch.tensor(rows), block_tables=torch.empty(len(runs), 0, dtype=torch.long),
+                         mask=None, fresh=True)
     n_blocks = -(-max(r.start + q_len for r in runs) // block_size)
     rows: list[int] = []
     tables: list[list[int]] = []
@@ -84,7 +88,7 @@ def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slic
     slots: list[int] = []
     logit_index: list[int] = []
     rows: list[slice] = []
-    by_len: dict[int, tuple[list[Run], list[int]]] = {}
+    by_len: dict[tuple[int, bool], tuple[list[Run], list[int]]] = {}  # (new tokens, a fresh prefill)
     for r in runs:
         offset = len(tokens)
         n = len(r.tokens)
@@ -93,7 +97,7 @@ def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slic
         tokens.extend(r.tokens)
         positions.extend(range(r.start, end))
         slots.extend(table[p // block_size] * block_size + p % block_size for p in range(r.start, end))
-        group = by_len.setdefault(n, ([], []))
+        group = by_len.setdefault((n, n > 1 and r.start == 0), ([], []))
         group[0].append(r)
         group[1].append(offset)
         first = len(logit_index)
@@ -103,7 +107,7 @@ def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slic
             logit_index.append(offset + n - 1)
         rows.append(slice(first, len(logit_index)))
     groups: list[tuple[list[Run], list[int]]] = []
-    for n, (rs, offs) in by_len.items():
+    for (n, _fresh), (rs, offs) in by_len.items():
         groups.extend(_split_by_length(rs, offs, block_size) if n == 1 else [(rs, offs)])
     # the four index vectors as one tensor (one conversion from Python ints, not four), then views of it
     flat = torch.tensor(tokens + positions + slots + logit_index)

@@ -11,18 +11,17 @@ verses of the held-out corpus) and the same open-loop streaming client for every
 - ours: `python -m services.llm` (continuous batching over the paged KV cache);
 - transformers: bench/peers/llm_transformers.py, `generate` with a streamer behind FastAPI;
 - litserve: bench/peers/llm_litserve.py, LitServe's batched streaming of the same `transformers` model.
-Each server is a child process on a free loopback port; after a warm-up, the client keeps `concurrency`
-streams open (`POST /v1/completions`, `stream: true`, temperature 0.7, top_p 0.95) and measures what
-`vllm bench serve` measures: TTFT, ITL (time between content chunks), end-to-end latency (to `[DONE]`, where
-the `openai` client stops reading), output tokens/s (the usage chunk's `completion_tokens`) and goodput:
-requests per second meeting TTFT <= 1 s and a mean ITL <= 200 ms. The client (`SSEConnection`: keep-alive
-HTTP/1.1 on asyncio streams, SSE parsed from raw bytes) records its own CPU per token beside the servers'. A
-request succeeds when its stream ends as the protocol says (a finish_reason, then `[DONE]`), also when the
-model's end-of-text came first (0 tokens: counted in `finished_at_once`); `failures` counts the rest by cause. The servers are measured one after
-another (rounds rotate the order, so a burst of load from others hits every server), alone on the machine
-but for the client, and the CPU each one's process tree spent per output token is recorded beside: the
-load-independent view. Goals (measured, never asserted): output tok/s and goodput >= 5x the best peer,
->= 60 % of the ceiling.
+Each server is a child process on a free loopback port; after a warm-up, the client keeps `concurrency` streams
+open (`POST /v1/completions`, `stream: true`, temperature 0.7, top_p 0.95) and measures what `vllm bench serve`
+measures: TTFT, ITL (time between content chunks), end-to-end latency (to `[DONE]`, where the `openai` client
+stops reading), output tokens/s (the usage chunk's `completion_tokens`) and goodput: requests per second meeting
+TTFT <= 1 s and a mean ITL <= 200 ms. The client (`SSEConnection`: keep-alive HTTP/1.1 on asyncio streams, SSE
+parsed from raw bytes) records its own CPU per token beside the servers'. A request succeeds when its stream ends
+as the protocol says (a finish_reason, then `[DONE]`), also when the model's end-of-text came first (0 tokens:
+counted in `finished_at_once`); `failures` counts the rest by cause. The servers are measured one after another
+(rounds rotate the order, so a burst of load from others hits every server), alone on the machine but for the
+client, and the CPU each one's process tree spent per output token is recorded beside: the load-independent view.
+Goals (measured, never asserted): output tok/s and goodput >= 5x the best peer, >= 60 % of the ceiling.
 """
 
 from __future__ import annotations
@@ -405,8 +404,8 @@ def _ms(v: float | None) -> str:
 
 def table(r: dict[str, Any]) -> str:
     rows = ["| server | output tok/s | ours vs it | goodput (req/s) | % of ceiling | TTFT p50 / p99 | "
-            "ITL p50 / p99 | e2e p50 / p99 | CPU per token | cores used | RSS |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "ITL p50 / p99 | e2e p50 / p99 | CPU per token | cores used | RSS | failed | client CPU per token |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ours = r["servers"]["ours"]["output_tok_s"]
     for key, s in r["servers"].items():
         vs = "—" if key == "ours" else (f"{ours / s['output_tok_s']:.2f}x" if s["output_tok_s"] else "-")
@@ -415,9 +414,10 @@ def table(r: dict[str, Any]) -> str:
             f"{_ms(s['ttft_ms']['p50'])} / {_ms(s['ttft_ms']['p99'])} | "
             f"{_ms(s['itl_ms']['p50'])} / {_ms(s['itl_ms']['p99'])} | "
             f"{_ms(s['e2e_ms']['p50'])} / {_ms(s['e2e_ms']['p99'])} | {s['cpu_us_per_token']:.0f} µs | "
-            f"{s['cpu_cores_used']:.2f} | {s['rss_bytes'] / 2**20:.0f} MiB |")
+            f"{s['cpu_cores_used']:.2f} | {s['rss_bytes'] / 2**20:.0f} MiB | {s['failed']} of {s['requests']} | "
+            f"{s.get('client_cpu_us_per_token', 0):.0f} µs |")
     rows.append(f"| raw batched decode (ceiling, no server) | {r['ceiling_tok_s']:,.0f} | "
-                f"{ours / r['ceiling_tok_s']:.2f}x | - | 100% | - | - | - | - | 1 thread | - |")
+                f"{ours / r['ceiling_tok_s']:.2f}x | - | 100% | - | - | - | - | 1 thread | - | - | - |")
     return "\n".join(rows)
 
 
@@ -437,7 +437,9 @@ def summary(r: dict[str, Any]) -> str:
             f"mean ITL ≤ {ITL_SLO_S * 1000:.0f} ms. CPU per output token, the load-independent view: "
             + ", ".join(f"{k} spends {v}x ours" for k, v in r["cpu_ratio_vs_peers"].items())
             + f". Load average during the rounds {r['load_average_rounds'][0]}–{r['load_average_rounds'][1]}; the "
-            "client shares the machine's cores with the server it drives.")
+            "client shares the machine's cores with the server it drives (its own CPU per token in the last column). "
+            "Requests that ended at once (the model's end-of-text first, 0 tokens: successes): "
+            + ", ".join(f"{k} {v.get('finished_at_once', 0)}" for k, v in r["servers"].items()) + ".")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,6 +96,30 @@ def test_the_size_limits_name_themselves(stack: Any) -> None:
     assert np.status == 400 and "nested too deeply" in np.text
 
 
+# Every /api route that takes a body, with a value JSON does not have (NaN, Infinity): a 400 naming it, from the
+# guard, before any route's validation could echo the value back (which once made each of them a 500).
+NON_FINITE_ROUTES = [("POST", "/api/scale"), ("POST", "/api/traffic"), ("PATCH", "/api/services/gateway"),
+                     ("POST", "/api/attempts"), ("POST", "/api/attempts/x/pin"), ("POST", "/api/attempts/x/diagnosis"),
+                     ("POST", "/api/attempts/x/abort"), ("POST", "/api/faults"), ("PUT", "/api/slo"),
+                     ("POST", "/api/console/logs"), ("POST", "/api/faults/processes/1/kill")]
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_in_a_lab_body_are_a_400_naming_them(stack: Any, constant: bytes) -> None:
+    problems = []
+    for method, path in NON_FINITE_ROUTES:
+        r = raw(method, _port(stack, "lab"), path, b'{"replicas": ' + constant + b', "rps": 1}',
+                {"Content-Type": "application/json"})
+        detail = r.json().get("detail") if r.body.startswith(b"{") else None
+        if r.status != 400 or not isinstance(detail, str) or constant.decode().lstrip("-") not in detail:
+            problems.append(f"{method} {path}: {r.status} {r.text[:160]!r}")
+    assert not problems, "\n".join(problems)
+    # a string that merely spells them is data, not a refusal
+    r = raw("POST", _port(stack, "lab"), "/api/console/logs", b'{"service": "gateway", "grep": "NaN Infinity"}',
+            {"Content-Type": "application/json"})
+    assert r.status == 200, r.text
+
+
 TRAVERSALS = [
     "../../etc/passwd",
     "..%2F..%2Fetc%2Fpasswd",

@@ -5,7 +5,9 @@ Routes (besides the common /healthz, /readyz, /metrics, /admin/config):
   chunks in OpenAI's shapes, then `data: [DONE]`; `stream_options.include_usage` adds a usage chunk);
   `finish_reason` stop | length | abort; completions take `logprobs` (0..5) and `echo` (with `max_tokens: 0`:
   the prompt's log-probabilities only: perplexity through the API).
-- `GET /v1/models`: the served version (and its draft); `GET /v1/engine`: scheduler and KV-cache counters.
+- `GET /v1/models`: the served version (and its draft); `GET /v1/models/{id}`: its card, or a 404
+  `model_not_found`; `GET /v1/engine`: scheduler and KV-cache counters. An unknown /v1 path or a wrong method
+  is an OpenAI-shaped 404 / 405 too.
 Errors are OpenAI-shaped `{"error": {"message", "type", "param", "code"}}`, 4xx for any bad input; prompt +
 max_tokens over the context is a 400 naming both numbers. A full queue is a 503 with Retry-After.
 
@@ -28,6 +30,8 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
+from fastapi.exception_handlers import http_exception_handler
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -533,19 +537,43 @@ def build_app(registry: str | Path, replica: str, version: str, config: LLMConfi
     async def chat(request: Request) -> Response:
         return await server.chat(request)
 
+    def model_cards() -> list[dict[str, Any]]:
+        if server.target is None:
+            return []
+        meta = server.target.meta
+        return [{"id": server.version, "object": "model", "created": server.target.meta.get("created_at"),
+                 "owned_by": "faultline", "root": server.version, "parent": None,
+                 "max_model_len": server.target.model.cfg.n_ctx, "replica": server.replica,
+                 "sha256": meta.get("sha256"), "variant": meta.get("variant"), "metrics": meta.get("metrics"),
+                 "tokenizer": server.tokenizer_version or server.version,
+                 "generation_config": server.generation_version or server.version,
+                 "draft": server.engine.draft.version if server.engine and server.engine.draft else None}]
+
     @app.get("/v1/models")
     async def models() -> Response:
-        data = []
-        if server.target is not None:
-            meta = server.target.meta
-            data.append({"id": server.version, "object": "model", "created": server.target.meta.get("created_at"),
-                         "owned_by": "faultline", "root": server.version, "parent": None,
-                         "max_model_len": server.target.model.cfg.n_ctx, "replica": server.replica,
-                         "sha256": meta.get("sha256"), "variant": meta.get("variant"), "metrics": meta.get("metrics"),
-                         "tokenizer": server.tokenizer_version or server.version,
-                         "generation_config": server.generation_version or server.version,
-                         "draft": server.engine.draft.version if server.engine and server.engine.draft else None})
-        return _json({"object": "list", "data": data})
+        return _json({"object": "list", "data": model_cards()})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> Response:
+        """OpenAI's "retrieve model": the served version's card, else a 404 `model_not_found`."""
+        found = [card for card in model_cards() if card["id"] == model_id]
+        if found:
+            return _json(found[0])
+        try:
+            server._check_model(model_id[:200])
+        except OpenAIError as exc:
+            return _error(exc)
+        return _error(OpenAIError(503, f"model not ready: {server.reason}", type_="service_unavailable",
+                                  code="not_ready", headers={"Retry-After": RETRY_AFTER_S}))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def openai_shaped(request: Request, exc: StarletteHTTPException) -> Response:
+        """An unknown path or a wrong method under /v1 in OpenAI's error shape (clients read `error.message`)."""
+        if not request.url.path.startswith("/v1/"):
+            return await http_exception_handler(request, exc)
+        what = "Invalid method for URL" if exc.status_code == 405 else "Invalid URL"
+        return _error(OpenAIError(exc.status_code, f"{what} ({request.method} {request.url.path})",
+                                  type_="invalid_request_error", headers=exc.headers))
 
     @app.post("/tokenize")
     async def tokenize(request: Request) -> Response:

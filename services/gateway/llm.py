@@ -188,8 +188,8 @@ class LLMRoutes:
                 429, f"rate limit reached for this client: {cfg.llm_rate_limit_rps:g} requests/s "
                      f"(burst {cfg.llm_rate_limit_burst}); retry after {retry} s",
                 "rate_limit_error", "rate_limit_exceeded", headers={"Retry-After": str(retry)})
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
+        body = await _read_body(request)
+        if body is None:
             self.metrics.requests.labels(route, "", "413").inc()
             return openai_error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "invalid_request_error",
                                 "body_too_large")
@@ -250,7 +250,7 @@ class LLMRoutes:
             return body
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply: the replica refuses it in its words
             return body
         if not isinstance(data, dict):
             return body
@@ -467,6 +467,21 @@ def _move_timestamp(content: str, how: str) -> str:
     if how == "strip":
         return rest
     return rest.rstrip() + " " + found.group().strip()
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None past MAX_BODY_BYTES: by its Content-Length before reading a byte, else while reading (a
+    chunked body), so a huge body is neither waited for nor held."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _upstream_path(request: Request) -> str:

@@ -111,3 +111,29 @@ def test_clients_hanging_up_mid_stream_leave_nothing_running(gateway: ServicePro
     assert server.complete("In the beginning", max_tokens=4)["choices"][0]["finish_reason"]
     r = gateway.client.post("/v1/completions", json={"prompt": "In", "max_tokens": 2})
     assert r.status_code == 200, r.text
+
+
+def test_the_gateway_rewrites_keep_refusals_openai_shaped(gateway: ServiceProc, server) -> None:
+    """With every rewrite knob on, the gateway parses the body itself first: bodies it cannot read (nested too
+    deeply, not JSON, the wrong shape) still reach the replica as they are and get its OpenAI-shaped 400."""
+    knobs = {"llm_trim_history": True, "llm_clamp_max_tokens": True, "llm_system_timestamp": "strip"}
+    assert gateway.client.patch("/admin/config", json=knobs).status_code == 200
+    try:
+        deep = b'{"messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+        for raw in (deep, b'{"messages": "x"}', b'{"messages": [1, {"role": "user"}]}', b"{",
+                    b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": NaN}'):
+            r = gateway.client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+            assert_openai_error(r, 400)
+    finally:
+        assert gateway.client.patch("/admin/config", json={"llm_trim_history": False, "llm_clamp_max_tokens": False,
+                                                           "llm_system_timestamp": "keep"}).status_code == 200
+
+
+def test_the_gateway_refuses_a_declared_huge_body_before_reading_it(gateway: ServiceProc) -> None:
+    """A Content-Length of 200 MB is a 413 at once: the gateway neither waits for nor holds the bytes."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 209715200\r\n\r\n" + b'{"prompt": "')
+        answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"body_too_large"' in answer, answer

@@ -8,7 +8,8 @@ Routes (besides the common /healthz, /readyz, /metrics, /admin/config):
 - `GET /v1/models`: the served version (and its draft); `GET /v1/models/{id}`: its card, or a 404
   `model_not_found`; `GET /v1/engine`: scheduler and KV-cache counters. An unknown /v1 path or a wrong method
   is an OpenAI-shaped 404 / 405 too.
-Errors are OpenAI-shaped `{"error": {"message", "type", "param", "code"}}`, 4xx for any bad input; prompt +
+Errors are OpenAI-shaped `{"error": {"message", "type", "param", "code"}}`, 4xx for any bad input (a body over
+1 MiB: 413 `body_too_large`); prompt +
 max_tokens over the context is a 400 naming both numbers. A full queue is a 503 with Retry-After.
 
 Start-up: the HTTP server is up at once (/healthz); a thread loads and verifies the version (and its draft),
@@ -47,6 +48,7 @@ from services.registry.store import RegistryError
 log = logging.getLogger("llm")
 RETRY_AFTER_S = "1"
 DISCONNECT_POLL_S = 0.25
+MAX_BODY_BYTES = 1024 * 1024  # as the gateway's: a prompt that long is far past any context anyway
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -325,7 +327,12 @@ def _deliver(items: list[tuple[Any, Delta]]) -> None:
 
 
 async def _body(request: Request) -> Any:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # refused before a byte is read or held
+        raise OpenAIError(413, f"request body larger than {MAX_BODY_BYTES} bytes", code="body_too_large")
     raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:  # a chunked body, declared by no length
+        raise OpenAIError(413, f"request body larger than {MAX_BODY_BYTES} bytes", code="body_too_large")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -516,3 +516,5 @@ def attach(app: FastAPI, routes: LLMRoutes) -> None:
                             headers=exc.headers)
 
     app.add_exception_handler(StarletteHTTPException, openai_shaped)
+    # `POST /v1/completions/` would be a 307 to the route (which OpenAI's clients do not follow): a 404 instead
+    app.router.redirect_slashes = False

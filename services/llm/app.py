@@ -573,6 +573,9 @@ def build_app(registry: str | Path, replica: str, version: str, config: LLMConfi
         return _error(OpenAIError(503, f"model not ready: {server.reason}", type_="service_unavailable",
                                   code="not_ready", headers={"Retry-After": RETRY_AFTER_S}))
 
+    # `POST /v1/completions/` would be a 307 to the route (which OpenAI's clients do not follow): a 404 instead
+    app.router.redirect_slashes = False
+
     @app.exception_handler(StarletteHTTPException)
     async def openai_shaped(request: Request, exc: StarletteHTTPException) -> Response:
         """An unknown path or a wrong method under /v1 in OpenAI's error shape (clients read `error.message`)."""

@@ -38,7 +38,8 @@ def front(request: pytest.FixtureRequest, server) -> ServiceProc:
 
 @pytest.mark.parametrize(("method", "path", "status"), [
     ("GET", "/v1/completions", 405), ("PUT", "/v1/chat/completions", 405), ("DELETE", "/v1/models", 405),
-    ("POST", "/v1/models", 405), ("GET", "/v1/files", 404), ("POST", "/v1/embeddings", 404)])
+    ("POST", "/v1/models", 405), ("GET", "/v1/files", 404), ("POST", "/v1/embeddings", 404),
+    ("POST", "/v1/completions/", 404), ("POST", "/v1/chat/completions/", 404)])
 def test_wrong_methods_and_unknown_openai_paths_are_openai_shaped(front: ServiceProc, method: str, path: str,
                                                                   status: int) -> None:
     r = front.client.request(method, path, json={"prompt": "x"} if method in ("POST", "PUT") else None)

@@ -48,6 +48,7 @@ from services.registry.store import RegistryError
 log = logging.getLogger("llm")
 RETRY_AFTER_S = "1"
 DISCONNECT_POLL_S = 0.25
+SAMPLING_EPS = 1e-5  # a temperature or top_p below it is greedy decoding (vLLM's _SAMPLING_EPS)
 MAX_BODY_BYTES = 1024 * 1024  # as the gateway's: a prompt that long is far past any context anyway
 
 
@@ -205,9 +206,15 @@ class LLMServer:
                               f"blocks of {blocks.block_size}; the cache has {blocks.num_blocks} (num_kv_blocks).",
                               param="max_tokens", code="kv_cache_too_small")
         stop = req.stop_list()
+        temperature = gen.temperature if req.temperature is None else req.temperature
+        top_p = gen.top_p if req.top_p is None else req.top_p
+        if temperature < SAMPLING_EPS or top_p < SAMPLING_EPS:
+            # valid, but as 32-bit floats they divide into 0 or infinity (the sampler then drew nonsense): both
+            # leave only the most likely token, which is greedy decoding, as vLLM reads them
+            temperature, top_p = 0.0, 1.0
         return SamplingParams(
-            temperature=gen.temperature if req.temperature is None else req.temperature,
-            top_p=gen.top_p if req.top_p is None else req.top_p,
+            temperature=temperature,
+            top_p=top_p,
             max_tokens=max_tokens, stop=gen.stop if stop is None else stop, logprobs=logprobs,
             prompt_logprobs=echo and logprobs is not None, seed=req.seed)
 

@@ -138,3 +138,16 @@ def test_a_declared_huge_body_is_refused_before_reading_it(front: ServiceProc) -
         answer = s.recv(4096)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b'"body_too_large"' in answer, answer
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 1e-300}, {"temperature": 5e-324}, {"temperature": 1e-9},
+                                      {"temperature": 1.0, "top_p": 1e-300}, {"temperature": 1.0, "top_p": 1e-46}],
+                         ids=["temperature-1e-300", "temperature-denormal", "temperature-1e-9", "top_p-1e-300",
+                              "top_p-1e-46"])
+def test_vanishing_temperature_or_top_p_is_greedy_not_garbage(server, sampling: dict) -> None:
+    """Positive but tiny values are valid input; as in vLLM they mean greedy decoding (the most likely token).
+    Divided by as floats of 32 bits they became 0 or infinity, and the sampler drew nonsense tokens."""
+    greedy = server.complete("In the beginning", max_tokens=12)["choices"][0]["text"]
+    for seed in (1, 2):
+        got = server.complete("In the beginning", max_tokens=12, seed=seed, **sampling)["choices"][0]["text"]
+        assert got == greedy, (sampling, got, greedy)

@@ -174,7 +174,8 @@ class LLMServer:
 
     def _check_model(self, name: str | None) -> None:
         if name is not None and name != self.version:
-            raise OpenAIError(404, f"The model `{name}` does not exist; this replica serves `{self.version}`.",
+            shown = name if len(name) <= 100 else name[:100] + "..."  # a refusal names it, it does not echo 1 MB
+            raise OpenAIError(404, f"The model `{shown}` does not exist; this replica serves `{self.version}`.",
                               param="model", code="model_not_found", type_="not_found_error")
 
     def _params(self, req: CompletionRequest | ChatRequest, prompt_len: int, max_tokens: int | None,

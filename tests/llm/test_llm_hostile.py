@@ -151,3 +151,9 @@ def test_vanishing_temperature_or_top_p_is_greedy_not_garbage(server, sampling: 
     for seed in (1, 2):
         got = server.complete("In the beginning", max_tokens=12, seed=seed, **sampling)["choices"][0]["text"]
         assert got == greedy, (sampling, got, greedy)
+
+
+def test_a_refusal_does_not_echo_a_huge_model_name(front: ServiceProc) -> None:
+    r = front.client.post("/v1/completions", json={"prompt": "x", "model": "m" * 500_000})
+    err = assert_openai_error(r, 404, "model")
+    assert err["code"] == "model_not_found" and len(r.content) < 2048, len(r.content)

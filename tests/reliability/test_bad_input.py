@@ -234,3 +234,23 @@ def test_a_lab_422_names_the_field_without_echoing_the_value(stack: Any) -> None
         assert len(r.body) < 4096, (path, len(r.body))
         detail = r.json()["detail"]
         assert detail and all(e["loc"] and e["msg"] and "input" not in e for e in detail), detail
+
+
+def test_put_slo_refuses_what_no_objective_needs_and_keeps_the_set(stack: Any) -> None:
+    """An objective's target, description and track are bounded, names are unique, the set is small: each of these
+    was accepted (a 900 KB target stored and served back on every GET /api/slo; a second spec of the same name
+    silently replaced the first)."""
+    lab = httpx.Client(base_url=stack.lab_url, timeout=60, trust_env=False)
+    spec = {"name": "x", "kind": "error_rate", "target": "gateway", "threshold": 0.1, "window_s": 10}
+    try:
+        before = lab.get("/api/slo").json()["slos"]
+        for body, field in [([{**spec, "target": "a" * 900_000}], "target"), ([{**spec, "target": "../x"}], "target"),
+                            ([{**spec, "description": "d" * 100_000}], "description"),
+                            ([{**spec, "track": "sideways"}], "track"), ([spec, {**spec, "threshold": 0.5}], "name"),
+                            ([{**spec, "name": f"s{i}"} for i in range(1000)], "at most")]:
+            r = lab.put("/api/slo", json=body)
+            assert r.status_code == 422 and field in r.text[:300] and len(r.content) < 4096, (field, r.status_code,
+                                                                                             r.text[:300])
+        assert lab.get("/api/slo").json()["slos"] == before
+    finally:
+        lab.close()

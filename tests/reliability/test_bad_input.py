@@ -254,3 +254,19 @@ def test_put_slo_refuses_what_no_objective_needs_and_keeps_the_set(stack: Any) -
         assert lab.get("/api/slo").json()["slos"] == before
     finally:
         lab.close()
+
+
+def test_a_refusal_names_a_huge_value_without_echoing_it(stack: Any) -> None:
+    """Names checked against the stack's vocabulary (services, hops, features, versions, fault kinds) are quoted
+    in the refusal: cut short, not 900 KB sent back."""
+    big = "a" * 900_000
+    cases = [("/api/console/logs", {"service": big}), ("/api/console/drift", {"feature": big}),
+             ("/api/console/deploy", {"version": big}), ("/api/faults", {"kind": "process", "action": "kill",
+                                                                          "target": big}),
+             ("/api/faults", {"kind": "network", "action": "toxic", "target": big,
+                              "params": {"type": "latency", "latency": 10}}),
+             ("/api/faults", {"kind": big, "action": "x"})]
+    for path, body in cases:
+        r = raw("POST", _port(stack, "lab"), path, json.dumps(body).encode())
+        assert r.status == 422 and r.json()["detail"], (path, r.status, r.text[:200])
+        assert len(r.body) < 4096, (path, len(r.body), r.text[:200])

@@ -24,6 +24,7 @@ answers, and a stream must be forwarded piece by piece.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -154,7 +155,8 @@ class LLMRoutes:
     def client_key(self, request: Request) -> str:
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer ") and auth[7:].strip():
-            return "key:" + auth[7:].strip()
+            # a digest: up to MAX_CLIENTS keys are held, and a header may be a megabyte long
+            return "key:" + hashlib.sha256(auth[7:].strip().encode("latin-1", "replace")).hexdigest()
         return "addr:" + (request.client.host if request.client else "unknown")
 
     def throttle(self, key: str) -> float:

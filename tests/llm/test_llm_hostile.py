@@ -157,3 +157,35 @@ def test_a_refusal_does_not_echo_a_huge_model_name(front: ServiceProc) -> None:
     r = front.client.post("/v1/completions", json={"prompt": "x", "model": "m" * 500_000})
     err = assert_openai_error(r, 404, "model")
     assert err["code"] == "model_not_found" and len(r.content) < 2048, len(r.content)
+
+
+def _rss(proc: ServiceProc) -> float:
+    for line in proc.client.get("/metrics").text.splitlines():
+        if line.startswith("process_resident_memory_bytes "):
+            return float(line.split()[1])
+    raise AssertionError("no process_resident_memory_bytes")
+
+
+def test_rate_limit_buckets_do_not_hold_huge_api_keys(gateway: ServiceProc) -> None:
+    """With the rate limit on, each API key has a bucket (up to 10,000 of them); a key is whatever follows `Bearer`,
+    and a header may be a megabyte long. Held as such, 200 such keys were 200 MB more in the gateway."""
+    assert gateway.client.patch("/admin/config", json={"llm_rate_limit_rps": 0.001,
+                                                       "llm_rate_limit_burst": 1}).status_code == 200
+    try:
+        before = _rss(gateway)
+        body = b'{"prompt": "x", "max_tokens": 1}'
+        for i in range(200):
+            key = f"{i:06d}".encode() + b"k" * 1_000_000
+            with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as s:
+                s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + key +
+                          b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+                          b"\r\nConnection: close\r\n\r\n" + body)
+                assert s.recv(12) == b"HTTP/1.1 200", i  # a fresh key: its bucket's one token
+        grown = _rss(gateway) - before
+        assert grown < 100e6, f"the gateway grew by {grown / 1e6:.0f} MB holding 200 keys"
+        # the same key again is the same bucket: refused
+        r = gateway.client.post("/v1/completions", json={"prompt": "x", "max_tokens": 1},
+                                headers={"Authorization": "Bearer " + "000000" + "k" * 1_000_000})
+        assert assert_openai_error(r, 429)["code"] == "rate_limit_exceeded"
+    finally:
+        assert gateway.client.patch("/admin/config", json={"llm_rate_limit_rps": 0}).status_code == 200

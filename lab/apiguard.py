@@ -20,7 +20,8 @@ this order, each refusal a 4xx with a JSON `{"detail": ...}` saying why:
    reading a chunked body; read here and replayed to the app). Under /api the Content-Type must be
    `application/json`, on the UI's routes `application/x-www-form-urlencoded` (415 otherwise: no text/plain
    "simple request" reaches a parser), and an /api route that takes no body refuses one (400) instead of
-   ignoring it and acting. A body-less request may omit Content-Type (the CLI's `POST /api/down`); a browser
+   ignoring it and acting; a JSON body holding NaN or Infinity (not JSON, though Python reads them) is a 400. A
+   body-less request may omit Content-Type (the CLI's `POST /api/down`); a browser
    cannot use that to attack, because its cross-site requests carry Origin and step 4 refuses them.
 
 The UI's CSRF token (ui/security.py) stays with the UI's routes: forms need it on top of all this.
@@ -187,6 +188,23 @@ def route_table(routes: Sequence[BaseRoute]) -> list[RouteEntry]:
     return table
 
 
+def _non_finite(body: bytes) -> str | None:
+    """The first NaN / Infinity / -Infinity in a JSON body, or None (also for a body that is not JSON at all: the
+    route's own parser says what is wrong with it). Python's json reads these constants, but they are not JSON, and
+    a route's 422, which echoes its input, could not even be written with one in it."""
+    found: list[str] = []
+
+    def constant(name: str) -> float:
+        found.append(name)
+        raise ValueError(name)
+
+    try:
+        json.loads(body, parse_constant=constant)
+    except (ValueError, RecursionError):
+        pass
+    return found[0] if found else None
+
+
 class Guard:
     """Host, token, method, Origin and body checks for every request (see the module's docstring)."""
 
@@ -344,6 +362,10 @@ class Guard:
             return 415, f"{what}: a body needs `Content-Type: {wanted}`"
         if self._is_api(scope) and route is not None and not route.takes_body:
             return 400, f"{what} takes no body (got {len(body)} bytes): send none"
+        if self._is_api(scope) and (b"NaN" in body or b"Infinity" in body):
+            constant = _non_finite(body)
+            if constant is not None:
+                return 400, f"{what}: {constant} is not valid JSON (JSON numbers are finite): send a number"
         return None
 
     async def _too_large(self, send: Send) -> None:

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -177,6 +179,12 @@ def create_app(lab: Lab, token: str | None = None, host: str | None = None,
     # Middleware wraps everything the router holds, the UI's routes and /static included; the guard reads the
     # routes at the first request because components attach below.
     app.add_middleware(Guard, routes=lambda: app.routes, hosts=hosts, token=token)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 without each error's `input`: the refused value came back whole (a 900 KB string)
+        errors = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
     @app.exception_handler(RecursionError)
     async def too_deep(_: Request, __: RecursionError) -> JSONResponse:

@@ -25,7 +25,8 @@ def validation_message(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(_field_path(err["loc"]))
-        parts.append(f"{loc or 'fault'}: {err['msg']}")
+        msg = err["msg"] if len(err["msg"]) <= 300 else err["msg"][:297] + "..."  # pydantic may quote the input
+        parts.append(f"{loc or 'fault'}: {msg}")
     return "; ".join(parts)
 
 

@@ -11,11 +11,11 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from lab import parts
 from lab.monitor.monitor import Monitor, MonitorConfig
@@ -26,7 +26,8 @@ from lab.parts import registry as registry_part
 
 log = logging.getLogger("faultline.monitor")
 
-_SPECS = TypeAdapter(list[SLOSpec])
+MAX_SLOS = 50
+_SPECS = TypeAdapter(Annotated[list[SLOSpec], Field(max_length=MAX_SLOS)])
 
 
 class MonitorRunner:
@@ -119,6 +120,10 @@ def router(runner: MonitorRunner, live_attempt: Callable[[], str | None] = lambd
     def put_slo(body: Any = Body(...)) -> Any:
         try:
             specs = _SPECS.validate_python(body)
+            names = [s.name for s in specs]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:  # one tracker per name: the second spec would silently replace the first
+                raise ValueError(f"name: each objective needs its own name; given twice: {', '.join(twice)}")
             mon.set_slos(specs)
         except ValidationError as exc:
             return JSONResponse({"detail": _message(exc)}, status_code=422)

@@ -39,7 +39,8 @@ class SLOSpec(BaseModel):
 
     name: str = Field(min_length=1, max_length=80)
     kind: Kind
-    target: str = GATEWAY
+    # a name (service, replica, version, feature, "all"): bounded, as nothing longer or stranger names anything
+    target: str = Field(default=GATEWAY, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     threshold: float
     window_s: float = Field(default=10.0, gt=0, le=24 * 3600)
     for_s: float = Field(default=0.0, ge=0, le=3600)
@@ -48,9 +49,9 @@ class SLOSpec(BaseModel):
         description="the ratio's denominator needed for a value: requests (latency, errors), labels (accuracy), "
         "actual frauds tp+fn (recall), declines tp+fp (precision)",
     )
-    description: str = ""
-    track: str | None = Field(default=None, description="the track whose objective it is (judged and shown only "
-                              "while that track runs); None: every stack's")
+    description: str = Field(default="", max_length=300)
+    track: Literal["fraud", "llm"] | None = Field(default=None, description="the track whose objective it is (judged "
+                                                  "and shown only while that track runs); None: every stack's")
 
     @model_validator(mode="after")
     def _check_threshold(self) -> SLOSpec:

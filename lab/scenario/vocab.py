@@ -138,6 +138,11 @@ def replica_number(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _shown(name: str) -> str:
+    """A refused name as a message quotes it: cut short (an API body may carry a 900 KB one)."""
+    return name if len(name) <= 64 else name[:61] + "..."
+
+
 def _check_replica_name(name: str) -> str:
     """`model-N` (N <= 16) or, on the LLM track, `llm-N` (N <= its max); which track a scenario runs is checked
     against its `stack.track` by the cross-field checks."""
@@ -146,12 +151,12 @@ def _check_replica_name(name: str) -> str:
         top = track_max_replicas(rep[0])
         if not 1 <= rep[1] <= top:
             stem = track_replica(rep[0])
-            raise ValueError(f"'{name}' is not an {rep[0].upper()} replica; expected {stem}-1 .. {stem}-{top}")
+            raise ValueError(f"'{_shown(name)}' is not an {rep[0].upper()} replica; expected {stem}-1 .. {stem}-{top}")
         return name
     n = replica_number(name)
     if n is None or not 1 <= n <= MAX_REPLICAS:
         stem = _REPLICATED.name
-        raise ValueError(f"'{name}' is not a {stem} replica; expected {stem}-1 .. {stem}-{MAX_REPLICAS}")
+        raise ValueError(f"'{_shown(name)}' is not a {stem} replica; expected {stem}-1 .. {stem}-{MAX_REPLICAS}")
     return name
 
 
@@ -164,7 +169,8 @@ def check_service(name: str) -> str:
         return name
     if replica_of(name) is not None:
         return _check_replica_name(name)
-    raise ValueError(f"unknown service '{name}'; expected one of: {', '.join(FIXED_SERVICES)}, {REPLICA_PATTERN}")
+    raise ValueError(f"unknown service '{_shown(name)}'; expected one of: {', '.join(FIXED_SERVICES)}, "
+                     f"{REPLICA_PATTERN}")
 
 
 def check_hop(name: str) -> str:
@@ -172,12 +178,12 @@ def check_hop(name: str) -> str:
         return name
     if replica_of(name) is not None:
         return _check_replica_name(name)
-    raise ValueError(f"unknown hop '{name}'; expected one of: {', '.join(FIXED_HOPS)}, {REPLICA_PATTERN}")
+    raise ValueError(f"unknown hop '{_shown(name)}'; expected one of: {', '.join(FIXED_HOPS)}, {REPLICA_PATTERN}")
 
 
 def check_feature(name: str) -> str:
     if name not in FEATURES:
-        raise ValueError(f"unknown feature '{name}'; expected one of: {', '.join(FEATURES)}")
+        raise ValueError(f"unknown feature '{_shown(name)}'; expected one of: {', '.join(FEATURES)}")
     return name
 
 
@@ -192,7 +198,7 @@ VERSION_REFS: tuple[str, ...] = tuple(dict.fromkeys((*FRAUD_VERSION_REFS, *LLM_V
 def check_version_ref(name: str) -> str:
     """A version a scenario may name: a base version, or a label for a version made during the run."""
     if name not in VERSION_REFS:
-        raise ValueError(f"unknown model version '{name}'; expected one of: {', '.join(VERSION_REFS)}")
+        raise ValueError(f"unknown model version '{_shown(name)}'; expected one of: {', '.join(VERSION_REFS)}")
     return name
 
 

@@ -126,8 +126,19 @@ def _mark_line(exc: yaml.MarkedYAMLError) -> int:
     return mark.line + 1 if mark is not None else 1
 
 
-def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
+def _found_tab(exc: yaml.MarkedYAMLError, text: str) -> bool:
+    """Whether the scanner stopped at a tab (libyaml's message does not even name the character)."""
+    mark = exc.problem_mark
+    if mark is None or not (exc.problem or "").startswith("found character"):
+        return False
+    lines = text.split("\n")
+    return mark.line < len(lines) and lines[mark.line][mark.column:mark.column + 1] == "\t"
+
+
+def _syntax_message(exc: yaml.MarkedYAMLError, text: str = "") -> str:
     problem = exc.problem or "invalid YAML"
+    if exc.problem_mark is not None and _found_tab(exc, text):
+        return f"a tab at column {exc.problem_mark.column + 1}: YAML indents with spaces, never tabs"
     if exc.context and problem.startswith("but "):
         return f"{exc.context}, {problem}"
     return f"{problem} ({exc.context})" if exc.context else problem
@@ -328,7 +339,7 @@ def parse(text: str) -> Document:
         root = compose(text)
         data = yaml.constructor.SafeConstructor().construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
-        raise YamlSyntaxError(_mark_line(exc), _syntax_message(exc)) from None
+        raise YamlSyntaxError(_mark_line(exc), _syntax_message(exc, text)) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(1, str(exc).replace("\n", " ")) from None
     return Document(data, root)

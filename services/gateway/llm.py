@@ -1,5 +1,5 @@
-"""The gateway's LLM routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`, proxied to the
-LLM replicas (`llm_replicas`, each through its hop) — the LLM track's entry (docs/gateway.md, docs/llm.md).
+"""The gateway's LLM routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models[/{id}]`, proxied
+to the LLM replicas (`llm_replicas`, each through its hop) — the LLM track's entry (docs/gateway.md, docs/llm.md).
 
 - Routing: the replica with the fewest outstanding requests (ties at random); one that refused a connection (or
   whose hop closed it before any answer: the proxy could not reach the replica) is skipped for `DOWN_S` unless
@@ -24,6 +24,7 @@ answers, and a stream must be forwarded piece by piece.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -33,11 +34,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
 from fastapi import FastAPI
+from fastapi.exception_handlers import http_exception_handler
 from prometheus_client import Counter, Gauge, Histogram
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -151,7 +155,8 @@ class LLMRoutes:
     def client_key(self, request: Request) -> str:
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer ") and auth[7:].strip():
-            return "key:" + auth[7:].strip()
+            # a digest: up to MAX_CLIENTS keys are held, and a header may be a megabyte long
+            return "key:" + hashlib.sha256(auth[7:].strip().encode("latin-1", "replace")).hexdigest()
         return "addr:" + (request.client.host if request.client else "unknown")
 
     def throttle(self, key: str) -> float:
@@ -170,7 +175,7 @@ class LLMRoutes:
     # --- the route --------------------------------------------------------------------------------------------
 
     async def handle(self, request: Request) -> Response:
-        route = ROUTES[request.url.path]
+        route = ROUTES.get(request.url.path, "models")  # else GET /v1/models/{model_id}
         started = time.perf_counter()
         cfg = self.config()
         if not self.upstreams:
@@ -185,8 +190,8 @@ class LLMRoutes:
                 429, f"rate limit reached for this client: {cfg.llm_rate_limit_rps:g} requests/s "
                      f"(burst {cfg.llm_rate_limit_burst}); retry after {retry} s",
                 "rate_limit_error", "rate_limit_exceeded", headers={"Retry-After": str(retry)})
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
+        body = await _read_body(request)
+        if body is None:
             self.metrics.requests.labels(route, "", "413").inc()
             return openai_error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "invalid_request_error",
                                 "body_too_large")
@@ -210,7 +215,7 @@ class LLMRoutes:
                 rewritten = True
                 body = await self._rewrite(body, route, upstream, cfg, timeout)
             self._enter(upstream)
-            sent = self.http.build_request(request.method, upstream.url + request.url.path, content=body or None,
+            sent = self.http.build_request(request.method, upstream.url + _upstream_path(request), content=body or None,
                                            headers={"content-type": "application/json"} if body else None,
                                            timeout=timeout)
             try:
@@ -247,7 +252,7 @@ class LLMRoutes:
             return body
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply: the replica refuses it in its words
             return body
         if not isinstance(data, dict):
             return body
@@ -466,9 +471,52 @@ def _move_timestamp(content: str, how: str) -> str:
     return rest.rstrip() + " " + found.group().strip()
 
 
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None past MAX_BODY_BYTES: by its Content-Length before reading a byte, else while reading (a
+    chunked body), so a huge body is neither waited for nor held."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _upstream_path(request: Request) -> str:
+    """The path to ask the replica: a model id re-quoted, so that `..` or `/` in it stay part of the id (httpx
+    would resolve a decoded `../..` away and ask the replica for another path)."""
+    model_id = request.path_params.get("model_id")
+    return request.url.path if model_id is None else "/v1/models/" + quote(model_id, safe="")
+
+
+def _is_openai_path(path: str) -> bool:
+    return path in ROUTES or path.startswith("/v1/models/")
+
+
 def attach(app: FastAPI, routes: LLMRoutes) -> None:
-    """Add the three routes to the gateway's FastAPI app (the scoring fast path never sees these paths)."""
+    """Add the LLM routes to the gateway's FastAPI app (the scoring fast path never sees these paths): the three
+    of ROUTES and `GET /v1/models/{model_id}` (OpenAI's "retrieve model", answered by a replica). A wrong method
+    on them, or an unknown path under /v1, is an OpenAI-shaped 405 / 404: OpenAI's clients read `error.message`."""
     for path in ROUTES:
         app.add_api_route(path, routes.handle, methods=["GET"] if path == "/v1/models" else ["POST"],
                           include_in_schema=True, response_class=Response,
                           summary=f"OpenAI-compatible {path}, proxied to the LLM replicas")
+    app.add_api_route("/v1/models/{model_id:path}", routes.handle, methods=["GET"], include_in_schema=True,
+                      response_class=Response, summary="OpenAI-compatible model retrieval, from an LLM replica")
+
+    async def openai_shaped(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        path = request.url.path
+        if not (_is_openai_path(path) or exc.status_code == 404 and path.startswith("/v1/")):
+            return await http_exception_handler(request, exc)
+        what = "Invalid method for URL" if exc.status_code == 405 else "Invalid URL"
+        return openai_error(exc.status_code, f"{what} ({request.method} {path})", "invalid_request_error",
+                            headers=exc.headers)
+
+    app.add_exception_handler(StarletteHTTPException, openai_shaped)
+    # `POST /v1/completions/` would be a 307 to the route (which OpenAI's clients do not follow): a 404 instead
+    app.router.redirect_slashes = False

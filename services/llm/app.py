@@ -5,8 +5,11 @@ Routes (besides the common /healthz, /readyz, /metrics, /admin/config):
   chunks in OpenAI's shapes, then `data: [DONE]`; `stream_options.include_usage` adds a usage chunk);
   `finish_reason` stop | length | abort; completions take `logprobs` (0..5) and `echo` (with `max_tokens: 0`:
   the prompt's log-probabilities only: perplexity through the API).
-- `GET /v1/models`: the served version (and its draft); `GET /v1/engine`: scheduler and KV-cache counters.
-Errors are OpenAI-shaped `{"error": {"message", "type", "param", "code"}}`, 4xx for any bad input; prompt +
+- `GET /v1/models`: the served version (and its draft); `GET /v1/models/{id}`: its card, or a 404
+  `model_not_found`; `GET /v1/engine`: scheduler and KV-cache counters. An unknown /v1 path or a wrong method
+  is an OpenAI-shaped 404 / 405 too.
+Errors are OpenAI-shaped `{"error": {"message", "type", "param", "code"}}`, 4xx for any bad input (a body over
+1 MiB: 413 `body_too_large`); prompt +
 max_tokens over the context is a 400 naming both numbers. A full queue is a 503 with Retry-After.
 
 Start-up: the HTTP server is up at once (/healthz); a thread loads and verifies the version (and its draft),
@@ -28,6 +31,8 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
+from fastapi.exception_handlers import http_exception_handler
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -43,6 +48,8 @@ from services.registry.store import RegistryError
 log = logging.getLogger("llm")
 RETRY_AFTER_S = "1"
 DISCONNECT_POLL_S = 0.25
+SAMPLING_EPS = 1e-5  # a temperature or top_p below it is greedy decoding (vLLM's _SAMPLING_EPS)
+MAX_BODY_BYTES = 1024 * 1024  # as the gateway's: a prompt that long is far past any context anyway
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -167,7 +174,8 @@ class LLMServer:
 
     def _check_model(self, name: str | None) -> None:
         if name is not None and name != self.version:
-            raise OpenAIError(404, f"The model `{name}` does not exist; this replica serves `{self.version}`.",
+            shown = name if len(name) <= 100 else name[:100] + "..."  # a refusal names it, it does not echo 1 MB
+            raise OpenAIError(404, f"The model `{shown}` does not exist; this replica serves `{self.version}`.",
                               param="model", code="model_not_found", type_="not_found_error")
 
     def _params(self, req: CompletionRequest | ChatRequest, prompt_len: int, max_tokens: int | None,
@@ -199,9 +207,15 @@ class LLMServer:
                               f"blocks of {blocks.block_size}; the cache has {blocks.num_blocks} (num_kv_blocks).",
                               param="max_tokens", code="kv_cache_too_small")
         stop = req.stop_list()
+        temperature = gen.temperature if req.temperature is None else req.temperature
+        top_p = gen.top_p if req.top_p is None else req.top_p
+        if temperature < SAMPLING_EPS or top_p < SAMPLING_EPS:
+            # valid, but as 32-bit floats they divide into 0 or infinity (the sampler then drew nonsense): both
+            # leave only the most likely token, which is greedy decoding, as vLLM reads them
+            temperature, top_p = 0.0, 1.0
         return SamplingParams(
-            temperature=gen.temperature if req.temperature is None else req.temperature,
-            top_p=gen.top_p if req.top_p is None else req.top_p,
+            temperature=temperature,
+            top_p=top_p,
             max_tokens=max_tokens, stop=gen.stop if stop is None else stop, logprobs=logprobs,
             prompt_logprobs=echo and logprobs is not None, seed=req.seed)
 
@@ -321,7 +335,12 @@ def _deliver(items: list[tuple[Any, Delta]]) -> None:
 
 
 async def _body(request: Request) -> Any:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # refused before a byte is read or held
+        raise OpenAIError(413, f"request body larger than {MAX_BODY_BYTES} bytes", code="body_too_large")
     raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:  # a chunked body, declared by no length
+        raise OpenAIError(413, f"request body larger than {MAX_BODY_BYTES} bytes", code="body_too_large")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -533,19 +552,46 @@ def build_app(registry: str | Path, replica: str, version: str, config: LLMConfi
     async def chat(request: Request) -> Response:
         return await server.chat(request)
 
+    def model_cards() -> list[dict[str, Any]]:
+        if server.target is None:
+            return []
+        meta = server.target.meta
+        return [{"id": server.version, "object": "model", "created": server.target.meta.get("created_at"),
+                 "owned_by": "faultline", "root": server.version, "parent": None,
+                 "max_model_len": server.target.model.cfg.n_ctx, "replica": server.replica,
+                 "sha256": meta.get("sha256"), "variant": meta.get("variant"), "metrics": meta.get("metrics"),
+                 "tokenizer": server.tokenizer_version or server.version,
+                 "generation_config": server.generation_version or server.version,
+                 "draft": server.engine.draft.version if server.engine and server.engine.draft else None}]
+
     @app.get("/v1/models")
     async def models() -> Response:
-        data = []
-        if server.target is not None:
-            meta = server.target.meta
-            data.append({"id": server.version, "object": "model", "created": server.target.meta.get("created_at"),
-                         "owned_by": "faultline", "root": server.version, "parent": None,
-                         "max_model_len": server.target.model.cfg.n_ctx, "replica": server.replica,
-                         "sha256": meta.get("sha256"), "variant": meta.get("variant"), "metrics": meta.get("metrics"),
-                         "tokenizer": server.tokenizer_version or server.version,
-                         "generation_config": server.generation_version or server.version,
-                         "draft": server.engine.draft.version if server.engine and server.engine.draft else None})
-        return _json({"object": "list", "data": data})
+        return _json({"object": "list", "data": model_cards()})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> Response:
+        """OpenAI's "retrieve model": the served version's card, else a 404 `model_not_found`."""
+        found = [card for card in model_cards() if card["id"] == model_id]
+        if found:
+            return _json(found[0])
+        try:
+            server._check_model(model_id[:200])
+        except OpenAIError as exc:
+            return _error(exc)
+        return _error(OpenAIError(503, f"model not ready: {server.reason}", type_="service_unavailable",
+                                  code="not_ready", headers={"Retry-After": RETRY_AFTER_S}))
+
+    # `POST /v1/completions/` would be a 307 to the route (which OpenAI's clients do not follow): a 404 instead
+    app.router.redirect_slashes = False
+
+    @app.exception_handler(StarletteHTTPException)
+    async def openai_shaped(request: Request, exc: StarletteHTTPException) -> Response:
+        """An unknown path or a wrong method under /v1 in OpenAI's error shape (clients read `error.message`)."""
+        if not request.url.path.startswith("/v1/"):
+            return await http_exception_handler(request, exc)
+        what = "Invalid method for URL" if exc.status_code == 405 else "Invalid URL"
+        return _error(OpenAIError(exc.status_code, f"{what} ({request.method} {request.url.path})",
+                                  type_="invalid_request_error", headers=exc.headers))
 
     @app.post("/tokenize")
     async def tokenize(request: Request) -> Response:

@@ -123,6 +123,60 @@ def test_bad_chat_input_is_an_openai_400(server, body: dict) -> None:
     assert_openai_error(server.client.post("/v1/chat/completions", json=body), 400)
 
 
+# OpenAI parameters this server does not implement: a wrong type or range is a 400 on the field (as OpenAI answers),
+# a value that would change the answer is a 400 `unsupported_parameter`, never silently ignored.
+PROMPT = {"prompt": "x", "max_tokens": 2}
+CHAT = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+UNCHECKED_BEFORE = [
+    ("/v1/completions", {**PROMPT, "best_of": 0}, "best_of", None),
+    ("/v1/completions", {**PROMPT, "best_of": "2"}, "best_of", None),
+    ("/v1/completions", {**PROMPT, "best_of": 2}, "best_of", "unsupported_parameter"),
+    ("/v1/completions", {**PROMPT, "presence_penalty": "abc"}, "presence_penalty", None),
+    ("/v1/completions", {**PROMPT, "presence_penalty": 3}, "presence_penalty", None),
+    ("/v1/completions", {**PROMPT, "presence_penalty": 0.5}, "presence_penalty", "unsupported_parameter"),
+    ("/v1/chat/completions", {**CHAT, "frequency_penalty": [1]}, "frequency_penalty", None),
+    ("/v1/chat/completions", {**CHAT, "frequency_penalty": -1}, "frequency_penalty", "unsupported_parameter"),
+    ("/v1/completions", {**PROMPT, "logit_bias": "x"}, "logit_bias", None),
+    ("/v1/completions", {**PROMPT, "logit_bias": {"word": 1}}, "logit_bias", None),
+    ("/v1/completions", {**PROMPT, "logit_bias": {"5": 200}}, "logit_bias", None),
+    ("/v1/completions", {**PROMPT, "logit_bias": {"5": 1}}, "logit_bias", "unsupported_parameter"),
+    ("/v1/completions", {**PROMPT, "suffix": 5}, "suffix", None),
+    ("/v1/completions", {**PROMPT, "suffix": "the end"}, "suffix", "unsupported_parameter"),
+    ("/v1/completions", {**PROMPT, "user": {"id": 1}}, "user", None),
+    ("/v1/completions", {**PROMPT, "stream_options": {"include_usage": True}}, "stream_options", None),
+    ("/v1/completions", {**PROMPT, "stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options",
+     None),
+    ("/v1/completions", {**PROMPT, "prompt": [[1, 2], [3]]}, "prompt", None),
+    ("/v1/completions", {**PROMPT, "prompt": [1, "a"]}, "prompt", None),
+    ("/v1/chat/completions", {**CHAT, "tools": "x"}, "tools", None),
+    ("/v1/chat/completions", {**CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools",
+     "unsupported_parameter"),
+    ("/v1/chat/completions", {**CHAT, "response_format": "json"}, "response_format", None),
+    ("/v1/chat/completions", {**CHAT, "response_format": {"type": "xml"}}, "response_format", None),
+    ("/v1/chat/completions", {**CHAT, "response_format": {"type": "json_object"}}, "response_format",
+     "unsupported_parameter"),
+    ("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": None}]}, "messages", None),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "param", "code"), UNCHECKED_BEFORE)
+def test_openai_parameters_not_implemented_are_checked_not_ignored(server, path: str, body: dict, param: str,
+                                                                  code: str | None) -> None:
+    err = assert_openai_error(server.client.post(path, json=body), 400, param)
+    assert err["code"] == code and err["message"].startswith(param), err
+    assert "Value error" not in err["message"] and ".str:" not in err["message"], err
+
+
+def test_their_neutral_values_are_answered(server) -> None:
+    neutral = {"best_of": 1, "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {}, "suffix": None,
+               "user": "learner-1"}
+    r = server.client.post("/v1/completions", json={**PROMPT, **neutral})
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"], r.text
+    r = server.client.post("/v1/chat/completions", json={**CHAT, **neutral, "tools": [],
+                                                         "response_format": {"type": "text"}})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["role"] == "assistant", r.text
+
+
 def test_unknown_model_is_an_openai_404(server) -> None:
     r = server.client.post("/v1/completions", json={"prompt": "x", "model": "gpt-4"})
     assert assert_openai_error(r, 404, "model")["code"] == "model_not_found"
@@ -135,7 +189,8 @@ JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dict
 FIELDS = st.fixed_dictionaries({}, optional={
     "prompt": JSON, "messages": JSON, "max_tokens": JSON, "temperature": JSON, "top_p": JSON, "stop": JSON,
     "logprobs": JSON, "echo": JSON, "stream": st.just(False), "n": JSON, "seed": JSON, "model": JSON,
-    "stream_options": JSON})
+    "stream_options": JSON, "best_of": JSON, "presence_penalty": JSON, "frequency_penalty": JSON, "logit_bias": JSON,
+    "suffix": JSON, "user": JSON, "tools": JSON, "response_format": JSON})
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

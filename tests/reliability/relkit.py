@@ -23,7 +23,11 @@ MiB = 1024 * 1024
 TEN_MB_JSON = b'{"a": "' + b"x" * (10 * MiB) + b'"}'
 DEEP_ARRAYS = b"[" * 10_000 + b"]" * 10_000
 DEEP_OBJECTS = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
-HOSTILE_BODIES = {"10MB": TEN_MB_JSON, "deep-arrays": DEEP_ARRAYS, "deep-objects": DEEP_OBJECTS}
+# NaN and Infinity are not JSON, though Python's json module reads them: one in a body once made the lab's 422
+# (which echoes the input) a 500.
+NON_FINITE = b'{"replicas": NaN, "rps": Infinity, "seed": -Infinity, "x": [NaN]}'
+HOSTILE_BODIES = {"10MB": TEN_MB_JSON, "deep-arrays": DEEP_ARRAYS, "deep-objects": DEEP_OBJECTS,
+                  "non-finite": NON_FINITE}
 PASSWD_MARKERS = ("root:x:0:0", "root:*:0:0", "/bin/bash", "/usr/sbin/nologin")
 
 

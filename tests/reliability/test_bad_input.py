@@ -6,6 +6,7 @@ contents. After the barrage every service is still the same process (no restart)
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -94,6 +95,30 @@ def test_the_size_limits_name_themselves(stack: Any) -> None:
     assert deep.status == 400, deep.text
     np = raw("POST", _port(stack, "netproxy"), "/proxies", HOSTILE_BODIES["deep-arrays"])
     assert np.status == 400 and "nested too deeply" in np.text
+
+
+# Every /api route that takes a body, with a value JSON does not have (NaN, Infinity): a 400 naming it, from the
+# guard, before any route's validation could echo the value back (which once made each of them a 500).
+NON_FINITE_ROUTES = [("POST", "/api/scale"), ("POST", "/api/traffic"), ("PATCH", "/api/services/gateway"),
+                     ("POST", "/api/attempts"), ("POST", "/api/attempts/x/pin"), ("POST", "/api/attempts/x/diagnosis"),
+                     ("POST", "/api/attempts/x/abort"), ("POST", "/api/faults"), ("PUT", "/api/slo"),
+                     ("POST", "/api/console/logs"), ("POST", "/api/faults/processes/1/kill")]
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_in_a_lab_body_are_a_400_naming_them(stack: Any, constant: bytes) -> None:
+    problems = []
+    for method, path in NON_FINITE_ROUTES:
+        r = raw(method, _port(stack, "lab"), path, b'{"replicas": ' + constant + b', "rps": 1}',
+                {"Content-Type": "application/json"})
+        detail = r.json().get("detail") if r.body.startswith(b"{") else None
+        if r.status != 400 or not isinstance(detail, str) or constant.decode().lstrip("-") not in detail:
+            problems.append(f"{method} {path}: {r.status} {r.text[:160]!r}")
+    assert not problems, "\n".join(problems)
+    # a string that merely spells them is data, not a refusal
+    r = raw("POST", _port(stack, "lab"), "/api/console/logs", b'{"service": "gateway", "grep": "NaN Infinity"}',
+            {"Content-Type": "application/json"})
+    assert r.status == 200, r.text
 
 
 TRAVERSALS = [
@@ -196,3 +221,52 @@ def test_the_operations_left_out_of_fuzzing_refuse_bad_values(stack: Any) -> Non
     finally:
         lab.close()
     assert stack.status()["replicas"] == replicas
+
+
+def test_a_lab_422_names_the_field_without_echoing_the_value(stack: Any) -> None:
+    """Pydantic's 422 lists the input it refused; a 900 KB string (under the 1 MiB body limit) came back whole."""
+    big = "x" * 900_000
+    for method, path, body in [("POST", "/api/attempts/nothing/abort", {"reason": big}),
+                               ("POST", "/api/scale", {"replicas": big}),
+                               ("POST", "/api/traffic", {"rps": 5, "profile": [big]})]:
+        r = raw(method, _port(stack, "lab"), path, json.dumps(body).encode())
+        assert r.status == 422, (path, r.status, r.text[:200])
+        assert len(r.body) < 4096, (path, len(r.body))
+        detail = r.json()["detail"]
+        assert detail and all(e["loc"] and e["msg"] and "input" not in e for e in detail), detail
+
+
+def test_put_slo_refuses_what_no_objective_needs_and_keeps_the_set(stack: Any) -> None:
+    """An objective's target, description and track are bounded, names are unique, the set is small: each of these
+    was accepted (a 900 KB target stored and served back on every GET /api/slo; a second spec of the same name
+    silently replaced the first)."""
+    lab = httpx.Client(base_url=stack.lab_url, timeout=60, trust_env=False)
+    spec = {"name": "x", "kind": "error_rate", "target": "gateway", "threshold": 0.1, "window_s": 10}
+    try:
+        before = lab.get("/api/slo").json()["slos"]
+        for body, field in [([{**spec, "target": "a" * 900_000}], "target"), ([{**spec, "target": "../x"}], "target"),
+                            ([{**spec, "description": "d" * 100_000}], "description"),
+                            ([{**spec, "track": "sideways"}], "track"), ([spec, {**spec, "threshold": 0.5}], "name"),
+                            ([{**spec, "name": f"s{i}"} for i in range(1000)], "at most")]:
+            r = lab.put("/api/slo", json=body)
+            assert r.status_code == 422 and field in r.text[:300] and len(r.content) < 4096, (field, r.status_code,
+                                                                                             r.text[:300])
+        assert lab.get("/api/slo").json()["slos"] == before
+    finally:
+        lab.close()
+
+
+def test_a_refusal_names_a_huge_value_without_echoing_it(stack: Any) -> None:
+    """Names checked against the stack's vocabulary (services, hops, features, versions, fault kinds) are quoted
+    in the refusal: cut short, not 900 KB sent back."""
+    big = "a" * 900_000
+    cases = [("/api/console/logs", {"service": big}), ("/api/console/drift", {"feature": big}),
+             ("/api/console/deploy", {"version": big}), ("/api/faults", {"kind": "process", "action": "kill",
+                                                                          "target": big}),
+             ("/api/faults", {"kind": "network", "action": "toxic", "target": big,
+                              "params": {"type": "latency", "latency": 10}}),
+             ("/api/faults", {"kind": big, "action": "x"})]
+    for path, body in cases:
+        r = raw("POST", _port(stack, "lab"), path, json.dumps(body).encode())
+        assert r.status == 422 and r.json()["detail"], (path, r.status, r.text[:200])
+        assert len(r.body) < 4096, (path, len(r.body), r.text[:200])

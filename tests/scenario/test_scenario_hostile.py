@@ -100,6 +100,8 @@ TEXT_CASES: dict[str, tuple[str | bytes, int, str]] = {
                      "variables.replica: at most 20 choices, got 3000"),
     "huge-range": (_minimal("huge-range", "variables:", "variables:\n  n:\n    range: [0, 99999999999999999999]"),
                    11, "variables.n.range[1]: whole number 99999999999999999999 is out of range"),
+    "tab-indent": (_minimal("tab-indent", "  replica:\n", "\treplica:\n"), 10,
+                   "<yaml>: a tab at column 1: YAML indents with spaces, never tabs"),
     "two-documents": ("id: two-documents\n---\nid: other\n", 2, "<yaml>: expected a single document in the stream"),
     "newline-in-key": ('id: newline-in-key\n"a\\nb": 1\n', 2, "a\\nb: unknown field"),
 }

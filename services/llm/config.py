@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class LLMConfig(BaseModel):
@@ -34,8 +34,18 @@ class LLMConfig(BaseModel):
     default_temperature: float | None = Field(None, ge=0, le=2)
     default_top_p: float | None = Field(None, gt=0, le=1)
     default_max_tokens: int | None = Field(None, ge=1, le=1_000_000)
-    default_stop: list[str] | None = None
+    # the request-level rule (protocol.py): at most 4, none empty (an empty stop string would end every answer at
+    # once: a config push that makes every completion empty is refused, not served)
+    default_stop: list[str] | None = Field(None, max_length=4)
     torch_threads: int = Field(1, ge=1, le=64)
     step_delay_ms: float = Field(0, ge=0, le=10_000)  # added to every engine step (a slow accelerator)
     # "model": ready once loaded and warmed; "process": as soon as the process is up (the lying kind)
     readiness: Literal["model", "process"] = "model"
+
+    @field_validator("default_stop")
+    @classmethod
+    def _stops(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(not s or len(s) > 256 for s in v):
+            raise ValueError("stop sequences must be 1-256 characters")
+        return v
+

@@ -215,6 +215,10 @@ def test_admin_config_validates_and_generation_defaults_apply(server) -> None:
     r = server.client.patch("/admin/config", json={"num_kv_blocks": 0})
     assert r.status_code == 422 and "num_kv_blocks" in r.json()["detail"]
     assert server.client.patch("/admin/config", json={"bogus": 1}).status_code == 422
+    # an empty default stop string would end every answer at once: refused as a request's `stop: [""]` is
+    for stops in ([""], ["a", "b", "c", "d", "e"], ["x" * 257]):
+        r = server.client.patch("/admin/config", json={"default_stop": stops})
+        assert r.status_code == 422 and "default_stop" in r.text, (stops, r.text)
     server.patch(default_temperature=0.0, default_max_tokens=7)
     a = server.client.post("/v1/completions", json={"prompt": "And God said"}).json()
     assert a["usage"]["completion_tokens"] <= 7

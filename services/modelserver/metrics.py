@@ -3,9 +3,9 @@
 Registered on prometheus_client's default registry, which also carries the process collector
 (`process_resident_memory_bytes`). The hot path does not touch prometheus_client: every prometheus update takes a
 lock and walks the buckets, and at saturation the per-request and per-batch ones were ≈ 5 % of a replica's CPU
-(py-spy, docs/benchmarks.md). Requests and batches append plain numbers to `TALLY` instead; a collector
-registered before the metrics adds them in bulk (vectorised) at scrape time, or once 4,096 are held, so every
-scrape sees every request answered before it.
+(py-spy, docs/benchmarks.md). Requests and batches append plain numbers to `TALLY` instead, which adds them in
+bulk (vectorised) at scrape time (services/common/tally.py), or once FLUSH_AT are held, so every scrape sees
+every request answered before it.
 """
 
 from __future__ import annotations
@@ -13,24 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.registry import Collector
+from prometheus_client import Counter, Gauge, Histogram
 
 from services.common.schema import CATEGORICAL_FEATURES, NUMERIC_FEATURES
-
-
-class _Flush(Collector):
-    """A scrape first adds what the hot path tallied: registered before the metrics, so collected before them."""
-
-    def describe(self) -> Iterable[object]:
-        return []
-
-    def collect(self) -> Iterable[object]:
-        TALLY.flush()
-        return []
-
-
-REGISTRY.register(_Flush())
+from services.common.tally import FLUSH_AT, HistogramTally, on_scrape
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -59,45 +45,15 @@ INPUT_COUNT = Counter("model_input_values_total", "Non-null values seen per nume
 INPUT_NULLS = Counter("model_input_nulls_total", "Missing (null) values per feature", ["feature"])
 INPUT_UNKNOWN = Counter("model_input_unknown_total", "Category values never seen in training", ["feature"])
 
-FLUSH_AT = 4096  # values held before they go to prometheus without waiting for a scrape
-
-
-class HistogramTally:
-    """Observations of one prometheus histogram (or labelled child) held as plain floats, added in bulk.
-
-    Bulk adding uses the histogram's per-bucket values (`_buckets`, `_sum`: prometheus_client 0.26, pinned), the
-    only way to add n observations without n calls; tests/gateway/test_modelserver.py checks the result against
-    `observe`."""
-
-    __slots__ = ("hist", "bounds", "values")
-
-    def __init__(self, hist: Histogram) -> None:
-        self.hist = hist
-        self.bounds = np.asarray(hist._upper_bounds[:-1], dtype=np.float64)  # the last is +Inf
-        self.values: list[float] = []
-
-    def flush(self) -> None:
-        values, self.values = self.values, []
-        if not values:
-            return
-        arr = np.asarray(values, dtype=np.float64)
-        # prometheus buckets are `le`: a value goes to the first bucket whose upper bound is >= it
-        counts = np.bincount(np.searchsorted(self.bounds, arr, side="left"), minlength=len(self.bounds) + 1)
-        buckets = self.hist._buckets
-        for i in np.flatnonzero(counts).tolist():
-            buckets[i].inc(int(counts[i]))
-        self.hist._sum.inc(float(arr.sum()))
-
-
 class Tally:
     """What the hot path counts between scrapes: request codes, latencies, queue waits, batches, scores, inputs."""
 
     def __init__(self) -> None:
         self.codes: dict[int, int] = {}
-        self.latency = HistogramTally(LATENCY)
-        self.queue = HistogramTally(QUEUE)
-        self.compute = HistogramTally(COMPUTE)
-        self.batch_size = HistogramTally(BATCH_SIZE)
+        self.latency = HistogramTally(LATENCY, register=False)
+        self.queue = HistogramTally(QUEUE, register=False)
+        self.compute = HistogramTally(COMPUTE, register=False)
+        self.batch_size = HistogramTally(BATCH_SIZE, register=False)
         self.scores: dict[str, HistogramTally] = {}
         self.predictions: dict[str, int] = {}
         self.inputs = InputSummary()
@@ -120,7 +76,7 @@ class Tally:
         self.predictions[version] = self.predictions.get(version, 0) + n
         tally = self.scores.get(version)
         if tally is None:
-            tally = self.scores[version] = HistogramTally(SCORE.labels(version))
+            tally = self.scores[version] = HistogramTally(SCORE.labels(version), register=False)
         tally.values.extend(scores)  # NaN scores are dropped (and counted) at flush
         self.inputs.add(num, cat, vocab_sizes)
         self.held += n
@@ -197,3 +153,4 @@ class InputSummary:
 
 
 TALLY = Tally()
+on_scrape(TALLY.flush)

@@ -1,5 +1,6 @@
-"""The model replica's metric tally (services/modelserver/metrics.py) adds to prometheus exactly what per-request
-`observe`/`inc` calls would have: same buckets (`le` edges included), sums, counts, NaN scores, input summaries."""
+"""The metric tallies (services/common/tally.py; the model replica's in services/modelserver/metrics.py) add to
+prometheus exactly what per-request `observe`/`inc` calls would have: same buckets (`le` edges included), sums,
+counts, NaN scores, input summaries."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+from services.common import tally as tally_module
 from services.modelserver import metrics
 
 
@@ -25,7 +27,7 @@ def test_bulk_histogram_equals_observe_one_by_one() -> None:
     bulk = Histogram("h", "h", buckets=bounds, registry=reg_b)
     for v in values:
         one_by_one.observe(v)
-    tally = metrics.HistogramTally(bulk)
+    tally = tally_module.HistogramTally(bulk, register=False)
     tally.values.extend(values)
     tally.flush()
     tally.flush()  # nothing held: adds nothing
@@ -33,6 +35,18 @@ def test_bulk_histogram_equals_observe_one_by_one() -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert math.isclose(a[key], b[key], rel_tol=1e-12), key
+
+
+def test_counter_tally_reaches_its_counter_at_scrape_time() -> None:
+    from prometheus_client import REGISTRY, Counter
+
+    counter = Counter("tally_test_total", "t", ["k"])
+    held = tally_module.CounterTally(counter.labels("a"))
+    for _ in range(5):
+        held.inc()
+    held.inc(2.5)
+    assert REGISTRY.get_sample_value("tally_test_total", {"k": "a"}) == 7.5  # a collection flushes first
+    assert held.n == 0
 
 
 def test_tally_reaches_the_default_registry_at_scrape_time() -> None:

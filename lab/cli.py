@@ -294,7 +294,7 @@ def _serve(args: argparse.Namespace, home: Path, announce: float | None) -> int:
     import logging
 
     from lab.core import Lab, LabSettings
-    from services.common.service import setup_logging
+    from services.common.logs import setup_logging
 
     _check_start_traffic(args)
     _local_scenarios(args)

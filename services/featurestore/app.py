@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.common import fastjson
 from services.common.fastroutes import FastRoutes, json_error
 from services.common.service import ConfigHolder, create_app
+from services.common.tally import CounterTally, HistogramTally
 from services.featurestore.store import FeatureStore
 
 ROUTE_PREFIX = "/v1/features/"
@@ -42,20 +43,22 @@ class FeatureStoreConfig(BaseModel):
 
 
 class Metrics:
+    """Per-lookup updates go through tallies (services/common/tally.py): added to prometheus at scrape time."""
+
     def __init__(self) -> None:
         self.requests = Counter("featurestore_requests_total", "Feature lookups by HTTP status", ["code"])
-        self.latency = Histogram(
+        self.latency = HistogramTally(Histogram(
             "featurestore_request_latency_seconds",
             "Feature lookup latency, including injected latency",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-        )
+        ))
         self.cards = Gauge("featurestore_cards", "Cards in the store")
-        self._codes = {code: self.requests.labels(code=str(code)) for code in (200, 400, 404, 405, 503)}
+        self._codes = {code: CounterTally(self.requests.labels(code=str(code))) for code in (200, 400, 404, 405, 503)}
 
     def count(self, code: int) -> None:
         child = self._codes.get(code)
         if child is None:
-            child = self._codes[code] = self.requests.labels(code=str(code))
+            child = self._codes[code] = CounterTally(self.requests.labels(code=str(code)))
         child.inc()
 
 

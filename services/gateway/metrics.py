@@ -1,8 +1,10 @@
 """The gateway's Prometheus metrics (names are part of the contract in docs/architecture.md).
 
 Hot-path counters keep their labelled children in plain dicts: `Counter.labels()` takes a lock and builds a
-key on every call. Per-replica state (breaker, ejection, health, in-flight) is read at scrape time by a
-collector instead of being updated on every request.
+key on every call. Each child is wrapped in a tally (services/common/tally.py): a request adds to a Python
+number and the scrape adds the total to prometheus (eight locked updates per scored transaction before).
+Per-replica state (breaker, ejection, health, in-flight) is read at scrape time by a collector instead of being
+updated on every request.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.common.tally import CounterTally, HistogramTally
 from services.gateway.replicas import OPEN, ReplicaPool, RetryBudget
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -21,16 +24,17 @@ SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
 
 class _Children:
-    """labels(*values) memoised per label tuple."""
+    """labels(*values) memoised per label tuple, each child behind a tally (same inc/observe, added at scrape)."""
 
     def __init__(self, metric: Any) -> None:
         self._metric = metric
+        self._tally = HistogramTally if isinstance(metric, Histogram) else CounterTally
         self._children: dict[tuple[str, ...], Any] = {}
 
     def __call__(self, *values: str) -> Any:
         child = self._children.get(values)
         if child is None:
-            child = self._children[values] = self._metric.labels(*values)
+            child = self._children[values] = self._tally(self._metric.labels(*values))
         return child
 
 

@@ -30,7 +30,7 @@ from locust.contrib.fasthttp import FastHttpSession  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from services.common.service import setup_logging  # noqa: E402
+from services.common.logs import setup_logging  # noqa: E402
 from services.loadgen.control import install  # noqa: E402
 from services.loadgen.controller import SCORE_PATH, Controller, PoolPolicy, check_delay, check_rps  # noqa: E402
 from services.loadgen.feedback import FeedbackQueue  # noqa: E402

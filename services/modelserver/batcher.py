@@ -59,7 +59,6 @@ class Batcher:
         self._queue: deque[Pending] = deque()
         self.queued_rows = 0
         self._wakeup = asyncio.Event()
-        self._inputs = metrics.InputSummary()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -100,15 +99,25 @@ class Batcher:
             await self._wakeup.wait()
         cfg = self._config()
         deadline = queue[0].enqueued + cfg.max_wait_ms / 1000.0
-        while self.queued_rows < cfg.max_batch_size:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
-            self._wakeup.clear()
+        remaining = deadline - time.perf_counter()
+        if self.queued_rows < cfg.max_batch_size and remaining > 0:
+            # one timer per batch that sets the same event a request sets: asyncio.wait_for would make a task
+            # and a timeout context per batch (py-spy, docs/benchmarks.md). The timer's own flag ends the wait:
+            # the loop's clock (uvloop: milliseconds) may fire it a hair before perf_counter passes the deadline
+            expired = False
+
+            def expire() -> None:
+                nonlocal expired
+                expired = True
+                self._wakeup.set()
+
+            timer = asyncio.get_running_loop().call_later(remaining, expire)
             try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                break
+                while self.queued_rows < cfg.max_batch_size and not expired:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+            finally:
+                timer.cancel()
         batch: list[Pending] = []
         rows = 0
         while queue and (not batch or rows + len(queue[0].rows) <= cfg.max_batch_size):
@@ -149,30 +158,19 @@ class Batcher:
             return
         done = time.perf_counter()
         compute_s = done - started
-        metrics.COMPUTE.observe(compute_s)
-        metrics.BATCH_SIZE.observe(len(num))
         compute_ms = round(compute_s * 1000.0, 3)
         values = scores.tolist()
+        waits = []
         offset = 0
         for p in group:
             n = len(p.rows)
             queue_s = started - p.enqueued
-            metrics.QUEUE.observe(queue_s)
+            waits.append(queue_s)
             if not p.future.done():
                 p.future.set_result(Result(values[offset : offset + n], round(queue_s * 1000.0, 3), compute_ms))
             offset += n
-        self._observe(model, num, cat, scores)
-
-    def _observe(self, model: LoadedModel, num: np.ndarray, cat: np.ndarray, scores: np.ndarray) -> None:
-        v = model.version
-        metrics.PREDICTIONS.labels(v).inc(len(scores))
-        nan = np.isnan(scores)
-        if nan.any():
-            metrics.NAN_SCORES.labels(v).inc(int(nan.sum()))
-        hist = metrics.SCORE.labels(v)
-        for s in scores[~nan].tolist():
-            hist.observe(s)
-        self._inputs.observe(num, cat, [len(vocab) for vocab in model.preprocessor.categorical.values()])
+        # counted once per batch, added to prometheus at scrape time (metrics.Tally)
+        metrics.TALLY.batch(model.version, compute_s, waits, values, num, cat, model.vocab_sizes)
 
 
 _thread_state = threading.local()

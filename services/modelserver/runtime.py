@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,11 @@ class LoadedModel:
     @property
     def variant(self) -> str | None:
         return self.meta.get("variant")
+
+    @cached_property
+    def vocab_sizes(self) -> tuple[int, ...]:
+        """Each categorical feature's vocabulary size (its index is the 'unknown' code): for input summaries."""
+        return tuple(len(vocab) for vocab in self.preprocessor.categorical.values())
 
     @property
     def threshold(self) -> float:

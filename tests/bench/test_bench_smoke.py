@@ -67,6 +67,10 @@ def test_serving_quick_json_has_the_ratio_against_litserve() -> None:
     # the ceiling is measured in the same run, in every round, beside ours
     assert len(r["servers"]["ceiling"]["runs"]) == len(r["servers"]["ours"]["runs"]) == r["plan"]["rounds"]
     assert r["ratio_vs_ceiling"] == pytest.approx(statistics.median(r["round_ratios_vs_ceiling"]), abs=0.002)
+    cpu = [c["cpu_us_per_request"] / o["cpu_us_per_request"]
+           for o, c in zip(r["servers"]["ours"]["runs"], r["servers"]["ceiling"]["runs"], strict=True)]
+    assert r["cpu_ratio_vs_ceiling"] == pytest.approx(statistics.median(cpu), abs=0.002)
+    assert r["goal"]["ceiling_cpu_met"] == (r["cpu_ratio_vs_ceiling"] >= 0.6)
     # the sweep: every config tried was measured, and the one that ran is the sweep's best
     lit = r["litserve_config"]
     assert len(lit["sweep"]) >= 2 and all(f["rps"] > 0 for f in lit["sweep"])

@@ -45,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from services.common.bodies import BodyTooLarge, read_body
 from services.gateway.config import GatewayConfig
 
 log = logging.getLogger("gateway")
@@ -190,8 +191,9 @@ class LLMRoutes:
                 429, f"rate limit reached for this client: {cfg.llm_rate_limit_rps:g} requests/s "
                      f"(burst {cfg.llm_rate_limit_burst}); retry after {retry} s",
                 "rate_limit_error", "rate_limit_exceeded", headers={"Retry-After": str(retry)})
-        body = await _read_body(request)
-        if body is None:
+        try:
+            body = await read_body(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
             self.metrics.requests.labels(route, "", "413").inc()
             return openai_error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "invalid_request_error",
                                 "body_too_large")
@@ -469,21 +471,6 @@ def _move_timestamp(content: str, how: str) -> str:
     if how == "strip":
         return rest
     return rest.rstrip() + " " + found.group().strip()
-
-
-async def _read_body(request: Request) -> bytes | None:
-    """The body, or None past MAX_BODY_BYTES: by its Content-Length before reading a byte, else while reading (a
-    chunked body), so a huge body is neither waited for nor held."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _upstream_path(request: Request) -> str:

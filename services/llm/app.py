@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from services.common.bodies import BodyTooLarge, read_body
 from services.common.service import ConfigHolder, create_app
 from services.llm import metrics
 from services.llm.artifacts import GenerationConfig, LoadedLLM, load_llm, with_parts
@@ -335,12 +336,10 @@ def _deliver(items: list[tuple[Any, Delta]]) -> None:
 
 
 async def _body(request: Request) -> Any:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # refused before a byte is read or held
-        raise OpenAIError(413, f"request body larger than {MAX_BODY_BYTES} bytes", code="body_too_large")
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:  # a chunked body, declared by no length
-        raise OpenAIError(413, f"request body larger than {MAX_BODY_BYTES} bytes", code="body_too_large")
+    try:
+        raw = await read_body(request, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        raise OpenAIError(413, f"request body larger than {MAX_BODY_BYTES} bytes", code="body_too_large") from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -30,6 +30,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common import fastjson
+from services.common.bodies import BodyTooLarge, read_body
 from services.common.service import ConfigHolder, create_app
 from services.registry.llm import LLMRegistry
 from services.registry.store import STAGES, CorruptArtifact, Registry, RegistryError, VersionNotFound
@@ -73,25 +74,6 @@ class TrainRequest(BaseModel):
     warm_start: bool = Field(False, description="fine-tune `parent` instead of starting from random weights")
     origin: str | None = Field(None, max_length=300, description="where the rows came from (kept in the lineage)")
     stage: Literal["production", "canary", "staging", "archived"] = "staging"
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (BodyTooLarge) past `limit` bytes without reading the rest into memory."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -246,7 +228,7 @@ def build_app(root: str | Path, config: RegistryConfig | None = None) -> Any:
 
     async def train(request: Request) -> Response:
         try:
-            raw = await _read_body(request, MAX_TRAIN_BODY_BYTES)
+            raw = await read_body(request, MAX_TRAIN_BODY_BYTES)
         except BodyTooLarge:
             return _error(413, f"body larger than {MAX_TRAIN_BODY_BYTES // 2**20} MiB: send fewer rows "
                                f"(at most {MAX_ROWS}), or only the model features and label of each")

@@ -86,3 +86,15 @@ def server(llm: LLMProc) -> Iterator[LLMProc]:
     yield llm
     r = llm.client.patch("/admin/config", json=llm.defaults)  # type: ignore[attr-defined]
     assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="module")
+def gateway(llm: LLMProc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProc]:
+    """A gateway process routing the LLM routes to the shared replica, one per test module (test_llm_hostile,
+    test_llm_gateway_knobs)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "services.gateway", "--host", "127.0.0.1", "--port", str(port),
+            "--llm", f"llm-1={llm.url}"]
+    proc = ServiceProc("gateway", argv, port, tmp_path_factory.mktemp("gateway-logs"))
+    yield proc
+    proc.stop()

@@ -5,25 +5,14 @@ put), `llm_clamp_max_tokens` and `llm_trim_history` (an overflowing chat answere
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
-from kit import ServiceProc, free_port
+from kit import ServiceProc
 
 GATEWAY_DEFAULTS = {"llm_stream_buffer_bytes": 0, "llm_clamp_max_tokens": False, "llm_trim_history": False,
                     "llm_system_timestamp": "keep"}
-
-
-@pytest.fixture(scope="module")
-def gateway(llm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProc]:
-    port = free_port()
-    argv = [sys.executable, "-m", "services.gateway", "--host", "127.0.0.1", "--port", str(port),
-            "--llm", f"llm-1={llm.url}"]
-    proc = ServiceProc("gateway", argv, port, tmp_path_factory.mktemp("gateway-logs"))
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture

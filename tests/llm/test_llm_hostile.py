@@ -11,23 +11,11 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
-from collections.abc import Iterator
 
 import pytest
-from kit import ServiceProc, free_port, wait_until
+from kit import ServiceProc, wait_until
 from test_llm_api import UNCHECKED_BEFORE, assert_openai_error
-
-
-@pytest.fixture(scope="module")
-def gateway(llm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProc]:
-    port = free_port()
-    argv = [sys.executable, "-m", "services.gateway", "--host", "127.0.0.1", "--port", str(port),
-            "--llm", f"llm-1={llm.url}"]
-    proc = ServiceProc("gateway", argv, port, tmp_path_factory.mktemp("gateway-logs"))
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(params=["replica", "gateway"])

@@ -36,10 +36,12 @@ class BenchStack(PrivateLab):
         return self.api("GET", "/api/status", timeout=30)
 
 
-def up(home: Path, cache: Path, replicas: int = 2, extra: tuple[str, ...] = ()) -> BenchStack:
-    """`faultline up -d` in `home` on a free block of ports; a port grabbed meanwhile means another block."""
+def up(home: Path, cache: Path, replicas: int = 2, extra: tuple[str, ...] = (), track: str = "fraud") -> BenchStack:
+    """`faultline up -d` in `home` on a free block of ports; a port grabbed meanwhile means another block.
+    `track`: up's `--track` (the LLM track runs `replicas` LLM replicas)."""
     try:
-        stack = BenchStack.start(source_registry(cache), replicas=replicas, home=home, up_args=extra)
+        stack = BenchStack.start(source_registry(cache), replicas=replicas, home=home, up_args=extra, track=track,
+                                 llm_replicas=replicas)
     except LabError as exc:
         raise RuntimeError(f"faultline up -d failed: {str(exc)[-2000:]}") from None
     assert isinstance(stack, BenchStack)

@@ -14,6 +14,8 @@
      (fincore, before the start). Bytecode caches (.pyc) are kept: pip writes them at install time.
    - `warm_s`: the median of the later `up`s in the same home (a learner's second `up`).
    Goal: both ≤ 5 s on a quiet machine.
+   The LLM track likewise (`faultline up -d --track llm`: gateway, registry, netproxy, llm-1..2, in a home of its
+   own): `llm_cold_s` (page cache dropped as above) and `llm_warm_s`. Goal (issue 15): ≤ 8 s on a quiet machine.
 2. Reset between attempts, with the attempt engine (lab/attempt): an attempt of the `slow-replica` scenario
    is started through the lab API (its set-up starts traffic and changes the gateway's config), the learner
    then changes the stack through the console (`config_set` on the gateway, `deploy v2 --canary 0.2`), and
@@ -42,6 +44,7 @@ from bench.common import REPO, copy_registry, load_average, machine, median
 
 GOAL_UP_S = 5.0
 GOAL_RESET_S = 2.0
+GOAL_LLM_UP_S = 8.0
 SCENARIO = "slow-replica"
 RESET_LINE = re.compile(r"baseline reset in (\d+(?:\.\d+)?)s changed=(.*?) errors=(\d+)$", re.M)
 
@@ -203,6 +206,7 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
                 t0 = time.monotonic()
                 st.stop()
                 ups[-1]["down_s"] = round(time.monotonic() - t0, 2)
+        llm_ups = llm_track_ups(tmpdir, runs)
     up_median = median([u["up_s"] for u in ups])
     cold_s = ups[0]["up_s"]
     warm_s = round(median([u["up_s"] for u in ups[1:]]), 2)
@@ -226,7 +230,30 @@ def run(quick: bool = False, scale: float = 1.0) -> dict[str, Any]:
                  "reset_met": reset_median is not None and reset_median <= GOAL_RESET_S},
         "load_average_end": load_average(),
     })
+    llm_cold_s = llm_ups[0]["up_s"]
+    llm_warm_s = round(median([u["up_s"] for u in llm_ups[1:]]), 2)
+    result.update({"llm_up": llm_ups, "llm_cold_s": llm_cold_s, "llm_warm_s": llm_warm_s})
+    result["goal"].update({"llm_up_s": GOAL_LLM_UP_S, "llm_cold_met": llm_cold_s <= GOAL_LLM_UP_S,
+                           "llm_warm_met": llm_warm_s <= GOAL_LLM_UP_S})
     return result
+
+
+def llm_track_ups(tmpdir: Path, runs: int) -> list[dict[str, Any]]:
+    """`faultline up -d --track llm` (two LLM replicas) `runs` times in a home of its own, the first cold."""
+    home = tmpdir / "llm-home"
+    ups: list[dict[str, Any]] = []
+    for i in range(runs):
+        cold = go_cold() if i == 0 else None
+        load = load_average()
+        st = bstack.up(home, tmpdir / "cache", replicas=2, track="llm")
+        try:
+            status = st.status()
+            ups.append({"run": i, "up_s": round(st.up_seconds, 2), "lab_ready_after_s": status.get("ready_after_s"),
+                        "load_average": load, "first_in_home": i == 0,
+                        "libtorch_cached_after": (cold or {}).get("libtorch_cached_after")})
+        finally:
+            st.stop()
+    return ups
 
 
 def table(r: dict[str, Any]) -> str:
@@ -270,4 +297,8 @@ def summary(r: dict[str, Any]) -> str:
             f"{r['up_floor_on_cores_s']:.1f} s is the floor on {r['machine']['nproc']} idle cores. "
             f"Reset to the baseline after an attempt (scenario `{SCENARIO}`, learner "
             f"changed the gateway's config and deployed a canary), median of {len(r['resets'])}: **{reset_text}** "
-            f"(goal ≤ {GOAL_RESET_S:g} s: {reset}).")
+            f"(goal ≤ {GOAL_RESET_S:g} s: {reset}). The LLM track (`faultline up -d --track llm`, two LLM "
+            f"replicas): cold **{r['llm_cold_s']:.2f} s** {'✅' if g['llm_cold_met'] else '❌'}, warm (median of "
+            f"{len(r['llm_up']) - 1}) **{r['llm_warm_s']:.2f} s** {'✅' if g['llm_warm_met'] else '❌'} (goal ≤ "
+            f"{GOAL_LLM_UP_S:g} s on a quiet machine; load average {r['llm_up'][0]['load_average']} at its cold "
+            "start).")

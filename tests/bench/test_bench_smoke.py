@@ -113,6 +113,9 @@ def test_startup_and_retrain_quick_json() -> None:
     assert r["cold_s"] == r["up"][0]["up_s"] > 0 and r["warm_s"] == r["up"][1]["up_s"] > 0
     assert r["cold_evicted"]["files"] > 1000 and r["up"][1]["cold"] is None
     assert {"cold_met", "warm_met"} <= set(r["goal"])
+    # the LLM track's up, cold then warm, in a home of its own (issue 15's <= 8 s)
+    assert r["llm_cold_s"] == r["llm_up"][0]["up_s"] > 0 and r["llm_warm_s"] == r["llm_up"][1]["up_s"] > 0
+    assert {"llm_cold_met", "llm_warm_met"} <= set(r["goal"])
     reset = r["resets"][0]["post_attempt_reset"]
     assert reset["errors"] == 0 and "gateway config" in reset["changed"]  # it undid what the learner changed
     assert {"up_met", "reset_met"} <= set(r["goal"])

@@ -103,6 +103,9 @@ def probe(mon: Monitor, clock: FakeClock, **spec: Any) -> Any:
 async def test_replica_figures_then_a_tiny_kv_cache(replicas: dict[str, ServiceProc], clock: FakeClock) -> None:
     llm1 = replicas["llm-1"]
     mon = monitor({"llm-1": llm1}, clock)
+    # 10 ms per engine step (the replica's slow-accelerator knob): the streams last ~1 s, so the 4-a-second scrapes
+    # see blocks in use; at full speed the tiny model can finish all 13 between two scrapes (CI read a max of 0)
+    llm1.client.patch("/admin/config", json={"step_delay_ms": 10}).raise_for_status()
     try:
         snap = await under_load(mon, clock, lambda: drive(llm1.url, 12, 80))
         e = snap["services"]["llm-1"]
@@ -127,9 +130,10 @@ async def test_replica_figures_then_a_tiny_kv_cache(replicas: dict[str, ServiceP
         healthy_usage = e["kv_cache_usage_max"]
     finally:
         await mon.stop()
+        llm1.client.patch("/admin/config", json={"step_delay_ms": 0}).raise_for_status()
 
     # 16 blocks of 16 tokens hold about two of these requests: the rest wait, and running ones are preempted
-    r = llm1.client.patch("/admin/config", json={"num_kv_blocks": 16})
+    r = llm1.client.patch("/admin/config", json={"num_kv_blocks": 16, "step_delay_ms": 10})  # as above
     assert r.status_code == 200, r.text
     slos = [SLOSpec(name="ttft", kind="ttft_p99", target="llm-1", threshold=1.0, window_s=3000),
             SLOSpec(name="itl", kind="itl_p99", target="all", threshold=1e6, window_s=3000)]
@@ -153,7 +157,7 @@ async def test_replica_figures_then_a_tiny_kv_cache(replicas: dict[str, ServiceP
         assert probe(mon, clock, kind="kv_cache_usage", target="llm-1") == e["kv_cache_usage_max"]
     finally:
         await mon.stop()
-        llm1.client.patch("/admin/config", json={"num_kv_blocks": 512}).raise_for_status()
+        llm1.client.patch("/admin/config", json={"num_kv_blocks": 512, "step_delay_ms": 0}).raise_for_status()
 
 
 async def test_canary_perplexity_per_replica_and_version(replicas: dict[str, ServiceProc],

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from services.llm import metrics
+from services.llm import attention, metrics
 from services.llm.artifacts import LoadedLLM
 from services.llm.blocks import BlockManager
 from services.llm.config import LLMConfig
@@ -74,11 +74,12 @@ class Engine:
     # ------------------------------------------------------------------------------------------ set-up
     def _build(self, cfg: LLMConfig) -> None:
         # the caches first: a size the machine cannot hold raises here, before anything was replaced
-        cache = KVCache(self.target.model.cfg, cfg.num_kv_blocks, cfg.block_size)
+        kernel = attention.kernel()
+        cache = KVCache(self.target.model.cfg, cfg.num_kv_blocks, cfg.block_size, kernel)
         draft_model = draft_cache = None
         if self.draft is not None:
             draft_model = self.draft.model
-            draft_cache = KVCache(draft_model.cfg, cfg.num_kv_blocks, cfg.block_size)
+            draft_cache = KVCache(draft_model.cfg, cfg.num_kv_blocks, cfg.block_size, kernel)
         self.blocks = BlockManager(cfg.num_kv_blocks, cfg.block_size, cfg.enable_prefix_caching)
         self.worker = Worker(self.target.model, cache, draft_model, draft_cache)
         old = getattr(self, "scheduler", None)
@@ -142,7 +143,8 @@ class Engine:
         return {"running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting) + self.pending,
                 "kv_blocks_total": b.num_blocks, "kv_blocks_used": b.used, "kv_cache_usage_perc": b.usage,
                 "block_size": b.block_size, "num_preemptions": self.scheduler.num_preemptions,
-                "prefix_cache_queries": b.queries, "prefix_cache_hits": b.hits}
+                "prefix_cache_queries": b.queries, "prefix_cache_hits": b.hits,
+                "attention_backend": "kernel" if self.worker.cache.kernel is not None else "torch"}
 
     # ------------------------------------------------------------------------------------------ the loop
     def _drain_inbox(self) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from services.llm.model import GPT, AttnGroup, KVCache, PagedBatch
+from services.llm.model import GPT, AttnGroup, KVCache, PagedBatch, PagedRuns
 from services.llm.scheduler import Scheduled
 from services.llm.sequence import Sequence
 
@@ -81,25 +81,35 @@ def _causal_table(n: int) -> torch.Tensor:
     return _CAUSAL[0]
 
 
-def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slice]]:
-    """The flattened batch, and for each run the slice of its logit rows in the output."""
+def build_batch(runs: list[Run], block_size: int, kernel: bool = False) -> tuple[PagedBatch, list[slice]]:
+    """The flattened batch, and for each run the slice of its logit rows in the output. With `kernel`, every run
+    but fresh prefills is attended by the paged-attention kernel (one PagedRuns); without, by torch groups."""
     tokens: list[int] = []
     positions: list[int] = []
     slots: list[int] = []
     logit_index: list[int] = []
     rows: list[slice] = []
     by_len: dict[tuple[int, bool], tuple[list[Run], list[int]]] = {}  # (new tokens, a fresh prefill)
+    paged: list[tuple[Run, int]] = []  # (run, its first row): the kernel's
     for r in runs:
         offset = len(tokens)
         n = len(r.tokens)
         end = r.start + n
         table = r.block_table
         tokens.extend(r.tokens)
-        positions.extend(range(r.start, end))
-        slots.extend(table[p // block_size] * block_size + p % block_size for p in range(r.start, end))
-        group = by_len.setdefault((n, n > 1 and r.start == 0), ([], []))
-        group[0].append(r)
-        group[1].append(offset)
+        if n == 1:  # a decode: one position, one slot (most runs: no generator, no range)
+            positions.append(r.start)
+            slots.append(table[r.start // block_size] * block_size + r.start % block_size)
+        else:
+            positions.extend(range(r.start, end))
+            slots.extend(table[p // block_size] * block_size + p % block_size for p in range(r.start, end))
+        fresh = n > 1 and r.start == 0
+        if kernel and not fresh:
+            paged.append((r, offset))
+        else:
+            group = by_len.setdefault((n, fresh), ([], []))
+            group[0].append(r)
+            group[1].append(offset)
         first = len(logit_index)
         if r.all_logits:
             logit_index.extend(range(offset, offset + n))
@@ -115,8 +125,24 @@ def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slic
     batch = PagedBatch(
         tokens=flat[:n], positions=flat[n:2 * n], slots=flat[2 * n:3 * n],
         groups=[_group(rs, offs, block_size) for rs, offs in groups], logit_index=flat[3 * n:],
+        paged=_paged_runs(paged, block_size) if paged else None,
     )
     return batch, rows
+
+
+def _paged_runs(runs: list[tuple[Run, int]], block_size: int) -> PagedRuns:
+    ends = [r.start + len(r.tokens) for r, _ in runs]
+    nb = -(-max(ends) // block_size)
+    tables: list[int] = []
+    for (r, _), end in zip(runs, ends, strict=True):
+        used = r.block_table[: -(-end // block_size)]
+        tables.extend(used)
+        tables.extend([0] * (nb - len(used)))
+    s = len(runs)
+    flat = torch.tensor([off for _, off in runs] + [len(r.tokens) for r, _ in runs] + [r.start for r, _ in runs]
+                        + tables)
+    return PagedRuns(row0=flat[:s], nq=flat[s:2 * s], start=flat[2 * s:3 * s], tables=flat[3 * s:].view(s, nb),
+                     max_keys=max(ends))
 
 
 SPLIT_MIN_SAVING = 16  # blocks a second decode group must save to pay for its own gather and attention calls
@@ -213,7 +239,7 @@ class Worker:
                     runs.append(Run(seq.tokens[seq.draft_computed:], seq.draft_computed, seq.block_table, False))
                 else:
                     runs.append(Run([proposals[i][-1]], len(seq.tokens) - 1 + r, seq.block_table, False))
-            batch, rows = build_batch(runs, self.block_size)
+            batch, rows = build_batch(runs, self.block_size, self.draft_cache.kernel is not None)
             logits = self.draft.forward_paged(batch, self.draft_cache)
             for i, sl in zip(active, rows, strict=True):
                 proposals[i].append(int(logits[sl][-1].argmax()))
@@ -236,7 +262,7 @@ class Worker:
                 toks = seq.tokens[seq.num_computed: seq.num_computed + (s.num_tokens - s.spec)]
                 prompt_rows = seq.params.prompt_logprobs and seq.num_computed < len(seq.prompt)
                 runs.append(Run(toks, seq.num_computed, seq.block_table, prompt_rows))
-        batch, rows = build_batch(runs, self.block_size)
+        batch, rows = build_batch(runs, self.block_size, self.cache.kernel is not None)
         logits = self.model.forward_paged(batch, self.cache)
         res.logits = logits
         argmax = logits.argmax(-1).tolist()  # every row's greedy token at once

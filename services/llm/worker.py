@@ -15,6 +15,7 @@ iteration:
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass, field
 
 import torch
@@ -81,6 +82,12 @@ def _causal_table(n: int) -> torch.Tensor:
     return _CAUSAL[0]
 
 
+def _longs(values: list[int]) -> torch.Tensor:
+    """An int64 tensor of Python ints: through array.array, ~7x cheaper than torch.tensor(list) for the few
+    hundred indices of a step (the tensor keeps the array alive)."""
+    return torch.frombuffer(array.array("q", values), dtype=torch.int64) if values else torch.empty(0, dtype=torch.long)
+
+
 def build_batch(runs: list[Run], block_size: int, kernel: bool = False) -> tuple[PagedBatch, list[slice]]:
     """The flattened batch, and for each run the slice of its logit rows in the output. With `kernel`, every run
     but fresh prefills is attended by the paged-attention kernel (one PagedRuns); without, by torch groups."""
@@ -120,7 +127,7 @@ def build_batch(runs: list[Run], block_size: int, kernel: bool = False) -> tuple
     for (n, _fresh), (rs, offs) in by_len.items():
         groups.extend(_split_by_length(rs, offs, block_size) if n == 1 else [(rs, offs)])
     # the four index vectors as one tensor (one conversion from Python ints, not four), then views of it
-    flat = torch.tensor(tokens + positions + slots + logit_index)
+    flat = _longs(tokens + positions + slots + logit_index)
     n = len(tokens)
     batch = PagedBatch(
         tokens=flat[:n], positions=flat[n:2 * n], slots=flat[2 * n:3 * n],
@@ -139,8 +146,8 @@ def _paged_runs(runs: list[tuple[Run, int]], block_size: int) -> PagedRuns:
         tables.extend(used)
         tables.extend([0] * (nb - len(used)))
     s = len(runs)
-    flat = torch.tensor([off for _, off in runs] + [len(r.tokens) for r, _ in runs] + [r.start for r, _ in runs]
-                        + tables)
+    flat = _longs([off for _, off in runs] + [len(r.tokens) for r, _ in runs] + [r.start for r, _ in runs]
+                  + tables)
     return PagedRuns(row0=flat[:s], nq=flat[s:2 * s], start=flat[2 * s:3 * s], tables=flat[3 * s:].view(s, nb),
                      max_keys=max(ends))
 
@@ -308,7 +315,7 @@ class Worker:
                 to_sample.append((len(new_tokens) - 1, last, seq))
             logprob_rows.append([last])
         if to_sample:
-            rows_idx = torch.tensor([r for _, r, _ in to_sample])
+            rows_idx = _longs([r for _, r, _ in to_sample])
             tokens = sample_rows(logits.index_select(0, rows_idx).float(), [q for _, _, q in to_sample])
             for (i, _, _), tok in zip(to_sample, tokens, strict=True):
                 res.new_tokens[i] = [tok]

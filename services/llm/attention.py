@@ -31,6 +31,7 @@ SRC = Path(__file__).parent / "csrc" / "paged_attention.c"
 # -O3 with reassociation (vectorised dot products and sums) but IEEE infinities and NaNs kept (no -ffast-math)
 FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math", "-fno-signed-zeros",
          "-shared", "-fPIC"]
+LIBS = ["-lm"]  # after the source: with --as-needed a library named before it is dropped
 NATIVE = ["-march=native"]  # dropped if the compiler refuses it
 _lock = threading.Lock()
 _loaded: list[PagedAttention | None] = []
@@ -53,8 +54,8 @@ class PagedAttention:
         (num_blocks, block_size, 2, H, D); tables (S, NB), row0 / nq / start (S,) int64; scores: a float
         workspace of at least max(start + nq) * H."""
         _, bs, _, h, d = cache.shape
+        # the caller sizes `scores` (KVCache.attend, from the runs' ends: no tensor op here, the call is hot)
         assert q.stride(1) == 1 and out.is_contiguous() and cache.is_contiguous() and tables.is_contiguous()
-        assert scores.numel() >= int((start + nq).max()) * h
         self._fn(q.data_ptr(), q.stride(0), out.data_ptr(), cache.data_ptr(), tables.data_ptr(), tables.shape[1],
                  row0.data_ptr(), nq.data_ptr(), start.data_ptr(), row0.shape[0], h, d, bs, d ** -0.5,
                  scores.data_ptr())
@@ -76,7 +77,7 @@ def _build_dirs() -> list[Path]:
 def _compile(cc: str, flags: list[str], out: Path) -> bool:
     tmp = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        proc = subprocess.run([cc, *flags, "-o", str(tmp), str(SRC)], capture_output=True, timeout=120)
+        proc = subprocess.run([cc, *flags, "-o", str(tmp), str(SRC), *LIBS], capture_output=True, timeout=120)
         if proc.returncode != 0:
             log.info("kernel build failed cc=%s flags=%s stderr=%s", cc, " ".join(flags),
                      proc.stderr.decode(errors="replace")[-400:])
@@ -97,7 +98,7 @@ def build() -> Path | None:
         return None
     source = SRC.read_bytes()
     for flags in (NATIVE + FLAGS, FLAGS):
-        key = hashlib.sha256(source + " ".join(flags).encode() + _cpu_tag().encode()).hexdigest()[:16]
+        key = hashlib.sha256(source + " ".join(flags + LIBS).encode() + _cpu_tag().encode()).hexdigest()[:16]
         for folder in _build_dirs():
             out = folder / f"paged_attention-{key}.so"
             if out.exists():

@@ -72,7 +72,7 @@ def ceiling(registry: Path, version: str, batch: int, steps: int, threads: int, 
     import torch.nn.functional as F
 
     from services.llm.artifacts import load_llm
-    from services.llm.attention import kernel
+    from services.llm.kernels import load
 
     torch.set_num_threads(threads)
     m = load_llm(registry, version).model
@@ -80,7 +80,8 @@ def ceiling(registry: Path, version: str, batch: int, steps: int, threads: int, 
     h, d, c = cfg.n_head, cfg.head_dim, cfg.n_embd
     prompt_len = 16
     steps = min(steps, cfg.n_ctx - prompt_len)
-    paged = kernel()
+    loaded = load()
+    paged = loaded.paged_attention if loaded is not None else None
     bs = 16
     nb = -(-cfg.n_ctx // bs)
     with torch.inference_mode():

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from services.llm import attention, metrics
+from services.llm import kernels, metrics
 from services.llm.artifacts import LoadedLLM
 from services.llm.blocks import BlockManager
 from services.llm.config import LLMConfig
@@ -74,7 +74,8 @@ class Engine:
     # ------------------------------------------------------------------------------------------ set-up
     def _build(self, cfg: LLMConfig) -> None:
         # the caches first: a size the machine cannot hold raises here, before anything was replaced
-        kernel = attention.kernel()
+        loaded = kernels.load()
+        kernel = loaded.paged_attention if loaded is not None else None
         cache = KVCache(self.target.model.cfg, cfg.num_kv_blocks, cfg.block_size, kernel)
         draft_model = draft_cache = None
         if self.draft is not None:
@@ -144,7 +145,7 @@ class Engine:
                 "kv_blocks_total": b.num_blocks, "kv_blocks_used": b.used, "kv_cache_usage_perc": b.usage,
                 "block_size": b.block_size, "num_preemptions": self.scheduler.num_preemptions,
                 "prefix_cache_queries": b.queries, "prefix_cache_hits": b.hits,
-                "attention_backend": "kernel" if self.worker.cache.kernel is not None else "torch"}
+                "kernels": kernels.backend()}
 
     # ------------------------------------------------------------------------------------------ the loop
     def _drain_inbox(self) -> None:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.llm.attention import PagedAttention
+from services.llm.kernels import PagedAttention
 
 
 @dataclass(frozen=True)

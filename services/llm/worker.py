@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from services.llm import kernels
 from services.llm.model import GPT, AttnGroup, KVCache, PagedBatch, PagedRuns
 from services.llm.scheduler import Scheduled
 from services.llm.sequence import Sequence
@@ -86,6 +87,11 @@ def _longs(values: list[int]) -> torch.Tensor:
     """An int64 tensor of Python ints: through array.array, ~7x cheaper than torch.tensor(list) for the few
     hundred indices of a step (the tensor keeps the array alive)."""
     return torch.frombuffer(array.array("q", values), dtype=torch.int64) if values else torch.empty(0, dtype=torch.long)
+
+
+def _floats(values: list[float]) -> torch.Tensor:
+    """A float32 tensor of Python floats, the way _longs makes int64 ones."""
+    return torch.frombuffer(array.array("f", values), dtype=torch.float32) if values else torch.empty(0)
 
 
 def build_batch(runs: list[Run], block_size: int, kernel: bool = False) -> tuple[PagedBatch, list[slice]]:
@@ -177,7 +183,7 @@ def _split_by_length(runs: list[Run], offsets: list[int], block_size: int) -> li
             ([runs[i] for i in long_], [offsets[i] for i in long_])]
 
 
-TOP_K = 32  # the candidates sample_rows ranks first (see there)
+TOP_K = 32  # the candidates sample_rows ranks first (see there; csrc/sampling.c's TOP_K too)
 
 
 def _generator(seq: Sequence) -> torch.Generator:
@@ -191,15 +197,27 @@ def _generator(seq: Sequence) -> torch.Generator:
 
 
 def sample_rows(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
-    """One token per row of logits (M, V), temperature + top-p, all rows in a handful of batched ops.
+    """One token per row of logits (M, V), temperature + top-p: csrc/sampling.c in one call, or the same draw in
+    torch (`sample_rows_torch`) without the kernels.
 
     A request with a `seed` draws its uniform number from its own generator (reproducible whatever else is in
     the batch), the others share one draw from torch's generator; the token is where that number falls in the
-    cumulative distribution of the kept mass (the smallest set of most likely tokens whose mass reaches top_p),
-    so no per-row softmax, sort or multinomial call is needed.
+    cumulative distribution of the kept mass (the smallest set of most likely tokens whose mass reaches top_p).
     """
-    temps = torch.tensor([s.params.temperature for s in seqs])
-    top_ps = torch.tensor([s.params.top_p for s in seqs])
+    temps = _floats([s.params.temperature for s in seqs])
+    top_ps = _floats([s.params.top_p for s in seqs])
+    u = torch.rand(len(seqs))  # requests without a seed: one draw for all of them
+    for i, s in enumerate(seqs):
+        if s.params.seed is not None:
+            u[i] = torch.rand(1, generator=_generator(s))
+    loaded = kernels.load()
+    if loaded is not None:
+        return loaded.sample_top_p(logits.float().contiguous(), temps, top_ps, u)
+    return sample_rows_torch(logits, temps, top_ps, u)
+
+
+def sample_rows_torch(logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, u: torch.Tensor) -> list[int]:
+    """sample_rows in a handful of batched torch operators: no per-row softmax, sort or multinomial call."""
     probs = torch.softmax(logits / temps[:, None], dim=-1)
     # the most likely TOP_K tokens hold the kept mass of nearly every row: a top-k is ~5x cheaper than sorting
     # the whole vocabulary; when some row's kept mass reaches beyond them, the whole sort
@@ -208,13 +226,14 @@ def sample_rows(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
         sorted_p, order = probs.sort(dim=-1, descending=True)
     keep = sorted_p.cumsum(-1) - sorted_p < top_ps[:, None]
     cdf = (sorted_p * keep).cumsum(-1)
-    u = torch.rand(len(seqs))  # requests without a seed: one draw for all of them
-    for i, s in enumerate(seqs):
-        if s.params.seed is not None:
-            u[i] = torch.rand(1, generator=_generator(s))
-    u = u * cdf[:, -1]
-    idx = torch.searchsorted(cdf, u[:, None], right=True).clamp_(max=order.shape[-1] - 1)
-    return order.gather(1, idx).squeeze(1).tolist()
+    idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=order.shape[-1] - 1)
+    tokens = order.gather(1, idx).squeeze(1)
+    whole = top_ps >= 1.0
+    if bool(whole.any()):  # every token kept: the draw in vocabulary order (csrc/sampling.c does the same)
+        cdf_all = probs.cumsum(-1)
+        by_id = torch.searchsorted(cdf_all, (u * cdf_all[:, -1])[:, None], right=True).clamp_(max=probs.shape[-1] - 1)
+        tokens = torch.where(whole, by_id.squeeze(1), tokens)
+    return tokens.tolist()
 
 
 def sample_token(logits: torch.Tensor, seq: Sequence) -> int:

@@ -1,11 +1,11 @@
-"""The paged-attention kernel: csrc/paged_attention.c, built with the machine's C compiler, called through ctypes.
+"""The replica's C kernels (csrc/*.c): paged attention and top-p sampling, built with the machine's C compiler
+into one shared object and called through ctypes (which releases the GIL for each call).
 
-`kernel()` returns the loaded kernel, building it the first time: the shared object is cached under a name
-that hashes the source, the flags and the CPU (so a tree shared between machines never loads code built for
-another CPU's instruction set), in csrc/build/ or, where the tree is read-only (a container), the temp
-directory. Without a compiler, or with `FAULTLINE_LLM_KERNEL=0` (the A/B switch of the benchmarks and tests),
-it returns None and the model attends through torch (gather + scaled_dot_product_attention), which computes
-the same thing (tests/llm/test_attention_kernel.py compares the two).
+`load()` returns them, building the first time: the shared object is cached under a name that hashes the
+sources, the flags and the CPU (so a tree shared between machines never loads code built for another CPU's
+instruction set), in csrc/build/ or, where the tree is read-only (a container), the temp directory. Without a
+compiler, or with `FAULTLINE_LLM_KERNEL=0` (the A/B switch of the benchmarks and tests), it returns None and
+the replica runs the torch versions, which compute the same things (tests/llm/test_kernels.py compares them).
 
 No string from a request reaches the compiler: its argv is fixed here.
 """
@@ -25,16 +25,16 @@ from pathlib import Path
 
 import torch
 
-log = logging.getLogger("llm.attention")
+log = logging.getLogger("llm.kernels")
 
-SRC = Path(__file__).parent / "csrc" / "paged_attention.c"
+CSRC = Path(__file__).parent / "csrc"
 # -O3 with reassociation (vectorised dot products and sums) but IEEE infinities and NaNs kept (no -ffast-math)
 FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math", "-fno-signed-zeros",
          "-shared", "-fPIC"]
 LIBS = ["-lm"]  # after the source: with --as-needed a library named before it is dropped
 NATIVE = ["-march=native"]  # dropped if the compiler refuses it
 _lock = threading.Lock()
-_loaded: list[PagedAttention | None] = []
+_loaded: list[Kernels | None] = []
 
 
 class PagedAttention:
@@ -61,6 +61,38 @@ class PagedAttention:
                  scores.data_ptr())
 
 
+class Sampler:
+    """csrc/sampling.c: temperature + top-p, one token per row, every row in one call."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        fn = lib.fl_sample_top_p
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        fn.argtypes = [p, i64, i64, i64, p, p, p, p, p, p]
+        fn.restype = None
+        self._fn = fn
+        self._probs = torch.empty(0)
+        self._all = torch.empty(0, dtype=torch.int64)  # (vocab) pairs of (float p, int32 id): 8 bytes each
+
+    def __call__(self, logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor,
+                 u: torch.Tensor) -> list[int]:
+        """logits (M, V) float32 (unit inner stride); temps, top_ps, u: (M,) float32."""
+        m, v = logits.shape
+        assert logits.stride(1) == 1 and logits.dtype == torch.float32
+        if self._probs.numel() < v:
+            self._probs, self._all = torch.empty(v), torch.empty(v, dtype=torch.int64)
+        out = torch.empty(m, dtype=torch.int64)
+        self._fn(logits.data_ptr(), m, v, logits.stride(0), temps.data_ptr(), top_ps.data_ptr(), u.data_ptr(),
+                 out.data_ptr(), self._probs.data_ptr(), self._all.data_ptr())
+        return out.tolist()
+
+
+class Kernels:
+    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        self.paged_attention = PagedAttention(lib, path)
+        self.sample_top_p = Sampler(lib)
+
+
 def _cpu_tag() -> str:
     try:
         flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
@@ -71,13 +103,18 @@ def _cpu_tag() -> str:
 
 
 def _build_dirs() -> list[Path]:
-    return [SRC.parent / "build", Path(tempfile.gettempdir()) / f"faultline-kernels-{os.getuid()}"]
+    return [CSRC / "build", Path(tempfile.gettempdir()) / f"faultline-kernels-{os.getuid()}"]
+
+
+def _sources() -> list[Path]:
+    return sorted(CSRC.glob("*.c"))
 
 
 def _compile(cc: str, flags: list[str], out: Path) -> bool:
     tmp = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        proc = subprocess.run([cc, *flags, "-o", str(tmp), str(SRC), *LIBS], capture_output=True, timeout=120)
+        proc = subprocess.run([cc, *flags, "-o", str(tmp), *map(str, _sources()), *LIBS], capture_output=True,
+                              timeout=120)
         if proc.returncode != 0:
             log.info("kernel build failed cc=%s flags=%s stderr=%s", cc, " ".join(flags),
                      proc.stderr.decode(errors="replace")[-400:])
@@ -92,15 +129,16 @@ def _compile(cc: str, flags: list[str], out: Path) -> bool:
 
 
 def build() -> Path | None:
-    """The kernel's shared object, compiled if no cached one matches; None if it cannot be built here."""
+    """The kernels' shared object, compiled if no cached one matches; None if it cannot be built here."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None or not SRC.exists():
+    sources = _sources()
+    if cc is None or not sources:
         return None
-    source = SRC.read_bytes()
+    source = b"".join(src.name.encode() + src.read_bytes() for src in sources)
     for flags in (NATIVE + FLAGS, FLAGS):
         key = hashlib.sha256(source + " ".join(flags + LIBS).encode() + _cpu_tag().encode()).hexdigest()[:16]
         for folder in _build_dirs():
-            out = folder / f"paged_attention-{key}.so"
+            out = folder / f"kernels-{key}.so"
             if out.exists():
                 return out
             try:
@@ -115,27 +153,33 @@ def build() -> Path | None:
     return None
 
 
-def kernel() -> PagedAttention | None:
-    """The kernel (built and loaded once per process), or None: the torch path then."""
+def load() -> Kernels | None:
+    """The kernels (built and loaded once per process), or None: the torch versions then."""
+    if _loaded:  # the hot path (every sampling step): no lock once loaded
+        return _loaded[0]
     with _lock:
         if not _loaded:
-            found: PagedAttention | None = None
+            found: Kernels | None = None
             if os.environ.get("FAULTLINE_LLM_KERNEL", "1") != "0":
                 path = build()
                 if path is not None:
                     try:
-                        found = PagedAttention(ctypes.CDLL(str(path)), path)
-                    except OSError as exc:
-                        log.warning("kernel load failed path=%s error=%s", path, exc)
-            log.info("paged attention backend=%s", "kernel" if found else "torch")
+                        found = Kernels(ctypes.CDLL(str(path)), path)
+                    except (OSError, AttributeError) as exc:
+                        log.warning("kernels load failed path=%s error=%s", path, exc)
+            log.info("kernels backend=%s", backend_of(found))
             _loaded.append(found)
         return _loaded[0]
 
 
+def backend_of(k: Kernels | None) -> str:
+    return "kernel" if k is not None else "torch"
+
+
 def backend() -> str:
-    return "kernel" if kernel() is not None else "torch"
+    return backend_of(load())
 
 
-if __name__ == "__main__":  # `python -m services.llm.attention`: build ahead (make setup), say where
-    k = kernel()
-    print(k.path if k else "no kernel: the torch path will be used")
+if __name__ == "__main__":  # `python -m services.llm.kernels`: build ahead (make setup), say where
+    k = load()
+    print(k.path if k else "no C compiler: the replicas will run the torch versions")

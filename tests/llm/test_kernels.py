@@ -1,7 +1,8 @@
-"""The paged-attention kernel (services/llm/csrc/paged_attention.c) computes what torch computes: per query row,
-attention over its own sequence's keys read through a shuffled block table, for decodes and multi-token runs,
-every head size and block size; in the model, a mixed step gives the logits of the torch path; and without a
-compiler (or switched off) the replica falls back to torch and says so."""
+"""The C kernels (services/llm/csrc) compute what torch computes. Paged attention: per query row, attention over
+its own sequence's keys read through a shuffled block table, for decodes and multi-token runs, every head size
+and block size; in the model, a mixed step gives the logits of the torch path. Sampling: the token torch's
+top-p draws for the same uniform number, rows peaked and flat, top_p below and at 1, seeded requests
+reproducible. Without a compiler (or switched off) the replica falls back to torch and says so."""
 
 from __future__ import annotations
 
@@ -14,18 +15,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from services.llm import attention
+from services.llm import kernels
 from services.llm.model import GPT, GPTConfig, KVCache
-from services.llm.worker import Run, build_batch
+from services.llm.worker import Run, build_batch, sample_rows_torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def kernel() -> attention.PagedAttention:
-    k = attention.kernel()
-    assert k is not None, "the kernel did not build: is there a C compiler (cc/gcc) on this machine?"
+def loaded() -> kernels.Kernels:
+    k = kernels.load()
+    assert k is not None, "the kernels did not build: is there a C compiler (cc/gcc) on this machine?"
     return k
+
+
+@pytest.fixture(scope="module")
+def kernel(loaded: kernels.Kernels) -> kernels.PagedAttention:
+    return loaded.paged_attention
 
 
 def _reference(q: torch.Tensor, cache: torch.Tensor, table: list[int], pos: int) -> torch.Tensor:
@@ -38,7 +44,7 @@ def _reference(q: torch.Tensor, cache: torch.Tensor, table: list[int], pos: int)
 
 @pytest.mark.parametrize(("heads", "head_dim", "block_size"),
                          [(4, 24, 16), (2, 32, 16), (4, 16, 1), (3, 40, 3), (4, 24, 32), (1, 64, 7)])
-def test_kernel_is_attention_over_each_sequences_own_blocks(kernel: attention.PagedAttention, heads: int,
+def test_kernel_is_attention_over_each_sequences_own_blocks(kernel: kernels.PagedAttention, heads: int,
                                                             head_dim: int, block_size: int) -> None:
     gen = torch.Generator().manual_seed(heads * 100 + head_dim + block_size)
     num_blocks = 400
@@ -70,7 +76,7 @@ def test_kernel_is_attention_over_each_sequences_own_blocks(kernel: attention.Pa
             assert torch.allclose(got, want, atol=2e-5, rtol=1e-4), (pos, n, j, (got - want).abs().max())
 
 
-def test_a_mixed_step_gives_the_torch_paths_logits(kernel: attention.PagedAttention) -> None:
+def test_a_mixed_step_gives_the_torch_paths_logits(kernel: kernels.PagedAttention) -> None:
     """Fresh prefills (torch's causal attention), decodes and a chunk after a cached prefix (the kernel) in one
     step: the same logits as the all-torch path, and the same K/V written."""
     torch.manual_seed(0)
@@ -102,15 +108,49 @@ def test_a_mixed_step_gives_the_torch_paths_logits(kernel: attention.PagedAttent
 
 
 def test_switched_off_or_without_a_compiler_the_replica_attends_through_torch(tmp_path: Path) -> None:
-    code = ("from services.llm import attention; import sys; "
-            "sys.stdout.write(attention.backend())")
+    code = ("from services.llm import kernels; import sys; "
+            "sys.stdout.write(kernels.backend())")
     off = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "FAULTLINE_LLM_KERNEL": "0"})
     assert off.stdout == "torch", off.stderr
-    assert not attention._compile(str(tmp_path / "no-such-cc"), attention.FLAGS, tmp_path / "k.so")
+    assert not kernels._compile(str(tmp_path / "no-such-cc"), kernels.FLAGS, tmp_path / "k.so")
     assert not (tmp_path / "k.so").exists()
     bad = tmp_path / "cc"
     bad.write_text("#!/bin/sh\necho 'cc: error' >&2\nexit 1\n")
     bad.chmod(0o755)
-    assert not attention._compile(str(bad), attention.FLAGS, tmp_path / "k.so")
+    assert not kernels._compile(str(bad), kernels.FLAGS, tmp_path / "k.so")
     assert list(tmp_path.glob("k.so*")) == [], "a failed build leaves nothing behind"
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.95, 1.0])
+def test_sampler_draws_the_token_torch_draws(loaded: kernels.Kernels, top_p: float) -> None:
+    gen = torch.Generator().manual_seed(int(top_p * 100))
+    # peaked rows (the kept mass within the top 32), flat ones (the whole sort) and temperatures from 0.1 to 2
+    logits = torch.cat([torch.randn(40, 258, generator=gen) * 6, torch.randn(40, 258, generator=gen) * 0.1])
+    temps = torch.linspace(0.1, 2.0, 80)
+    top_ps = torch.full((80,), top_p)
+    draws = 0
+    for _ in range(25):
+        u = torch.rand(80, generator=gen)
+        got = loaded.sample_top_p(logits, temps, top_ps, u)
+        want = sample_rows_torch(logits, temps, top_ps, u)
+        # float32 sums in another order (and another exp) may move a boundary by ~1e-7: a draw that lands that
+        # close to one may differ, nothing else
+        assert sum(g != w for g, w in zip(got, want, strict=True)) <= 1, (got, want)
+        draws += len(got)
+    assert draws == 2000
+
+
+def test_seeded_requests_sample_the_same_tokens_whatever_the_batch(loaded: kernels.Kernels) -> None:
+    from services.llm.sequence import SamplingParams, Sequence
+    from services.llm.worker import sample_rows
+
+    logits = torch.randn(6, 258, generator=torch.Generator().manual_seed(5)) * 2
+
+    def seqs(seeds: list[int | None]) -> list[Sequence]:
+        return [Sequence(f"r{i}", [1], SamplingParams(temperature=0.8, top_p=0.9, seed=s), lambda d: None)
+                for i, s in enumerate(seeds)]
+
+    alone = [sample_rows(logits[i:i + 1], seqs([7 + i]))[0] for i in range(3)]
+    together = sample_rows(logits, seqs([7, 8, 9, None, None, None]))[:3]
+    assert alone == together

@@ -139,9 +139,11 @@ class LLMServer:
                 log.warning("draft not loaded error=%s", exc)
             engine = Engine(target, draft, self.config)
             loop = self.loop
-            if loop is not None:
-                engine.deliver = lambda items: loop.call_soon_threadsafe(_deliver, items)
-            engine.start()
+            if loop is not None:  # driven by the event loop's own thread: deliveries are plain calls
+                engine.deliver = _deliver
+                engine.start_on(loop)
+            else:
+                engine.start()
             self.target, self.engine = target, engine
             done = threading.Event()
             engine.add("warmup", target.tokenizer.encode("In the beginning", bos=True),

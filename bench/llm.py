@@ -354,6 +354,16 @@ def _measure(s: Server, texts: list[str], concurrency: int, max_tokens: int) -> 
     return r
 
 
+def _engine_kernels(url: str) -> str | None:
+    """Which kernels our replica runs (GET /v1/engine): its C kernels, or their torch versions."""
+    import httpx
+
+    try:
+        return str(httpx.get(f"{url}/v1/engine", timeout=10).json().get("kernels"))
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def _best(rs: list[dict[str, Any]]) -> dict[str, Any]:
     """A server's figures over rounds: the round with the median output tok/s (all rounds kept beside)."""
     ordered = sorted(rs, key=lambda r: r["output_tok_s"])
@@ -384,6 +394,7 @@ def run(quick: bool = False, scale: float = 1.0, registry: Path | None = None, v
         result["ready_s"] = {s.key: round(wait_http(s.url + s.ready_path, 180, s.child), 2) for s in srv}
         for s in srv:  # warm-up: first requests pay for lazy set-up (threads, allocator, LitServe's queues)
             run_client(drive(s.url, prompts(concurrency, max_chars), concurrency, 8))
+        kernels = _engine_kernels(srv[0].url)
         for rnd in range(rounds):
             for s in srv[rnd % len(srv):] + srv[:rnd % len(srv)]:
                 runs.setdefault(s.key, []).append(_measure(s, texts, concurrency, max_tokens))
@@ -402,6 +413,8 @@ def run(quick: bool = False, scale: float = 1.0, registry: Path | None = None, v
     for r in per.values():
         r["pct_of_ceiling"] = round(100 * r["output_tok_s"] / c, 1) if c else None
     ours = per["ours"]
+    ours["kernels"] = kernels  # csrc's C kernels ("kernel") or their torch versions ("torch", no compiler)
+    ours["label"] = f"ours (services.llm, {'C kernels' if kernels == 'kernel' else 'torch kernels'})"
     peers = {k: v for k, v in per.items() if k != "ours"}
     best_key = max(peers, key=lambda k: peers[k]["output_tok_s"])
     best_tok = peers[best_key]["output_tok_s"]

@@ -17,7 +17,7 @@ CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 
 
-def _request(path: str, body: dict, rcvbuf: int | None = None) -> socket.socket:
+def _request(path: str, body: dict, rcvbuf: int | None = None) -> tuple[socket.socket, bytes, str]:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf is not None:  # before connecting: the window the server sees stays small
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -110,7 +110,7 @@ def test_a_slow_reader_gets_every_byte_and_the_whole_answer(server) -> None:
     with ThreadPoolExecutor(len(bodies)) as pool:
         got = list(pool.map(slow, bodies))
     coalesced = 0
-    for (path, body, chat), (n_chunks, text, finish, n_lps) in zip(bodies, got, strict=True):
+    for (path, body, _chat), (n_chunks, text, finish, n_lps) in zip(bodies, got, strict=True):
         assert (text, finish) == whole[json.dumps(body)], (path, body)
         tokens = server.client.post("/tokenize", json={"prompt": text}).json()["count"]
         assert n_lps >= tokens - 1, "every token's log-probability arrived"

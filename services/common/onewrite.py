@@ -55,11 +55,6 @@ class OneWriteTransport:
         self.flush()
         self._transport.write_eof()
 
-    @property
-    def inner(self) -> asyncio.Transport:
-        """The transport wrapped."""
-        return self._transport
-
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + len(self._held or b"")
 

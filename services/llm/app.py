@@ -52,7 +52,6 @@ log = logging.getLogger("llm")
 RETRY_AFTER_S = "1"
 DISCONNECT_POLL_S = 0.25
 SAMPLING_EPS = 1e-5  # a temperature or top_p below it is greedy decoding (vLLM's _SAMPLING_EPS)
-_FD_WRITES = os.environ.get("FAULTLINE_FDW", "1") == "1"
 MAX_BODY_BYTES = 1024 * 1024  # as the gateway's: a prompt that long is far past any context anyway
 
 
@@ -358,7 +357,7 @@ class _Stream:
     other ASGI server) `chunks()` yields the same bytes for a StreamingResponse to send."""
 
     __slots__ = ("server", "rid", "fmt", "pending", "finished", "blocked", "error", "closed", "waiter", "cycle",
-                 "transport", "raw", "fd")
+                 "transport")
 
     def __init__(self, server: LLMServer, rid: str, fmt: _Format) -> None:
         self.server, self.rid, self.fmt = server, rid, fmt
@@ -395,21 +394,7 @@ class _Stream:
             self._wake()
             return
         data = self.render()
-        frame = b"%x\r\n%b\r\n" % (len(data), data)
-        fd = self.fd
-        if fd >= 0 and not self.transport.get_write_buffer_size() and not self.raw.is_closing():
-            # nothing buffered before it: the socket directly, the GIL released during the system call (the
-            # engine thread runs meanwhile); what the socket does not take now goes to the transport, after
-            try:
-                n = os.write(fd, frame)
-            except BlockingIOError:
-                n = 0
-            except OSError:  # the connection failed: the transport's own write meets the error and reports it
-                n, self.fd = 0, -1
-            if n < len(frame):
-                self.transport.write(frame[n:] if n else frame)
-        else:
-            self.transport.write(frame)
+        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # chunked framing, as uvicorn's send
         if self.finished:
             self._wake()
 
@@ -460,13 +445,6 @@ class _Stream:
     def attach(self, cycle: Any) -> None:
         """Write from now on straight to `cycle`'s transport (chunked encoding, the response started)."""
         self.cycle, self.transport = cycle, cycle.transport
-        self.raw = getattr(self.transport, "inner", self.transport)
-        self.fd = -1
-        if _FD_WRITES:
-            try:
-                self.fd = self.raw.get_extra_info("socket").fileno()
-            except (AttributeError, OSError):
-                pass
         self.flush()
 
     def close(self) -> None:

@@ -128,9 +128,7 @@ class LLMServer:
 
             torch.set_num_threads(self.config.torch_threads)
             # the engine thread and the event loop share the GIL: with the default 5 ms switch interval a step
-            # could wait a whole interval for the loop to let go; 0.5 ms keeps the two interleaving finely. (With
-            # streams written from `_deliver` the loop holds the GIL for one short stretch per step: 0.5 and 5 ms
-            # measured alike, 8 concurrent A/B rounds; kept at 0.5 ms.)
+            # can wait a whole interval for the loop to let go; 0.5 ms keeps the two interleaving finely
             sys.setswitchinterval(0.0005)
             target = with_parts(load_llm(self.registry, self.version), self.registry, self.tokenizer_version,
                                 self.generation_version)
@@ -141,9 +139,12 @@ class LLMServer:
             except ValueError as exc:
                 log.warning("draft not loaded error=%s", exc)
             engine = Engine(target, draft, self.config)
-            if self.loop is not None:
-                engine.deliver = _Inbox(self.loop).put
-            engine.start()
+            loop = self.loop
+            if loop is not None:  # driven by the event loop's own thread: deliveries are plain calls
+                engine.deliver = _deliver
+                engine.start_on(loop)
+            else:
+                engine.start()
             self.target, self.engine = target, engine
             done = threading.Event()
             engine.add("warmup", target.tokenizer.encode("In the beginning", bos=True),
@@ -316,35 +317,6 @@ def _deliver(items: list[tuple[Any, Delta]]) -> None:
             stream.flush()
         except Exception as exc:  # noqa: BLE001 - the stream's handler raises it; the other streams go on
             stream.fail(exc)
-
-
-class _Inbox:
-    """The engine's deliveries to the event loop: one `call_soon_threadsafe` wakes the loop for whatever the engine
-    thread handed over until the loop took it (the loop falling behind the engine gets several steps' deltas at
-    once: each stream writes them as one chunk, as it did when its coroutine found them piled up)."""
-
-    __slots__ = ("_loop", "_items", "_lock", "_armed")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._items: list[tuple[Any, Delta]] = []
-        self._lock = threading.Lock()
-        self._armed = False
-
-    def put(self, items: list[tuple[Any, Delta]]) -> None:
-        """On the engine thread: a step's deltas."""
-        with self._lock:
-            self._items += items
-            if self._armed:
-                return
-            self._armed = True
-        self._loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._lock:
-            items, self._items = self._items, []
-            self._armed = False
-        _deliver(items)
 
 
 class _Stream:

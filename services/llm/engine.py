@@ -11,6 +11,8 @@ finished or aborted request's blocks are freed at once. The thread sleeps on an 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-from services.llm import metrics
+from services.llm import kernels, metrics
 from services.llm.artifacts import LoadedLLM
 from services.llm.blocks import BlockManager
 from services.llm.config import LLMConfig
@@ -69,16 +71,24 @@ class Engine:
         # how a step's deltas reach their requests; default: call each emit on the engine thread
         self.deliver: Callable[[list[tuple[Emit, Delta]]], None] = _call_each
         self._build(config)
-        self.thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="llm-engine", daemon=True)
+        self._running = False
+        # start_on: the event loop that drives the engine (None: its own thread drives it)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._async_wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------------------ set-up
     def _build(self, cfg: LLMConfig) -> None:
         # the caches first: a size the machine cannot hold raises here, before anything was replaced
-        cache = KVCache(self.target.model.cfg, cfg.num_kv_blocks, cfg.block_size)
+        loaded = kernels.load()
+        kernel = loaded.paged_attention if loaded is not None else None
+        cache = KVCache(self.target.model.cfg, cfg.num_kv_blocks, cfg.block_size, kernel)
         draft_model = draft_cache = None
         if self.draft is not None:
             draft_model = self.draft.model
-            draft_cache = KVCache(draft_model.cfg, cfg.num_kv_blocks, cfg.block_size)
+            draft_cache = KVCache(draft_model.cfg, cfg.num_kv_blocks, cfg.block_size, kernel)
         self.blocks = BlockManager(cfg.num_kv_blocks, cfg.block_size, cfg.enable_prefix_caching)
         self.worker = Worker(self.target.model, cache, draft_model, draft_cache)
         old = getattr(self, "scheduler", None)
@@ -93,10 +103,36 @@ class Engine:
 
     def start(self) -> None:
         self.thread.start()
+        self._running = True
+
+    def start_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the engine as a task of `loop` (the replica's event loop), not on a thread of its own: one thread
+        then runs a step, delivers its tokens, serves what arrived meanwhile, and steps again. Two threads sharing
+        the GIL interleave worse: every torch operator releases it, and the event loop's Python, taking it then,
+        held the engine back (a busy Python thread slowed a bare decode loop 2.7x; behind HTTP the replica ran at
+        half the engine's own speed). Callable from any thread."""
+        self._loop = loop
+        self._running = True
+
+        def begin() -> None:
+            self._loop_thread = threading.get_ident()
+            self._task = loop.create_task(self._run_inline())
+
+        loop.call_soon_threadsafe(begin)
 
     def stop(self) -> None:
         self._stop = True
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake the engine (a request, an abort, a config change), from any thread."""
         self._wake.set()
+        loop = self._loop
+        if loop is not None:
+            if threading.get_ident() == self._loop_thread:
+                self._async_wake.set()
+            else:
+                loop.call_soon_threadsafe(self._async_wake.set)
 
     def set_config(self, cfg: LLMConfig, timeout: float = 10.0, draft: LoadedLLM | None = _KEEP) -> str | None:
         """Hand the engine a new config (and a new draft model, or None for none) and wait until its thread has
@@ -108,8 +144,12 @@ class Engine:
             self.config_error = None
             self._config_gen += 1
             gen = self._config_gen
-            self._wake.set()
-            if not self.thread.is_alive():
+        if self._loop is not None and threading.get_ident() == self._loop_thread:
+            self._apply_pending()  # the engine's own thread, between two steps: applied now
+            return self.config_error
+        self._notify()
+        with self._applied:
+            if not self._running:
                 return None  # not started yet: applied when it starts
             if not self._applied.wait_for(lambda: self._applied_gen >= gen, timeout):
                 log.warning("config not applied within %.0fs (a long engine step)", timeout)
@@ -130,19 +170,20 @@ class Engine:
         with self._pending_lock:
             self.pending += 1
         self._inbox.put(("add", seq))
-        self._wake.set()
+        self._notify()
         return seq
 
     def abort(self, request_id: str) -> None:
         self._inbox.put(("abort", request_id))
-        self._wake.set()
+        self._notify()
 
     def stats(self) -> dict[str, Any]:
         b = self.blocks
         return {"running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting) + self.pending,
                 "kv_blocks_total": b.num_blocks, "kv_blocks_used": b.used, "kv_cache_usage_perc": b.usage,
                 "block_size": b.block_size, "num_preemptions": self.scheduler.num_preemptions,
-                "prefix_cache_queries": b.queries, "prefix_cache_hits": b.hits}
+                "prefix_cache_queries": b.queries, "prefix_cache_hits": b.hits,
+                "kernels": kernels.backend()}
 
     # ------------------------------------------------------------------------------------------ the loop
     def _drain_inbox(self) -> None:
@@ -196,30 +237,57 @@ class Engine:
         sc.num_speculative_tokens = cfg.num_speculative_tokens if cfg.speculative_enabled and self.draft else 0
         torch.set_num_threads(cfg.torch_threads)
 
-    def _loop(self) -> None:
+    def _apply_pending(self) -> None:
+        """Apply a config change handed over by set_config, if one came (once: applying it every iteration,
+        torch.set_num_threads among it, cost ~1 % of the server's CPU under load)."""
+        with self._applied:
+            gen = self._config_gen
+        if gen != self._seen_gen:
+            self._apply_config()
+            self._seen_gen = gen
+            with self._applied:
+                self._applied_gen = gen
+                self._applied.notify_all()
+
+    def _guarded_step(self) -> None:
+        try:
+            self.step()
+        except Exception:  # a bug must not kill the engine silently: fail the requests, keep serving
+            log.exception("engine step failed; aborting running requests")
+            for seq in list(self.scheduler.running):
+                self._finish(seq, "abort", error="internal engine error")
+
+    def _run(self) -> None:
+        """The engine on its own thread (start())."""
         while not self._stop:
             self._drain_inbox()
-            with self._applied:
-                gen = self._config_gen
-            # only when a PATCH came: applying it every iteration (torch.set_num_threads among it) cost ~1 % of
-            # the server's CPU under load
-            if gen != self._seen_gen:
-                self._apply_config()
-                self._seen_gen = gen
-                with self._applied:
-                    self._applied_gen = gen
-                    self._applied.notify_all()
+            self._apply_pending()
             if not self.scheduler.has_work():
                 self._publish()
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue
-            try:
-                self.step()
-            except Exception:  # a bug must not kill the thread silently: fail the requests, keep serving
-                log.exception("engine step failed; aborting running requests")
-                for seq in list(self.scheduler.running):
-                    self._finish(seq, "abort", error="internal engine error")
+            if self.config.step_delay_ms:
+                time.sleep(self.config.step_delay_ms / 1000)
+            self._guarded_step()
+
+    async def _run_inline(self) -> None:
+        """The engine as a task of the event loop (start_on()): a step, then one turn of the loop."""
+        while not self._stop:
+            self._drain_inbox()
+            self._apply_pending()
+            if not self.scheduler.has_work():
+                self._publish()
+                self._async_wake.clear()
+                if not self._inbox.empty():
+                    continue  # arrived between the drain and the clear
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._async_wake.wait(), 0.5)
+                continue
+            if self.config.step_delay_ms:  # a slow accelerator: the loop serves others meanwhile
+                await asyncio.sleep(self.config.step_delay_ms / 1000)
+            self._guarded_step()
+            await asyncio.sleep(0)  # one turn of the loop: deliveries written, new requests read
 
     def step(self) -> None:
         before = self.scheduler.num_preemptions
@@ -235,8 +303,6 @@ class Engine:
             self._unschedulable()
             self._publish()
             return
-        if self.config.step_delay_ms:
-            time.sleep(self.config.step_delay_ms / 1000)
         result = self.worker.step(scheduled)
         metrics.STEPS.inc()
         if result.drafted:

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from services.llm.kernels import PagedAttention
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -85,11 +87,29 @@ class AttnGroup:
 
 
 @dataclass
+class PagedRuns:
+    """The runs that attend over cached K/V (decodes, speculative verification, prefill chunks after a cached
+    prefix), for the paged-attention kernel: one call per layer for all of them, whatever their lengths.
+
+    row0, nq, start: (S,) each run's first token row, its number of new tokens and its first position;
+    tables: (S, NB) each run's block table (padded with block 0, never read: a run reads only its own keys).
+    """
+
+    row0: torch.Tensor
+    nq: torch.Tensor
+    start: torch.Tensor
+    tables: torch.Tensor
+    max_keys: int
+
+
+@dataclass
 class PagedBatch:
     """Where each flattened token sits, as tensors built by the worker (see worker.build_batch).
 
     tokens, positions, slots: (N,) the new tokens, their positions in their sequence and their cache slots.
-    groups: the attention groups (decodes together, each prefill-chunk length together: no padded queries).
+    groups: the attention groups run through torch (fresh prefills, each length together: no padded queries;
+    without the kernel, the decodes and the other runs too, with a mask).
+    paged: the runs the kernel attends for (None: no kernel, or none such this step).
     logit_index: (M,) the token rows whose logits are wanted.
     """
 
@@ -98,6 +118,7 @@ class PagedBatch:
     slots: torch.Tensor
     groups: list[AttnGroup]
     logit_index: torch.Tensor
+    paged: PagedRuns | None = None
 
 
 class KVCache:
@@ -106,10 +127,12 @@ class KVCache:
     group's blocks with one index_select (two of each per layer per step before: at this model's size a step is
     mostly small operators, each paying torch's dispatch)."""
 
-    def __init__(self, cfg: GPTConfig, num_blocks: int, block_size: int) -> None:
+    def __init__(self, cfg: GPTConfig, num_blocks: int, block_size: int, kernel: PagedAttention | None = None) -> None:
         shape = (num_blocks, block_size, 2, cfg.n_head, cfg.head_dim)
         self.num_blocks, self.block_size = num_blocks, block_size
         self.kv = [torch.zeros(shape) for _ in range(cfg.n_layer)]
+        self.kernel = kernel  # None: attention through torch (gather + scaled_dot_product_attention)
+        self._scores = torch.empty(0)  # the kernel's workspace (a row's scores, every head)
         # where a group's blocks are gathered for attention, reused layer after layer and step after step (grown
         # when a larger group comes): a fresh megabyte-sized tensor per gather costs more than the copy itself
         self._gather = torch.empty((0, *shape[1:]))
@@ -127,6 +150,14 @@ class KVCache:
             self._gather = torch.empty((n, *self._gather.shape[1:]))
         kv = torch.index_select(self.kv[layer], 0, tables, out=self._gather[:n])
         return kv[:, :, 0], kv[:, :, 1]
+
+    def attend(self, layer: int, q: torch.Tensor, out: torch.Tensor, runs: PagedRuns) -> None:
+        """The kernel's attention for `runs`, read from the cache in place, into their rows of out (N, H*D)."""
+        assert self.kernel is not None
+        need = runs.max_keys * self.kv[layer].shape[3]
+        if self._scores.numel() < need:
+            self._scores = torch.empty(need)
+        self.kernel(q, out, self.kv[layer], runs.tables, runs.row0, runs.nq, runs.start, self._scores)
 
     @property
     def nbytes(self) -> int:
@@ -179,8 +210,11 @@ class GPT(nn.Module):
             kvn = qkv[:, c:].view(n, 2, h, d)
             cache.write(layer, batch.slots, kvn)  # K and V, side by side as cached
             qn = qkv[:, :c].view(n, h, d)
-            one = len(batch.groups) == 1
+            paged = batch.paged
+            one = len(batch.groups) == 1 and paged is None
             y = None if one else torch.empty(n, c)
+            if paged is not None:  # the kernel writes its runs' rows of y; the torch groups below fill the rest
+                cache.attend(layer, qkv[:, :c], y, paged)
             for g in batch.groups:
                 b_, nb = g.block_tables.shape
                 q_ = g.rows.shape[0] // b_

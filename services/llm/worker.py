@@ -15,11 +15,13 @@ iteration:
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass, field
 
 import torch
 
-from services.llm.model import GPT, AttnGroup, KVCache, PagedBatch
+from services.llm import kernels
+from services.llm.model import GPT, AttnGroup, KVCache, PagedBatch, PagedRuns
 from services.llm.scheduler import Scheduled
 from services.llm.sequence import Sequence
 
@@ -81,25 +83,46 @@ def _causal_table(n: int) -> torch.Tensor:
     return _CAUSAL[0]
 
 
-def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slice]]:
-    """The flattened batch, and for each run the slice of its logit rows in the output."""
+def _longs(values: list[int]) -> torch.Tensor:
+    """An int64 tensor of Python ints: through array.array, ~7x cheaper than torch.tensor(list) for the few
+    hundred indices of a step (the tensor keeps the array alive)."""
+    return torch.frombuffer(array.array("q", values), dtype=torch.int64) if values else torch.empty(0, dtype=torch.long)
+
+
+def _floats(values: list[float]) -> torch.Tensor:
+    """A float32 tensor of Python floats, the way _longs makes int64 ones."""
+    return torch.frombuffer(array.array("f", values), dtype=torch.float32) if values else torch.empty(0)
+
+
+def build_batch(runs: list[Run], block_size: int, kernel: bool = False) -> tuple[PagedBatch, list[slice]]:
+    """The flattened batch, and for each run the slice of its logit rows in the output. With `kernel`, every run
+    but fresh prefills is attended by the paged-attention kernel (one PagedRuns); without, by torch groups."""
     tokens: list[int] = []
     positions: list[int] = []
     slots: list[int] = []
     logit_index: list[int] = []
     rows: list[slice] = []
     by_len: dict[tuple[int, bool], tuple[list[Run], list[int]]] = {}  # (new tokens, a fresh prefill)
+    paged: list[tuple[Run, int]] = []  # (run, its first row): the kernel's
     for r in runs:
         offset = len(tokens)
         n = len(r.tokens)
         end = r.start + n
         table = r.block_table
         tokens.extend(r.tokens)
-        positions.extend(range(r.start, end))
-        slots.extend(table[p // block_size] * block_size + p % block_size for p in range(r.start, end))
-        group = by_len.setdefault((n, n > 1 and r.start == 0), ([], []))
-        group[0].append(r)
-        group[1].append(offset)
+        if n == 1:  # a decode: one position, one slot (most runs: no generator, no range)
+            positions.append(r.start)
+            slots.append(table[r.start // block_size] * block_size + r.start % block_size)
+        else:
+            positions.extend(range(r.start, end))
+            slots.extend(table[p // block_size] * block_size + p % block_size for p in range(r.start, end))
+        fresh = n > 1 and r.start == 0
+        if kernel and not fresh:
+            paged.append((r, offset))
+        else:
+            group = by_len.setdefault((n, fresh), ([], []))
+            group[0].append(r)
+            group[1].append(offset)
         first = len(logit_index)
         if r.all_logits:
             logit_index.extend(range(offset, offset + n))
@@ -110,13 +133,29 @@ def build_batch(runs: list[Run], block_size: int) -> tuple[PagedBatch, list[slic
     for (n, _fresh), (rs, offs) in by_len.items():
         groups.extend(_split_by_length(rs, offs, block_size) if n == 1 else [(rs, offs)])
     # the four index vectors as one tensor (one conversion from Python ints, not four), then views of it
-    flat = torch.tensor(tokens + positions + slots + logit_index)
+    flat = _longs(tokens + positions + slots + logit_index)
     n = len(tokens)
     batch = PagedBatch(
         tokens=flat[:n], positions=flat[n:2 * n], slots=flat[2 * n:3 * n],
         groups=[_group(rs, offs, block_size) for rs, offs in groups], logit_index=flat[3 * n:],
+        paged=_paged_runs(paged, block_size) if paged else None,
     )
     return batch, rows
+
+
+def _paged_runs(runs: list[tuple[Run, int]], block_size: int) -> PagedRuns:
+    ends = [r.start + len(r.tokens) for r, _ in runs]
+    nb = -(-max(ends) // block_size)
+    tables: list[int] = []
+    for (r, _), end in zip(runs, ends, strict=True):
+        used = r.block_table[: -(-end // block_size)]
+        tables.extend(used)
+        tables.extend([0] * (nb - len(used)))
+    s = len(runs)
+    flat = _longs([off for _, off in runs] + [len(r.tokens) for r, _ in runs] + [r.start for r, _ in runs]
+                  + tables)
+    return PagedRuns(row0=flat[:s], nq=flat[s:2 * s], start=flat[2 * s:3 * s], tables=flat[3 * s:].view(s, nb),
+                     max_keys=max(ends))
 
 
 SPLIT_MIN_SAVING = 16  # blocks a second decode group must save to pay for its own gather and attention calls
@@ -144,7 +183,7 @@ def _split_by_length(runs: list[Run], offsets: list[int], block_size: int) -> li
             ([runs[i] for i in long_], [offsets[i] for i in long_])]
 
 
-TOP_K = 32  # the candidates sample_rows ranks first (see there)
+TOP_K = 32  # the candidates sample_rows ranks first (see there; csrc/sampling.c's TOP_K too)
 
 
 def _generator(seq: Sequence) -> torch.Generator:
@@ -158,15 +197,27 @@ def _generator(seq: Sequence) -> torch.Generator:
 
 
 def sample_rows(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
-    """One token per row of logits (M, V), temperature + top-p, all rows in a handful of batched ops.
+    """One token per row of logits (M, V), temperature + top-p: csrc/sampling.c in one call, or the same draw in
+    torch (`sample_rows_torch`) without the kernels.
 
     A request with a `seed` draws its uniform number from its own generator (reproducible whatever else is in
     the batch), the others share one draw from torch's generator; the token is where that number falls in the
-    cumulative distribution of the kept mass (the smallest set of most likely tokens whose mass reaches top_p),
-    so no per-row softmax, sort or multinomial call is needed.
+    cumulative distribution of the kept mass (the smallest set of most likely tokens whose mass reaches top_p).
     """
-    temps = torch.tensor([s.params.temperature for s in seqs])
-    top_ps = torch.tensor([s.params.top_p for s in seqs])
+    temps = _floats([s.params.temperature for s in seqs])
+    top_ps = _floats([s.params.top_p for s in seqs])
+    u = torch.rand(len(seqs))  # requests without a seed: one draw for all of them
+    for i, s in enumerate(seqs):
+        if s.params.seed is not None:
+            u[i] = torch.rand(1, generator=_generator(s))
+    loaded = kernels.load()
+    if loaded is not None:
+        return loaded.sample_top_p(logits.float().contiguous(), temps, top_ps, u)
+    return sample_rows_torch(logits, temps, top_ps, u)
+
+
+def sample_rows_torch(logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, u: torch.Tensor) -> list[int]:
+    """sample_rows in a handful of batched torch operators: no per-row softmax, sort or multinomial call."""
     probs = torch.softmax(logits / temps[:, None], dim=-1)
     # the most likely TOP_K tokens hold the kept mass of nearly every row: a top-k is ~5x cheaper than sorting
     # the whole vocabulary; when some row's kept mass reaches beyond them, the whole sort
@@ -175,13 +226,14 @@ def sample_rows(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
         sorted_p, order = probs.sort(dim=-1, descending=True)
     keep = sorted_p.cumsum(-1) - sorted_p < top_ps[:, None]
     cdf = (sorted_p * keep).cumsum(-1)
-    u = torch.rand(len(seqs))  # requests without a seed: one draw for all of them
-    for i, s in enumerate(seqs):
-        if s.params.seed is not None:
-            u[i] = torch.rand(1, generator=_generator(s))
-    u = u * cdf[:, -1]
-    idx = torch.searchsorted(cdf, u[:, None], right=True).clamp_(max=order.shape[-1] - 1)
-    return order.gather(1, idx).squeeze(1).tolist()
+    idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=order.shape[-1] - 1)
+    tokens = order.gather(1, idx).squeeze(1)
+    whole = top_ps >= 1.0
+    if bool(whole.any()):  # every token kept: the draw in vocabulary order (csrc/sampling.c does the same)
+        cdf_all = probs.cumsum(-1)
+        by_id = torch.searchsorted(cdf_all, (u * cdf_all[:, -1])[:, None], right=True).clamp_(max=probs.shape[-1] - 1)
+        tokens = torch.where(whole, by_id.squeeze(1), tokens)
+    return tokens.tolist()
 
 
 def sample_token(logits: torch.Tensor, seq: Sequence) -> int:
@@ -213,7 +265,7 @@ class Worker:
                     runs.append(Run(seq.tokens[seq.draft_computed:], seq.draft_computed, seq.block_table, False))
                 else:
                     runs.append(Run([proposals[i][-1]], len(seq.tokens) - 1 + r, seq.block_table, False))
-            batch, rows = build_batch(runs, self.block_size)
+            batch, rows = build_batch(runs, self.block_size, self.draft_cache.kernel is not None)
             logits = self.draft.forward_paged(batch, self.draft_cache)
             for i, sl in zip(active, rows, strict=True):
                 proposals[i].append(int(logits[sl][-1].argmax()))
@@ -236,7 +288,7 @@ class Worker:
                 toks = seq.tokens[seq.num_computed: seq.num_computed + (s.num_tokens - s.spec)]
                 prompt_rows = seq.params.prompt_logprobs and seq.num_computed < len(seq.prompt)
                 runs.append(Run(toks, seq.num_computed, seq.block_table, prompt_rows))
-        batch, rows = build_batch(runs, self.block_size)
+        batch, rows = build_batch(runs, self.block_size, self.cache.kernel is not None)
         logits = self.model.forward_paged(batch, self.cache)
         res.logits = logits
         argmax = logits.argmax(-1).tolist()  # every row's greedy token at once
@@ -282,7 +334,7 @@ class Worker:
                 to_sample.append((len(new_tokens) - 1, last, seq))
             logprob_rows.append([last])
         if to_sample:
-            rows_idx = torch.tensor([r for _, r, _ in to_sample])
+            rows_idx = _longs([r for _, r, _ in to_sample])
             tokens = sample_rows(logits.index_select(0, rows_idx).float(), [q for _, _, q in to_sample])
             for (i, _, _), tok in zip(to_sample, tokens, strict=True):
                 res.new_tokens[i] = [tok]

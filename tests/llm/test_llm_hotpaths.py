@@ -41,7 +41,11 @@ def _sample_by_full_sort(logits: torch.Tensor, seqs: list[Sequence], u: torch.Te
     keep = sorted_p.cumsum(-1) - sorted_p < top_ps[:, None]
     cdf = (sorted_p * keep).cumsum(-1)
     idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
-    return order.gather(1, idx).squeeze(1).tolist()
+    ranked = order.gather(1, idx).squeeze(1)
+    # top_p 1 keeps every token: drawn in vocabulary order (the same distribution, no ranking needed)
+    whole = probs.cumsum(-1)
+    by_id = torch.searchsorted(whole, (u * whole[:, -1])[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
+    return torch.where(top_ps >= 1.0, by_id.squeeze(1), ranked).tolist()
 
 
 @pytest.mark.parametrize("top_p", [0.5, 0.95, 1.0])

@@ -1,0 +1,185 @@
+"""The replica's C kernels (csrc/*.c): paged attention and top-p sampling, built with the machine's C compiler
+into one shared object and called through ctypes (which releases the GIL for each call).
+
+`load()` returns them, building the first time: the shared object is cached under a name that hashes the
+sources, the flags and the CPU (so a tree shared between machines never loads code built for another CPU's
+instruction set), in csrc/build/ or, where the tree is read-only (a container), the temp directory. Without a
+compiler, or with `FAULTLINE_LLM_KERNEL=0` (the A/B switch of the benchmarks and tests), it returns None and
+the replica runs the torch versions, which compute the same things (tests/llm/test_kernels.py compares them).
+
+No string from a request reaches the compiler: its argv is fixed here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("llm.kernels")
+
+CSRC = Path(__file__).parent / "csrc"
+# -O3 with reassociation (vectorised dot products and sums) but IEEE infinities and NaNs kept (no -ffast-math)
+FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math", "-fno-signed-zeros",
+         "-shared", "-fPIC"]
+LIBS = ["-lm"]  # after the source: with --as-needed a library named before it is dropped
+NATIVE = ["-march=native"]  # dropped if the compiler refuses it
+_lock = threading.Lock()
+_loaded: list[Kernels | None] = []
+
+
+class PagedAttention:
+    """The loaded kernel. `__call__` runs one layer's attention for every run in `runs` (see csrc's comment)."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        fn = lib.fl_paged_attention
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        fn.argtypes = [p, i64, p, p, p, i64, p, p, p, i64, i64, i64, i64, ctypes.c_float, p]
+        fn.restype = None
+        self._fn = fn
+
+    def __call__(self, q: torch.Tensor, out: torch.Tensor, cache: torch.Tensor, tables: torch.Tensor,
+                 row0: torch.Tensor, nq: torch.Tensor, start: torch.Tensor, scores: torch.Tensor) -> None:
+        """q: (N, H*D) rows (any row stride, unit inner stride); out: (N, H*D) contiguous; cache: one layer's
+        (num_blocks, block_size, 2, H, D); tables (S, NB), row0 / nq / start (S,) int64; scores: a float
+        workspace of at least max(start + nq) * H."""
+        _, bs, _, h, d = cache.shape
+        # the caller sizes `scores` (KVCache.attend, from the runs' ends: no tensor op here, the call is hot)
+        assert q.stride(1) == 1 and out.is_contiguous() and cache.is_contiguous() and tables.is_contiguous()
+        self._fn(q.data_ptr(), q.stride(0), out.data_ptr(), cache.data_ptr(), tables.data_ptr(), tables.shape[1],
+                 row0.data_ptr(), nq.data_ptr(), start.data_ptr(), row0.shape[0], h, d, bs, d ** -0.5,
+                 scores.data_ptr())
+
+
+class Sampler:
+    """csrc/sampling.c: temperature + top-p, one token per row, every row in one call."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        fn = lib.fl_sample_top_p
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        fn.argtypes = [p, i64, i64, i64, p, p, p, p, p, p]
+        fn.restype = None
+        self._fn = fn
+        self._probs = torch.empty(0)
+        self._all = torch.empty(0, dtype=torch.int64)  # (vocab) pairs of (float p, int32 id): 8 bytes each
+
+    def __call__(self, logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor,
+                 u: torch.Tensor) -> list[int]:
+        """logits (M, V) float32 (unit inner stride); temps, top_ps, u: (M,) float32."""
+        m, v = logits.shape
+        assert logits.stride(1) == 1 and logits.dtype == torch.float32
+        if self._probs.numel() < v:
+            self._probs, self._all = torch.empty(v), torch.empty(v, dtype=torch.int64)
+        out = torch.empty(m, dtype=torch.int64)
+        self._fn(logits.data_ptr(), m, v, logits.stride(0), temps.data_ptr(), top_ps.data_ptr(), u.data_ptr(),
+                 out.data_ptr(), self._probs.data_ptr(), self._all.data_ptr())
+        return out.tolist()
+
+
+class Kernels:
+    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        self.paged_attention = PagedAttention(lib, path)
+        self.sample_top_p = Sampler(lib)
+
+
+def _cpu_tag() -> str:
+    try:
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:12]
+
+
+def _build_dirs() -> list[Path]:
+    return [CSRC / "build", Path(tempfile.gettempdir()) / f"faultline-kernels-{os.getuid()}"]
+
+
+def _sources() -> list[Path]:
+    return sorted(CSRC.glob("*.c"))
+
+
+def _compile(cc: str, flags: list[str], out: Path) -> bool:
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        proc = subprocess.run([cc, *flags, "-o", str(tmp), *map(str, _sources()), *LIBS], capture_output=True,
+                              timeout=120)
+        if proc.returncode != 0:
+            log.info("kernel build failed cc=%s flags=%s stderr=%s", cc, " ".join(flags),
+                     proc.stderr.decode(errors="replace")[-400:])
+            return False
+        os.replace(tmp, out)  # atomic: a replica starting beside this one loads a whole file or builds its own
+        return True
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.info("kernel build failed cc=%s error=%s", cc, exc)
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def build() -> Path | None:
+    """The kernels' shared object, compiled if no cached one matches; None if it cannot be built here."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    sources = _sources()
+    if cc is None or not sources:
+        return None
+    source = b"".join(src.name.encode() + src.read_bytes() for src in sources)
+    for flags in (NATIVE + FLAGS, FLAGS):
+        key = hashlib.sha256(source + " ".join(flags + LIBS).encode() + _cpu_tag().encode()).hexdigest()[:16]
+        for folder in _build_dirs():
+            out = folder / f"kernels-{key}.so"
+            if out.exists():
+                return out
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                continue
+            if not os.access(folder, os.W_OK):
+                continue
+            if _compile(cc, flags, out):
+                return out
+            break  # the compiler refused these flags: the next set, not the next folder
+    return None
+
+
+def load() -> Kernels | None:
+    """The kernels (built and loaded once per process), or None: the torch versions then."""
+    if _loaded:  # the hot path (every sampling step): no lock once loaded
+        return _loaded[0]
+    with _lock:
+        if not _loaded:
+            found: Kernels | None = None
+            if os.environ.get("FAULTLINE_LLM_KERNEL", "1") != "0":
+                path = build()
+                if path is not None:
+                    try:
+                        found = Kernels(ctypes.CDLL(str(path)), path)
+                    except (OSError, AttributeError) as exc:
+                        log.warning("kernels load failed path=%s error=%s", path, exc)
+            log.info("kernels backend=%s", backend_of(found))
+            _loaded.append(found)
+        return _loaded[0]
+
+
+def backend_of(k: Kernels | None) -> str:
+    return "kernel" if k is not None else "torch"
+
+
+def backend() -> str:
+    return backend_of(load())
+
+
+if __name__ == "__main__":  # `python -m services.llm.kernels`: build ahead (make setup), say where
+    k = load()
+    print(k.path if k else "no C compiler: the replicas will run the torch versions")

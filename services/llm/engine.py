@@ -274,20 +274,27 @@ class Engine:
     async def _run_inline(self) -> None:
         """The engine as a task of the event loop (start_on()): a step, then one turn of the loop."""
         while not self._stop:
-            self._drain_inbox()
-            self._apply_pending()
-            if not self.scheduler.has_work():
-                self._publish()
-                self._async_wake.clear()
-                if not self._inbox.empty():
-                    continue  # arrived between the drain and the clear
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._async_wake.wait(), 0.5)
-                continue
-            if self.config.step_delay_ms:  # a slow accelerator: the loop serves others meanwhile
-                await asyncio.sleep(self.config.step_delay_ms / 1000)
-            self._guarded_step()
-            await asyncio.sleep(0)  # one turn of the loop: deliveries written, new requests read
+            try:
+                await self._turn()
+            except Exception:  # a bug outside a step (inbox, config) must not end the task: log it, go on
+                log.exception("engine turn failed")
+                await asyncio.sleep(0.01)
+
+    async def _turn(self) -> None:
+        self._drain_inbox()
+        self._apply_pending()
+        if not self.scheduler.has_work():
+            self._publish()
+            self._async_wake.clear()
+            if not self._inbox.empty():
+                return  # arrived between the drain and the clear
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._async_wake.wait(), 0.5)
+            return
+        if self.config.step_delay_ms:  # a slow accelerator: the loop serves others meanwhile
+            await asyncio.sleep(self.config.step_delay_ms / 1000)
+        self._guarded_step()
+        await asyncio.sleep(0)  # one turn of the loop: deliveries written, new requests read
 
     def step(self) -> None:
         before = self.scheduler.num_preemptions

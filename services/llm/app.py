@@ -35,6 +35,7 @@ from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as _HttpToolsCycle
 
 from services.common.bodies import BodyTooLarge, read_body
 from services.common.service import ConfigHolder, create_app
@@ -259,17 +260,17 @@ class LLMServer:
     async def _run(self, request: Request, req: CompletionRequest | ChatRequest, prompt: list[int],
                    params: SamplingParams, chat: bool) -> Response:
         engine = self._check_ready()
-        q: asyncio.Queue[Delta] = asyncio.Queue()
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        try:
-            engine.add(rid, prompt, params, q.put_nowait)  # called on this loop, by _deliver
+        fmt = _Format(self, rid, req, prompt, params, chat)
+        stream = _Stream(self, rid, fmt) if req.stream else None
+        q: asyncio.Queue[Delta] = asyncio.Queue()
+        try:  # the emit is called on this loop, by _deliver
+            engine.add(rid, prompt, params, q.put_nowait if stream is None else stream.add)
         except QueueFull as exc:
             return _error(OpenAIError(503, f"server overloaded: {exc}; retry later", type_="service_unavailable",
                                       code="queue_full", headers={"Retry-After": RETRY_AFTER_S}))
-        fmt = _Format(self, rid, req, prompt, params, chat)
-        if req.stream:
-            return StreamingResponse(self._stream(rid, q, fmt), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        if stream is not None:
+            return _SSEResponse(stream)
         deltas: list[Delta] = []
         while True:
             try:
@@ -286,34 +287,6 @@ class LLMServer:
         if deltas[-1].error:
             return _error(OpenAIError(500, deltas[-1].error, type_="server_error"))
         return _json(fmt.whole(deltas))
-
-    async def _stream(self, rid: str, q: asyncio.Queue[Delta], fmt: _Format) -> AsyncIterator[bytes]:
-        finished = False
-        try:
-            opening = b"".join(_sse(first) for first in fmt.opening())
-            if opening:
-                yield opening
-            while not finished:
-                pending = [await q.get()]
-                while not q.empty():  # the loop fell behind the engine: what piled up goes in one write
-                    pending.append(q.get_nowait())
-                parts: list[bytes] = []
-                for d in _coalesce(pending):
-                    if d.error:
-                        finished = True
-                        parts.append(_sse(OpenAIError(500, d.error, type_="server_error").body()))
-                        break
-                    parts.append(fmt.sse(d))
-                    if d.finish_reason is not None:
-                        finished = True
-                        break
-                if finished:
-                    parts.append(b"data: [DONE]\n\n")
-                yield b"".join(parts)
-        finally:
-            if not finished and self.config.cancel_on_disconnect and self.engine is not None:
-                self.engine.abort(rid)
-                log.info("client gone request=%s aborted", rid)
 
 
 def _coalesce(deltas: list[Delta]) -> list[Delta]:
@@ -332,9 +305,155 @@ def _coalesce(deltas: list[Delta]) -> list[Delta]:
 
 
 def _deliver(items: list[tuple[Any, Delta]]) -> None:
-    """On the event loop: one step's deltas into their requests' queues."""
+    """On the event loop: deltas to their requests, in order (a non-streaming request's queue, a stream's
+    `_Stream.add`), then each stream that got some writes them, all it got as one chunk."""
+    dirty: list[_Stream] = []
     for emit, delta in items:
-        emit(delta)
+        stream = emit(delta)  # a stream's first delta since it last wrote: it returns itself
+        if stream is not None:
+            dirty.append(stream)
+    for stream in dirty:
+        try:
+            stream.flush()
+        except Exception as exc:  # noqa: BLE001 - the stream's handler raises it; the other streams go on
+            stream.fail(exc)
+
+
+class _Stream:
+    """One streaming request: the engine's deltas as SSE bytes.
+
+    Under uvicorn (httptools) the handler attaches the request's connection (`attach`) and the deltas are written
+    as HTTP chunks straight to its transport from `_deliver`, with no per-request coroutine woken per token: the
+    handler sleeps until the stream is finished, fails, or its client reads too slowly. Back-pressure: when the
+    transport's buffer is over its high-water mark (uvicorn's flow control paused writing), deltas wait here and
+    the handler, once the buffer drained, writes all that piled up as one chunk. Without a connection attached (any
+    other ASGI server) `chunks()` yields the same bytes for a StreamingResponse to send."""
+
+    __slots__ = ("server", "rid", "fmt", "pending", "finished", "blocked", "error", "closed", "waiter", "cycle",
+                 "transport")
+
+    def __init__(self, server: LLMServer, rid: str, fmt: _Format) -> None:
+        self.server, self.rid, self.fmt = server, rid, fmt
+        self.pending: list[Delta] = []
+        self.finished = False  # the last bytes (`data: [DONE]`) rendered
+        self.blocked = False  # waiting for the transport to drain: the handler writes next
+        self.error: BaseException | None = None
+        self.closed = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.cycle: Any = None  # uvicorn's RequestResponseCycle once attached
+        self.transport: Any = None
+
+    # ---------------------------------------------------------------------------------------- the event loop
+    def add(self, d: Delta) -> _Stream | None:
+        """The request's emit: keep the delta; self if `_deliver` must flush this stream."""
+        if self.closed:
+            return None
+        self.pending.append(d)
+        return self if len(self.pending) == 1 else None
+
+    def flush(self) -> None:
+        """Write what is pending (attached and the transport not paused), else wake the handler to take it."""
+        if not self.pending:
+            return
+        cycle = self.cycle
+        if cycle is None or self.blocked:
+            self._wake()
+            return
+        if cycle.disconnected:  # the handler's watcher cancels it; nothing more goes out
+            self.pending.clear()
+            return
+        if cycle.flow.write_paused:
+            self.blocked = True
+            self._wake()
+            return
+        data = self.render()
+        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # chunked framing, as uvicorn's send
+        if self.finished:
+            self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        self.waiter = waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+
+    def render(self) -> bytes:
+        """The SSE bytes of all that is pending, deltas that piled up coalesced; sets `finished` at the end."""
+        pending, self.pending = self.pending, []
+        fmt = self.fmt
+        if len(pending) == 1:
+            d = pending[0]
+            if fmt._plain is not None and d.finish_reason is None and d.text and not d.error:
+                return fmt._plain[0] + orjson.dumps(d.text) + fmt._plain[1]  # fmt.sse(d), inlined
+        else:
+            pending = _coalesce(pending)
+        parts: list[bytes] = []
+        for d in pending:
+            if d.error:
+                self.finished = True
+                parts.append(_sse(OpenAIError(500, d.error, type_="server_error").body()))
+                break
+            parts.append(fmt.sse(d))
+            if d.finish_reason is not None:
+                self.finished = True
+                break
+        if self.finished:
+            parts.append(b"data: [DONE]\n\n")
+        return b"".join(parts)
+
+    def opening(self) -> bytes:
+        return b"".join(_sse(first) for first in self.fmt.opening())
+
+    # ---------------------------------------------------------------------------------------- the handler
+    def attach(self, cycle: Any) -> None:
+        """Write from now on straight to `cycle`'s transport (chunked encoding, the response started)."""
+        self.cycle, self.transport = cycle, cycle.transport
+        self.flush()
+
+    def close(self) -> None:
+        """The handler is done: an unfinished request (its client gone, or a failure) is aborted."""
+        if self.closed:
+            return
+        self.closed = True
+        self.pending.clear()
+        server = self.server
+        if not self.finished and server.config.cancel_on_disconnect and server.engine is not None:
+            server.engine.abort(self.rid)
+            log.info("client gone request=%s aborted", self.rid)
+
+    async def chunks(self, opening: bool = True) -> AsyncIterator[bytes]:
+        """The SSE bytes for any ASGI server (not attached): one chunk per wake-up, all that piled up."""
+        try:
+            first = self.opening() if opening else b""
+            if first:
+                yield first
+            while not self.finished:
+                while not self.pending and self.error is None:
+                    await self.wait()
+                if self.error is not None:
+                    raise self.error
+                yield self.render()
+        finally:
+            self.close()
+
+
+class _SSEResponse(StreamingResponse):
+    """A stream's response: its `_Stream` kept for the front's direct path."""
+
+    def __init__(self, stream: _Stream) -> None:
+        super().__init__(stream.chunks(), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.stream = stream
 
 
 async def _body(request: Request) -> Any:
@@ -499,36 +618,78 @@ class LLMFront:
         except Exception:
             log.exception("request failed path=%s", scope["path"])
             response = _error(OpenAIError(500, "internal error (see the replica's log)", type_="server_error"))
-        if isinstance(response, StreamingResponse):
+        if isinstance(response, _SSEResponse) and isinstance(getattr(send, "__self__", None), _HttpToolsCycle):
+            await _stream_direct(response, receive, send)
+        elif isinstance(response, StreamingResponse):
             await _stream_out(response, receive, send)
         else:
             await response(scope, receive, send)
 
 
-async def _stream_out(response: StreamingResponse, receive: Any, send: Any) -> None:
-    """Send a stream's chunks as they come; a disconnect cancels it (its generator's clean-up runs)."""
+def _watch_disconnect(receive: Any) -> tuple[asyncio.Task[None], list[bool]]:
+    """A task that cancels the current one when the client hangs up; the list's item says it did."""
     task = asyncio.current_task()
     assert task is not None
-    gone = False
+    gone = [False]
 
     async def watch() -> None:
-        nonlocal gone
         while (await receive())["type"] != "http.disconnect":
             pass
-        gone = True
+        gone[0] = True
         task.cancel()
 
+    return asyncio.create_task(watch()), gone
+
+
+async def _stream_direct(response: _SSEResponse, receive: Any, send: Any) -> None:
+    """A stream under uvicorn: the chunks written by `_deliver` (see `_Stream`); this coroutine wakes only to drain
+    a slow client's transport, to end the response, or on a failure. A disconnect cancels it (the request is
+    aborted)."""
+    stream, cycle = response.stream, send.__self__
     await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
-    watcher = asyncio.create_task(watch())
+    watcher, gone = _watch_disconnect(receive)
+    try:
+        opening = stream.opening()
+        if opening:
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
+        if cycle.chunked_encoding is not True:  # not the framing written below (never so for a POST)
+            async for chunk in stream.chunks(opening=False):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        else:
+            stream.attach(cycle)
+            while True:
+                while not (stream.finished or stream.blocked or stream.error is not None):
+                    await stream.wait()
+                if stream.error is not None:
+                    raise stream.error
+                if not stream.blocked:
+                    break
+                await cycle.flow.drain()  # a slow reader: deltas pile up in the stream meanwhile
+                stream.blocked = False
+                stream.flush()  # all of them as one chunk (or blocked again)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not gone[0]:
+            raise
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+    finally:
+        watcher.cancel()
+        stream.close()
+
+
+async def _stream_out(response: StreamingResponse, receive: Any, send: Any) -> None:
+    """Send a stream's chunks as they come; a disconnect cancels it (its generator's clean-up runs)."""
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    watcher, gone = _watch_disconnect(receive)
     body = response.body_iterator
     try:
         async for chunk in body:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
-        if not gone:
+        if not gone[0]:
             raise
-        task.uncancel()
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
     finally:
         watcher.cancel()
         await body.aclose()  # type: ignore[attr-defined]

@@ -134,7 +134,7 @@ def build() -> Path | None:
     sources = _sources()
     if cc is None or not sources:
         return None
-    source = b"".join(src.name.encode() + src.read_bytes() for src in sources)
+    source = b"".join(src.name.encode() + src.read_bytes() for src in [*sources, *sorted(CSRC.glob("*.h"))])
     for flags in (NATIVE + FLAGS, FLAGS):
         key = hashlib.sha256(source + " ".join(flags + LIBS).encode() + _cpu_tag().encode()).hexdigest()[:16]
         for folder in _build_dirs():

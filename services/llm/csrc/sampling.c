@@ -9,28 +9,11 @@
  * descending order from a heap, popped as far as the kept mass goes. torch took 15 operators, each paying its dispatch, for this.
  */
 #include <stdint.h>
-#include <math.h>
 #include <string.h>
 
-#define TOP_K 32
+#include "fl_math.h"  /* fl_expf: x <= 0 here too */
 
-/* the same polynomial expf as paged_attention.c (x <= 0 here too): branch-free, so the loop vectorises */
-static inline float fl_expf(float x) {
-    x = x > -87.0f ? x : -87.0f;
-    const float fn = floorf(x * 1.44269504088896341f + 0.5f);
-    x = x - fn * 0.693359375f - fn * -2.12194440e-4f;
-    float y = 1.9875691500e-4f;
-    y = y * x + 1.3981999507e-3f;
-    y = y * x + 8.3334519073e-3f;
-    y = y * x + 4.1665795894e-2f;
-    y = y * x + 1.6666665459e-1f;
-    y = y * x + 5.0000001201e-1f;
-    y = y * x * x + x + 1.0f;
-    const int32_t bits = ((int32_t)fn + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
-}
+#define TOP_K 32
 
 typedef struct {
     float p;

@@ -20,6 +20,7 @@ aborts it (config `cancel_on_disconnect`), which frees its KV blocks at the engi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
@@ -626,19 +627,30 @@ class LLMFront:
             await response(scope, receive, send)
 
 
-def _watch_disconnect(receive: Any) -> tuple[asyncio.Task[None], list[bool]]:
-    """A task that cancels the current one when the client hangs up; the list's item says it did."""
+@contextlib.asynccontextmanager
+async def _until_disconnect(receive: Any) -> AsyncIterator[None]:
+    """The block runs until done or until the client hangs up: a watcher task cancels it then, and the
+    cancellation ends here quietly (the block's own clean-up aborts the request)."""
     task = asyncio.current_task()
     assert task is not None
-    gone = [False]
+    gone = False
 
     async def watch() -> None:
+        nonlocal gone
         while (await receive())["type"] != "http.disconnect":
             pass
-        gone[0] = True
+        gone = True
         task.cancel()
 
-    return asyncio.create_task(watch()), gone
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+    finally:
+        watcher.cancel()
 
 
 async def _stream_direct(response: _SSEResponse, receive: Any, send: Any) -> None:
@@ -647,51 +659,41 @@ async def _stream_direct(response: _SSEResponse, receive: Any, send: Any) -> Non
     aborted)."""
     stream, cycle = response.stream, send.__self__
     await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
-    watcher, gone = _watch_disconnect(receive)
     try:
-        opening = stream.opening()
-        if opening:
-            await send({"type": "http.response.body", "body": opening, "more_body": True})
-        if cycle.chunked_encoding is not True:  # not the framing written below (never so for a POST)
-            async for chunk in stream.chunks(opening=False):
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        else:
-            stream.attach(cycle)
-            while True:
-                while not (stream.finished or stream.blocked or stream.error is not None):
-                    await stream.wait()
-                if stream.error is not None:
-                    raise stream.error
-                if not stream.blocked:
-                    break
-                await cycle.flow.drain()  # a slow reader: deltas pile up in the stream meanwhile
-                stream.blocked = False
-                stream.flush()  # all of them as one chunk (or blocked again)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except asyncio.CancelledError:
-        if not gone[0]:
-            raise
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        async with _until_disconnect(receive):
+            opening = stream.opening()
+            if opening:
+                await send({"type": "http.response.body", "body": opening, "more_body": True})
+            if cycle.chunked_encoding is not True:  # not the framing written below (never so for a POST)
+                async for chunk in stream.chunks(opening=False):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            else:
+                stream.attach(cycle)
+                while True:
+                    while not (stream.finished or stream.blocked or stream.error is not None):
+                        await stream.wait()
+                    if stream.error is not None:
+                        raise stream.error
+                    if not stream.blocked:
+                        break
+                    await cycle.flow.drain()  # a slow reader: deltas pile up in the stream meanwhile
+                    stream.blocked = False
+                    stream.flush()  # all of them as one chunk (or blocked again)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
-        watcher.cancel()
         stream.close()
 
 
 async def _stream_out(response: StreamingResponse, receive: Any, send: Any) -> None:
     """Send a stream's chunks as they come; a disconnect cancels it (its generator's clean-up runs)."""
     await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
-    watcher, gone = _watch_disconnect(receive)
     body = response.body_iterator
     try:
-        async for chunk in body:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except asyncio.CancelledError:
-        if not gone[0]:
-            raise
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        async with _until_disconnect(receive):
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
-        watcher.cancel()
         await body.aclose()  # type: ignore[attr-defined]
 
 

@@ -128,8 +128,8 @@ class LLMServer:
             import torch
 
             torch.set_num_threads(self.config.torch_threads)
-            # the engine thread and the event loop share the GIL: with the default 5 ms switch interval a step
-            # can wait a whole interval for the loop to let go; 0.5 ms keeps the two interleaving finely
+            # the engine runs on the event loop (one thread), but the load thread and any engine on a thread of its
+            # own (Engine.start) share the GIL with it: 0.5 ms keeps them interleaving finely (5 ms measured alike)
             sys.setswitchinterval(0.0005)
             target = with_parts(load_llm(self.registry, self.version), self.registry, self.tokenizer_version,
                                 self.generation_version)

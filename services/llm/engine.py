@@ -1,12 +1,13 @@
-"""The engine: the scheduler → worker loop on its own thread, streaming results to async request handles.
+"""The engine: the scheduler → worker loop, streaming results to request handles.
 
-Requests arrive from the event loop through a thread-safe inbox (`add`, `abort`); each step the engine drains
-the inbox, applies the live config (a KV-cache shape change rebuilds the cache after preempting every running
-request), schedules, runs the worker, appends the new tokens, detokenises incrementally, applies stop
-conditions (EOS, stop strings, max_tokens, the context) and hands each request a `Delta` through its `emit`
-callback. Deltas are collected during a step and handed over together to `deliver` (the app's: one
-`loop.call_soon_threadsafe` per step rather than one per request, so the event loop wakes once per step). A
-finished or aborted request's blocks are freed at once. The thread sleeps on an event when there is nothing to do.
+The replica runs it as a task of its event loop (`start_on`: one thread for HTTP and the model, no GIL handoffs);
+`start` runs the same loop on a thread of its own (direct users, the tests' harnesses). Requests arrive through a
+thread-safe inbox (`add`, `abort`); each turn the engine drains the inbox, applies the live config (a KV-cache
+shape change rebuilds the cache after preempting every running request), schedules, runs the worker, appends the
+new tokens, detokenises incrementally, applies stop conditions (EOS, stop strings, max_tokens, the context) and
+hands each request a `Delta` through its `emit` callback. Deltas are collected during a step and handed over
+together to `deliver` (the app's writes each stream's chunk to its connection). A finished or aborted request's
+blocks are freed at once. With nothing to do the engine waits for a wake-up (an event, or the loop's).
 """
 
 from __future__ import annotations

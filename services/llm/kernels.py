@@ -70,19 +70,18 @@ class Sampler:
         fn.argtypes = [p, i64, i64, i64, p, p, p, p, p, p]
         fn.restype = None
         self._fn = fn
-        self._probs = torch.empty(0)
-        self._all = torch.empty(0, dtype=torch.int64)  # (vocab) pairs of (float p, int32 id): 8 bytes each
 
     def __call__(self, logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor,
                  u: torch.Tensor) -> list[int]:
         """logits (M, V) float32 (unit inner stride); temps, top_ps, u: (M,) float32."""
         m, v = logits.shape
         assert logits.stride(1) == 1 and logits.dtype == torch.float32
-        if self._probs.numel() < v:
-            self._probs, self._all = torch.empty(v), torch.empty(v, dtype=torch.int64)
+        # workspaces per call, not kept: two engines on threads of their own may sample at once (the call
+        # releases the GIL); (vocab) probabilities and (vocab) pairs of (float p, int32 id), 8 bytes each
+        probs, ranked = torch.empty(v), torch.empty(v, dtype=torch.int64)
         out = torch.empty(m, dtype=torch.int64)
         self._fn(logits.data_ptr(), m, v, logits.stride(0), temps.data_ptr(), top_ps.data_ptr(), u.data_ptr(),
-                 out.data_ptr(), self._probs.data_ptr(), self._all.data_ptr())
+                 out.data_ptr(), probs.data_ptr(), ranked.data_ptr())
         return out.tolist()
 
 

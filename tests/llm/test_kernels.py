@@ -154,3 +154,26 @@ def test_seeded_requests_sample_the_same_tokens_whatever_the_batch(loaded: kerne
     alone = [sample_rows(logits[i:i + 1], seqs([7 + i]))[0] for i in range(3)]
     together = sample_rows(logits, seqs([7, 8, 9, None, None, None]))[:3]
     assert alone == together
+
+
+def test_two_threads_sample_at_once_and_each_gets_its_own_draws(loaded: kernels.Kernels) -> None:
+    """The sampler releases the GIL: two engines on threads of their own may be inside it together."""
+    import threading
+
+    gen = torch.Generator().manual_seed(11)
+    cases = [(torch.randn(16, 258, generator=gen) * 3, torch.rand(16, generator=gen)) for _ in range(2)]
+    temps, top_ps = torch.full((16,), 0.9), torch.full((16,), 0.3)  # flat enough rows reach the heap path too
+    alone = [loaded.sample_top_p(lg, temps, top_ps, u) for lg, u in cases]
+    got: list[list[list[int]]] = [[], []]
+
+    def run(i: int) -> None:
+        for _ in range(300):
+            got[i].append(loaded.sample_top_p(cases[i][0], temps, top_ps, cases[i][1]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        assert all(draw == alone[i] for draw in got[i])

@@ -102,6 +102,7 @@ compose-tools:
 	@missing=""; command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v podman >/dev/null 2>&1 || missing="$$missing podman"; \
 	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
+	test -x /usr/libexec/podman/catatonit || missing="$$missing catatonit"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

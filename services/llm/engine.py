@@ -56,7 +56,6 @@ class Engine:
         self.n_ctx = target.model.cfg.n_ctx
         self.config = config
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._wake = threading.Event()
         self._stop = False
         self._ids = itertools.count(1)
         self.pending = 0  # added but not yet taken by the engine thread (counts against max_queue)
@@ -72,12 +71,11 @@ class Engine:
         # how a step's deltas reach their requests; default: call each emit on the engine thread
         self.deliver: Callable[[list[tuple[Emit, Delta]]], None] = _call_each
         self._build(config)
-        self.thread = threading.Thread(target=self._run, name="llm-engine", daemon=True)
         self._running = False
-        # start_on: the event loop that drives the engine (None: its own thread drives it)
+        # the event loop that drives the engine (start_on: the replica's; start: one on a thread of its own)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._async_wake = asyncio.Event()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -103,8 +101,11 @@ class Engine:
         metrics.KV_CACHE_BYTES.set(cache.nbytes + (draft_cache.nbytes if draft_cache is not None else 0))
 
     def start(self) -> None:
-        self.thread.start()
-        self._running = True
+        """Run the engine on a thread of its own, driving an event loop of its own (direct users): the same loop
+        as start_on's, the deliveries made on that thread."""
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="llm-engine", daemon=True).start()
+        self.start_on(loop)
 
     def start_on(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run the engine as a task of `loop` (the replica's event loop), not on a thread of its own: one thread
@@ -117,7 +118,7 @@ class Engine:
 
         def begin() -> None:
             self._loop_thread = threading.get_ident()
-            self._task = loop.create_task(self._run_inline())
+            self._task = loop.create_task(self._run())
 
         loop.call_soon_threadsafe(begin)
 
@@ -127,13 +128,12 @@ class Engine:
 
     def _notify(self) -> None:
         """Wake the engine (a request, an abort, a config change), from any thread."""
-        self._wake.set()
         loop = self._loop
         if loop is not None:
             if threading.get_ident() == self._loop_thread:
-                self._async_wake.set()
+                self._wake.set()
             else:
-                loop.call_soon_threadsafe(self._async_wake.set)
+                loop.call_soon_threadsafe(self._wake.set)
 
     def set_config(self, cfg: LLMConfig, timeout: float = 10.0, draft: LoadedLLM | None = _KEEP) -> str | None:
         """Hand the engine a new config (and a new draft model, or None for none) and wait until its thread has
@@ -258,22 +258,8 @@ class Engine:
             for seq in list(self.scheduler.running):
                 self._finish(seq, "abort", error="internal engine error")
 
-    def _run(self) -> None:
-        """The engine on its own thread (start())."""
-        while not self._stop:
-            self._drain_inbox()
-            self._apply_pending()
-            if not self.scheduler.has_work():
-                self._publish()
-                self._wake.wait(0.5)
-                self._wake.clear()
-                continue
-            if self.config.step_delay_ms:
-                time.sleep(self.config.step_delay_ms / 1000)
-            self._guarded_step()
-
-    async def _run_inline(self) -> None:
-        """The engine as a task of the event loop (start_on()): a step, then one turn of the loop."""
+    async def _run(self) -> None:
+        """The engine as a task of its event loop: a step, then one turn of the loop."""
         while not self._stop:
             try:
                 await self._turn()
@@ -286,11 +272,11 @@ class Engine:
         self._apply_pending()
         if not self.scheduler.has_work():
             self._publish()
-            self._async_wake.clear()
+            self._wake.clear()
             if not self._inbox.empty():
                 return  # arrived between the drain and the clear
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._async_wake.wait(), 0.5)
+                await asyncio.wait_for(self._wake.wait(), 0.5)
             return
         if self.config.step_delay_ms:  # a slow accelerator: the loop serves others meanwhile
             await asyncio.sleep(self.config.step_delay_ms / 1000)

@@ -391,20 +391,13 @@ class _Stream:
     def render(self) -> bytes:
         """The SSE bytes of all that is pending, deltas that piled up coalesced; sets `finished` at the end."""
         pending, self.pending = self.pending, []
-        fmt = self.fmt
-        if len(pending) == 1:
-            d = pending[0]
-            if fmt._plain is not None and d.finish_reason is None and d.text and not d.error:
-                return fmt._plain[0] + orjson.dumps(d.text) + fmt._plain[1]  # fmt.sse(d), inlined
-        else:
-            pending = _coalesce(pending)
         parts: list[bytes] = []
-        for d in pending:
+        for d in _coalesce(pending):
             if d.error:
                 self.finished = True
                 parts.append(_sse(OpenAIError(500, d.error, type_="server_error").body()))
                 break
-            parts.append(fmt.sse(d))
+            parts.append(self.fmt.sse(d))
             if d.finish_reason is not None:
                 self.finished = True
                 break

@@ -40,8 +40,7 @@ _loaded: list[Kernels | None] = []
 class PagedAttention:
     """The loaded kernel. `__call__` runs one layer's attention for every run in `runs` (see csrc's comment)."""
 
-    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
-        self.path = path
+    def __init__(self, lib: ctypes.CDLL) -> None:
         fn = lib.fl_paged_attention
         p, i64 = ctypes.c_void_p, ctypes.c_int64
         fn.argtypes = [p, i64, p, p, p, i64, p, p, p, i64, i64, i64, i64, ctypes.c_float, p]
@@ -88,7 +87,7 @@ class Sampler:
 class Kernels:
     def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
         self.path = path
-        self.paged_attention = PagedAttention(lib, path)
+        self.paged_attention = PagedAttention(lib)
         self.sample_top_p = Sampler(lib)
 
 

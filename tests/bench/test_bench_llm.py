@@ -54,4 +54,53 @@ def test_llm_quick_json_compares_every_server(tiny_home: Path) -> None:
     assert r["peer_best_goodput_rps"] == max(v["goodput_rps"] for v in peers.values())
     assert r["ratio_vs_best_peer"] == pytest.approx(r["output_tok_s"] / r["peer_best_tok_s"], abs=0.01)
     assert r["ceiling_tok_s"] > 0 and r["machine"]["load_average"] >= 0
+    work = r["workload_ceiling"]
+    assert r["workload_ceiling_tok_s"] == work["workload_ceiling_tok_s"] > 0
+    assert work["prompts"] == r["requests"] and work["output_tokens_per_run"] == r["requests"] * r["max_tokens"]
+    assert r["pct_of_workload_ceiling"] == pytest.approx(100 * r["output_tok_s"] / r["workload_ceiling_tok_s"],
+                                                         abs=0.1)
     assert_gone([s["pid"] for s in r["servers"].values()])
+
+
+@pytest.mark.parametrize("kernel", ["1", "0"])
+def test_the_same_workload_ceiling_decodes_the_models_own_greedy_tokens(kernel: str) -> None:
+    """The bare loop behind `workload_ceiling_tok_s` computes the real model: prompts of different lengths in one
+    wave get, token for token, the greedy continuation of the plain forward (with our kernel and without). On the
+    trained v1 of `make setup` (read only): the tiny model's argmax hardly depends on its input."""
+    script = """
+import sys, torch
+from pathlib import Path
+import bench.llm as B
+import services.llm.model as M
+from services.llm.artifacts import load_llm
+reg = Path(sys.argv[1]) / "registry"
+loaded = load_llm(reg, "v1")
+texts = B.prompts(6, 100)
+steps = []
+head = M.GPT.head
+
+
+def recorded(self, x):
+    logits = head(self, x)
+    steps.append(logits.argmax(-1))
+    return logits
+
+
+M.GPT.head = recorded
+r = B.workload_ceiling(reg, "v1", texts, 6, 12, 1, repeats=1)
+M.GPT.head = head
+assert r["attention"] == ("kernel" if sys.argv[2] == "1" else "sdpa"), r
+decoded = [[int(s[i]) for s in steps[-11:]] for i in range(6)]
+with torch.inference_mode():
+    for i, t in enumerate(texts):
+        ids = loaded.tokenizer.encode(t)
+        out = []
+        for _ in range(12):
+            out.append(int(loaded.model(torch.tensor([ids + out]))[0, -1].argmax()))
+        assert out[1:] == decoded[i], (i, out, decoded[i])
+print("ok")
+"""
+    env = {**os.environ, "FAULTLINE_LLM_KERNEL": kernel}
+    proc = subprocess.run([sys.executable, "-c", script, str(ROOT / ".faultline"), kernel], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

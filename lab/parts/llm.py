@@ -216,7 +216,7 @@ PART = register(Part(
         "enable_prefix_caching", "speculative_enabled", "num_speculative_tokens", "speculative_draft",
         "cancel_on_disconnect",
         "max_queue", "default_temperature", "default_top_p", "default_max_tokens", "default_stop",
-        "torch_threads", "readiness",
+        "torch_threads", "stream_interval", "readiness",
     }),
     dials=(Dial(caller=GATEWAY, flag="--llm", config_key="llm_replicas"),),
     map=MapPlace("downstream", rank=30),

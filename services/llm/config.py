@@ -39,6 +39,9 @@ class LLMConfig(BaseModel):
     default_stop: list[str] | None = Field(None, max_length=4)
     torch_threads: int = Field(1, ge=1, le=64)
     step_delay_ms: float = Field(0, ge=0, le=10_000)  # added to every engine step (a slow accelerator)
+    # vLLM's --stream-interval: a stream's tokens are sent every this many (the first at once, the last with the
+    # finish): fewer chunks and writes per token, at the price of choppier streams (1: every token, vLLM's default)
+    stream_interval: int = Field(1, ge=1, le=256)
     # "model": ready once loaded and warmed; "process": as soon as the process is up (the lying kind)
     readiness: Literal["model", "process"] = "model"
 

@@ -399,6 +399,9 @@ class Engine:
         return min(hits) if hits else None
 
     def _emit(self, seq: Sequence, finish: str | None, error: str | None = None) -> None:
+        interval = self._active.stream_interval
+        if finish is None and interval > 1 and seq.sent_tokens and seq.num_output - seq.sent_tokens < interval:
+            return  # buffered (vLLM's stream interval): the first delta went at once, the finish always goes
         if finish is None and seq.params.stop:
             # hold back what could still become a stop string
             upto = max(seq.emitted, len(seq.text) - (max(len(s) for s in seq.params.stop) - 1))
@@ -415,6 +418,7 @@ class Engine:
             if seq.params.prompt_logprobs:
                 delta.prompt_logprobs = seq.prompt_lps
         if text or lps or finish is not None:
+            seq.sent_tokens = seq.num_output
             self._outbox.append((seq.emit, delta))
 
     def _flush(self) -> None:

@@ -75,6 +75,7 @@ class Sequence:
     emitted: int = 0
     out_logprobs: list[dict[str, Any]] = field(default_factory=list)
     sent_logprobs: int = 0
+    sent_tokens: int = 0  # output tokens covered by the deltas sent so far (config `stream_interval`)
     prompt_lps: list[dict[str, Any]] = field(default_factory=list)
     decoder: StreamDecoder = field(default_factory=StreamDecoder)
     generator: Any = None

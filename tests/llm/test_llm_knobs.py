@@ -218,3 +218,34 @@ def test_without_chunked_prefill_a_long_prompt_takes_a_step_of_its_own() -> None
 
     assert step_with_long_prompt(True) == [("short-0", 1), ("short-1", 1), ("long", 126)]
     assert step_with_long_prompt(False) == [("long", 201)]
+
+
+def _stream_chunks(server, interval: int) -> list[dict]:
+    """A seeded completion streamed with `stream_interval` pushed first: its content chunks, in order."""
+    server.patch(stream_interval=interval)
+    body = {"prompt": "And God said", "max_tokens": 23, "temperature": 0.9, "seed": 7, "logprobs": 0,
+            "stream": True}
+    chunks = []
+    with server.client.stream("POST", "/v1/completions", json=body) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                if chunk["choices"]:
+                    chunks.append(chunk["choices"][0])
+    return chunks
+
+
+def test_stream_interval_sends_tokens_in_groups_with_the_first_at_once(server) -> None:
+    """vLLM's --stream-interval as a config key: the same seeded answer, its first token alone (time to first
+    token unchanged), then chunks of `stream_interval` tokens, the rest with the finish."""
+    each = _stream_chunks(server, 1)
+    grouped = _stream_chunks(server, 5)
+    tokens = [len(c["logprobs"]["tokens"]) for c in grouped]
+    assert "".join(c["text"] for c in grouped) == "".join(c["text"] for c in each)
+    assert sum(tokens) == sum(len(c["logprobs"]["tokens"]) for c in each) == 23, tokens
+    assert len(each) >= 23 and max(len(c["logprobs"]["tokens"]) for c in each) == 1
+    assert tokens[0] == 1 and all(n == 5 for n in tokens[1:-1]) and 1 <= tokens[-1] <= 5, tokens
+    assert grouped[-1]["finish_reason"] == "length"
+    r = server.client.patch("/admin/config", json={"stream_interval": 0})
+    assert r.status_code == 422 and "stream_interval" in r.text, r.text

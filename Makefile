@@ -49,13 +49,14 @@ system-deps:
 # The whole suite, in two parts, each on pytest-xdist workers (the README's Testing section: the layout).
 # 1. `make test-suite`: everything but the catalog (and tests/compose) on TEST_WORKERS workers, one test file at a
 #    time per worker (`--dist loadfile`: a file's module fixtures, a private lab or a test peer, start once), the
-#    files with `slow` tests first (tests/conftest.py orders them; `--no-loadscope-reorder` keeps that order, where
-#    xdist would hand out the files with the most tests first and a long file could run alone at the end). Every
-#    worker has its own session fixtures (its own shared stack in its own temporary home on a free block of ports).
+#    files whose every test is `exclusive` first, then those with `slow` tests (tests/conftest.py orders them;
+#    `--no-loadscope-reorder` keeps that order, where xdist would hand out the files with the most tests first and a
+#    long file could run alone at the end). Every worker has its own session fixtures (its own shared stack in its
+#    own temporary home on a free block of ports).
 #    Most tests wait on real processes (probe windows, readiness, sleeps), so three workers share two cores; tests
 #    marked `exclusive` (a real Chromium driving the UI, the benchmarks' smoke runs, load generators held to a
 #    rate, CPU hogs whose share is measured, a 10 s bound) take the machine alone while they run (tests/cpulock.py,
-#    held around every test by tests/conftest.py).
+#    held around every test by tests/conftest.py, and kept from one exclusive test to the next on a worker).
 # 2. `make test-catalog`: the scenario catalog (every scenario broken, fixed and wrongly fixed for real, time
 #    compressed) on CATALOG_WORKERS workers, each with a private lab per track it runs; fraud runs spread one by
 #    one, the LLM track's scenarios are dealt to two groups (two LLM labs; a scenario's runs stay on one; scheduled by

@@ -8,6 +8,7 @@ Tests that destroy things (SIGKILL the lab, `down`) start their own with `stack_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -37,13 +38,23 @@ from kit import (  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with tests marked `slow` first, the most such tests first (a stable sort: a file's tests stay together
-    and in order). pytest-xdist hands files to workers in this order (`make test` passes `--no-loadscope-reorder`):
-    a long file handed out last would run alone at the end while the other workers sit idle."""
+    """Files whose every test is `exclusive` first, then files with tests marked `slow`, the most such tests first (a
+    stable sort: a file's tests stay together and in order). pytest-xdist hands files to workers in this order
+    (`make test` passes `--no-loadscope-reorder`). The exclusive files, handed out first, take the machine one after
+    the other while nothing else has started: spread through the session, each one's first test waited for the
+    other workers' running tests to end (a drain) while its own worker sat idle. A long file handed out last would
+    run alone at the end while the other workers sit idle."""
     slow: dict[Path, int] = {}
+    shared: set[Path] = set()
     for item in items:
         slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
-    items.sort(key=lambda item: -slow[item.path])
+        if not is_exclusive(item):
+            shared.add(item.path)
+    items.sort(key=lambda item: (item.path in shared, -slow[item.path]))
+
+
+def is_exclusive(item: pytest.Item) -> bool:
+    return item.get_closest_marker("exclusive") is not None
 
 
 def xdist_lock_dir() -> Path | None:
@@ -61,18 +72,39 @@ def cpu_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 CATALOG = ROOT / "tests" / "catalog"
 
 
+def takes_lock(item: pytest.Item | None) -> bool:
+    return item is not None and CATALOG not in item.path.parents
+
+
+# The lock this worker holds between two tests: kept from an exclusive test to the next when that one is exclusive too.
+_held: contextlib.ExitStack | None = None
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Under pytest-xdist every test holds the CPU lock (tests/cpulock.py) from its setup to its teardown: shared,
     or the machine alone for a test marked `exclusive` (it measures rates, CPU shares or latencies, or drives a real
     browser). Outermost (tryfirst), so the wait for the lock is not counted in the test's timeout. The catalog's
-    runs take the lock themselves, per scenario (catalogkit.CatalogLab): not here too, or a run would wait on itself."""
+    runs take the lock themselves, per scenario (catalogkit.CatalogLab): not here too, or a run would wait on itself.
+
+    Consecutive exclusive tests on this worker (a file's) keep the machine from one to the next: released in
+    between, the other workers' waiting shared tests got in first (measured: about every other time, with no gap at
+    all), and the next exclusive test waited for the longest of them to end while its worker sat idle."""
+    global _held
     lock_dir = xdist_lock_dir()
-    if lock_dir is None or CATALOG in item.path.parents:
+    if lock_dir is None or not takes_lock(item):
         yield
         return
-    with cpulock.machine(lock_dir, exclusive=item.get_closest_marker("exclusive") is not None):
+    alone = is_exclusive(item)
+    if _held is None:
+        _held = contextlib.ExitStack()
+        _held.enter_context(cpulock.machine(lock_dir, exclusive=alone))
+    try:
         yield
+    finally:
+        if not (alone and takes_lock(nextitem) and is_exclusive(nextitem)):
+            _held.close()
+            _held = None
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ One run, the same weights (the registry's verified version), the same prompts (a
 verses of the held-out corpus) and the same open-loop streaming client for every server:
 - ceiling: our GPT's weights in a bare batched decode loop in this process (no scheduler, no HTTP):
   `concurrency` sequences decoding together, output tokens per second, the best of three runs before the servers
-  start and three after they stop, with each attention: torch's SDPA over contiguous per-layer K/V, and our
-  server's own paged-attention kernel over blocks laid out in order (so the kernel cannot lift ours above it);
+  start and three after they stop, with each attention: torch's SDPA over contiguous per-layer K/V, our
+  server's own paged-attention kernel over blocks laid out in order, and our fused step (csrc/forward.c:
+  the whole step in one call), so that our kernels cannot lift ours above it;
 - the same-workload ceiling: the same prompts and lengths in a bare loop (static waves of `concurrency`, each
   prefilled, then decoded in lockstep; no scheduler, no sampler, no HTTP). Prefill is over half of the tokens a
   server computes here, so its share of the decode-only ceiling is the most any server could reach;
@@ -68,9 +69,10 @@ def prompts(n: int, max_chars: int = 160) -> list[str]:
 
 def ceiling(registry: Path, version: str, batch: int, steps: int, threads: int, repeats: int = 3) -> dict[str, Any]:
     """The raw decode loop `repeats` times with each attention: torch's scaled_dot_product_attention over
-    contiguous per-layer K/V, and our paged-attention kernel (services/llm/csrc) over a cache whose blocks are
-    laid out in order (where it builds). The best run of either is the ceiling: a burst of load from others only
-    ever slows a run down, and our server's own kernel must not make it beat a ceiling that lacks it."""
+    contiguous per-layer K/V, our paged-attention kernel (services/llm/csrc) over a cache whose blocks are laid
+    out in order, and our fused step (the whole step in one C call), the last two where they build. The
+    best run of any is the ceiling: a burst of load from others only ever slows a run down, and our server's own
+    kernels must not make it beat a ceiling that lacks them."""
     import torch
     import torch.nn.functional as F
 
@@ -122,9 +124,20 @@ def ceiling(registry: Path, version: str, batch: int, steps: int, threads: int, 
             paged(qkv[:, :c], out, blocks[i], tables, row0, nq, torch.full((batch,), pos), scores)
             return out
 
+        prepared = loaded.forward.prepare(m) if loaded is not None else None
+        rows = torch.arange(batch)
+
+        def fused_step(nxt: torch.Tensor, pos: int) -> torch.Tensor:  # the whole step in one call
+            assert loaded is not None and prepared is not None
+            positions = torch.full((batch,), pos)
+            logits = loaded.forward(prepared, blocks, nxt, positions, tables[rows, pos // bs] * bs + pos % bs, row0,
+                                    nq, positions, tables, rows, h, m.blocks[0].ln_1.eps, bs)
+            assert logits is not None
+            return logits.argmax(-1)
+
         runs: dict[str, list[float]] = {}
-        for name, attend in (("sdpa", sdpa_layer), ("kernel", kernel_layer)):
-            if name == "kernel" and paged is None:
+        for name, attend in (("sdpa", sdpa_layer), ("kernel", kernel_layer), ("fused", None)):
+            if (name == "kernel" and paged is None) or (name == "fused" and not prepared):
                 continue
             runs[name] = []
             for _ in range(repeats):
@@ -132,6 +145,9 @@ def ceiling(registry: Path, version: str, batch: int, steps: int, threads: int, 
                 t0 = time.perf_counter()
                 for step in range(steps):
                     pos = prompt_len + step
+                    if attend is None:
+                        nxt = fused_step(nxt, pos)
+                        continue
                     x = m.wte(nxt) + m.wpe.weight[pos]
                     for i, b in enumerate(m.blocks):
                         x = x + b.attn_proj(attend(i, b, b.c_attn(b.ln_1(x)), pos))
@@ -174,6 +190,8 @@ def workload_ceiling(registry: Path, version: str, texts: list[str], batch: int,
     tables = torch.arange(batch * nb).view(batch, nb)
     scores, out = torch.empty(cfg.n_ctx * h), torch.empty(batch, c)
     keys = torch.arange(cfg.n_ctx)
+    prepared = loaded.forward.prepare(m) if loaded is not None else None
+    eps = m.blocks[0].ln_1.eps
 
     def wave(prompts_: list[list[int]]) -> int:
         b = len(prompts_)
@@ -197,8 +215,15 @@ def workload_ceiling(registry: Path, version: str, texts: list[str], batch: int,
         nxt, pos = first, lengths.clone()
         rows_b, row0, nq = torch.arange(b), torch.arange(b), torch.ones(b, dtype=torch.long)
         for _ in range(max_tokens - 1):  # the first token came from the prefill
-            x = m.wte(nxt) + m.wpe(pos)
             slots = tables[rows_b, pos // bs] * bs + pos % bs
+            if prepared:  # the whole step in one call (csrc/forward.c)
+                assert loaded is not None
+                logits = loaded.forward(prepared, blocks, nxt, pos, slots, row0, nq, pos, tables[:b], rows_b, h, eps,
+                                        bs)
+                assert logits is not None
+                nxt, pos = logits.argmax(-1), pos + 1
+                continue
+            x = m.wte(nxt) + m.wpe(pos)
             mask = None if paged is not None else \
                 torch.zeros(b, 1, 1, cfg.n_ctx).masked_fill_((keys[None, :] > pos[:, None])[:, None, None], -torch.inf)
             for li, blk in enumerate(m.blocks):
@@ -225,7 +250,7 @@ def workload_ceiling(registry: Path, version: str, texts: list[str], batch: int,
                 tokens += wave(encoded[i: i + batch])
             runs.append(tokens / (time.perf_counter() - t0))
     return {"workload_ceiling_tok_s": round(max(runs), 1), "runs_tok_s": [round(r, 1) for r in runs],
-            "attention": "kernel" if paged is not None else "sdpa", "prompts": len(encoded),
+            "attention": "fused" if prepared else ("kernel" if paged is not None else "sdpa"), "prompts": len(encoded),
             "prompt_tokens": sum(len(p) for p in encoded), "output_tokens_per_run": len(encoded) * max_tokens}
 
 

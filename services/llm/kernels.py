@@ -1,5 +1,5 @@
-"""The replica's C kernels (csrc/*.c): paged attention and top-p sampling, built with the machine's C compiler
-into one shared object and called through ctypes (which releases the GIL for each call).
+"""The replica's C kernels (csrc/*.c): paged attention, a whole model step and top-p sampling, built with the
+machine's C compiler into one shared object and called through ctypes (which releases the GIL for each call).
 
 `load()` returns them, building the first time: the shared object is cached under a name that hashes the
 sources, the flags and the CPU (so a tree shared between machines never loads code built for another CPU's
@@ -84,11 +84,85 @@ class Sampler:
         return out.tolist()
 
 
+def _pad32(n: int) -> int:
+    return -(-n // 32) * 32
+
+
+class Forward:
+    """csrc/forward.c: a whole step of the model (every row of a PagedBatch) in one call. `prepare(model)` makes the
+    weights it reads once per model: each linear layer's weight transposed to (in, out) with the out dimension
+    zero-padded to a multiple of 32, its bias padded alike."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        fn = lib.fl_forward
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        fn.argtypes = [p, p, p, i64, p, p, p, i64, p, i64, p, i64, p, i64, i64, i64, i64, i64, ctypes.c_float, p]
+        fn.restype = ctypes.c_int
+        self._fn = fn
+
+    @staticmethod
+    def prepare(model: torch.nn.Module) -> list[torch.Tensor] | None:
+        """The tensors the step reads, in csrc's order but the caches (added per call); None when the model's
+        layers are not plain float32 linear layers and layer norms (the int8 variant): torch then."""
+        blocks = list(model.blocks)  # type: ignore[attr-defined]
+        linears = [m for b in blocks for m in (b.c_attn, b.attn_proj, b.c_fc, b.mlp_proj)]
+        norms = [m for b in blocks for m in (b.ln_1, b.ln_2)] + [model.ln_f]  # type: ignore[attr-defined]
+        if any(type(m) is not torch.nn.Linear or m.weight.dtype != torch.float32 or m.bias is None for m in linears):
+            return None
+        if any(type(m) is not torch.nn.LayerNorm or m.weight is None or m.bias is None for m in norms):
+            return None
+
+        def wt(w: torch.Tensor) -> torch.Tensor:  # (out, in) -> (in, pad32(out))
+            out = torch.zeros(w.shape[1], _pad32(w.shape[0]))
+            out[:, : w.shape[0]] = w.detach().t()
+            return out
+
+        def pad(b: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(_pad32(b.shape[0]))
+            out[: b.shape[0]] = b.detach()
+            return out
+
+        with torch.no_grad():
+            tensors: list[torch.Tensor] = []
+            for b in blocks:
+                tensors += [b.ln_1.weight.detach(), b.ln_1.bias.detach(), wt(b.c_attn.weight), pad(b.c_attn.bias),
+                            wt(b.attn_proj.weight), pad(b.attn_proj.bias), b.ln_2.weight.detach(),
+                            b.ln_2.bias.detach(), wt(b.c_fc.weight), pad(b.c_fc.bias), wt(b.mlp_proj.weight),
+                            pad(b.mlp_proj.bias)]
+            wte = model.wte.weight.detach()  # type: ignore[attr-defined]
+            tensors += [model.ln_f.weight.detach(), model.ln_f.bias.detach(), wt(wte), wte,  # type: ignore[attr-defined]
+                        model.wpe.weight.detach()]  # type: ignore[attr-defined]
+        return [t.contiguous() for t in tensors]
+
+    def __call__(self, prepared: list[torch.Tensor], caches: list[torch.Tensor], tokens: torch.Tensor,
+                 positions: torch.Tensor, slots: torch.Tensor, row0: torch.Tensor, nq: torch.Tensor,
+                 start: torch.Tensor, tables: torch.Tensor, logit_rows: torch.Tensor, n_head: int, eps: float,
+                 block_size: int) -> torch.Tensor | None:
+        """Logits (len(logit_rows), V) of one step, every row's K/V written to `caches` (one per layer); None if
+        the kernel could not allocate its workspace. Runs as in PagedAttention (row0, nq, start, tables)."""
+        n_layer = len(caches)
+        per = 12
+        ptrs: list[int] = []
+        for layer in range(n_layer):
+            ptrs += [t.data_ptr() for t in prepared[layer * per:(layer + 1) * per]] + [caches[layer].data_ptr()]
+        ptrs += [t.data_ptr() for t in prepared[n_layer * per:]]
+        addr = torch.tensor(ptrs, dtype=torch.int64)
+        v, c = prepared[-2].shape  # wte
+        logits = torch.empty(logit_rows.shape[0], v)
+        assert all(x.is_contiguous() for x in (tokens, positions, slots, row0, nq, start, tables, logit_rows))
+        rc = self._fn(tokens.data_ptr(), positions.data_ptr(), slots.data_ptr(), tokens.shape[0], row0.data_ptr(),
+                      nq.data_ptr(), start.data_ptr(), row0.shape[0], tables.data_ptr(), tables.shape[1],
+                      logit_rows.data_ptr(), logit_rows.shape[0], addr.data_ptr(), n_layer, c, n_head, v,
+                      block_size, eps, logits.data_ptr())
+        return logits if rc == 0 else None
+
+
 class Kernels:
     def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
         self.path = path
         self.paged_attention = PagedAttention(lib)
         self.sample_top_p = Sampler(lib)
+        self.forward = Forward(lib)
 
 
 def _cpu_tag() -> str:

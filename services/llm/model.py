@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from services.llm import kernels
 from services.llm.kernels import PagedAttention
 
 
@@ -201,6 +202,10 @@ class GPT(nn.Module):
 
     def forward_paged(self, batch: PagedBatch, cache: KVCache) -> torch.Tensor:
         """Logits (M, vocab) of the rows `batch.logit_index`; writes every new token's K/V into the cache."""
+        if batch.paged is not None and not batch.groups and cache.kernel is not None:
+            fused = self._fused_forward(batch, cache)
+            if fused is not None:
+                return fused
         x = F.embedding(batch.tokens, self.wte.weight) + F.embedding(batch.positions, self.wpe.weight)
         n, c = x.shape
         h, d = self.cfg.n_head, self.cfg.head_dim
@@ -237,6 +242,23 @@ class GPT(nn.Module):
             x = x + block.attn_proj.forward(y)
             x = x + block.mlp_proj.forward(F.gelu(block.c_fc.forward(block.ln_2.forward(x)), approximate="tanh"))
         return F.linear(self.ln_f.forward(x[batch.logit_index]), self.wte.weight)
+
+
+    def _fused_forward(self, batch: PagedBatch, cache: KVCache) -> torch.Tensor | None:
+        """The whole step in one C call (csrc/forward.c), or None: the torch path (no kernels, or not float32
+        layers: the int8 variant)."""
+        paged = batch.paged
+        loaded = kernels.load()
+        if paged is None or loaded is None:
+            return None
+        prepared = self.__dict__.get("_fused_weights")
+        if prepared is None:  # once per model: weights are never changed in place (a deploy loads a new model)
+            prepared = self.__dict__["_fused_weights"] = loaded.forward.prepare(self) or []
+        if not prepared:
+            return None
+        return loaded.forward(prepared, cache.kv, batch.tokens, batch.positions, batch.slots, paged.row0, paged.nq,
+                              paged.start, paged.tables, batch.logit_index, self.cfg.n_head, self.blocks[0].ln_1.eps,
+                              cache.block_size)
 
 
 def quantize_int8(model: GPT) -> GPT:

@@ -95,8 +95,9 @@ def _floats(values: list[float]) -> torch.Tensor:
 
 
 def build_batch(runs: list[Run], block_size: int, kernel: bool = False) -> tuple[PagedBatch, list[slice]]:
-    """The flattened batch, and for each run the slice of its logit rows in the output. With `kernel`, every run
-    but fresh prefills is attended by the paged-attention kernel (one PagedRuns); without, by torch groups."""
+    """The flattened batch, and for each run the slice of its logit rows in the output. With `kernel`, every run is
+    attended over the cache by our kernels (one PagedRuns; the whole step in one call where the model allows:
+    model.GPT._fused_forward); without, by torch groups (fresh prefills on their own new K/V)."""
     tokens: list[int] = []
     positions: list[int] = []
     slots: list[int] = []
@@ -117,7 +118,7 @@ def build_batch(runs: list[Run], block_size: int, kernel: bool = False) -> tuple
             positions.extend(range(r.start, end))
             slots.extend(table[p // block_size] * block_size + p % block_size for p in range(r.start, end))
         fresh = n > 1 and r.start == 0
-        if kernel and not fresh:
+        if kernel:  # fresh prompts too: their K/V are written before any row attends
             paged.append((r, offset))
         else:
             group = by_len.setdefault((n, fresh), ([], []))

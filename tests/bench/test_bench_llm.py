@@ -65,12 +65,14 @@ def test_llm_quick_json_compares_every_server(tiny_home: Path) -> None:
 @pytest.mark.parametrize("kernel", ["1", "0"])
 def test_the_same_workload_ceiling_decodes_the_models_own_greedy_tokens(kernel: str) -> None:
     """The bare loop behind `workload_ceiling_tok_s` computes the real model: prompts of different lengths in one
-    wave get, token for token, the greedy continuation of the plain forward (with our kernel and without). On the
+    wave get, token for token, the greedy continuation of the plain forward (with our fused step and without the
+    kernels). On the
     trained v1 of `make setup` (read only): the tiny model's argmax hardly depends on its input."""
     script = """
 import sys, torch
 from pathlib import Path
 import bench.llm as B
+import services.llm.kernels as K
 import services.llm.model as M
 from services.llm.artifacts import load_llm
 reg = Path(sys.argv[1]) / "registry"
@@ -87,9 +89,19 @@ def recorded(self, x):
 
 
 M.GPT.head = recorded
+step = K.Forward.__call__
+
+
+def recorded_step(self, *args, **kwargs):
+    logits = step(self, *args, **kwargs)
+    steps.append(logits.argmax(-1))
+    return logits
+
+
+K.Forward.__call__ = recorded_step
 r = B.workload_ceiling(reg, "v1", texts, 6, 12, 1, repeats=1)
 M.GPT.head = head
-assert r["attention"] == ("kernel" if sys.argv[2] == "1" else "sdpa"), r
+assert r["attention"] == ("fused" if sys.argv[2] == "1" else "sdpa"), r
 decoded = [[int(s[i]) for s in steps[-11:]] for i in range(6)]
 with torch.inference_mode():
     for i, t in enumerate(texts):

@@ -107,6 +107,60 @@ def test_a_mixed_step_gives_the_torch_paths_logits(kernel: kernels.PagedAttentio
         assert torch.allclose(x, y, atol=1e-4), (x - y).abs().max()
 
 
+@pytest.mark.parametrize(("n_embd", "n_head", "rows"), [(96, 4, 13), (64, 2, 1), (40, 5, 6), (128, 4, 32)])
+def test_a_decode_step_in_one_call_gives_the_torch_paths_logits_and_cache(kernel: kernels.PagedAttention,
+                                                                          n_embd: int, n_head: int,
+                                                                          rows: int) -> None:
+    """csrc/forward.c against the torch path for a step of single-token decodes (the prompts before it were fused
+    too): the target's and the draft's shapes, a width that is not a multiple of 32 (padded weights) with an odd
+    head size, row counts that are not a multiple of 4, one row, and sequences whose positions cross block edges;
+    the same logits and the same K/V written."""
+    torch.manual_seed(n_embd)
+    model = GPT(GPTConfig(n_ctx=256, n_embd=n_embd, n_head=n_head)).eval()
+    bs = 16
+    caches = {name: KVCache(model.cfg, rows * 16, bs, k) for name, k in (("fused", kernel), ("torch", None))}
+    gen = torch.Generator().manual_seed(2)
+    lengths = [int(n) for n in torch.randint(1, 240, (rows,), generator=gen)]
+    lengths[0] = 16  # the new token opens a block
+    tables = [list(range(i * 16, i * 16 + 16))[::-1] for i in range(rows)]  # blocks out of order
+    prompts = [torch.randint(0, 256, (n,), generator=gen).tolist() for n in lengths]
+    out = {}
+    with torch.inference_mode():
+        for name, cache in caches.items():
+            use = cache.kernel is not None
+            for p, t in zip(prompts, tables, strict=True):
+                model.forward_paged(build_batch([Run(p, 0, t, False)], bs, use)[0], cache)
+            step = [Run([7 + i], n, t, False) for i, (n, t) in enumerate(zip(lengths, tables, strict=True))]
+            batch, _ = build_batch(step, bs, use)
+            if use:
+                assert model._fused_forward(batch, cache) is not None  # the fused call serves this step
+            out[name] = (model.forward_paged(batch, cache), torch.stack(cache.kv))
+    for x, y in zip(out["fused"], out["torch"], strict=True):
+        assert torch.allclose(x, y, atol=1e-4), (x - y).abs().max()
+
+
+def test_the_int8_variant_runs_torch_layers_with_the_attention_kernel(kernel: kernels.PagedAttention) -> None:
+    """Dynamically quantised linear layers are not what the fused step reads: the int8 variant runs its layers in
+    torch, its attention (fresh prompts included) through the kernel, with the logits of torch's attention."""
+    from services.llm.model import quantize_int8
+
+    torch.manual_seed(3)
+    model = quantize_int8(GPT(GPTConfig(n_ctx=64)).eval())
+    out = {}
+    with torch.inference_mode():
+        for name, k in (("kernel", kernel), ("torch", None)):
+            cache = KVCache(model.cfg, 8, 16, k)
+            first, _ = build_batch([Run([1, 2, 3], 0, [0], False), Run(list(range(20)), 0, [1, 2], True)], 16,
+                                   k is not None)
+            assert model._fused_forward(first, cache) is None
+            a = model.forward_paged(first, cache)
+            b = model.forward_paged(build_batch([Run([4], 3, [0], False), Run([5, 6], 20, [1, 2], False)], 16,
+                                                k is not None)[0], cache)
+            out[name] = (a, b, torch.stack(cache.kv))
+    for x, y in zip(out["kernel"], out["torch"], strict=True):
+        assert torch.allclose(x, y, atol=1e-4), (x - y).abs().max()
+
+
 def test_switched_off_or_without_a_compiler_the_replica_attends_through_torch(tmp_path: Path) -> None:
     code = ("from services.llm import kernels; import sys; "
             "sys.stdout.write(kernels.backend())")

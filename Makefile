@@ -17,8 +17,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 # The LLM track's GPT, its draft, int8 variant and derived incident versions (v1-int4, v2, v2-draft;
 # services/llm/train.py, about 80 s on 2 cores; skipped when
-# registered), and the replicas' C kernels (services/llm/csrc: paged attention, top-p sampling; built with the machine's C compiler
-# in under a second; without one the replicas attend through torch). Its corpus is Debian's bible-kjv (installed here when missing; without it the trainer falls back to
+# registered), and the replicas' C kernels (services/llm/csrc: the whole model step, paged attention, top-p sampling; built with the machine's C compiler
+# in a few seconds; without one the replicas run torch). Its corpus is Debian's bible-kjv (installed here when missing; without it the trainer falls back to
 # a seeded generated corpus and says so in the versions' lineage).
 models: $(VENV)/.installed
 	$(PY) -m services.trainer defaults --home $(FAULTLINE_HOME)

@@ -1,10 +1,11 @@
 /* Attention over the paged KV cache, read in place through each sequence's block table (vLLM's
  * paged_attention, for the CPU and for our layout): no blocks gathered into a padded tensor, no mask built.
  *
- * Built by services/llm/attention.py with the machine's C compiler and called through ctypes (which releases
- * the GIL for the call, so the event loop runs beside it). Plain C, no torch headers: it compiles in a fraction
- * of a second. The torch path it replaces (gather + scaled_dot_product_attention with an additive mask) stays
- * as the fallback and as the reference the tests compare it with.
+ * Built by services/llm/kernels.py with the machine's C compiler and called through ctypes (which releases
+ * the GIL for the call, so the event loop runs beside it). Plain C, no torch headers. The model's layers run in
+ * torch around it only where the whole step cannot run in csrc/forward.c (the int8 variant). The torch path it
+ * replaces (gather + scaled_dot_product_attention with an additive mask) stays as the fallback and as the
+ * reference the tests compare it with.
  *
  * Layouts (float32, contiguous):
  *   cache  (num_blocks, block_size, 2, H, D): a slot's K is H*D floats, its V the next H*D

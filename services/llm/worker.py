@@ -292,7 +292,9 @@ class Worker:
         batch, rows = build_batch(runs, self.block_size, self.cache.kernel is not None)
         logits = self.model.forward_paged(batch, self.cache)
         res.logits = logits
-        argmax = logits.argmax(-1).tolist()  # every row's greedy token at once
+        # every row's greedy token at once, when a greedy or speculating row needs it (not for a batch that samples)
+        argmax = logits.argmax(-1).tolist() if any(s.seq.params.temperature == 0.0 or s.spec for s in scheduled) \
+            else []
         to_sample: list[tuple[int, int, Sequence]] = []  # (result index, logit row, sequence)
         new_tokens, logprob_rows, prompt_rows = res.new_tokens, res.logprob_rows, res.prompt_rows
         for s, run, sl in zip(scheduled, runs, rows, strict=True):
@@ -335,8 +337,12 @@ class Worker:
                 to_sample.append((len(new_tokens) - 1, last, seq))
             logprob_rows.append([last])
         if to_sample:
-            rows_idx = _longs([r for _, r, _ in to_sample])
-            tokens = sample_rows(logits.index_select(0, rows_idx).float(), [q for _, _, q in to_sample])
+            first, n = to_sample[0][1], len(to_sample)
+            if to_sample[-1][1] - first == n - 1:  # consecutive rows (a batch of decodes): a view, no copy
+                picked = logits[first:first + n]
+            else:
+                picked = logits.index_select(0, _longs([r for _, r, _ in to_sample]))
+            tokens = sample_rows(picked, [q for _, _, q in to_sample])
             for (i, _, _), tok in zip(to_sample, tokens, strict=True):
                 res.new_tokens[i] = [tok]
         return res

@@ -551,6 +551,8 @@ def run(quick: bool = False, scale: float = 1.0, registry: Path | None = None, v
             "runs_tok_s": ceil["runs_tok_s"] + again["runs_tok_s"]}
     again_work = workload_ceiling(registry, version, texts, concurrency, max_tokens, threads=1)
     work = {**work, "workload_ceiling_tok_s": max(work["workload_ceiling_tok_s"], again_work["workload_ceiling_tok_s"]),
+            "by_prefill_tok_s": {k: max(v, again_work["by_prefill_tok_s"].get(k, 0.0))
+                                 for k, v in work["by_prefill_tok_s"].items()},
             "runs_tok_s": work["runs_tok_s"] + again_work["runs_tok_s"]}
     c, wc = ceil["ceiling_tok_s"], work["workload_ceiling_tok_s"]
     for r in per.values():

@@ -210,17 +210,13 @@ def workload_ceiling(registry: Path, version: str, texts: list[str], batch: int,
         assert logits is not None
         return logits.argmax(-1)
 
-    def wave(prompts_: list[list[int]], prefill: str) -> int:
-        b = len(prompts_)
-        lengths = torch.tensor([len(p) for p in prompts_])
-        first = torch.empty(b, dtype=torch.long)
+    def torch_prefill(prompts_: list[list[int]]) -> torch.Tensor:
+        """The wave's prompts through torch, one forward per distinct length: their first tokens."""
+        first = torch.empty(len(prompts_), dtype=torch.long)
         by_len: dict[int, list[int]] = {}
         for i, p in enumerate(prompts_):
             by_len.setdefault(len(p), []).append(i)
-        if prefill == "fused":
-            first = fused_prefill(prompts_)
-            by_len = {}
-        for n, rows in by_len.items():  # prefill: one forward per distinct length
+        for n, rows in by_len.items():
             idx = torch.tensor(rows)
             x = m.wte(torch.tensor([prompts_[i] for i in rows])) + m.wpe(torch.arange(n))
             for li, blk in enumerate(m.blocks):
@@ -232,13 +228,21 @@ def workload_ceiling(registry: Path, version: str, texts: list[str], batch: int,
                 x = x + blk.attn_proj(y.transpose(1, 2).reshape(-1, n, c))
                 x = x + blk.mlp(blk.ln_2(x))
             first[idx] = m.head(x[:, -1]).argmax(-1)
+        return first
+
+    prefills = {"torch": torch_prefill, "fused": fused_prefill}
+
+    def wave(prompts_: list[list[int]], prefill: str) -> int:
+        b = len(prompts_)
+        lengths = torch.tensor([len(p) for p in prompts_])
+        first = prefills[prefill](prompts_)
         nxt, pos = first, lengths.clone()
-        rows_b, row0, nq = torch.arange(b), torch.arange(b), torch.ones(b, dtype=torch.long)
+        row0, nq = torch.arange(b), torch.ones(b, dtype=torch.long)  # run s is row s, one token each
         for _ in range(max_tokens - 1):  # the first token came from the prefill
-            slots = tables[rows_b, pos // bs] * bs + pos % bs
+            slots = tables[row0, pos // bs] * bs + pos % bs
             if prepared:  # the whole step in one call (csrc/forward.c)
                 assert loaded is not None
-                logits = loaded.forward(prepared, blocks, nxt, pos, slots, row0, nq, pos, tables[:b], rows_b, h, eps,
+                logits = loaded.forward(prepared, blocks, nxt, pos, slots, row0, nq, pos, tables[:b], row0, h, eps,
                                         bs)
                 assert logits is not None
                 nxt, pos = logits.argmax(-1), pos + 1

@@ -202,7 +202,7 @@ class GPT(nn.Module):
 
     def forward_paged(self, batch: PagedBatch, cache: KVCache) -> torch.Tensor:
         """Logits (M, vocab) of the rows `batch.logit_index`; writes every new token's K/V into the cache."""
-        if batch.paged is not None and not batch.groups and cache.kernel is not None:
+        if not batch.groups and cache.kernel is not None:
             fused = self._fused_forward(batch, cache)
             if fused is not None:
                 return fused
@@ -242,7 +242,6 @@ class GPT(nn.Module):
             x = x + block.attn_proj.forward(y)
             x = x + block.mlp_proj.forward(F.gelu(block.c_fc.forward(block.ln_2.forward(x)), approximate="tanh"))
         return F.linear(self.ln_f.forward(x[batch.logit_index]), self.wte.weight)
-
 
     def _fused_forward(self, batch: PagedBatch, cache: KVCache) -> torch.Tensor | None:
         """The whole step in one C call (csrc/forward.c), or None: the torch path (no kernels, or not float32

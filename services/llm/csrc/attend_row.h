@@ -1,5 +1,5 @@
 /* One query row's attention over a sequence's paged K/V (csrc/paged_attention.c's comment has the layouts), shared
- * by the paged-attention kernel and the fused decode step (csrc/decode_step.c). */
+ * by the paged-attention kernel and the fused model step (csrc/forward.c). */
 #ifndef FL_ATTEND_ROW_H
 #define FL_ATTEND_ROW_H
 

@@ -237,7 +237,7 @@ def test_a_lab_422_names_the_field_without_echoing_the_value(stack: Any) -> None
 
 
 def _slo_specs(lab: httpx.Client) -> list[dict[str, Any]]:
-    """The objectives as declared; their live `value` and `state` move with the traffic between two reads."""
+    """The objectives as declared; their live `value`, `state` and `since` move with the traffic between reads."""
     live = ("value", "state", "since")
     return [{k: v for k, v in s.items() if k not in live} for s in lab.get("/api/slo").json()["slos"]]
 

@@ -309,7 +309,12 @@ class Supervisor:
 
     def update_spec(self, name: str, **changes: Any) -> None:
         """Change how a service runs (argv, limits, policy). Applies at its next start, except the memory
-        limit and restart policy, which apply at once."""
+        limit and restart policy, which apply at once.
+
+        A new argv is a new rollout of the service (as a changed pod template is in Kubernetes): the failures
+        counted against the old one no longer say anything, so its backoff starts over. Without that, a
+        crash-looping service fixed by a config change would sit out the crash loop's longest wait (30 s) before
+        trying the fixed config."""
 
         def do() -> None:
             p = self._get(name)
@@ -318,6 +323,11 @@ class Supervisor:
                     raise ValueError(f"unknown spec field {key!r}")
                 if key == "restart" and isinstance(value, str):
                     value = RestartPolicy(mode=value)
+                if key == "argv" and list(value) != list(p.spec.argv):
+                    p.consecutive_failures = 0
+                    p.restart_times.clear()
+                    if p.restart_at is not None and not p.alive():  # waiting out a backoff: the first wait now
+                        p.restart_at = min(p.restart_at, time.time() + p.spec.restart.backoff_initial_s)
                 setattr(p.spec, key, value)
 
         self._call(do)

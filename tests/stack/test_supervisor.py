@@ -82,6 +82,36 @@ def test_crash_loop_is_detected_and_backoff_grows(sup):
     assert waits[0] < waits[-1] <= 0.4 + 1e-9
 
 
+def _restart_waits(sup, name: str) -> list[float]:
+    return [float(x["line"].split("restarting in ")[1].split("s")[0]) for x in sup.logs(name, grep="restarting in")]
+
+
+def test_a_new_argv_starts_the_backoff_over(sup):
+    """A crash-looping service given a new start-up argv (a config rollout) tries it after the first, short wait,
+    not after the long wait its old failures earned, both when the change lands while a doomed process still runs
+    and while it waits out a backoff."""
+    crash = "import sys, time; time.sleep(0.3); sys.exit(int(sys.argv[1]))"
+    policy = RestartPolicy("on-failure", backoff_initial_s=0.1, backoff_max_s=20, crashloop_restarts=100)
+    sup.add(ServiceSpec("flaky", [PY, "-c", crash, "3"], ready_path=None, restart=policy))
+    # Let the waits grow to 1.6 s, then change the argv while the next (doomed) process runs.
+    wait_for(lambda: 1.6 in _restart_waits(sup, "flaky"), timeout=20)
+    wait_for(lambda: sup.service_status("flaky")["pid"] is not None, timeout=10)
+    before = len(_restart_waits(sup, "flaky"))
+    sup.update_spec("flaky", argv=[PY, "-c", crash, "4"])
+    wait_for(lambda: (sup.service_status("flaky")["last_exit"] or {}).get("code") == 4, timeout=10)
+    # The doomed process's exit waits the first wait (its old failures would have earned 3.2 s), then the new
+    # argv's own failures count from there.
+    assert _restart_waits(sup, "flaky")[before:][:2] == [pytest.approx(0.1), pytest.approx(0.2)]
+
+    # Now waiting out a long backoff, with no process: a new argv is started after the first wait, not 20 s later.
+    sup.update_spec("flaky", restart=RestartPolicy("on-failure", backoff_initial_s=20, backoff_max_s=20))
+    wait_for(lambda: _restart_waits(sup, "flaky")[-1] == 20, timeout=10)
+    port = free_port()
+    sup.update_spec("flaky", restart=RestartPolicy("on-failure", backoff_initial_s=0.1),
+                    argv=http_server("flaky", port).argv, url=f"http://127.0.0.1:{port}", ready_path="/")
+    assert sup.wait_ready(["flaky"], 10) == []
+
+
 @pytest.mark.parametrize(("mode", "code", "state"), [("no", 5, "exited"), ("on-failure", 0, "exited"),
                                                       ("always", 0, "backoff")])
 def test_restart_policies(sup, mode, code, state):

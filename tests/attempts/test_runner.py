@@ -4,8 +4,8 @@
   score is at least 90, and nothing of the private stack is left running;
 - unsolved, on the session's shared stack (`--lab-url`): it breaks, is not fixed, and scores below 50.
 
-The wrong fix goes through the same driver (`lab.runner.run_attempt`) in the catalog test, for every scenario on
-two seeds (tests/catalog).
+The reference solution and the wrong fix go through the same driver (`lab.runner.run_attempt`) in the catalog test,
+for every scenario (tests/catalog).
 """
 
 from __future__ import annotations

@@ -2,15 +2,18 @@
 
 For every scenario (parametrized over the files, so a new scenario is covered without touching this test):
 - it validates, and renders for every seed used here;
-- for two seeds: the steady state breaks after the injection, the reference solution (with the right diagnosis)
+- for one seed: the steady state breaks after the injection, the reference solution (with the right diagnosis)
   fixes it — an accepted end state holds its probes — and grades at least 90, with full diagnosis credit and no
   collateral, and the learner who does nothing scores below 50 — graded on that same run's journal up to the
   learner's first move, which is exactly an attempt where nobody acted (the grade is a pure function of the
   journal); afterwards the stack is back to its baseline and healthy (faults reverted, configs, versions,
   replicas and proxies as before, a real scoring request answered by v1);
-- for one more seed: the scenario's plausible wrong fix breaks nothing further but does not pass (the fix claim is
-  rejected, the grade stays below 90 and is penalised): one seed proves it, as the brief asks of every scenario
-  (a second seed was 25 more runs; `faultline scenarios test --seeds 2` runs seeds 3 and 4);
+- for another seed: the steady state breaks too, and the scenario's plausible wrong fix breaks nothing further but
+  does not pass (the fix claim is rejected, the grade stays below 90 and is penalised).
+One seed each proves what the brief asks of every scenario (it breaks, its solution fixes it, a plausible wrong fix
+does not), and the two runs draw different variables. A second solve seed was 25 more runs, ~7 of the catalog's
+~20 minutes, and kept `make test` over issue 15's 50 minutes on CI; a second wrong-fix seed was 25 more again.
+`faultline scenarios test --seeds 2` runs seeds 1 and 2 solved and 3 and 4 wrongly fixed, for any file.
 The checks are lab/selftest.py's `solve_checks` and `wrong_fix_checks`: `faultline scenarios test` runs the same.
 - once, on a stack of its own, the real `faultline run ID --json` (unsolved) breaks, scores below 50 and leaves
   nothing running.
@@ -49,7 +52,7 @@ from lab.scenario import check_file
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 TIME_SCALE = 0.05
-SOLVE_SEEDS = (1, 2)
+SOLVE_SEEDS = (1,)
 WRONG_FIX_SEEDS = (3,)
 PATHS = scenario_paths()
 IDS = [p.stem for p in PATHS]

@@ -90,11 +90,11 @@ def test_a_new_argv_starts_the_backoff_over(sup):
     """A crash-looping service given a new start-up argv (a config rollout) tries it after the first, short wait,
     not after the long wait its old failures earned, both when the change lands while a doomed process still runs
     and while it waits out a backoff."""
-    crash = "import sys, time; time.sleep(0.3); sys.exit(int(sys.argv[1]))"
+    crash = "import sys, time; time.sleep(1.0); sys.exit(int(sys.argv[1]))"  # a second: the change lands in it
     policy = RestartPolicy("on-failure", backoff_initial_s=0.1, backoff_max_s=20, crashloop_restarts=100)
     sup.add(ServiceSpec("flaky", [PY, "-c", crash, "3"], ready_path=None, restart=policy))
     # Let the waits grow to 1.6 s, then change the argv while the next (doomed) process runs.
-    wait_for(lambda: 1.6 in _restart_waits(sup, "flaky"), timeout=20)
+    wait_for(lambda: 1.6 in _restart_waits(sup, "flaky"), timeout=40)
     wait_for(lambda: sup.service_status("flaky")["pid"] is not None, timeout=10)
     before = len(_restart_waits(sup, "flaky"))
     sup.update_spec("flaky", argv=[PY, "-c", crash, "4"])

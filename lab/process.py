@@ -322,6 +322,14 @@ class ManagedProcess:
         self.restarts += 1
         self.restart_times.append(now)
 
+    def forget_failures(self, now: float) -> None:
+        """Start the backoff over (a start by hand, a new argv): the failures counted so far no longer say anything
+        about the next run. One waiting out a backoff waits the first wait from now, not what its failures earned."""
+        self.consecutive_failures = 0
+        self.restart_times.clear()
+        if self.restart_at is not None and not self.alive():
+            self.restart_at = min(self.restart_at, now + self.spec.restart.backoff_initial_s)
+
     def snapshot(self) -> dict[str, Any]:
         if self.alive():
             self.sample(with_cpu=False)  # status shows the RSS of now, not of the last tick

@@ -301,8 +301,7 @@ class Supervisor:
             p = self._get(name)
             if p.alive():
                 return
-            p.consecutive_failures = 0
-            p.restart_times.clear()
+            p.forget_failures(time.time())
             self._spawn(p)
 
         self._call(do)
@@ -324,10 +323,7 @@ class Supervisor:
                 if key == "restart" and isinstance(value, str):
                     value = RestartPolicy(mode=value)
                 if key == "argv" and list(value) != list(p.spec.argv):
-                    p.consecutive_failures = 0
-                    p.restart_times.clear()
-                    if p.restart_at is not None and not p.alive():  # waiting out a backoff: the first wait now
-                        p.restart_at = min(p.restart_at, time.time() + p.spec.restart.backoff_initial_s)
+                    p.forget_failures(time.time())
                 setattr(p.spec, key, value)
 
         self._call(do)

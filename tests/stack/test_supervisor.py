@@ -69,6 +69,10 @@ def test_memory_limit_kill_is_recorded_as_oomkilled(sup):
     assert any("holding" in x["line"] for x in sup.logs("hog"))
 
 
+def _restart_waits(sup, name: str) -> list[float]:
+    return [float(x["line"].split("restarting in ")[1].split("s")[0]) for x in sup.logs(name, grep="restarting in")]
+
+
 def test_crash_loop_is_detected_and_backoff_grows(sup):
     policy = RestartPolicy("on-failure", backoff_initial_s=0.05, backoff_max_s=0.4, crashloop_restarts=4,
                            crashloop_window_s=60)
@@ -77,13 +81,8 @@ def test_crash_loop_is_detected_and_backoff_grows(sup):
     st = wait_for(lambda: (s := sup.service_status("crasher"))["state"] == "crashloop" and s, timeout=20)
     assert st["restarts"] >= 3
     assert st["last_exit"]["code"] == 3 and st["last_exit"]["reason"] == "Error"
-    waits = [float(x["line"].split("restarting in ")[1].split("s")[0])
-             for x in sup.logs("crasher", grep="restarting in")]
+    waits = _restart_waits(sup, "crasher")
     assert waits[0] < waits[-1] <= 0.4 + 1e-9
-
-
-def _restart_waits(sup, name: str) -> list[float]:
-    return [float(x["line"].split("restarting in ")[1].split("s")[0]) for x in sup.logs(name, grep="restarting in")]
 
 
 def test_a_new_argv_starts_the_backoff_over(sup):
